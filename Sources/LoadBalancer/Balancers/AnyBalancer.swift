@@ -1,0 +1,23 @@
+/// A type-erased balancer, for choosing the algorithm at run time (from configuration, say).
+///
+/// ```swift
+/// let balancer: AnyBalancer<Req, Resp> = useRandom ? AnyBalancer(RandomBalancer(cache)) : AnyBalancer(RoundRobinBalancer(cache))
+/// ```
+///
+/// A pick through it costs one dynamic dispatch more than through the concrete balancer.
+public struct AnyBalancer<Request: Sendable, Response: Sendable>: Balancer {
+    /// The wrapped balancer.
+    public let base: any Balancer<Request, Response>
+
+    public init(_ base: some Balancer<Request, Response>) {
+        self.base = base
+    }
+
+    public var endpoints: EndpointCache<Request, Response> { base.endpoints }
+
+    public func pick() throws(LoadBalancerError) -> EndpointPick { try base.pick() }
+
+    public var observesCalls: Bool { base.observesCalls }
+
+    public func record(_ call: CallRecord) { base.record(call) }
+}

@@ -1,0 +1,112 @@
+/// Chooses an endpoint for each call, synchronously, from an ``EndpointCache``'s current set.
+///
+/// ``pick()`` is the hot path. It never suspends, takes no lock in the common case, allocates
+/// nothing, and touches no reference-counted object: it reads the set's ``EndpointSetShape`` (one
+/// atomic word) and returns an ``EndpointPick`` (two integers). The endpoint itself is fetched once
+/// per call by ``withEndpoint(isolation:_:)``, which is also how load-aware balancers learn each
+/// call's outcome and latency, so no caller can forget to report.
+///
+/// ```swift
+/// let balancer = RoundRobinBalancer(cache)
+/// let response = try await balancer.withEndpoint { endpoint in
+///     try await endpoint(request)
+/// }
+/// ```
+public protocol Balancer<Request, Response>: Sendable {
+    associatedtype Request: Sendable
+    associatedtype Response: Sendable
+
+    /// The endpoints the balancer chooses among.
+    var endpoints: EndpointCache<Request, Response> { get }
+
+    /// Chooses an endpoint of the current set.
+    ///
+    /// - Throws: ``LoadBalancerError`` with code ``LoadBalancerError/Code/noEndpoints`` when the set is empty.
+    func pick() throws(LoadBalancerError) -> EndpointPick
+
+    /// Whether ``record(_:)`` wants to hear about calls. When `false` (the default), scoped calls
+    /// skip measuring latency.
+    var observesCalls: Bool { get }
+
+    /// Learns the outcome of a call made through ``withEndpoint(isolation:_:)``. Default: nothing.
+    func record(_ call: CallRecord)
+}
+
+/// What a balancer learns about one completed call.
+public struct CallRecord: Sendable {
+    /// How a call ended.
+    public enum Outcome: Sendable, Hashable {
+        /// The call returned.
+        case success
+        /// The call threw an error other than cancellation.
+        case failure
+        /// The call was cancelled.
+        case cancelled
+    }
+
+    /// The pick the call was made with.
+    public var pick: EndpointPick
+    /// The id of the instance called.
+    public var instanceID: String
+    /// How it ended.
+    public var outcome: Outcome
+    /// How long it took.
+    public var latency: Duration
+
+    public init(pick: EndpointPick, instanceID: String, outcome: Outcome, latency: Duration) {
+        self.pick = pick
+        self.instanceID = instanceID
+        self.outcome = outcome
+        self.latency = latency
+    }
+}
+
+extension Balancer {
+    public var observesCalls: Bool { false }
+    public func record(_ call: CallRecord) {}
+
+    /// Picks an endpoint and returns it with the pick.
+    ///
+    /// When the set changes between the pick and the fetch, it picks again (a few times at most),
+    /// so the endpoint always belongs to the set the pick was made against.
+    ///
+    /// - Throws: ``LoadBalancerError`` (``LoadBalancerError/Code/noEndpoints``).
+    public func pickEndpoint() throws(LoadBalancerError) -> (endpoint: Endpoint<Request, Response>, pick: EndpointPick) {
+        for _ in 0..<8 {
+            let pick = try pick()
+            if let endpoint = endpoints.endpoint(for: pick) { return (endpoint, pick) }
+        }
+        // The set is changing faster than we can pick: take the pick's position in the newest set.
+        let pick = try pick()
+        let set = endpoints.snapshot
+        guard !set.isEmpty else { throw LoadBalancerError(code: .noEndpoints, message: "no endpoints available") }
+        let index = pick.index % set.count
+        return (set[index], EndpointPick(index: index, generation: set.generation))
+    }
+
+    /// Picks an endpoint, runs `body` with it, and reports the outcome and latency to the balancer.
+    ///
+    /// - Throws: ``LoadBalancerError`` when there is no endpoint, or what `body` throws.
+    public func withEndpoint<Result>(
+        isolation: isolated (any Actor)? = #isolation,
+        _ body: (Endpoint<Request, Response>) async throws -> Result
+    ) async throws -> Result {
+        let (endpoint, pick) = try pickEndpoint()
+        guard observesCalls else { return try await body(endpoint) }
+        let start = ContinuousClock.now
+        do {
+            let result = try await body(endpoint)
+            record(CallRecord(pick: pick, instanceID: endpoint.id, outcome: .success, latency: .now - start))
+            return result
+        } catch {
+            let outcome: CallRecord.Outcome = error is CancellationError ? .cancelled : .failure
+            record(CallRecord(pick: pick, instanceID: endpoint.id, outcome: outcome, latency: .now - start))
+            throw error
+        }
+    }
+
+    /// Sends `request` to a picked endpoint: ``withEndpoint(isolation:_:)`` calling the endpoint.
+    public func call(_ request: Request) async throws -> Response {
+        try await withEndpoint { endpoint in try await endpoint(request) }
+    }
+}

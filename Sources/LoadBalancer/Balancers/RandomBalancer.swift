@@ -1,0 +1,51 @@
+import Synchronization
+
+/// Picks an endpoint uniformly at random.
+///
+/// Safe under any number of concurrent pickers, lock-free: the generator's state is one atomic word
+/// advanced by a fetch-add (the wyrand generator: a Weyl sequence whose every step is mixed by a
+/// 128-bit multiply), so two threads never share a half-updated state and never get the same value.
+/// With a seed, a single-threaded sequence of picks is reproducible.
+public final class RandomBalancer<Request: Sendable, Response: Sendable>: Balancer {
+    public let endpoints: EndpointCache<Request, Response>
+    @usableFromInline
+    let state: Atomic<UInt64>
+
+    /// Creates a random balancer over `endpoints`.
+    ///
+    /// - Parameter seed: Makes the picks reproducible (for tests). Default: a random seed.
+    public init(_ endpoints: EndpointCache<Request, Response>, seed: UInt64? = nil) {
+        self.endpoints = endpoints
+        var generator = SystemRandomNumberGenerator()
+        self.state = Atomic(seed ?? generator.next())
+    }
+
+    @inlinable
+    public func pick() throws(LoadBalancerError) -> EndpointPick {
+        let shape = endpoints.shape
+        guard shape.count > 0 else { throw .noEndpoints }
+        let random = WyRand.next(state)
+        // Lemire's multiply-shift maps 64 random bits onto 0..<count without a division.
+        let index = random.multipliedFullWidth(by: UInt64(truncatingIfNeeded: shape.count)).high
+        return EndpointPick(index: Int(truncatingIfNeeded: index), generation: shape.generation)
+    }
+}
+
+/// The wyrand generator over an atomic state.
+@usableFromInline
+enum WyRand {
+    @usableFromInline static let increment: UInt64 = 0xa076_1d64_78bd_642f
+    @usableFromInline static let mixer: UInt64 = 0xe703_7ed1_a0b4_28db
+
+    @inlinable
+    static func next(_ state: borrowing Atomic<UInt64>) -> UInt64 {
+        let s = state.wrappingAdd(increment, ordering: .relaxed).newValue
+        return mix(s)
+    }
+
+    @inlinable
+    static func mix(_ s: UInt64) -> UInt64 {
+        let product = s.multipliedFullWidth(by: s ^ mixer)
+        return product.high ^ product.low
+    }
+}

@@ -1,0 +1,316 @@
+import Atomics
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// Keeps one endpoint per instance across registry updates and publishes the current
+/// ``EndpointSet`` for balancers.
+///
+/// Feed it instance sets, either by running it over a publisher (``run()``, or as a `Service` in a
+/// `ServiceGroup`) or by hand with ``update(with:)``. For each update the cache:
+///
+/// - keeps the endpoint of every instance id that stays (the *same* ``Endpoint`` object, so its
+///   connections and load state survive),
+/// - asks the ``EndpointFactory`` for an endpoint for every new id; a factory that throws is logged,
+///   its instance is left out, and it is asked again at the next update,
+/// - publishes a new immutable snapshot ordered by instance id,
+/// - and only then closes the endpoints of removed ids, each exactly once.
+///
+/// When ``run()`` ends (its task is cancelled, or the publisher finishes) the cache publishes an
+/// empty set and closes every endpoint it still holds.
+///
+/// Reading the current set is lock-free: ``shape`` is one atomic load of a word, and ``snapshot``
+/// is an atomic strong-reference load. Updates are serialised among themselves and never block readers.
+public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendable {
+    /// Generation and count of the current snapshot, packed (see ``EndpointSetShape``).
+    @usableFromInline
+    let packedShape: Atomic<UInt64>
+    /// The current snapshot.
+    private let current: ManagedAtomic<EndpointSet<Request, Response>>
+
+    private let factory: EndpointFactory<Request, Response>
+    private let publisher: (any InstancePublisher)?
+    private let logger: Logger
+    private let updateLock = AsyncLock()
+    private let state = Mutex(State())
+
+    private struct Entry {
+        var instance: Instance
+        var managed: ManagedEndpoint<Request, Response>
+    }
+
+    private struct State {
+        var entries: [String: Entry] = [:]
+        var generation: UInt32 = 0
+        var updates = 0
+        var isShutDown = false
+        var readyWaiters: [CheckedContinuation<Void, Never>] = []
+        var factoryFailures: [String: String] = [:]
+    }
+
+    /// Creates a cache that ``run()`` feeds from `publisher`.
+    ///
+    /// - Parameters:
+    ///   - publisher: Where instance sets come from.
+    ///   - factory: Makes an endpoint for each new instance.
+    ///   - logger: Where the cache logs (registry errors, factory failures, close failures).
+    ///     Default: a logger that discards everything.
+    public init(
+        publisher: some InstancePublisher,
+        factory: EndpointFactory<Request, Response>,
+        logger: Logger = Logger(label: "loadbalancer", factory: { _ in SwiftLogNoOpLogHandler() })
+    ) {
+        self.publisher = publisher
+        self.factory = factory
+        self.logger = logger
+        self.packedShape = Atomic(0)
+        self.current = ManagedAtomic(EndpointSet(endpoints: [], instances: [], generation: 0))
+    }
+
+    /// Creates a cache fed by hand with ``update(with:)``.
+    public init(
+        factory: EndpointFactory<Request, Response>,
+        logger: Logger = Logger(label: "loadbalancer", factory: { _ in SwiftLogNoOpLogHandler() })
+    ) {
+        self.publisher = nil
+        self.factory = factory
+        self.logger = logger
+        self.packedShape = Atomic(0)
+        self.current = ManagedAtomic(EndpointSet(endpoints: [], instances: [], generation: 0))
+    }
+
+    /// Creates a cache that already holds `endpoints` (a fixed set, for tests and simple clients).
+    ///
+    /// The endpoints need no closing. Later calls to ``update(with:)`` may only name instances of these endpoints.
+    public convenience init(endpoints: [Endpoint<Request, Response>]) async {
+        let byID = Dictionary(endpoints.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        self.init(
+            factory: EndpointFactory { instance in
+                guard let endpoint = byID[instance.id] else {
+                    throw LoadBalancerError(code: .unknownInstance, message: "no fixed endpoint for \(instance.id)")
+                }
+                return ManagedEndpoint(endpoint)
+            }
+        )
+        await self.update(with: endpoints.map(\.instance))
+    }
+
+    // MARK: Reading (lock-free)
+
+    /// The generation and size of the current snapshot: one atomic load, no reference counting.
+    @inlinable
+    public var shape: EndpointSetShape {
+        EndpointSetShape(packed: packedShape.load(ordering: .acquiring))
+    }
+
+    /// The current snapshot.
+    public var snapshot: EndpointSet<Request, Response> {
+        current.load(ordering: .acquiring)
+    }
+
+    /// The endpoint a pick refers to, if the pick was made against the current snapshot.
+    ///
+    /// Returns `nil` when the set has changed since the pick (its generation differs): pick again.
+    public func endpoint(for pick: EndpointPick) -> Endpoint<Request, Response>? {
+        let set = snapshot
+        guard set.generation == pick.generation, pick.index >= 0, pick.index < set.count else { return nil }
+        return set[pick.index]
+    }
+
+    // MARK: Updating
+
+    /// Applies a whole new set of instances.
+    ///
+    /// Updates run one at a time, in call order. Instances with the same id are merged (the first wins).
+    /// After ``run()`` has ended, updates are ignored.
+    public func update(with instances: [Instance]) async {
+        await updateLock.withLock {
+            await self.apply(instances)
+        }
+    }
+
+    private func apply(_ newInstances: [Instance]) async {
+        // Deduplicate by id (first wins) and order by id.
+        var seen = Set<String>()
+        let wanted = newInstances.filter { seen.insert($0.id).inserted }.sorted()
+
+        let (existing, isShutDown) = state.withLock { ($0.entries, $0.isShutDown) }
+        if isShutDown { return }
+
+        // Make endpoints for new ids, outside the lock (factories may be slow).
+        var made: [String: Entry] = [:]
+        var failures: [String: String] = [:]
+        for instance in wanted where existing[instance.id] == nil {
+            do {
+                let managed = try await factory(instance)
+                made[instance.id] = Entry(instance: instance, managed: managed)
+            } catch {
+                failures[instance.id] = "\(error)"
+                logger.warning(
+                    "endpoint factory failed; the instance is left out until the next update",
+                    metadata: [
+                        "loadbalancer.instance": "\(instance.id)",
+                        "loadbalancer.error": "\(error)",
+                    ]
+                )
+            }
+        }
+
+        let wantedIDs = Set(wanted.map(\.id))
+        let (removed, published, lateFactoryEndpoints) = state.withLock {
+            state -> ([Entry], EndpointSet<Request, Response>?, [Entry]) in
+            if state.isShutDown {
+                // Shut down while the factories ran: close what they made.
+                return ([], nil, Array(made.values))
+            }
+            var removed: [Entry] = []
+            for (id, entry) in state.entries where !wantedIDs.contains(id) {
+                removed.append(entry)
+                state.entries[id] = nil
+            }
+            var changed = !removed.isEmpty || !made.isEmpty
+            for instance in wanted {
+                if let entry = made[instance.id] {
+                    state.entries[instance.id] = entry
+                } else if state.entries[instance.id]?.instance != instance {
+                    if state.entries[instance.id] != nil {
+                        state.entries[instance.id]!.instance = instance
+                        changed = true
+                    }
+                }
+            }
+            state.factoryFailures = failures
+            state.updates += 1
+            var published: EndpointSet<Request, Response>? = nil
+            if changed || state.updates == 1 {
+                state.generation &+= 1
+                let live = wanted.compactMap { instance in state.entries[instance.id] }
+                let set = EndpointSet(
+                    endpoints: live.map(\.managed.endpoint),
+                    instances: live.map(\.instance),
+                    generation: state.generation
+                )
+                // Snapshot first, then the shape: a reader that sees a generation finds a snapshot at least as new.
+                current.store(set, ordering: .releasing)
+                packedShape.store(
+                    EndpointSetShape(generation: set.generation, count: set.count).packed,
+                    ordering: .releasing
+                )
+                published = set
+            }
+            return (removed, published, [])
+        }
+        if let published {
+            logger.debug(
+                "endpoint set updated",
+                metadata: [
+                    "loadbalancer.generation": "\(published.generation)",
+                    "loadbalancer.endpoints": "\(published.count)",
+                    "loadbalancer.removed": "\(removed.count)",
+                ]
+            )
+        }
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            defer { state.readyWaiters.removeAll() }
+            return state.readyWaiters
+        }
+        for waiter in waiters { waiter.resume() }
+
+        // The removed endpoints have left the published snapshot: close them now, once each.
+        await close(removed + lateFactoryEndpoints)
+    }
+
+    private func close(_ entries: [Entry]) async {
+        await withTaskGroup(of: Void.self) { group in
+            for entry in entries {
+                guard let close = entry.managed.close else { continue }
+                let logger = self.logger
+                group.addTask {
+                    do {
+                        try await close()
+                    } catch {
+                        logger.warning(
+                            "closing an endpoint failed",
+                            metadata: [
+                                "loadbalancer.instance": "\(entry.instance.id)",
+                                "loadbalancer.error": "\(error)",
+                            ]
+                        )
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits until the cache has applied its first update (or has shut down).
+    ///
+    /// Use it to hold the first request until discovery has answered once.
+    public func waitUntilReady() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let ready = state.withLock { state -> Bool in
+                if state.updates > 0 || state.isShutDown { return true }
+                state.readyWaiters.append(continuation)
+                return false
+            }
+            if ready { continuation.resume() }
+        }
+    }
+
+    /// The ids whose factory failed at the last update, with the error text.
+    public var factoryFailures: [String: String] {
+        state.withLock { $0.factoryFailures }
+    }
+
+    /// Publishes an empty set and closes every endpoint. Later updates are ignored. Idempotent.
+    public func shutdown() async {
+        await updateLock.withLock {
+            let entries = state.withLock { state -> [Entry] in
+                guard !state.isShutDown else { return [] }
+                state.isShutDown = true
+                state.generation &+= 1
+                current.store(EndpointSet(endpoints: [], instances: [], generation: state.generation), ordering: .releasing)
+                packedShape.store(EndpointSetShape(generation: state.generation, count: 0).packed, ordering: .releasing)
+                defer { state.entries.removeAll() }
+                return Array(state.entries.values)
+            }
+            let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+                defer { state.readyWaiters.removeAll() }
+                return state.readyWaiters
+            }
+            for waiter in waiters { waiter.resume() }
+            await close(entries)
+        }
+    }
+}
+
+extension EndpointCache: Service {
+    /// Applies every update of the publisher until the task is cancelled, graceful shutdown is
+    /// triggered, or the publisher finishes; then shuts down (publishes an empty set and closes
+    /// every endpoint).
+    ///
+    /// A registry error carried by an update is logged; the update's instances (the publisher's
+    /// last good set) are applied as usual.
+    ///
+    /// A cache made without a publisher waits for cancellation or graceful shutdown, then shuts down.
+    public func run() async throws {
+        if let publisher {
+            await cancelWhenGracefulShutdown {
+                for await update in publisher.updates() {
+                    if let error = update.error {
+                        self.logger.warning(
+                            "registry error; keeping the last good set",
+                            metadata: [
+                                "loadbalancer.error": "\(error)",
+                                "loadbalancer.instances": "\(update.instances.count)",
+                            ]
+                        )
+                    }
+                    await self.update(with: update.instances)
+                }
+            }
+        } else {
+            try? await gracefulShutdown()
+        }
+        await shutdown()
+    }
+}

@@ -1,0 +1,46 @@
+/// An instance string or instance fields that cannot make an ``Instance``.
+public struct InstanceParseError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// What kind of problem it is. New codes may be added; switch with a `default`.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Wrapped: Hashable, Sendable {
+            case empty, emptyHost, invalidHost, unbracketedIPv6, missingPort, nonNumericPort, portOutOfRange
+            case invalidWeight
+        }
+        private let wrapped: Wrapped
+        private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
+
+        /// The input is empty or only whitespace.
+        public static let empty = Code(.empty)
+        /// The host part is empty (`:80`).
+        public static let emptyHost = Code(.emptyHost)
+        /// The host contains characters no host name or address may contain, or brackets are misused.
+        public static let invalidHost = Code(.invalidHost)
+        /// An IPv6 address without brackets (`::1:80`).
+        public static let unbracketedIPv6 = Code(.unbracketedIPv6)
+        /// No port (`host`, `host:`).
+        public static let missingPort = Code(.missingPort)
+        /// The port is not a decimal number (`host:http`).
+        public static let nonNumericPort = Code(.nonNumericPort)
+        /// The port is 0 or above 65535.
+        public static let portOutOfRange = Code(.portOutOfRange)
+        /// The weight is negative.
+        public static let invalidWeight = Code(.invalidWeight)
+
+        public var description: String { String(describing: wrapped) }
+    }
+
+    /// What is wrong.
+    public var code: Code
+    /// The text (or `host:port`) that was rejected.
+    public var input: String
+    /// A human-readable explanation.
+    public var message: String
+
+    public init(code: Code, input: String, message: String) {
+        self.code = code
+        self.input = input
+        self.message = message
+    }
+
+    public var description: String { "invalid instance \"\(input)\": \(message)" }
+}

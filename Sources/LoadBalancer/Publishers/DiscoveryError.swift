@@ -1,0 +1,40 @@
+/// A failure of service discovery, carried in band in an ``InstanceUpdate``.
+public struct DiscoveryError: Error, Sendable, CustomStringConvertible {
+    /// What kind of failure it is. New codes may be added; switch with a `default`.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Wrapped: Hashable, Sendable {
+            case registryUnavailable, invalidInstances, invalidated, notFound, other
+        }
+        private let wrapped: Wrapped
+        private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
+
+        /// The registry could not be reached or did not answer in time.
+        public static let registryUnavailable = Code(.registryUnavailable)
+        /// Some instance descriptions could not be parsed; the good ones are published.
+        public static let invalidInstances = Code(.invalidInstances)
+        /// Failures outlasted the ``StalenessPolicy``: the last good set was dropped.
+        public static let invalidated = Code(.invalidated)
+        /// The registry said the service does not exist.
+        public static let notFound = Code(.notFound)
+        /// Any other failure; see ``DiscoveryError/cause``.
+        public static let other = Code(.other)
+
+        public var description: String { String(describing: wrapped) }
+    }
+
+    public var code: Code
+    public var message: String
+    /// The underlying error, if any.
+    public var cause: (any Error)?
+
+    public init(code: Code, message: String, cause: (any Error)? = nil) {
+        self.code = code
+        self.message = message
+        self.cause = cause
+    }
+
+    public var description: String {
+        if let cause { return "\(code): \(message) (\(cause))" }
+        return "\(code): \(message)"
+    }
+}

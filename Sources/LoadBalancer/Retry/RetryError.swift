@@ -1,0 +1,96 @@
+/// A call through ``Retry`` failed: why it stopped, and every attempt it made.
+///
+/// Its description lists each attempt on one line:
+///
+/// ```
+/// all 3 attempts failed: #1 10.0.0.1:80 after 2ms: connection refused; #2 10.0.0.2:80 after 1ms: HTTP 503; #3 (no endpoint): noEndpoints: no endpoints available
+/// ```
+public struct RetryError: Error, Sendable, CustomStringConvertible {
+    /// Why retrying stopped.
+    public struct Reason: Hashable, Sendable, CustomStringConvertible {
+        private enum Wrapped: Hashable, Sendable {
+            case attemptsExhausted, notRetryable, timedOut
+        }
+        private let wrapped: Wrapped
+        private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
+
+        /// Every allowed attempt failed.
+        public static let attemptsExhausted = Reason(.attemptsExhausted)
+        /// The decision callback (or the error's nature) said not to retry.
+        public static let notRetryable = Reason(.notRetryable)
+        /// The overall timeout expired.
+        public static let timedOut = Reason(.timedOut)
+
+        public var description: String { String(describing: wrapped) }
+    }
+
+    /// One attempt and how it failed.
+    public struct Attempt: Sendable, CustomStringConvertible {
+        /// The attempt's number, from 1.
+        public var number: Int
+        /// The instance called, or `nil` when no endpoint could be picked.
+        public var instance: Instance?
+        /// How it failed.
+        public var error: any Error
+        /// How long it took.
+        public var duration: Duration
+
+        public init(number: Int, instance: Instance?, error: any Error, duration: Duration) {
+            self.number = number
+            self.instance = instance
+            self.error = error
+            self.duration = duration
+        }
+
+        public var description: String {
+            let target = instance?.id ?? "(no endpoint)"
+            return "#\(number) \(target) after \(duration.formatted()): \(error)"
+        }
+    }
+
+    /// Why retrying stopped.
+    public var reason: Reason
+    /// Every attempt, in order.
+    public var attempts: [Attempt]
+    /// The overall timeout that applied.
+    public var timeout: Duration
+
+    public init(reason: Reason, attempts: [Attempt], timeout: Duration) {
+        self.reason = reason
+        self.attempts = attempts
+        self.timeout = timeout
+    }
+
+    /// The last attempt's error.
+    public var lastError: (any Error)? { attempts.last?.error }
+
+    public var description: String {
+        let head: String
+        switch reason {
+        case .timedOut:
+            head = "timed out after \(timeout.formatted()) and \(attempts.count) attempt\(attempts.count == 1 ? "" : "s")"
+        case .notRetryable:
+            head = "stopped after \(attempts.count) attempt\(attempts.count == 1 ? "" : "s") (not retryable)"
+        default:
+            head = "all \(attempts.count) attempts failed"
+        }
+        if attempts.isEmpty { return head }
+        return head + ": " + attempts.map(\.description).joined(separator: "; ")
+    }
+}
+
+extension Duration {
+    /// A short human form: `850us`, `12.3ms`, `1.5s`.
+    func formatted() -> String {
+        let (seconds, attoseconds) = components
+        let totalMicros = Double(seconds) * 1_000_000 + Double(attoseconds) / 1_000_000_000_000
+        if totalMicros < 1_000 { return "\(Int(totalMicros.rounded()))us" }
+        if totalMicros < 1_000_000 { return "\(rounded(totalMicros / 1_000))ms" }
+        return "\(rounded(totalMicros / 1_000_000))s"
+    }
+
+    private func rounded(_ value: Double) -> String {
+        let tenths = (value * 10).rounded() / 10
+        return tenths == tenths.rounded() ? "\(Int(tenths))" : "\(tenths)"
+    }
+}
