@@ -47,6 +47,7 @@ let package = Package(
                 "LoadBalancer",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "InMemoryLogging", package: "swift-log"),
             ],
             swiftSettings: sharedSettings
         ),

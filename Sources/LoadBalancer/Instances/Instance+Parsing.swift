@@ -50,10 +50,18 @@ extension Instance {
             host = text[..<colon]
             portText = text[text.index(after: colon)...]
             if host.contains(":") {
+                let looksLikeIPv6 = host.unicodeScalars.allSatisfy { $0 == ":" || $0 == "." || $0.properties.isASCIIHexDigit }
+                if looksLikeIPv6 {
+                    throw InstanceParseError(
+                        code: .unbracketedIPv6,
+                        input: input,
+                        message: "an IPv6 address must be written in brackets, as [\(host)]:\(portText ?? "")"
+                    )
+                }
                 throw InstanceParseError(
-                    code: .unbracketedIPv6,
+                    code: .invalidHost,
                     input: input,
-                    message: "an IPv6 address must be written in brackets, as [\(host)]:\(portText ?? "")"
+                    message: "the host '\(host)' contains ':' (expected host:port, with no scheme)"
                 )
             }
         } else {
