@@ -19,5 +19,7 @@ public struct AnyBalancer<Request: Sendable, Response: Sendable>: Balancer {
 
     public var observesCalls: Bool { base.observesCalls }
 
+    public func willCall(_ pick: EndpointPick, slot: UInt32) { base.willCall(pick, slot: slot) }
+
     public func record(_ call: CallRecord) { base.record(call) }
 }

@@ -28,8 +28,24 @@ public protocol Balancer<Request, Response>: Sendable {
     /// skip measuring latency.
     var observesCalls: Bool { get }
 
+    /// Learns that a call is about to start on the picked endpoint (load-aware balancers count it
+    /// as outstanding). Called only when ``observesCalls`` is `true`; always followed by exactly one
+    /// ``record(_:)``. Default: nothing.
+    func willCall(_ pick: EndpointPick, slot: UInt32)
+
     /// Learns the outcome of a call made through ``withEndpoint(isolation:_:)``. Default: nothing.
     func record(_ call: CallRecord)
+}
+
+/// A pick with its endpoint and slot, resolved against the snapshot it was made for.
+struct ResolvedPick<Request: Sendable, Response: Sendable> {
+    var endpoint: Endpoint<Request, Response>
+    var pick: EndpointPick
+    var slot: UInt32
+
+    func record(_ outcome: CallRecord.Outcome, latency: Duration) -> CallRecord {
+        CallRecord(pick: pick, instanceID: endpoint.id, slot: slot, outcome: outcome, latency: latency)
+    }
 }
 
 /// What a balancer learns about one completed call.
@@ -48,14 +64,17 @@ public struct CallRecord: Sendable {
     public var pick: EndpointPick
     /// The id of the instance called.
     public var instanceID: String
+    /// The instance's stable slot (see ``EndpointSet/slots``).
+    public var slot: UInt32
     /// How it ended.
     public var outcome: Outcome
     /// How long it took.
     public var latency: Duration
 
-    public init(pick: EndpointPick, instanceID: String, outcome: Outcome, latency: Duration) {
+    public init(pick: EndpointPick, instanceID: String, slot: UInt32, outcome: Outcome, latency: Duration) {
         self.pick = pick
         self.instanceID = instanceID
+        self.slot = slot
         self.outcome = outcome
         self.latency = latency
     }
@@ -63,6 +82,7 @@ public struct CallRecord: Sendable {
 
 extension Balancer {
     public var observesCalls: Bool { false }
+    public func willCall(_ pick: EndpointPick, slot: UInt32) {}
     public func record(_ call: CallRecord) {}
 
     /// Picks an endpoint and returns it with the pick.
@@ -72,16 +92,29 @@ extension Balancer {
     ///
     /// - Throws: ``LoadBalancerError`` (``LoadBalancerError/Code/noEndpoints``).
     public func pickEndpoint() throws(LoadBalancerError) -> (endpoint: Endpoint<Request, Response>, pick: EndpointPick) {
+        let resolved = try resolvePick()
+        return (resolved.endpoint, resolved.pick)
+    }
+
+    /// Picks and resolves, returning the endpoint's slot too.
+    func resolvePick() throws(LoadBalancerError) -> ResolvedPick<Request, Response> {
         for _ in 0..<8 {
             let pick = try pick()
-            if let endpoint = endpoints.endpoint(for: pick) { return (endpoint, pick) }
+            let set = endpoints.snapshot
+            if set.generation == pick.generation, pick.index >= 0, pick.index < set.count {
+                return ResolvedPick(endpoint: set[pick.index], pick: pick, slot: set.slots[pick.index])
+            }
         }
         // The set is changing faster than we can pick: take the pick's position in the newest set.
         let pick = try pick()
         let set = endpoints.snapshot
-        guard !set.isEmpty else { throw LoadBalancerError(code: .noEndpoints, message: "no endpoints available") }
+        guard !set.isEmpty else { throw LoadBalancerError.noEndpoints }
         let index = pick.index % set.count
-        return (set[index], EndpointPick(index: index, generation: set.generation))
+        return ResolvedPick(
+            endpoint: set[index],
+            pick: EndpointPick(index: index, generation: set.generation),
+            slot: set.slots[index]
+        )
     }
 
     /// Picks an endpoint, runs `body` with it, and reports the outcome and latency to the balancer.
@@ -91,16 +124,26 @@ extension Balancer {
         isolation: isolated (any Actor)? = #isolation,
         _ body: (Endpoint<Request, Response>) async throws -> Result
     ) async throws -> Result {
-        let (endpoint, pick) = try pickEndpoint()
-        guard observesCalls else { return try await body(endpoint) }
+        let resolved = try resolvePick()
+        return try await run(resolved, body)
+    }
+
+    /// Runs `body` with a resolved pick, reporting the outcome to the balancer when it observes calls.
+    func run<Result>(
+        isolation: isolated (any Actor)? = #isolation,
+        _ resolved: ResolvedPick<Request, Response>,
+        _ body: (Endpoint<Request, Response>) async throws -> Result
+    ) async throws -> Result {
+        guard observesCalls else { return try await body(resolved.endpoint) }
+        willCall(resolved.pick, slot: resolved.slot)
         let start = ContinuousClock.now
         do {
-            let result = try await body(endpoint)
-            record(CallRecord(pick: pick, instanceID: endpoint.id, outcome: .success, latency: .now - start))
+            let result = try await body(resolved.endpoint)
+            record(resolved.record(.success, latency: .now - start))
             return result
         } catch {
             let outcome: CallRecord.Outcome = error is CancellationError ? .cancelled : .failure
-            record(CallRecord(pick: pick, instanceID: endpoint.id, outcome: outcome, latency: .now - start))
+            record(resolved.record(outcome, latency: .now - start))
             throw error
         }
     }

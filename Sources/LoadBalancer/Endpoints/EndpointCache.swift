@@ -37,6 +37,11 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
     private struct Entry {
         var instance: Instance
         var managed: ManagedEndpoint<Request, Response>
+        var slot: UInt32 = 0
+    }
+
+    private struct WeakObserver {
+        weak var observer: (any EndpointSetObserver)?
     }
 
     private struct State {
@@ -46,6 +51,33 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
         var isShutDown = false
         var readyWaiters: [CheckedContinuation<Void, Never>] = []
         var factoryFailures: [String: String] = [:]
+        var observers: [WeakObserver] = []
+        var current = EndpointSetView(generation: 0, instances: [], slots: [])
+        /// Slots of removed endpoints, reused oldest first.
+        var freeSlots: [UInt32] = []
+        var freeSlotsHead = 0
+        var nextSlot: UInt32 = 0
+
+        mutating func takeSlot() -> UInt32 {
+            if freeSlotsHead < freeSlots.count {
+                defer {
+                    freeSlotsHead += 1
+                    if freeSlotsHead > 64, freeSlotsHead * 2 > freeSlots.count {
+                        freeSlots.removeFirst(freeSlotsHead)
+                        freeSlotsHead = 0
+                    }
+                }
+                return freeSlots[freeSlotsHead]
+            }
+            defer { nextSlot += 1 }
+            return nextSlot
+        }
+
+        mutating func publish(_ view: EndpointSetView) {
+            current = view
+            observers.removeAll { $0.observer == nil }
+            for entry in observers { entry.observer?.endpointSetWillPublish(view) }
+        }
     }
 
     /// Creates a cache that ``run()`` feeds from `publisher`.
@@ -64,7 +96,7 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
         self.factory = factory
         self.logger = logger
         self.packedShape = Atomic(0)
-        self.current = ManagedAtomic(EndpointSet(endpoints: [], instances: [], generation: 0))
+        self.current = ManagedAtomic(EndpointSet(endpoints: [], instances: [], slots: [], generation: 0))
     }
 
     /// Creates a cache fed by hand with ``update(with:)``.
@@ -76,7 +108,7 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
         self.factory = factory
         self.logger = logger
         self.packedShape = Atomic(0)
-        self.current = ManagedAtomic(EndpointSet(endpoints: [], instances: [], generation: 0))
+        self.current = ManagedAtomic(EndpointSet(endpoints: [], instances: [], slots: [], generation: 0))
     }
 
     /// Creates a cache that already holds `endpoints` (a fixed set, for tests and simple clients).
@@ -170,7 +202,8 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
             }
             var changed = !removed.isEmpty || !made.isEmpty
             for instance in wanted {
-                if let entry = made[instance.id] {
+                if var entry = made[instance.id] {
+                    entry.slot = state.takeSlot()
                     state.entries[instance.id] = entry
                 } else if state.entries[instance.id]?.instance != instance {
                     if state.entries[instance.id] != nil {
@@ -188,9 +221,12 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
                 let set = EndpointSet(
                     endpoints: live.map(\.managed.endpoint),
                     instances: live.map(\.instance),
+                    slots: live.map(\.slot),
                     generation: state.generation
                 )
-                // Snapshot first, then the shape: a reader that sees a generation finds a snapshot at least as new.
+                // Observers (balancer tables) first, then the snapshot, then the shape: a reader that
+                // sees a generation finds a snapshot and tables at least as new.
+                state.publish(set.view)
                 current.store(set, ordering: .releasing)
                 packedShape.store(
                     EndpointSetShape(generation: set.generation, count: set.count).packed,
@@ -198,6 +234,9 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
                 )
                 published = set
             }
+            // The removed endpoints' slots can be reused once they are closed; queueing them now
+            // is safe because a slot is only handed out at a later update.
+            state.freeSlots.append(contentsOf: removed.map(\.slot))
             return (removed, published, [])
         }
         if let published {
@@ -256,6 +295,16 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
         }
     }
 
+    /// Registers an observer of every set the cache publishes, and calls it at once with the current set.
+    ///
+    /// The cache holds the observer weakly.
+    public func addObserver(_ observer: some EndpointSetObserver) {
+        state.withLock { state in
+            state.observers.append(WeakObserver(observer: observer))
+            observer.endpointSetWillPublish(state.current)
+        }
+    }
+
     /// The ids whose factory failed at the last update, with the error text.
     public var factoryFailures: [String: String] {
         state.withLock { $0.factoryFailures }
@@ -268,7 +317,8 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
                 guard !state.isShutDown else { return [] }
                 state.isShutDown = true
                 state.generation &+= 1
-                current.store(EndpointSet(endpoints: [], instances: [], generation: state.generation), ordering: .releasing)
+                state.publish(EndpointSetView(generation: state.generation, instances: [], slots: []))
+                current.store(EndpointSet(endpoints: [], instances: [], slots: [], generation: state.generation), ordering: .releasing)
                 packedShape.store(EndpointSetShape(generation: state.generation, count: 0).packed, ordering: .releasing)
                 defer { state.entries.removeAll() }
                 return Array(state.entries.values)

@@ -15,11 +15,23 @@ public final class EndpointSet<Request: Sendable, Response: Sendable>: Sendable,
     /// An endpoint keeps the ``Instance`` it was made for; when a later update changes an instance's
     /// weight, priority or metadata but not its id, the endpoint stays and this array has the new values.
     public let instances: [Instance]
+    /// The stable slot of each endpoint, in the same order as ``endpoints``.
+    ///
+    /// The cache gives each instance id a small integer for as long as it holds an endpoint for it;
+    /// balancers keep per-instance state (load, latency, ejection) in slot-indexed storage, so it
+    /// survives updates. A slot is reused only after its endpoint has been removed.
+    public let slots: [UInt32]
 
-    init(endpoints: [Endpoint<Request, Response>], instances: [Instance], generation: UInt32) {
+    init(endpoints: [Endpoint<Request, Response>], instances: [Instance], slots: [UInt32], generation: UInt32) {
         self.endpoints = endpoints
         self.instances = instances
+        self.slots = slots
         self.generation = generation
+    }
+
+    /// The set without its endpoints, for balancers that derive tables from it.
+    var view: EndpointSetView {
+        EndpointSetView(generation: generation, instances: instances, slots: slots)
     }
 
     /// The number of endpoints.
@@ -74,4 +86,33 @@ public struct EndpointSetShape: Hashable, Sendable {
 
     @inlinable
     var packed: UInt64 { UInt64(generation) << 32 | UInt64(UInt32(truncatingIfNeeded: count)) }
+}
+
+/// What balancers derive their tables from: a set's generation, instances and slots, in order.
+public struct EndpointSetView: Sendable {
+    /// The set's generation.
+    public var generation: UInt32
+    /// The instances, ordered by id.
+    public var instances: [Instance]
+    /// Each instance's stable slot.
+    public var slots: [UInt32]
+
+    public init(generation: UInt32, instances: [Instance], slots: [UInt32]) {
+        self.generation = generation
+        self.instances = instances
+        self.slots = slots
+    }
+
+    /// The number of instances.
+    public var count: Int { instances.count }
+}
+
+/// Something that derives state from every endpoint set a cache publishes (a balancer's tables).
+///
+/// The cache calls ``endpointSetWillPublish(_:)`` with each new set *before* readers can see it,
+/// so a balancer's table is never older than the set it picks from. Calls for one cache are
+/// serialised. The cache holds observers weakly.
+public protocol EndpointSetObserver: AnyObject, Sendable {
+    /// A new set is about to be published.
+    func endpointSetWillPublish(_ set: EndpointSetView)
 }
