@@ -92,21 +92,23 @@ extension Balancer {
     ///
     /// - Throws: ``LoadBalancerError`` (``LoadBalancerError/Code/noEndpoints``).
     public func pickEndpoint() throws(LoadBalancerError) -> (endpoint: Endpoint<Request, Response>, pick: EndpointPick) {
-        let resolved = try resolvePick()
+        let resolved = try resolvePick { () throws(LoadBalancerError) in try pick() }
         return (resolved.endpoint, resolved.pick)
     }
 
-    /// Picks and resolves, returning the endpoint's slot too.
-    func resolvePick() throws(LoadBalancerError) -> ResolvedPick<Request, Response> {
+    /// Picks with `picker` (default: ``pick()``) and resolves, returning the endpoint's slot too.
+    func resolvePick(
+        _ picker: () throws(LoadBalancerError) -> EndpointPick
+    ) throws(LoadBalancerError) -> ResolvedPick<Request, Response> {
         for _ in 0..<8 {
-            let pick = try pick()
+            let pick = try picker()
             let set = endpoints.snapshot
             if set.generation == pick.generation, pick.index >= 0, pick.index < set.count {
                 return ResolvedPick(endpoint: set[pick.index], pick: pick, slot: set.slots[pick.index])
             }
         }
         // The set is changing faster than we can pick: take the pick's position in the newest set.
-        let pick = try pick()
+        let pick = try picker()
         let set = endpoints.snapshot
         guard !set.isEmpty else { throw LoadBalancerError.noEndpoints }
         let index = pick.index % set.count
@@ -124,7 +126,7 @@ extension Balancer {
         isolation: isolated (any Actor)? = #isolation,
         _ body: (Endpoint<Request, Response>) async throws -> Result
     ) async throws -> Result {
-        let resolved = try resolvePick()
+        let resolved = try resolvePick { () throws(LoadBalancerError) in try pick() }
         return try await run(resolved, body)
     }
 

@@ -6,29 +6,61 @@ import Synchronization
 /// advanced by a fetch-add (the wyrand generator: a Weyl sequence whose every step is mixed by a
 /// 128-bit multiply), so two threads never share a half-updated state and never get the same value.
 /// With a seed, a single-threaded sequence of picks is reproducible.
+///
+/// With an ``OutlierDetector``, ejected instances are skipped.
 public final class RandomBalancer<Request: Sendable, Response: Sendable>: Balancer {
     public let endpoints: EndpointCache<Request, Response>
     @usableFromInline
     let state: Atomic<UInt64>
+    @usableFromInline
+    let table: BalancerTable?
+    /// The ejection this balancer honours, if any.
+    public let ejection: OutlierDetector?
 
     /// Creates a random balancer over `endpoints`.
     ///
-    /// - Parameter seed: Makes the picks reproducible (for tests). Default: a random seed.
-    public init(_ endpoints: EndpointCache<Request, Response>, seed: UInt64? = nil) {
+    /// - Parameters:
+    ///   - seed: Makes the picks reproducible (for tests). Default: a random seed.
+    ///   - ejection: Outlier ejection to honour. Default: none.
+    public init(_ endpoints: EndpointCache<Request, Response>, seed: UInt64? = nil, ejection: OutlierDetector? = nil) {
         self.endpoints = endpoints
         var generator = SystemRandomNumberGenerator()
         self.state = Atomic(seed ?? generator.next())
+        self.ejection = ejection
+        if let ejection {
+            let table = BalancerTable(detector: ejection) { _, usable in usable.map { UInt64($0) } }
+            table.attach(to: endpoints)
+            self.table = table
+        } else {
+            self.table = nil
+        }
     }
 
     @inlinable
     public func pick() throws(LoadBalancerError) -> EndpointPick {
+        let random = WyRand.next(state)
+        if let table {
+            let read = table.table.read { generation, count, words -> EndpointPick? in
+                guard count > 0 else { return nil }
+                let column = random.multipliedFullWidth(by: UInt64(count)).high
+                let position = words[Int(truncatingIfNeeded: column)].load(ordering: .relaxed)
+                return EndpointPick(index: Int(truncatingIfNeeded: position), generation: generation)
+            }
+            if let read {
+                guard let pick = read else { throw .noEndpoints }
+                return pick
+            }
+        }
         let shape = endpoints.shape
         guard shape.count > 0 else { throw .noEndpoints }
-        let random = WyRand.next(state)
         // Lemire's multiply-shift maps 64 random bits onto 0..<count without a division.
         let index = random.multipliedFullWidth(by: UInt64(truncatingIfNeeded: shape.count)).high
         return EndpointPick(index: Int(truncatingIfNeeded: index), generation: shape.generation)
     }
+
+    public var observesCalls: Bool { ejection != nil }
+
+    public func record(_ call: CallRecord) { ejection?.record(call) }
 }
 
 /// The wyrand generator over an atomic state.

@@ -4,25 +4,60 @@ import Synchronization
 ///
 /// One atomic fetch-add per pick (never a compare-and-swap loop), and the counter starts at a random
 /// offset, so many clients created at once do not all send their first request to the same instance.
+///
+/// With an ``OutlierDetector``, ejected instances are skipped (the rotation runs over the usable ones).
 public final class RoundRobinBalancer<Request: Sendable, Response: Sendable>: Balancer {
     public let endpoints: EndpointCache<Request, Response>
     @usableFromInline
     let counter: Atomic<UInt64>
+    @usableFromInline
+    let table: BalancerTable?
+    /// The ejection this balancer honours, if any.
+    public let ejection: OutlierDetector?
 
     /// Creates a round-robin balancer over `endpoints`.
     ///
-    /// - Parameter start: The counter's first value. Default: random.
-    public init(_ endpoints: EndpointCache<Request, Response>, start: UInt64? = nil) {
+    /// - Parameters:
+    ///   - start: The counter's first value. Default: random.
+    ///   - ejection: Outlier ejection to honour. Default: none.
+    public init(_ endpoints: EndpointCache<Request, Response>, start: UInt64? = nil, ejection: OutlierDetector? = nil) {
         self.endpoints = endpoints
         var generator = SystemRandomNumberGenerator()
         self.counter = Atomic(start ?? generator.next())
+        self.ejection = ejection
+        if let ejection {
+            let table = BalancerTable(detector: ejection) { _, usable in usable.map { UInt64($0) } }
+            table.attach(to: endpoints)
+            self.table = table
+        } else {
+            self.table = nil
+        }
     }
 
     @inlinable
     public func pick() throws(LoadBalancerError) -> EndpointPick {
+        if let table {
+            let n = counter.wrappingAdd(1, ordering: .relaxed).oldValue
+            let read = table.table.read { generation, count, words -> EndpointPick? in
+                guard count > 0 else { return nil }
+                let position = words[Int(truncatingIfNeeded: n % UInt64(count))].load(ordering: .relaxed)
+                return EndpointPick(index: Int(truncatingIfNeeded: position), generation: generation)
+            }
+            if let read {
+                guard let pick = read else { throw .noEndpoints }
+                return pick
+            }
+        }
         let shape = endpoints.shape
         guard shape.count > 0 else { throw .noEndpoints }
         let n = counter.wrappingAdd(1, ordering: .relaxed).oldValue
-        return EndpointPick(index: Int(truncatingIfNeeded: n % UInt64(truncatingIfNeeded: shape.count)), generation: shape.generation)
+        return EndpointPick(
+            index: Int(truncatingIfNeeded: n % UInt64(truncatingIfNeeded: shape.count)),
+            generation: shape.generation
+        )
     }
+
+    public var observesCalls: Bool { ejection != nil }
+
+    public func record(_ call: CallRecord) { ejection?.record(call) }
 }

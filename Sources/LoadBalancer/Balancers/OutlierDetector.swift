@@ -1,0 +1,343 @@
+import Synchronization
+
+/// Passive outlier ejection: watches every call's outcome and takes misbehaving instances out of
+/// rotation for a while, as Envoy's outlier detection does.
+///
+/// Two rules eject an instance:
+/// - **Consecutive failures**: ``Configuration/consecutiveFailures`` failures in a row.
+/// - **Failure rate**: at the end of each ``Configuration/interval``, an instance that served at
+///   least ``FailureRateRule/minimumRequests`` calls and failed at least
+///   ``FailureRateRule/threshold`` of them, and at least ``FailureRateRule/relativeFactor`` times
+///   the mean failure rate of its peers. A backend failing 20% of its calls is caught here, where
+///   a run of 5 consecutive failures would take thousands of calls to happen.
+///
+/// An ejected instance stays out for ``Configuration/baseEjectionTime`` times the number of times
+/// it has been ejected (capped at ``Configuration/maxEjectionTime``). Then it is *probed back*: it
+/// takes traffic again, a single failure re-ejects it at once, and
+/// ``Configuration/probeSuccesses`` successes in a row make it healthy. Each interval in which a
+/// healthy instance does not fail lowers its ejection multiplier by one.
+///
+/// At most ``Configuration/maxEjectionPercent`` of the instances are ejected at a time (at least
+/// one). When fewer than ``Configuration/panicThreshold`` of the instances are healthy, balancers
+/// ignore ejection and balance over all of them (panic mode).
+///
+/// Give the same detector to a balancer at creation (`RoundRobinBalancer(cache, ejection: detector)`);
+/// every balancer of the library honours it. Time comes from an injected clock.
+public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
+    /// The failure-rate rule.
+    public struct FailureRateRule: Sendable, Hashable {
+        /// Calls an instance must have served in the interval to be judged. Default 20.
+        public var minimumRequests: Int = 20
+        /// The lowest failure rate that ejects, in `0...1`. Default 0.1.
+        public var threshold: Double = 0.1
+        /// How many times the peers' mean failure rate an instance must reach. Default 2: when every
+        /// instance fails alike (the service, not an instance, is broken) nobody is ejected.
+        public var relativeFactor: Double = 2
+
+        public init(minimumRequests: Int = 20, threshold: Double = 0.1, relativeFactor: Double = 2) {
+            self.minimumRequests = minimumRequests
+            self.threshold = threshold
+            self.relativeFactor = relativeFactor
+        }
+    }
+
+    /// How the detector judges and ejects.
+    public struct Configuration: Sendable, Hashable {
+        /// Failures in a row that eject an instance; 0 turns the rule off. Default 5.
+        public var consecutiveFailures: Int = 5
+        /// The failure-rate rule; `nil` turns it off. Default on.
+        public var failureRate: FailureRateRule? = FailureRateRule()
+        /// How often failure rates are judged and multipliers lowered. Default 1 s.
+        public var interval: Duration = .seconds(1)
+        /// The first ejection's length; the n-th lasts n times as long. Default 30 s.
+        public var baseEjectionTime: Duration = .seconds(30)
+        /// The longest ejection. Default 300 s.
+        public var maxEjectionTime: Duration = .seconds(300)
+        /// The most instances ejected at once, in percent of the set (at least one). Default 10.
+        public var maxEjectionPercent: Int = 10
+        /// When fewer than this share of instances are healthy, ejection is ignored. Default 0.5.
+        public var panicThreshold: Double = 0.5
+        /// Successes in a row that end an instance's probation after an ejection. Default 3.
+        public var probeSuccesses: Int = 3
+
+        public init() {}
+
+        /// The defaults, changed by `configure`.
+        public static func defaults(_ configure: (inout Configuration) -> Void) -> Configuration {
+            var configuration = Configuration()
+            configure(&configuration)
+            return configuration
+        }
+    }
+
+    /// Why an instance was ejected.
+    public enum Reason: Sendable, Hashable {
+        case consecutiveFailures
+        case failureRate
+        case failedProbe
+    }
+
+    /// An ejection or return, for observation and tests.
+    public struct Event: Sendable, Hashable {
+        public enum Kind: Sendable, Hashable {
+            case ejected(Reason, until: Duration)
+            case returned
+        }
+        public var instanceID: String
+        public var kind: Kind
+        public var time: Duration
+    }
+
+    // Per-slot words.
+    private static let consecutive = 0
+    private static let requests = 1
+    private static let failures = 2
+    private static let flags = 3  // bit 0: ejected, bit 1: probing
+    private static let probeStreak = 4
+    private static let wordsPerSlot = 5
+
+    public let configuration: Configuration
+    private let now: @Sendable () -> Duration
+    private let storage = SlotStorage(wordsPerSlot: OutlierDetector.wordsPerSlot)
+    private let nextDeadline = Atomic<Int64>(0)
+
+    private struct Ejection {
+        var until: Duration
+        var multiplier: Int
+    }
+
+    private struct WeakObserver { weak var observer: (any OutlierObserver)? }
+
+    private struct State {
+        var view = EndpointSetView(generation: 0, instances: [], slots: [])
+        var idBySlot: [UInt32: String] = [:]
+        var ejections: [UInt32: Ejection] = [:]  // ejected now
+        var multipliers: [UInt32: Int] = [:]  // ejection count, decays while healthy
+        var intervalEnd: Duration = .zero
+        var events: [Event] = []
+        var observers: [WeakObserver] = []
+    }
+
+    private let state = Mutex(State())
+
+    /// Creates a detector for the instances of `cache`.
+    ///
+    /// - Parameters:
+    ///   - cache: The cache whose instances are judged.
+    ///   - configuration: The rules. Default ``Configuration/init()``.
+    public convenience init<Request, Response>(
+        _ cache: EndpointCache<Request, Response>,
+        configuration: Configuration = Configuration()
+    ) {
+        let start = ContinuousClock.now
+        self.init(cache, configuration: configuration, now: { ContinuousClock.now - start })
+    }
+
+    /// Creates a detector whose time comes from `now` (monotonic, from any origin).
+    public init<Request, Response>(
+        _ cache: EndpointCache<Request, Response>,
+        configuration: Configuration = Configuration(),
+        now: @escaping @Sendable () -> Duration
+    ) {
+        self.configuration = configuration
+        self.now = now
+        let start = now()
+        state.withLock { $0.intervalEnd = start + configuration.interval }
+        nextDeadline.store(Self.nanos(start + configuration.interval), ordering: .relaxed)
+        cache.addObserver(self)
+    }
+
+    // MARK: Reading
+
+    /// Whether the instance in `slot` is ejected now.
+    @inlinable
+    public func isEjected(slot: UInt32) -> Bool {
+        isEjectedWord(slot)
+    }
+
+    @usableFromInline
+    func isEjectedWord(_ slot: UInt32) -> Bool {
+        guard let words = storage.words(slot) else { return false }
+        return words[Self.flags].load(ordering: .relaxed) & 1 == 1
+    }
+
+    /// The ids of the instances ejected now.
+    public var ejectedInstanceIDs: [String] {
+        state.withLock { state in state.ejections.keys.compactMap { state.idBySlot[$0] }.sorted() }
+    }
+
+    /// Every ejection and return so far (the last 1,000).
+    public var events: [Event] { state.withLock { $0.events } }
+
+    /// The positions of `view` that may take traffic: the healthy ones, or all of them in panic mode
+    /// (too few healthy, or none).
+    package func usablePositions(in view: EndpointSetView) -> [Int] {
+        let healthy = view.slots.indices.filter { !isEjectedWord(view.slots[$0]) }
+        if healthy.isEmpty || Double(healthy.count) < configuration.panicThreshold * Double(view.count) {
+            return Array(view.slots.indices)
+        }
+        return healthy
+    }
+
+    package func addObserver(_ observer: some OutlierObserver) {
+        state.withLock { $0.observers.append(WeakObserver(observer: observer)) }
+    }
+
+    // MARK: Learning
+
+    public func endpointSetWillPublish(_ set: EndpointSetView) {
+        state.withLock { state in
+            var newIDs: [UInt32: String] = [:]
+            for (slot, instance) in zip(set.slots, set.instances) {
+                newIDs[slot] = instance.id
+                if state.idBySlot[slot] != instance.id {
+                    // A slot given to a new instance starts clean.
+                    storage.reset(slot)
+                    state.ejections[slot] = nil
+                    state.multipliers[slot] = nil
+                }
+            }
+            for slot in state.idBySlot.keys where newIDs[slot] == nil {
+                state.ejections[slot] = nil
+                state.multipliers[slot] = nil
+                storage.words(slot)?[Self.flags].store(0, ordering: .relaxed)
+            }
+            state.idBySlot = newIDs
+            state.view = set
+        }
+    }
+
+    /// Learns one call's outcome. Balancers call this from their `record(_:)`.
+    public func record(_ call: CallRecord) {
+        guard call.outcome != .cancelled, let words = storage.words(call.slot) else {
+            checkDeadlines()
+            return
+        }
+        let failed = call.outcome == .failure
+        words[Self.requests].add(1, ordering: .relaxed)
+        var ejectReason: Reason?
+        if failed {
+            words[Self.failures].add(1, ordering: .relaxed)
+            words[Self.probeStreak].store(0, ordering: .relaxed)
+            let run = words[Self.consecutive].add(1, ordering: .relaxed).newValue
+            let flags = words[Self.flags].load(ordering: .relaxed)
+            if flags & 2 == 2 {
+                ejectReason = .failedProbe
+            } else if configuration.consecutiveFailures > 0, run >= UInt64(configuration.consecutiveFailures) {
+                ejectReason = .consecutiveFailures
+            }
+        } else {
+            words[Self.consecutive].store(0, ordering: .relaxed)
+            if words[Self.flags].load(ordering: .relaxed) & 2 == 2 {
+                let streak = words[Self.probeStreak].add(1, ordering: .relaxed).newValue
+                if streak >= UInt64(configuration.probeSuccesses) {
+                    words[Self.flags].bitwiseAnd(~2, ordering: .relaxed)
+                }
+            }
+        }
+        if let ejectReason {
+            let changed = state.withLock { state in eject(call.slot, reason: ejectReason, at: now(), state: &state) }
+            if changed { notifyObservers() }
+        }
+        checkDeadlines()
+    }
+
+    private func checkDeadlines() {
+        let time = now()
+        guard Self.nanos(time) >= nextDeadline.load(ordering: .relaxed) else { return }
+        let changed = state.withLock { state -> Bool in
+            var changed = false
+            // Returns: ejections whose time is up go on probation.
+            for (slot, ejection) in state.ejections where ejection.until <= time {
+                state.ejections[slot] = nil
+                if let words = storage.words(slot) {
+                    words[Self.consecutive].store(0, ordering: .relaxed)
+                    words[Self.probeStreak].store(0, ordering: .relaxed)
+                    words[Self.flags].store(2, ordering: .relaxed)
+                }
+                log(&state, slot: slot, .returned, at: time)
+                changed = true
+            }
+            if time >= state.intervalEnd {
+                changed = judgeInterval(at: time, state: &state) || changed
+                state.intervalEnd = time + configuration.interval
+            }
+            let nextReturn = state.ejections.values.map(\.until).min() ?? state.intervalEnd
+            nextDeadline.store(Self.nanos(min(nextReturn, state.intervalEnd)), ordering: .relaxed)
+            return changed
+        }
+        if changed { notifyObservers() }
+    }
+
+    /// Judges the interval's failure rates, lowers healthy multipliers, and resets the counters.
+    private func judgeInterval(at time: Duration, state: inout State) -> Bool {
+        var rates: [(slot: UInt32, requests: UInt64, rate: Double)] = []
+        for slot in state.view.slots {
+            guard let words = storage.words(slot) else { continue }
+            let requests = words[Self.requests].exchange(0, ordering: .relaxed)
+            let failures = words[Self.failures].exchange(0, ordering: .relaxed)
+            let rate = requests == 0 ? 0 : Double(failures) / Double(requests)
+            rates.append((slot, requests, rate))
+            if state.ejections[slot] == nil, failures == 0, let m = state.multipliers[slot] {
+                state.multipliers[slot] = m > 1 ? m - 1 : nil
+            }
+        }
+        guard let rule = configuration.failureRate else { return false }
+        let judged = rates.filter { $0.requests >= UInt64(rule.minimumRequests) }
+        guard !judged.isEmpty else { return false }
+        var changed = false
+        for candidate in judged.sorted(by: { $0.rate > $1.rate }) where candidate.rate >= rule.threshold {
+            let peers = judged.filter { $0.slot != candidate.slot }
+            let peerMean = peers.isEmpty ? 0 : peers.map(\.rate).reduce(0, +) / Double(peers.count)
+            guard candidate.rate >= rule.relativeFactor * peerMean else { continue }
+            if state.ejections[candidate.slot] == nil {
+                changed = eject(candidate.slot, reason: .failureRate, at: time, state: &state) || changed
+            }
+        }
+        return changed
+    }
+
+    /// Ejects `slot` unless the cap forbids it. Returns whether it did.
+    private func eject(_ slot: UInt32, reason: Reason, at time: Duration, state: inout State) -> Bool {
+        guard state.ejections[slot] == nil, state.idBySlot[slot] != nil else { return false }
+        let total = state.view.count
+        let cap = max(1, total * configuration.maxEjectionPercent / 100)
+        guard state.ejections.count < cap else { return false }
+        let multiplier = (state.multipliers[slot] ?? 0) + 1
+        state.multipliers[slot] = multiplier
+        let length = min(configuration.baseEjectionTime * multiplier, configuration.maxEjectionTime)
+        let until = time + length
+        state.ejections[slot] = Ejection(until: until, multiplier: multiplier)
+        if let words = storage.words(slot) {
+            words[Self.flags].store(1, ordering: .relaxed)
+            words[Self.consecutive].store(0, ordering: .relaxed)
+        }
+        let next = nextDeadline.load(ordering: .relaxed)
+        if Self.nanos(until) < next { nextDeadline.store(Self.nanos(until), ordering: .relaxed) }
+        log(&state, slot: slot, .ejected(reason, until: until), at: time)
+        return true
+    }
+
+    private func log(_ state: inout State, slot: UInt32, _ kind: Event.Kind, at time: Duration) {
+        state.events.append(Event(instanceID: state.idBySlot[slot] ?? "slot \(slot)", kind: kind, time: time))
+        if state.events.count > 1_000 { state.events.removeFirst(state.events.count - 1_000) }
+    }
+
+    private func notifyObservers() {
+        let observers = state.withLock { state -> [any OutlierObserver] in
+            state.observers.removeAll { $0.observer == nil }
+            return state.observers.compactMap(\.observer)
+        }
+        for observer in observers { observer.ejectionsChanged() }
+    }
+
+    private static func nanos(_ duration: Duration) -> Int64 {
+        let (seconds, attoseconds) = duration.components
+        return seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
+    }
+}
+
+/// Something that derives state from which instances are ejected (a balancer's table).
+package protocol OutlierObserver: AnyObject, Sendable {
+    func ejectionsChanged()
+}

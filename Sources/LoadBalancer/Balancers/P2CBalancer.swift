@@ -1,0 +1,240 @@
+import Synchronization
+
+/// Power of two choices: each pick samples two distinct usable instances at random and takes the
+/// one with the lower load, as Finagle's and tower's balancers do.
+///
+/// Two load metrics (``LoadMetric``):
+/// - ``LoadMetric/leastOutstanding``: the number of calls in flight.
+/// - ``LoadMetric/peakEWMA(decayTime:)``: a peak-sensitive moving average of latency times
+///   (calls in flight + 1). A latency above the estimate replaces it at once; below, the estimate
+///   moves toward it with weight 1 − e^(−Δt/τ), and between observations it decays toward 0 so an
+///   idle instance is tried again.
+///
+/// Both divide the load by the instance's recent success rate (an average that forgets failures
+/// over ``Configuration/failureDecayTime``), and a failed call never lowers the latency estimate,
+/// so an instance that fails fast looks *expensive*, not fast: no black hole.
+///
+/// The balancer learns from calls made through ``Balancer/withEndpoint(isolation:_:)`` (or
+/// ``Retry``); `pick()` stays synchronous, lock-free and allocation-free: it reads a table of usable
+/// instances and their per-instance counters, and uses the time of the latest completed call as
+/// "now" instead of reading a clock.
+public final class P2CBalancer<Request: Sendable, Response: Sendable>: Balancer {
+    /// What the balancer compares.
+    public typealias LoadMetric = P2CLoadMetric
+    /// Tuning of the failure-awareness.
+    public typealias Configuration = P2CConfiguration
+
+    public let endpoints: EndpointCache<Request, Response>
+    /// The load metric.
+    public let metric: LoadMetric
+    /// The ejection this balancer honours, if any.
+    public let ejection: OutlierDetector?
+
+    @usableFromInline let random: Atomic<UInt64>
+    @usableFromInline let table: BalancerTable
+    @usableFromInline let stats = SlotStorage(wordsPerSlot: 5)
+    /// The time (ns) of the latest completed call: the "now" of picks.
+    @usableFromInline let lastNow = Atomic<Int64>(0)
+    @usableFromInline let tauNanos: Double
+    @usableFromInline let failureTauNanos: Double
+    @usableFromInline let failureWeight: Double
+    private let now: @Sendable () -> Duration
+
+    // Per-slot words.
+    @usableFromInline static var outstanding: Int { 0 }
+    @usableFromInline static var latency: Int { 1 }
+    @usableFromInline static var latencyStamp: Int { 2 }
+    @usableFromInline static var failure: Int { 3 }
+    @usableFromInline static var failureStamp: Int { 4 }
+    /// The cost of an instance with calls in flight but no latency observed yet (Finagle's penalty).
+    @usableFromInline static var penalty: Double { 1e12 }
+
+    /// Creates a P2C balancer.
+    ///
+    /// - Parameters:
+    ///   - metric: What to compare. Default ``LoadMetric/peakEWMA(decayTime:)`` with τ = 10 s.
+    ///   - configuration: Failure-awareness tuning.
+    ///   - seed: Makes the sampling reproducible. Default: random.
+    ///   - ejection: Outlier ejection to honour. Default: none.
+    ///   - now: The time source for latency decay (monotonic, any origin). Default: `ContinuousClock`.
+    public init(
+        _ endpoints: EndpointCache<Request, Response>,
+        metric: LoadMetric = .peakEWMA(),
+        configuration: Configuration = Configuration(),
+        seed: UInt64? = nil,
+        ejection: OutlierDetector? = nil,
+        now: (@Sendable () -> Duration)? = nil
+    ) {
+        self.endpoints = endpoints
+        self.metric = metric
+        self.ejection = ejection
+        var generator = SystemRandomNumberGenerator()
+        self.random = Atomic(seed ?? generator.next())
+        self.tauNanos = max(1, Self.nanos(metric.decayTime))
+        self.failureTauNanos = max(1, Self.nanos(configuration.failureDecayTime))
+        self.failureWeight = min(1, max(0, configuration.failureWeight))
+        if let now {
+            self.now = now
+        } else {
+            let origin = ContinuousClock.now
+            self.now = { ContinuousClock.now - origin }
+        }
+        let stats = self.stats
+        self.table = BalancerTable(detector: ejection) { view, usable in
+            usable.map { position in
+                let slot = view.slots[position]
+                stats.ensure(slot)
+                return UInt64(position) | UInt64(slot) << 32
+            }
+        }
+        // Slots given to new instances start clean.
+        let reset = SlotResetter(stats: stats)
+        endpoints.addObserver(reset)
+        self.resetter = reset
+        table.attach(to: endpoints)
+    }
+
+    private let resetter: SlotResetter
+
+    @inlinable
+    public func pick() throws(LoadBalancerError) -> EndpointPick {
+        let r = WyRand.next(random)
+        let now = Double(lastNow.load(ordering: .relaxed))
+        let read = table.table.read { generation, count, words -> EndpointPick? in
+            guard count > 0 else { return nil }
+            if count == 1 {
+                let entry = words[0].load(ordering: .relaxed)
+                return EndpointPick(index: Int(truncatingIfNeeded: entry & 0xFFFF_FFFF), generation: generation)
+            }
+            let (first, rest) = r.multipliedFullWidth(by: UInt64(count))
+            var second = rest.multipliedFullWidth(by: UInt64(count - 1)).high
+            if second >= first { second &+= 1 }
+            let a = words[Int(truncatingIfNeeded: first)].load(ordering: .relaxed)
+            let b = words[Int(truncatingIfNeeded: second)].load(ordering: .relaxed)
+            let costA = cost(slot: UInt32(truncatingIfNeeded: a >> 32), now: now)
+            let costB = cost(slot: UInt32(truncatingIfNeeded: b >> 32), now: now)
+            let chosen = costA <= costB ? a : b
+            return EndpointPick(index: Int(truncatingIfNeeded: chosen & 0xFFFF_FFFF), generation: generation)
+        }
+        return try resolveTableRead(read, endpoints.shape, r)
+    }
+
+    /// The load of the instance in `slot` at time `now` (ns), lower is better.
+    @inlinable
+    func cost(slot: UInt32, now: Double) -> Double {
+        guard let words = stats.words(slot) else { return 0 }
+        let outstanding = Double(max(0, Int64(bitPattern: words[Self.outstanding].load(ordering: .relaxed))))
+        let failure = Double(bitPattern: words[Self.failure].load(ordering: .relaxed))
+        var health = 1.0
+        if failure > 0 {
+            let stamp = Double(words[Self.failureStamp].load(ordering: .relaxed))
+            health = max(0.01, 1 - failure * expNegative((now - stamp) / failureTauNanos))
+        }
+        switch metric.kind {
+        case .leastOutstanding:
+            return (outstanding + 1) / health
+        case .peakEWMA:
+            let estimate = Double(bitPattern: words[Self.latency].load(ordering: .relaxed))
+            let stamp = Double(words[Self.latencyStamp].load(ordering: .relaxed))
+            let latency = estimate * expNegative((now - stamp) / tauNanos)
+            if latency == 0 {
+                return outstanding == 0 ? 0 : (Self.penalty + outstanding) / health
+            }
+            return latency * (outstanding + 1) / health
+        }
+    }
+
+    public var observesCalls: Bool { true }
+
+    public func willCall(_ pick: EndpointPick, slot: UInt32) {
+        stats.words(slot)?[Self.outstanding].wrappingAdd(1, ordering: .relaxed)
+    }
+
+    public func record(_ call: CallRecord) {
+        ejection?.record(call)
+        guard let words = stats.words(call.slot) else { return }
+        words[Self.outstanding].wrappingSubtract(1, ordering: .relaxed)
+        let time = Self.nanos(now())
+        lastNow.store(Int64(time), ordering: .relaxed)
+        guard call.outcome != .cancelled else { return }
+
+        let failed = call.outcome == .failure
+        // Failure average: decay toward 0 since its last update, then move toward this outcome.
+        let oldFailure = Double(bitPattern: words[Self.failure].load(ordering: .relaxed))
+        let failureAge = time - Double(words[Self.failureStamp].load(ordering: .relaxed))
+        let decayed = oldFailure * expNegative(failureAge / failureTauNanos)
+        let newFailure = decayed * (1 - failureWeight) + (failed ? failureWeight : 0)
+        words[Self.failure].store(newFailure.bitPattern, ordering: .relaxed)
+        words[Self.failureStamp].store(UInt64(time), ordering: .relaxed)
+
+        // Latency estimate (peak EWMA). A failure never lowers it: failing fast must not look fast.
+        let latency = Self.nanos(call.latency)
+        let estimate = Double(bitPattern: words[Self.latency].load(ordering: .relaxed))
+        let age = time - Double(words[Self.latencyStamp].load(ordering: .relaxed))
+        let weight = expNegative(age / tauNanos)
+        let current = estimate * weight
+        let updated: Double
+        if latency > current {
+            updated = latency
+        } else if failed {
+            updated = current
+        } else {
+            updated = current * weight + latency * (1 - weight)
+        }
+        words[Self.latency].store(updated.bitPattern, ordering: .relaxed)
+        words[Self.latencyStamp].store(UInt64(time), ordering: .relaxed)
+    }
+
+    static func nanos(_ duration: Duration) -> Double {
+        let (seconds, attoseconds) = duration.components
+        return Double(seconds) * 1e9 + Double(attoseconds) / 1e9
+    }
+}
+
+/// Clears a slot's counters when the cache gives it to a new instance.
+final class SlotResetter: EndpointSetObserver, @unchecked Sendable {
+    private let stats: SlotStorage
+    private let ids = Mutex<[UInt32: String]>([:])
+
+    init(stats: SlotStorage) { self.stats = stats }
+
+    func endpointSetWillPublish(_ set: EndpointSetView) {
+        ids.withLock { ids in
+            var next: [UInt32: String] = [:]
+            for (slot, instance) in zip(set.slots, set.instances) {
+                next[slot] = instance.id
+                if ids[slot] != instance.id { stats.reset(slot) }
+            }
+            ids = next
+        }
+    }
+}
+
+/// What a ``P2CBalancer`` compares.
+public struct P2CLoadMetric: Sendable, Hashable {
+    @usableFromInline
+    enum Kind: Sendable, Hashable {
+        case leastOutstanding
+        case peakEWMA
+    }
+    @usableFromInline let kind: Kind
+    @usableFromInline let decayTime: Duration
+
+    /// Calls in flight.
+    public static let leastOutstanding = P2CLoadMetric(kind: .leastOutstanding, decayTime: .seconds(10))
+
+    /// Peak-EWMA latency × (calls in flight + 1), with decay time τ (default 10 s).
+    public static func peakEWMA(decayTime: Duration = .seconds(10)) -> P2CLoadMetric {
+        P2CLoadMetric(kind: .peakEWMA, decayTime: decayTime)
+    }
+}
+
+/// Tuning of the failure-awareness.
+public struct P2CConfiguration: Sendable, Hashable {
+    /// How fast a failure is forgotten (the failure average decays by e^(−Δt/τ)). Default 10 s.
+    public var failureDecayTime: Duration = .seconds(10)
+    /// How much one call moves the failure average, in `0...1`. Default 0.1.
+    public var failureWeight: Double = 0.1
+    public init() {}
+}
+

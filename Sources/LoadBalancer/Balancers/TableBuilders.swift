@@ -1,0 +1,114 @@
+/// Builders of the tables balancers pick from. Each returns the payload words of a ``SeqLockTable``.
+@usableFromInline
+enum TableBuilders {
+    /// The weights to use for `positions`: an instance's ``Instance/weight``, except that weight-0
+    /// instances get traffic only when every candidate has weight 0 (then all count equally), as in
+    /// DNS SRV.
+    static func effectiveWeights(_ view: EndpointSetView, _ positions: [Int]) -> [UInt64] {
+        let weights = positions.map { UInt64(max(0, view.instances[$0].weight)) }
+        if weights.allSatisfy({ $0 == 0 }) { return weights.map { _ in 1 } }
+        return weights
+    }
+
+    /// An alias table (Vose's method) for weighted random choice in O(1): two words per column,
+    /// `position | alias << 32` and the 64-bit threshold below which the column's own position wins.
+    static func aliasTable(_ view: EndpointSetView, _ positions: [Int]) -> [UInt64] {
+        let weights = effectiveWeights(view, positions)
+        // Drop zero-weight candidates (never chosen while others have weight).
+        let candidates = zip(positions, weights).filter { $0.1 > 0 }
+        let n = candidates.count
+        guard n > 0 else { return [] }
+        let total = candidates.reduce(0.0) { $0 + Double($1.1) }
+        var scaled = candidates.map { Double($0.1) * Double(n) / total }
+        var alias = [Int](repeating: 0, count: n)
+        var probability = [Double](repeating: 1, count: n)
+        var small: [Int] = []
+        var large: [Int] = []
+        for i in 0..<n {
+            if scaled[i] < 1 { small.append(i) } else { large.append(i) }
+        }
+        while let s = small.popLast(), let l = large.popLast() {
+            probability[s] = scaled[s]
+            alias[s] = l
+            scaled[l] = scaled[l] + scaled[s] - 1
+            if scaled[l] < 1 { small.append(l) } else { large.append(l) }
+        }
+        // What remains has probability 1 (up to rounding).
+        for i in large + small { probability[i] = 1; alias[i] = i }
+        var words: [UInt64] = []
+        words.reserveCapacity(2 * n)
+        for i in 0..<n {
+            let own = UInt64(candidates[i].0)
+            let other = UInt64(candidates[alias[i]].0)
+            words.append(own | other << 32)
+            let threshold: UInt64 = probability[i] >= 1 ? .max : UInt64(probability[i] * 18_446_744_073_709_551_615.0)
+            words.append(threshold)
+        }
+        return words
+    }
+
+    /// Picks from an alias table with 64 random bits: the high half of `random × columns` is the
+    /// column, the low half a fresh uniform number for the column's coin.
+    @inlinable @inline(__always)
+    static func aliasPick(_ random: UInt64, columns: Int, _ words: UnsafeMutablePointer<Atomic<UInt64>>) -> Int {
+        let (column, coin) = random.multipliedFullWidth(by: UInt64(columns))
+        let pair = words[2 &* Int(truncatingIfNeeded: column)].load(ordering: .relaxed)
+        let threshold = words[2 &* Int(truncatingIfNeeded: column) &+ 1].load(ordering: .relaxed)
+        return Int(truncatingIfNeeded: coin < threshold ? pair & 0xFFFF_FFFF : pair >> 32)
+    }
+
+    /// A smooth weighted round-robin schedule: each instance appears `weight` times (after dividing
+    /// the weights by their greatest common divisor), spread evenly through the cycle rather than in
+    /// bursts: occurrence k of an instance of weight w sits at (k + ½) / w of the cycle.
+    ///
+    /// Cycles longer than `maxLength` are scaled down proportionally (each weight at least 1).
+    static func smoothSchedule(_ view: EndpointSetView, _ positions: [Int], maxLength: Int = 65_536) -> [UInt64] {
+        var weights = effectiveWeights(view, positions)
+        let divisor = weights.filter { $0 > 0 }.reduce(0) { gcd($0, $1) }
+        if divisor > 1 { weights = weights.map { $0 / divisor } }
+        var total = weights.reduce(0, +)
+        if total > UInt64(maxLength) {
+            let scale = Double(maxLength) / Double(total)
+            weights = weights.map { $0 == 0 ? 0 : max(1, UInt64((Double($0) * scale).rounded())) }
+            total = weights.reduce(0, +)
+        }
+        var slots: [(time: Double, order: Int, position: Int)] = []
+        slots.reserveCapacity(Int(total))
+        for (order, (position, weight)) in zip(positions, weights).enumerated() where weight > 0 {
+            for k in 0..<Int(weight) {
+                slots.append(((Double(k) + 0.5) / Double(weight), order, position))
+            }
+        }
+        slots.sort { $0.time != $1.time ? $0.time < $1.time : $0.order < $1.order }
+        return slots.map { UInt64($0.position) }
+    }
+
+    static func gcd(_ a: UInt64, _ b: UInt64) -> UInt64 {
+        var (a, b) = (a, b)
+        while b != 0 { (a, b) = (b, a % b) }
+        return a
+    }
+
+    /// The positions of the lowest priority value among `positions`.
+    static func lowestPriorityLevel(_ view: EndpointSetView, _ positions: [Int]) -> [Int] {
+        guard let lowest = positions.map({ view.instances[$0].priority }).min() else { return [] }
+        return positions.filter { view.instances[$0].priority == lowest }
+    }
+}
+
+/// exp(−x) for x ≥ 0, without Foundation: a Taylor step on x/16 raised to the 16th power.
+/// Relative error below 1e-6 for x ≤ 16; 0 beyond x = 40.
+@inlinable @inline(__always)
+func expNegative(_ x: Double) -> Double {
+    if !(x > 0) { return 1 }
+    if x > 40 { return 0 }
+    let y = x / 16
+    var r = 1 / (1 + y + y * y / 2 + y * y * y / 6 + y * y * y * y / 24)
+    r *= r
+    r *= r
+    r *= r
+    r *= r
+    return r
+}
+
+import Synchronization

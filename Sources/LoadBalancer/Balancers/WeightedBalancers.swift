@@ -1,0 +1,136 @@
+import Synchronization
+
+/// Smooth weighted round robin: each instance gets traffic in proportion to its ``Instance/weight``,
+/// spread evenly through the cycle (weights 5, 1, 1 give `a a b a c a a`-like interleaving, not
+/// `a a a a a b c`).
+///
+/// The cycle is computed once per endpoint-set change (and per ejection change); a pick is one
+/// atomic fetch-add and a lock-free table read. Weight-0 instances are used only when every usable
+/// instance has weight 0.
+public final class WeightedRoundRobinBalancer<Request: Sendable, Response: Sendable>: Balancer {
+    public let endpoints: EndpointCache<Request, Response>
+    @usableFromInline let counter: Atomic<UInt64>
+    @usableFromInline let table: BalancerTable
+    /// The ejection this balancer honours, if any.
+    public let ejection: OutlierDetector?
+
+    /// - Parameters:
+    ///   - start: The counter's first value. Default: random.
+    ///   - ejection: Outlier ejection to honour. Default: none.
+    public init(_ endpoints: EndpointCache<Request, Response>, start: UInt64? = nil, ejection: OutlierDetector? = nil) {
+        self.endpoints = endpoints
+        var generator = SystemRandomNumberGenerator()
+        self.counter = Atomic(start ?? generator.next())
+        self.ejection = ejection
+        self.table = BalancerTable(detector: ejection) { view, usable in TableBuilders.smoothSchedule(view, usable) }
+        table.attach(to: endpoints)
+    }
+
+    @inlinable
+    public func pick() throws(LoadBalancerError) -> EndpointPick {
+        let n = counter.wrappingAdd(1, ordering: .relaxed).oldValue
+        let read = table.table.read { generation, count, words -> EndpointPick? in
+            guard count > 0 else { return nil }
+            let position = words[Int(truncatingIfNeeded: n % UInt64(count))].load(ordering: .relaxed)
+            return EndpointPick(index: Int(truncatingIfNeeded: position), generation: generation)
+        }
+        return try resolveTableRead(read, endpoints.shape, n)
+    }
+
+    public var observesCalls: Bool { ejection != nil }
+    public func record(_ call: CallRecord) { ejection?.record(call) }
+}
+
+/// Weighted random: each pick chooses an instance with probability proportional to its
+/// ``Instance/weight``, in O(1) through an alias table rebuilt on each set (or ejection) change.
+public final class WeightedRandomBalancer<Request: Sendable, Response: Sendable>: Balancer {
+    public let endpoints: EndpointCache<Request, Response>
+    @usableFromInline let state: Atomic<UInt64>
+    @usableFromInline let table: BalancerTable
+    /// The ejection this balancer honours, if any.
+    public let ejection: OutlierDetector?
+
+    /// - Parameters:
+    ///   - seed: Makes the picks reproducible. Default: random.
+    ///   - ejection: Outlier ejection to honour. Default: none.
+    public init(_ endpoints: EndpointCache<Request, Response>, seed: UInt64? = nil, ejection: OutlierDetector? = nil) {
+        self.endpoints = endpoints
+        var generator = SystemRandomNumberGenerator()
+        self.state = Atomic(seed ?? generator.next())
+        self.ejection = ejection
+        self.table = BalancerTable(detector: ejection) { view, usable in TableBuilders.aliasTable(view, usable) }
+        table.attach(to: endpoints)
+    }
+
+    @inlinable
+    public func pick() throws(LoadBalancerError) -> EndpointPick {
+        let random = WyRand.next(state)
+        let read = table.table.read { generation, count, words -> EndpointPick? in
+            guard count > 0 else { return nil }
+            let position = TableBuilders.aliasPick(random, columns: count / 2, words)
+            return EndpointPick(index: position, generation: generation)
+        }
+        return try resolveTableRead(read, endpoints.shape, random)
+    }
+
+    public var observesCalls: Bool { ejection != nil }
+    public func record(_ call: CallRecord) { ejection?.record(call) }
+}
+
+/// DNS SRV priority levels: all traffic goes to the instances with the lowest ``Instance/priority``
+/// value that has usable instances, chosen among them in proportion to their weights (RFC 2782).
+///
+/// When every instance of that level is ejected (see ``OutlierDetector``) or gone, traffic falls
+/// over to the next level, and it comes back as soon as an instance of the better level is usable
+/// again. In panic mode (too few healthy instances overall) ejection is ignored.
+public final class PriorityBalancer<Request: Sendable, Response: Sendable>: Balancer {
+    public let endpoints: EndpointCache<Request, Response>
+    @usableFromInline let state: Atomic<UInt64>
+    @usableFromInline let table: BalancerTable
+    /// The ejection this balancer honours, if any.
+    public let ejection: OutlierDetector?
+
+    /// - Parameters:
+    ///   - seed: Makes the picks reproducible. Default: random.
+    ///   - ejection: Outlier ejection to honour. Default: none.
+    public init(_ endpoints: EndpointCache<Request, Response>, seed: UInt64? = nil, ejection: OutlierDetector? = nil) {
+        self.endpoints = endpoints
+        var generator = SystemRandomNumberGenerator()
+        self.state = Atomic(seed ?? generator.next())
+        self.ejection = ejection
+        self.table = BalancerTable(detector: ejection) { view, usable in
+            TableBuilders.aliasTable(view, TableBuilders.lowestPriorityLevel(view, usable))
+        }
+        table.attach(to: endpoints)
+    }
+
+    @inlinable
+    public func pick() throws(LoadBalancerError) -> EndpointPick {
+        let random = WyRand.next(state)
+        let read = table.table.read { generation, count, words -> EndpointPick? in
+            guard count > 0 else { return nil }
+            let position = TableBuilders.aliasPick(random, columns: count / 2, words)
+            return EndpointPick(index: position, generation: generation)
+        }
+        return try resolveTableRead(read, endpoints.shape, random)
+    }
+
+    public var observesCalls: Bool { ejection != nil }
+    public func record(_ call: CallRecord) { ejection?.record(call) }
+}
+
+/// Turns a table read into a pick: the table's pick, "no endpoints" for an empty table, and for a
+/// read that lost to a writer storm, a uniform pick over the current shape.
+@inlinable
+func resolveTableRead(_ read: EndpointPick??, _ shape: EndpointSetShape, _ random: UInt64) throws(LoadBalancerError) -> EndpointPick {
+    switch read {
+    case .some(.some(let pick)):
+        return pick
+    case .some(.none):
+        throw .noEndpoints
+    case .none:
+        guard shape.count > 0 else { throw .noEndpoints }
+        let index = WyRand.mix(random).multipliedFullWidth(by: UInt64(shape.count)).high
+        return EndpointPick(index: Int(truncatingIfNeeded: index), generation: shape.generation)
+    }
+}
