@@ -144,3 +144,11 @@ final class Counter: Sendable {
     func increment() { storage.add(1, ordering: .relaxed) }
     var value: Int { storage.load(ordering: .relaxed) }
 }
+
+/// A settable monotonic time for components that take a `now` closure.
+final class TestTime: Sendable {
+    private let storage = Mutex<Duration>(.zero)
+    init() {}
+    var now: Duration { storage.withLock { $0 } }
+    func advance(_ duration: Duration) { storage.withLock { $0 += duration } }
+}

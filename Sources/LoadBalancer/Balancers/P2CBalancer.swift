@@ -185,6 +185,9 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: Balancer 
         words[Self.latencyStamp].store(UInt64(time), ordering: .relaxed)
     }
 
+    /// e^(−x), as the balancer computes it (for tests of its accuracy).
+    package static func decayFactor(_ x: Double) -> Double { expNegative(x) }
+
     static func nanos(_ duration: Duration) -> Double {
         let (seconds, attoseconds) = duration.components
         return Double(seconds) * 1e9 + Double(attoseconds) / 1e9

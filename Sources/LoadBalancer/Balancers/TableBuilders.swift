@@ -59,7 +59,8 @@ enum TableBuilders {
 
     /// A smooth weighted round-robin schedule: each instance appears `weight` times (after dividing
     /// the weights by their greatest common divisor), spread evenly through the cycle rather than in
-    /// bursts: occurrence k of an instance of weight w sits at (k + ½) / w of the cycle.
+    /// bursts: occurrence k of an instance of weight w sits at (k + φ) / w of the cycle, where φ is
+    /// the instance's own phase in [0, 1).
     ///
     /// Cycles longer than `maxLength` are scaled down proportionally (each weight at least 1).
     static func smoothSchedule(_ view: EndpointSetView, _ positions: [Int], maxLength: Int = 65_536) -> [UInt64] {
@@ -75,8 +76,11 @@ enum TableBuilders {
         var slots: [(time: Double, order: Int, position: Int)] = []
         slots.reserveCapacity(Int(total))
         for (order, (position, weight)) in zip(positions, weights).enumerated() where weight > 0 {
+            // Each instance's occurrences are offset by its own phase (golden-ratio spaced), so
+            // instances of equal weight do not all land on the same instants.
+            let phase = (Double(order + 1) * 0.618_033_988_749_895).truncatingRemainder(dividingBy: 1)
             for k in 0..<Int(weight) {
-                slots.append(((Double(k) + 0.5) / Double(weight), order, position))
+                slots.append(((Double(k) + phase) / Double(weight), order, position))
             }
         }
         slots.sort { $0.time != $1.time ? $0.time < $1.time : $0.order < $1.order }
@@ -96,19 +100,26 @@ enum TableBuilders {
     }
 }
 
-/// exp(−x) for x ≥ 0, without Foundation: a Taylor step on x/16 raised to the 16th power.
-/// Relative error below 1e-6 for x ≤ 16; 0 beyond x = 40.
+/// e^(−x) for x ≥ 0, without Foundation: e^(−x) = 2^(−n) · e^(−r) with n = ⌊x / ln 2⌋ and
+/// r = x − n·ln 2 in [0, ln 2), e^(−r) by an 8-term Taylor polynomial. Relative error below 3e-6;
+/// 0 beyond x = 700.
 @inlinable @inline(__always)
 func expNegative(_ x: Double) -> Double {
     if !(x > 0) { return 1 }
-    if x > 40 { return 0 }
-    let y = x / 16
-    var r = 1 / (1 + y + y * y / 2 + y * y * y / 6 + y * y * y * y / 24)
-    r *= r
-    r *= r
-    r *= r
-    r *= r
-    return r
+    if x > 700 { return 0 }
+    let ln2 = 0.693_147_180_559_945_3
+    let n = (x / ln2).rounded(.down)
+    let r = x - n * ln2
+    // Horner form of 1 − r + r²/2 − r³/6 + … − r⁷/5040.
+    var p = -1.0 / 5040
+    p = p * r + 1.0 / 720
+    p = p * r - 1.0 / 120
+    p = p * r + 1.0 / 24
+    p = p * r - 1.0 / 6
+    p = p * r + 0.5
+    p = p * r - 1
+    p = p * r + 1
+    return p * Double(sign: .plus, exponent: -Int(n), significand: 1)
 }
 
 import Synchronization
