@@ -16,6 +16,7 @@ let package = Package(
     ],
     products: [
         .library(name: "LoadBalancer", targets: ["LoadBalancer"]),
+        .library(name: "LoadBalancerSimulation", targets: ["LoadBalancerSimulation"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -34,6 +35,13 @@ let package = Package(
             ],
             swiftSettings: sharedSettings
         ),
+        // A deterministic discrete-event simulation that drives the real balancers in virtual time
+        // (the tail-latency scenario of Benchmarks/ and `lbctl demo`).
+        .target(
+            name: "LoadBalancerSimulation",
+            dependencies: ["LoadBalancer"],
+            swiftSettings: sharedSettings
+        ),
         // A runnable example of the core API over in-process endpoints.
         .executableTarget(
             name: "lb-example",
@@ -45,6 +53,7 @@ let package = Package(
             name: "LoadBalancerTests",
             dependencies: [
                 "LoadBalancer",
+                "LoadBalancerSimulation",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "InMemoryLogging", package: "swift-log"),

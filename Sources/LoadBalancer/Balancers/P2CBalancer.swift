@@ -10,8 +10,8 @@ import Synchronization
 ///   moves toward it with weight 1 − e^(−Δt/τ), and between observations it decays toward 0 so an
 ///   idle instance is tried again.
 ///
-/// Both divide the load by the instance's recent success rate (an average that forgets failures
-/// over ``Configuration/failureDecayTime``), and a failed call never lowers the latency estimate,
+/// Both divide the load by the square of the instance's recent success rate (an average that
+/// forgets failures over ``Configuration/failureDecayTime``), and a failed call never lowers the latency estimate,
 /// so an instance that fails fast looks *expensive*, not fast: no black hole.
 ///
 /// The balancer learns from calls made through ``Balancer/withEndpoint(isolation:_:)`` (or
@@ -128,7 +128,9 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: Balancer 
         var health = 1.0
         if failure > 0 {
             let stamp = Double(words[Self.failureStamp].load(ordering: .relaxed))
-            health = max(0.01, 1 - failure * expNegative((now - stamp) / failureTauNanos))
+            let success = max(0.001, 1 - failure * expNegative((now - stamp) / failureTauNanos))
+            // Squared, so that a fast-failing instance's cost cannot settle level with healthy ones.
+            health = success * success
         }
         switch metric.kind {
         case .leastOutstanding:
