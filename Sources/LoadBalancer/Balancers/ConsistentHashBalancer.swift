@@ -19,7 +19,10 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
     /// The ejection this balancer honours, if any.
     public let ejection: OutlierDetector?
     @usableFromInline let random: Atomic<UInt64>
-    @usableFromInline let table: BalancerTable
+    /// Keeps the table observer alive; ``tableStorage`` is what `pick()` reads.
+    let table: BalancerTable
+    /// The table's storage, referenced without reference counting (`table` keeps it alive).
+    @usableFromInline let tableStorage: Unmanaged<SeqLockTable>
 
     /// - Parameters:
     ///   - tableSize: The lookup table's size; should be a prime well above 100 × the set size.
@@ -34,19 +37,20 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
         self.table = BalancerTable(detector: ejection) { view, usable in
             Self.maglevTable(view, usable, size: size)
         }
+        self.tableStorage = Unmanaged.passUnretained(table.table)
         table.attach(to: endpoints)
     }
 
     /// The endpoint for `key`'s hash.
     @inlinable
     public func pick(forHash hash: UInt64) throws(LoadBalancerError) -> EndpointPick {
-        let read = table.table.read { generation, count, words -> EndpointPick? in
+        let read = tableStorage._withUnsafeGuaranteedRef { $0.read { generation, count, words -> EndpointPick? in
             guard count > 0 else { return nil }
             let entry = Int(truncatingIfNeeded: WyRand.mix(hash).multipliedFullWidth(by: UInt64(count * 2)).high)
             let word = words[entry >> 1].load(ordering: .relaxed)
             let position = entry & 1 == 0 ? word & 0xFFFF_FFFF : word >> 32
             return EndpointPick(index: Int(truncatingIfNeeded: position), generation: generation)
-        }
+        } }
         return try resolveTableRead(read, endpoints.shape, hash)
     }
 

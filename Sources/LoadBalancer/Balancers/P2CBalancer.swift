@@ -31,8 +31,12 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: Balancer 
     public let ejection: OutlierDetector?
 
     @usableFromInline let random: Atomic<UInt64>
-    @usableFromInline let table: BalancerTable
-    @usableFromInline let stats = SlotStorage(wordsPerSlot: 5)
+    /// Keeps the table observer alive; ``tableStorage`` is what `pick()` reads.
+    let table: BalancerTable
+    /// The table's storage, referenced without reference counting (`table` keeps it alive).
+    @usableFromInline let tableStorage: Unmanaged<SeqLockTable>
+    /// Per-instance counters, addressed from the table.
+    let stats = SlotStorage(wordsPerSlot: 5)
     /// The time (ns) of the latest completed call: the "now" of picks.
     @usableFromInline let lastNow = Atomic<Int64>(0)
     @usableFromInline let tauNanos: Double
@@ -81,54 +85,58 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: Balancer 
         }
         let stats = self.stats
         self.table = BalancerTable(detector: ejection) { view, usable in
-            usable.map { position in
+            usable.flatMap { position -> [UInt64] in
                 let slot = view.slots[position]
                 stats.ensure(slot)
-                return UInt64(position) | UInt64(slot) << 32
+                let address = stats.words(slot).map { UInt64(UInt(bitPattern: $0)) } ?? 0
+                return [UInt64(position), address]
             }
         }
         // Slots given to new instances start clean.
         let reset = SlotResetter(stats: stats)
         endpoints.addObserver(reset)
         self.resetter = reset
+        self.tableStorage = Unmanaged.passUnretained(table.table)
         table.attach(to: endpoints)
     }
 
     private let resetter: SlotResetter
 
+    /// Table entries are two words: the position, and the address of the instance's counters
+    /// (slot storage never moves or frees them), so a pick reaches the counters in one load.
     @inlinable
     public func pick() throws(LoadBalancerError) -> EndpointPick {
         let r = WyRand.next(random)
         let now = Double(lastNow.load(ordering: .relaxed))
-        let read = table.table.read { generation, count, words -> EndpointPick? in
-            guard count > 0 else { return nil }
-            if count == 1 {
-                let entry = words[0].load(ordering: .relaxed)
-                return EndpointPick(index: Int(truncatingIfNeeded: entry & 0xFFFF_FFFF), generation: generation)
+        let read = tableStorage._withUnsafeGuaranteedRef { $0.read { generation, count, words -> EndpointPick? in
+            let n = count >> 1
+            guard n > 0 else { return nil }
+            if n == 1 {
+                return EndpointPick(index: Int(truncatingIfNeeded: words[0].load(ordering: .relaxed)), generation: generation)
             }
-            let (first, rest) = r.multipliedFullWidth(by: UInt64(count))
-            var second = rest.multipliedFullWidth(by: UInt64(count - 1)).high
+            let (first, rest) = r.multipliedFullWidth(by: UInt64(n))
+            var second = rest.multipliedFullWidth(by: UInt64(n - 1)).high
             if second >= first { second &+= 1 }
-            let a = words[Int(truncatingIfNeeded: first)].load(ordering: .relaxed)
-            let b = words[Int(truncatingIfNeeded: second)].load(ordering: .relaxed)
-            let costA = cost(slot: UInt32(truncatingIfNeeded: a >> 32), now: now)
-            let costB = cost(slot: UInt32(truncatingIfNeeded: b >> 32), now: now)
+            let a = 2 &* Int(truncatingIfNeeded: first)
+            let b = 2 &* Int(truncatingIfNeeded: second)
+            let costA = cost(words[a &+ 1].load(ordering: .relaxed), now: now)
+            let costB = cost(words[b &+ 1].load(ordering: .relaxed), now: now)
             let chosen = costA <= costB ? a : b
-            return EndpointPick(index: Int(truncatingIfNeeded: chosen & 0xFFFF_FFFF), generation: generation)
-        }
+            return EndpointPick(index: Int(truncatingIfNeeded: words[chosen].load(ordering: .relaxed)), generation: generation)
+        } }
         return try resolveTableRead(read, endpoints.shape, r)
     }
 
-    /// The load of the instance in `slot` at time `now` (ns), lower is better.
-    @inlinable
-    func cost(slot: UInt32, now: Double) -> Double {
-        guard let words = stats.words(slot) else { return 0 }
+    /// The load of the instance whose counters are at `address`, at time `now` (ns); lower is better.
+    @inlinable @inline(__always)
+    func cost(_ address: UInt64, now: Double) -> Double {
+        guard let words = UnsafeMutablePointer<Atomic<UInt64>>(bitPattern: UInt(truncatingIfNeeded: address)) else { return 0 }
         let outstanding = Double(max(0, Int64(bitPattern: words[Self.outstanding].load(ordering: .relaxed))))
         let failure = Double(bitPattern: words[Self.failure].load(ordering: .relaxed))
         var health = 1.0
         if failure > 0 {
             let stamp = Double(words[Self.failureStamp].load(ordering: .relaxed))
-            let success = max(0.001, 1 - failure * expNegative((now - stamp) / failureTauNanos))
+            let success = max(0.001, 1 - failure * decay((now - stamp) / failureTauNanos))
             // Squared, so that a fast-failing instance's cost cannot settle level with healthy ones.
             health = success * success
         }
@@ -138,12 +146,20 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: Balancer 
         case .peakEWMA:
             let estimate = Double(bitPattern: words[Self.latency].load(ordering: .relaxed))
             let stamp = Double(words[Self.latencyStamp].load(ordering: .relaxed))
-            let latency = estimate * expNegative((now - stamp) / tauNanos)
+            let latency = estimate * decay((now - stamp) / tauNanos)
             if latency == 0 {
                 return outstanding == 0 ? 0 : (Self.penalty + outstanding) / health
             }
             return latency * (outstanding + 1) / health
         }
+    }
+
+    /// e^(−x), with a short series for the common case of a small x (the time since an instance's
+    /// last update is usually a tiny fraction of the decay time).
+    @inlinable @inline(__always)
+    func decay(_ x: Double) -> Double {
+        if x < 0.01 { return x <= 0 ? 1 : 1 - x + x * x * 0.5 }
+        return expNegative(x)
     }
 
     public var observesCalls: Bool { true }

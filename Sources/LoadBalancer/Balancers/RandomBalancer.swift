@@ -12,8 +12,12 @@ public final class RandomBalancer<Request: Sendable, Response: Sendable>: Balanc
     public let endpoints: EndpointCache<Request, Response>
     @usableFromInline
     let state: Atomic<UInt64>
-    @usableFromInline
+    /// Keeps the table observer alive; ``tableStorage`` is what `pick()` reads.
     let table: BalancerTable?
+    /// The table's storage, referenced without reference counting: `table` keeps it alive, and
+    /// the hot path must not touch a shared object's reference count.
+    @usableFromInline
+    let tableStorage: Unmanaged<SeqLockTable>?
     /// The ejection this balancer honours, if any.
     public let ejection: OutlierDetector?
 
@@ -31,21 +35,23 @@ public final class RandomBalancer<Request: Sendable, Response: Sendable>: Balanc
             let table = BalancerTable(detector: ejection) { _, usable in usable.map { UInt64($0) } }
             table.attach(to: endpoints)
             self.table = table
+            self.tableStorage = Unmanaged.passUnretained(table.table)
         } else {
             self.table = nil
+            self.tableStorage = nil
         }
     }
 
     @inlinable
     public func pick() throws(LoadBalancerError) -> EndpointPick {
         let random = WyRand.next(state)
-        if let table {
-            let read = table.table.read { generation, count, words -> EndpointPick? in
+        if let tableStorage {
+            let read = tableStorage._withUnsafeGuaranteedRef { $0.read { generation, count, words -> EndpointPick? in
                 guard count > 0 else { return nil }
                 let column = random.multipliedFullWidth(by: UInt64(count)).high
                 let position = words[Int(truncatingIfNeeded: column)].load(ordering: .relaxed)
                 return EndpointPick(index: Int(truncatingIfNeeded: position), generation: generation)
-            }
+            } }
             if let read {
                 guard let pick = read else { throw .noEndpoints }
                 return pick

@@ -10,8 +10,12 @@ public final class RoundRobinBalancer<Request: Sendable, Response: Sendable>: Ba
     public let endpoints: EndpointCache<Request, Response>
     @usableFromInline
     let counter: Atomic<UInt64>
-    @usableFromInline
+    /// Keeps the table observer alive; ``tableStorage`` is what `pick()` reads.
     let table: BalancerTable?
+    /// The table's storage, referenced without reference counting: `table` keeps it alive, and
+    /// the hot path must not touch a shared object's reference count.
+    @usableFromInline
+    let tableStorage: Unmanaged<SeqLockTable>?
     /// The ejection this balancer honours, if any.
     public let ejection: OutlierDetector?
 
@@ -29,20 +33,22 @@ public final class RoundRobinBalancer<Request: Sendable, Response: Sendable>: Ba
             let table = BalancerTable(detector: ejection) { _, usable in usable.map { UInt64($0) } }
             table.attach(to: endpoints)
             self.table = table
+            self.tableStorage = Unmanaged.passUnretained(table.table)
         } else {
             self.table = nil
+            self.tableStorage = nil
         }
     }
 
     @inlinable
     public func pick() throws(LoadBalancerError) -> EndpointPick {
-        if let table {
+        if let tableStorage {
             let n = counter.wrappingAdd(1, ordering: .relaxed).oldValue
-            let read = table.table.read { generation, count, words -> EndpointPick? in
+            let read = tableStorage._withUnsafeGuaranteedRef { $0.read { generation, count, words -> EndpointPick? in
                 guard count > 0 else { return nil }
                 let position = words[Int(truncatingIfNeeded: n % UInt64(count))].load(ordering: .relaxed)
                 return EndpointPick(index: Int(truncatingIfNeeded: position), generation: generation)
-            }
+            } }
             if let read {
                 guard let pick = read else { throw .noEndpoints }
                 return pick

@@ -10,7 +10,10 @@ import Synchronization
 public final class WeightedRoundRobinBalancer<Request: Sendable, Response: Sendable>: Balancer {
     public let endpoints: EndpointCache<Request, Response>
     @usableFromInline let counter: Atomic<UInt64>
-    @usableFromInline let table: BalancerTable
+    /// Keeps the table observer alive; ``tableStorage`` is what `pick()` reads.
+    let table: BalancerTable
+    /// The table's storage, referenced without reference counting (`table` keeps it alive).
+    @usableFromInline let tableStorage: Unmanaged<SeqLockTable>
     /// The ejection this balancer honours, if any.
     public let ejection: OutlierDetector?
 
@@ -23,17 +26,18 @@ public final class WeightedRoundRobinBalancer<Request: Sendable, Response: Senda
         self.counter = Atomic(start ?? generator.next())
         self.ejection = ejection
         self.table = BalancerTable(detector: ejection) { view, usable in TableBuilders.smoothSchedule(view, usable) }
+        self.tableStorage = Unmanaged.passUnretained(table.table)
         table.attach(to: endpoints)
     }
 
     @inlinable
     public func pick() throws(LoadBalancerError) -> EndpointPick {
         let n = counter.wrappingAdd(1, ordering: .relaxed).oldValue
-        let read = table.table.read { generation, count, words -> EndpointPick? in
+        let read = tableStorage._withUnsafeGuaranteedRef { $0.read { generation, count, words -> EndpointPick? in
             guard count > 0 else { return nil }
             let position = words[Int(truncatingIfNeeded: n % UInt64(count))].load(ordering: .relaxed)
             return EndpointPick(index: Int(truncatingIfNeeded: position), generation: generation)
-        }
+        } }
         return try resolveTableRead(read, endpoints.shape, n)
     }
 
@@ -46,7 +50,10 @@ public final class WeightedRoundRobinBalancer<Request: Sendable, Response: Senda
 public final class WeightedRandomBalancer<Request: Sendable, Response: Sendable>: Balancer {
     public let endpoints: EndpointCache<Request, Response>
     @usableFromInline let state: Atomic<UInt64>
-    @usableFromInline let table: BalancerTable
+    /// Keeps the table observer alive; ``tableStorage`` is what `pick()` reads.
+    let table: BalancerTable
+    /// The table's storage, referenced without reference counting (`table` keeps it alive).
+    @usableFromInline let tableStorage: Unmanaged<SeqLockTable>
     /// The ejection this balancer honours, if any.
     public let ejection: OutlierDetector?
 
@@ -59,17 +66,18 @@ public final class WeightedRandomBalancer<Request: Sendable, Response: Sendable>
         self.state = Atomic(seed ?? generator.next())
         self.ejection = ejection
         self.table = BalancerTable(detector: ejection) { view, usable in TableBuilders.aliasTable(view, usable) }
+        self.tableStorage = Unmanaged.passUnretained(table.table)
         table.attach(to: endpoints)
     }
 
     @inlinable
     public func pick() throws(LoadBalancerError) -> EndpointPick {
         let random = WyRand.next(state)
-        let read = table.table.read { generation, count, words -> EndpointPick? in
+        let read = tableStorage._withUnsafeGuaranteedRef { $0.read { generation, count, words -> EndpointPick? in
             guard count > 0 else { return nil }
             let position = TableBuilders.aliasPick(random, columns: count / 2, words)
             return EndpointPick(index: position, generation: generation)
-        }
+        } }
         return try resolveTableRead(read, endpoints.shape, random)
     }
 
@@ -86,7 +94,10 @@ public final class WeightedRandomBalancer<Request: Sendable, Response: Sendable>
 public final class PriorityBalancer<Request: Sendable, Response: Sendable>: Balancer {
     public let endpoints: EndpointCache<Request, Response>
     @usableFromInline let state: Atomic<UInt64>
-    @usableFromInline let table: BalancerTable
+    /// Keeps the table observer alive; ``tableStorage`` is what `pick()` reads.
+    let table: BalancerTable
+    /// The table's storage, referenced without reference counting (`table` keeps it alive).
+    @usableFromInline let tableStorage: Unmanaged<SeqLockTable>
     /// The ejection this balancer honours, if any.
     public let ejection: OutlierDetector?
 
@@ -101,17 +112,18 @@ public final class PriorityBalancer<Request: Sendable, Response: Sendable>: Bala
         self.table = BalancerTable(detector: ejection) { view, usable in
             TableBuilders.aliasTable(view, TableBuilders.lowestPriorityLevel(view, usable))
         }
+        self.tableStorage = Unmanaged.passUnretained(table.table)
         table.attach(to: endpoints)
     }
 
     @inlinable
     public func pick() throws(LoadBalancerError) -> EndpointPick {
         let random = WyRand.next(state)
-        let read = table.table.read { generation, count, words -> EndpointPick? in
+        let read = tableStorage._withUnsafeGuaranteedRef { $0.read { generation, count, words -> EndpointPick? in
             guard count > 0 else { return nil }
             let position = TableBuilders.aliasPick(random, columns: count / 2, words)
             return EndpointPick(index: position, generation: generation)
-        }
+        } }
         return try resolveTableRead(read, endpoints.shape, random)
     }
 
@@ -122,13 +134,18 @@ public final class PriorityBalancer<Request: Sendable, Response: Sendable>: Bala
 /// Turns a table read into a pick: the table's pick, "no endpoints" for an empty table, and for a
 /// read that lost to a writer storm, a uniform pick over the current shape.
 @inlinable
-func resolveTableRead(_ read: EndpointPick??, _ shape: EndpointSetShape, _ random: UInt64) throws(LoadBalancerError) -> EndpointPick {
+func resolveTableRead(
+    _ read: EndpointPick??,
+    _ shape: @autoclosure () -> EndpointSetShape,
+    _ random: UInt64
+) throws(LoadBalancerError) -> EndpointPick {
     switch read {
     case .some(.some(let pick)):
         return pick
     case .some(.none):
         throw .noEndpoints
     case .none:
+        let shape = shape()
         guard shape.count > 0 else { throw .noEndpoints }
         let index = WyRand.mix(random).multipliedFullWidth(by: UInt64(shape.count)).high
         return EndpointPick(index: Int(truncatingIfNeeded: index), generation: shape.generation)

@@ -22,11 +22,9 @@ package final class SeqLockTable: @unchecked Sendable {
     @usableFromInline static let payloadOffset = 2
 
     package init() {
-        let initial = UnsafeMutablePointer<Atomic<UInt64>>.allocate(capacity: 2)
-        initial.initialize(to: Atomic(0))
-        (initial + 1).initialize(to: Atomic(0))
+        let initial = allocateWords(8)
         self.buffer = Atomic(initial)
-        self.writer = Mutex((capacity: 2, retired: []))
+        self.writer = Mutex((capacity: 8, retired: []))
     }
 
     deinit {
@@ -51,9 +49,8 @@ package final class SeqLockTable: @unchecked Sendable {
             atomicMemoryFence(ordering: .releasing)
             var target = buffer.load(ordering: .relaxed)!
             if needed > state.capacity {
-                let capacity = max(needed, state.capacity * 2)
-                let grown = UnsafeMutablePointer<Atomic<UInt64>>.allocate(capacity: capacity)
-                for i in 0..<capacity { (grown + i).initialize(to: Atomic(0)) }
+                let capacity = (max(needed, state.capacity * 2) + 7) & ~7
+                let grown = allocateWords(capacity)
                 state.retired.append((target, state.capacity))
                 state.capacity = capacity
                 buffer.store(grown, ordering: .releasing)
@@ -71,7 +68,7 @@ package final class SeqLockTable: @unchecked Sendable {
     /// Reads a consistent view. `body` gets the generation, the payload count and the words, and
     /// must only read (it may run more than once). Returns `nil` if no consistent read succeeded
     /// within a few tries (a writer storm); callers fall back to a simpler choice.
-    @inlinable
+    @inlinable @inline(__always)
     package func read<Result>(
         _ body: (_ generation: UInt32, _ count: Int, _ words: UnsafeMutablePointer<Atomic<UInt64>>) -> Result
     ) -> Result? {
@@ -87,4 +84,14 @@ package final class SeqLockTable: @unchecked Sendable {
         }
         return nil
     }
+}
+
+/// Allocates `count` zeroed atomic words on whole cache lines of their own, so that readers of a
+/// table never share a line with memory that other threads write (false sharing).
+func allocateWords(_ count: Int) -> UnsafeMutablePointer<Atomic<UInt64>> {
+    let bytes = (count * MemoryLayout<UInt64>.stride + 63) & ~63
+    let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+    let words = raw.bindMemory(to: Atomic<UInt64>.self, capacity: bytes / 8)
+    for i in 0..<bytes / 8 { (words + i).initialize(to: Atomic(0)) }
+    return words
 }

@@ -44,9 +44,7 @@ package final class SlotStorage: @unchecked Sendable {
         if directory[chunkIndex].load(ordering: .acquiring) != nil { return }
         growth.withLock { _ in
             if directory[chunkIndex].load(ordering: .acquiring) != nil { return }
-            let count = Self.chunkSize * wordsPerSlot
-            let chunk = UnsafeMutablePointer<Atomic<UInt64>>.allocate(capacity: count)
-            for i in 0..<count { (chunk + i).initialize(to: Atomic(0)) }
+            let chunk = allocateWords(Self.chunkSize * wordsPerSlot)
             directory[chunkIndex].store(chunk, ordering: .releasing)
         }
     }
