@@ -46,16 +46,7 @@ public final class RandomBalancer<Request: Sendable, Response: Sendable>: Balanc
     public func pick() throws(LoadBalancerError) -> EndpointPick {
         let random = WyRand.next(state)
         if let tableStorage {
-            let read = tableStorage._withUnsafeGuaranteedRef { $0.read { generation, count, words -> EndpointPick? in
-                guard count > 0 else { return nil }
-                let column = random.multipliedFullWidth(by: UInt64(count)).high
-                let position = words[Int(truncatingIfNeeded: column)].load(ordering: .relaxed)
-                return EndpointPick(index: Int(truncatingIfNeeded: position), generation: generation)
-            } }
-            if let read {
-                guard let pick = read else { throw .noEndpoints }
-                return pick
-            }
+            return try resolveTableRead(tableStorage.pickUniform(random), endpoints.shape, random)
         }
         let shape = endpoints.shape
         guard shape.count > 0 else { throw .noEndpoints }

@@ -44,15 +44,7 @@ public final class RoundRobinBalancer<Request: Sendable, Response: Sendable>: Ba
     public func pick() throws(LoadBalancerError) -> EndpointPick {
         if let tableStorage {
             let n = counter.wrappingAdd(1, ordering: .relaxed).oldValue
-            let read = tableStorage._withUnsafeGuaranteedRef { $0.read { generation, count, words -> EndpointPick? in
-                guard count > 0 else { return nil }
-                let position = words[Int(truncatingIfNeeded: n % UInt64(count))].load(ordering: .relaxed)
-                return EndpointPick(index: Int(truncatingIfNeeded: position), generation: generation)
-            } }
-            if let read {
-                guard let pick = read else { throw .noEndpoints }
-                return pick
-            }
+            return try resolveTableRead(tableStorage.pickRotating(n), endpoints.shape, n)
         }
         let shape = endpoints.shape
         guard shape.count > 0 else { throw .noEndpoints }

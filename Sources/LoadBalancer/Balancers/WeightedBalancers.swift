@@ -33,12 +33,7 @@ public final class WeightedRoundRobinBalancer<Request: Sendable, Response: Senda
     @inlinable
     public func pick() throws(LoadBalancerError) -> EndpointPick {
         let n = counter.wrappingAdd(1, ordering: .relaxed).oldValue
-        let read = tableStorage._withUnsafeGuaranteedRef { $0.read { generation, count, words -> EndpointPick? in
-            guard count > 0 else { return nil }
-            let position = words[Int(truncatingIfNeeded: n % UInt64(count))].load(ordering: .relaxed)
-            return EndpointPick(index: Int(truncatingIfNeeded: position), generation: generation)
-        } }
-        return try resolveTableRead(read, endpoints.shape, n)
+        return try resolveTableRead(tableStorage.pickRotating(n), endpoints.shape, n)
     }
 
     public var observesCalls: Bool { ejection != nil }
@@ -73,12 +68,7 @@ public final class WeightedRandomBalancer<Request: Sendable, Response: Sendable>
     @inlinable
     public func pick() throws(LoadBalancerError) -> EndpointPick {
         let random = WyRand.next(state)
-        let read = tableStorage._withUnsafeGuaranteedRef { $0.read { generation, count, words -> EndpointPick? in
-            guard count > 0 else { return nil }
-            let position = TableBuilders.aliasPick(random, columns: count / 2, words)
-            return EndpointPick(index: position, generation: generation)
-        } }
-        return try resolveTableRead(read, endpoints.shape, random)
+        return try resolveTableRead(tableStorage.pickAlias(random), endpoints.shape, random)
     }
 
     public var observesCalls: Bool { ejection != nil }
@@ -119,12 +109,7 @@ public final class PriorityBalancer<Request: Sendable, Response: Sendable>: Bala
     @inlinable
     public func pick() throws(LoadBalancerError) -> EndpointPick {
         let random = WyRand.next(state)
-        let read = tableStorage._withUnsafeGuaranteedRef { $0.read { generation, count, words -> EndpointPick? in
-            guard count > 0 else { return nil }
-            let position = TableBuilders.aliasPick(random, columns: count / 2, words)
-            return EndpointPick(index: position, generation: generation)
-        } }
-        return try resolveTableRead(read, endpoints.shape, random)
+        return try resolveTableRead(tableStorage.pickAlias(random), endpoints.shape, random)
     }
 
     public var observesCalls: Bool { ejection != nil }
@@ -149,5 +134,43 @@ func resolveTableRead(
         guard shape.count > 0 else { throw .noEndpoints }
         let index = WyRand.mix(random).multipliedFullWidth(by: UInt64(shape.count)).high
         return EndpointPick(index: Int(truncatingIfNeeded: index), generation: shape.generation)
+    }
+}
+
+extension Unmanaged where Instance == SeqLockTable {
+    /// The table entry at `n` modulo the table's length (round-robin tables). See ``resolveTableRead(_:_:_:)``.
+    @inlinable @inline(__always)
+    func pickRotating(_ n: UInt64) -> EndpointPick?? {
+        _withUnsafeGuaranteedRef {
+            $0.read { generation, count, words -> EndpointPick? in
+                guard count > 0 else { return nil }
+                let position = words[Int(truncatingIfNeeded: n % UInt64(count))].load(ordering: .relaxed)
+                return EndpointPick(index: Int(truncatingIfNeeded: position), generation: generation)
+            }
+        }
+    }
+
+    /// A uniformly random entry, from 64 random bits (tables of usable positions).
+    @inlinable @inline(__always)
+    func pickUniform(_ random: UInt64) -> EndpointPick?? {
+        _withUnsafeGuaranteedRef {
+            $0.read { generation, count, words -> EndpointPick? in
+                guard count > 0 else { return nil }
+                let column = random.multipliedFullWidth(by: UInt64(count)).high
+                let position = words[Int(truncatingIfNeeded: column)].load(ordering: .relaxed)
+                return EndpointPick(index: Int(truncatingIfNeeded: position), generation: generation)
+            }
+        }
+    }
+
+    /// A weighted random entry of an alias table (see ``TableBuilders/aliasTable(_:_:)``).
+    @inlinable @inline(__always)
+    func pickAlias(_ random: UInt64) -> EndpointPick?? {
+        _withUnsafeGuaranteedRef {
+            $0.read { generation, count, words -> EndpointPick? in
+                guard count > 0 else { return nil }
+                return EndpointPick(index: TableBuilders.aliasPick(random, columns: count / 2, words), generation: generation)
+            }
+        }
     }
 }
