@@ -44,14 +44,20 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
     /// The endpoint for `key`'s hash.
     @inlinable
     public func pick(forHash hash: UInt64) throws(LoadBalancerError) -> EndpointPick {
-        let read = tableStorage._withUnsafeGuaranteedRef { $0.read { generation, count, words -> EndpointPick? in
-            guard count > 0 else { return nil }
-            let entry = Int(truncatingIfNeeded: WyRand.mix(hash).multipliedFullWidth(by: UInt64(count * 2)).high)
-            let word = words[entry >> 1].load(ordering: .relaxed)
-            let position = entry & 1 == 0 ? word & 0xFFFF_FFFF : word >> 32
-            return EndpointPick(index: Int(truncatingIfNeeded: position), generation: generation)
-        } }
-        return try resolveTableRead(read, endpoints.shape, hash)
+        try resolveTableRead(lookup(hash), endpoints.shape, hash)
+    }
+
+    @inlinable @inline(__always)
+    func lookup(_ hash: UInt64) -> EndpointPick?? {
+        tableStorage._withUnsafeGuaranteedRef {
+            $0.read { generation, count, words -> EndpointPick? in
+                guard count > 0 else { return nil }
+                let entry = Int(truncatingIfNeeded: WyRand.mix(hash).multipliedFullWidth(by: UInt64(count * 2)).high)
+                let word = words[entry >> 1].load(ordering: .relaxed)
+                let position = entry & 1 == 0 ? word & 0xFFFF_FFFF : word >> 32
+                return EndpointPick(index: Int(truncatingIfNeeded: position), generation: generation)
+            }
+        }
     }
 
     /// The endpoint for `key`. The same key maps to the same instance across processes and runs

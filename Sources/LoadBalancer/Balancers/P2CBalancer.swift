@@ -107,24 +107,30 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: Balancer 
     @inlinable
     public func pick() throws(LoadBalancerError) -> EndpointPick {
         let r = WyRand.next(random)
-        let now = Double(lastNow.load(ordering: .relaxed))
-        let read = tableStorage._withUnsafeGuaranteedRef { $0.read { generation, count, words -> EndpointPick? in
-            let n = count >> 1
-            guard n > 0 else { return nil }
-            if n == 1 {
-                return EndpointPick(index: Int(truncatingIfNeeded: words[0].load(ordering: .relaxed)), generation: generation)
+        return try resolveTableRead(choose(r, now: Double(lastNow.load(ordering: .relaxed))), endpoints.shape, r)
+    }
+
+    /// Samples two distinct entries with `r` and returns the cheaper one.
+    @inlinable @inline(__always)
+    func choose(_ r: UInt64, now: Double) -> EndpointPick?? {
+        tableStorage._withUnsafeGuaranteedRef {
+            $0.read { generation, count, words -> EndpointPick? in
+                let n = count >> 1
+                guard n > 0 else { return nil }
+                if n == 1 {
+                    return EndpointPick(index: Int(truncatingIfNeeded: words[0].load(ordering: .relaxed)), generation: generation)
+                }
+                let (first, rest) = r.multipliedFullWidth(by: UInt64(n))
+                var second = rest.multipliedFullWidth(by: UInt64(n - 1)).high
+                if second >= first { second &+= 1 }
+                let a = 2 &* Int(truncatingIfNeeded: first)
+                let b = 2 &* Int(truncatingIfNeeded: second)
+                let costA = cost(words[a &+ 1].load(ordering: .relaxed), now: now)
+                let costB = cost(words[b &+ 1].load(ordering: .relaxed), now: now)
+                let chosen = costA <= costB ? a : b
+                return EndpointPick(index: Int(truncatingIfNeeded: words[chosen].load(ordering: .relaxed)), generation: generation)
             }
-            let (first, rest) = r.multipliedFullWidth(by: UInt64(n))
-            var second = rest.multipliedFullWidth(by: UInt64(n - 1)).high
-            if second >= first { second &+= 1 }
-            let a = 2 &* Int(truncatingIfNeeded: first)
-            let b = 2 &* Int(truncatingIfNeeded: second)
-            let costA = cost(words[a &+ 1].load(ordering: .relaxed), now: now)
-            let costB = cost(words[b &+ 1].load(ordering: .relaxed), now: now)
-            let chosen = costA <= costB ? a : b
-            return EndpointPick(index: Int(truncatingIfNeeded: words[chosen].load(ordering: .relaxed)), generation: generation)
-        } }
-        return try resolveTableRead(read, endpoints.shape, r)
+        }
     }
 
     /// The load of the instance whose counters are at `address`, at time `now` (ns); lower is better.
