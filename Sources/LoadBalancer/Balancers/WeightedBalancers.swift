@@ -144,7 +144,9 @@ extension Unmanaged where Instance == SeqLockTable {
         _withUnsafeGuaranteedRef {
             $0.read { generation, count, words -> EndpointPick? in
                 guard count > 0 else { return nil }
-                let position = words[Int(truncatingIfNeeded: n % UInt64(count))].load(ordering: .relaxed)
+                // A 32-bit division (see RoundRobinBalancer.pick()).
+                let index = UInt32(truncatingIfNeeded: n) % UInt32(truncatingIfNeeded: count)
+                let position = words[Int(truncatingIfNeeded: index)].load(ordering: .relaxed)
                 return EndpointPick(index: Int(truncatingIfNeeded: position), generation: generation)
             }
         }

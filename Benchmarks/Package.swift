@@ -1,0 +1,35 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+// Benchmarks of swift-loadbalancer, kept out of the main package so its users never build them.
+//
+//   swift package --disable-sandbox benchmark                  # pick() of every balancer
+//   swift run -c release tail-latency-report                   # the tail-latency simulation
+let package = Package(
+    name: "Benchmarks",
+    platforms: [.macOS(.v15)],
+    dependencies: [
+        .package(name: "swift-loadbalancer", path: ".."),
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
+    ],
+    targets: [
+        .executableTarget(
+            name: "PickBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "LoadBalancer", package: "swift-loadbalancer"),
+            ],
+            path: "Benchmarks/PickBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+        .executableTarget(
+            name: "tail-latency-report",
+            dependencies: [
+                .product(name: "LoadBalancer", package: "swift-loadbalancer"),
+                .product(name: "LoadBalancerSimulation", package: "swift-loadbalancer"),
+            ],
+            path: "Sources/tail-latency-report"
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)
