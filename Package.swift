@@ -17,11 +17,17 @@ let package = Package(
     products: [
         .library(name: "LoadBalancer", targets: ["LoadBalancer"]),
         .library(name: "LoadBalancerSimulation", targets: ["LoadBalancerSimulation"]),
+        .library(name: "LoadBalancerHTTP", targets: ["LoadBalancerHTTP"]),
+        .executable(name: "lbctl", targets: ["lbctl"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: [
         // The core: instances, publishers, the endpoint cache, balancers, retry.
@@ -42,6 +48,44 @@ let package = Package(
             dependencies: ["LoadBalancer"],
             swiftSettings: sharedSettings
         ),
+        // An endpoint factory over AsyncHTTPClient, for HTTP services.
+        .target(
+            name: "LoadBalancerHTTP",
+            dependencies: [
+                "LoadBalancer",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: sharedSettings
+        ),
+        // Small HTTP servers on loopback with set latency and failure rates, for `lbctl demo` and tests.
+        .target(
+            name: "LoadBalancerLocalBackends",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: sharedSettings
+        ),
+        // The CLI: a thin layer over the library's public API.
+        .executableTarget(
+            name: "lbctl",
+            dependencies: [
+                "LoadBalancer",
+                "LoadBalancerHTTP",
+                "LoadBalancerSimulation",
+                "LoadBalancerLocalBackends",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: sharedSettings
+        ),
         // A runnable example of the core API over in-process endpoints.
         .executableTarget(
             name: "lb-example",
@@ -57,6 +101,17 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "InMemoryLogging", package: "swift-log"),
+            ],
+            swiftSettings: sharedSettings
+        ),
+        .testTarget(
+            name: "LbctlTests",
+            dependencies: [
+                "lbctl",
+                "LoadBalancer",
+                "LoadBalancerHTTP",
+                "LoadBalancerLocalBackends",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: sharedSettings
         ),

@@ -1,0 +1,207 @@
+import AsyncHTTPClient
+import Histogram
+import LoadBalancer
+import LoadBalancerHTTP
+import NIOHTTP1
+import ServiceLifecycle
+import Synchronization
+
+/// Drives HTTP load through a balancer: the engine of `lbctl bench` and `lbctl demo`.
+struct LoadRun {
+    struct Options {
+        var balancer: BalancerName = .roundRobin
+        var ejection = false
+        /// The ejection rules when `ejection` is on.
+        var ejectionConfiguration = OutlierDetector.Configuration()
+        var requests = 1000
+        var concurrency = 8
+        /// Requests per second (open loop), or as fast as the workers go.
+        var rate: Double?
+        var retries = 0
+        var timeout: Duration = .seconds(5)
+        var path = "/"
+    }
+
+    /// Counters shared by the workers.
+    final class Stats: Sendable {
+        struct PerInstance {
+            var attempts = 0
+            var failures = 0
+        }
+        struct State {
+            var perInstance: [String: PerInstance] = [:]
+            var histogram = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)
+            var errors: [String: Int] = [:]
+            var succeeded = 0
+            var failed = 0
+        }
+        let state = Mutex(State())
+        /// Requests handed to workers so far.
+        let claimed = Atomic<Int>(0)
+        /// Set when every worker is done.
+        let finished = Atomic<Bool>(false)
+
+        func attempt(_ id: String, failed: Bool) {
+            state.withLock {
+                $0.perInstance[id, default: PerInstance()].attempts += 1
+                if failed { $0.perInstance[id, default: PerInstance()].failures += 1 }
+            }
+        }
+
+        func finished(latency: Duration?, error: String?) {
+            state.withLock {
+                if let latency {
+                    $0.succeeded += 1
+                    let (seconds, attoseconds) = latency.components
+                    _ = $0.histogram.record(UInt64(max(1, seconds * 1_000_000 + attoseconds / 1_000_000_000_000)))
+                } else {
+                    $0.failed += 1
+                    $0.errors[error ?? "error", default: 0] += 1
+                }
+            }
+        }
+
+        var done: Int { state.withLock { $0.succeeded + $0.failed } }
+    }
+
+    struct Report {
+        var requests: Int
+        var succeeded: Int
+        var failed: Int
+        var attempts: Int
+        var wall: Duration
+        /// Attempts and failed attempts per instance id.
+        var perInstance: [(id: String, attempts: Int, failures: Int)]
+        var errors: [(kind: String, count: Int)]
+        var histogram: Histogram<UInt64>
+
+        var retries: Int { attempts - requests }
+
+        /// A latency percentile in nanoseconds (the histogram holds microseconds).
+        func percentile(_ p: Double) -> Double {
+            histogram.totalCount == 0 ? 0 : Double(histogram.valueAtPercentile(p)) * 1000
+        }
+
+        var max: Double { histogram.totalCount == 0 ? 0 : Double(histogram.max) * 1000 }
+    }
+
+    /// Runs the load and returns the report. `progress` is called about every `interval` with the
+    /// number of finished requests.
+    static func run(
+        publisher: any InstancePublisher,
+        client: HTTPClient,
+        options: Options,
+        interval: Duration = .milliseconds(200),
+        progress: @escaping @Sendable (_ done: Int, _ elapsed: Duration) -> Void = { _, _ in }
+    ) async throws -> Report {
+        let stats = Stats()
+        let configuration = {
+            var configuration = HTTPEndpointFactory.Configuration()
+            configuration.timeout = options.timeout
+            return configuration
+        }()
+        let factory = EndpointFactory<HTTPCall, HTTPReply> { instance in
+            ManagedEndpoint(
+                Endpoint(instance: instance) { call in
+                    do {
+                        let reply = try await HTTPEndpointFactory.send(call, to: instance, client: client, configuration: configuration)
+                        stats.attempt(instance.id, failed: false)
+                        return reply
+                    } catch {
+                        stats.attempt(instance.id, failed: !(error is CancellationError))
+                        throw error
+                    }
+                }
+            )
+        }
+        let cache = EndpointCache(publisher: publisher, factory: factory)
+        let detector = options.ejection ? OutlierDetector(cache, configuration: options.ejectionConfiguration) : nil
+        let balancer = options.balancer.make(cache, ejection: detector)
+        let retry = Retry(balancer, maxAttempts: options.retries + 1, timeout: options.timeout)
+        let call = HTTPCall(path: options.path)
+        let total = options.requests
+
+        let start = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            if let service = publisher as? any Service { group.addTask { try await service.run() } }
+            group.addTask { try await cache.run() }
+            await cache.waitUntilReady()
+            if cache.snapshot.isEmpty {
+                group.cancelAll()
+                throw RunError("the source has no instances")
+            }
+            await withTaskGroup(of: Void.self) { reporting in
+                // The progress reporter runs until the workers are done, then is cancelled.
+                reporting.addTask {
+                    while !Task.isCancelled {
+                        do { try await Task.sleep(for: interval) } catch { return }
+                        progress(stats.done, .now - start)
+                    }
+                }
+                await withTaskGroup(of: Void.self) { workers in
+                    for _ in 0..<max(1, options.concurrency) {
+                        workers.addTask {
+                            while true {
+                                let index = stats.claimed.add(1, ordering: .relaxed).oldValue
+                                if index >= total { return }
+                                if let rate = options.rate, rate > 0 {
+                                    let due = start + .nanoseconds(Int64(Double(index) / rate * 1e9))
+                                    try? await Task.sleep(until: due, clock: .continuous)
+                                }
+                                let began = ContinuousClock.now
+                                do {
+                                    _ = try await retry(call)
+                                    stats.finished(latency: .now - began, error: nil)
+                                } catch {
+                                    stats.finished(latency: nil, error: Self.kind(of: error))
+                                }
+                            }
+                        }
+                    }
+                }
+                reporting.cancelAll()
+            }
+            progress(stats.done, .now - start)
+            stats.finished.store(true, ordering: .relaxed)
+            group.cancelAll()
+        }
+        let wall = ContinuousClock.now - start
+        return stats.state.withLock { state in
+            Report(
+                requests: total,
+                succeeded: state.succeeded,
+                failed: state.failed,
+                attempts: state.perInstance.values.map(\.attempts).reduce(0, +),
+                wall: wall,
+                perInstance: state.perInstance.map { ($0.key, $0.value.attempts, $0.value.failures) }.sorted { $0.id < $1.id },
+                errors: state.errors.map { ($0.key, $0.value) }.sorted { $0.count > $1.count },
+                histogram: state.histogram
+            )
+        }
+    }
+
+    /// A short name for the kind of an error, for the "errors by kind" table.
+    static func kind(of error: any Error) -> String {
+        switch error {
+        case let error as RetryError:
+            if error.reason == .timedOut { return "timeout" }
+            return error.lastError.map(kind(of:)) ?? "error"
+        case let error as HTTPStatusError:
+            return "HTTP \(error.status.code)"
+        case let error as LoadBalancerError:
+            return error.code == .noEndpoints ? "no endpoints" : "\(error.code)"
+        case let error as HTTPClientError:
+            return error.shortDescription
+        case is CancellationError:
+            return "cancelled"
+        default:
+            return String(describing: type(of: error))
+        }
+    }
+}
+
+/// A run that cannot go on (exit status 1).
+struct RunError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,170 @@
+import Foundation
+import LoadBalancer
+
+/// Where `lbctl` finds instances: the `SOURCE` argument of every subcommand.
+///
+/// ```
+/// static://h1:p1,h2:p2
+/// dns+srv://[NAMESERVER:PORT/]_svc._proto.name
+/// dns://[NAMESERVER:PORT/]name:port
+/// etcd://HOST:PORT[,HOST:PORT...]/prefix
+/// zk://HOST:PORT[,HOST:PORT...]/path
+/// consul://HOST:PORT/service?tag=a&tag=b&dc=x
+/// ```
+enum SourceSpec: Equatable {
+    case fixed([Instance])
+    case dnsSRV(nameserver: String?, name: String)
+    case dns(nameserver: String?, name: String, port: Int)
+    case etcd(endpoints: [String], prefix: String)
+    case zookeeper(servers: [String], path: String)
+    case consul(address: String, service: String, tags: [String], datacenter: String?)
+
+    static let help = """
+        SOURCE is one of:
+          static://HOST:PORT[,HOST:PORT...]
+          dns+srv://[NAMESERVER:PORT/]_service._proto.name
+          dns://[NAMESERVER:PORT/]name:port
+          etcd://HOST:PORT[,HOST:PORT...]/prefix
+          zk://HOST:PORT[,HOST:PORT...]/path
+          consul://HOST:PORT/service?tag=a&tag=b&dc=x
+        static is a fixed list ([v6]:port for IPv6); dns+srv reads SRV records
+        (priority and weight kept); dns reads A/AAAA records, one instance per
+        address; etcd reads the v3 keys under a prefix; zk the children of a
+        path; consul the passing instances of a service.
+        """
+
+    /// The scheme's name, for messages.
+    var scheme: String {
+        switch self {
+        case .fixed: "static"
+        case .dnsSRV: "dns+srv"
+        case .dns: "dns"
+        case .etcd: "etcd"
+        case .zookeeper: "zk"
+        case .consul: "consul"
+        }
+    }
+
+    /// Parses a source, or throws a one-line ``UsageError``.
+    init(parsing text: String) throws {
+        guard let separator = text.range(of: "://") else {
+            throw UsageError("invalid source '\(text)': expected SCHEME://..., for example static://127.0.0.1:8080")
+        }
+        let scheme = text[..<separator.lowerBound].lowercased()
+        let rest = String(text[separator.upperBound...])
+        func nonEmpty(_ what: String) throws {
+            if rest.isEmpty { throw UsageError("invalid source '\(text)': \(what) is missing") }
+        }
+        switch scheme {
+        case "static":
+            try nonEmpty("the instance list")
+            let entries = rest.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+            var instances: [Instance] = []
+            for entry in entries {
+                do {
+                    instances.append(try Instance(parsing: entry))
+                } catch {
+                    throw UsageError("invalid source '\(text)': \(error)")
+                }
+            }
+            self = .fixed(instances)
+        case "dns+srv":
+            try nonEmpty("the SRV name")
+            let (nameserver, name) = try Self.splitNameserver(rest, source: text)
+            guard name.hasPrefix("_"), name.contains("._") else {
+                throw UsageError("invalid source '\(text)': an SRV name looks like _service._proto.name")
+            }
+            self = .dnsSRV(nameserver: nameserver, name: name)
+        case "dns":
+            try nonEmpty("the name")
+            let (nameserver, hostPort) = try Self.splitNameserver(rest, source: text)
+            do {
+                let (host, port) = try Instance.parseHostPort(hostPort)
+                self = .dns(nameserver: nameserver, name: host, port: port)
+            } catch {
+                throw UsageError("invalid source '\(text)': \(error)")
+            }
+        case "etcd", "zk":
+            guard let slash = rest.firstIndex(of: "/") else {
+                throw UsageError("invalid source '\(text)': expected \(scheme)://HOST:PORT[,HOST:PORT...]/path")
+            }
+            let servers = try Self.parseServers(String(rest[..<slash]), source: text)
+            let path = String(rest[slash...])
+            guard path.count > 1 else { throw UsageError("invalid source '\(text)': the path is missing") }
+            self = scheme == "etcd" ? .etcd(endpoints: servers, prefix: path) : .zookeeper(servers: servers, path: path)
+        case "consul":
+            guard let slash = rest.firstIndex(of: "/") else {
+                throw UsageError("invalid source '\(text)': expected consul://HOST:PORT/service")
+            }
+            let address = try Self.parseServers(String(rest[..<slash]), source: text)
+            guard address.count == 1 else { throw UsageError("invalid source '\(text)': consul takes one agent address") }
+            var service = String(rest[rest.index(after: slash)...])
+            var tags: [String] = []
+            var datacenter: String?
+            if let question = service.firstIndex(of: "?") {
+                let query = service[service.index(after: question)...]
+                service = String(service[..<question])
+                for item in query.split(separator: "&") {
+                    let pair = item.split(separator: "=", maxSplits: 1).map(String.init)
+                    guard pair.count == 2, !pair[1].isEmpty else {
+                        throw UsageError("invalid source '\(text)': malformed query item '\(item)'")
+                    }
+                    switch pair[0] {
+                    case "tag": tags.append(pair[1])
+                    case "dc": datacenter = pair[1]
+                    default: throw UsageError("invalid source '\(text)': unknown query key '\(pair[0])' (expected tag or dc)")
+                    }
+                }
+            }
+            guard !service.isEmpty, !service.contains("/") else {
+                throw UsageError("invalid source '\(text)': the service name is missing or contains '/'")
+            }
+            self = .consul(address: address[0], service: service, tags: tags, datacenter: datacenter)
+        default:
+            throw UsageError(
+                "invalid source '\(text)': unknown scheme '\(scheme)' (expected static, dns+srv, dns, etcd, zk or consul)"
+            )
+        }
+    }
+
+    private static func splitNameserver(_ rest: String, source: String) throws -> (String?, String) {
+        guard let slash = rest.firstIndex(of: "/") else { return (nil, rest) }
+        let server = String(rest[..<slash])
+        let name = String(rest[rest.index(after: slash)...])
+        guard !name.isEmpty else { throw UsageError("invalid source '\(source)': the name is missing") }
+        do {
+            _ = try Instance.parseHostPort(server)
+        } catch {
+            throw UsageError("invalid source '\(source)': bad nameserver: \(error)")
+        }
+        return (server, name)
+    }
+
+    private static func parseServers(_ list: String, source: String) throws -> [String] {
+        let servers = list.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        for server in servers {
+            do {
+                _ = try Instance.parseHostPort(server)
+            } catch {
+                throw UsageError("invalid source '\(source)': bad server address: \(error)")
+            }
+        }
+        return servers
+    }
+
+    /// A publisher for the source, or a usage error for the schemes this build cannot serve yet.
+    func makePublisher() throws -> any InstancePublisher {
+        switch self {
+        case .fixed(let instances):
+            return StaticPublisher(instances: instances)
+        case .dnsSRV, .dns, .etcd, .zookeeper, .consul:
+            throw UsageError("the \(scheme):// source is not supported yet")
+        }
+    }
+}
+
+/// A mistake in the command line: printed as one line on stderr, exit status 2.
+struct UsageError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,179 @@
+import Foundation
+import LoadBalancerLocalBackends
+import Testing
+
+/// Runs the built `lbctl` (it sits next to the test bundle in the build products directory).
+struct Lbctl {
+    struct Result {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    static var executable: URL {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("lbctl")
+    }
+
+    static func run(_ arguments: [String], timeout: Duration = .seconds(120)) async throws -> Result {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        // Read both pipes to the end while the process runs (so a full pipe cannot block it).
+        async let stdout = Task.detached { out.fileHandleForReading.readDataToEndOfFile() }.value
+        async let stderr = Task.detached { err.fileHandleForReading.readDataToEndOfFile() }.value
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning {
+            if ContinuousClock.now > deadline {
+                process.terminate()
+                Issue.record("lbctl \(arguments.joined(separator: " ")) did not finish within \(timeout)")
+                break
+            }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        process.waitUntilExit()
+        return Result(
+            status: process.terminationStatus,
+            stdout: String(decoding: await stdout, as: UTF8.self),
+            stderr: String(decoding: await stderr, as: UTF8.self)
+        )
+    }
+}
+
+@Suite("lbctl end to end", .serialized)
+struct LbctlTests {
+    @Test("the binary is built next to the tests")
+    func binaryExists() {
+        #expect(FileManager.default.isExecutableFile(atPath: Lbctl.executable.path), "\(Lbctl.executable.path)")
+    }
+
+    @Test("resolve prints a static source as a table")
+    func resolveTable() async throws {
+        let result = try await Lbctl.run(["resolve", "static://127.0.0.1:8081,[::1]:80,svc.example:443"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let lines = result.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.count == 4)
+        #expect(lines[0].split(separator: " ", omittingEmptySubsequences: true) == ["ID", "HOST", "PORT", "WEIGHT", "PRIORITY", "METADATA"])
+        #expect(lines[1].split(separator: " ", omittingEmptySubsequences: true) == ["127.0.0.1:8081", "127.0.0.1", "8081", "1", "0"])
+        #expect(lines[2].split(separator: " ", omittingEmptySubsequences: true) == ["[::1]:80", "::1", "80", "1", "0"])
+        #expect(lines[3].split(separator: " ", omittingEmptySubsequences: true) == ["svc.example:443", "svc.example", "443", "1", "0"])
+    }
+
+    @Test("resolve --json prints the instances as JSON")
+    func resolveJSON() async throws {
+        let result = try await Lbctl.run(["resolve", "static://127.0.0.1:8082,127.0.0.1:8081", "--json"])
+        #expect(result.status == 0, "\(result.stderr)")
+        struct Item: Decodable, Equatable {
+            var id: String
+            var host: String
+            var port: Int
+            var weight: Int
+            var priority: Int
+            var tags: [String]
+            var metadata: [String: String]
+        }
+        let items = try JSONDecoder().decode([Item].self, from: Data(result.stdout.utf8))
+        #expect(items.map(\.id) == ["127.0.0.1:8081", "127.0.0.1:8082"])
+        #expect(items[0] == Item(id: "127.0.0.1:8081", host: "127.0.0.1", port: 8081, weight: 1, priority: 0, tags: [], metadata: [:]))
+    }
+
+    @Test(
+        "bad sources and arguments: one line on stderr, exit status 2",
+        arguments: [
+            (["resolve", "static://nope"], "invalid instance \"nope\""),
+            (["resolve", "static://127.0.0.1:0"], "outside 1...65535"),
+            (["resolve", "127.0.0.1:80"], "expected SCHEME://"),
+            (["resolve", "gopher://x:1"], "unknown scheme 'gopher'"),
+            (["resolve", "etcd://127.0.0.1:2379"], "expected etcd://"),
+            (["resolve", "consul://127.0.0.1:8500/web?color=blue"], "unknown query key 'color'"),
+            (["resolve", "dns+srv://web.example"], "_service._proto.name"),
+            (["resolve", "zk://127.0.0.1:2181/services/web"], "not supported yet"),
+            (["bench", "static://127.0.0.1:1", "--requests", "0"], "--requests must be at least 1"),
+            (["bench", "static://127.0.0.1:1", "--balancer", "fastest"], "'fastest' is invalid for '--balancer"),
+            (["bench", "static://127.0.0.1:1", "--concurrency", "many"], "'many' is invalid"),
+            (["bench", "static://127.0.0.1:1", "health"], "PATH must start with '/'"),
+            (["frobnicate"], "Unexpected argument 'frobnicate'"),
+        ]
+    )
+    func badInput(arguments: [String], message: String) async throws {
+        let result = try await Lbctl.run(arguments)
+        #expect(result.status == 2)
+        let lines = result.stderr.split(separator: "\n")
+        #expect(lines.count == 1, "\(result.stderr)")
+        #expect(result.stderr.contains(message), "\(result.stderr)")
+        #expect(result.stderr.hasPrefix("lbctl: "))
+    }
+
+    @Test("bench sends real HTTP load through the balancer and reports distribution, latency and errors")
+    func bench() async throws {
+        let healthy = try await LocalHTTPBackend.start(.init(latency: .milliseconds(1)))
+        let other = try await LocalHTTPBackend.start(.init(latency: .milliseconds(1)))
+        let failing = try await LocalHTTPBackend.start(.init(latency: .milliseconds(1), failureRate: 1))
+        let source = "static://" + [healthy, other, failing].map { "127.0.0.1:\($0.port)" }.joined(separator: ",")
+        defer { Task { for server in [healthy, other, failing] { try? await server.stop() } } }
+
+        // Round robin, no retries: a third of the requests meet the failing backend.
+        let plain = try await Lbctl.run(["bench", source, "--balancer", "round-robin", "--requests", "300", "--concurrency", "3", "/"])
+        #expect(plain.status == 0, "\(plain.stderr)")
+        #expect(plain.stdout.contains("300 requests"))
+        #expect(plain.stdout.contains("200 succeeded, 100 failed, 0 retries"), "\(plain.stdout)")
+        for server in [healthy, other, failing] {
+            #expect(plain.stdout.contains("127.0.0.1:\(server.port)"))
+        }
+        #expect(row(plain.stdout, "127.0.0.1:\(failing.port)") == ["100", "33.3%", "100"])
+        #expect(row(plain.stdout, "HTTP") == ["500", "100"])
+        #expect(plain.stdout.contains("p99.9"))
+        #expect(failing.served.total == 100)
+
+        // With retries every request succeeds: each failed attempt is retried on a fresh pick (one
+        // request at a time, so round robin's next pick is always another instance).
+        let retried = try await Lbctl.run(["bench", source, "--balancer", "round-robin", "--requests", "300", "--concurrency", "1", "--retries", "2", "/"])
+        #expect(retried.status == 0, "\(retried.stderr)")
+        #expect(retried.stdout.contains("300 succeeded, 0 failed"), "\(retried.stdout)")
+        // Picks cycle through the three instances and every other request meets the failing one
+        // first: about 150 retries, depending on where the random start falls.
+        let retries = retried.stdout.split(separator: "\n").first { $0.contains(" retries") }
+            .flatMap { line in line.split(separator: ",").last?.split(separator: " ").first }
+            .flatMap { Int($0) }
+        #expect((149...151).contains(retries ?? -1), "\(retried.stdout)")
+        #expect(retried.stdout.contains("errors by kind: none"))
+
+        // A dead instance: connection errors are reported by kind, and the run still ends.
+        try await other.stop()
+        let dead = try await Lbctl.run(["bench", "static://127.0.0.1:\(other.port)", "--requests", "5", "--timeout", "2", "/"])
+        #expect(dead.status == 0, "\(dead.stderr)")
+        #expect(dead.stdout.contains("0 succeeded, 5 failed"), "\(dead.stdout)")
+    }
+
+    @Test("bench paces requests with --rate")
+    func benchRate() async throws {
+        let server = try await LocalHTTPBackend.start(.init(latency: .milliseconds(1)))
+        defer { Task { try? await server.stop() } }
+        let start = ContinuousClock.now
+        let result = try await Lbctl.run(["bench", "static://127.0.0.1:\(server.port)", "--requests", "40", "--rate", "100", "/"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("40 succeeded"))
+        // 40 requests at 100/s take at least 0.39 s.
+        #expect(ContinuousClock.now - start >= .milliseconds(390))
+    }
+
+    @Test("demo completes and compares every balancer")
+    func demo() async throws {
+        let result = try await Lbctl.run(["demo", "--requests", "200", "--simulated-seconds", "5"])
+        #expect(result.status == 0, "\(result.stderr)")
+        for name in ["round-robin", "random", "weighted-round-robin", "weighted-random", "priority", "p2c-least-outstanding", "p2c-peak-ewma", "consistent-hash", "oracle"] {
+            #expect(result.stdout.contains(name), "\(name) missing")
+        }
+        #expect(result.stdout.contains("FLAKY"))
+    }
+}
+
+/// The cells after the first of the output line that starts with `prefix`.
+func row(_ output: String, _ prefix: String) -> [String] {
+    guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }) else { return [] }
+    return Array(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().map(String.init))
+}
