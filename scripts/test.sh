@@ -4,7 +4,7 @@
 # 1. Installs and starts the real registry servers the integration suites need (each later
 #    backend adds its server here; each test gets its own ports and data directory).
 # 2. Builds everything with warnings as errors (Swift 6 mode, strict concurrency).
-# 3. Runs `swift test`: unit and integration tests; the core suite again under ThreadSanitizer.
+# 3. Runs `swift test`: unit and integration tests.
 # 4. Builds the Benchmarks package, so it cannot rot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,9 +19,6 @@ swift build --build-tests -Xswiftc -warnings-as-errors
 
 echo "== test"
 swift test -Xswiftc -warnings-as-errors
-
-echo "== test the core under ThreadSanitizer"
-swift test --scratch-path .build-tsan --sanitize=thread --filter LoadBalancerTests
 
 echo "== build the benchmarks (they are run by hand; see BENCHMARKS.md)"
 swift build --package-path Benchmarks -Xswiftc -warnings-as-errors

@@ -53,7 +53,7 @@ public struct HTTPStatusError: Error, Sendable, CustomStringConvertible {
 /// shut it down after the cache that uses the factory has stopped.
 ///
 /// ```swift
-/// let client = HTTPClient(eventLoopGroupProvider: .singleton)
+/// let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: HTTPEndpointFactory.clientConfiguration())
 /// let cache = EndpointCache(publisher: publisher, factory: HTTPEndpointFactory.make(client: client))
 /// let reply = try await RoundRobinBalancer(cache).call(HTTPCall(path: "/users/42"))
 /// ```
@@ -70,6 +70,18 @@ public enum HTTPEndpointFactory {
         public var maxBodySize: Int = 4 * 1024 * 1024
 
         public init() {}
+    }
+
+    /// An `HTTPClient` configuration suited to balanced calls: a connection that cannot be
+    /// established fails its request at once (instead of AsyncHTTPClient's default of retrying the
+    /// connection until the request's deadline), so the balancer and ``LoadBalancer/Retry`` can move
+    /// the call to another instance, and the connect timeout is `connectTimeout`.
+    public static func clientConfiguration(connectTimeout: Duration = .seconds(1)) -> HTTPClient.Configuration {
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool.retryConnectionEstablishment = false
+        let (seconds, attoseconds) = connectTimeout.components
+        configuration.timeout.connect = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        return configuration
     }
 
     /// A factory of endpoints over `client`.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import AsyncHTTPClient
 import LoadBalancer
+import LoadBalancerHTTP
 
 /// `lbctl bench SOURCE --balancer NAME --requests N --concurrency C [--rate R] [--retries K] [--timeout T] PATH`
 struct BenchCommand: AsyncParsableCommand {
@@ -59,7 +60,7 @@ struct BenchCommand: AsyncParsableCommand {
         options.timeout = .nanoseconds(Int64(timeout * 1e9))
         options.path = path
 
-        let client = HTTPClient(eventLoopGroupProvider: .singleton)
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: HTTPEndpointFactory.clientConfiguration())
         let terminal = Output.isTerminal
         let total = requests
         let report: LoadRun.Report

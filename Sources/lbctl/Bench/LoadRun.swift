@@ -195,7 +195,9 @@ struct LoadRun {
         case is CancellationError:
             return "cancelled"
         default:
-            return String(describing: type(of: error))
+            // The error's own words, shortened (for example "IOError: connection reset by peer").
+            let text = String(describing: error).split(separator: "\n").first.map(String.init) ?? "\(type(of: error))"
+            return text.count > 60 ? String(text.prefix(57)) + "..." : text
         }
     }
 }

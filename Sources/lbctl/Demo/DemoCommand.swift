@@ -1,6 +1,7 @@
 import ArgumentParser
 import AsyncHTTPClient
 import LoadBalancer
+import LoadBalancerHTTP
 import LoadBalancerLocalBackends
 import LoadBalancerSimulation
 
@@ -47,7 +48,7 @@ struct DemoCommand: AsyncParsableCommand {
     func run() async throws {
         var servers: [LocalHTTPBackend] = []
         for backend in Self.backends { servers.append(try await LocalHTTPBackend.start(backend.behaviour)) }
-        let client = HTTPClient(eventLoopGroupProvider: .singleton)
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: HTTPEndpointFactory.clientConfiguration())
         let names = Dictionary(uniqueKeysWithValues: zip(servers.map { "127.0.0.1:\($0.port)" }, Self.backends.map(\.name)))
         print("Backends on 127.0.0.1: " + zip(Self.backends, servers).map { backend, server in
             let latency = Output.milliseconds(Double(backend.behaviour.latency.components.attoseconds) / 1e9 + Double(backend.behaviour.latency.components.seconds) * 1e9)
