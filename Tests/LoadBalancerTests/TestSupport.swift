@@ -32,6 +32,11 @@ final class ManualClock: Clock, Sendable {
     /// How many tasks are sleeping on the clock.
     var sleeperCount: Int { state.withLock { $0.sleepers.count } }
 
+    /// How far in the future each sleeper's deadline is, soonest first.
+    var sleeperDelays: [Duration] {
+        state.withLock { state in state.sleepers.map { state.now.duration(to: $0.deadline) }.sorted() }
+    }
+
     func sleep(until deadline: Instant, tolerance: Duration?) async throws {
         let id = state.withLock { state -> Int in
             defer { state.nextID += 1 }

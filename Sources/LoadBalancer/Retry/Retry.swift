@@ -11,7 +11,15 @@ import Synchronization
 /// And beyond it:
 /// - ``shouldRetry`` decides, after each failed attempt, whether to go on;
 /// - **cancellation of the caller** cancels the attempt in flight and is rethrown as
-///   `CancellationError`, never retried and never wrapped.
+///   `CancellationError`, never retried and never wrapped;
+/// - **host avoidance**: a retry does not go to an instance already tried for this call while
+///   others are available (``avoidsTriedInstances``);
+/// - **backoff**: jittered exponential delays between retries (``backoff``), on ``clock``;
+/// - **a retry budget** shared by all calls (``budget``): when it is empty the call fails fast
+///   with ``RetryError/Reason/budgetExhausted`` instead of adding load to a failing service;
+/// - **a per-attempt timeout** (``attemptTimeout``) inside the overall one;
+/// - **hedging** (``hedging``): a second attempt to another instance when the first is slow; the
+///   first success wins and the other is cancelled.
 ///
 /// ```swift
 /// let retry = Retry(balancer, maxAttempts: 3, timeout: .seconds(2))
@@ -32,8 +40,21 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
     /// Called after each failed attempt (numbered from 1) with its error; returns whether to try again.
     /// It is not consulted once ``maxAttempts`` is reached, nor for cancellation.
     public var shouldRetry: @Sendable (_ attempt: Int, _ error: any Error) -> Bool
-    /// The clock that measures the timeout and the attempts' durations.
+    /// The clock that measures the timeouts, the backoff delays and the attempts' durations.
     public let clock: C
+    /// Whether retries avoid instances already tried for the same call while others are available.
+    /// Default `true`.
+    public var avoidsTriedInstances = true
+    /// Delays between retries; `nil` retries at once. Default `nil`.
+    public var backoff: Backoff?
+    /// The budget retries and hedges draw on; `nil` means no limit but ``maxAttempts``. Default `nil`.
+    public var budget: RetryBudget?
+    /// The time one attempt may take; `nil` means only the overall ``timeout`` applies. Default `nil`.
+    public var attemptTimeout: Duration?
+    /// Hedged requests; `nil` turns hedging off. Default `nil`.
+    public var hedging: HedgingPolicy?
+    /// Randomness of the backoff jitter (seedable through ``init(_:maxAttempts:timeout:clock:seed:shouldRetry:)``).
+    let random: RandomSource
 
     /// Creates a retrying caller over `balancer`.
     ///
@@ -43,11 +64,13 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
     ///   - timeout: The overall time limit per call.
     ///   - clock: Measures time. Default `ContinuousClock()`.
     ///   - shouldRetry: Whether to go on after a failed attempt. Default: always (within `maxAttempts`).
+    ///   - seed: Makes the backoff jitter reproducible. Default: random.
     public init(
         _ balancer: Base,
         maxAttempts: Int,
         timeout: Duration,
         clock: C,
+        seed: UInt64? = nil,
         shouldRetry: @escaping @Sendable (_ attempt: Int, _ error: any Error) -> Bool = { _, _ in true }
     ) {
         self.balancer = balancer
@@ -55,6 +78,7 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
         self.timeout = timeout
         self.clock = clock
         self.shouldRetry = shouldRetry
+        self.random = RandomSource(seed: seed)
     }
 
     /// Sends `request`, retrying on other endpoints as configured.
@@ -110,37 +134,163 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
         case timedOut
     }
 
+    /// What the attempt loop waits for.
+    private enum Event: Sendable {
+        case finished(number: Int, instance: Instance?, result: Result<Response, any Error>, duration: Duration)
+        case hedgeDue(number: Int)
+        case backoffDone
+    }
+
+    /// The attempts of one call: an event loop over attempt completions, hedge timers and backoff
+    /// timers, in one task group so that cancelling it cancels everything in flight.
     private func attempts(_ request: Request, log: AttemptLog) async throws -> Response {
-        var attempt = 0
-        while true {
-            attempt += 1
-            let start = clock.now
-            var instance: Instance?
-            do {
-                return try await balancer.withEndpoint { endpoint in
-                    instance = endpoint.instance
-                    return try await endpoint(request)
+        budget?.deposit()
+        return try await withThrowingTaskGroup(of: Event.self) { group in
+            var tried: Set<String> = []
+            var started = 0
+            var inFlight = 0
+
+            func launch() {
+                started += 1
+                inFlight += 1
+                let number = started
+                let start = clock.now
+                let picked: Result<ResolvedPick<Request, Response>, LoadBalancerError>
+                do {
+                    picked = .success(try pick(avoiding: tried))
+                } catch {
+                    picked = .failure(error)
                 }
-            } catch {
-                log.append(
-                    RetryError.Attempt(number: attempt, instance: instance, error: error, duration: start.duration(to: clock.now))
-                )
-                if Task.isCancelled {
-                    // The caller, or the overall timeout, cancelled us: never retry.
-                    throw CancellationError()
+                if case .success(let resolved) = picked { tried.insert(resolved.endpoint.id) }
+                group.addTask {
+                    switch picked {
+                    case .failure(let error):
+                        return .finished(number: number, instance: nil, result: .failure(error), duration: .zero)
+                    case .success(let resolved):
+                        do {
+                            let response = try await self.attempt(request, on: resolved)
+                            return .finished(
+                                number: number, instance: resolved.endpoint.instance, result: .success(response),
+                                duration: start.duration(to: self.clock.now)
+                            )
+                        } catch {
+                            return .finished(
+                                number: number, instance: resolved.endpoint.instance, result: .failure(error),
+                                duration: start.duration(to: self.clock.now)
+                            )
+                        }
+                    }
                 }
-                if error is CancellationError {
-                    throw RetryError(reason: .notRetryable, attempts: [], timeout: timeout)
-                }
-                if attempt >= maxAttempts {
-                    throw RetryError(reason: .attemptsExhausted, attempts: [], timeout: timeout)
-                }
-                if !shouldRetry(attempt, error) {
-                    throw RetryError(reason: .notRetryable, attempts: [], timeout: timeout)
+                if let hedging, inFlight < hedging.maxInFlight, started < maxAttempts {
+                    let delay = hedging.currentDelay
+                    group.addTask {
+                        try await self.clock.sleep(for: delay)
+                        return .hedgeDue(number: number)
+                    }
                 }
             }
+
+            launch()
+            while let event = try await group.next() {
+                switch event {
+                case .finished(let number, let instance, let result, let duration):
+                    inFlight -= 1
+                    switch result {
+                    case .success(let response):
+                        hedging?.latencies.record(duration)
+                        group.cancelAll()
+                        return response
+                    case .failure(let error):
+                        log.append(RetryError.Attempt(number: number, instance: instance, error: error, duration: duration))
+                        if Task.isCancelled {
+                            // The caller, or the overall timeout, cancelled us: never retry.
+                            throw CancellationError()
+                        }
+                        // Another attempt (a hedge) is still in flight: it may yet succeed.
+                        if inFlight > 0 { continue }
+                        if error is CancellationError {
+                            throw RetryError(reason: .notRetryable, attempts: [], timeout: timeout)
+                        }
+                        if started >= maxAttempts {
+                            throw RetryError(reason: .attemptsExhausted, attempts: [], timeout: timeout)
+                        }
+                        if !shouldRetry(number, error) {
+                            throw RetryError(reason: .notRetryable, attempts: [], timeout: timeout)
+                        }
+                        if let budget, !budget.withdraw() {
+                            throw RetryError(reason: .budgetExhausted, attempts: [], timeout: timeout)
+                        }
+                        if let backoff {
+                            let delay = backoff.delay(forRetry: started, random: random.next())
+                            group.addTask {
+                                try await self.clock.sleep(for: delay)
+                                return .backoffDone
+                            }
+                        } else {
+                            launch()
+                        }
+                    }
+                case .hedgeDue(let number):
+                    // Hedge only the latest attempt, only while it is still running, within the limits.
+                    guard number == started, inFlight > 0, inFlight < (hedging?.maxInFlight ?? 1), started < maxAttempts else {
+                        continue
+                    }
+                    if let budget, !budget.withdraw() { continue }
+                    launch()
+                case .backoffDone:
+                    launch()
+                }
+            }
+            // Unreachable: the loop returns or throws before the group runs dry.
+            throw RetryError(reason: .attemptsExhausted, attempts: [], timeout: timeout)
         }
     }
+
+    /// One attempt on a picked endpoint, reported to the balancer, within ``attemptTimeout``.
+    private func attempt(_ request: Request, on resolved: ResolvedPick<Request, Response>) async throws -> Response {
+        guard let attemptTimeout else {
+            return try await balancer.run(resolved) { endpoint in try await endpoint(request) }
+        }
+        return try await withThrowingTaskGroup(of: Response?.self) { group in
+            group.addTask { try await self.balancer.run(resolved) { endpoint in try await endpoint(request) } }
+            group.addTask {
+                try await self.clock.sleep(for: attemptTimeout)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next() else { throw AttemptTimeoutError(timeout: attemptTimeout) }
+            guard let response = first else { throw AttemptTimeoutError(timeout: attemptTimeout) }
+            return response
+        }
+    }
+
+    /// A pick that avoids the instances in `tried` while the set has others.
+    private func pick(avoiding tried: Set<String>) throws(LoadBalancerError) -> ResolvedPick<Request, Response> {
+        let first = try balancer.resolvePick { () throws(LoadBalancerError) in try balancer.pick() }
+        guard avoidsTriedInstances, !tried.isEmpty, tried.contains(first.endpoint.id) else { return first }
+        for _ in 0..<8 {
+            let next = try balancer.resolvePick { () throws(LoadBalancerError) in try balancer.pick() }
+            if !tried.contains(next.endpoint.id) { return next }
+        }
+        // The balancer keeps choosing tried instances (a hashing or priority balancer may): take the
+        // first untried one of the set, if any.
+        let set = balancer.endpoints.snapshot
+        if let index = set.endpoints.firstIndex(where: { !tried.contains($0.id) }) {
+            return ResolvedPick(
+                endpoint: set[index],
+                pick: EndpointPick(index: index, generation: set.generation),
+                slot: set.slots[index]
+            )
+        }
+        return first
+    }
+}
+
+/// An attempt took longer than ``Retry/attemptTimeout``; it was cancelled (and may be retried).
+public struct AttemptTimeoutError: Error, Sendable, CustomStringConvertible {
+    /// The limit.
+    public var timeout: Duration
+    public var description: String { "attempt timed out after \(timeout.formatted())" }
 }
 
 extension Retry where C == ContinuousClock {

@@ -9,7 +9,7 @@ public struct RetryError: Error, Sendable, CustomStringConvertible {
     /// Why retrying stopped.
     public struct Reason: Hashable, Sendable, CustomStringConvertible {
         private enum Wrapped: Hashable, Sendable {
-            case attemptsExhausted, notRetryable, timedOut
+            case attemptsExhausted, notRetryable, timedOut, budgetExhausted
         }
         private let wrapped: Wrapped
         private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
@@ -20,6 +20,8 @@ public struct RetryError: Error, Sendable, CustomStringConvertible {
         public static let notRetryable = Reason(.notRetryable)
         /// The overall timeout expired.
         public static let timedOut = Reason(.timedOut)
+        /// The ``RetryBudget`` was empty: the call failed fast instead of retrying.
+        public static let budgetExhausted = Reason(.budgetExhausted)
 
         public var description: String { String(describing: wrapped) }
     }
@@ -71,6 +73,8 @@ public struct RetryError: Error, Sendable, CustomStringConvertible {
             head = "timed out after \(timeout.formatted()) and \(attempts.count) attempt\(attempts.count == 1 ? "" : "s")"
         case .notRetryable:
             head = "stopped after \(attempts.count) attempt\(attempts.count == 1 ? "" : "s") (not retryable)"
+        case .budgetExhausted:
+            head = "stopped after \(attempts.count) attempt\(attempts.count == 1 ? "" : "s") (retry budget exhausted)"
         default:
             head = "all \(attempts.count) attempts failed"
         }
