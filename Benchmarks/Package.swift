@@ -5,6 +5,7 @@ import PackageDescription
 //
 //   swift package --disable-sandbox benchmark                  # pick() of every balancer
 //   swift run -c release tail-latency-report                   # the tail-latency simulation
+//   swift run -c release retry-report                          # hedging and retry amplification
 let package = Package(
     name: "Benchmarks",
     platforms: [.macOS(.v15)],
@@ -21,6 +22,20 @@ let package = Package(
             ],
             path: "Benchmarks/PickBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+        .executableTarget(
+            name: "RetryBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "LoadBalancer", package: "swift-loadbalancer"),
+            ],
+            path: "Benchmarks/RetryBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+        .executableTarget(
+            name: "retry-report",
+            dependencies: [.product(name: "LoadBalancer", package: "swift-loadbalancer")],
+            path: "Sources/retry-report"
         ),
         .executableTarget(
             name: "tail-latency-report",

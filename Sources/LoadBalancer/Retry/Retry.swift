@@ -1,4 +1,3 @@
-import Synchronization
 
 /// Turns a balancer into a single callable endpoint that retries failed calls on freshly picked endpoints.
 ///
@@ -87,51 +86,7 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
     ///   timeout expired; `CancellationError` when the calling task was cancelled.
     public func callAsFunction(_ request: Request) async throws -> Response {
         try Task.checkCancellation()
-        let log = AttemptLog()
-        let deadline = clock.now.advanced(by: timeout)
-
-        let outcome: Outcome = try await withThrowingTaskGroup(of: Outcome.self) { group in
-            group.addTask {
-                do {
-                    return .response(try await self.attempts(request, log: log))
-                } catch let error as RetryError {
-                    return .failed(error.reason)
-                }
-            }
-            group.addTask {
-                try await self.clock.sleep(until: deadline, tolerance: nil)
-                return .timedOut
-            }
-            do {
-                let first = try await group.next()!
-                group.cancelAll()
-                if case .timedOut = first {
-                    // Let the cancelled attempt finish, so its error is in the log.
-                    while let _ = try? await group.next() {}
-                }
-                return first
-            } catch {
-                group.cancelAll()
-                throw error
-            }
-        }
-
-        switch outcome {
-        case .response(let response):
-            return response
-        case .failed(let reason):
-            throw RetryError(reason: reason, attempts: log.attempts, timeout: timeout)
-        case .timedOut:
-            // A caller's cancellation can race with the timer; cancellation wins.
-            try Task.checkCancellation()
-            throw RetryError(reason: .timedOut, attempts: log.attempts, timeout: timeout)
-        }
-    }
-
-    private enum Outcome: Sendable {
-        case response(Response)
-        case failed(RetryError.Reason)
-        case timedOut
+        return try await attempts(request, deadline: clock.now.advanced(by: timeout))
     }
 
     /// What the attempt loop waits for.
@@ -139,16 +94,25 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
         case finished(number: Int, instance: Instance?, result: Result<Response, any Error>, duration: Duration)
         case hedgeDue(number: Int)
         case backoffDone
+        case deadline
     }
 
-    /// The attempts of one call: an event loop over attempt completions, hedge timers and backoff
-    /// timers, in one task group so that cancelling it cancels everything in flight.
-    private func attempts(_ request: Request, log: AttemptLog) async throws -> Response {
+    /// The attempts of one call: an event loop over attempt completions and the deadline, hedge
+    /// and backoff timers, in one task group so that cancelling it cancels everything in flight.
+    private func attempts(_ request: Request, deadline: C.Instant) async throws -> Response {
         budget?.deposit()
+        var log: [RetryError.Attempt] = []
+        func failure(_ reason: RetryError.Reason) -> RetryError {
+            RetryError(reason: reason, attempts: log, timeout: timeout)
+        }
         return try await withThrowingTaskGroup(of: Event.self) { group in
             var tried: Set<String> = []
             var started = 0
             var inFlight = 0
+            group.addTask {
+                try await self.clock.sleep(until: deadline, tolerance: nil)
+                return .deadline
+            }
 
             func launch() {
                 started += 1
@@ -208,18 +172,10 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
                         }
                         // Another attempt (a hedge) is still in flight: it may yet succeed.
                         if inFlight > 0 { continue }
-                        if error is CancellationError {
-                            throw RetryError(reason: .notRetryable, attempts: [], timeout: timeout)
-                        }
-                        if started >= maxAttempts {
-                            throw RetryError(reason: .attemptsExhausted, attempts: [], timeout: timeout)
-                        }
-                        if !shouldRetry(number, error) {
-                            throw RetryError(reason: .notRetryable, attempts: [], timeout: timeout)
-                        }
-                        if let budget, !budget.withdraw() {
-                            throw RetryError(reason: .budgetExhausted, attempts: [], timeout: timeout)
-                        }
+                        if error is CancellationError { throw failure(.notRetryable) }
+                        if started >= maxAttempts { throw failure(.attemptsExhausted) }
+                        if !shouldRetry(number, error) { throw failure(.notRetryable) }
+                        if let budget, !budget.withdraw() { throw failure(.budgetExhausted) }
                         if let backoff {
                             let delay = backoff.delay(forRetry: started, random: random.next())
                             group.addTask {
@@ -239,10 +195,23 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
                     launch()
                 case .backoffDone:
                     launch()
+                case .deadline:
+                    // Cancel what is in flight and let it finish, so its error is in the log.
+                    group.cancelAll()
+                    while !group.isEmpty {
+                        // Cancelled timers throw; finished attempts are logged.
+                        guard let event = try? await group.next() else { continue }
+                        if case .finished(let number, let instance, .failure(let error), let duration) = event {
+                            log.append(RetryError.Attempt(number: number, instance: instance, error: error, duration: duration))
+                        }
+                    }
+                    // A caller's cancellation can race with the deadline; cancellation wins.
+                    try Task.checkCancellation()
+                    throw failure(.timedOut)
                 }
             }
-            // Unreachable: the loop returns or throws before the group runs dry.
-            throw RetryError(reason: .attemptsExhausted, attempts: [], timeout: timeout)
+            // Unreachable: the deadline timer ends the loop at the latest.
+            throw failure(.timedOut)
         }
     }
 
@@ -303,15 +272,4 @@ extension Retry where C == ContinuousClock {
     ) {
         self.init(balancer, maxAttempts: maxAttempts, timeout: timeout, clock: ContinuousClock(), shouldRetry: shouldRetry)
     }
-}
-
-/// The attempts of one call, shared by the attempt loop and the caller.
-final class AttemptLog: Sendable {
-    private let storage = Mutex<[RetryError.Attempt]>([])
-
-    func append(_ attempt: RetryError.Attempt) {
-        storage.withLock { $0.append(attempt) }
-    }
-
-    var attempts: [RetryError.Attempt] { storage.withLock { $0 } }
 }
