@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "LoadBalancer", targets: ["LoadBalancer"]),
         .library(name: "LoadBalancerSimulation", targets: ["LoadBalancerSimulation"]),
         .library(name: "LoadBalancerHTTP", targets: ["LoadBalancerHTTP"]),
+        .library(name: "LoadBalancerDNS", targets: ["LoadBalancerDNS"]),
         .executable(name: "lbctl", targets: ["lbctl"]),
     ],
     dependencies: [
@@ -59,6 +60,18 @@ let package = Package(
             ],
             swiftSettings: sharedSettings
         ),
+        // DNS SRV and A/AAAA discovery over a small SwiftNIO stub resolver.
+        .target(
+            name: "LoadBalancerDNS",
+            dependencies: [
+                "LoadBalancer",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: sharedSettings
+        ),
         // Small HTTP servers on loopback with set latency and failure rates, for `lbctl demo` and tests.
         .target(
             name: "LoadBalancerLocalBackends",
@@ -76,6 +89,7 @@ let package = Package(
             dependencies: [
                 "LoadBalancer",
                 "LoadBalancerHTTP",
+                "LoadBalancerDNS",
                 "LoadBalancerSimulation",
                 "LoadBalancerLocalBackends",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -101,6 +115,17 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "InMemoryLogging", package: "swift-log"),
+            ],
+            swiftSettings: sharedSettings
+        ),
+        .testTarget(
+            name: "LoadBalancerDNSTests",
+            dependencies: [
+                "LoadBalancer",
+                "LoadBalancerDNS",
+                "lbctl",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: sharedSettings
         ),

@@ -94,6 +94,11 @@ public struct Instance: Sendable, Hashable, Comparable, CustomStringConvertible 
         return lhs.weight < rhs.weight
     }
 
+    /// `host:port`, with an IPv6 host in brackets.
+    public static func hostPortString(host: String, port: Int) -> String {
+        hostPort(host: host, port: port)
+    }
+
     static func hostPort(host: String, port: Int) -> String {
         host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LoadBalancer
+import ServiceLifecycle
 
 /// `lbctl resolve SOURCE [--json] [--watch]`
 struct ResolveCommand: AsyncParsableCommand {
@@ -22,6 +23,17 @@ struct ResolveCommand: AsyncParsableCommand {
     func run() async throws {
         let spec = try SourceSpec(parsing: source)
         let publisher = try spec.makePublisher()
+        // A publisher with a loop (DNS, etcd, ...) runs beside the reader until the reader is done.
+        await withTaskGroup(of: Void.self) { group in
+            if let service = publisher as? any Service {
+                group.addTask { try? await service.run() }
+            }
+            await read(publisher)
+            group.cancelAll()
+        }
+    }
+
+    private func read(_ publisher: any InstancePublisher) async {
         var previous: [Instance]?
         for await update in publisher.updates() {
             if let error = update.error { Output.error("lbctl: registry error: \(error)") }

@@ -1,5 +1,6 @@
 import Foundation
 import LoadBalancer
+import LoadBalancerDNS
 
 /// Where `lbctl` finds instances: the `SOURCE` argument of every subcommand.
 ///
@@ -157,9 +158,22 @@ enum SourceSpec: Equatable {
         switch self {
         case .fixed(let instances):
             return StaticPublisher(instances: instances)
-        case .dnsSRV, .dns, .etcd, .zookeeper, .consul:
+        case .dnsSRV(let nameserver, let name):
+            return DNSSRVPublisher(name: name, client: DNSClient(configuration: Self.resolver(nameserver)))
+        case .dns(let nameserver, let name, let port):
+            return DNSAddressPublisher(name: name, port: port, client: DNSClient(configuration: Self.resolver(nameserver)))
+        case .etcd, .zookeeper, .consul:
             throw UsageError("the \(scheme):// source is not supported yet")
         }
+    }
+}
+
+extension SourceSpec {
+    /// An explicit nameserver, or the system's `/etc/resolv.conf`.
+    static func resolver(_ nameserver: String?) -> ResolverConfiguration {
+        if let nameserver { return .nameserver(nameserver) }
+        let text = (try? String(contentsOfFile: "/etc/resolv.conf", encoding: .utf8)) ?? ""
+        return ResolverConfiguration(resolvConf: text)
     }
 }
 

@@ -1,0 +1,196 @@
+import LoadBalancer
+import NIOCore
+import NIOPosix
+
+/// A failed lookup.
+public struct DNSLookupError: Error, Sendable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Wrapped: Hashable, Sendable { case timeout, serverFailure, refused, malformed, network }
+        private let wrapped: Wrapped
+        private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
+        /// No nameserver answered in time.
+        public static let timeout = Code(.timeout)
+        /// SERVFAIL (or another error code that says nothing about the name).
+        public static let serverFailure = Code(.serverFailure)
+        /// REFUSED.
+        public static let refused = Code(.refused)
+        /// The answer could not be parsed.
+        public static let malformed = Code(.malformed)
+        /// The nameserver could not be reached.
+        public static let network = Code(.network)
+        public var description: String { String(describing: wrapped) }
+    }
+    public var code: Code
+    public var message: String
+    public var description: String { "\(code): \(message)" }
+}
+
+/// The answer to one query: the records, and whether the name exists.
+public struct DNSAnswer: Sendable {
+    /// The response (over UDP, or over TCP after a truncated UDP answer).
+    public var message: DNSMessage
+    /// Whether it came over TCP.
+    public var viaTCP: Bool
+}
+
+/// A small asynchronous DNS stub resolver over SwiftNIO: UDP with EDNS0, TCP when the answer is
+/// truncated, nameservers tried in turn, and an answer accepted only when its id, question and
+/// source match the query.
+public struct DNSClient: Sendable {
+    /// Where and how to ask.
+    public var configuration: ResolverConfiguration
+    private let group: any EventLoopGroup
+
+    public init(configuration: ResolverConfiguration, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+        self.configuration = configuration
+        self.group = group
+    }
+
+    /// Asks for `type` records of `name` (no search list), trying every nameserver in turn,
+    /// ``ResolverConfiguration/attempts`` times.
+    ///
+    /// NXDOMAIN and empty answers are answers (check ``DNSMessage/responseCode``); timeouts,
+    /// SERVFAIL, REFUSED and malformed responses are errors.
+    public func query(_ name: String, type: DNSRecordType) async throws -> DNSAnswer {
+        var lastError: (any Error)?
+        for _ in 0..<configuration.attempts {
+            for server in configuration.nameservers {
+                try Task.checkCancellation()
+                do {
+                    return try await query(name, type: type, server: server)
+                } catch let error as CancellationError {
+                    throw error
+                } catch {
+                    lastError = error
+                }
+            }
+        }
+        throw lastError ?? DNSLookupError(code: .timeout, message: "no nameserver configured")
+    }
+
+    /// Asks one nameserver.
+    public func query(_ name: String, type: DNSRecordType, server: String) async throws -> DNSAnswer {
+        let (host, port) = try Instance.parseHostPort(server)
+        let address = try SocketAddress.makeAddressResolvingHost(host, port: port)
+        var generator = SystemRandomNumberGenerator()
+        let id = UInt16.random(in: 0...UInt16.max, using: &generator)
+        let question = DNSQuestion(name: Self.normalized(name), type: type)
+        let udp = try await udpExchange(DNSMessage.query(id: id, name: question.name, type: type), to: address, id: id, question: question)
+        let response = try Self.checked(udp, id: id, question: question)
+        guard response.isTruncated else { return DNSAnswer(message: response, viaTCP: false) }
+        let tcp = try await tcpExchange(DNSMessage.query(id: id, name: question.name, type: type, udpPayloadSize: 0), to: address)
+        return DNSAnswer(message: try Self.checked(tcp, id: id, question: question), viaTCP: true)
+    }
+
+    static func normalized(_ name: String) -> String {
+        var name = name.lowercased()
+        if name.hasSuffix(".") { name.removeLast() }
+        return name
+    }
+
+    /// Parses a response and checks it answers the query; maps error codes to errors.
+    static func checked(_ bytes: [UInt8], id: UInt16, question: DNSQuestion) throws -> DNSMessage {
+        let message: DNSMessage
+        do {
+            message = try DNSMessage.parse(bytes)
+        } catch {
+            throw DNSLookupError(code: .malformed, message: "\(error)")
+        }
+        guard message.isResponse, message.id == id, message.questions == [question] else {
+            throw DNSLookupError(code: .malformed, message: "the response does not match the query")
+        }
+        switch message.responseCode {
+        case .noError, .nameError:
+            return message
+        case .refused:
+            throw DNSLookupError(code: .refused, message: "the nameserver refused the query for \(question.name)")
+        default:
+            throw DNSLookupError(code: .serverFailure, message: "\(message.responseCode) for \(question.name)")
+        }
+    }
+
+    private func timeoutAmount() -> TimeAmount {
+        let (seconds, attoseconds) = configuration.timeout.components
+        return .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+
+    /// Sends a query over UDP and waits for a datagram from the server whose id and question match.
+    private func udpExchange(_ query: [UInt8], to server: SocketAddress, id: UInt16, question: DNSQuestion) async throws -> [UInt8] {
+        let local = server.protocol == .inet6 ? "::" : "0.0.0.0"
+        let channel = try await DatagramBootstrap(group: group)
+            .bind(host: local, port: 0) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<AddressedEnvelope<ByteBuffer>, AddressedEnvelope<ByteBuffer>>(wrappingChannelSynchronously: channel)
+                }
+            }
+        return try await withTimeout(configuration.timeout, what: "UDP answer from \(server)") {
+            try await channel.executeThenClose { inbound, outbound in
+                try await outbound.write(AddressedEnvelope(remoteAddress: server, data: ByteBuffer(bytes: query)))
+                for try await envelope in inbound {
+                    // Only the nameserver asked, only an answer to this query; anything else is ignored.
+                    guard envelope.remoteAddress == server else { continue }
+                    let bytes = Array(envelope.data.readableBytesView)
+                    if let message = try? DNSMessage.parse(bytes), message.id == id, message.questions == [question] {
+                        return bytes
+                    }
+                    if bytes.count >= 2, UInt16(bytes[0]) << 8 | UInt16(bytes[1]) == id { return bytes }
+                }
+                throw DNSLookupError(code: .network, message: "the UDP socket closed")
+            }
+        }
+    }
+
+    /// Sends a query over TCP (two-byte length prefix) and reads one whole response.
+    private func tcpExchange(_ query: [UInt8], to server: SocketAddress) async throws -> [UInt8] {
+        let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+        do {
+            channel = try await ClientBootstrap(group: group)
+                .connectTimeout(timeoutAmount())
+                .connect(to: server) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                    }
+                }
+        } catch {
+            throw DNSLookupError(code: .network, message: "TCP connection to \(server) failed: \(error)")
+        }
+        return try await withTimeout(configuration.timeout, what: "TCP answer from \(server)") {
+            try await channel.executeThenClose { inbound, outbound in
+                var framed = ByteBuffer()
+                framed.writeInteger(UInt16(query.count))
+                framed.writeBytes(query)
+                try await outbound.write(framed)
+                var received = ByteBuffer()
+                for try await chunk in inbound {
+                    var chunk = chunk
+                    received.writeBuffer(&chunk)
+                    guard let length = received.getInteger(at: received.readerIndex, as: UInt16.self) else { continue }
+                    if received.readableBytes >= 2 + Int(length) {
+                        return received.getBytes(at: received.readerIndex + 2, length: Int(length)) ?? []
+                    }
+                }
+                throw DNSLookupError(code: .network, message: "the TCP connection closed before a whole answer")
+            }
+        }
+    }
+}
+
+/// Runs `body`, failing with a ``DNSLookupError/Code/timeout`` after `timeout`.
+func withTimeout<T: Sendable>(
+    _ timeout: Duration,
+    what: String,
+    _ body: @escaping @Sendable () async throws -> T
+) async throws -> T {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: timeout)
+            return nil
+        }
+        defer { group.cancelAll() }
+        guard let first = try await group.next(), let value = first else {
+            throw DNSLookupError(code: .timeout, message: "no \(what) within \(timeout)")
+        }
+        return value
+    }
+}

@@ -1,0 +1,166 @@
+/// A DNS message (RFC 1035), as much of it as service discovery needs: the header, the questions,
+/// and the A, AAAA, SRV and CNAME records of every section (other records are kept as raw data).
+///
+/// ``parse(_:)`` accepts any byte sequence: a truncated, looping or otherwise malformed message is
+/// a ``DNSParseError``, never a crash.
+public struct DNSMessage: Sendable, Hashable {
+    /// The query id.
+    public var id: UInt16
+    /// The header flags (QR, opcode, AA, TC, RD, RA, Z, RCODE), as on the wire.
+    public var flags: UInt16
+    public var questions: [DNSQuestion]
+    public var answers: [DNSRecord]
+    public var authorities: [DNSRecord]
+    public var additionals: [DNSRecord]
+
+    public init(
+        id: UInt16,
+        flags: UInt16,
+        questions: [DNSQuestion],
+        answers: [DNSRecord] = [],
+        authorities: [DNSRecord] = [],
+        additionals: [DNSRecord] = []
+    ) {
+        self.id = id
+        self.flags = flags
+        self.questions = questions
+        self.answers = answers
+        self.authorities = authorities
+        self.additionals = additionals
+    }
+
+    /// Whether this is a response.
+    public var isResponse: Bool { flags & 0x8000 != 0 }
+    /// Whether the answer was truncated (TC): ask again over TCP.
+    public var isTruncated: Bool { flags & 0x0200 != 0 }
+    /// The response code (the low 4 bits of the flags; extended codes are not used here).
+    public var responseCode: DNSResponseCode { DNSResponseCode(rawValue: UInt8(flags & 0x000F)) }
+}
+
+/// A response code.
+public struct DNSResponseCode: RawRepresentable, Sendable, Hashable, CustomStringConvertible {
+    public var rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+
+    public static let noError = DNSResponseCode(rawValue: 0)
+    public static let formatError = DNSResponseCode(rawValue: 1)
+    public static let serverFailure = DNSResponseCode(rawValue: 2)
+    public static let nameError = DNSResponseCode(rawValue: 3)
+    public static let notImplemented = DNSResponseCode(rawValue: 4)
+    public static let refused = DNSResponseCode(rawValue: 5)
+
+    public var description: String {
+        switch self {
+        case .noError: "NOERROR"
+        case .formatError: "FORMERR"
+        case .serverFailure: "SERVFAIL"
+        case .nameError: "NXDOMAIN"
+        case .notImplemented: "NOTIMP"
+        case .refused: "REFUSED"
+        default: "RCODE \(rawValue)"
+        }
+    }
+}
+
+/// A record type.
+public struct DNSRecordType: RawRepresentable, Sendable, Hashable, CustomStringConvertible {
+    public var rawValue: UInt16
+    public init(rawValue: UInt16) { self.rawValue = rawValue }
+
+    public static let a = DNSRecordType(rawValue: 1)
+    public static let cname = DNSRecordType(rawValue: 5)
+    public static let aaaa = DNSRecordType(rawValue: 28)
+    public static let srv = DNSRecordType(rawValue: 33)
+    public static let opt = DNSRecordType(rawValue: 41)
+
+    public var description: String {
+        switch self {
+        case .a: "A"
+        case .cname: "CNAME"
+        case .aaaa: "AAAA"
+        case .srv: "SRV"
+        case .opt: "OPT"
+        default: "TYPE\(rawValue)"
+        }
+    }
+}
+
+/// A question.
+public struct DNSQuestion: Sendable, Hashable {
+    /// The name, lowercased, without the trailing dot.
+    public var name: String
+    public var type: DNSRecordType
+    /// The class (1, IN).
+    public var recordClass: UInt16
+
+    public init(name: String, type: DNSRecordType, recordClass: UInt16 = 1) {
+        self.name = name
+        self.type = type
+        self.recordClass = recordClass
+    }
+}
+
+/// A resource record.
+public struct DNSRecord: Sendable, Hashable {
+    /// The owner name, lowercased, without the trailing dot.
+    public var name: String
+    public var type: DNSRecordType
+    public var recordClass: UInt16
+    /// Time to live, in seconds.
+    public var ttl: UInt32
+    public var data: DNSRecordData
+
+    public init(name: String, type: DNSRecordType, recordClass: UInt16 = 1, ttl: UInt32, data: DNSRecordData) {
+        self.name = name
+        self.type = type
+        self.recordClass = recordClass
+        self.ttl = ttl
+        self.data = data
+    }
+}
+
+/// The data of a record.
+public enum DNSRecordData: Sendable, Hashable {
+    /// An IPv4 address, as text (`10.0.0.1`).
+    case ipv4(String)
+    /// An IPv6 address, as text (`fd00::1`).
+    case ipv6(String)
+    /// A service location (RFC 2782).
+    case srv(priority: UInt16, weight: UInt16, port: UInt16, target: String)
+    /// An alias.
+    case cname(String)
+    /// Anything else, as raw bytes.
+    case other([UInt8])
+}
+
+/// A message that cannot be parsed.
+public struct DNSParseError: Error, Sendable, Hashable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Wrapped: Hashable, Sendable {
+            case truncated, pointerOutOfRange, compressionLoop, labelTooLong, nameTooLong, badLabelType, badRecordLength
+        }
+        private let wrapped: Wrapped
+        private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
+        /// A field runs past the end of the message.
+        public static let truncated = Code(.truncated)
+        /// A compression pointer points outside the message, or forward.
+        public static let pointerOutOfRange = Code(.pointerOutOfRange)
+        /// Compression pointers form a loop.
+        public static let compressionLoop = Code(.compressionLoop)
+        /// A label is longer than 63 bytes.
+        public static let labelTooLong = Code(.labelTooLong)
+        /// A name is longer than 255 bytes.
+        public static let nameTooLong = Code(.nameTooLong)
+        /// A label length uses the reserved 0x40/0x80 forms.
+        public static let badLabelType = Code(.badLabelType)
+        /// A record's data length does not fit its type.
+        public static let badRecordLength = Code(.badRecordLength)
+        public var description: String { String(describing: wrapped) }
+    }
+
+    public var code: Code
+    /// Where in the message the problem was found.
+    public var offset: Int
+
+    public var description: String { "malformed DNS message: \(code) at byte \(offset)" }
+}

@@ -1,0 +1,264 @@
+import LoadBalancer
+import Logging
+import ServiceLifecycle
+
+/// When a DNS publisher asks again.
+public struct DNSRefresh: Sendable, Hashable {
+    enum Kind: Sendable, Hashable {
+        case ttl(minimum: Duration, maximum: Duration)
+        case fixed(Duration)
+    }
+    let kind: Kind
+    /// How soon to ask again after a failed lookup. Default 1 s.
+    public var retryAfterFailure: Duration = .seconds(1)
+
+    /// At the smallest TTL of the records used, clamped to `minimum...maximum` (default 1 s to 5 min).
+    public static func ttl(minimum: Duration = .seconds(1), maximum: Duration = .seconds(300)) -> DNSRefresh {
+        DNSRefresh(kind: .ttl(minimum: minimum, maximum: max(minimum, maximum)))
+    }
+
+    /// At a fixed interval, whatever the TTL (go-kit's behaviour).
+    public static func every(_ interval: Duration) -> DNSRefresh {
+        DNSRefresh(kind: .fixed(interval))
+    }
+
+    func delay(ttl: UInt32?) -> Duration {
+        switch kind {
+        case .fixed(let interval):
+            return interval
+        case .ttl(let minimum, let maximum):
+            let seconds = Duration.seconds(Int64(ttl ?? 0))
+            return min(max(seconds, minimum), maximum)
+        }
+    }
+}
+
+/// Publishes the instances behind a DNS SRV name (RFC 2782): one instance per address of each
+/// target, carrying the record's priority and weight.
+///
+/// Targets are resolved from the answer's additional section, or by A and AAAA queries of the
+/// publisher's own when the additional section lacks them (large answers often do). Records with
+/// port 0 or the root target (".", "service not available") are skipped. The first lookup happens
+/// when ``run()`` starts, then again at the records' TTL (see ``DNSRefresh``).
+///
+/// Timeouts, SERVFAIL and REFUSED keep the last good set (the update carries the error); NXDOMAIN
+/// and an empty answer are authoritative and publish the empty set.
+public final class DNSSRVPublisher: InstancePublisher, Service {
+    /// The SRV name, for example `_http._tcp.example.com`.
+    public let name: String
+    private let client: DNSClient
+    private let refresh: DNSRefresh
+    private let logger: Logger
+    private let broadcaster: InstanceBroadcaster
+
+    public init(
+        name: String,
+        client: DNSClient,
+        refresh: DNSRefresh = .ttl(),
+        staleness: StalenessPolicy = .keepLastGood,
+        logger: Logger = Logger(label: "loadbalancer.dns", factory: { _ in SwiftLogNoOpLogHandler() })
+    ) {
+        self.name = name
+        self.client = client
+        self.refresh = refresh
+        self.logger = logger
+        self.broadcaster = InstanceBroadcaster(staleness: staleness)
+    }
+
+    public func updates() -> InstanceUpdates { broadcaster.updates() }
+
+    /// Looks up, publishes, and sleeps until the next refresh, until cancelled.
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                let delay = await self.refreshOnce()
+                do { try await Task.sleep(for: delay) } catch { return }
+            }
+        }
+        broadcaster.finish()
+    }
+
+    /// One lookup: publishes its result and returns when to look again.
+    @discardableResult
+    public func refreshOnce() async -> Duration {
+        do {
+            let (instances, ttl) = try await lookup()
+            if instances.isEmpty {
+                logger.info("DNS SRV lookup found no instances", metadata: ["loadbalancer.dns.name": "\(name)"])
+            }
+            broadcaster.publish(instances)
+            return refresh.delay(ttl: ttl)
+        } catch {
+            logger.warning(
+                "DNS SRV lookup failed; keeping the last good set",
+                metadata: ["loadbalancer.dns.name": "\(name)", "loadbalancer.error": "\(error)"]
+            )
+            broadcaster.fail(DiscoveryError(code: .registryUnavailable, message: "SRV lookup of \(name) failed", cause: error))
+            return refresh.retryAfterFailure
+        }
+    }
+
+    /// The instances and the smallest TTL of the records used.
+    func lookup() async throws -> ([Instance], UInt32?) {
+        var response: DNSMessage?
+        var queried = DNSClient.normalized(name)
+        for candidate in client.configuration.candidates(for: name) {
+            let answer = try await client.query(candidate, type: .srv)
+            queried = DNSClient.normalized(candidate)
+            response = answer.message
+            if answer.message.responseCode == .noError, !answer.message.answers.isEmpty { break }
+        }
+        guard let response, response.responseCode == .noError else { return ([], nil) }
+        var ttl: UInt32?
+        func use(_ value: UInt32) { ttl = min(ttl ?? value, value) }
+
+        var instances: [Instance] = []
+        for record in response.answers where record.name == queried {
+            guard case .srv(let priority, let weight, let port, let target) = record.data else { continue }
+            guard port != 0, !target.isEmpty else {
+                logger.debug("skipping an unusable SRV record", metadata: ["loadbalancer.dns.record": "\(record)"])
+                continue
+            }
+            use(record.ttl)
+            var addresses = response.additionals.compactMap { extra -> (String, UInt32)? in
+                guard extra.name == target else { return nil }
+                switch extra.data {
+                case .ipv4(let address), .ipv6(let address): return (address, extra.ttl)
+                default: return nil
+                }
+            }
+            if addresses.isEmpty {
+                addresses = try await resolveAddresses(of: target)
+            }
+            for (address, addressTTL) in addresses {
+                use(addressTTL)
+                if let instance = try? Instance(
+                    host: address,
+                    port: Int(port),
+                    weight: Int(weight),
+                    priority: Int(priority),
+                    metadata: ["target": target]
+                ) {
+                    instances.append(instance)
+                }
+            }
+        }
+        return (instances, ttl)
+    }
+
+    /// A and AAAA records of `target` (NXDOMAIN or no records: none).
+    private func resolveAddresses(of target: String) async throws -> [(String, UInt32)] {
+        var addresses: [(String, UInt32)] = []
+        var failure: (any Error)?
+        for type in [DNSRecordType.a, .aaaa] {
+            // A server may answer one family and refuse the other: use what it answers.
+            let answer: DNSAnswer
+            do {
+                answer = try await client.query(target, type: type)
+            } catch let error as CancellationError {
+                throw error
+            } catch {
+                failure = error
+                continue
+            }
+            for record in answer.message.answers where record.name == target {
+                switch record.data {
+                case .ipv4(let address), .ipv6(let address): addresses.append((address, record.ttl))
+                default: continue
+                }
+            }
+        }
+        if addresses.isEmpty, let failure { throw failure }
+        return addresses
+    }
+}
+
+/// Publishes one instance per address (A and AAAA records) of a name, all on one port.
+///
+/// Unlike a resolver that hands one endpoint all the addresses, each address is its own instance,
+/// so the balancer spreads calls over them. Refresh and error semantics are those of
+/// ``DNSSRVPublisher``.
+public final class DNSAddressPublisher: InstancePublisher, Service {
+    public let name: String
+    public let port: Int
+    private let client: DNSClient
+    private let refresh: DNSRefresh
+    private let logger: Logger
+    private let broadcaster: InstanceBroadcaster
+
+    public init(
+        name: String,
+        port: Int,
+        client: DNSClient,
+        refresh: DNSRefresh = .ttl(),
+        staleness: StalenessPolicy = .keepLastGood,
+        logger: Logger = Logger(label: "loadbalancer.dns", factory: { _ in SwiftLogNoOpLogHandler() })
+    ) {
+        self.name = name
+        self.port = port
+        self.client = client
+        self.refresh = refresh
+        self.logger = logger
+        self.broadcaster = InstanceBroadcaster(staleness: staleness)
+    }
+
+    public func updates() -> InstanceUpdates { broadcaster.updates() }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                let delay = await self.refreshOnce()
+                do { try await Task.sleep(for: delay) } catch { return }
+            }
+        }
+        broadcaster.finish()
+    }
+
+    @discardableResult
+    public func refreshOnce() async -> Duration {
+        do {
+            var instances: [Instance] = []
+            var ttl: UInt32?
+            candidates: for candidate in client.configuration.candidates(for: name) {
+                var exists = false
+                var failure: (any Error)?
+                for type in [DNSRecordType.a, .aaaa] {
+                    // A server may answer one family and refuse the other: use what it answers.
+                    let answer: DNSAnswer
+                    do {
+                        answer = try await client.query(candidate, type: type)
+                    } catch let error as CancellationError {
+                        throw error
+                    } catch {
+                        failure = error
+                        continue
+                    }
+                    if answer.message.responseCode == .noError { exists = true }
+                    for record in answer.message.answers {
+                        switch record.data {
+                        case .ipv4(let address) where type == .a, .ipv6(let address) where type == .aaaa:
+                            ttl = min(ttl ?? record.ttl, record.ttl)
+                            if let instance = try? Instance(host: address, port: port) { instances.append(instance) }
+                        default:
+                            continue
+                        }
+                    }
+                }
+                if instances.isEmpty, let failure { throw failure }
+                if exists, !instances.isEmpty { break candidates }
+            }
+            if instances.isEmpty {
+                logger.info("DNS lookup found no addresses", metadata: ["loadbalancer.dns.name": "\(name)"])
+            }
+            broadcaster.publish(instances)
+            return refresh.delay(ttl: ttl)
+        } catch {
+            logger.warning(
+                "DNS lookup failed; keeping the last good set",
+                metadata: ["loadbalancer.dns.name": "\(name)", "loadbalancer.error": "\(error)"]
+            )
+            broadcaster.fail(DiscoveryError(code: .registryUnavailable, message: "lookup of \(name) failed", cause: error))
+            return refresh.retryAfterFailure
+        }
+    }
+}

@@ -1,0 +1,108 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import LoadBalancerDNS
+import Testing
+
+/// Whether the dnsmasq integration suite runs: when dnsmasq is installed, or when the test script
+/// says it must (then a missing dnsmasq fails the suite instead of skipping it).
+enum DnsmasqEnvironment {
+    static let binary = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq", "/usr/local/sbin/dnsmasq"].first {
+        FileManager.default.isExecutableFile(atPath: $0)
+    }
+    static let required = ProcessInfo.processInfo.environment["LB_DNS_INTEGRATION"] == "1"
+    static var enabled: Bool { binary != nil || required }
+}
+
+/// A real dnsmasq on 127.0.0.1 at a port of its own, with its own configuration directory.
+final class Dnsmasq: @unchecked Sendable {
+    let port: Int
+    let directory: URL
+    private var process: Process?
+
+    /// Starts dnsmasq serving `records` (dnsmasq configuration lines such as `srv-host=...`).
+    static func start(_ records: [String]) async throws -> Dnsmasq {
+        let binary = try #require(DnsmasqEnvironment.binary, "dnsmasq is not installed (apt-get install dnsmasq-base)")
+        _ = binary
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("lb-dnsmasq-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        var lastError: (any Error)?
+        for _ in 0..<20 {
+            let port = Int.random(in: 20_000...60_000)
+            let server = Dnsmasq(port: port, directory: directory)
+            do {
+                try await server.launch(records)
+                return server
+            } catch {
+                lastError = error
+                server.stop()
+            }
+        }
+        throw lastError ?? DnsmasqError(message: "could not start dnsmasq")
+    }
+
+    private init(port: Int, directory: URL) {
+        self.port = port
+        self.directory = directory
+    }
+
+    var nameserver: String { "127.0.0.1:\(port)" }
+
+    /// (Re)starts dnsmasq on the same port with `records`, and waits until it answers.
+    func launch(_ records: [String]) async throws {
+        stop()
+        let conf = directory.appendingPathComponent("dnsmasq.conf")
+        // A record of our own to probe readiness with.
+        let lines = records + ["host-record=ready.lbtest,127.0.0.1"]
+        try lines.joined(separator: "\n").appending("\n").write(to: conf, atomically: true, encoding: .utf8)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: DnsmasqEnvironment.binary!)
+        process.arguments = [
+            "--keep-in-foreground", "--port=\(port)", "--listen-address=127.0.0.1", "--bind-interfaces",
+            "--no-resolv", "--no-hosts", "--no-poll", "--conf-file=\(conf.path)",
+            "--pid-file=\(directory.appendingPathComponent("pid").path)", "--user=root", "--local-ttl=1",
+            "--log-facility=\(directory.appendingPathComponent("log").path)",
+        ]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        self.process = process
+        // Ready when it answers a query (bounded polling).
+        let client = DNSClient(configuration: .nameserver(nameserver, timeout: .milliseconds(200), attempts: 1))
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline {
+            guard process.isRunning else { throw DnsmasqError(message: "dnsmasq exited (port \(port) taken?)") }
+            if let answer = try? await client.query("ready.lbtest", type: .a), !answer.message.answers.isEmpty { return }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw DnsmasqError(message: "dnsmasq did not answer on port \(port) within 10 s")
+    }
+
+    /// Stops dnsmasq and waits (bounded) for it to exit.
+    func stop() {
+        guard let process else { return }
+        self.process = nil
+        guard process.isRunning else { return }
+        let pid = process.processIdentifier
+        kill(pid, SIGKILL)
+        // Not waitUntilExit(): it needs a run loop, which a test's task does not turn. Reap the
+        // child ourselves (or find it already reaped), bounded.
+        for _ in 0..<1_000 {
+            var status: Int32 = 0
+            let result = waitpid(pid, &status, WNOHANG)
+            if result == pid || result == -1 { return }
+            usleep(5_000)
+        }
+    }
+
+    deinit {
+        stop()
+        try? FileManager.default.removeItem(at: directory)
+    }
+}
+
+struct DnsmasqError: Error, CustomStringConvertible {
+    var message: String
+    var description: String { message }
+}
