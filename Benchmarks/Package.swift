@@ -33,6 +33,15 @@ let package = Package(
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
         .executableTarget(
+            name: "DNSBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "LoadBalancerDNS", package: "swift-loadbalancer"),
+            ],
+            path: "Benchmarks/DNSBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+        .executableTarget(
             name: "retry-report",
             dependencies: [.product(name: "LoadBalancer", package: "swift-loadbalancer")],
             path: "Sources/retry-report"

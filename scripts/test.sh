@@ -29,5 +29,8 @@ swift build --build-tests -Xswiftc -warnings-as-errors
 echo "== test"
 swift test -Xswiftc -warnings-as-errors
 
+echo "== fuzz the DNS message parser (libFuzzer, 20 s)"
+scripts/fuzz-dns.sh 20
+
 echo "== build the benchmarks (they are run by hand; see BENCHMARKS.md)"
 swift build --package-path Benchmarks -Xswiftc -warnings-as-errors

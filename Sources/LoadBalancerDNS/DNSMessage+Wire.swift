@@ -131,7 +131,8 @@ struct WireReader {
 
     /// Reads the name at `start`; returns it and the offset just after its in-place part.
     static func name(in bytes: [UInt8], at start: Int) throws(DNSParseError) -> (String, Int) {
-        var labels: [String] = []
+        // The name's text is built in one buffer (one allocation, none for short names).
+        var text: [UInt8] = []
         var position = start
         var end: Int?
         var jumps = 0
@@ -143,15 +144,17 @@ struct WireReader {
             case 0x00:
                 let count = Int(byte)
                 if count == 0 {
-                    let name = labels.joined(separator: ".")
-                    return (name, end ?? position + 1)
+                    return (String(decoding: text, as: UTF8.self), end ?? position + 1)
                 }
                 guard position + 1 + count <= bytes.count else { throw DNSParseError(code: .truncated, offset: position) }
                 length += count + 1
                 guard length <= 255 else { throw DNSParseError(code: .nameTooLong, offset: position) }
+                if text.isEmpty { text.reserveCapacity(64) } else { text.append(UInt8(ascii: ".")) }
                 // Names compare case-insensitively: keep them lowercased.
-                let label = bytes[(position + 1)..<(position + 1 + count)].map { $0 >= 65 && $0 <= 90 ? $0 + 32 : $0 }
-                labels.append(String(decoding: label, as: UTF8.self))
+                for index in (position + 1)..<(position + 1 + count) {
+                    let c = bytes[index]
+                    text.append(c >= 65 && c <= 90 ? c + 32 : c)
+                }
                 position += 1 + count
             case 0xC0:
                 guard position + 1 < bytes.count else { throw DNSParseError(code: .truncated, offset: position) }
@@ -182,7 +185,7 @@ struct WireReader {
         switch type {
         case .a:
             guard length == 4 else { throw DNSParseError(code: .badRecordLength, offset: start) }
-            data = .ipv4(bytes[start..<start + 4].map { String($0) }.joined(separator: "."))
+            data = .ipv4(IPv4.format(bytes[start], bytes[start + 1], bytes[start + 2], bytes[start + 3]))
         case .aaaa:
             guard length == 16 else { throw DNSParseError(code: .badRecordLength, offset: start) }
             data = .ipv6(IPv6.format(Array(bytes[start..<start + 16])))
@@ -204,6 +207,21 @@ struct WireReader {
             data = .other(Array(bytes[start..<start + length]))
         }
         return DNSRecord(name: name, type: type, recordClass: recordClass, ttl: ttl, data: data)
+    }
+}
+
+/// IPv4 dotted-quad text, built without intermediate strings.
+enum IPv4 {
+    static func format(_ a: UInt8, _ b: UInt8, _ c: UInt8, _ d: UInt8) -> String {
+        var text: [UInt8] = []
+        text.reserveCapacity(15)
+        for (index, octet) in [a, b, c, d].enumerated() {
+            if index > 0 { text.append(UInt8(ascii: ".")) }
+            if octet >= 100 { text.append(48 + octet / 100) }
+            if octet >= 10 { text.append(48 + (octet / 10) % 10) }
+            text.append(48 + octet % 10)
+        }
+        return String(decoding: text, as: UTF8.self)
     }
 }
 
