@@ -47,9 +47,7 @@ public final class DNSSRVPublisher: InstancePublisher, Service {
     /// The SRV name, for example `_http._tcp.example.com`.
     public let name: String
     private let client: DNSClient
-    private let refresh: DNSRefresh
-    private let logger: Logger
-    private let broadcaster: InstanceBroadcaster
+    private let core: DNSPublisherCore
 
     public init(
         name: String,
@@ -60,42 +58,20 @@ public final class DNSSRVPublisher: InstancePublisher, Service {
     ) {
         self.name = name
         self.client = client
-        self.refresh = refresh
-        self.logger = logger
-        self.broadcaster = InstanceBroadcaster(staleness: staleness)
+        self.core = DNSPublisherCore(name: name, refresh: refresh, staleness: staleness, logger: logger)
     }
 
-    public func updates() -> InstanceUpdates { broadcaster.updates() }
+    public func updates() -> InstanceUpdates { core.broadcaster.updates() }
 
     /// Looks up, publishes, and sleeps until the next refresh, until cancelled.
     public func run() async throws {
-        await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                let delay = await self.refreshOnce()
-                do { try await Task.sleep(for: delay) } catch { return }
-            }
-        }
-        broadcaster.finish()
+        await core.run { try await self.lookup() }
     }
 
     /// One lookup: publishes its result and returns when to look again.
     @discardableResult
     public func refreshOnce() async -> Duration {
-        do {
-            let (instances, ttl) = try await lookup()
-            if instances.isEmpty {
-                logger.info("DNS SRV lookup found no instances", metadata: ["loadbalancer.dns.name": "\(name)"])
-            }
-            broadcaster.publish(instances)
-            return refresh.delay(ttl: ttl)
-        } catch {
-            logger.warning(
-                "DNS SRV lookup failed; keeping the last good set",
-                metadata: ["loadbalancer.dns.name": "\(name)", "loadbalancer.error": "\(error)"]
-            )
-            broadcaster.fail(DiscoveryError(code: .registryUnavailable, message: "SRV lookup of \(name) failed", cause: error))
-            return refresh.retryAfterFailure
-        }
+        await core.refreshOnce { try await self.lookup() }
     }
 
     /// The instances and the smallest TTL of the records used.
@@ -116,7 +92,7 @@ public final class DNSSRVPublisher: InstancePublisher, Service {
         for record in response.answers where record.name == queried {
             guard case .srv(let priority, let weight, let port, let target) = record.data else { continue }
             guard port != 0, !target.isEmpty else {
-                logger.debug("skipping an unusable SRV record", metadata: ["loadbalancer.dns.record": "\(record)"])
+                core.logger.debug("skipping an unusable SRV record", metadata: ["loadbalancer.dns.record": "\(record)"])
                 continue
             }
             use(record.ttl)
@@ -179,12 +155,12 @@ public final class DNSSRVPublisher: InstancePublisher, Service {
 /// so the balancer spreads calls over them. Refresh and error semantics are those of
 /// ``DNSSRVPublisher``.
 public final class DNSAddressPublisher: InstancePublisher, Service {
+    /// The name whose addresses are published.
     public let name: String
+    /// The port every instance gets.
     public let port: Int
     private let client: DNSClient
-    private let refresh: DNSRefresh
-    private let logger: Logger
-    private let broadcaster: InstanceBroadcaster
+    private let core: DNSPublisherCore
 
     public init(
         name: String,
@@ -197,58 +173,92 @@ public final class DNSAddressPublisher: InstancePublisher, Service {
         self.name = name
         self.port = port
         self.client = client
+        self.core = DNSPublisherCore(name: name, refresh: refresh, staleness: staleness, logger: logger)
+    }
+
+    public func updates() -> InstanceUpdates { core.broadcaster.updates() }
+
+    /// Looks up, publishes, and sleeps until the next refresh, until cancelled.
+    public func run() async throws {
+        await core.run { try await self.lookup() }
+    }
+
+    /// One lookup: publishes its result and returns when to look again.
+    @discardableResult
+    public func refreshOnce() async -> Duration {
+        await core.refreshOnce { try await self.lookup() }
+    }
+
+    /// The instances (one per address) and the smallest TTL of the records used.
+    func lookup() async throws -> ([Instance], UInt32?) {
+        var instances: [Instance] = []
+        var ttl: UInt32?
+        candidates: for candidate in client.configuration.candidates(for: name) {
+            var exists = false
+            var failure: (any Error)?
+            for type in [DNSRecordType.a, .aaaa] {
+                // A server may answer one family and refuse the other: use what it answers.
+                let answer: DNSAnswer
+                do {
+                    answer = try await client.query(candidate, type: type)
+                } catch let error as CancellationError {
+                    throw error
+                } catch {
+                    failure = error
+                    continue
+                }
+                if answer.message.responseCode == .noError { exists = true }
+                for record in answer.message.answers {
+                    switch record.data {
+                    case .ipv4(let address) where type == .a, .ipv6(let address) where type == .aaaa:
+                        ttl = min(ttl ?? record.ttl, record.ttl)
+                        if let instance = try? Instance(host: address, port: port) { instances.append(instance) }
+                    default:
+                        continue
+                    }
+                }
+            }
+            if instances.isEmpty, let failure { throw failure }
+            if exists, !instances.isEmpty { break candidates }
+        }
+        return (instances, ttl)
+    }
+}
+
+/// What both DNS publishers share: the broadcaster, the refresh loop, and what a lookup's result
+/// or failure means for the published set.
+final class DNSPublisherCore: Sendable {
+    let name: String
+    let refresh: DNSRefresh
+    let logger: Logger
+    let broadcaster: InstanceBroadcaster
+
+    init(name: String, refresh: DNSRefresh, staleness: StalenessPolicy, logger: Logger) {
+        self.name = name
         self.refresh = refresh
         self.logger = logger
         self.broadcaster = InstanceBroadcaster(staleness: staleness)
     }
 
-    public func updates() -> InstanceUpdates { broadcaster.updates() }
-
-    public func run() async throws {
+    /// Looks up and sleeps until the next refresh, until cancelled or shut down; then ends the
+    /// subscriptions.
+    func run(_ lookup: @escaping @Sendable () async throws -> ([Instance], UInt32?)) async {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
-                let delay = await self.refreshOnce()
+                let delay = await self.refreshOnce(lookup)
                 do { try await Task.sleep(for: delay) } catch { return }
             }
         }
         broadcaster.finish()
     }
 
-    @discardableResult
-    public func refreshOnce() async -> Duration {
+    /// Publishes a lookup's instances (an empty set is authoritative) or reports its failure
+    /// (the last good set stays); returns when to look again.
+    func refreshOnce(_ lookup: () async throws -> ([Instance], UInt32?)) async -> Duration {
         do {
-            var instances: [Instance] = []
-            var ttl: UInt32?
-            candidates: for candidate in client.configuration.candidates(for: name) {
-                var exists = false
-                var failure: (any Error)?
-                for type in [DNSRecordType.a, .aaaa] {
-                    // A server may answer one family and refuse the other: use what it answers.
-                    let answer: DNSAnswer
-                    do {
-                        answer = try await client.query(candidate, type: type)
-                    } catch let error as CancellationError {
-                        throw error
-                    } catch {
-                        failure = error
-                        continue
-                    }
-                    if answer.message.responseCode == .noError { exists = true }
-                    for record in answer.message.answers {
-                        switch record.data {
-                        case .ipv4(let address) where type == .a, .ipv6(let address) where type == .aaaa:
-                            ttl = min(ttl ?? record.ttl, record.ttl)
-                            if let instance = try? Instance(host: address, port: port) { instances.append(instance) }
-                        default:
-                            continue
-                        }
-                    }
-                }
-                if instances.isEmpty, let failure { throw failure }
-                if exists, !instances.isEmpty { break candidates }
-            }
+            let (instances, ttl) = try await lookup()
             if instances.isEmpty {
-                logger.info("DNS lookup found no addresses", metadata: ["loadbalancer.dns.name": "\(name)"])
+                logger.info("DNS lookup found no instances", metadata: ["loadbalancer.dns.name": "\(name)"])
             }
             broadcaster.publish(instances)
             return refresh.delay(ttl: ttl)
