@@ -52,3 +52,26 @@ package final class BalancerTable: EndpointSetObserver, OutlierObserver, @unchec
         table.write(generation: view.generation, payload: view.count == 0 ? [] : build(view, usable))
     }
 }
+
+extension BalancerTable {
+    /// Makes a table for `endpoints`, built by `build` (and rebuilt on every set or ejection
+    /// change), attached to the cache and the detector. Returns the owner, which the balancer keeps,
+    /// and the storage, which its `pick()` reads without reference counting.
+    package static func attached<Request, Response>(
+        to endpoints: EndpointCache<Request, Response>,
+        ejection: OutlierDetector?,
+        build: @escaping @Sendable (_ view: EndpointSetView, _ usable: [Int]) -> [UInt64]
+    ) -> (owner: BalancerTable, storage: Unmanaged<SeqLockTable>) {
+        let table = BalancerTable(detector: ejection, build: build)
+        let storage = Unmanaged.passUnretained(table.table)
+        table.attach(to: endpoints)
+        return (table, storage)
+    }
+}
+
+/// The first value of a balancer's counter or random state: `seed`, or random.
+func initialState(_ seed: UInt64?) -> UInt64 {
+    if let seed { return seed }
+    var generator = SystemRandomNumberGenerator()
+    return generator.next()
+}

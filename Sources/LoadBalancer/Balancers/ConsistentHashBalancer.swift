@@ -31,14 +31,11 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
         self.endpoints = endpoints
         self.tableSize = max(2, tableSize)
         self.ejection = ejection
-        var generator = SystemRandomNumberGenerator()
-        self.random = Atomic(generator.next())
+        self.random = Atomic(initialState(nil))
         let size = self.tableSize
-        self.table = BalancerTable(detector: ejection) { view, usable in
+        (table, tableStorage) = BalancerTable.attached(to: endpoints, ejection: ejection) { view, usable in
             Self.maglevTable(view, usable, size: size)
         }
-        self.tableStorage = Unmanaged.passUnretained(table.table)
-        table.attach(to: endpoints)
     }
 
     /// The endpoint for `key`'s hash.

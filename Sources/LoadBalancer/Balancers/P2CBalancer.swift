@@ -72,8 +72,7 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: Balancer 
         self.endpoints = endpoints
         self.metric = metric
         self.ejection = ejection
-        var generator = SystemRandomNumberGenerator()
-        self.random = Atomic(seed ?? generator.next())
+        self.random = Atomic(initialState(seed))
         self.tauNanos = max(1, Self.nanos(metric.decayTime))
         self.failureTauNanos = max(1, Self.nanos(configuration.failureDecayTime))
         self.failureWeight = min(1, max(0, configuration.failureWeight))
@@ -84,7 +83,12 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: Balancer 
             self.now = { ContinuousClock.now - origin }
         }
         let stats = self.stats
-        self.table = BalancerTable(detector: ejection) { view, usable in
+        // Slots given to new instances start clean (registered before the table, so a slot is
+        // reset before a table naming it is published).
+        let reset = SlotResetter(stats: stats)
+        endpoints.addObserver(reset)
+        self.resetter = reset
+        (table, tableStorage) = BalancerTable.attached(to: endpoints, ejection: ejection) { view, usable in
             usable.flatMap { position -> [UInt64] in
                 let slot = view.slots[position]
                 stats.ensure(slot)
@@ -92,12 +96,6 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: Balancer 
                 return [UInt64(position), address]
             }
         }
-        // Slots given to new instances start clean.
-        let reset = SlotResetter(stats: stats)
-        endpoints.addObserver(reset)
-        self.resetter = reset
-        self.tableStorage = Unmanaged.passUnretained(table.table)
-        table.attach(to: endpoints)
     }
 
     private let resetter: SlotResetter

@@ -28,14 +28,14 @@ public final class RandomBalancer<Request: Sendable, Response: Sendable>: Balanc
     ///   - ejection: Outlier ejection to honour. Default: none.
     public init(_ endpoints: EndpointCache<Request, Response>, seed: UInt64? = nil, ejection: OutlierDetector? = nil) {
         self.endpoints = endpoints
-        var generator = SystemRandomNumberGenerator()
-        self.state = Atomic(seed ?? generator.next())
+        self.state = Atomic(initialState(seed))
         self.ejection = ejection
         if let ejection {
-            let table = BalancerTable(detector: ejection) { _, usable in usable.map { UInt64($0) } }
-            table.attach(to: endpoints)
-            self.table = table
-            self.tableStorage = Unmanaged.passUnretained(table.table)
+            let (owner, storage) = BalancerTable.attached(to: endpoints, ejection: ejection) { _, usable in
+                usable.map { UInt64($0) }
+            }
+            self.table = owner
+            self.tableStorage = storage
         } else {
             self.table = nil
             self.tableStorage = nil

@@ -26,14 +26,14 @@ public final class RoundRobinBalancer<Request: Sendable, Response: Sendable>: Ba
     ///   - ejection: Outlier ejection to honour. Default: none.
     public init(_ endpoints: EndpointCache<Request, Response>, start: UInt64? = nil, ejection: OutlierDetector? = nil) {
         self.endpoints = endpoints
-        var generator = SystemRandomNumberGenerator()
-        self.counter = Atomic(start ?? generator.next())
+        self.counter = Atomic(initialState(start))
         self.ejection = ejection
         if let ejection {
-            let table = BalancerTable(detector: ejection) { _, usable in usable.map { UInt64($0) } }
-            table.attach(to: endpoints)
-            self.table = table
-            self.tableStorage = Unmanaged.passUnretained(table.table)
+            let (owner, storage) = BalancerTable.attached(to: endpoints, ejection: ejection) { _, usable in
+                usable.map { UInt64($0) }
+            }
+            self.table = owner
+            self.tableStorage = storage
         } else {
             self.table = nil
             self.tableStorage = nil

@@ -22,12 +22,11 @@ public final class WeightedRoundRobinBalancer<Request: Sendable, Response: Senda
     ///   - ejection: Outlier ejection to honour. Default: none.
     public init(_ endpoints: EndpointCache<Request, Response>, start: UInt64? = nil, ejection: OutlierDetector? = nil) {
         self.endpoints = endpoints
-        var generator = SystemRandomNumberGenerator()
-        self.counter = Atomic(start ?? generator.next())
+        self.counter = Atomic(initialState(start))
         self.ejection = ejection
-        self.table = BalancerTable(detector: ejection) { view, usable in TableBuilders.smoothSchedule(view, usable) }
-        self.tableStorage = Unmanaged.passUnretained(table.table)
-        table.attach(to: endpoints)
+        (table, tableStorage) = BalancerTable.attached(to: endpoints, ejection: ejection) { view, usable in
+            TableBuilders.smoothSchedule(view, usable)
+        }
     }
 
     @inlinable
@@ -57,12 +56,11 @@ public final class WeightedRandomBalancer<Request: Sendable, Response: Sendable>
     ///   - ejection: Outlier ejection to honour. Default: none.
     public init(_ endpoints: EndpointCache<Request, Response>, seed: UInt64? = nil, ejection: OutlierDetector? = nil) {
         self.endpoints = endpoints
-        var generator = SystemRandomNumberGenerator()
-        self.state = Atomic(seed ?? generator.next())
+        self.state = Atomic(initialState(seed))
         self.ejection = ejection
-        self.table = BalancerTable(detector: ejection) { view, usable in TableBuilders.aliasTable(view, usable) }
-        self.tableStorage = Unmanaged.passUnretained(table.table)
-        table.attach(to: endpoints)
+        (table, tableStorage) = BalancerTable.attached(to: endpoints, ejection: ejection) { view, usable in
+            TableBuilders.aliasTable(view, usable)
+        }
     }
 
     @inlinable
@@ -96,14 +94,11 @@ public final class PriorityBalancer<Request: Sendable, Response: Sendable>: Bala
     ///   - ejection: Outlier ejection to honour. Default: none.
     public init(_ endpoints: EndpointCache<Request, Response>, seed: UInt64? = nil, ejection: OutlierDetector? = nil) {
         self.endpoints = endpoints
-        var generator = SystemRandomNumberGenerator()
-        self.state = Atomic(seed ?? generator.next())
+        self.state = Atomic(initialState(seed))
         self.ejection = ejection
-        self.table = BalancerTable(detector: ejection) { view, usable in
+        (table, tableStorage) = BalancerTable.attached(to: endpoints, ejection: ejection) { view, usable in
             TableBuilders.aliasTable(view, TableBuilders.lowestPriorityLevel(view, usable))
         }
-        self.tableStorage = Unmanaged.passUnretained(table.table)
-        table.attach(to: endpoints)
     }
 
     @inlinable
