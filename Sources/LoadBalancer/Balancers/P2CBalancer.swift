@@ -123,22 +123,28 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: Balancer 
                 if second >= first { second &+= 1 }
                 let a = 2 &* Int(truncatingIfNeeded: first)
                 let b = 2 &* Int(truncatingIfNeeded: second)
-                let costA = cost(words[a &+ 1].load(ordering: .relaxed), now: now)
-                let costB = cost(words[b &+ 1].load(ordering: .relaxed), now: now)
-                let chosen = costA <= costB ? a : b
+                let (loadA, healthA) = cost(words[a &+ 1].load(ordering: .relaxed), now: now)
+                let (loadB, healthB) = cost(words[b &+ 1].load(ordering: .relaxed), now: now)
+                // loadA / healthA <= loadB / healthB, without dividing.
+                let chosen = loadA * healthB <= loadB * healthA ? a : b
                 return EndpointPick(index: Int(truncatingIfNeeded: words[chosen].load(ordering: .relaxed)), generation: generation)
             }
         }
     }
 
-    /// The load of the instance whose counters are at `address`, at time `now` (ns); lower is better.
+    /// The load of the instance whose counters are at `address`, at time `now` (ns), and its
+    /// health in `(0, 1]`: the cost is load / health, lower is better (returned apart so that
+    /// comparing two costs needs no division).
     @inlinable @inline(__always)
-    func cost(_ address: UInt64, now: Double) -> Double {
-        guard let words = UnsafeMutablePointer<Atomic<UInt64>>(bitPattern: UInt(truncatingIfNeeded: address)) else { return 0 }
+    func cost(_ address: UInt64, now: Double) -> (load: Double, health: Double) {
+        guard let words = UnsafeMutablePointer<Atomic<UInt64>>(bitPattern: UInt(truncatingIfNeeded: address)) else {
+            return (0, 1)
+        }
         let outstanding = Double(max(0, Int64(bitPattern: words[Self.outstanding].load(ordering: .relaxed))))
-        let failure = Double(bitPattern: words[Self.failure].load(ordering: .relaxed))
+        let failureBits = words[Self.failure].load(ordering: .relaxed)
         var health = 1.0
-        if failure > 0 {
+        if failureBits != 0 {
+            let failure = Double(bitPattern: failureBits)
             let stamp = Double(words[Self.failureStamp].load(ordering: .relaxed))
             let success = max(0.001, 1 - failure * decay((now - stamp) / failureTauNanos))
             // Squared, so that a fast-failing instance's cost cannot settle level with healthy ones.
@@ -146,15 +152,14 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: Balancer 
         }
         switch metric.kind {
         case .leastOutstanding:
-            return (outstanding + 1) / health
+            return (outstanding + 1, health)
         case .peakEWMA:
             let estimate = Double(bitPattern: words[Self.latency].load(ordering: .relaxed))
-            let stamp = Double(words[Self.latencyStamp].load(ordering: .relaxed))
-            let latency = estimate * decay((now - stamp) / tauNanos)
-            if latency == 0 {
-                return outstanding == 0 ? 0 : (Self.penalty + outstanding) / health
+            if estimate == 0 {
+                return (outstanding == 0 ? 0 : Self.penalty + outstanding, health)
             }
-            return latency * (outstanding + 1) / health
+            let stamp = Double(words[Self.latencyStamp].load(ordering: .relaxed))
+            return (estimate * decay((now - stamp) / tauNanos) * (outstanding + 1), health)
         }
     }
 
