@@ -79,7 +79,7 @@ public struct DNSClient: Sendable {
         let response = try Self.checked(udp, id: id, question: question)
         guard response.isTruncated else { return DNSAnswer(message: response, viaTCP: false) }
         let tcp = try await tcpExchange(DNSMessage.query(id: id, name: question.name, type: type, udpPayloadSize: 0), to: address)
-        return DNSAnswer(message: try Self.checked(tcp, id: id, question: question), viaTCP: true)
+        return DNSAnswer(message: try Self.checked(Self.parsed(tcp), id: id, question: question), viaTCP: true)
     }
 
     static func normalized(_ name: String) -> String {
@@ -88,14 +88,17 @@ public struct DNSClient: Sendable {
         return name
     }
 
-    /// Parses a response and checks it answers the query; maps error codes to errors.
-    static func checked(_ bytes: [UInt8], id: UInt16, question: DNSQuestion) throws -> DNSMessage {
-        let message: DNSMessage
+    /// Parses a response.
+    static func parsed(_ bytes: [UInt8]) throws -> DNSMessage {
         do {
-            message = try DNSMessage.parse(bytes)
+            return try DNSMessage.parse(bytes)
         } catch {
             throw DNSLookupError(code: .malformed, message: "\(error)")
         }
+    }
+
+    /// Checks a response answers the query; maps error codes to errors.
+    static func checked(_ message: DNSMessage, id: UInt16, question: DNSQuestion) throws -> DNSMessage {
         guard message.isResponse, message.id == id, message.questions == [question] else {
             throw DNSLookupError(code: .malformed, message: "the response does not match the query")
         }
@@ -115,7 +118,7 @@ public struct DNSClient: Sendable {
     }
 
     /// Sends a query over UDP and waits for a datagram from the server whose id and question match.
-    private func udpExchange(_ query: [UInt8], to server: SocketAddress, id: UInt16, question: DNSQuestion) async throws -> [UInt8] {
+    private func udpExchange(_ query: [UInt8], to server: SocketAddress, id: UInt16, question: DNSQuestion) async throws -> DNSMessage {
         let local = server.protocol == .inet6 ? "::" : "0.0.0.0"
         let channel = try await DatagramBootstrap(group: group)
             .bind(host: local, port: 0) { channel in
@@ -129,11 +132,11 @@ public struct DNSClient: Sendable {
                 for try await envelope in inbound {
                     // Only the nameserver asked, only an answer to this query; anything else is ignored.
                     guard envelope.remoteAddress == server else { continue }
+                    // Parsed once, here: a datagram that does not answer this query is ignored.
                     let bytes = Array(envelope.data.readableBytesView)
-                    if let message = try? DNSMessage.parse(bytes), message.id == id, message.questions == [question] {
-                        return bytes
-                    }
-                    if bytes.count >= 2, UInt16(bytes[0]) << 8 | UInt16(bytes[1]) == id { return bytes }
+                    guard bytes.count >= 2, UInt16(bytes[0]) << 8 | UInt16(bytes[1]) == id else { continue }
+                    let message = try Self.parsed(bytes)
+                    if message.questions == [question] { return message }
                 }
                 throw DNSLookupError(code: .network, message: "the UDP socket closed")
             }

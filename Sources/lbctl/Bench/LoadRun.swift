@@ -38,8 +38,6 @@ struct LoadRun {
         let state = Mutex(State())
         /// Requests handed to workers so far.
         let claimed = Atomic<Int>(0)
-        /// Set when every worker is done.
-        let finished = Atomic<Bool>(false)
 
         func attempt(_ id: String, failed: Bool) {
             state.withLock {
@@ -162,7 +160,6 @@ struct LoadRun {
                 reporting.cancelAll()
             }
             progress(stats.done, .now - start)
-            stats.finished.store(true, ordering: .relaxed)
             group.cancelAll()
         }
         let wall = ContinuousClock.now - start
