@@ -18,7 +18,7 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
     public let tableSize: Int
     /// The ejection this balancer honours, if any.
     public let ejection: OutlierDetector?
-    @usableFromInline let random: Atomic<UInt64>
+    @usableFromInline let random: PickRandom
     /// Keeps the table observer alive; ``tableStorage`` is what `pick()` reads.
     let table: BalancerTable
     /// The table's storage, referenced without reference counting (`table` keeps it alive).
@@ -31,7 +31,7 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
         self.endpoints = endpoints
         self.tableSize = max(2, tableSize)
         self.ejection = ejection
-        self.random = Atomic(initialState(nil))
+        self.random = PickRandom(seed: nil)
         let size = self.tableSize
         (table, tableStorage) = BalancerTable.attached(to: endpoints, ejection: ejection) { view, usable in
             Self.maglevTable(view, usable, size: size)
@@ -67,7 +67,7 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
     /// A pick for a random key (for callers without affinity).
     @inlinable
     public func pick() throws(LoadBalancerError) -> EndpointPick {
-        try pick(forHash: WyRand.next(random))
+        try pick(forHash: random.next())
     }
 
     /// Runs `body` with the endpoint for `key`, reporting the outcome like ``Balancer/withEndpoint(isolation:_:)``.

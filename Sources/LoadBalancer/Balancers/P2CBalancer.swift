@@ -30,15 +30,17 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: Balancer 
     /// The ejection this balancer honours, if any.
     public let ejection: OutlierDetector?
 
-    @usableFromInline let random: Atomic<UInt64>
+    /// The random stream of picks (on a cache line of its own).
+    @usableFromInline let random: PickRandom
+    /// The time (ns) of the latest completed call, which is the "now" of picks, in word 0 of a cache
+    /// line of its own, so that picking threads never write a line holding read-only fields.
+    @usableFromInline nonisolated(unsafe) let clock: UnsafeMutablePointer<Atomic<UInt64>>
     /// Keeps the table observer alive; ``tableStorage`` is what `pick()` reads.
     let table: BalancerTable
     /// The table's storage, referenced without reference counting (`table` keeps it alive).
     @usableFromInline let tableStorage: Unmanaged<SeqLockTable>
     /// Per-instance counters, addressed from the table.
     let stats = SlotStorage(wordsPerSlot: 5)
-    /// The time (ns) of the latest completed call: the "now" of picks.
-    @usableFromInline let lastNow = Atomic<Int64>(0)
     @usableFromInline let tauNanos: Double
     @usableFromInline let failureTauNanos: Double
     @usableFromInline let failureWeight: Double
@@ -72,7 +74,8 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: Balancer 
         self.endpoints = endpoints
         self.metric = metric
         self.ejection = ejection
-        self.random = Atomic(initialState(seed))
+        self.random = PickRandom(seed: seed)
+        self.clock = allocateWords(8)
         self.tauNanos = max(1, Self.nanos(metric.decayTime))
         self.failureTauNanos = max(1, Self.nanos(configuration.failureDecayTime))
         self.failureWeight = min(1, max(0, configuration.failureWeight))
@@ -100,17 +103,24 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: Balancer 
 
     private let resetter: SlotResetter
 
+    deinit {
+        random.deallocate()
+        clock.deinitialize(count: 8)
+        UnsafeMutableRawPointer(clock).deallocate()
+    }
+
     /// Table entries are two words: the position, and the address of the instance's counters
     /// (slot storage never moves or frees them), so a pick reaches the counters in one load.
+    /// No pick executes a locked instruction (see `PickRandom`).
     @inlinable
     public func pick() throws(LoadBalancerError) -> EndpointPick {
-        let r = WyRand.next(random)
-        return try resolveTableRead(choose(r, now: Double(lastNow.load(ordering: .relaxed))), endpoints.shape, r)
+        let r = random.next()
+        return try resolveTableRead(choose(r), endpoints.shape, r)
     }
 
     /// Samples two distinct entries with `r` and returns the cheaper one.
     @inlinable @inline(__always)
-    func choose(_ r: UInt64, now: Double) -> EndpointPick?? {
+    func choose(_ r: UInt64) -> EndpointPick?? {
         tableStorage._withUnsafeGuaranteedRef {
             $0.read { generation, count, words -> EndpointPick? in
                 let n = count >> 1
@@ -123,8 +133,8 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: Balancer 
                 if second >= first { second &+= 1 }
                 let a = 2 &* Int(truncatingIfNeeded: first)
                 let b = 2 &* Int(truncatingIfNeeded: second)
-                let (loadA, healthA) = cost(words[a &+ 1].load(ordering: .relaxed), now: now)
-                let (loadB, healthB) = cost(words[b &+ 1].load(ordering: .relaxed), now: now)
+                let (loadA, healthA) = cost(words[a &+ 1].load(ordering: .relaxed))
+                let (loadB, healthB) = cost(words[b &+ 1].load(ordering: .relaxed))
                 // loadA / healthA <= loadB / healthB, without dividing.
                 let chosen = loadA * healthB <= loadB * healthA ? a : b
                 return EndpointPick(index: Int(truncatingIfNeeded: words[chosen].load(ordering: .relaxed)), generation: generation)
@@ -132,11 +142,16 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: Balancer 
         }
     }
 
-    /// The load of the instance whose counters are at `address`, at time `now` (ns), and its
-    /// health in `(0, 1]`: the cost is load / health, lower is better (returned apart so that
-    /// comparing two costs needs no division).
+    /// The "now" of picks: the time (ns) of the latest completed call (read only when an
+    /// instance's counters need decaying).
     @inlinable @inline(__always)
-    func cost(_ address: UInt64, now: Double) -> (load: Double, health: Double) {
+    var pickNow: Double { Double(Int64(bitPattern: clock[0].load(ordering: .relaxed))) }
+
+    /// The load of the instance whose counters are at `address`, and its health in `(0, 1]`: the
+    /// cost is load / health, lower is better (returned apart so that comparing two costs needs no
+    /// division).
+    @inlinable @inline(__always)
+    func cost(_ address: UInt64) -> (load: Double, health: Double) {
         guard let words = UnsafeMutablePointer<Atomic<UInt64>>(bitPattern: UInt(truncatingIfNeeded: address)) else {
             return (0, 1)
         }
@@ -146,7 +161,7 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: Balancer 
         if failureBits != 0 {
             let failure = Double(bitPattern: failureBits)
             let stamp = Double(words[Self.failureStamp].load(ordering: .relaxed))
-            let success = max(0.001, 1 - failure * decay((now - stamp) / failureTauNanos))
+            let success = max(0.001, 1 - failure * decay((pickNow - stamp) / failureTauNanos))
             // Squared, so that a fast-failing instance's cost cannot settle level with healthy ones.
             health = success * success
         }
@@ -159,7 +174,7 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: Balancer 
                 return (outstanding == 0 ? 0 : Self.penalty + outstanding, health)
             }
             let stamp = Double(words[Self.latencyStamp].load(ordering: .relaxed))
-            return (estimate * decay((now - stamp) / tauNanos) * (outstanding + 1), health)
+            return (estimate * decay((pickNow - stamp) / tauNanos) * (outstanding + 1), health)
         }
     }
 
@@ -182,7 +197,7 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: Balancer 
         guard let words = stats.words(call.slot) else { return }
         words[Self.outstanding].wrappingSubtract(1, ordering: .relaxed)
         let time = Self.nanos(now())
-        lastNow.store(Int64(time), ordering: .relaxed)
+        clock[0].store(UInt64(bitPattern: Int64(time)), ordering: .relaxed)
         guard call.outcome != .cancelled else { return }
 
         let failed = call.outcome == .failure

@@ -2,16 +2,16 @@ import Synchronization
 
 /// Picks an endpoint uniformly at random.
 ///
-/// Safe under any number of concurrent pickers, lock-free: the generator's state is one atomic word
-/// advanced by a fetch-add (the wyrand generator: a Weyl sequence whose every step is mixed by a
-/// 128-bit multiply), so two threads never share a half-updated state and never get the same value.
-/// With a seed, a single-threaded sequence of picks is reproducible.
+/// Safe under any number of concurrent pickers, lock-free and without locked instructions: the
+/// wyrand generator (a Weyl sequence whose every step is mixed by a 128-bit multiply) over one
+/// atomic word, salted per thread (see `PickRandom`). With a seed, a single-threaded sequence of
+/// picks is reproducible.
 ///
 /// With an ``OutlierDetector``, ejected instances are skipped.
 public final class RandomBalancer<Request: Sendable, Response: Sendable>: Balancer {
     public let endpoints: EndpointCache<Request, Response>
     @usableFromInline
-    let state: Atomic<UInt64>
+    let random: PickRandom
     /// Keeps the table observer alive; ``tableStorage`` is what `pick()` reads.
     let table: BalancerTable?
     /// The table's storage, referenced without reference counting: `table` keeps it alive, and
@@ -28,7 +28,7 @@ public final class RandomBalancer<Request: Sendable, Response: Sendable>: Balanc
     ///   - ejection: Outlier ejection to honour. Default: none.
     public init(_ endpoints: EndpointCache<Request, Response>, seed: UInt64? = nil, ejection: OutlierDetector? = nil) {
         self.endpoints = endpoints
-        self.state = Atomic(initialState(seed))
+        self.random = PickRandom(seed: seed)
         self.ejection = ejection
         if let ejection {
             let (owner, storage) = BalancerTable.attached(to: endpoints, ejection: ejection) { _, usable in
@@ -42,9 +42,11 @@ public final class RandomBalancer<Request: Sendable, Response: Sendable>: Balanc
         }
     }
 
+    deinit { random.deallocate() }
+
     @inlinable
     public func pick() throws(LoadBalancerError) -> EndpointPick {
-        let random = WyRand.next(state)
+        let random = self.random.next()
         if let tableStorage {
             return try resolveTableRead(tableStorage.pickUniform(random), endpoints.shape, random)
         }
@@ -58,6 +60,39 @@ public final class RandomBalancer<Request: Sendable, Response: Sendable>: Balanc
     public var observesCalls: Bool { ejection != nil }
 
     public func record(_ call: CallRecord) { ejection?.record(call) }
+}
+
+/// The random stream of a balancer's `pick()`: wyrand over a state word on a cache line of its own.
+///
+/// The state advances with a plain load and store, not an atomic read-modify-write: a locked
+/// instruction costs more than the rest of a pick on some machines. Two threads that race may read
+/// the same state, so each mixes in a salt of its own (an address on its stack) and they still get
+/// different numbers. A seeded stream uses no salt, so it is reproducible on one thread.
+@usableFromInline
+struct PickRandom: @unchecked Sendable {
+    @usableFromInline let word: UnsafeMutablePointer<Atomic<UInt64>>
+    @usableFromInline let saltMask: UInt64
+
+    init(seed: UInt64?) {
+        word = allocateWords(8)
+        word[0].store(initialState(seed), ordering: .relaxed)
+        saltMask = seed == nil ? ~0 : 0
+    }
+
+    /// Frees the state; the owner calls it from its `deinit`.
+    func deallocate() {
+        word.deinitialize(count: 8)
+        UnsafeMutableRawPointer(word).deallocate()
+    }
+
+    @inlinable @inline(__always)
+    func next() -> UInt64 {
+        let state = word[0].load(ordering: .relaxed) &+ WyRand.increment
+        word[0].store(state, ordering: .relaxed)
+        var marker: UInt8 = 0
+        let salt = withUnsafeMutablePointer(to: &marker) { UInt64(UInt(bitPattern: $0)) } & saltMask
+        return WyRand.mix(state ^ salt)
+    }
 }
 
 /// The wyrand generator over an atomic state.

@@ -43,7 +43,7 @@ public final class WeightedRoundRobinBalancer<Request: Sendable, Response: Senda
 /// ``Instance/weight``, in O(1) through an alias table rebuilt on each set (or ejection) change.
 public final class WeightedRandomBalancer<Request: Sendable, Response: Sendable>: Balancer {
     public let endpoints: EndpointCache<Request, Response>
-    @usableFromInline let state: Atomic<UInt64>
+    @usableFromInline let random: PickRandom
     /// Keeps the table observer alive; ``tableStorage`` is what `pick()` reads.
     let table: BalancerTable
     /// The table's storage, referenced without reference counting (`table` keeps it alive).
@@ -56,16 +56,18 @@ public final class WeightedRandomBalancer<Request: Sendable, Response: Sendable>
     ///   - ejection: Outlier ejection to honour. Default: none.
     public init(_ endpoints: EndpointCache<Request, Response>, seed: UInt64? = nil, ejection: OutlierDetector? = nil) {
         self.endpoints = endpoints
-        self.state = Atomic(initialState(seed))
+        self.random = PickRandom(seed: seed)
         self.ejection = ejection
         (table, tableStorage) = BalancerTable.attached(to: endpoints, ejection: ejection) { view, usable in
             TableBuilders.aliasTable(view, usable)
         }
     }
 
+    deinit { random.deallocate() }
+
     @inlinable
     public func pick() throws(LoadBalancerError) -> EndpointPick {
-        let random = WyRand.next(state)
+        let random = self.random.next()
         return try resolveTableRead(tableStorage.pickAlias(random), endpoints.shape, random)
     }
 
@@ -81,7 +83,7 @@ public final class WeightedRandomBalancer<Request: Sendable, Response: Sendable>
 /// again. In panic mode (too few healthy instances overall) ejection is ignored.
 public final class PriorityBalancer<Request: Sendable, Response: Sendable>: Balancer {
     public let endpoints: EndpointCache<Request, Response>
-    @usableFromInline let state: Atomic<UInt64>
+    @usableFromInline let random: PickRandom
     /// Keeps the table observer alive; ``tableStorage`` is what `pick()` reads.
     let table: BalancerTable
     /// The table's storage, referenced without reference counting (`table` keeps it alive).
@@ -94,16 +96,18 @@ public final class PriorityBalancer<Request: Sendable, Response: Sendable>: Bala
     ///   - ejection: Outlier ejection to honour. Default: none.
     public init(_ endpoints: EndpointCache<Request, Response>, seed: UInt64? = nil, ejection: OutlierDetector? = nil) {
         self.endpoints = endpoints
-        self.state = Atomic(initialState(seed))
+        self.random = PickRandom(seed: seed)
         self.ejection = ejection
         (table, tableStorage) = BalancerTable.attached(to: endpoints, ejection: ejection) { view, usable in
             TableBuilders.aliasTable(view, TableBuilders.lowestPriorityLevel(view, usable))
         }
     }
 
+    deinit { random.deallocate() }
+
     @inlinable
     public func pick() throws(LoadBalancerError) -> EndpointPick {
-        let random = WyRand.next(state)
+        let random = self.random.next()
         return try resolveTableRead(tableStorage.pickAlias(random), endpoints.shape, random)
     }
 
