@@ -4,7 +4,7 @@ public struct InstanceParseError: Error, Hashable, Sendable, CustomStringConvert
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Wrapped: Hashable, Sendable {
             case empty, emptyHost, invalidHost, unbracketedIPv6, missingPort, nonNumericPort, portOutOfRange
-            case invalidWeight
+            case invalidWeight, malformedValue
         }
         private let wrapped: Wrapped
         private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
@@ -25,6 +25,8 @@ public struct InstanceParseError: Error, Hashable, Sendable, CustomStringConvert
         public static let portOutOfRange = Code(.portOutOfRange)
         /// The weight is negative.
         public static let invalidWeight = Code(.invalidWeight)
+        /// A registry value is neither `host:port` nor a JSON object with the expected fields.
+        public static let malformedValue = Code(.malformedValue)
 
         public var description: String { String(describing: wrapped) }
     }

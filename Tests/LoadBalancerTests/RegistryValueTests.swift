@@ -1,0 +1,84 @@
+import XCTest
+
+@testable import LoadBalancer
+
+final class RegistryValueTests: XCTestCase {
+    private func parse(_ text: String) throws -> Instance {
+        try Instance(registryValue: Array(text.utf8))
+    }
+
+    func testHostPortForm() throws {
+        let instance = try parse("  10.0.0.7:8080\n")
+        XCTAssertEqual(instance.host, "10.0.0.7")
+        XCTAssertEqual(instance.port, 8080)
+        XCTAssertEqual(instance.weight, 1)
+        XCTAssertEqual(try parse("[::1]:9000").id, "[::1]:9000")
+    }
+
+    func testJSONFormWithEveryField() throws {
+        let instance = try parse(
+            #"{"host":"api-1.internal","port":8443,"weight":3,"priority":2,"tags":["a","b\u00e9"],"metadata":{"zone":"eu-1"},"id":"api-1","extra":[1,{"x":null}]}"#
+        )
+        XCTAssertEqual(instance.host, "api-1.internal")
+        XCTAssertEqual(instance.port, 8443)
+        XCTAssertEqual(instance.weight, 3)
+        XCTAssertEqual(instance.priority, 2)
+        XCTAssertEqual(instance.tags, ["a", "bé"])
+        XCTAssertEqual(instance.metadata, ["zone": "eu-1"])
+        XCTAssertEqual(instance.id, "api-1")
+    }
+
+    func testJSONRoundTrip() throws {
+        let original = try Instance(
+            host: "::1", port: 7000, weight: 0, priority: 5, tags: ["q\"uote", "tab\t"],
+            metadata: ["k": "v\\", "z": "\u{01}"], id: "custom"
+        )
+        XCTAssertEqual(try parse(original.registryJSON), original)
+        let plain = try Instance(host: "h", port: 1)
+        XCTAssertEqual(plain.registryJSON, #"{"host":"h","port":1}"#)
+        XCTAssertEqual(try parse(plain.registryJSON), plain)
+    }
+
+    func testMalformedValuesAreTypedErrors() {
+        let bad: [String] = [
+            "", "   ", "host", "host:", ":80", "h:0", "h:70000",
+            "{", "{}", #"{"host":1,"port":80}"#, #"{"host":"h"}"#, #"{"host":"h","port":"80"}"#,
+            #"{"host":"h","port":80.5}"#, #"{"host":"h","port":80,"weight":-1}"#,
+            #"{"host":"h","port":80,"tags":"a"}"#, #"{"host":"h","port":80,"metadata":{"a":1}}"#,
+            #"{"host":"h","port":80} x"#, #"{"host":"h","port":80,}"#, #"{"host":"h" "port":80}"#,
+            #"{"host":"h\x","port":80}"#, #"{"host":"\ud800","port":80}"#, "{\"host\":\"a\u{01}\",\"port\":1}",
+            #"{"host":"h","port":01}"#, #"{"host":"h","port":1e999}"#, #"{"host":"h","port":-}"#,
+            String(repeating: "[", count: 100) + String(repeating: "]", count: 100),
+            "{\"a\":" + String(repeating: "[", count: 40) + String(repeating: "]", count: 40) + "}",
+            #"{"host":"h","port":80,"id":""}"#, #"{"host":"a b","port":80}"#,
+        ]
+        for text in bad {
+            XCTAssertThrowsError(try parse(text), "accepted \(text.debugDescription)") { error in
+                XCTAssertTrue(error is InstanceParseError, "\(text.debugDescription): \(error)")
+            }
+        }
+        XCTAssertThrowsError(try Instance(registryValue: [UInt8](repeating: 0x20, count: Instance.maxRegistryValueLength + 1)))
+    }
+
+    func testJSONReaderGrammar() throws {
+        XCTAssertEqual(try JSONReader.parse(Array(#" [1, -2.5e3, true, false, null, "\"\\\/\b\f\n\r\t\u0041\ud83d\ude00"] "#.utf8)),
+            .array([.number(1), .number(-2500), .bool(true), .bool(false), .null, .string("\"\\/\u{08}\u{0C}\n\r\tA😀")]))
+        XCTAssertEqual(try JSONReader.parse(Array(#"{"a":{"b":[]},"a":0}"#.utf8)),
+            .object([("a", .object([("b", .array([]))])), ("a", .number(0))]))
+        for text in ["tru", "nul", "[1,]", "[1 2]", "\"abc", "1.", "1e", "-", "[" , "{\"a\"}", "{\"a\":}", "01"] {
+            XCTAssertThrowsError(try JSONReader.parse(Array(text.utf8)), text)
+        }
+    }
+
+    func testRandomBytesNeverCrash() {
+        var generator = SystemRandomNumberGenerator()
+        let alphabet = Array(#"{}[]":,\ uetrfaln0123456789.-+eEhostpr"#.utf8)
+        for _ in 0..<20_000 {
+            let length = Int.random(in: 0..<40, using: &generator)
+            let bytes = (0..<length).map { _ in
+                Bool.random(using: &generator) ? alphabet.randomElement(using: &generator)! : UInt8.random(in: 0...255, using: &generator)
+            }
+            _ = try? Instance(registryValue: bytes)
+        }
+    }
+}
