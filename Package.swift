@@ -19,7 +19,10 @@ let package = Package(
         .library(name: "LoadBalancerSimulation", targets: ["LoadBalancerSimulation"]),
         .library(name: "LoadBalancerHTTP", targets: ["LoadBalancerHTTP"]),
         .library(name: "LoadBalancerDNS", targets: ["LoadBalancerDNS"]),
+        .library(name: "LoadBalancerEtcd", targets: ["LoadBalancerEtcd"]),
         .executable(name: "lbctl", targets: ["lbctl"]),
+        // Real registry servers started on loopback, for this package's tests and Benchmarks/ only.
+        .library(name: "LoadBalancerTestServers", targets: ["LoadBalancerTestServers"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -29,6 +32,10 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
     ],
     targets: [
         // The core: instances, publishers, the endpoint cache, balancers, retry.
@@ -72,6 +79,26 @@ let package = Package(
             ],
             swiftSettings: sharedSettings
         ),
+        // etcd v3 discovery and registration over grpc-swift-2 (code generated from Protos/etcd.proto).
+        .target(
+            name: "LoadBalancerEtcd",
+            dependencies: [
+                "LoadBalancer",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: sharedSettings
+        ),
+        // Starts real registry servers (etcd) on loopback for the integration tests and benchmarks.
+        .target(
+            name: "LoadBalancerTestServers",
+            dependencies: ["LoadBalancerEtcd"],
+            swiftSettings: sharedSettings
+        ),
         // Small HTTP servers on loopback with set latency and failure rates, for `lbctl demo` and tests.
         .target(
             name: "LoadBalancerLocalBackends",
@@ -90,6 +117,7 @@ let package = Package(
                 "LoadBalancer",
                 "LoadBalancerHTTP",
                 "LoadBalancerDNS",
+                "LoadBalancerEtcd",
                 "LoadBalancerSimulation",
                 "LoadBalancerLocalBackends",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -126,6 +154,18 @@ let package = Package(
                 "lbctl",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: sharedSettings
+        ),
+        .testTarget(
+            name: "LoadBalancerEtcdTests",
+            dependencies: [
+                "LoadBalancer",
+                "LoadBalancerEtcd",
+                "LoadBalancerTestServers",
+                "lbctl",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: sharedSettings
         ),

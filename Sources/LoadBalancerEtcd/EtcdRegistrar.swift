@@ -1,0 +1,116 @@
+import LoadBalancer
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// Registers one instance in etcd for as long as it runs.
+///
+/// ``run()`` grants a lease of ``ttl``, puts the instance under `prefix + instance.id` with that
+/// lease (the value is ``Instance/registryJSON``), and renews the lease every third of its TTL.
+/// When the keep-alive stream breaks it renews on the next member; when the lease has expired
+/// meanwhile (etcd unreachable for longer than the TTL) it registers again with a new lease.
+/// On graceful shutdown or cancellation it revokes the lease, which deletes the key at once. If the
+/// process dies instead, etcd deletes the key when the lease expires, within ``ttl``.
+public final class EtcdRegistrar: Service {
+    public let instance: Instance
+    /// The key the instance is registered under.
+    public let key: String
+    /// The lease's time to live.
+    public let ttl: Duration
+    private let client: EtcdClient
+    private let backoff: Backoff
+    private let logger: Logger
+    private let lease = Mutex<Int64?>(nil)
+
+    /// - Parameters:
+    ///   - instance: What to register.
+    ///   - prefix: The prefix publishers watch, for example `/services/api/`.
+    ///   - ttl: The lease's TTL (whole seconds, at least 1). Default 10 s.
+    public init(
+        instance: Instance,
+        prefix: String,
+        client: EtcdClient,
+        ttl: Duration = .seconds(10),
+        backoff: Backoff = Backoff(base: .milliseconds(100), cap: .seconds(2)),
+        logger: Logger = Logger(label: "loadbalancer.etcd", factory: { _ in SwiftLogNoOpLogHandler() })
+    ) {
+        self.instance = instance
+        self.key = prefix + instance.id
+        self.ttl = max(.seconds(1), ttl)
+        self.client = client
+        self.backoff = backoff
+        self.logger = logger
+    }
+
+    /// The current lease, while registered.
+    public var currentLease: Int64? { lease.withLock { $0 } }
+
+    /// Registers and keeps the registration alive until cancelled or shut down; then deregisters.
+    public func run() async {
+        await cancelWhenGracefulShutdown {
+            var failures = 0
+            var generator = SystemRandomNumberGenerator()
+            while !Task.isCancelled {
+                do {
+                    let id = try await self.registeredLease()
+                    failures = 0
+                    try await self.client.keepAlive(lease: id, every: self.ttl / 3)
+                } catch {
+                    if Task.isCancelled { break }
+                    if (error as? EtcdError)?.code == .leaseExpired {
+                        self.logger.warning(
+                            "etcd lease expired; registering again",
+                            metadata: ["loadbalancer.etcd.key": "\(self.key)"]
+                        )
+                        self.lease.withLock { $0 = nil }
+                    } else {
+                        failures += 1
+                        self.logger.warning(
+                            "etcd registration keep-alive failed",
+                            metadata: ["loadbalancer.etcd.key": "\(self.key)", "loadbalancer.error": "\(error)"]
+                        )
+                    }
+                }
+                let delay = self.backoff.delay(forRetry: max(0, failures - 1), random: generator.next())
+                do { try await Task.sleep(for: delay) } catch { break }
+            }
+        }
+        await deregister()
+    }
+
+    /// The lease the instance is registered with, registering first when there is none.
+    private func registeredLease() async throws(EtcdError) -> Int64 {
+        if let id = lease.withLock({ $0 }) { return id }
+        let granted = try await client.grantLease(ttl: ttl)
+        try await client.put(key, value: instance.registryJSON, lease: granted.id)
+        lease.withLock { $0 = granted.id }
+        logger.info(
+            "registered in etcd",
+            metadata: ["loadbalancer.etcd.key": "\(key)", "loadbalancer.etcd.lease": "\(granted.id)"]
+        )
+        return granted.id
+    }
+
+    /// Revokes the lease (deleting the key). Runs in an unstructured task so that the revoke still
+    /// goes out when ``run()`` was cancelled.
+    private func deregister() async {
+        guard let id = lease.withLock({ state -> Int64? in
+            defer { state = nil }
+            return state
+        }) else { return }
+        let client = self.client
+        let key = self.key
+        let logger = self.logger
+        await Task {
+            do {
+                try await client.revokeLease(id)
+                logger.info("deregistered from etcd", metadata: ["loadbalancer.etcd.key": "\(key)"])
+            } catch {
+                logger.warning(
+                    "etcd deregistration failed; the lease will expire",
+                    metadata: ["loadbalancer.etcd.key": "\(key)", "loadbalancer.error": "\(error)"]
+                )
+            }
+        }.value
+    }
+}

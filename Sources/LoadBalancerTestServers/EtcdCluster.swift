@@ -1,0 +1,257 @@
+import Foundation
+import LoadBalancerEtcd
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Real etcd members on 127.0.0.1, each with ports and a data directory of its own, for the
+/// integration tests and the propagation benchmark. Not part of the library's API.
+///
+/// Members are started from the `etcd` binary (Debian's `etcd-server`), with a short heartbeat and
+/// election timeout so that a leader is elected and replaced within a second or two.
+public final class EtcdCluster: @unchecked Sendable {
+    /// One member's ports and process.
+    public struct Member: Sendable {
+        public var name: String
+        public var clientPort: Int
+        public var peerPort: Int
+        public var address: EtcdConfiguration.Member { EtcdConfiguration.Member(host: "127.0.0.1", port: clientPort) }
+    }
+
+    /// The etcd binary, when installed.
+    public static let binary = ["/usr/bin/etcd", "/usr/local/bin/etcd"].first {
+        FileManager.default.isExecutableFile(atPath: $0)
+    }
+
+    /// Whether the etcd suites run: when etcd is installed, or when the test script says they must
+    /// (then a missing etcd fails the suites instead of skipping them).
+    public static var enabled: Bool {
+        binary != nil || ProcessInfo.processInfo.environment["LB_ETCD_INTEGRATION"] == "1"
+    }
+
+    public let members: [Member]
+    public let directory: URL
+    private let lock = NSLock()
+    private var processes: [String: Process] = [:]
+
+    /// The members' client addresses, for an ``EtcdConfiguration``.
+    public var configuration: EtcdConfiguration { EtcdConfiguration(members: members.map(\.address)) }
+
+    /// Starts a cluster of `size` members and waits (bounded) until it has a leader.
+    public static func start(size: Int = 1) async throws -> EtcdCluster {
+        guard binary != nil else { throw ClusterError("etcd is not installed (apt-get install etcd-server)") }
+        var lastError: (any Error)?
+        for _ in 0..<5 {
+            let base = Int.random(in: 20_000...58_000)
+            let members = (0..<size).map { Member(name: "m\($0)", clientPort: base + 2 * $0, peerPort: base + 2 * $0 + 1) }
+            let cluster = EtcdCluster(members: members)
+            do {
+                for member in members { try cluster.launch(member, initial: true) }
+                try await cluster.waitUntilReady()
+                return cluster
+            } catch {
+                lastError = error
+                cluster.stopAll()
+            }
+        }
+        throw lastError ?? ClusterError("could not start etcd")
+    }
+
+    private init(members: [Member]) {
+        self.members = members
+        self.directory = FileManager.default.temporaryDirectory.appendingPathComponent("lb-etcd-\(UUID().uuidString)")
+    }
+
+    deinit {
+        stopAll()
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// Starts `member` again (after ``kill(_:)``) with its data directory, and waits until the
+    /// cluster is ready again.
+    public func restart(_ member: Member) async throws {
+        try launch(member, initial: false)
+        try await waitUntilReady()
+    }
+
+    /// Kills `member` with SIGKILL (no goodbye to its peers or clients) and reaps it.
+    public func kill(_ member: Member) {
+        let process = lock.withLock { processes.removeValue(forKey: member.name) }
+        guard let process else { return }
+        Self.terminate(process)
+    }
+
+    /// Stops every member.
+    public func stopAll() {
+        let all = lock.withLock {
+            defer { processes = [:] }
+            return Array(processes.values)
+        }
+        for process in all { Self.terminate(process) }
+    }
+
+    /// The member that is the leader now (bounded polling until one reports it).
+    public func leader(timeout: Duration = .seconds(15)) async throws -> Member {
+        try await withClient { client in
+            let deadline = ContinuousClock.now + timeout
+            while ContinuousClock.now < deadline {
+                for member in self.running() {
+                    if let status = try? await client.status(of: member.address), status.isLeader { return member }
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            throw ClusterError("no etcd leader within \(timeout)")
+        }
+    }
+
+    /// Adds a `root` user with `rootPassword` and turns authentication on, with `etcdctl`
+    /// (Debian's `etcd-client`).
+    public func enableAuthentication(rootPassword: String) async throws {
+        let endpoints = running().map { "http://127.0.0.1:\($0.clientPort)" }.joined(separator: ",")
+        try await Self.etcdctl(["--endpoints", endpoints, "user", "add", "root:\(rootPassword)"])
+        try await Self.etcdctl(["--endpoints", endpoints, "auth", "enable"])
+    }
+
+    /// Runs etcdctl (API v3) and waits (bounded) for it to succeed.
+    private static func etcdctl(_ arguments: [String]) async throws {
+        guard let binary = ["/usr/bin/etcdctl", "/usr/local/bin/etcdctl"].first(where: {
+            FileManager.default.isExecutableFile(atPath: $0)
+        }) else {
+            throw ClusterError("etcdctl is not installed (apt-get install etcd-client)")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = arguments
+        process.environment = ["ETCDCTL_API": "3"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let pid = process.processIdentifier
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline {
+            var status: Int32 = 0
+            let result = waitpid(pid, &status, WNOHANG)
+            if result == pid {
+                guard status == 0 else { throw ClusterError("etcdctl \(arguments.joined(separator: " ")) failed (status \(status))") }
+                return
+            }
+            if result == -1, !process.isRunning {
+                // Foundation reaped it first: its status is the process's.
+                guard process.terminationStatus == 0 else {
+                    throw ClusterError("etcdctl \(arguments.joined(separator: " ")) failed (status \(process.terminationStatus))")
+                }
+                return
+            }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        killProcess(pid)
+        throw ClusterError("etcdctl did not finish within 20 s")
+    }
+
+    /// The members running now.
+    public func running() -> [Member] {
+        lock.withLock { members.filter { processes[$0.name] != nil } }
+    }
+
+    private func launch(_ member: Member, initial: Bool) throws {
+        let data = directory.appendingPathComponent(member.name)
+        try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
+        let cluster = members.map { "\($0.name)=http://127.0.0.1:\($0.peerPort)" }.joined(separator: ",")
+        let log = data.appendingPathComponent("etcd.log")
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.binary ?? "/usr/bin/etcd")
+        process.arguments = [
+            "--name", member.name,
+            "--data-dir", data.appendingPathComponent("data").path,
+            "--listen-client-urls", "http://127.0.0.1:\(member.clientPort)",
+            "--advertise-client-urls", "http://127.0.0.1:\(member.clientPort)",
+            "--listen-peer-urls", "http://127.0.0.1:\(member.peerPort)",
+            "--initial-advertise-peer-urls", "http://127.0.0.1:\(member.peerPort)",
+            "--initial-cluster", cluster,
+            "--initial-cluster-state", initial ? "new" : "existing",
+            "--initial-cluster-token", directory.lastPathComponent,
+            "--heartbeat-interval", "50",
+            "--election-timeout", "500",
+            "--logger", "zap",
+            "--log-outputs", log.path,
+            "--log-level", "warn",
+        ]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        lock.withLock { processes[member.name] = process }
+    }
+
+    /// Waits until every running member answers and sees a leader (bounded).
+    private func waitUntilReady(timeout: Duration = .seconds(20)) async throws {
+        try await withClient { client in
+            let deadline = ContinuousClock.now + timeout
+            while ContinuousClock.now < deadline {
+                let running = self.running()
+                for member in running where !self.isAlive(member) {
+                    throw ClusterError("etcd member \(member.name) exited (port \(member.clientPort) or \(member.peerPort) taken?)")
+                }
+                var ready = 0
+                for member in running {
+                    if let status = try? await client.status(of: member.address), status.leaderID != 0 { ready += 1 }
+                }
+                if ready == running.count { return }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            throw ClusterError("etcd was not ready within \(timeout)")
+        }
+    }
+
+    private func isAlive(_ member: Member) -> Bool {
+        guard let process = lock.withLock({ processes[member.name] }) else { return false }
+        var status: Int32 = 0
+        let pid = process.processIdentifier
+        return waitpid(pid, &status, WNOHANG) == 0
+    }
+
+    /// Runs `body` with a client of every member, running for the duration.
+    private func withClient<T: Sendable>(_ body: @Sendable (EtcdClient) async throws -> T) async throws -> T {
+        var configuration = self.configuration
+        configuration.requestTimeout = .milliseconds(500)
+        let client = try EtcdClient(configuration: configuration)
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask {
+                await client.run()
+                return nil
+            }
+            defer { group.cancelAll() }
+            let result = try await body(client)
+            client.shutdown()
+            return result
+        }
+    }
+
+    /// SIGKILL and a bounded reap (Foundation's `waitUntilExit` needs a run loop a test's task
+    /// does not turn).
+    private static func terminate(_ process: Process) {
+        let pid = process.processIdentifier
+        guard pid > 0 else { return }
+        killProcess(pid)
+        for _ in 0..<1_000 {
+            var status: Int32 = 0
+            let result = waitpid(pid, &status, WNOHANG)
+            if result == pid || result == -1 { return }
+            usleep(5_000)
+        }
+    }
+}
+
+/// Why a test server could not be used.
+public struct ClusterError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Sends SIGKILL (outside the class, whose `kill(_:)` would shadow the C function).
+func killProcess(_ pid: Int32) {
+    _ = kill(pid, SIGKILL)
+}

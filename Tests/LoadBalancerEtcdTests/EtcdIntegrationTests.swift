@@ -1,0 +1,274 @@
+import LoadBalancer
+import LoadBalancerEtcd
+import LoadBalancerTestServers
+import Logging
+import Synchronization
+import Testing
+
+/// Waits, by bounded polling, until `condition` holds.
+func eventually(
+    _ what: String,
+    timeout: Duration = .seconds(20),
+    _ condition: () async -> Bool
+) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while !(await condition()) {
+        guard ContinuousClock.now < deadline else {
+            throw ClusterError("\(what) not met within \(timeout)")
+        }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+}
+
+/// Every update of a publisher, recorded by a background reader.
+final class Recorder: Sendable {
+    private let updates = Mutex<[InstanceUpdate]>([])
+    var all: [InstanceUpdate] { updates.withLock { $0 } }
+    var latest: InstanceUpdate? { updates.withLock { $0.last } }
+    var ids: [String] { latest?.instances.map(\.id) ?? [] }
+    /// Whether the set stayed non-empty from the first non-empty update on.
+    var neverEmptiedOnceFilled: Bool {
+        all.drop(while: { $0.instances.isEmpty }).allSatisfy { !$0.instances.isEmpty }
+    }
+    func record(_ update: InstanceUpdate) { updates.withLock { $0.append(update) } }
+}
+
+/// A log handler that keeps messages, to see which path the publisher took.
+final class MessageLog: Sendable {
+    private let messages = Mutex<[String]>([])
+    var all: [String] { messages.withLock { $0 } }
+    func append(_ message: String) { messages.withLock { $0.append(message) } }
+
+    var logger: Logger {
+        Logger(label: "test") { _ in Handler(log: self) }
+    }
+
+    struct Handler: LogHandler {
+        let log: MessageLog
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .debug
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+        func log(event: LogEvent) { log.append(event.message.description) }
+    }
+}
+
+/// Runs `body` with a running client of `cluster`, and `services` running beside it; cancels
+/// everything when `body` returns.
+func withRunning<T: Sendable>(
+    _ client: EtcdClient,
+    _ services: [@Sendable () async -> Void] = [],
+    _ body: () async throws -> T
+) async throws -> T {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { await client.run() }
+        for service in services { group.addTask { await service() } }
+        defer { group.cancelAll() }
+        return try await body()
+    }
+}
+
+/// Reads `publisher`'s updates into `recorder` until cancelled.
+func recording(_ publisher: EtcdPublisher, into recorder: Recorder) -> @Sendable () async -> Void {
+    {
+        for await update in publisher.updates() { recorder.record(update) }
+    }
+}
+
+@Suite("etcd against real etcd servers", .enabled(if: EtcdCluster.enabled), .serialized, .timeLimit(.minutes(3)))
+struct EtcdIntegrationTests {
+    @Test("puts and deletes propagate; a bad value is skipped; JSON carries weight and priority")
+    func putsAndDeletes() async throws {
+        let cluster = try await EtcdCluster.start()
+        let client = try EtcdClient(configuration: cluster.configuration)
+        let log = MessageLog()
+        let publisher = EtcdPublisher(prefix: "/svc/api/", client: client, logger: log.logger)
+        let recorder = Recorder()
+        try await withRunning(client, [{ await publisher.run() }, recording(publisher, into: recorder)]) {
+            try await client.put("/svc/api/a", value: "127.0.0.1:8001")
+            try await client.put("/svc/other/x", value: "127.0.0.1:9999")
+            try await eventually(".a listed") { recorder.ids == ["127.0.0.1:8001"] }
+
+            try await client.put("/svc/api/b", value: #"{"host":"127.0.0.2","port":8002,"weight":3,"priority":1,"metadata":{"zone":"z1"}}"#)
+            try await client.put("/svc/api/bad", value: "not an instance")
+            try await eventually("b added") { recorder.ids == ["127.0.0.1:8001", "127.0.0.2:8002"] }
+            let b = try #require(recorder.latest?.instances.last)
+            #expect(b.weight == 3 && b.priority == 1 && b.metadata == ["zone": "z1"])
+            #expect(log.all.contains { $0.contains("not an instance") }, "the bad value is logged")
+
+            try await client.delete("/svc/api/a")
+            try await eventually("a deleted") { recorder.ids == ["127.0.0.2:8002"] }
+            try await client.put("/svc/api/b", value: "127.0.0.3:8003")
+            try await eventually("b changed") { recorder.ids == ["127.0.0.3:8003"] }
+            #expect(recorder.all.allSatisfy { $0.error == nil })
+        }
+    }
+
+    @Test("etcd down: the last good set stays, with the error in band; after a restart, changes flow again")
+    func outageKeepsTheSet() async throws {
+        let cluster = try await EtcdCluster.start()
+        let member = cluster.members[0]
+        let client = try EtcdClient(configuration: cluster.configuration)
+        let publisher = EtcdPublisher(prefix: "/svc/", client: client, backoff: Backoff(base: .milliseconds(50), cap: .milliseconds(200)))
+        let recorder = Recorder()
+        try await withRunning(client, [{ await publisher.run() }, recording(publisher, into: recorder)]) {
+            try await client.put("/svc/a", value: "127.0.0.1:8001")
+            try await eventually("a listed") { recorder.ids == ["127.0.0.1:8001"] }
+            cluster.kill(member)
+            try await eventually("the failure is reported") { recorder.latest?.error != nil }
+            #expect(recorder.ids == ["127.0.0.1:8001"], "a registry failure never empties a good set")
+            try await cluster.restart(member)
+            try await client.put("/svc/b", value: "127.0.0.1:8002")
+            try await eventually("b after the restart") { recorder.ids == ["127.0.0.1:8001", "127.0.0.1:8002"] && recorder.latest?.error == nil }
+            #expect(recorder.neverEmptiedOnceFilled)
+        }
+    }
+
+    @Test("a compaction past the watcher's revision leads to a new list, and no change is lost")
+    func compactionRelists() async throws {
+        let cluster = try await EtcdCluster.start()
+        let member = cluster.members[0]
+        let client = try EtcdClient(configuration: cluster.configuration)
+        let log = MessageLog()
+        // A long pause after a failure: the test changes and compacts the store inside it.
+        let publisher = EtcdPublisher(
+            prefix: "/svc/", client: client, backoff: Backoff(base: .seconds(6), cap: .seconds(6)), logger: log.logger
+        )
+        let recorder = Recorder()
+        try await withRunning(client, [{ await publisher.run() }, recording(publisher, into: recorder)]) {
+            try await client.put("/svc/a", value: "127.0.0.1:8001")
+            try await client.put("/svc/b", value: "127.0.0.1:8002")
+            try await eventually("a and b listed") { recorder.ids == ["127.0.0.1:8001", "127.0.0.1:8002"] }
+
+            // Break the watch; while the publisher waits out its pause, change and compact.
+            cluster.kill(member)
+            try await eventually("the failure is reported") { recorder.latest?.error != nil }
+            try await cluster.restart(member)
+            try await client.delete("/svc/a")
+            try await client.put("/svc/c", value: "127.0.0.1:8003")
+            let revision = try await client.put("/svc/d", value: "127.0.0.1:8004")
+            try await client.compact(revision: revision)
+
+            try await eventually("the changes made during the outage", timeout: .seconds(30)) {
+                recorder.ids == ["127.0.0.1:8002", "127.0.0.1:8003", "127.0.0.1:8004"] && recorder.latest?.error == nil
+            }
+            #expect(log.all.contains { $0.contains("compacted past the watched revision") }, "\(log.all)")
+            #expect(recorder.neverEmptiedOnceFilled)
+        }
+    }
+
+    @Test("3 members: killing the leader mid-watch keeps the set, and later changes arrive through another member")
+    func leaderFailover() async throws {
+        let cluster = try await EtcdCluster.start(size: 3)
+        let leader = try await cluster.leader()
+        // Point the client at the leader first, so the watch runs on the member that dies.
+        var configuration = cluster.configuration
+        configuration.members.sort { a, _ in a.port == leader.clientPort }
+        configuration.requestTimeout = .seconds(2)
+        let client = try EtcdClient(configuration: configuration)
+        let publisher = EtcdPublisher(prefix: "/svc/", client: client, backoff: Backoff(base: .milliseconds(50), cap: .milliseconds(500)))
+        let recorder = Recorder()
+        try await withRunning(client, [{ await publisher.run() }, recording(publisher, into: recorder)]) {
+            try await client.put("/svc/a", value: "127.0.0.1:8001")
+            try await eventually("a listed") { recorder.ids == ["127.0.0.1:8001"] }
+            #expect(client.preferredMember.port == leader.clientPort)
+
+            cluster.kill(leader)
+            let newLeader = try await cluster.leader()
+            #expect(newLeader.name != leader.name)
+            try await client.put("/svc/b", value: "127.0.0.1:8002")
+            try await eventually("b through another member") { recorder.ids == ["127.0.0.1:8001", "127.0.0.1:8002"] }
+            #expect(client.preferredMember.port != leader.clientPort)
+            #expect(recorder.neverEmptiedOnceFilled, "the set was never emptied")
+            try await client.delete("/svc/a")
+            try await eventually("a deleted") { recorder.ids == ["127.0.0.1:8002"] }
+        }
+    }
+
+    @Test("a registrar registers, keeps its lease past several TTLs, and deregisters on shutdown")
+    func registrarLifecycle() async throws {
+        let cluster = try await EtcdCluster.start()
+        let client = try EtcdClient(configuration: cluster.configuration)
+        let publisher = EtcdPublisher(prefix: "/svc/", client: client)
+        let recorder = Recorder()
+        let instance = try Instance(host: "127.0.0.9", port: 9009, weight: 2)
+        let registrar = EtcdRegistrar(instance: instance, prefix: "/svc/", client: client, ttl: .seconds(1))
+        try await withRunning(client, [{ await publisher.run() }, recording(publisher, into: recorder)]) {
+            let registration = Task { await registrar.run() }
+            try await eventually("registered") { recorder.latest?.instances == [instance] }
+            // Three TTLs later it is still there: the keep-alive works.
+            let kept = ContinuousClock.now + .seconds(3)
+            while ContinuousClock.now < kept {
+                #expect(recorder.latest?.instances == [instance])
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            let value = try await client.get("/svc/" + instance.id)
+            #expect(value.keyValues.first?.lease == registrar.currentLease)
+            registration.cancel()
+            await registration.value
+            try await eventually("deregistered at once", timeout: .seconds(2)) { recorder.ids.isEmpty }
+        }
+    }
+
+    @Test("a registrar whose process stops talking disappears when its lease expires")
+    func registrarCrash() async throws {
+        let cluster = try await EtcdCluster.start()
+        let watcher = try EtcdClient(configuration: cluster.configuration)
+        let publisher = EtcdPublisher(prefix: "/svc/", client: watcher)
+        let recorder = Recorder()
+        let instance = try Instance(host: "127.0.0.9", port: 9010)
+        try await withRunning(watcher, [{ await publisher.run() }, recording(publisher, into: recorder)]) {
+            // The registrar's own client: stopping its connections is what a crash looks like to
+            // etcd (keep-alives stop, no revoke arrives).
+            let doomed = try EtcdClient(configuration: cluster.configuration)
+            let registrar = EtcdRegistrar(instance: instance, prefix: "/svc/", client: doomed, ttl: .seconds(2))
+            let connections = Task { await doomed.run() }
+            let registration = Task { await registrar.run() }
+            try await eventually("registered") { recorder.ids == [instance.id] }
+            connections.cancel()
+            await connections.value
+            let crashed = ContinuousClock.now
+            try await eventually("expired", timeout: .seconds(10)) { recorder.ids.isEmpty }
+            let gone = ContinuousClock.now - crashed
+            #expect(gone >= .milliseconds(1_000), "the key outlived the crash by the lease's TTL (\(gone))")
+            registration.cancel()
+            await registration.value
+        }
+    }
+
+    @Test("with a user and password, requests authenticate; wrong credentials are a clear error")
+    func authentication() async throws {
+        let cluster = try await EtcdCluster.start()
+        try await cluster.enableAuthentication(rootPassword: "s3cret")
+        var configuration = cluster.configuration
+        configuration.credentials = .init(username: "root", password: "s3cret")
+        let client = try EtcdClient(configuration: configuration)
+        try await withRunning(client) {
+            try await client.put("/svc/a", value: "127.0.0.1:8001")
+            let range = try await client.range(prefix: "/svc/")
+            #expect(range.keyValues.map(\.key) == ["/svc/a"])
+        }
+        configuration.credentials = .init(username: "root", password: "wrong")
+        let refused = try EtcdClient(configuration: configuration)
+        try await withRunning(refused) {
+            await #expect(throws: EtcdError.self) { try await refused.range(prefix: "/svc/") }
+            do {
+                _ = try await refused.range(prefix: "/svc/")
+            } catch let error as EtcdError {
+                #expect(error.code == .unauthenticated, "\(error)")
+            }
+        }
+    }
+
+    @Test("bad configuration is a clear error")
+    func badConfiguration() throws {
+        #expect(throws: EtcdError.self) { try EtcdConfiguration(members: "") }
+        #expect(throws: EtcdError.self) { try EtcdConfiguration(members: "127.0.0.1") }
+        #expect(throws: EtcdError.self) { try EtcdConfiguration(members: "127.0.0.1:2379,:80") }
+        #expect(throws: EtcdError.self) { try EtcdClient(configuration: EtcdConfiguration(members: [])) }
+        let parsed = try EtcdConfiguration(members: "127.0.0.1:2379,[::1]:22379")
+        #expect(parsed.members.map(\.description) == ["127.0.0.1:2379", "[::1]:22379"])
+    }
+}

@@ -1,0 +1,1 @@
+// Nothing here: this package exists to build protoc-gen-swift and protoc-gen-grpc-swift-2.
