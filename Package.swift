@@ -163,6 +163,7 @@ let package = Package(
                 "LoadBalancer",
                 "LoadBalancerEtcd",
                 "LoadBalancerTestServers",
+                "LoadBalancerLocalBackends",
                 "lbctl",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -15,13 +15,16 @@ echo "== swift $(swift --version 2>&1 | head -1)"
 # directories of its own; this only makes sure the packages are installed.
 need=()
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
+[ -x /usr/bin/etcd ] || need+=(etcd-server)
+[ -x /usr/bin/etcdctl ] || need+=(etcd-client)
 if [ ${#need[@]} -gt 0 ]; then
     echo "== installing ${need[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-# The DNS suite must run (and fail if dnsmasq is missing), not skip.
+# The integration suites must run (and fail if their server is missing), not skip.
 export LB_DNS_INTEGRATION=1
+export LB_ETCD_INTEGRATION=1
 
 echo "== build (warnings are errors)"
 swift build --build-tests -Xswiftc -warnings-as-errors

@@ -1,6 +1,8 @@
 import Foundation
 import LoadBalancer
 import LoadBalancerDNS
+import LoadBalancerEtcd
+import ServiceLifecycle
 
 /// Where `lbctl` finds instances: the `SOURCE` argument of every subcommand.
 ///
@@ -162,7 +164,17 @@ enum SourceSpec: Equatable {
             return DNSSRVPublisher(name: name, client: DNSClient(configuration: Self.resolver(nameserver)))
         case .dns(let nameserver, let name, let port):
             return DNSAddressPublisher(name: name, port: port, client: DNSClient(configuration: Self.resolver(nameserver)))
-        case .etcd, .zookeeper, .consul:
+        case .etcd(let endpoints, let prefix):
+            let configuration: EtcdConfiguration
+            do {
+                configuration = try EtcdConfiguration(members: endpoints.joined(separator: ","))
+            } catch {
+                throw UsageError("invalid etcd source: \(error.message)")
+            }
+            let client = try EtcdClient(configuration: configuration)
+            let publisher = EtcdPublisher(prefix: prefix, client: client)
+            return PublisherWithServices(publisher, running: [client, publisher])
+        case .zookeeper, .consul:
             throw UsageError("the \(scheme):// source is not supported yet")
         }
     }
@@ -174,6 +186,26 @@ extension SourceSpec {
         if let nameserver { return .nameserver(nameserver) }
         let text = (try? String(contentsOfFile: "/etc/resolv.conf", encoding: .utf8)) ?? ""
         return ResolverConfiguration(resolvConf: text)
+    }
+}
+
+/// A publisher with the services it needs running beside it (a registry client and the
+/// publisher's own loop): running it runs them all, until cancelled.
+struct PublisherWithServices: InstancePublisher, Service {
+    let publisher: any InstancePublisher
+    let services: [any Service]
+
+    init(_ publisher: any InstancePublisher, running services: [any Service]) {
+        self.publisher = publisher
+        self.services = services
+    }
+
+    func updates() -> InstanceUpdates { publisher.updates() }
+
+    func run() async throws {
+        try await withThrowingDiscardingTaskGroup { group in
+            for service in services { group.addTask { try await service.run() } }
+        }
     }
 }
 
