@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "LoadBalancerHTTP", targets: ["LoadBalancerHTTP"]),
         .library(name: "LoadBalancerDNS", targets: ["LoadBalancerDNS"]),
         .library(name: "LoadBalancerEtcd", targets: ["LoadBalancerEtcd"]),
+        .library(name: "LoadBalancerZooKeeper", targets: ["LoadBalancerZooKeeper"]),
         .executable(name: "lbctl", targets: ["lbctl"]),
         // Real registry servers started on loopback, for this package's tests and Benchmarks/ only.
         .library(name: "LoadBalancerTestServers", targets: ["LoadBalancerTestServers"]),
@@ -93,10 +94,27 @@ let package = Package(
             ],
             swiftSettings: sharedSettings
         ),
+        // ZooKeeper discovery and registration over a ZooKeeper client written on SwiftNIO.
+        .target(
+            name: "LoadBalancerZooKeeper",
+            dependencies: [
+                "LoadBalancer",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: sharedSettings
+        ),
         // Starts real registry servers (etcd) on loopback for the integration tests and benchmarks.
         .target(
             name: "LoadBalancerTestServers",
-            dependencies: ["LoadBalancerEtcd"],
+            dependencies: [
+                "LoadBalancerEtcd",
+                "LoadBalancerZooKeeper",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             swiftSettings: sharedSettings
         ),
         // Small HTTP servers on loopback with set latency and failure rates, for `lbctl demo` and tests.
@@ -162,6 +180,19 @@ let package = Package(
             dependencies: [
                 "LoadBalancer",
                 "LoadBalancerEtcd",
+                "LoadBalancerTestServers",
+                "LoadBalancerLocalBackends",
+                "lbctl",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: sharedSettings
+        ),
+        .testTarget(
+            name: "LoadBalancerZooKeeperTests",
+            dependencies: [
+                "LoadBalancer",
+                "LoadBalancerZooKeeper",
                 "LoadBalancerTestServers",
                 "LoadBalancerLocalBackends",
                 "lbctl",

@@ -47,6 +47,15 @@ let package = Package(
             path: "Sources/retry-report"
         ),
         .executableTarget(
+            name: "registry-propagation",
+            dependencies: [
+                .product(name: "LoadBalancer", package: "swift-loadbalancer"),
+                .product(name: "LoadBalancerEtcd", package: "swift-loadbalancer"),
+                .product(name: "LoadBalancerTestServers", package: "swift-loadbalancer"),
+            ],
+            path: "Sources/registry-propagation"
+        ),
+        .executableTarget(
             name: "tail-latency-report",
             dependencies: [
                 .product(name: "LoadBalancer", package: "swift-loadbalancer"),

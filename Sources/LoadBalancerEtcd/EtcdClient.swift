@@ -421,7 +421,17 @@ public final class EtcdClient: Service, Sendable {
         var failures: [String] = []
         var renewedToken = false
         var tries = 0
-        while tries < connections.count {
+        // Every member once, and at least three tries: a single member's stream can reset once
+        // (a connection just made, a leader just elected) without the member being gone.
+        let maxTries = max(3, connections.count)
+        while tries < maxTries {
+            if tries >= connections.count || (tries > 0 && connections.count == 1) {
+                do {
+                    try await Task.sleep(for: .milliseconds(50 * tries))
+                } catch {
+                    throw EtcdError(code: .other, message: "\(what) cancelled", cause: error)
+                }
+            }
             let (index, connection) = current()
             do {
                 let metadata = try await metadata(on: connection)

@@ -84,6 +84,12 @@ public final class EtcdCluster: @unchecked Sendable {
         Self.terminate(process)
     }
 
+    /// Stops every member and deletes the data directories.
+    public func destroy() {
+        stopAll()
+        try? FileManager.default.removeItem(at: directory)
+    }
+
     /// Stops every member.
     public func stopAll() {
         let all = lock.withLock {

@@ -1,0 +1,225 @@
+import Foundation
+import LoadBalancerZooKeeper
+import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Real ZooKeeper servers on 127.0.0.1 (Debian's `zookeeper` 3.8, started with `java` directly,
+/// with this project's own configuration and data directory per server and a small heap), for
+/// the integration tests and the propagation benchmark. Not part of the library's API.
+public final class ZooKeeperEnsemble: @unchecked Sendable {
+    public struct Server: Sendable {
+        public var id: Int
+        public var clientPort: Int
+        public var peerPort: Int
+        public var electionPort: Int
+        public var address: ZooKeeperConfiguration.Server { .init(host: "127.0.0.1", port: clientPort) }
+    }
+
+    /// The jar to run (its manifest names the dependencies).
+    public static let jar = ["/usr/share/java/zookeeper.jar"].first { FileManager.default.fileExists(atPath: $0) }
+    static let java = ["/usr/bin/java"].first { FileManager.default.isExecutableFile(atPath: $0) }
+
+    /// Whether the ZooKeeper suites run: when ZooKeeper and java are installed, or when the test
+    /// script says they must (then a missing one fails the suites instead of skipping them).
+    public static var enabled: Bool {
+        (jar != nil && java != nil) || ProcessInfo.processInfo.environment["LB_ZOOKEEPER_INTEGRATION"] == "1"
+    }
+
+    public let servers: [Server]
+    public let directory: URL
+    private let lock = NSLock()
+    private var processes: [Int: Process] = [:]
+
+    /// A configuration naming every server (and `chroot`, if given).
+    public func configuration(chroot: String? = nil, sessionTimeout: Duration = .seconds(4)) -> ZooKeeperConfiguration {
+        ZooKeeperConfiguration(servers: servers.map(\.address), chroot: chroot, sessionTimeout: sessionTimeout)
+    }
+
+    /// The connect string, `127.0.0.1:p1,127.0.0.1:p2...`.
+    public var connectString: String { servers.map { "127.0.0.1:\($0.clientPort)" }.joined(separator: ",") }
+
+    /// Starts `size` servers (1: standalone) and waits (bounded) until each one serves.
+    public static func start(size: Int = 1) async throws -> ZooKeeperEnsemble {
+        guard jar != nil, java != nil else {
+            throw ClusterError("ZooKeeper is not installed (apt-get install zookeeper; it needs java)")
+        }
+        var lastError: (any Error)?
+        for _ in 0..<5 {
+            let base = Int.random(in: 20_000...58_000)
+            let servers = (0..<size).map {
+                Server(id: $0 + 1, clientPort: base + 3 * $0, peerPort: base + 3 * $0 + 1, electionPort: base + 3 * $0 + 2)
+            }
+            let ensemble = ZooKeeperEnsemble(servers: servers)
+            do {
+                for server in servers { try ensemble.launch(server) }
+                for server in servers { try await ensemble.waitUntilServing(server) }
+                return ensemble
+            } catch {
+                lastError = error
+                ensemble.stopAll()
+            }
+        }
+        throw lastError ?? ClusterError("could not start ZooKeeper")
+    }
+
+    private init(servers: [Server]) {
+        self.servers = servers
+        self.directory = FileManager.default.temporaryDirectory.appendingPathComponent("lb-zk-\(UUID().uuidString)")
+    }
+
+    deinit {
+        stopAll()
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// Kills `server` with SIGKILL and reaps it.
+    public func kill(_ server: Server) {
+        guard let process = lock.withLock({ processes.removeValue(forKey: server.id) }) else { return }
+        terminate(process)
+    }
+
+    /// Starts `server` again with its data directory and waits until it serves.
+    public func restart(_ server: Server) async throws {
+        try launch(server)
+        try await waitUntilServing(server)
+    }
+
+    public func stopAll() {
+        let all = lock.withLock {
+            defer { processes = [:] }
+            return Array(processes.values)
+        }
+        for process in all { terminate(process) }
+    }
+
+    /// The server that leads the ensemble now (standalone: the only one), by bounded polling.
+    public func leader(timeout: Duration = .seconds(20)) async throws -> Server {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            for server in running() {
+                if let mode = try? await Self.mode(of: server), mode == "leader" || mode == "standalone" { return server }
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw ClusterError("no ZooKeeper leader within \(timeout)")
+    }
+
+    public func running() -> [Server] {
+        lock.withLock { servers.filter { processes[$0.id] != nil } }
+    }
+
+    private func launch(_ server: Server) throws {
+        let home = directory.appendingPathComponent("server\(server.id)")
+        let data = home.appendingPathComponent("data")
+        try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
+        var lines = [
+            "tickTime=200",
+            "initLimit=10",
+            "syncLimit=5",
+            "dataDir=\(data.path)",
+            "clientPort=\(server.clientPort)",
+            "clientPortAddress=127.0.0.1",
+            "admin.enableServer=false",
+            "4lw.commands.whitelist=srvr,ruok",
+            "maxClientCnxns=0",
+            "minSessionTimeout=400",
+            "maxSessionTimeout=10000",
+        ]
+        if servers.count > 1 {
+            try "\(server.id)\n".write(to: data.appendingPathComponent("myid"), atomically: true, encoding: .utf8)
+            for peer in servers {
+                lines.append("server.\(peer.id)=127.0.0.1:\(peer.peerPort):\(peer.electionPort)")
+            }
+        }
+        let config = home.appendingPathComponent("zoo.cfg")
+        try (lines.joined(separator: "\n") + "\n").write(to: config, atomically: true, encoding: .utf8)
+        let log = home.appendingPathComponent("zookeeper.log")
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.java ?? "/usr/bin/java")
+        process.arguments = [
+            "-Xmx96m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+            "-Dzookeeper.log.dir=\(home.path)",
+            "-cp", Self.jar ?? "/usr/share/java/zookeeper.jar",
+            "org.apache.zookeeper.server.quorum.QuorumPeerMain", config.path,
+        ]
+        let handle = try FileHandle(forWritingTo: log)
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        lock.withLock { processes[server.id] = process }
+    }
+
+    /// Waits until `server` answers `srvr` with a mode (it has joined a quorum or runs standalone).
+    private func waitUntilServing(_ server: Server, timeout: Duration = .seconds(30)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let process = lock.withLock({ processes[server.id] }), !isAlive(process) {
+                throw ClusterError("ZooKeeper server \(server.id) exited (a port of \(server.clientPort)...\(server.electionPort) taken?)")
+            }
+            if let mode = try? await Self.mode(of: server), ["leader", "follower", "standalone"].contains(mode) { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw ClusterError("ZooKeeper server \(server.id) did not serve within \(timeout)")
+    }
+
+    private func isAlive(_ process: Process) -> Bool {
+        var status: Int32 = 0
+        return waitpid(process.processIdentifier, &status, WNOHANG) == 0
+    }
+
+    /// The `Mode:` line of the server's `srvr` answer (`leader`, `follower`, `standalone`).
+    static func mode(of server: Server) async throws -> String? {
+        let answer = try await fourLetterWord("srvr", port: server.clientPort)
+        for line in answer.split(separator: "\n") where line.hasPrefix("Mode: ") {
+            return String(line.dropFirst(6))
+        }
+        return nil
+    }
+
+    /// Sends a four-letter command and reads the whole answer (bounded by 2 s).
+    static func fourLetterWord(_ word: String, port: Int) async throws -> String {
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connectTimeout(.seconds(1))
+            .connect(host: "127.0.0.1", port: port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                }
+            }
+        return try await withThrowingTaskGroup(of: String?.self) { group in
+            group.addTask {
+                try await channel.executeThenClose { inbound, outbound in
+                    try await outbound.write(ByteBuffer(string: word))
+                    var text = ""
+                    for try await chunk in inbound { text += String(buffer: chunk) }
+                    return text
+                }
+            }
+            group.addTask {
+                try await Task.sleep(for: .seconds(2))
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let text = first else { throw ClusterError("\(word) timed out") }
+            return text
+        }
+    }
+
+    private func terminate(_ process: Process) {
+        let pid = process.processIdentifier
+        guard pid > 0 else { return }
+        killProcess(pid)
+        for _ in 0..<1_000 {
+            var status: Int32 = 0
+            let result = waitpid(pid, &status, WNOHANG)
+            if result == pid || result == -1 { return }
+            usleep(5_000)
+        }
+    }
+}

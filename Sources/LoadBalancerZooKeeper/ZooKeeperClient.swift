@@ -1,0 +1,570 @@
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import Synchronization
+
+/// What happens to a ``ZooKeeperClient``'s session and watches.
+public enum ZooKeeperEvent: Sendable, Hashable {
+    /// Connected to a server. `newSession` is true for the first session and for the one started
+    /// after an expiry (ephemeral nodes and watches of the old one are gone); false after a
+    /// reconnection within the same session (watches were set again).
+    case connected(sessionID: Int64, newSession: Bool)
+    /// The connection broke; the client is reconnecting. Requests fail with
+    /// ``ZooKeeperError/Code/connectionLoss`` meanwhile.
+    case disconnected
+    /// The server said the session has expired; the client starts a new one.
+    case sessionExpired
+    /// A watch fired (watches are one-shot: read again with `watch: true` to re-arm it).
+    case watch(ZooKeeperWatchEvent)
+}
+
+/// A ZooKeeper client over SwiftNIO, speaking ZooKeeper's binary protocol.
+///
+/// It keeps one session alive across connections: it connects to one server of the ensemble at a
+/// time (shuffled order), pings at a third of the negotiated session timeout, and treats a
+/// connection that stays quiet for two thirds of it as dead. On a new connection it presents its
+/// session id and password and the last transaction id it has seen; within the same session it
+/// sets its watches again (`SetWatches`), so changes made while it was away still fire. When the
+/// server says the session has expired, it starts a new session and says so
+/// (``ZooKeeperEvent/sessionExpired``, then `connected(newSession: true)`).
+///
+/// A frame that does not decode is an error that drops the connection, never a crash.
+///
+/// The client is a `Service`: ``run()`` keeps the session; requests made while disconnected fail
+/// at once with ``ZooKeeperError/Code/connectionLoss``. On graceful shutdown it closes its session,
+/// so the server deletes its ephemeral nodes at once.
+public final class ZooKeeperClient: Service, Sendable {
+    public let configuration: ZooKeeperConfiguration
+    private let logger: Logger
+    private let group: any EventLoopGroup
+    private let state: Mutex<State>
+
+    private enum WatchKind {
+        case data, exists, child
+    }
+
+    private struct Pending {
+        var continuation: CheckedContinuation<[UInt8], any Error>
+        var watch: (kind: WatchKind, path: String)?
+    }
+
+    private struct State {
+        var send: AsyncStream<ByteBuffer>.Continuation?
+        var connected = false
+        var closed = false
+        var pending: [Int32: Pending] = [:]
+        var nextXid: Int32 = 1
+        var sessionID: Int64 = 0
+        var password = [UInt8](repeating: 0, count: 16)
+        var negotiatedTimeout: Duration
+        var lastZxid: Int64 = 0
+        var lastReceived = ContinuousClock.now
+        var dataWatches: Set<String> = []
+        var existWatches: Set<String> = []
+        var childWatches: Set<String> = []
+        var subscribers: [Int: AsyncStream<ZooKeeperEvent>.Continuation] = [:]
+        var nextSubscriber = 0
+    }
+
+    public init(
+        configuration: ZooKeeperConfiguration,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "loadbalancer.zookeeper", factory: { _ in SwiftLogNoOpLogHandler() })
+    ) {
+        self.configuration = configuration
+        self.logger = logger
+        self.group = eventLoopGroup
+        self.state = Mutex(State(negotiatedTimeout: configuration.sessionTimeout))
+    }
+
+    // MARK: - Session
+
+    /// A new subscription to the client's events. The first event is `connected` when the client
+    /// is connected at the time of the call.
+    public func events() -> AsyncStream<ZooKeeperEvent> {
+        let (stream, continuation) = AsyncStream.makeStream(of: ZooKeeperEvent.self)
+        let id = state.withLock { state -> Int in
+            let id = state.nextSubscriber
+            state.nextSubscriber += 1
+            state.subscribers[id] = continuation
+            if state.connected { continuation.yield(.connected(sessionID: state.sessionID, newSession: false)) }
+            if state.closed { continuation.finish() }
+            return id
+        }
+        continuation.onTermination = { [weak self] _ in
+            _ = self?.state.withLock { $0.subscribers.removeValue(forKey: id) }
+        }
+        return stream
+    }
+
+    /// Whether a session is established on a live connection now.
+    public var isConnected: Bool { state.withLock { $0.connected } }
+
+    /// The session id (0 before the first session).
+    public var sessionID: Int64 { state.withLock { $0.sessionID } }
+
+    /// The session timeout the server granted.
+    public var negotiatedSessionTimeout: Duration { state.withLock { $0.negotiatedTimeout } }
+
+    /// The session's id and password: another connection presenting them takes the session over
+    /// (tests use it to expire a session on purpose, as ZooKeeper's own test tools do).
+    package var sessionCredentials: (id: Int64, password: [UInt8]) { state.withLock { ($0.sessionID, $0.password) } }
+
+    /// Takes over a session and closes it, in one write (the connect request and the close request
+    /// together, so the session's own client cannot take it back in between): the server expires
+    /// the session. How tests expire a session on purpose; bounded by 5 s.
+    package static func closeSession(
+        id: Int64,
+        password: [UInt8],
+        server: ZooKeeperConfiguration.Server,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws {
+        let channel = try await ClientBootstrap(group: group)
+            .connectTimeout(.seconds(2))
+            .connect(host: server.host, port: server.port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                }
+            }
+        let frames = ZooKeeperRecords.connectRequest(lastZxid: 0, timeoutMilliseconds: 4_000, sessionID: id, password: password)
+            + ZooKeeperRecords.request(xid: 1, op: .closeSession, body: [])
+        _ = try await withDeadline(.seconds(5)) {
+            try await channel.executeThenClose { inbound, outbound in
+                try await outbound.write(ByteBuffer(bytes: frames))
+                var decoder = ZooKeeperFrameDecoder()
+                var frames = 0
+                for try await chunk in inbound {
+                    decoder.append(chunk.readableBytesView)
+                    while try decoder.next() != nil {
+                        frames += 1
+                        if frames == 2 { return }  // the session, then the close's reply
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps the session, reconnecting as needed, until cancelled or shut down (then it closes the
+    /// session).
+    public func run() async {
+        let servers = configuration.servers.shuffled()
+        var index = 0
+        var failuresInARow = 0
+        var generator = SystemRandomNumberGenerator()
+        await withGracefulShutdownHandler {
+            while !Task.isCancelled, !self.state.withLock({ $0.closed }) {
+                let server = servers[index % servers.count]
+                index += 1
+                let wasConnected = await self.connectAndServe(server)
+                if wasConnected { failuresInARow = 0 } else { failuresInARow += 1 }
+                // After a full round of failed servers, pause (jittered, growing to 2 s).
+                if failuresInARow > 0, failuresInARow % servers.count == 0 {
+                    let rounds = min(5, failuresInARow / servers.count)
+                    let cap = min(2_000, 50 << rounds)
+                    let delay = Duration.milliseconds(Int64(cap / 2) + Int64(generator.next() % UInt64(cap / 2 + 1)))
+                    do { try await Task.sleep(for: delay) } catch { break }
+                }
+            }
+        } onGracefulShutdown: {
+            Task { await self.close() }
+        }
+        finish()
+    }
+
+    /// Closes the session (the server deletes its ephemeral nodes) and stops the client. Bounded
+    /// by the session timeout.
+    public func close() async {
+        if isConnected {
+            _ = try? await withDeadline(state.withLock { $0.negotiatedTimeout }) {
+                try await self.send(.closeSession, [], watch: nil)
+            }
+        }
+        let send = state.withLock { state -> AsyncStream<ByteBuffer>.Continuation? in
+            state.closed = true
+            return state.send
+        }
+        send?.finish()
+    }
+
+    private func finish() {
+        let (subscribers, pending) = state.withLock { state in
+            state.closed = true
+            defer {
+                state.subscribers = [:]
+                state.pending = [:]
+            }
+            return (Array(state.subscribers.values), Array(state.pending.values))
+        }
+        for pending in pending {
+            pending.continuation.resume(throwing: ZooKeeperError(code: .closed, message: "the client stopped"))
+        }
+        for subscriber in subscribers { subscriber.finish() }
+    }
+
+    private func emit(_ event: ZooKeeperEvent) {
+        let subscribers = state.withLock { Array($0.subscribers.values) }
+        for subscriber in subscribers { subscriber.yield(event) }
+    }
+
+    // MARK: - Requests
+
+    /// Creates a node and returns its path (with the sequence number, for sequential modes).
+    ///
+    /// - Parameter createParents: Creates missing parents first (as empty persistent nodes).
+    @discardableResult
+    public func create(
+        _ path: String,
+        data: [UInt8] = [],
+        mode: ZooKeeperCreateMode = .persistent,
+        createParents: Bool = false
+    ) async throws(ZooKeeperError) -> String {
+        try ZooKeeperPath.validate(path)
+        if createParents {
+            var ancestors: [String] = []
+            var parent = ZooKeeperPath.parent(path)
+            while parent != "/" {
+                ancestors.append(parent)
+                parent = ZooKeeperPath.parent(parent)
+            }
+            for ancestor in ancestors.reversed() {
+                do {
+                    _ = try await send(.create, ZooKeeperRecords.create(serverPath(ancestor), data: [], mode: .persistent), watch: nil)
+                } catch where error.code == .nodeExists {
+                    continue
+                }
+            }
+        }
+        let body = try await send(.create, ZooKeeperRecords.create(serverPath(path), data: data, mode: mode), watch: nil)
+        var reader = JuteReader(body)
+        return clientPath(try decode { () throws(ZooKeeperDecodingError) in try reader.string() })
+    }
+
+    /// Deletes a node (`version` -1: any version).
+    public func delete(_ path: String, version: Int32 = -1) async throws(ZooKeeperError) {
+        try ZooKeeperPath.validate(path)
+        _ = try await send(.delete, ZooKeeperRecords.delete(serverPath(path), version: version), watch: nil)
+    }
+
+    /// Sets a node's data (`version` -1: any version).
+    @discardableResult
+    public func setData(_ path: String, data: [UInt8], version: Int32 = -1) async throws(ZooKeeperError) -> ZooKeeperStat {
+        try ZooKeeperPath.validate(path)
+        let body = try await send(.setData, ZooKeeperRecords.setData(serverPath(path), data: data, version: version), watch: nil)
+        var reader = JuteReader(body)
+        return try decode { () throws(ZooKeeperDecodingError) in try ZooKeeperStat(&reader) }
+    }
+
+    /// The node's metadata, or `nil` when it does not exist. With `watch`, a watch is left for its
+    /// creation, deletion or data change.
+    public func exists(_ path: String, watch: Bool = false) async throws(ZooKeeperError) -> ZooKeeperStat? {
+        try ZooKeeperPath.validate(path)
+        let server = serverPath(path)
+        do {
+            let body = try await send(.exists, ZooKeeperRecords.pathAndWatch(server, watch: watch), watch: watch ? (.exists, server) : nil)
+            var reader = JuteReader(body)
+            return try decode { () throws(ZooKeeperDecodingError) in try ZooKeeperStat(&reader) }
+        } catch where error.code == .noNode {
+            return nil
+        }
+    }
+
+    /// The node's data and metadata. With `watch`, a watch is left for its data change or deletion.
+    public func getData(_ path: String, watch: Bool = false) async throws(ZooKeeperError) -> (data: [UInt8], stat: ZooKeeperStat) {
+        try ZooKeeperPath.validate(path)
+        let server = serverPath(path)
+        let body = try await send(.getData, ZooKeeperRecords.pathAndWatch(server, watch: watch), watch: watch ? (.data, server) : nil)
+        var reader = JuteReader(body)
+        return try decode { () throws(ZooKeeperDecodingError) in
+            let data = try reader.buffer() ?? []
+            return (data, try ZooKeeperStat(&reader))
+        }
+    }
+
+    /// The names of the node's children and its metadata (getChildren2). With `watch`, a watch is
+    /// left for a change of its children or its deletion.
+    public func getChildren(_ path: String, watch: Bool = false) async throws(ZooKeeperError) -> (children: [String], stat: ZooKeeperStat) {
+        try ZooKeeperPath.validate(path)
+        let server = serverPath(path)
+        let body = try await send(.getChildren2, ZooKeeperRecords.pathAndWatch(server, watch: watch), watch: watch ? (.child, server) : nil)
+        var reader = JuteReader(body)
+        return try decode { () throws(ZooKeeperDecodingError) in
+            let children = try reader.strings()
+            return (children, try ZooKeeperStat(&reader))
+        }
+    }
+
+    private func decode<T>(_ body: () throws(ZooKeeperDecodingError) -> T) throws(ZooKeeperError) -> T {
+        do {
+            return try body()
+        } catch {
+            throw ZooKeeperError(code: .malformedResponse, message: error.message, cause: error)
+        }
+    }
+
+    private func serverPath(_ path: String) -> String {
+        guard let chroot = configuration.chroot else { return path }
+        return path == "/" ? chroot : chroot + path
+    }
+
+    private func clientPath(_ path: String) -> String {
+        guard let chroot = configuration.chroot, path.hasPrefix(chroot) else { return path }
+        let rest = String(path.dropFirst(chroot.count))
+        return rest.isEmpty ? "/" : rest
+    }
+
+    /// Sends a request on the current connection and returns the reply's body.
+    private func send(_ op: ZooKeeperOp, _ body: [UInt8], watch: (kind: WatchKind, path: String)?) async throws(ZooKeeperError) -> [UInt8] {
+        do {
+            return try await withCheckedThrowingContinuation { continuation in
+                let failure = state.withLock { state -> ZooKeeperError? in
+                    if state.closed { return ZooKeeperError(code: .closed, message: "the client stopped") }
+                    guard state.connected, let send = state.send else {
+                        return ZooKeeperError(code: .connectionLoss, message: "not connected")
+                    }
+                    let xid = state.nextXid
+                    state.nextXid = state.nextXid == Int32.max ? 1 : state.nextXid + 1
+                    state.pending[xid] = Pending(continuation: continuation, watch: watch)
+                    send.yield(ByteBuffer(bytes: ZooKeeperRecords.request(xid: xid, op: op, body: body)))
+                    return nil
+                }
+                if let failure { continuation.resume(throwing: failure) }
+            }
+        } catch let error as ZooKeeperError {
+            throw error
+        } catch {
+            throw ZooKeeperError(code: .connectionLoss, message: "request failed", cause: error)
+        }
+    }
+
+    // MARK: - Connection
+
+    private struct ConnectionClosed: Error {}
+
+    /// One connection: handshake, then requests, replies, pings and watch events until it breaks.
+    /// Returns whether a session was established on it.
+    private func connectAndServe(_ server: ZooKeeperConfiguration.Server) async -> Bool {
+        let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+        do {
+            channel = try await ClientBootstrap(group: group)
+                .connectTimeout(.nanoseconds(Int64(configuration.connectTimeout.components.seconds) * 1_000_000_000
+                    + configuration.connectTimeout.components.attoseconds / 1_000_000_000))
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .connect(host: server.host, port: server.port) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                    }
+                }
+        } catch {
+            logger.debug("ZooKeeper connect failed", metadata: ["loadbalancer.zookeeper.server": "\(server)", "error": "\(error)"])
+            return false
+        }
+
+        let (queue, send) = AsyncStream.makeStream(of: ByteBuffer.self)
+        let hello = state.withLock { state -> [UInt8] in
+            state.lastReceived = .now
+            state.send = send
+            return ZooKeeperRecords.connectRequest(
+                lastZxid: state.lastZxid,
+                timeoutMilliseconds: Int32(clamping: configuration.sessionTimeout.components.seconds * 1000
+                    + configuration.sessionTimeout.components.attoseconds / 1_000_000_000_000_000),
+                sessionID: state.sessionID,
+                password: state.password
+            )
+        }
+        send.yield(ByteBuffer(bytes: hello))
+        do {
+            try await channel.executeThenClose { inbound, outbound in
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        for await frame in queue { try await outbound.write(frame) }
+                        throw ConnectionClosed()
+                    }
+                    group.addTask {
+                        var decoder = ZooKeeperFrameDecoder()
+                        var handshaken = false
+                        for try await chunk in inbound {
+                            decoder.append(chunk.readableBytesView)
+                            while let frame = try decoder.next() {
+                                if handshaken {
+                                    try self.handle(frame)
+                                } else {
+                                    try self.handshake(frame, server: server)
+                                    handshaken = true
+                                }
+                            }
+                        }
+                        throw ConnectionClosed()
+                    }
+                    group.addTask { try await self.keepAlive(server: server) }
+                    defer { group.cancelAll() }
+                    try await group.next()
+                }
+            }
+        } catch {
+            if !(error is ConnectionClosed) && !(error is CancellationError) {
+                logger.info("ZooKeeper connection dropped", metadata: ["loadbalancer.zookeeper.server": "\(server)", "error": "\(error)"])
+            }
+        }
+        let (wasConnected, pending) = state.withLock { state in
+            let wasConnected = state.connected
+            state.connected = false
+            state.send = nil
+            defer { state.pending = [:] }
+            return (wasConnected, Array(state.pending.values))
+        }
+        send.finish()
+        for request in pending {
+            request.continuation.resume(throwing: ZooKeeperError(code: .connectionLoss, message: "the connection to \(server) broke"))
+        }
+        if wasConnected { emit(.disconnected) }
+        return wasConnected
+    }
+
+    /// Pings at a third of the session timeout; ends the connection when nothing has been heard
+    /// for two thirds of it.
+    private func keepAlive(server: ZooKeeperConfiguration.Server) async throws {
+        while true {
+            let (timeout, quiet, send) = state.withLock { ($0.negotiatedTimeout, ContinuousClock.now - $0.lastReceived, $0.send) }
+            if quiet > timeout * 2 / 3 {
+                logger.info("ZooKeeper server went quiet", metadata: ["loadbalancer.zookeeper.server": "\(server)"])
+                throw ConnectionClosed()
+            }
+            if state.withLock({ $0.connected }) {
+                send?.yield(ByteBuffer(bytes: ZooKeeperRecords.request(xid: ZooKeeperXid.ping, op: .ping, body: [])))
+            }
+            try await Task.sleep(for: min(timeout / 3, .seconds(1)))
+        }
+    }
+
+    private func handshake(_ frame: [UInt8], server: ZooKeeperConfiguration.Server) throws {
+        let response = try ZooKeeperRecords.connectResponse(frame)
+        if response.timeoutMilliseconds <= 0 {
+            // The session is gone: forget it, its watches too, and start a new one next.
+            state.withLock { state in
+                state.sessionID = 0
+                state.password = [UInt8](repeating: 0, count: 16)
+                state.dataWatches = []
+                state.existWatches = []
+                state.childWatches = []
+            }
+            logger.warning("ZooKeeper session expired", metadata: ["loadbalancer.zookeeper.server": "\(server)"])
+            emit(.sessionExpired)
+            throw ZooKeeperError(code: .sessionExpired, message: "the session expired")
+        }
+        let (newSession, watches) = state.withLock { state -> (Bool, [UInt8]?) in
+            let newSession = state.sessionID != response.sessionID
+            if newSession {
+                state.dataWatches = []
+                state.existWatches = []
+                state.childWatches = []
+            }
+            state.sessionID = response.sessionID
+            state.password = response.password
+            state.negotiatedTimeout = .milliseconds(Int64(response.timeoutMilliseconds))
+            state.lastReceived = .now
+            state.connected = true
+            guard !newSession, !(state.dataWatches.isEmpty && state.existWatches.isEmpty && state.childWatches.isEmpty) else {
+                return (newSession, nil)
+            }
+            let body = ZooKeeperRecords.setWatches(
+                relativeZxid: state.lastZxid,
+                data: state.dataWatches.sorted(),
+                exist: state.existWatches.sorted(),
+                child: state.childWatches.sorted()
+            )
+            return (false, ZooKeeperRecords.request(xid: ZooKeeperXid.setWatches, op: .setWatches, body: body))
+        }
+        if let watches { state.withLock { $0.send }?.yield(ByteBuffer(bytes: watches)) }
+        logger.info(
+            "ZooKeeper connected",
+            metadata: [
+                "loadbalancer.zookeeper.server": "\(server)",
+                "loadbalancer.zookeeper.session": "\(String(UInt64(bitPattern: response.sessionID), radix: 16))",
+                "loadbalancer.zookeeper.new_session": "\(newSession)",
+            ]
+        )
+        emit(.connected(sessionID: response.sessionID, newSession: newSession))
+    }
+
+    private func handle(_ frame: [UInt8]) throws {
+        var (header, reader) = try ZooKeeperRecords.reply(frame)
+        switch header.xid {
+        case ZooKeeperXid.notification:
+            let event = try ZooKeeperRecords.watchEvent(&reader)
+            state.withLock { state in
+                state.lastReceived = .now
+                if header.zxid > 0 { state.lastZxid = max(state.lastZxid, header.zxid) }
+                switch event.type {
+                case 1, 3:  // created, data changed
+                    state.dataWatches.remove(event.path)
+                    state.existWatches.remove(event.path)
+                case 2:  // deleted
+                    state.dataWatches.remove(event.path)
+                    state.existWatches.remove(event.path)
+                    state.childWatches.remove(event.path)
+                case 4:  // children changed
+                    state.childWatches.remove(event.path)
+                default:
+                    break
+                }
+            }
+            let kind: ZooKeeperWatchEvent.Kind
+            switch event.type {
+            case -1: return  // a session state change, not a node event
+            case 1: kind = .nodeCreated
+            case 2: kind = .nodeDeleted
+            case 3: kind = .nodeDataChanged
+            case 4: kind = .nodeChildrenChanged
+            default: kind = .other(event.type)
+            }
+            emit(.watch(ZooKeeperWatchEvent(kind: kind, path: clientPath(event.path))))
+        case ZooKeeperXid.ping, ZooKeeperXid.setWatches:
+            state.withLock { state in
+                state.lastReceived = .now
+                if header.zxid > 0 { state.lastZxid = max(state.lastZxid, header.zxid) }
+            }
+            if header.xid == ZooKeeperXid.setWatches, header.error != 0 {
+                logger.warning("ZooKeeper refused to set the watches again", metadata: ["error": "\(header.error)"])
+            }
+        default:
+            let request = state.withLock { state -> Pending? in
+                state.lastReceived = .now
+                if header.zxid > 0 { state.lastZxid = max(state.lastZxid, header.zxid) }
+                guard let request = state.pending.removeValue(forKey: header.xid) else { return nil }
+                if let watch = request.watch {
+                    switch (watch.kind, header.error) {
+                    case (.data, 0): state.dataWatches.insert(watch.path)
+                    case (.child, 0): state.childWatches.insert(watch.path)
+                    case (.exists, 0): state.dataWatches.insert(watch.path)
+                    case (.exists, ZooKeeperError.Code.noNode.rawValue): state.existWatches.insert(watch.path)
+                    default: break
+                    }
+                }
+                return request
+            }
+            guard let request else {
+                throw ZooKeeperDecodingError("a reply to unknown request \(header.xid)")
+            }
+            if header.error != 0 {
+                let code = ZooKeeperError.Code(rawValue: header.error)
+                request.continuation.resume(throwing: ZooKeeperError(code: code, message: "the server answered \(code)"))
+            } else {
+                request.continuation.resume(returning: Array(reader.bytes[reader.position...]))
+            }
+        }
+    }
+}
+
+/// Runs `body`, giving up (with `nil`) after `timeout`.
+func withDeadline<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T? {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: timeout)
+            return nil
+        }
+        defer { group.cancelAll() }
+        return try await group.next() ?? nil
+    }
+}

@@ -1,0 +1,105 @@
+import LoadBalancer
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// Registers one instance in ZooKeeper for as long as it runs: an ephemeral sequential node under
+/// `path` (parents created as needed) whose data is ``Instance/registryJSON``.
+///
+/// The node lives as long as the client's session: if the process dies, the server deletes it
+/// when the session times out. After a session expiry the registrar creates the node again in the
+/// new session. On graceful shutdown or cancellation it deletes the node.
+public final class ZooKeeperRegistrar: Service {
+    public let instance: Instance
+    /// The parent node, for example `/services/api`.
+    public let path: String
+    private let client: ZooKeeperClient
+    private let backoff: Backoff
+    private let logger: Logger
+    private let node = Mutex<String?>(nil)
+
+    public init(
+        instance: Instance,
+        path: String,
+        client: ZooKeeperClient,
+        backoff: Backoff = Backoff(base: .milliseconds(100), cap: .seconds(2)),
+        logger: Logger = Logger(label: "loadbalancer.zookeeper", factory: { _ in SwiftLogNoOpLogHandler() })
+    ) {
+        self.instance = instance
+        self.path = path
+        self.client = client
+        self.backoff = backoff
+        self.logger = logger
+    }
+
+    /// The registered node's path, while registered.
+    public var registeredNode: String? { node.withLock { $0 } }
+
+    /// Registers, and registers again after every session expiry, until cancelled or shut down;
+    /// then deletes the node.
+    public func run() async {
+        let events = client.events()
+        await cancelWhenGracefulShutdown {
+            var iterator = events.makeAsyncIterator()
+            var failures = 0
+            var generator = SystemRandomNumberGenerator()
+            var needed = true
+            while !Task.isCancelled {
+                if needed, self.client.isConnected {
+                    do {
+                        let created = try await self.client.create(
+                            ZooKeeperPath.join(self.path, "instance-"),
+                            data: Array(self.instance.registryJSON.utf8),
+                            mode: .ephemeralSequential,
+                            createParents: true
+                        )
+                        self.node.withLock { $0 = created }
+                        needed = false
+                        failures = 0
+                        self.logger.info("registered in ZooKeeper", metadata: ["loadbalancer.zookeeper.path": "\(created)"])
+                    } catch {
+                        failures += 1
+                        self.logger.warning("ZooKeeper registration failed", metadata: ["loadbalancer.error": "\(error)"])
+                        let delay = self.backoff.delay(forRetry: failures - 1, random: generator.next())
+                        do { try await Task.sleep(for: delay) } catch { break }
+                        continue
+                    }
+                }
+                guard let event = await iterator.next() else { break }
+                switch event {
+                case .connected(_, let newSession):
+                    // A new session has none of the old one's ephemeral nodes.
+                    if newSession { needed = true }
+                    if needed == false, self.node.withLock({ $0 }) == nil { needed = true }
+                case .sessionExpired:
+                    self.node.withLock { $0 = nil }
+                    needed = true
+                case .disconnected, .watch:
+                    continue
+                }
+            }
+        }
+        await deregister()
+    }
+
+    private func deregister() async {
+        guard let created = node.withLock({ state -> String? in
+            defer { state = nil }
+            return state
+        }) else { return }
+        let client = self.client
+        let logger = self.logger
+        // Unstructured, so the delete still goes out when run() was cancelled.
+        await Task {
+            do {
+                try await client.delete(created)
+                logger.info("deregistered from ZooKeeper", metadata: ["loadbalancer.zookeeper.path": "\(created)"])
+            } catch {
+                logger.warning(
+                    "ZooKeeper deregistration failed; the node goes with the session",
+                    metadata: ["loadbalancer.zookeeper.path": "\(created)", "loadbalancer.error": "\(error)"]
+                )
+            }
+        }.value
+    }
+}
