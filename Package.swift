@@ -110,6 +110,7 @@ let package = Package(
         .target(
             name: "LoadBalancerTestServers",
             dependencies: [
+                "LoadBalancer",
                 "LoadBalancerEtcd",
                 "LoadBalancerZooKeeper",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -136,6 +137,7 @@ let package = Package(
                 "LoadBalancerHTTP",
                 "LoadBalancerDNS",
                 "LoadBalancerEtcd",
+                "LoadBalancerZooKeeper",
                 "LoadBalancerSimulation",
                 "LoadBalancerLocalBackends",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

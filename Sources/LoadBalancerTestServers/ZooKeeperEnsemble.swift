@@ -110,6 +110,19 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
         throw ClusterError("no ZooKeeper leader within \(timeout)")
     }
 
+    /// The server a session is connected to now (its `cons` lists the session), by bounded polling.
+    public func serverOf(session: Int64, timeout: Duration = .seconds(10)) async throws -> Server {
+        let id = "sid=0x" + String(UInt64(bitPattern: session), radix: 16)
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            for server in running() {
+                if let answer = try? await Self.fourLetterWord("cons", port: server.clientPort), answer.contains(id) { return server }
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw ClusterError("no server lists session \(id)")
+    }
+
     public func running() -> [Server] {
         lock.withLock { servers.filter { processes[$0.id] != nil } }
     }
@@ -126,7 +139,7 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
             "clientPort=\(server.clientPort)",
             "clientPortAddress=127.0.0.1",
             "admin.enableServer=false",
-            "4lw.commands.whitelist=srvr,ruok",
+            "4lw.commands.whitelist=srvr,ruok,cons",
             "maxClientCnxns=0",
             "minSessionTimeout=400",
             "maxSessionTimeout=10000",

@@ -60,10 +60,10 @@ public struct ZooKeeperConfiguration: Sendable, Hashable {
 }
 
 /// ZooKeeper path rules.
-enum ZooKeeperPath {
+public enum ZooKeeperPath {
     /// Throws unless `path` is absolute, has no empty, `.` or `..` segment, no trailing slash
     /// (except the root) and no control characters.
-    static func validate(_ path: String) throws(ZooKeeperError) {
+    public static func validate(_ path: String) throws(ZooKeeperError) {
         func invalid(_ why: String) -> ZooKeeperError {
             ZooKeeperError(code: .invalidArgument, message: "invalid path \"\(path)\": \(why)")
         }

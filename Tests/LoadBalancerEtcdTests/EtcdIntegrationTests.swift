@@ -5,34 +5,6 @@ import Logging
 import Synchronization
 import Testing
 
-/// Waits, by bounded polling, until `condition` holds.
-func eventually(
-    _ what: String,
-    timeout: Duration = .seconds(20),
-    _ condition: () async -> Bool
-) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while !(await condition()) {
-        guard ContinuousClock.now < deadline else {
-            throw ClusterError("\(what) not met within \(timeout)")
-        }
-        try await Task.sleep(for: .milliseconds(10))
-    }
-}
-
-/// Every update of a publisher, recorded by a background reader.
-final class Recorder: Sendable {
-    private let updates = Mutex<[InstanceUpdate]>([])
-    var all: [InstanceUpdate] { updates.withLock { $0 } }
-    var latest: InstanceUpdate? { updates.withLock { $0.last } }
-    var ids: [String] { latest?.instances.map(\.id) ?? [] }
-    /// Whether the set stayed non-empty from the first non-empty update on.
-    var neverEmptiedOnceFilled: Bool {
-        all.drop(while: { $0.instances.isEmpty }).allSatisfy { !$0.instances.isEmpty }
-    }
-    func record(_ update: InstanceUpdate) { updates.withLock { $0.append(update) } }
-}
-
 /// A log handler that keeps messages, to see which path the publisher took.
 final class MessageLog: Sendable {
     private let messages = Mutex<[String]>([])
@@ -55,26 +27,18 @@ final class MessageLog: Sendable {
     }
 }
 
-/// Runs `body` with a running client of `cluster`, and `services` running beside it; cancels
-/// everything when `body` returns.
+/// Runs `body` with `client` running, and `services` beside it; cancels everything when `body` returns.
 func withRunning<T: Sendable>(
     _ client: EtcdClient,
     _ services: [@Sendable () async -> Void] = [],
     _ body: () async throws -> T
 ) async throws -> T {
-    try await withThrowingTaskGroup(of: Void.self) { group in
-        group.addTask { await client.run() }
-        for service in services { group.addTask { await service() } }
-        defer { group.cancelAll() }
-        return try await body()
-    }
+    try await withRunning([{ await client.run() }] + services, body)
 }
 
 /// Reads `publisher`'s updates into `recorder` until cancelled.
 func recording(_ publisher: EtcdPublisher, into recorder: Recorder) -> @Sendable () async -> Void {
-    {
-        for await update in publisher.updates() { recorder.record(update) }
-    }
+    recorder.recording(publisher)
 }
 
 @Suite("etcd against real etcd servers", .enabled(if: EtcdCluster.enabled), .serialized, .timeLimit(.minutes(3)))

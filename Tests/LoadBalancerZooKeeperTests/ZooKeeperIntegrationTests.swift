@@ -6,41 +6,11 @@ import ServiceLifecycle
 import Synchronization
 import Testing
 
-/// Waits, by bounded polling, until `condition` holds.
-func eventually(_ what: String, timeout: Duration = .seconds(20), _ condition: () async -> Bool) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while !(await condition()) {
-        guard ContinuousClock.now < deadline else { throw ClusterError("\(what) not met within \(timeout)") }
-        try await Task.sleep(for: .milliseconds(10))
-    }
-}
-
-/// Every update of a publisher, recorded by a background reader.
-final class Recorder: Sendable {
-    private let updates = Mutex<[InstanceUpdate]>([])
-    var all: [InstanceUpdate] { updates.withLock { $0 } }
-    var latest: InstanceUpdate? { updates.withLock { $0.last } }
-    var ids: [String] { latest?.instances.map(\.id) ?? [] }
-    var neverEmptiedOnceFilled: Bool {
-        all.drop(while: { $0.instances.isEmpty }).allSatisfy { !$0.instances.isEmpty }
-    }
-    func record(_ update: InstanceUpdate) { updates.withLock { $0.append(update) } }
-}
-
 /// Every event of a client, recorded by a background reader.
 final class EventLog: Sendable {
     private let events = Mutex<[ZooKeeperEvent]>([])
     var all: [ZooKeeperEvent] { events.withLock { $0 } }
     func record(_ event: ZooKeeperEvent) { events.withLock { $0.append(event) } }
-}
-
-/// Runs `body` with `services` running beside it; cancels them when it returns.
-func withRunning<T: Sendable>(_ services: [@Sendable () async -> Void], _ body: () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: Void.self) { group in
-        for service in services { group.addTask { await service() } }
-        defer { group.cancelAll() }
-        return try await body()
-    }
 }
 
 /// Expects `body` to fail with a ZooKeeper error of `code`.
@@ -302,6 +272,36 @@ struct ZooKeeperIntegrationTests {
             }
             try await eventually("b through another server", timeout: .seconds(30)) { recorder.ids == ["127.0.0.1:8001", "127.0.0.1:8002"] }
             #expect(recorder.neverEmptiedOnceFilled)
+        }
+    }
+
+    @Test("3 servers: a watch set before a server dies fires for a change made while the client was away")
+    func watchesSetAgainOnAnotherServer() async throws {
+        let ensemble = try await ZooKeeperEnsemble.start(size: 3)
+        let writer = ZooKeeperClient(configuration: ZooKeeperConfiguration(servers: ensemble.servers.dropFirst().map(\.address)))
+        try await withRunning([{ await writer.run() }]) {
+            try await connected(writer)
+            try await writer.create("/w/x", data: Array("1".utf8), createParents: true)
+            let client = ZooKeeperClient(configuration: ensemble.configuration(sessionTimeout: .seconds(8)))
+            let events = EventLog()
+            let stream = client.events()
+            try await withRunning([{ await client.run() }, { for await event in stream { events.record(event) } }]) {
+                try await connected(client)
+                _ = try await client.getData("/w/x", watch: true)
+                let session = client.sessionID
+                // Kill the server the client is on; it moves to another one of the ensemble.
+                let current = try await ensemble.serverOf(session: session)
+                ensemble.kill(current)
+                try await eventually("disconnected") { events.all.contains(.disconnected) }
+                try await eventually("write while away", timeout: .seconds(30)) {
+                    (try? await writer.setData("/w/x", data: Array("2".utf8))) != nil
+                }
+                try await eventually("the watch fired after reconnecting", timeout: .seconds(30)) {
+                    events.all.contains(.watch(.init(kind: .nodeDataChanged, path: "/w/x")))
+                }
+                #expect(client.sessionID == session)
+                #expect(events.all.contains(.connected(sessionID: session, newSession: false)))
+            }
         }
     }
 

@@ -2,6 +2,7 @@ import Foundation
 import LoadBalancer
 import LoadBalancerDNS
 import LoadBalancerEtcd
+import LoadBalancerZooKeeper
 import ServiceLifecycle
 
 /// Where `lbctl` finds instances: the `SOURCE` argument of every subcommand.
@@ -174,7 +175,18 @@ enum SourceSpec: Equatable {
             let client = try EtcdClient(configuration: configuration)
             let publisher = EtcdPublisher(prefix: prefix, client: client)
             return PublisherWithServices(publisher, running: [client, publisher])
-        case .zookeeper, .consul:
+        case .zookeeper(let servers, let path):
+            let configuration: ZooKeeperConfiguration
+            do {
+                configuration = try ZooKeeperConfiguration(connectString: servers.joined(separator: ","))
+                try ZooKeeperPath.validate(path)
+            } catch {
+                throw UsageError("invalid zk source: \(error.message)")
+            }
+            let client = ZooKeeperClient(configuration: configuration)
+            let publisher = ZooKeeperPublisher(path: path, client: client)
+            return PublisherWithServices(publisher, running: [client, publisher])
+        case .consul:
             throw UsageError("the \(scheme):// source is not supported yet")
         }
     }
