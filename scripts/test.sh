@@ -17,6 +17,8 @@ need=()
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 [ -x /usr/bin/etcd ] || need+=(etcd-server)
 [ -x /usr/bin/etcdctl ] || need+=(etcd-client)
+# ZooKeeper 3.8 (it pulls in a Java runtime); the tests start it with `java` directly.
+[ -f /usr/share/java/zookeeper.jar ] && [ -x /usr/bin/java ] || need+=(zookeeper)
 if [ ${#need[@]} -gt 0 ]; then
     echo "== installing ${need[*]}"
     apt-get update -qq
@@ -25,6 +27,7 @@ fi
 # The integration suites must run (and fail if their server is missing), not skip.
 export LB_DNS_INTEGRATION=1
 export LB_ETCD_INTEGRATION=1
+export LB_ZOOKEEPER_INTEGRATION=1
 
 echo "== build (warnings are errors)"
 swift build --build-tests -Xswiftc -warnings-as-errors
@@ -32,8 +35,11 @@ swift build --build-tests -Xswiftc -warnings-as-errors
 echo "== test"
 swift test -Xswiftc -warnings-as-errors
 
-echo "== fuzz the DNS message parser (libFuzzer, 20 s)"
-scripts/fuzz-dns.sh 20
+echo "== fuzz the parsers of untrusted input (libFuzzer + AddressSanitizer, 15 s each)"
+for target in dns zookeeper registry-value; do
+    echo "-- $target"
+    scripts/fuzz.sh "$target" 15
+done
 
 echo "== build the benchmarks (they are run by hand; see BENCHMARKS.md)"
 swift build --package-path Benchmarks -Xswiftc -warnings-as-errors

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Builds a libFuzzer target (with AddressSanitizer) and runs it.
+#   scripts/fuzz.sh TARGET [SECONDS]     (default 30)
+# TARGET is one of:
+#   dns             the DNS message parser (LoadBalancerDNS)
+#   zookeeper       the ZooKeeper frame decoder and reply records (LoadBalancerZooKeeper)
+#   registry-value  instance values: host:port and JSON (Instance(registryValue:))
+# Each target compiles only the sources it fuzzes (they need no other module). Crashes are
+# written to .build-fuzz/TARGET/; the committed seed corpora are in Fuzz/*/corpus.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target="${1:?usage: scripts/fuzz.sh dns|zookeeper|registry-value [SECONDS]}"
+seconds="${2:-30}"
+case "$target" in
+    dns)
+        dir=Fuzz/DNSParser
+        sources=(Sources/LoadBalancerDNS/DNSMessage.swift Sources/LoadBalancerDNS/DNSMessage+Wire.swift)
+        max_len=4096 ;;
+    zookeeper)
+        dir=Fuzz/ZooKeeperFrames
+        sources=(Sources/LoadBalancerZooKeeper/Jute.swift Sources/LoadBalancerZooKeeper/ZooKeeperProtocol.swift)
+        max_len=8192 ;;
+    registry-value)
+        dir=Fuzz/RegistryValue
+        sources=(Sources/LoadBalancer/Instances/Instance.swift Sources/LoadBalancer/Instances/Instance+Parsing.swift
+                 Sources/LoadBalancer/Instances/InstanceParseError.swift Sources/LoadBalancer/Instances/Instance+RegistryValue.swift)
+        max_len=2048 ;;
+    *)
+        echo "unknown fuzz target '$target' (expected dns, zookeeper or registry-value)" >&2
+        exit 2 ;;
+esac
+out=".build-fuzz/$target"
+mkdir -p "$out/corpus"
+swiftc -O -sanitize=fuzzer,address -parse-as-library -module-name Fuzzed \
+    "${sources[@]}" "$dir/FuzzEntry.swift" -o "$out/fuzzer"
+cp "$dir"/corpus/* "$out/corpus/" 2>/dev/null || true
+"$out/fuzzer" -max_total_time="$seconds" -max_len="$max_len" -artifact_prefix="$out/" "$out/corpus" 2>&1 | tail -n 3
