@@ -51,6 +51,7 @@ let package = Package(
             dependencies: [
                 .product(name: "LoadBalancer", package: "swift-loadbalancer"),
                 .product(name: "LoadBalancerEtcd", package: "swift-loadbalancer"),
+                .product(name: "LoadBalancerZooKeeper", package: "swift-loadbalancer"),
                 .product(name: "LoadBalancerTestServers", package: "swift-loadbalancer"),
             ],
             path: "Sources/registry-propagation"

@@ -90,6 +90,12 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
         try await waitUntilServing(server)
     }
 
+    /// Stops every server and deletes the data directories.
+    public func destroy() {
+        stopAll()
+        try? FileManager.default.removeItem(at: directory)
+    }
+
     public func stopAll() {
         let all = lock.withLock {
             defer { processes = [:] }

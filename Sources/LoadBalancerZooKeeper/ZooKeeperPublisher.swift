@@ -10,8 +10,9 @@ import ServiceLifecycle
 /// data is neither is logged and skipped, never fatal.
 ///
 /// ``run()`` creates the parent path when it is missing, reads the children with a child watch and
-/// each child's data with a data watch, and reads again after every watch event, which re-arms
-/// the watches. After a reconnection within the session the client sets the watches again; after
+/// each child's data with a data watch. After a watch event it reads only what changed (the list
+/// of children and the new ones, or the one child whose data changed), which re-arms the watch
+/// that fired; so a change costs a request or two, whatever the number of instances. After a reconnection within the session the client sets the watches again; after
 /// a session expiry the client starts a new session and this publisher reads everything again.
 /// Failures back off and keep the last good set, with the error in band.
 public final class ZooKeeperPublisher: InstancePublisher, Service {
@@ -38,6 +39,18 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
 
     public func updates() -> InstanceUpdates { broadcaster.updates() }
 
+    /// What must be read again.
+    private struct Work {
+        /// Everything: at the start, after a reconnection and after a session expiry.
+        var everything = true
+        /// The list of children (their set changed).
+        var children = false
+        /// Children whose data changed.
+        var data: Set<String> = []
+
+        var isEmpty: Bool { !everything && !children && data.isEmpty }
+    }
+
     /// Reads and watches until cancelled or shut down; then ends the subscriptions.
     public func run() async {
         let events = client.events()
@@ -45,15 +58,17 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
             var iterator = events.makeAsyncIterator()
             var failures = 0
             var generator = SystemRandomNumberGenerator()
-            var stale = true
+            var work = Work()
+            /// The children read so far, by name; `nil` for data that is not an instance.
+            var known: [String: Instance?] = [:]
             while !Task.isCancelled {
-                if stale, self.client.isConnected {
+                if !work.isEmpty, self.client.isConnected {
                     do {
-                        try await self.refresh()
-                        stale = false
+                        try await self.read(&work, into: &known)
                         failures = 0
                     } catch {
                         failures += 1
+                        work.everything = true
                         self.report(error)
                         let delay = self.backoff.delay(forRetry: failures - 1, random: generator.next())
                         do { try await Task.sleep(for: delay) } catch { break }
@@ -62,54 +77,70 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
                 }
                 guard let event = await iterator.next() else { break }
                 switch event {
-                case .connected:
-                    stale = true
+                case .connected, .sessionExpired:
+                    work.everything = true
                 case .disconnected:
                     self.report(ZooKeeperError(code: .connectionLoss, message: "disconnected from ZooKeeper"))
-                case .sessionExpired:
-                    stale = true
                 case .watch(let watch):
-                    if watch.path == self.path || ZooKeeperPath.parent(watch.path) == self.path { stale = true }
+                    if watch.path == self.path {
+                        work.children = true
+                    } else if ZooKeeperPath.parent(watch.path) == self.path {
+                        let name = String(watch.path.dropFirst(self.path == "/" ? 1 : self.path.count + 1))
+                        if watch.kind == .nodeDataChanged { work.data.insert(name) } else { work.children = true }
+                    }
                 }
             }
         }
         broadcaster.finish()
     }
 
-    /// Reads the children and their data (arming the watches) and publishes the set.
-    private func refresh() async throws(ZooKeeperError) {
-        if try await client.exists(path) == nil {
-            do {
-                try await client.create(path, createParents: true)
-            } catch where error.code == .nodeExists {
-                // Created meanwhile: fine.
+    /// Does `work` (arming the watches it reads with) and publishes the set.
+    private func read(_ work: inout Work, into known: inout [String: Instance?]) async throws(ZooKeeperError) {
+        if work.everything {
+            if try await client.exists(path) == nil {
+                do {
+                    try await client.create(path, createParents: true)
+                } catch where error.code == .nodeExists {
+                    // Created meanwhile: fine.
+                }
             }
+            known = [:]
         }
-        let (children, _) = try await client.getChildren(path, watch: true)
-        var instances: [(String, Instance)] = []
-        for child in children {
-            let childPath = ZooKeeperPath.join(path, child)
-            let data: [UInt8]
+        var toRead = work.data
+        if work.everything || work.children {
+            let (children, _) = try await client.getChildren(path, watch: true)
+            let current = Set(children)
+            for name in known.keys where !current.contains(name) { known.removeValue(forKey: name) }
+            for name in children where known[name] == nil { toRead.insert(name) }
+        }
+        for name in toRead.sorted() {
+            let childPath = ZooKeeperPath.join(path, name)
             do {
-                data = try await client.getData(childPath, watch: true).data
+                let data = try await client.getData(childPath, watch: true).data
+                known[name] = .some(parse(data, at: childPath))
             } catch where error.code == .noNode {
-                continue  // deleted since the listing: the child watch fires for it
-            }
-            do {
-                instances.append((child, try Instance(registryValue: data)))
-            } catch {
-                logger.warning(
-                    "skipping a ZooKeeper node that is not an instance",
-                    metadata: ["loadbalancer.zookeeper.path": "\(childPath)", "loadbalancer.error": "\(error)"]
-                )
+                known.removeValue(forKey: name)  // deleted since the listing: the child watch fires for it
             }
         }
-        let set = instances.sorted { $0.0 < $1.0 }.map(\.1)
+        work = Work(everything: false)
+        let set = known.sorted { $0.key < $1.key }.compactMap(\.value)
         logger.debug(
             "ZooKeeper instances read",
             metadata: ["loadbalancer.zookeeper.path": "\(path)", "loadbalancer.instances": "\(set.count)"]
         )
         broadcaster.publish(set)
+    }
+
+    private func parse(_ data: [UInt8], at childPath: String) -> Instance? {
+        do {
+            return try Instance(registryValue: data)
+        } catch {
+            logger.warning(
+                "skipping a ZooKeeper node that is not an instance",
+                metadata: ["loadbalancer.zookeeper.path": "\(childPath)", "loadbalancer.error": "\(error)"]
+            )
+            return nil
+        }
     }
 
     private func report(_ error: any Error) {
