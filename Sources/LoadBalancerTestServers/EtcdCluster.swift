@@ -34,14 +34,23 @@ public final class EtcdCluster: @unchecked Sendable {
 
     public let members: [Member]
     public let directory: URL
+    /// The CA certificate (PEM) that signed the members' certificates, when they serve TLS.
+    public private(set) var caCertificatePath: String?
     private let lock = NSLock()
     private var processes: [String: Process] = [:]
 
-    /// The members' client addresses, for an ``EtcdConfiguration``.
-    public var configuration: EtcdConfiguration { EtcdConfiguration(members: members.map(\.address)) }
+    /// The members' client addresses (and the CA to trust, with TLS), for an ``EtcdConfiguration``.
+    public var configuration: EtcdConfiguration {
+        EtcdConfiguration(
+            members: members.map(\.address),
+            tls: caCertificatePath.map { EtcdConfiguration.TLS(trustRootsPath: $0) }
+        )
+    }
 
-    /// Starts a cluster of `size` members and waits (bounded) until it has a leader.
-    public static func start(size: Int = 1) async throws -> EtcdCluster {
+    /// Starts a cluster of `size` members and waits (bounded) until it has a leader. With `tls`,
+    /// the members serve clients over TLS with certificates from a CA made for the cluster
+    /// (``caCertificatePath``), made with `openssl`.
+    public static func start(size: Int = 1, tls: Bool = false) async throws -> EtcdCluster {
         guard binary != nil else { throw ClusterError("etcd is not installed (apt-get install etcd-server)") }
         var lastError: (any Error)?
         for _ in 0..<5 {
@@ -49,6 +58,7 @@ public final class EtcdCluster: @unchecked Sendable {
             let members = (0..<size).map { Member(name: "m\($0)", clientPort: base + 2 * $0, peerPort: base + 2 * $0 + 1) }
             let cluster = EtcdCluster(members: members)
             do {
+                if tls { try await cluster.makeCertificates() }
                 for member in members { try cluster.launch(member, initial: true) }
                 try await cluster.waitUntilReady()
                 return cluster
@@ -121,6 +131,27 @@ public final class EtcdCluster: @unchecked Sendable {
         try await Self.etcdctl(["--endpoints", endpoints, "auth", "enable"])
     }
 
+    /// A CA and a server certificate for 127.0.0.1 signed by it, in `directory/tls`.
+    private func makeCertificates() async throws {
+        let tls = directory.appendingPathComponent("tls")
+        try FileManager.default.createDirectory(at: tls, withIntermediateDirectories: true)
+        let path = { (name: String) in tls.appendingPathComponent(name).path }
+        try "subjectAltName=IP:127.0.0.1\n".write(toFile: path("san.cnf"), atomically: true, encoding: .utf8)
+        try await Self.run("/usr/bin/openssl", [
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", path("ca.key"), "-out", path("ca.pem"),
+            "-days", "2", "-subj", "/CN=swift-loadbalancer test CA",
+        ])
+        try await Self.run("/usr/bin/openssl", [
+            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", path("server.key"), "-out", path("server.csr"),
+            "-subj", "/CN=127.0.0.1",
+        ])
+        try await Self.run("/usr/bin/openssl", [
+            "x509", "-req", "-in", path("server.csr"), "-CA", path("ca.pem"), "-CAkey", path("ca.key"),
+            "-CAcreateserial", "-out", path("server.pem"), "-days", "2", "-extfile", path("san.cnf"),
+        ])
+        caCertificatePath = path("ca.pem")
+    }
+
     /// Runs etcdctl (API v3) and waits (bounded) for it to succeed.
     private static func etcdctl(_ arguments: [String]) async throws {
         guard let binary = ["/usr/bin/etcdctl", "/usr/local/bin/etcdctl"].first(where: {
@@ -128,10 +159,15 @@ public final class EtcdCluster: @unchecked Sendable {
         }) else {
             throw ClusterError("etcdctl is not installed (apt-get install etcd-client)")
         }
+        try await run(binary, arguments, environment: ["ETCDCTL_API": "3"])
+    }
+
+    /// Runs a program and waits (bounded) for it to succeed.
+    private static func run(_ binary: String, _ arguments: [String], environment: [String: String]? = nil) async throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = arguments
-        process.environment = ["ETCDCTL_API": "3"]
+        if let environment { process.environment = environment }
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
@@ -141,20 +177,20 @@ public final class EtcdCluster: @unchecked Sendable {
             var status: Int32 = 0
             let result = waitpid(pid, &status, WNOHANG)
             if result == pid {
-                guard status == 0 else { throw ClusterError("etcdctl \(arguments.joined(separator: " ")) failed (status \(status))") }
+                guard status == 0 else { throw ClusterError("\(binary) \(arguments.joined(separator: " ")) failed (status \(status))") }
                 return
             }
             if result == -1, !process.isRunning {
                 // Foundation reaped it first: its status is the process's.
                 guard process.terminationStatus == 0 else {
-                    throw ClusterError("etcdctl \(arguments.joined(separator: " ")) failed (status \(process.terminationStatus))")
+                    throw ClusterError("\(binary) \(arguments.joined(separator: " ")) failed (status \(process.terminationStatus))")
                 }
                 return
             }
             try await Task.sleep(for: .milliseconds(10))
         }
         killProcess(pid)
-        throw ClusterError("etcdctl did not finish within 20 s")
+        throw ClusterError("\(binary) did not finish within 20 s")
     }
 
     /// The members running now.
@@ -166,6 +202,8 @@ public final class EtcdCluster: @unchecked Sendable {
         let data = directory.appendingPathComponent(member.name)
         try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
         let cluster = members.map { "\($0.name)=http://127.0.0.1:\($0.peerPort)" }.joined(separator: ",")
+        let scheme = caCertificatePath == nil ? "http" : "https"
+        let certificates = directory.appendingPathComponent("tls")
         let log = data.appendingPathComponent("etcd.log")
         _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         let process = Process()
@@ -173,8 +211,8 @@ public final class EtcdCluster: @unchecked Sendable {
         process.arguments = [
             "--name", member.name,
             "--data-dir", data.appendingPathComponent("data").path,
-            "--listen-client-urls", "http://127.0.0.1:\(member.clientPort)",
-            "--advertise-client-urls", "http://127.0.0.1:\(member.clientPort)",
+            "--listen-client-urls", "\(scheme)://127.0.0.1:\(member.clientPort)",
+            "--advertise-client-urls", "\(scheme)://127.0.0.1:\(member.clientPort)",
             "--listen-peer-urls", "http://127.0.0.1:\(member.peerPort)",
             "--initial-advertise-peer-urls", "http://127.0.0.1:\(member.peerPort)",
             "--initial-cluster", cluster,
@@ -186,6 +224,12 @@ public final class EtcdCluster: @unchecked Sendable {
             "--log-outputs", log.path,
             "--log-level", "warn",
         ]
+        if caCertificatePath != nil {
+            process.arguments! += [
+                "--cert-file", certificates.appendingPathComponent("server.pem").path,
+                "--key-file", certificates.appendingPathComponent("server.key").path,
+            ]
+        }
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()

@@ -40,6 +40,7 @@ public final class Recorder: Sendable {
 }
 
 /// Runs `body` with `services` running beside it; cancels them when it returns.
+@discardableResult
 public func withRunning<T: Sendable>(_ services: [@Sendable () async -> Void], _ body: () async throws -> T) async throws -> T {
     try await withThrowingTaskGroup(of: Void.self) { group in
         for service in services { group.addTask { await service() } }

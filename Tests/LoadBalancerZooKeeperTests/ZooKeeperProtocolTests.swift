@@ -1,0 +1,117 @@
+import NIOCore
+import NIOPosix
+import Synchronization
+import Testing
+
+@testable import LoadBalancerZooKeeper
+
+@Suite("ZooKeeper wire protocol")
+struct ZooKeeperProtocolTests {
+    @Test("jute values round-trip, big-endian, with -1 for null")
+    func juteRoundTrip() throws {
+        var writer = JuteWriter()
+        writer.int(-2)
+        writer.long(0x0102_0304_0506_0708)
+        writer.bool(true)
+        writer.buffer(nil)
+        writer.string("é/x")
+        writer.strings(["a", "bc"])
+        #expect(Array(writer.bytes.prefix(12)) == [0xFF, 0xFF, 0xFF, 0xFE, 1, 2, 3, 4, 5, 6, 7, 8])
+        var reader = JuteReader(writer.bytes)
+        #expect(try reader.int() == -2)
+        #expect(try reader.long() == 0x0102_0304_0506_0708)
+        #expect(try reader.bool())
+        #expect(try reader.buffer() == nil)
+        #expect(try reader.string() == "é/x")
+        #expect(try reader.strings() == ["a", "bc"])
+        #expect(reader.remaining == 0)
+        #expect(throws: ZooKeeperDecodingError.self) { try reader.int() }
+    }
+
+    @Test("lengths and counts that lie are typed errors")
+    func lyingLengths() {
+        for bytes: [UInt8] in [[0, 0, 0, 9, 1, 2], [0xFF, 0xFF, 0xFF, 0xF0], [0x7F, 0xFF, 0xFF, 0xFF]] {
+            var reader = JuteReader(bytes)
+            #expect(throws: ZooKeeperDecodingError.self) { try reader.buffer() }
+            var counts = JuteReader(bytes)
+            #expect(throws: ZooKeeperDecodingError.self) { try counts.strings() }
+        }
+    }
+
+    @Test("the frame decoder splits a stream delivered in any chunks, and rejects bad lengths")
+    func frames() throws {
+        var stream: [UInt8] = []
+        for payload in [[UInt8](), [1], [UInt8](repeating: 7, count: 300)] {
+            var writer = JuteWriter()
+            writer.int(Int32(payload.count))
+            stream += writer.bytes + payload
+        }
+        for chunk in [1, 3, 64, 1000] {
+            var decoder = ZooKeeperFrameDecoder()
+            var frames: [[UInt8]] = []
+            var offset = 0
+            while offset < stream.count {
+                decoder.append(stream[offset..<min(stream.count, offset + chunk)])
+                offset += chunk
+                while let frame = try decoder.next() { frames.append(frame) }
+            }
+            #expect(frames.map(\.count) == [0, 1, 300], "chunk \(chunk)")
+        }
+        for header: [UInt8] in [[0xFF, 0xFF, 0xFF, 0xFF], [0x10, 0, 0, 0]] {
+            var decoder = ZooKeeperFrameDecoder()
+            decoder.append(header)
+            #expect(throws: ZooKeeperDecodingError.self) { try decoder.next() }
+        }
+    }
+
+    @Test("requests are framed as the server expects: length, xid, op, body")
+    func requestFrames() throws {
+        let frame = ZooKeeperRecords.request(xid: 7, op: .getData, body: ZooKeeperRecords.pathAndWatch("/a", watch: true))
+        var reader = JuteReader(frame)
+        #expect(try reader.int() == Int32(frame.count - 4))
+        #expect(try reader.int() == 7)
+        #expect(try reader.int() == 4)
+        #expect(try reader.string() == "/a")
+        #expect(try reader.bool())
+        let connect = ZooKeeperRecords.connectRequest(lastZxid: 5, timeoutMilliseconds: 4000, sessionID: 9, password: [UInt8](repeating: 1, count: 16))
+        #expect(connect.count == 4 + 4 + 8 + 4 + 8 + 4 + 16 + 1)
+    }
+
+    @Test("a server that sends garbage gets its connection dropped, and the client tries again, without crashing")
+    func garbageServer() async throws {
+        let accepted = AcceptCounter()
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                accepted.increment()
+                // A frame header with a negative length, in answer to anything.
+                return channel.writeAndFlush(ByteBuffer(bytes: [0xFF, 0xFF, 0xFF, 0xFB, 1, 2, 3]))
+            }
+            .bind(host: "127.0.0.1", port: 0)
+            .get()
+        let port = try #require(server.localAddress?.port)
+        let client = ZooKeeperClient(configuration: ZooKeeperConfiguration(servers: [.init(host: "127.0.0.1", port: port)]))
+        let run = Task { await client.run() }
+        let deadline = ContinuousClock.now + .seconds(20)
+        while accepted.count < 3, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(accepted.count >= 3, "the client reconnected after each broken frame")
+        #expect(!client.isConnected)
+        do {
+            _ = try await client.getData("/x")
+            Issue.record("a request succeeded without a session")
+        } catch {
+            #expect(error.code == .connectionLoss)
+        }
+        run.cancel()
+        await run.value
+        try await server.close()
+    }
+}
+
+final class AcceptCounter: Sendable {
+    private let value = Mutex(0)
+    var count: Int { value.withLock { $0 } }
+    func increment() { value.withLock { $0 += 1 } }
+}
