@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "LoadBalancerSimulation", targets: ["LoadBalancerSimulation"]),
         .library(name: "LoadBalancerHTTP", targets: ["LoadBalancerHTTP"]),
         .library(name: "LoadBalancerDNS", targets: ["LoadBalancerDNS"]),
+        .library(name: "LoadBalancerConsul", targets: ["LoadBalancerConsul"]),
         .executable(name: "lbctl", targets: ["lbctl"]),
     ],
     dependencies: [
@@ -72,6 +73,33 @@ let package = Package(
             ],
             swiftSettings: sharedSettings
         ),
+        // Consul discovery (blocking health queries) and registration (agent service + TTL check)
+        // over AsyncHTTPClient.
+        .target(
+            name: "LoadBalancerConsul",
+            dependencies: [
+                "LoadBalancer",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: sharedSettings
+        ),
+        // A Consul-API server over SwiftNIO for the tests (no Consul can be installed here): blocking
+        // queries, the passing and tag filters, agent registration with TTL checks, fault injection.
+        // Not a product: only the tests use it.
+        .target(
+            name: "ConsulTestServer",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: sharedSettings
+        ),
         // Small HTTP servers on loopback with set latency and failure rates, for `lbctl demo` and tests.
         .target(
             name: "LoadBalancerLocalBackends",
@@ -90,6 +118,7 @@ let package = Package(
                 "LoadBalancer",
                 "LoadBalancerHTTP",
                 "LoadBalancerDNS",
+                "LoadBalancerConsul",
                 "LoadBalancerSimulation",
                 "LoadBalancerLocalBackends",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -126,6 +155,19 @@ let package = Package(
                 "lbctl",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: sharedSettings
+        ),
+        .testTarget(
+            name: "LoadBalancerConsulTests",
+            dependencies: [
+                "LoadBalancer",
+                "LoadBalancerConsul",
+                "ConsulTestServer",
+                "lbctl",
+                "LoadBalancerLocalBackends",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: sharedSettings
         ),
