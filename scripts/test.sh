@@ -22,6 +22,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # The DNS suite must run (and fail if dnsmasq is missing), not skip.
 export LB_DNS_INTEGRATION=1
+# Consul needs nothing installed: its suite runs against the project's own Consul-API test server
+# (the ConsulTestServer target), started in process on a port of its own by each test.
 
 echo "== build (warnings are errors)"
 swift build --build-tests -Xswiftc -warnings-as-errors
