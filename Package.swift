@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "LoadBalancerDNS", targets: ["LoadBalancerDNS"]),
         .library(name: "LoadBalancerEtcd", targets: ["LoadBalancerEtcd"]),
         .library(name: "LoadBalancerZooKeeper", targets: ["LoadBalancerZooKeeper"]),
+        .library(name: "LoadBalancerConsul", targets: ["LoadBalancerConsul"]),
         .executable(name: "lbctl", targets: ["lbctl"]),
         // Real registry servers started on loopback, for this package's tests and Benchmarks/ only.
         .library(name: "LoadBalancerTestServers", targets: ["LoadBalancerTestServers"]),
@@ -106,6 +107,33 @@ let package = Package(
             ],
             swiftSettings: sharedSettings
         ),
+        // Consul discovery (blocking health queries) and registration (agent service + TTL check)
+        // over AsyncHTTPClient.
+        .target(
+            name: "LoadBalancerConsul",
+            dependencies: [
+                "LoadBalancer",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: sharedSettings
+        ),
+        // A Consul-API server over SwiftNIO for the tests (no Consul can be installed here): blocking
+        // queries, the passing and tag filters, agent registration with TTL checks, fault injection.
+        // Not a product: only the tests use it.
+        .target(
+            name: "ConsulTestServer",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: sharedSettings
+        ),
         // Starts real registry servers (etcd) on loopback for the integration tests and benchmarks.
         .target(
             name: "LoadBalancerTestServers",
@@ -138,6 +166,7 @@ let package = Package(
                 "LoadBalancerDNS",
                 "LoadBalancerEtcd",
                 "LoadBalancerZooKeeper",
+                "LoadBalancerConsul",
                 "LoadBalancerSimulation",
                 "LoadBalancerLocalBackends",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -201,6 +230,19 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: sharedSettings
+        ),
+        .testTarget(
+            name: "LoadBalancerConsulTests",
+            dependencies: [
+                "LoadBalancer",
+                "LoadBalancerConsul",
+                "ConsulTestServer",
+                "lbctl",
+                "LoadBalancerLocalBackends",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: sharedSettings

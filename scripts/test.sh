@@ -28,6 +28,8 @@ fi
 export LB_DNS_INTEGRATION=1
 export LB_ETCD_INTEGRATION=1
 export LB_ZOOKEEPER_INTEGRATION=1
+# Consul needs nothing installed: its suite runs against the project's own Consul-API test server
+# (the ConsulTestServer target), started in process on a port of its own by each test.
 
 echo "== build (warnings are errors)"
 swift build --build-tests -Xswiftc -warnings-as-errors

@@ -91,7 +91,6 @@ struct LbctlTests {
             (["resolve", "etcd://127.0.0.1:2379"], "expected etcd://"),
             (["resolve", "consul://127.0.0.1:8500/web?color=blue"], "unknown query key 'color'"),
             (["resolve", "dns+srv://web.example"], "_service._proto.name"),
-            (["resolve", "consul://127.0.0.1:8500/web"], "not supported yet"),
             (["bench", "static://127.0.0.1:1", "--requests", "0"], "--requests must be at least 1"),
             (["bench", "static://127.0.0.1:1", "--balancer", "fastest"], "'fastest' is invalid for '--balancer"),
             (["bench", "static://127.0.0.1:1", "--concurrency", "many"], "'many' is invalid"),

@@ -1,5 +1,6 @@
 import Foundation
 import LoadBalancer
+import LoadBalancerConsul
 import LoadBalancerDNS
 import LoadBalancerEtcd
 import LoadBalancerZooKeeper
@@ -13,7 +14,7 @@ import ServiceLifecycle
 /// dns://[NAMESERVER:PORT/]name:port
 /// etcd://HOST:PORT[,HOST:PORT...]/prefix
 /// zk://HOST:PORT[,HOST:PORT...]/path
-/// consul://HOST:PORT/service?tag=a&tag=b&dc=x
+/// consul://HOST:PORT/service?tag=a&tag=b&dc=x&token=t
 /// ```
 enum SourceSpec: Equatable {
     case fixed([Instance])
@@ -21,7 +22,7 @@ enum SourceSpec: Equatable {
     case dns(nameserver: String?, name: String, port: Int)
     case etcd(endpoints: [String], prefix: String)
     case zookeeper(servers: [String], path: String)
-    case consul(address: String, service: String, tags: [String], datacenter: String?)
+    case consul(address: String, service: String, tags: [String], datacenter: String?, token: String?)
 
     static let help = """
         SOURCE is one of:
@@ -30,11 +31,13 @@ enum SourceSpec: Equatable {
           dns://[NAMESERVER:PORT/]name:port
           etcd://HOST:PORT[,HOST:PORT...]/prefix
           zk://HOST:PORT[,HOST:PORT...]/path
-          consul://HOST:PORT/service?tag=a&tag=b&dc=x
+          consul://HOST:PORT/service?tag=a&tag=b&dc=x&token=t
         static is a fixed list ([v6]:port for IPv6); dns+srv reads SRV records
         (priority and weight kept); dns reads A/AAAA records, one instance per
         address; etcd reads the v3 keys under a prefix; zk the children of a
-        path; consul the passing instances of a service.
+        path; consul the passing instances of a service through the agent at
+        HOST:PORT (HTTP), kept current with blocking queries: every tag must
+        match, dc picks the datacenter, token is the ACL token.
         """
 
     /// The scheme's name, for messages.
@@ -105,25 +108,29 @@ enum SourceSpec: Equatable {
             var service = String(rest[rest.index(after: slash)...])
             var tags: [String] = []
             var datacenter: String?
+            var token: String?
             if let question = service.firstIndex(of: "?") {
                 let query = service[service.index(after: question)...]
                 service = String(service[..<question])
                 for item in query.split(separator: "&") {
-                    let pair = item.split(separator: "=", maxSplits: 1).map(String.init)
+                    // Values may be percent-encoded (a tag with '&' in it, say).
+                    let pair = item.split(separator: "=", maxSplits: 1).map { String($0).removingPercentEncoding ?? String($0) }
                     guard pair.count == 2, !pair[1].isEmpty else {
                         throw UsageError("invalid source '\(text)': malformed query item '\(item)'")
                     }
                     switch pair[0] {
                     case "tag": tags.append(pair[1])
                     case "dc": datacenter = pair[1]
-                    default: throw UsageError("invalid source '\(text)': unknown query key '\(pair[0])' (expected tag or dc)")
+                    case "token": token = pair[1]
+                    default:
+                        throw UsageError("invalid source '\(text)': unknown query key '\(pair[0])' (expected tag, dc or token)")
                     }
                 }
             }
             guard !service.isEmpty, !service.contains("/") else {
                 throw UsageError("invalid source '\(text)': the service name is missing or contains '/'")
             }
-            self = .consul(address: address[0], service: service, tags: tags, datacenter: datacenter)
+            self = .consul(address: address[0], service: service, tags: tags, datacenter: datacenter, token: token)
         default:
             throw UsageError(
                 "invalid source '\(text)': unknown scheme '\(scheme)' (expected static, dns+srv, dns, etcd, zk or consul)"
@@ -186,8 +193,12 @@ enum SourceSpec: Equatable {
             let client = ZooKeeperClient(configuration: configuration)
             let publisher = ZooKeeperPublisher(path: path, client: client)
             return PublisherWithServices(publisher, running: [client, publisher])
-        case .consul:
-            throw UsageError("the \(scheme):// source is not supported yet")
+        case .consul(let address, let service, let tags, let datacenter, let token):
+            let (host, port) = try Instance.parseHostPort(address)
+            let client = ConsulClient(
+                configuration: .init(host: host, port: port, datacenter: datacenter, token: token)
+            )
+            return ConsulPublisher(service: service, tags: tags, client: client)
         }
     }
 }

@@ -1,0 +1,283 @@
+/// One entry of `/v1/health/service/NAME`: a service instance, the node it runs on, and its checks.
+///
+/// Only the fields the load balancer uses are kept.
+public struct ConsulServiceEntry: Sendable, Hashable {
+    /// The node's name (`Node.Node`).
+    public var node: String
+    /// The node's address (`Node.Address`).
+    public var nodeAddress: String
+    /// The node's datacenter (`Node.Datacenter`), when the agent sent it.
+    public var datacenter: String?
+    /// The service instance's id, unique on its node (`Service.ID`).
+    public var serviceID: String
+    /// The service's name (`Service.Service`).
+    public var serviceName: String
+    /// The service instance's own address (`Service.Address`); empty when it uses the node's.
+    public var serviceAddress: String
+    /// The port (`Service.Port`).
+    public var port: Int
+    /// The tags (`Service.Tags`).
+    public var tags: [String]
+    /// Free-form metadata (`Service.Meta`).
+    public var meta: [String: String]
+    /// The weight while every check passes (`Service.Weights.Passing`); `nil` when the agent sent none.
+    public var passingWeight: Int?
+    /// The status of each check of the entry, node checks included (`Checks[].Status`: `passing`,
+    /// `warning`, `critical`, `maintenance`).
+    public var checkStatuses: [String]
+
+    /// Creates an entry.
+    public init(
+        node: String,
+        nodeAddress: String,
+        datacenter: String? = nil,
+        serviceID: String,
+        serviceName: String,
+        serviceAddress: String = "",
+        port: Int,
+        tags: [String] = [],
+        meta: [String: String] = [:],
+        passingWeight: Int? = nil,
+        checkStatuses: [String] = []
+    ) {
+        self.node = node
+        self.nodeAddress = nodeAddress
+        self.datacenter = datacenter
+        self.serviceID = serviceID
+        self.serviceName = serviceName
+        self.serviceAddress = serviceAddress
+        self.port = port
+        self.tags = tags
+        self.meta = meta
+        self.passingWeight = passingWeight
+        self.checkStatuses = checkStatuses
+    }
+
+    /// Where to reach the instance: the service's address when set, else the node's (Consul's rule).
+    public var address: String { serviceAddress.isEmpty ? nodeAddress : serviceAddress }
+}
+
+/// The answer of a (blocking) health query: the entries and the index to block on next.
+public struct ConsulHealthResult: Sendable, Hashable {
+    /// The entries, as Consul sent them.
+    public var entries: [ConsulServiceEntry]
+    /// The `X-Consul-Index` header, or `nil` when it was missing or not a number.
+    public var index: UInt64?
+
+    /// Creates a result.
+    public init(entries: [ConsulServiceEntry], index: UInt64?) {
+        self.entries = entries
+        self.index = index
+    }
+}
+
+/// A service to register with the local agent (`PUT /v1/agent/service/register`), with the TTL
+/// check that ``ConsulRegistrar`` keeps passing.
+public struct ConsulServiceRegistration: Sendable, Hashable {
+    /// A TTL check: the agent marks it critical unless it is passed at least every ``ttl``.
+    public struct TTLCheck: Sendable, Hashable {
+        /// How long a pass keeps the check passing. Consul's granularity is a millisecond.
+        public var ttl: Duration
+        /// The check's id. Default `nil`: Consul names a service's check `service:ID`.
+        public var checkID: String?
+        /// The check's name. Default `nil`: Consul picks one.
+        public var name: String?
+        /// Once the check has been critical this long, the agent deregisters the service
+        /// (`DeregisterCriticalServiceAfter`; Consul's own minimum is one minute and its reaper
+        /// runs every 30 s). Default `nil`: never.
+        public var deregisterCriticalServiceAfter: Duration?
+
+        /// Creates a TTL check.
+        public init(
+            ttl: Duration,
+            checkID: String? = nil,
+            name: String? = nil,
+            deregisterCriticalServiceAfter: Duration? = nil
+        ) {
+            self.ttl = ttl
+            self.checkID = checkID
+            self.name = name
+            self.deregisterCriticalServiceAfter = deregisterCriticalServiceAfter
+        }
+    }
+
+    /// The instance's id, unique on the agent (`ID`).
+    public var id: String
+    /// The service's name (`Name`).
+    public var name: String
+    /// The instance's address (`Address`); `nil` uses the node's.
+    public var address: String?
+    /// The port (`Port`).
+    public var port: Int
+    /// Tags (`Tags`).
+    public var tags: [String]
+    /// Free-form metadata (`Meta`).
+    public var meta: [String: String]
+    /// The weight while passing (`Weights.Passing`). Default 1.
+    public var passingWeight: Int
+    /// The weight while warning (`Weights.Warning`). Default 1.
+    public var warningWeight: Int
+    /// The TTL check.
+    public var check: TTLCheck
+
+    /// Creates a registration.
+    public init(
+        id: String,
+        name: String,
+        address: String? = nil,
+        port: Int,
+        tags: [String] = [],
+        meta: [String: String] = [:],
+        passingWeight: Int = 1,
+        warningWeight: Int = 1,
+        check: TTLCheck
+    ) {
+        self.id = id
+        self.name = name
+        self.address = address
+        self.port = port
+        self.tags = tags
+        self.meta = meta
+        self.passingWeight = passingWeight
+        self.warningWeight = warningWeight
+        self.check = check
+    }
+
+    /// The check's id as the agent knows it: ``TTLCheck/checkID``, or `service:ID`.
+    public var checkID: String { check.checkID ?? "service:\(id)" }
+
+    /// Checks what Consul would reject.
+    ///
+    /// - Throws: ``ConsulError`` with code `invalidArgument` for an empty id or name, a port
+    ///   outside `1...65535`, a negative weight, or a TTL that is not positive.
+    public func validate() throws(ConsulError) {
+        guard !id.isEmpty, !name.isEmpty else {
+            throw ConsulError(code: .invalidArgument, message: "a registration needs an id and a name")
+        }
+        guard (1...65535).contains(port) else {
+            throw ConsulError(code: .invalidArgument, message: "port \(port) is outside 1...65535")
+        }
+        guard passingWeight >= 0, warningWeight >= 0 else {
+            throw ConsulError(code: .invalidArgument, message: "weights must not be negative")
+        }
+        guard check.ttl > .zero else {
+            throw ConsulError(code: .invalidArgument, message: "the check's TTL must be positive")
+        }
+    }
+}
+
+// MARK: - Wire shapes
+
+/// The JSON of one health entry; optional where Consul may send `null`.
+struct HealthEntryJSON: Decodable {
+    struct NodeJSON: Decodable {
+        var name: String
+        var address: String
+        var datacenter: String?
+        enum CodingKeys: String, CodingKey {
+            case name = "Node", address = "Address", datacenter = "Datacenter"
+        }
+    }
+    struct WeightsJSON: Decodable {
+        var passing: Int
+        enum CodingKeys: String, CodingKey { case passing = "Passing" }
+    }
+    struct ServiceJSON: Decodable {
+        var id: String
+        var name: String
+        var tags: [String]?
+        var address: String?
+        var port: Int
+        var meta: [String: String]?
+        var weights: WeightsJSON?
+        enum CodingKeys: String, CodingKey {
+            case id = "ID", name = "Service", tags = "Tags", address = "Address", port = "Port", meta = "Meta"
+            case weights = "Weights"
+        }
+    }
+    struct CheckJSON: Decodable {
+        var status: String
+        enum CodingKeys: String, CodingKey { case status = "Status" }
+    }
+    var node: NodeJSON
+    var service: ServiceJSON
+    var checks: [CheckJSON]?
+    enum CodingKeys: String, CodingKey {
+        case node = "Node", service = "Service", checks = "Checks"
+    }
+
+    var entry: ConsulServiceEntry {
+        ConsulServiceEntry(
+            node: node.name,
+            nodeAddress: node.address,
+            datacenter: node.datacenter,
+            serviceID: service.id,
+            serviceName: service.name,
+            serviceAddress: service.address ?? "",
+            port: service.port,
+            tags: service.tags ?? [],
+            meta: service.meta ?? [:],
+            passingWeight: service.weights?.passing,
+            checkStatuses: (checks ?? []).map(\.status)
+        )
+    }
+}
+
+/// The JSON body of `PUT /v1/agent/service/register`.
+struct RegistrationJSON: Encodable {
+    struct WeightsJSON: Encodable {
+        var passing: Int
+        var warning: Int
+        enum CodingKeys: String, CodingKey { case passing = "Passing", warning = "Warning" }
+    }
+    struct CheckJSON: Encodable {
+        var checkID: String?
+        var name: String?
+        var ttl: String
+        var deregisterCriticalServiceAfter: String?
+        enum CodingKeys: String, CodingKey {
+            case checkID = "CheckID", name = "Name", ttl = "TTL"
+            case deregisterCriticalServiceAfter = "DeregisterCriticalServiceAfter"
+        }
+    }
+    var id: String
+    var name: String
+    var address: String?
+    var port: Int
+    var tags: [String]
+    var meta: [String: String]
+    var weights: WeightsJSON
+    var check: CheckJSON
+    enum CodingKeys: String, CodingKey {
+        case id = "ID", name = "Name", address = "Address", port = "Port", tags = "Tags", meta = "Meta"
+        case weights = "Weights", check = "Check"
+    }
+
+    init(_ registration: ConsulServiceRegistration) {
+        id = registration.id
+        name = registration.name
+        address = registration.address
+        port = registration.port
+        tags = registration.tags
+        meta = registration.meta
+        weights = WeightsJSON(passing: registration.passingWeight, warning: registration.warningWeight)
+        check = CheckJSON(
+            checkID: registration.check.checkID,
+            name: registration.check.name,
+            ttl: ConsulDuration.format(registration.check.ttl),
+            deregisterCriticalServiceAfter: registration.check.deregisterCriticalServiceAfter.map(ConsulDuration.format)
+        )
+    }
+}
+
+/// Durations as Consul reads them (Go's `time.ParseDuration`): whole milliseconds, `"1500ms"`.
+enum ConsulDuration {
+    static func format(_ duration: Duration) -> String {
+        "\(max(1, milliseconds(duration)))ms"
+    }
+
+    static func milliseconds(_ duration: Duration) -> Int64 {
+        let (seconds, attoseconds) = duration.components
+        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+    }
+}

@@ -1,0 +1,145 @@
+import LoadBalancer
+import Logging
+import ServiceLifecycle
+
+/// Keeps a service instance registered with the local Consul agent for as long as it runs.
+///
+/// ``run()`` registers the instance with its TTL check (`PUT /v1/agent/service/register`), passes
+/// the check at once and then every ``Configuration/passInterval`` (a third of the TTL by default,
+/// `PUT /v1/agent/check/pass/ID`), and deregisters the instance (`PUT /v1/agent/service/deregister/ID`)
+/// when it is cancelled or the service group shuts down gracefully.
+///
+/// - A failed registration or pass is logged and tried again after a jittered backoff (never
+///   longer than the pass interval). A pass the agent rejects (it restarted and forgot the
+///   check, say) makes the registrar register again before the next pass.
+/// - If the process dies without deregistering, the check stops being passed: the agent marks it
+///   critical one TTL after the last pass (so `?passing` queries drop the instance), and removes
+///   the service once it has been critical for `DeregisterCriticalServiceAfter`, when set.
+///
+/// ```swift
+/// let registrar = ConsulRegistrar(
+///     registration: .init(id: "users-1", name: "users", address: "10.0.0.7", port: 8080,
+///                         check: .init(ttl: .seconds(10), deregisterCriticalServiceAfter: .seconds(90))),
+///     client: ConsulClient()
+/// )
+/// let group = ServiceGroup(services: [server, registrar], logger: logger)
+/// ```
+public final class ConsulRegistrar: Service {
+    /// How the registrar keeps the check passing.
+    public struct Configuration: Sendable, Hashable {
+        /// The time between passes; `nil` is a third of the check's TTL. Default `nil`.
+        public var passInterval: Duration?
+        /// The delay after the n-th consecutive failure: a random time in the upper half of
+        /// `backoff.window(forRetry: n)`, at most the pass interval. Default 200 ms, doubling, up to 10 s.
+        public var backoff: Backoff
+
+        /// Creates a configuration.
+        public init(passInterval: Duration? = nil, backoff: Backoff = Backoff(base: .milliseconds(200), cap: .seconds(10))) {
+            self.passInterval = passInterval
+            self.backoff = backoff
+        }
+    }
+
+    /// What is registered.
+    public let registration: ConsulServiceRegistration
+    /// How the check is kept passing.
+    public let configuration: Configuration
+    private let client: ConsulClient
+    private let logger: Logger
+
+    /// Creates a registrar; nothing is sent until ``run()``.
+    ///
+    /// - Parameters:
+    ///   - registration: The instance and its TTL check.
+    ///   - client: The local agent (registrations go to an agent, not to the catalog).
+    ///   - configuration: The pass interval and the backoff.
+    ///   - logger: Where to log. Default: nowhere.
+    public init(
+        registration: ConsulServiceRegistration,
+        client: ConsulClient,
+        configuration: Configuration = Configuration(),
+        logger: Logger = Logger(label: "loadbalancer.consul", factory: { _ in SwiftLogNoOpLogHandler() })
+    ) {
+        self.registration = registration
+        self.client = client
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// The time between passes.
+    public var passInterval: Duration {
+        configuration.passInterval ?? registration.check.ttl / 3
+    }
+
+    /// Registers, keeps the check passing until cancelled or shut down gracefully, then deregisters.
+    ///
+    /// Deregistration runs even when the task was cancelled (it is not itself cancelled); it is
+    /// bounded by the client's request timeout, and a failure is logged, not thrown.
+    ///
+    /// - Throws: ``ConsulError`` with code `invalidArgument` at once, when Consul would reject the
+    ///   registration (see ``ConsulServiceRegistration/validate()``).
+    public func run() async throws {
+        try registration.validate()
+        let registered = await cancelWhenGracefulShutdown {
+            await self.keepPassing()
+        }
+        guard registered else { return }
+        let client = self.client
+        let id = registration.id
+        // Not a child of the cancelled task: the deregistration must still be sent.
+        let deregistration = Task { try await client.deregister(serviceID: id) }
+        do {
+            try await deregistration.value
+            logger.info("deregistered from Consul", metadata: metadata)
+        } catch {
+            logger.warning(
+                "Consul deregistration failed; the check will go critical after its TTL",
+                metadata: metadata.merging(["loadbalancer.error": "\(error)"]) { $1 }
+            )
+        }
+    }
+
+    private var metadata: Logger.Metadata {
+        ["loadbalancer.consul.service": "\(registration.name)", "loadbalancer.consul.service_id": "\(registration.id)"]
+    }
+
+    /// Registers and passes until cancelled; returns whether a registration ever succeeded.
+    private func keepPassing() async -> Bool {
+        var everRegistered = false
+        var registered = false
+        var failures = 0
+        var random = SystemRandomNumberGenerator()
+        while !Task.isCancelled {
+            let delay: Duration
+            do {
+                if !registered {
+                    try await client.register(registration)
+                    registered = true
+                    everRegistered = true
+                    logger.info("registered with Consul", metadata: metadata)
+                }
+                try await client.passCheck(registration.checkID)
+                failures = 0
+                delay = passInterval
+            } catch is CancellationError {
+                break
+            } catch {
+                failures += 1
+                if let error = error as? ConsulError, error.code == .httpStatus {
+                    // The agent rejected the pass (it forgot the check, say): register again.
+                    registered = false
+                }
+                logger.warning(
+                    "Consul registration or check pass failed; trying again",
+                    metadata: metadata.merging(["loadbalancer.error": "\(error)"]) { $1 }
+                )
+                let window = configuration.backoff.window(forRetry: failures)
+                let fraction = 0.5 + Double(random.next() >> 11) * 0x1.0p-54
+                let seconds = Double(window.components.seconds) + Double(window.components.attoseconds) / 1e18
+                delay = min(.nanoseconds(Int64(seconds * fraction * 1e9)), passInterval)
+            }
+            do { try await Task.sleep(for: delay) } catch { break }
+        }
+        return everRegistered
+    }
+}

@@ -1,0 +1,143 @@
+import ConsulTestServer
+import LoadBalancer
+import LoadBalancerConsul
+import Logging
+import ServiceLifecycle
+import Testing
+
+@Suite("ConsulRegistrar against the Consul-API test server", .timeLimit(.minutes(2)))
+struct ConsulRegistrarTests {
+    func registration(ttl: Duration, deregisterAfter: Duration? = nil, checkID: String? = nil) -> ConsulServiceRegistration {
+        ConsulServiceRegistration(
+            id: "web-1",
+            name: "web",
+            address: "10.0.0.7",
+            port: 8080,
+            tags: ["v2", "eu"],
+            meta: ["version": "1.2.3"],
+            passingWeight: 5,
+            warningWeight: 2,
+            check: .init(ttl: ttl, checkID: checkID, deregisterCriticalServiceAfter: deregisterAfter)
+        )
+    }
+
+    @Test("registers, keeps the check passing past several TTLs, deregisters on graceful shutdown")
+    func lifecycle() async throws {
+        let server = try await ConsulTestServer.start()
+        defer { Task { await server.stop() } }
+        let ttl = Duration.milliseconds(600)
+        let registrar = ConsulRegistrar(
+            registration: registration(ttl: ttl, deregisterAfter: .seconds(60), checkID: "web-1-ttl"),
+            client: client(server)
+        )
+        #expect(registrar.passInterval == .milliseconds(200))
+        let publisher = ConsulPublisher(service: "web", client: client(server), configuration: fastConfiguration())
+        let group = ServiceGroup(services: [registrar], logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let running = Task { try await group.run() }
+
+        try await withRunning(publisher) { recorder in
+            try await waitUntil { recorder.ids == ["10.0.0.7:8080"] }
+            let instance = try #require(recorder.latest?.instances.first)
+            #expect(instance.weight == 5)
+            #expect(instance.tags == ["v2", "eu"])
+            #expect(instance.metadata["version"] == "1.2.3")
+
+            // What the agent holds: the registration as sent.
+            let held = try #require(server.service(id: "web-1"))
+            #expect(held.name == "web" && held.address == "10.0.0.7" && held.port == 8080)
+            #expect(held.warningWeight == 2)
+            let check = try #require(held.checks["web-1-ttl"])
+            #expect(check.ttl == ttl)
+            #expect(check.deregisterCriticalServiceAfter == .seconds(60))
+
+            // Ten more passes (every 200 ms), over three TTLs: the check never lapsed.
+            let start = ContinuousClock.now
+            let passes = server.service(id: "web-1")?.checks["web-1-ttl"]?.passes ?? 0
+            try await waitUntil { (server.service(id: "web-1")?.checks["web-1-ttl"]?.passes ?? 0) >= passes + 10 }
+            #expect(ContinuousClock.now - start >= ttl * 3)
+            #expect(server.service(id: "web-1")?.checks["web-1-ttl"]?.status == "passing")
+            let seen = recorder.all.drop { $0.instances.isEmpty }
+            #expect(seen.allSatisfy { $0.instances.map(\.id) == ["10.0.0.7:8080"] }, "the instance left the passing set")
+
+            await group.triggerGracefulShutdown()
+            try await running.value
+            #expect(server.service(id: "web-1") == nil)
+            #expect(server.requests.contains { $0.path == "/v1/agent/service/deregister/web-1" && $0.method == "PUT" })
+            try await waitUntil { recorder.latest?.instances.isEmpty == true }
+        }
+        // Passes went to the check id that was set.
+        #expect(server.requests.contains { $0.path == "/v1/agent/check/pass/web-1-ttl" })
+    }
+
+    @Test("cancelled, it deregisters too; the default check id is service:ID")
+    func cancellation() async throws {
+        let server = try await ConsulTestServer.start()
+        defer { Task { await server.stop() } }
+        let registrar = ConsulRegistrar(registration: registration(ttl: .seconds(3)), client: client(server))
+        let running = Task { try await registrar.run() }
+        try await waitUntil { server.service(id: "web-1")?.checks["service:web-1"]?.status == "passing" }
+        running.cancel()
+        try await running.value
+        #expect(server.service(id: "web-1") == nil)
+    }
+
+    @Test("dying without deregistering: the check goes critical after the TTL, the instance leaves the passing set, then the agent removes it")
+    func diesWithoutDeregistering() async throws {
+        let server = try await ConsulTestServer.start()
+        defer { Task { await server.stop() } }
+        let ttl = Duration.milliseconds(800)
+        let registrar = ConsulRegistrar(
+            registration: registration(ttl: ttl, deregisterAfter: .seconds(1)),
+            client: client(server)
+        )
+        let publisher = ConsulPublisher(service: "web", client: client(server), configuration: fastConfiguration())
+        try await withRunning(publisher) { recorder in
+            let running = Task { try await registrar.run() }
+            try await waitUntil { recorder.ids == ["10.0.0.7:8080"] }
+
+            // The agent stops taking anything from this process (it is as good as dead): passes
+            // and the deregistration fail.
+            server.setFault(.status(500), for: .agent)
+            let lastPass = ContinuousClock.now
+            running.cancel()
+            try await running.value
+            #expect(server.requests.contains { $0.path == "/v1/agent/service/deregister/web-1" })
+            #expect(server.service(id: "web-1") != nil, "the failed deregistration left the service registered")
+
+            // One TTL after the last pass the check is critical, and `?passing` drops the instance.
+            try await waitUntil(.seconds(10)) { recorder.latest?.instances.isEmpty == true }
+            #expect(ContinuousClock.now - lastPass >= ttl / 2)  // the last good pass was at most a pass interval earlier
+            #expect(recorder.error == nil)
+            // Critical for DeregisterCriticalServiceAfter: the agent removes the service.
+            try await waitUntil(.seconds(10)) { server.service(id: "web-1") == nil }
+        }
+    }
+
+    @Test("an agent that forgot the check (it restarted) gets the registration again")
+    func reregisters() async throws {
+        let server = try await ConsulTestServer.start()
+        defer { Task { await server.stop() } }
+        let registrar = ConsulRegistrar(registration: registration(ttl: .milliseconds(600)), client: client(server))
+        let running = Task { try await registrar.run() }
+        defer { running.cancel() }
+        try await waitUntil { server.service(id: "web-1")?.checks["service:web-1"]?.status == "passing" }
+        server.removeService(id: "web-1")
+        try await waitUntil { server.service(id: "web-1")?.checks["service:web-1"]?.status == "passing" }
+        let registrations = server.requests.filter { $0.path == "/v1/agent/service/register" }
+        #expect(registrations.count == 2)
+    }
+
+    @Test("a registration Consul would reject is a typed error at once")
+    func invalidRegistration() async throws {
+        let server = try await ConsulTestServer.start()
+        defer { Task { await server.stop() } }
+        var bad = registration(ttl: .seconds(1))
+        bad.port = 0
+        let registrar = ConsulRegistrar(registration: bad, client: client(server))
+        await #expect(throws: ConsulError.self) { try await registrar.run() }
+        bad.port = 80
+        bad.name = ""
+        await #expect(throws: ConsulError.self) { try await client(server).register(bad) }
+        #expect(server.requests.isEmpty)
+    }
+}

@@ -1,0 +1,82 @@
+import AsyncHTTPClient
+import ConsulTestServer
+import LoadBalancer
+import LoadBalancerConsul
+import Synchronization
+import Testing
+
+/// Waits, by bounded polling, until `condition` holds; fails the test (and throws) if it does not
+/// within `timeout`.
+func waitUntil(
+    _ timeout: Duration = .seconds(15),
+    sourceLocation: SourceLocation = #_sourceLocation,
+    _ condition: () async -> Bool
+) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while !(await condition()) {
+        guard ContinuousClock.now < deadline else {
+            Issue.record("condition not met within \(timeout)", sourceLocation: sourceLocation)
+            throw WaitTimeout()
+        }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+}
+
+struct WaitTimeout: Error {}
+
+/// Every update of a publisher, recorded by a background reader.
+final class Recorder: Sendable {
+    private let updates = Mutex<[InstanceUpdate]>([])
+
+    var all: [InstanceUpdate] { updates.withLock { $0 } }
+    var latest: InstanceUpdate? { updates.withLock { $0.last } }
+    var ids: [String] { latest?.instances.map(\.id) ?? [] }
+    var error: DiscoveryError? { latest?.error }
+
+    func record(_ update: InstanceUpdate) { updates.withLock { $0.append(update) } }
+}
+
+/// Runs `publisher` and a reader of its updates for the duration of `body`.
+func withRunning<T>(
+    _ publisher: ConsulPublisher,
+    _ body: (Recorder) async throws -> T
+) async throws -> T {
+    let recorder = Recorder()
+    let reader = Task {
+        for await update in publisher.updates() { recorder.record(update) }
+    }
+    let run = Task { try await publisher.run() }
+    defer {
+        run.cancel()
+        reader.cancel()
+    }
+    return try await body(recorder)
+}
+
+/// A client of `server` with short timeouts.
+func client(
+    _ server: ConsulTestServer,
+    datacenter: String? = nil,
+    token: String? = nil,
+    requestTimeout: Duration = .seconds(2)
+) -> ConsulClient {
+    ConsulClient(
+        configuration: .init(
+            host: "127.0.0.1",
+            port: server.port,
+            datacenter: datacenter,
+            token: token,
+            requestTimeout: requestTimeout
+        )
+    )
+}
+
+/// A publisher configuration for tests: a short backoff, so faults are recovered from quickly,
+/// and the given wait.
+func fastConfiguration(wait: Duration = .seconds(10)) -> ConsulPublisher.Configuration {
+    ConsulPublisher.Configuration(
+        wait: wait,
+        minimumInterval: .milliseconds(20),
+        backoff: Backoff(base: .milliseconds(100), cap: .milliseconds(800))
+    )
+}
