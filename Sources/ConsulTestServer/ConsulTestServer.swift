@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import Synchronization
 
 /// A Consul-API server for tests, over real HTTP on 127.0.0.1 (no Consul can be installed where the
@@ -165,8 +166,11 @@ public final class ConsulTestServer: Sendable {
     public let token: String?
     let state: Mutex<State>
     let loop: any EventLoop
+    /// The TLS context when the server serves HTTPS.
+    private let tlsContext: NIOSSLContext?
 
-    private init(datacenter: String, nodeName: String, token: String?, state: State, loop: any EventLoop) {
+    private init(datacenter: String, nodeName: String, token: String?, state: State, loop: any EventLoop, tlsContext: NIOSSLContext?) {
+        self.tlsContext = tlsContext
         self.datacenter = datacenter
         self.nodeName = nodeName
         self.token = token
@@ -181,12 +185,23 @@ public final class ConsulTestServer: Sendable {
     ///   - nodeName: The agent's node. Default `agent-1`.
     ///   - nodeAddress: The agent node's address. Default `127.0.0.1`.
     ///   - token: An ACL token every request must carry. Default none.
+    ///   - tls: A certificate chain and key (PEM files) to serve HTTPS with, as an agent with
+    ///     `tls.https` does. Default: plain HTTP.
     public static func start(
         datacenter: String = "dc1",
         nodeName: String = "agent-1",
         nodeAddress: String = "127.0.0.1",
-        token: String? = nil
+        token: String? = nil,
+        tls: (certificatePath: String, keyPath: String)? = nil
     ) async throws -> ConsulTestServer {
+        let tlsContext = try tls.map { files in
+            try NIOSSLContext(
+                configuration: .makeServerConfiguration(
+                    certificateChain: try NIOSSLCertificate.fromPEMFile(files.certificatePath).map { .certificate($0) },
+                    privateKey: .privateKey(try NIOSSLPrivateKey(file: files.keyPath, format: .pem))
+                )
+            )
+        }
         var state = State()
         state.nodes[nodeName] = Node(name: nodeName, address: nodeAddress, datacenter: datacenter, status: "passing")
         let server = ConsulTestServer(
@@ -194,7 +209,8 @@ public final class ConsulTestServer: Sendable {
             nodeName: nodeName,
             token: token,
             state: state,
-            loop: MultiThreadedEventLoopGroup.singleton.next()
+            loop: MultiThreadedEventLoopGroup.singleton.next(),
+            tlsContext: tlsContext
         )
         let channel = try await server.bind(port: 0)
         server.state.withLock { $0.port = channel.localAddress?.port ?? 0 }
@@ -212,6 +228,9 @@ public final class ConsulTestServer: Sendable {
                     self.state.withLock { $0.children[id] = channel }
                     channel.closeFuture.whenComplete { [weak self] _ in
                         self?.state.withLock { _ = $0.children.removeValue(forKey: id) }
+                    }
+                    if let tlsContext = self.tlsContext {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tlsContext))
                     }
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                     try channel.pipeline.syncOperations.addHandler(ConsulHTTPHandler(server: self))

@@ -133,23 +133,8 @@ public final class EtcdCluster: @unchecked Sendable {
 
     /// A CA and a server certificate for 127.0.0.1 signed by it, in `directory/tls`.
     private func makeCertificates() async throws {
-        let tls = directory.appendingPathComponent("tls")
-        try FileManager.default.createDirectory(at: tls, withIntermediateDirectories: true)
-        let path = { (name: String) in tls.appendingPathComponent(name).path }
-        try "subjectAltName=IP:127.0.0.1\n".write(toFile: path("san.cnf"), atomically: true, encoding: .utf8)
-        try await Self.run("/usr/bin/openssl", [
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", path("ca.key"), "-out", path("ca.pem"),
-            "-days", "2", "-subj", "/CN=swift-loadbalancer test CA",
-        ])
-        try await Self.run("/usr/bin/openssl", [
-            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", path("server.key"), "-out", path("server.csr"),
-            "-subj", "/CN=127.0.0.1",
-        ])
-        try await Self.run("/usr/bin/openssl", [
-            "x509", "-req", "-in", path("server.csr"), "-CA", path("ca.pem"), "-CAkey", path("ca.key"),
-            "-CAcreateserial", "-out", path("server.pem"), "-days", "2", "-extfile", path("san.cnf"),
-        ])
-        caCertificatePath = path("ca.pem")
+        let certificates = try await TestCertificates.make(in: directory.appendingPathComponent("tls"))
+        caCertificatePath = certificates.caPath
     }
 
     /// Runs etcdctl (API v3) and waits (bounded) for it to succeed.
@@ -163,7 +148,7 @@ public final class EtcdCluster: @unchecked Sendable {
     }
 
     /// Runs a program and waits (bounded) for it to succeed.
-    private static func run(_ binary: String, _ arguments: [String], environment: [String: String]? = nil) async throws {
+    static func run(_ binary: String, _ arguments: [String], environment: [String: String]? = nil) async throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = arguments

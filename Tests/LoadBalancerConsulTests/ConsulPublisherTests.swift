@@ -1,6 +1,10 @@
+import AsyncHTTPClient
 import ConsulTestServer
+import Foundation
 import LoadBalancer
 @testable import LoadBalancerConsul
+import LoadBalancerTestServers
+import NIOSSL
 import Testing
 
 /// The publisher against the project's Consul-API test server (each test has its own server on its
@@ -331,6 +335,37 @@ struct ConsulPublisherTests {
         }
         // The server never saw a well-formed HTTP request.
         #expect(server.requestCount(.health) == 0)
+    }
+
+    @Test("TLS: a client trusting the agent's CA reads over HTTPS; one that does not is refused in band")
+    func tlsVerified() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("lb-consul-tls-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let certificates = try await TestCertificates.make(in: directory)
+        let server = try await ConsulTestServer.start(tls: (certificates.certificatePath, certificates.keyPath))
+        defer { Task { await server.stop() } }
+        server.addService(id: "a", name: "web", address: "10.0.0.1", port: 80)
+
+        var configuration = ConsulClient.httpClientConfiguration()
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.trustRoots = .file(certificates.caPath)
+        configuration.tlsConfiguration = tls
+        let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        let trusted = ConsulClient(configuration: .init(host: "127.0.0.1", port: server.port, tls: true), httpClient: httpClient)
+        let publisher = ConsulPublisher(service: "web", client: trusted, configuration: fastConfiguration())
+        try await withRunning(publisher) { recorder in
+            try await waitUntil { recorder.ids == ["10.0.0.1:80"] }
+            #expect(recorder.error == nil)
+        }
+        try await httpClient.shutdown()
+
+        // The default client trusts the system's roots only: the test CA is not among them.
+        let untrusted = ConsulClient(configuration: .init(host: "127.0.0.1", port: server.port, tls: true, requestTimeout: .seconds(2)))
+        let refused = ConsulPublisher(service: "web", client: untrusted, configuration: fastConfiguration())
+        try await withRunning(refused) { recorder in
+            try await waitUntil { recorder.error != nil }
+            #expect(recorder.latest?.instances.isEmpty == true)
+        }
     }
 
     @Test("entries that are not valid instances are reported in band; the good ones are published")
