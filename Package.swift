@@ -201,6 +201,7 @@ let package = Package(
         .testTarget(
             name: "LoadBalancerDNSTests",
             dependencies: [
+                "LoadBalancerTestServers",
                 "LoadBalancer",
                 "LoadBalancerDNS",
                 "lbctl",
@@ -255,6 +256,7 @@ let package = Package(
         .testTarget(
             name: "LbctlTests",
             dependencies: [
+                "LoadBalancerTestServers",
                 "lbctl",
                 "LoadBalancer",
                 "LoadBalancerHTTP",

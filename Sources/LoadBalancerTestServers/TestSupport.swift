@@ -49,72 +49,93 @@ public func withRunning<T: Sendable>(_ services: [@Sendable () async -> Void], _
     }
 }
 
-/// The built `lbctl`, run as a child process.
-public enum Lbctl {
-    public static var binary: URL {
-        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("lbctl")
-    }
+/// The bytes of one pipe, appended as they come by Foundation's readability handler (on a thread
+/// of its own: a blocking read must not hold one of the few threads of Swift's concurrency pool).
+final class OutputBuffer: Sendable {
+    private let state = Mutex((data: Data(), ended: false))
 
-    /// Runs lbctl to completion (bounded by the test's time limit) and returns its status and output.
-    public static func run(_ arguments: [String]) async throws -> (status: Int32, stdout: String, stderr: String) {
-        let process = Process()
-        process.executableURL = binary
-        process.arguments = arguments
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        async let stdout = Task.detached { out.fileHandleForReading.readDataToEndOfFile() }.value
-        async let stderr = Task.detached { err.fileHandleForReading.readDataToEndOfFile() }.value
-        let output = String(decoding: await stdout, as: UTF8.self)
-        let errors = String(decoding: await stderr, as: UTF8.self)
-        return (try await reap(process), output, errors)
-    }
-
-    /// Waits (bounded) for an exiting process and returns its exit status.
-    public static func reap(_ process: Process) async throws -> Int32 {
-        let pid = process.processIdentifier
-        for _ in 0..<2_000 {
-            var status: Int32 = 0
-            let result = waitpid(pid, &status, WNOHANG)
-            if result == pid { return (status >> 8) & 0xFF }
-            if result == -1 { break }
-            try await Task.sleep(for: .milliseconds(5))
-        }
-        for _ in 0..<200 where process.isRunning { try await Task.sleep(for: .milliseconds(10)) }
-        return process.isRunning ? -1 : process.terminationStatus
-    }
-}
-
-/// An lbctl that keeps running (`resolve --watch`), its output collected as it comes.
-public final class RunningLbctl: Sendable {
-    public let process: Process
-    private let output = Mutex("")
-    public var stdout: String { output.withLock { $0 } }
-
-    public init(_ arguments: [String]) throws {
-        let process = Process()
-        process.executableURL = Lbctl.binary
-        process.arguments = arguments
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = FileHandle.nullDevice
-        self.process = process
-        try process.run()
-        let handle = out.fileHandleForReading
-        Thread.detachNewThread { [self] in
-            while true {
-                let data = handle.availableData
-                if data.isEmpty { return }  // end of file: lbctl exited
-                output.withLock { $0 += String(decoding: data, as: UTF8.self) }
+    init(_ pipe: Pipe) {
+        pipe.fileHandleForReading.readabilityHandler = { [self] handle in
+            let chunk = handle.availableData
+            if chunk.isEmpty {
+                handle.readabilityHandler = nil
+                state.withLock { $0.ended = true }
+            } else {
+                state.withLock { $0.data.append(chunk) }
             }
         }
     }
 
+    var text: String { state.withLock { String(decoding: $0.data, as: UTF8.self) } }
+    var ended: Bool { state.withLock { $0.ended } }
+}
+
+/// The built `lbctl` (it sits next to the test bundle), run as a child process whose output is
+/// collected as it comes.
+public final class LbctlProcess: Sendable {
+    public static var executable: URL {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("lbctl")
+    }
+
+    private let process: Process
+    private let out: OutputBuffer
+    private let err: OutputBuffer
+
+    /// Starts `lbctl arguments...`.
+    public init(_ arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = Self.executable
+        process.arguments = arguments
+        let outPipe = Pipe()
+        let errPipe = Pipe()
+        process.standardOutput = outPipe
+        process.standardError = errPipe
+        out = OutputBuffer(outPipe)
+        err = OutputBuffer(errPipe)
+        try process.run()
+        self.process = process
+    }
+
+    /// What it printed on stdout so far.
+    public var stdout: String { out.text }
+    /// What it printed on stderr so far.
+    public var stderr: String { err.text }
+
+    /// Waits (bounded) for the process to exit on its own, its output complete; returns its status.
+    public func exitStatus(timeout: Duration = .seconds(120)) async throws -> Int32 {
+        let pid = process.processIdentifier
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            guard out.ended, err.ended else {
+                try await Task.sleep(for: .milliseconds(5))
+                continue
+            }
+            var status: Int32 = 0
+            let result = waitpid(pid, &status, WNOHANG)
+            if result == pid { return (status >> 8) & 0xFF }
+            if result == -1, !process.isRunning { return process.terminationStatus }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        killProcess(pid)
+        throw ClusterError("lbctl did not exit within \(timeout)")
+    }
+
+    /// Kills the process (SIGKILL) and reaps it, bounded.
     public func stop() async throws {
-        _ = kill(process.processIdentifier, SIGKILL)
-        _ = try await Lbctl.reap(process)
+        killProcess(process.processIdentifier)
+        _ = try await exitStatus(timeout: .seconds(10))
     }
 }
 
+/// Runs the built `lbctl` to its end.
+public enum Lbctl {
+    /// Runs `lbctl arguments...` and returns its exit status and output (bounded by `timeout`).
+    public static func run(_ arguments: [String], timeout: Duration = .seconds(120)) async throws -> (status: Int32, stdout: String, stderr: String) {
+        let process = try LbctlProcess(arguments)
+        let status = try await process.exitStatus(timeout: timeout)
+        return (status, process.stdout, process.stderr)
+    }
+}
+
+/// An lbctl that keeps running (`resolve --watch`) until stopped.
+public typealias RunningLbctl = LbctlProcess

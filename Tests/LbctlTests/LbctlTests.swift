@@ -1,54 +1,13 @@
 import Foundation
 import LoadBalancerLocalBackends
+import LoadBalancerTestServers
 import Testing
-
-/// Runs the built `lbctl` (it sits next to the test bundle in the build products directory).
-struct Lbctl {
-    struct Result {
-        var status: Int32
-        var stdout: String
-        var stderr: String
-    }
-
-    static var executable: URL {
-        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("lbctl")
-    }
-
-    static func run(_ arguments: [String], timeout: Duration = .seconds(120)) async throws -> Result {
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = arguments
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        // Read both pipes to the end while the process runs (so a full pipe cannot block it).
-        async let stdout = Task.detached { out.fileHandleForReading.readDataToEndOfFile() }.value
-        async let stderr = Task.detached { err.fileHandleForReading.readDataToEndOfFile() }.value
-        let deadline = ContinuousClock.now + timeout
-        while process.isRunning {
-            if ContinuousClock.now > deadline {
-                process.terminate()
-                Issue.record("lbctl \(arguments.joined(separator: " ")) did not finish within \(timeout)")
-                break
-            }
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        process.waitUntilExit()
-        return Result(
-            status: process.terminationStatus,
-            stdout: String(decoding: await stdout, as: UTF8.self),
-            stderr: String(decoding: await stderr, as: UTF8.self)
-        )
-    }
-}
 
 @Suite("lbctl end to end", .serialized)
 struct LbctlTests {
     @Test("the binary is built next to the tests")
     func binaryExists() {
-        #expect(FileManager.default.isExecutableFile(atPath: Lbctl.executable.path), "\(Lbctl.executable.path)")
+        #expect(FileManager.default.isExecutableFile(atPath: LbctlProcess.executable.path), "\(LbctlProcess.executable.path)")
     }
 
     @Test("resolve prints a static source as a table")

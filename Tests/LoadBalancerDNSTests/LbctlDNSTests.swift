@@ -1,39 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
+import LoadBalancerTestServers
 import Testing
 
 @Suite("lbctl with DNS sources against a real dnsmasq", .enabled(if: DnsmasqEnvironment.enabled), .serialized, .timeLimit(.minutes(2)))
 struct LbctlDNSTests {
-    static var lbctl: URL {
-        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("lbctl")
-    }
-
     func run(_ arguments: [String]) async throws -> (status: Int32, stdout: String, stderr: String) {
-        let process = Process()
-        process.executableURL = Self.lbctl
-        process.arguments = arguments
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        async let stdout = Task.detached { out.fileHandleForReading.readDataToEndOfFile() }.value
-        async let stderr = Task.detached { err.fileHandleForReading.readDataToEndOfFile() }.value
-        let output = String(decoding: await stdout, as: UTF8.self)
-        let errors = String(decoding: await stderr, as: UTF8.self)
-        // The pipes are closed: the process is exiting. Reap it (bounded), or read Foundation's status.
-        let pid = process.processIdentifier
-        for _ in 0..<2_000 {
-            var status: Int32 = 0
-            let result = waitpid(pid, &status, WNOHANG)
-            if result == pid { return ((status >> 8) & 0xFF, output, errors) }
-            if result == -1 { break }
-            try await Task.sleep(for: .milliseconds(5))
-        }
-        try await Task.sleep(for: .milliseconds(50))
-        return (process.isRunning ? -1 : process.terminationStatus, output, errors)
+        try await Lbctl.run(arguments)
     }
 
     @Test("resolve dns+srv:// and dns:// through a given nameserver")
