@@ -87,11 +87,11 @@ public final class EtcdCluster: @unchecked Sendable {
         try await waitUntilReady()
     }
 
-    /// Kills `member` with SIGKILL (no goodbye to its peers or clients) and reaps it.
-    public func kill(_ member: Member) {
+    /// Kills `member` with SIGKILL (no goodbye to its peers or clients) and waits until it is gone.
+    public func kill(_ member: Member) async {
         let process = lock.withLock { processes.removeValue(forKey: member.name) }
         guard let process else { return }
-        Self.terminate(process)
+        await killAndReap(process.processIdentifier)
     }
 
     /// Stops every member and deletes the data directories.
@@ -106,7 +106,7 @@ public final class EtcdCluster: @unchecked Sendable {
             defer { processes = [:] }
             return Array(processes.values)
         }
-        for process in all { Self.terminate(process) }
+        for process in all { killAndReapInBackground(process.processIdentifier) }
     }
 
     /// The member that is the leader now (bounded polling until one reports it).
@@ -262,20 +262,6 @@ public final class EtcdCluster: @unchecked Sendable {
             let result = try await body(client)
             client.shutdown()
             return result
-        }
-    }
-
-    /// SIGKILL and a bounded reap (Foundation's `waitUntilExit` needs a run loop a test's task
-    /// does not turn).
-    private static func terminate(_ process: Process) {
-        let pid = process.processIdentifier
-        guard pid > 0 else { return }
-        killProcess(pid)
-        for _ in 0..<1_000 {
-            var status: Int32 = 0
-            let result = waitpid(pid, &status, WNOHANG)
-            if result == pid || result == -1 { return }
-            usleep(5_000)
         }
     }
 }

@@ -39,6 +39,35 @@ public final class Recorder: Sendable {
     }
 }
 
+/// Sends SIGKILL to `pid` and waits, by bounded polling that never blocks a thread of the
+/// concurrency pool, until it has exited (reaped here, or by Foundation's own process monitor).
+public func killAndReap(_ pid: Int32, timeout: Duration = .seconds(10)) async {
+    guard pid > 0 else { return }
+    killProcess(pid)
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        var status: Int32 = 0
+        let result = waitpid(pid, &status, WNOHANG)
+        if result == pid || result == -1 { return }
+        try? await Task.sleep(for: .milliseconds(5))
+    }
+}
+
+/// Sends SIGKILL to `pid` and reaps it on a thread of its own (for `deinit` and other places that
+/// cannot wait): a process in uninterruptible sleep may take seconds to die, and no caller waits.
+public func killAndReapInBackground(_ pid: Int32) {
+    guard pid > 0 else { return }
+    killProcess(pid)
+    Thread.detachNewThread {
+        for _ in 0..<2_000 {
+            var status: Int32 = 0
+            let result = waitpid(pid, &status, WNOHANG)
+            if result == pid || result == -1 { return }
+            usleep(5_000)
+        }
+    }
+}
+
 /// Runs `body` with `services` running beside it; cancels them when it returns.
 @discardableResult
 public func withRunning<T: Sendable>(_ services: [@Sendable () async -> Void], _ body: () async throws -> T) async throws -> T {
@@ -49,20 +78,20 @@ public func withRunning<T: Sendable>(_ services: [@Sendable () async -> Void], _
     }
 }
 
-/// The bytes of one pipe, appended as they come by Foundation's readability handler (on a thread
-/// of its own: a blocking read must not hold one of the few threads of Swift's concurrency pool).
+/// The bytes of one pipe, appended as they come by a thread of its own (a blocking read must not
+/// hold one of the few threads of Swift's concurrency pool), until end of file.
 final class OutputBuffer: Sendable {
     private let state = Mutex((data: Data(), ended: false))
 
     init(_ pipe: Pipe) {
-        pipe.fileHandleForReading.readabilityHandler = { [self] handle in
-            let chunk = handle.availableData
-            if chunk.isEmpty {
-                handle.readabilityHandler = nil
-                state.withLock { $0.ended = true }
-            } else {
+        let handle = pipe.fileHandleForReading
+        Thread.detachNewThread { [self] in
+            while true {
+                let chunk = handle.availableData
+                if chunk.isEmpty { break }
                 state.withLock { $0.data.append(chunk) }
             }
+            state.withLock { $0.ended = true }
         }
     }
 

@@ -37,7 +37,7 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
     private var processes: [Int: Process] = [:]
 
     /// A configuration naming every server (and `chroot`, if given).
-    public func configuration(chroot: String? = nil, sessionTimeout: Duration = .seconds(4)) -> ZooKeeperConfiguration {
+    public func configuration(chroot: String? = nil, sessionTimeout: Duration = .seconds(8)) -> ZooKeeperConfiguration {
         ZooKeeperConfiguration(servers: servers.map(\.address), chroot: chroot, sessionTimeout: sessionTimeout)
     }
 
@@ -78,10 +78,10 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
         try? FileManager.default.removeItem(at: directory)
     }
 
-    /// Kills `server` with SIGKILL and reaps it.
-    public func kill(_ server: Server) {
+    /// Kills `server` with SIGKILL and waits until it is gone.
+    public func kill(_ server: Server) async {
         guard let process = lock.withLock({ processes.removeValue(forKey: server.id) }) else { return }
-        terminate(process)
+        await killAndReap(process.processIdentifier)
     }
 
     /// Starts `server` again with its data directory and waits until it serves.
@@ -101,7 +101,7 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
             defer { processes = [:] }
             return Array(processes.values)
         }
-        for process in all { terminate(process) }
+        for process in all { killAndReapInBackground(process.processIdentifier) }
     }
 
     /// The server that leads the ensemble now (standalone: the only one), by bounded polling.
@@ -227,18 +227,6 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
             defer { group.cancelAll() }
             guard let first = try await group.next(), let text = first else { throw ClusterError("\(word) timed out") }
             return text
-        }
-    }
-
-    private func terminate(_ process: Process) {
-        let pid = process.processIdentifier
-        guard pid > 0 else { return }
-        killProcess(pid)
-        for _ in 0..<1_000 {
-            var status: Int32 = 0
-            let result = waitpid(pid, &status, WNOHANG)
-            if result == pid || result == -1 { return }
-            usleep(5_000)
         }
     }
 }

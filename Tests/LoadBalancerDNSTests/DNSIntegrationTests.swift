@@ -102,7 +102,7 @@ struct DNSIntegrationTests {
         try await eventually { latest.instances.map(\.id) == ["127.0.0.21:8080", "127.0.0.22:8081"] }
 
         // Down: lookups fail, the last good set stays and the updates say why.
-        server.stop()
+        await server.stop()
         try await eventually { latest.error != nil }
         #expect(latest.instances.map(\.id) == ["127.0.0.21:8080", "127.0.0.22:8081"])
         #expect(latest.error?.code == .registryUnavailable)

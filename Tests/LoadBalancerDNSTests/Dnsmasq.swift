@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Foundation
 import LoadBalancerDNS
+import LoadBalancerTestServers
 import Testing
 
 /// Whether the dnsmasq integration suite runs: when dnsmasq is installed, or when the test script
@@ -25,10 +26,11 @@ final class Dnsmasq: @unchecked Sendable {
     static func start(_ records: [String]) async throws -> Dnsmasq {
         let binary = try #require(DnsmasqEnvironment.binary, "dnsmasq is not installed (apt-get install dnsmasq-base)")
         _ = binary
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("lb-dnsmasq-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         var lastError: (any Error)?
         for _ in 0..<20 {
+            // A directory per attempt: a failed attempt's server removes its own when it ends.
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("lb-dnsmasq-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             let port = Int.random(in: 20_000...60_000)
             let server = Dnsmasq(port: port, directory: directory)
             do {
@@ -36,7 +38,7 @@ final class Dnsmasq: @unchecked Sendable {
                 return server
             } catch {
                 lastError = error
-                server.stop()
+                await server.stop()
             }
         }
         throw lastError ?? DnsmasqError(message: "could not start dnsmasq")
@@ -51,7 +53,7 @@ final class Dnsmasq: @unchecked Sendable {
 
     /// (Re)starts dnsmasq on the same port with `records`, and waits until it answers.
     func launch(_ records: [String]) async throws {
-        stop()
+        await stop()
         let conf = directory.appendingPathComponent("dnsmasq.conf")
         // A record of our own to probe readiness with.
         let lines = records + ["host-record=ready.lbtest,127.0.0.1"]
@@ -79,25 +81,15 @@ final class Dnsmasq: @unchecked Sendable {
         throw DnsmasqError(message: "dnsmasq did not answer on port \(port) within 10 s")
     }
 
-    /// Stops dnsmasq and waits (bounded) for it to exit.
-    func stop() {
+    /// Stops dnsmasq and waits (bounded, without blocking a thread) until it has exited.
+    func stop() async {
         guard let process else { return }
         self.process = nil
-        guard process.isRunning else { return }
-        let pid = process.processIdentifier
-        kill(pid, SIGKILL)
-        // Not waitUntilExit(): it needs a run loop, which a test's task does not turn. Reap the
-        // child ourselves (or find it already reaped), bounded.
-        for _ in 0..<1_000 {
-            var status: Int32 = 0
-            let result = waitpid(pid, &status, WNOHANG)
-            if result == pid || result == -1 { return }
-            usleep(5_000)
-        }
+        await killAndReap(process.processIdentifier)
     }
 
     deinit {
-        stop()
+        if let process { killAndReapInBackground(process.processIdentifier) }
         try? FileManager.default.removeItem(at: directory)
     }
 }

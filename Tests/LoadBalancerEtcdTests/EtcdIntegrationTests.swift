@@ -67,7 +67,10 @@ struct EtcdIntegrationTests {
             try await eventually("a deleted") { recorder.ids == ["127.0.0.2:8002"] }
             try await client.put("/svc/api/b", value: "127.0.0.3:8003")
             try await eventually("b changed") { recorder.ids == ["127.0.0.3:8003"] }
-            #expect(recorder.all.allSatisfy { $0.error == nil })
+            // A loaded machine may stall the server long enough for a reconnection (an error in
+            // band); what must hold is that the set never emptied and ends current, without error.
+            #expect(recorder.neverEmptiedOnceFilled)
+            #expect(recorder.latest?.error == nil)
         }
     }
 
@@ -81,7 +84,7 @@ struct EtcdIntegrationTests {
         try await withRunning(client, [{ await publisher.run() }, recording(publisher, into: recorder)]) {
             try await client.put("/svc/a", value: "127.0.0.1:8001")
             try await eventually("a listed") { recorder.ids == ["127.0.0.1:8001"] }
-            cluster.kill(member)
+            await cluster.kill(member)
             try await eventually("the failure is reported") { recorder.latest?.error != nil }
             #expect(recorder.ids == ["127.0.0.1:8001"], "a registry failure never empties a good set")
             try await cluster.restart(member)
@@ -143,7 +146,7 @@ struct EtcdIntegrationTests {
             try await eventually("a listed") { recorder.ids == ["127.0.0.1:8001"] }
             #expect(client.preferredMember.port == leader.clientPort)
 
-            cluster.kill(leader)
+            await cluster.kill(leader)
             let newLeader = try await cluster.leader()
             #expect(newLeader.name != leader.name)
             try await client.put("/svc/b", value: "127.0.0.1:8002")

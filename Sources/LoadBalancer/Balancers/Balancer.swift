@@ -1,3 +1,5 @@
+import Tracing
+
 /// Chooses an endpoint for each call, synchronously, from an ``EndpointCache``'s current set.
 ///
 /// ``pick()`` is the hot path. It never suspends, takes no lock in the common case, allocates
@@ -126,27 +128,84 @@ extension Balancer {
         isolation: isolated (any Actor)? = #isolation,
         _ body: (Endpoint<Request, Response>) async throws -> Result
     ) async throws -> Result {
-        let resolved = try resolvePick { () throws(LoadBalancerError) in try pick() }
+        let resolved = try instrumentedPick { () throws(LoadBalancerError) in try pick() }
         return try await run(resolved, body)
     }
 
-    /// Runs `body` with a resolved pick, reporting the outcome to the balancer when it observes calls.
+    /// ``resolvePick(_:)``, counted in the cache's metrics (a pick, or a call with no endpoint).
+    func instrumentedPick(
+        _ picker: () throws(LoadBalancerError) -> EndpointPick
+    ) throws(LoadBalancerError) -> ResolvedPick<Request, Response> {
+        guard let instruments = endpoints.instruments else { return try resolvePick(picker) }
+        do {
+            let resolved = try resolvePick(picker)
+            instruments.picked(by: name)
+            return resolved
+        } catch {
+            instruments.foundNoEndpoint(name)
+            throw error
+        }
+    }
+
+    /// Runs `body` with a resolved pick, reporting the outcome to the balancer when it observes
+    /// calls, and to the cache's instruments (metrics, a span) when it has them.
     func run<Result>(
         isolation: isolated (any Actor)? = #isolation,
         _ resolved: ResolvedPick<Request, Response>,
         _ body: (Endpoint<Request, Response>) async throws -> Result
     ) async throws -> Result {
-        guard observesCalls else { return try await body(resolved.endpoint) }
-        willCall(resolved.pick, slot: resolved.slot)
+        guard let instruments = endpoints.instruments else {
+            guard observesCalls else { return try await body(resolved.endpoint) }
+            return try await measured(resolved, instruments: nil, body)
+        }
+        guard let tracer = instruments.tracer else {
+            return try await measured(resolved, instruments: instruments, body)
+        }
+        return try await traced(tracer, resolved, instruments, body)
+    }
+
+    /// ``run(isolation:_:_:)`` inside a `loadbalancer.call` span of `tracer`.
+    private func traced<T: Tracer, Result>(
+        isolation: isolated (any Actor)? = #isolation,
+        _ tracer: T,
+        _ resolved: ResolvedPick<Request, Response>,
+        _ instruments: Instruments,
+        _ body: (Endpoint<Request, Response>) async throws -> Result
+    ) async throws -> Result {
+        try await tracer.withSpan("loadbalancer.call", ofKind: .client) { span in
+            span.attributes["loadbalancer.service"] = instruments.service
+            span.attributes["loadbalancer.balancer"] = name
+            span.attributes["loadbalancer.instance"] = resolved.endpoint.id
+            if let attempt = RetryAttempt.current {
+                span.attributes["loadbalancer.attempt"] = attempt.number
+                span.attributes["loadbalancer.hedge"] = attempt.hedge
+            }
+            return try await measured(resolved, instruments: instruments, body)
+        }
+    }
+
+    /// Calls `body`, timing it, and reports the outcome to the balancer and the instruments.
+    private func measured<Result>(
+        isolation: isolated (any Actor)? = #isolation,
+        _ resolved: ResolvedPick<Request, Response>,
+        instruments: Instruments?,
+        _ body: (Endpoint<Request, Response>) async throws -> Result
+    ) async throws -> Result {
+        let observes = observesCalls
+        if observes { willCall(resolved.pick, slot: resolved.slot) }
         let start = ContinuousClock.now
         do {
             let result = try await body(resolved.endpoint)
-            record(resolved.record(.success, latency: .now - start))
+            let latency = ContinuousClock.now - start
+            if observes { record(resolved.record(.success, latency: latency)) }
+            instruments?.called(resolved.endpoint.id, outcome: .success, latency: latency)
             return result
         } catch {
+            let latency = ContinuousClock.now - start
             let outcome: CallRecord.Outcome = error is CancellationError ? .cancelled : .failure
-            record(resolved.record(outcome, latency: .now - start))
-            throw error
+            if observes { record(resolved.record(outcome, latency: latency)) }
+            instruments?.called(resolved.endpoint.id, outcome: outcome, latency: latency)
+            throw error  // the span (if any) records it as it ends
         }
     }
 

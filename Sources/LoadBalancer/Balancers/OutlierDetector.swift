@@ -119,6 +119,8 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
     }
 
     private let state = Mutex(State())
+    /// The cache's instruments: ejections are counted there.
+    private let instruments: Instruments?
 
     /// Creates a detector for the instances of `cache`.
     ///
@@ -141,6 +143,7 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
     ) {
         self.configuration = configuration
         self.now = now
+        self.instruments = cache.instruments
         let start = now()
         state.withLock { $0.intervalEnd = start + configuration.interval }
         nextDeadline.store(Self.nanos(start + configuration.interval), ordering: .relaxed)
@@ -204,6 +207,7 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
             }
             state.idBySlot = newIDs
             state.view = set
+            instruments?.ejectedNow(state.ejections.count)
         }
     }
 
@@ -262,6 +266,7 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
                 changed = judgeInterval(at: time, state: &state) || changed
                 state.intervalEnd = time + configuration.interval
             }
+            if changed { instruments?.ejectedNow(state.ejections.count) }
             let nextReturn = state.ejections.values.map(\.until).min() ?? state.intervalEnd
             nextDeadline.store(Self.nanos(min(nextReturn, state.intervalEnd)), ordering: .relaxed)
             return changed
@@ -315,6 +320,10 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
         let next = nextDeadline.load(ordering: .relaxed)
         if Self.nanos(until) < next { nextDeadline.store(Self.nanos(until), ordering: .relaxed) }
         log(&state, slot: slot, .ejected(reason, until: until), at: time)
+        if let instruments, let id = state.idBySlot[slot] {
+            instruments.ejected(id)
+            instruments.ejectedNow(state.ejections.count)
+        }
         return true
     }
 

@@ -31,6 +31,8 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
     private let factory: EndpointFactory<Request, Response>
     private let publisher: (any InstancePublisher)?
     private let logger: Logger
+    /// Metrics and tracing, when configured.
+    let instruments: Instruments?
     private let updateLock = AsyncLock()
     private let state = Mutex(State())
 
@@ -87,14 +89,17 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
     ///   - factory: Makes an endpoint for each new instance.
     ///   - logger: Where the cache logs (registry errors, factory failures, close failures).
     ///     Default: a logger that discards everything.
+    ///   - instrumentation: Metrics and tracing for the calls balanced over this cache. Default: none.
     public init(
         publisher: some InstancePublisher,
         factory: EndpointFactory<Request, Response>,
-        logger: Logger = Logger(label: "loadbalancer", factory: { _ in SwiftLogNoOpLogHandler() })
+        logger: Logger = Logger(label: "loadbalancer", factory: { _ in SwiftLogNoOpLogHandler() }),
+        instrumentation: LoadBalancerInstrumentation? = nil
     ) {
         self.publisher = publisher
         self.factory = factory
         self.logger = logger
+        self.instruments = instrumentation.map(Instruments.init)
         self.packedShape = Atomic(0)
         self.current = ManagedAtomic(EndpointSet(endpoints: [], instances: [], slots: [], generation: 0))
     }
@@ -102,11 +107,13 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
     /// Creates a cache fed by hand with ``update(with:)``.
     public init(
         factory: EndpointFactory<Request, Response>,
-        logger: Logger = Logger(label: "loadbalancer", factory: { _ in SwiftLogNoOpLogHandler() })
+        logger: Logger = Logger(label: "loadbalancer", factory: { _ in SwiftLogNoOpLogHandler() }),
+        instrumentation: LoadBalancerInstrumentation? = nil
     ) {
         self.publisher = nil
         self.factory = factory
         self.logger = logger
+        self.instruments = instrumentation.map(Instruments.init)
         self.packedShape = Atomic(0)
         self.current = ManagedAtomic(EndpointSet(endpoints: [], instances: [], slots: [], generation: 0))
     }
@@ -240,14 +247,17 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
             return (removed, published, [])
         }
         if let published {
-            logger.debug(
-                "endpoint set updated",
+            // The one log line of a registry change (publishers log their own steps at debug).
+            logger.info(
+                "instances changed",
                 metadata: [
                     "loadbalancer.generation": "\(published.generation)",
                     "loadbalancer.endpoints": "\(published.count)",
+                    "loadbalancer.added": "\(made.count)",
                     "loadbalancer.removed": "\(removed.count)",
                 ]
             )
+            instruments?.setChanged(published.instances.map(\.id))
         }
         let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
             defer { state.readyWaiters.removeAll() }

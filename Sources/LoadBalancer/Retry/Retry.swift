@@ -1,3 +1,4 @@
+import Tracing
 
 /// Turns a balancer into a single callable endpoint that retries failed calls on freshly picked endpoints.
 ///
@@ -86,7 +87,20 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
     ///   timeout expired; `CancellationError` when the calling task was cancelled.
     public func callAsFunction(_ request: Request) async throws -> Response {
         try Task.checkCancellation()
-        return try await attempts(request, deadline: clock.now.advanced(by: timeout))
+        let deadline = clock.now.advanced(by: timeout)
+        guard let tracer = balancer.endpoints.instruments?.tracer else {
+            return try await attempts(request, deadline: deadline, span: nil)
+        }
+        return try await traced(tracer, request, deadline: deadline)
+    }
+
+    /// The call inside a `loadbalancer.retry` span, whose children are the attempts' spans.
+    private func traced<T: Tracer>(_ tracer: T, _ request: Request, deadline: C.Instant) async throws -> Response {
+        try await tracer.withSpan("loadbalancer.retry", ofKind: .client) { span in
+            span.attributes["loadbalancer.service"] = balancer.endpoints.instruments?.service
+            span.attributes["loadbalancer.balancer"] = balancer.name
+            return try await attempts(request, deadline: deadline, span: span)
+        }
     }
 
     /// What the attempt loop waits for.
@@ -99,8 +113,9 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
 
     /// The attempts of one call: an event loop over attempt completions and the deadline, hedge
     /// and backoff timers, in one task group so that cancelling it cancels everything in flight.
-    private func attempts(_ request: Request, deadline: C.Instant) async throws -> Response {
+    private func attempts(_ request: Request, deadline: C.Instant, span: (any Span)?) async throws -> Response {
         budget?.deposit()
+        let instruments = balancer.endpoints.instruments
         var log: [RetryError.Attempt] = []
         func failure(_ reason: RetryError.Reason) -> RetryError {
             RetryError(reason: reason, attempts: log, timeout: timeout)
@@ -114,10 +129,18 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
                 return .deadline
             }
 
-            func launch() {
+            func launch(hedge: Bool = false) {
                 started += 1
                 inFlight += 1
                 let number = started
+                span?.attributes["loadbalancer.attempts"] = number
+                if hedge {
+                    instruments?.hedged()
+                    span?.addEvent("loadbalancer.hedge")
+                } else if number > 1 {
+                    instruments?.retried()
+                    span?.addEvent("loadbalancer.retry")
+                }
                 let start = clock.now
                 let picked: Result<ResolvedPick<Request, Response>, LoadBalancerError>
                 do {
@@ -132,7 +155,9 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
                         return .finished(number: number, instance: nil, result: .failure(error), duration: .zero)
                     case .success(let resolved):
                         do {
-                            let response = try await self.attempt(request, on: resolved)
+                            let response = try await RetryAttempt.$current.withValue((number, hedge)) {
+                                try await self.attempt(request, on: resolved)
+                            }
                             return .finished(
                                 number: number, instance: resolved.endpoint.instance, result: .success(response),
                                 duration: start.duration(to: self.clock.now)
@@ -175,7 +200,10 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
                         if error is CancellationError { throw failure(.notRetryable) }
                         if started >= maxAttempts { throw failure(.attemptsExhausted) }
                         if !shouldRetry(number, error) { throw failure(.notRetryable) }
-                        if let budget, !budget.withdraw() { throw failure(.budgetExhausted) }
+                        if let budget, !budget.withdraw() {
+                            instruments?.refusedByBudget()
+                            throw failure(.budgetExhausted)
+                        }
                         if let backoff {
                             let delay = backoff.delay(forRetry: started, random: random.next())
                             group.addTask {
@@ -191,8 +219,11 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
                     guard number == started, inFlight > 0, inFlight < (hedging?.maxInFlight ?? 1), started < maxAttempts else {
                         continue
                     }
-                    if let budget, !budget.withdraw() { continue }
-                    launch()
+                    if let budget, !budget.withdraw() {
+                        instruments?.refusedByBudget()
+                        continue
+                    }
+                    launch(hedge: true)
                 case .backoffDone:
                     launch()
                 case .deadline:
@@ -235,7 +266,7 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
 
     /// A pick that avoids the instances in `tried` while the set has others.
     private func pick(avoiding tried: Set<String>) throws(LoadBalancerError) -> ResolvedPick<Request, Response> {
-        let first = try balancer.resolvePick { () throws(LoadBalancerError) in try balancer.pick() }
+        let first = try balancer.instrumentedPick { () throws(LoadBalancerError) in try balancer.pick() }
         guard avoidsTriedInstances, !tried.isEmpty, tried.contains(first.endpoint.id) else { return first }
         for _ in 0..<8 {
             let next = try balancer.resolvePick { () throws(LoadBalancerError) in try balancer.pick() }
