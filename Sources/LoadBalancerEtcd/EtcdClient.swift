@@ -87,7 +87,7 @@ public final class EtcdClient: Service, Sendable {
                         } catch {
                             self.logger.error(
                                 "etcd connection stopped",
-                                metadata: ["loadbalancer.etcd.member": "\(connection.member)", "error": "\(error)"]
+                                metadata: ["loadbalancer.etcd.member": "\(connection.member)", "loadbalancer.error": "\(error)"]
                             )
                         }
                     }

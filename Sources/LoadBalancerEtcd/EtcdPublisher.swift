@@ -106,7 +106,7 @@ public final class EtcdPublisher: InstancePublisher, Service {
             state.nextRevision = range.revision + 1
             return Self.ordered(instances)
         }
-        logger.info(
+        logger.debug(
             "etcd instances listed",
             metadata: [
                 "loadbalancer.etcd.prefix": "\(prefix)", "loadbalancer.etcd.revision": "\(range.revision)",

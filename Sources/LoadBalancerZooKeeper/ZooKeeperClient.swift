@@ -356,7 +356,7 @@ public final class ZooKeeperClient: Service, Sendable {
                     }
                 }
         } catch {
-            logger.debug("ZooKeeper connect failed", metadata: ["loadbalancer.zookeeper.server": "\(server)", "error": "\(error)"])
+            logger.debug("ZooKeeper connect failed", metadata: ["loadbalancer.zookeeper.server": "\(server)", "loadbalancer.error": "\(error)"])
             return false
         }
 
@@ -403,7 +403,7 @@ public final class ZooKeeperClient: Service, Sendable {
             }
         } catch {
             if !(error is ConnectionClosed) && !(error is CancellationError) {
-                logger.info("ZooKeeper connection dropped", metadata: ["loadbalancer.zookeeper.server": "\(server)", "error": "\(error)"])
+                logger.info("ZooKeeper connection dropped", metadata: ["loadbalancer.zookeeper.server": "\(server)", "loadbalancer.error": "\(error)"])
             }
         }
         let (wasConnected, pending) = state.withLock { state in
@@ -525,7 +525,7 @@ public final class ZooKeeperClient: Service, Sendable {
                 if header.zxid > 0 { state.lastZxid = max(state.lastZxid, header.zxid) }
             }
             if header.xid == ZooKeeperXid.setWatches, header.error != 0 {
-                logger.warning("ZooKeeper refused to set the watches again", metadata: ["error": "\(header.error)"])
+                logger.warning("ZooKeeper refused to set the watches again", metadata: ["loadbalancer.error": "\(header.error)"])
             }
         default:
             let request = state.withLock { state -> Pending? in

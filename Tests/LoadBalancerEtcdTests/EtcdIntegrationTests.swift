@@ -2,8 +2,16 @@ import LoadBalancer
 import LoadBalancerEtcd
 import LoadBalancerTestServers
 import Logging
+import ServiceLifecycle
 import Synchronization
 import Testing
+
+/// The ids of closed endpoints, in order.
+final class ClosedEndpoints: Sendable {
+    private let closed = Mutex<[String]>([])
+    var ids: [String] { closed.withLock { $0 } }
+    func add(_ id: String) { closed.withLock { $0.append(id) } }
+}
 
 /// A log handler that keeps messages, to see which path the publisher took.
 final class MessageLog: Sendable {
@@ -256,6 +264,38 @@ struct EtcdIntegrationTests {
         let unverified = try EtcdClient(configuration: untrusted)
         try await withRunning(unverified) {
             await #expect(throws: EtcdError.self) { try await unverified.range(prefix: "/svc/") }
+        }
+    }
+
+    @Test("in a ServiceGroup, graceful shutdown deregisters the registrar and closes every endpoint")
+    func serviceGroupShutdown() async throws {
+        let cluster = try await EtcdCluster.start()
+        let client = try EtcdClient(configuration: cluster.configuration)
+        let publisher = EtcdPublisher(prefix: "/svc/", client: client)
+        let closed = ClosedEndpoints()
+        let cache = EndpointCache<Int, String>(
+            publisher: publisher,
+            factory: EndpointFactory { instance in
+                ManagedEndpoint(Endpoint(instance: instance) { _ in instance.id }) { closed.add(instance.id) }
+            }
+        )
+        let me = try Instance(host: "127.0.0.5", port: 8005)
+        let registrar = EtcdRegistrar(instance: me, prefix: "/svc/", client: client, ttl: .seconds(30))
+        // Services shut down in reverse order: the registrar first, the client last.
+        let group = ServiceGroup(
+            configuration: .init(services: [client, publisher, cache, registrar], logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        )
+        let watcher = try EtcdClient(configuration: cluster.configuration)
+        try await withRunning(watcher) {
+            let run = Task { try await group.run() }
+            try await watcher.put("/svc/other", value: "127.0.0.6:8006")
+            try await eventually("both endpoints made") { cache.snapshot.count == 2 }
+            await group.triggerGracefulShutdown()
+            try await run.value
+            // The lease was revoked (not left to expire in 30 s): the key is gone now.
+            let left = try await watcher.range(prefix: "/svc/")
+            #expect(left.keyValues.map(\.key) == ["/svc/other"])
+            #expect(closed.ids.sorted() == [me.id, "127.0.0.6:8006"].sorted(), "every endpoint closed once")
         }
     }
 
