@@ -76,6 +76,24 @@ struct EndpointCacheTests {
         #expect(cache.snapshot.isEmpty, "a shut-down cache ignores updates")
     }
 
+    @Test("a registry change is logged once, at info; an unchanged update logs nothing")
+    func changeLoggedOnce() async throws {
+        let log = InMemoryLogHandler()
+        var logger = Logger(label: "test", factory: { _ in log })
+        logger.logLevel = .trace
+        let cache = EndpointCache(factory: EndpointLedger().factory(), logger: logger)
+        await cache.update(with: instances([1, 2]))
+        await cache.update(with: instances([2, 3]))
+        await cache.update(with: instances([2, 3]))
+        let infos = log.entries.filter { $0.level == .info }
+        #expect(infos.count == 2, "one line per change: \(infos.map(\.message))")
+        #expect(infos.allSatisfy { "\($0.message)" == "instances changed" })
+        let last = try #require(infos.last)
+        #expect(last.metadata["loadbalancer.added"] == "1" && last.metadata["loadbalancer.removed"] == "1")
+        #expect(last.metadata["loadbalancer.endpoints"] == "2")
+        #expect(log.entries.filter { $0.level > .info }.isEmpty)
+    }
+
     @Test("a throwing factory is logged, its instance left out, and tried again at the next update")
     func failingFactory() async throws {
         let log = InMemoryLogHandler()
