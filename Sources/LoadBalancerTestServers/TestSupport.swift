@@ -97,6 +97,16 @@ final class OutputBuffer: Sendable {
 
     var text: String { state.withLock { String(decoding: $0.data, as: UTF8.self) } }
     var ended: Bool { state.withLock { $0.ended } }
+    var count: Int { state.withLock { $0.data.count } }
+}
+
+/// Marks both ends of `pipe` close-on-exec, so that no other child process started meanwhile (an
+/// etcd, a java) inherits them: an inherited write end would keep the pipe from ever reaching end
+/// of file. The child the pipe is for still gets it: dup2 onto its stdout clears the flag.
+func closeOnExec(_ pipe: Pipe) {
+    for descriptor in [pipe.fileHandleForReading.fileDescriptor, pipe.fileHandleForWriting.fileDescriptor] {
+        _ = fcntl(descriptor, F_SETFD, fcntl(descriptor, F_GETFD) | FD_CLOEXEC)
+    }
 }
 
 /// The built `lbctl` (it sits next to the test bundle), run as a child process whose output is
@@ -117,6 +127,8 @@ public final class LbctlProcess: Sendable {
         process.arguments = arguments
         let outPipe = Pipe()
         let errPipe = Pipe()
+        closeOnExec(outPipe)
+        closeOnExec(errPipe)
         process.standardOutput = outPipe
         process.standardError = errPipe
         out = OutputBuffer(outPipe)
@@ -130,23 +142,44 @@ public final class LbctlProcess: Sendable {
     /// What it printed on stderr so far.
     public var stderr: String { err.text }
 
-    /// Waits (bounded) for the process to exit on its own, its output complete; returns its status.
+    /// Waits (bounded) for the process to exit on its own and for its output; returns its status.
+    ///
+    /// The output is complete at end of file on both pipes; should another process hold a pipe's
+    /// write end anyway, it is taken as complete once the exited process's bytes stop arriving.
     public func exitStatus(timeout: Duration = .seconds(120)) async throws -> Int32 {
         let pid = process.processIdentifier
         let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            guard out.ended, err.ended else {
+        var status: Int32?
+        while ContinuousClock.now < deadline, status == nil {
+            var raw: Int32 = 0
+            let result = waitpid(pid, &raw, WNOHANG)
+            if result == pid {
+                status = (raw >> 8) & 0xFF
+            } else if result == -1, !process.isRunning {
+                status = process.terminationStatus
+            } else {
                 try await Task.sleep(for: .milliseconds(5))
-                continue
             }
-            var status: Int32 = 0
-            let result = waitpid(pid, &status, WNOHANG)
-            if result == pid { return (status >> 8) & 0xFF }
-            if result == -1, !process.isRunning { return process.terminationStatus }
+        }
+        guard let status else {
+            killProcess(pid)
+            throw ClusterError("lbctl did not exit within \(timeout)")
+        }
+        // Drain: until end of file, or 200 ms without a new byte (bounded by 5 s).
+        let drainDeadline = ContinuousClock.now + .seconds(5)
+        var seen = -1
+        var quietSince = ContinuousClock.now
+        while !(out.ended && err.ended), ContinuousClock.now < drainDeadline {
+            let now = out.count + err.count
+            if now != seen {
+                seen = now
+                quietSince = .now
+            } else if ContinuousClock.now - quietSince > .milliseconds(200) {
+                break
+            }
             try await Task.sleep(for: .milliseconds(5))
         }
-        killProcess(pid)
-        throw ClusterError("lbctl did not exit within \(timeout)")
+        return status
     }
 
     /// Kills the process (SIGKILL) and reaps it, bounded.
