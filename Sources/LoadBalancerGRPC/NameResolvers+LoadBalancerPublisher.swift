@@ -55,7 +55,9 @@ extension NameResolvers {
     /// otherwise, see ``ResolvableTargets/LoadBalancerPublisher/serviceConfig``) is sent with
     /// every update. grpc-swift's round robin keeps the connections of instances that stay, opens
     /// connections to new ones and closes those of removed ones, letting their RPCs in flight
-    /// finish.
+    /// finish. An RPC that picks a removed instance just as its connection closes fails with
+    /// `unavailable`; a retry policy for `unavailable` in the service configuration
+    /// (`MethodConfig(executionPolicy: .retry(...))`) sends it to another instance instead.
     public struct LoadBalancerPublisher: NameResolverFactory, Sendable {
         /// The target type this factory resolves.
         public typealias Target = ResolvableTargets.LoadBalancerPublisher

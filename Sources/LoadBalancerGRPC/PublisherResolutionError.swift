@@ -27,6 +27,7 @@ public struct PublisherResolutionError: Error, Sendable, CustomStringConvertible
         /// resolve (or host-name resolution is off), or hosts that are not valid addresses.
         public static let noUsableInstances = Code(.noUsableInstances)
 
+        /// The code's name, such as `noInstances`.
         public var description: String {
             switch wrapped {
             case .noInstances: "noInstances"
@@ -56,6 +57,7 @@ public struct PublisherResolutionError: Error, Sendable, CustomStringConvertible
         self.cause = cause
     }
 
+    /// The code and the message, and the cause when there is one.
     public var description: String {
         if let cause { return "\(code): \(message) (\(cause))" }
         return "\(code): \(message)"

@@ -148,6 +148,41 @@ func callCounts(_ client: GRPCClient<HTTP2ClientTransport.Posix>, _ count: Int) 
     return counts
 }
 
+/// `count` calls, sequentially, where a call may fail with `unavailable` (an RPC racing the removal
+/// of its server's connection); the answers per server name, and the number of such failures.
+func callCountsAllowingUnavailable(
+    _ client: GRPCClient<HTTP2ClientTransport.Posix>,
+    _ count: Int
+) async throws -> (counts: [String: Int], unavailable: Int) {
+    var counts: [String: Int] = [:]
+    var unavailable = 0
+    for _ in 0..<count {
+        do {
+            counts[try await who(client), default: 0] += 1
+        } catch let error as RPCError where error.code == .unavailable {
+            unavailable += 1
+        }
+    }
+    return (counts, unavailable)
+}
+
+/// A service config: round robin, and `Who` calls retried (up to 3 attempts) on `unavailable`.
+var roundRobinRetryingUnavailable: ServiceConfig {
+    let retry = RetryPolicy(
+        maxAttempts: 3,
+        initialBackoff: .milliseconds(10),
+        maxBackoff: .milliseconds(50),
+        backoffMultiplier: 2,
+        retryableStatusCodes: [.unavailable]
+    )
+    return ServiceConfig(
+        methodConfig: [
+            MethodConfig(names: [MethodConfig.Name(service: "loadbalancer.test.Who")], executionPolicy: .retry(retry))
+        ],
+        loadBalancingConfig: [.roundRobin]
+    )
+}
+
 /// Polls `condition` every 20 ms until it holds; fails the test (and throws) after `timeout`.
 func eventually(
     _ what: String,
