@@ -22,6 +22,7 @@ let package = Package(
         .library(name: "LoadBalancerEtcd", targets: ["LoadBalancerEtcd"]),
         .library(name: "LoadBalancerZooKeeper", targets: ["LoadBalancerZooKeeper"]),
         .library(name: "LoadBalancerConsul", targets: ["LoadBalancerConsul"]),
+        .library(name: "LoadBalancerGRPC", targets: ["LoadBalancerGRPC"]),
         .executable(name: "lbctl", targets: ["lbctl"]),
         // Real registry servers started on loopback, for this package's tests and Benchmarks/ only.
         .library(name: "LoadBalancerTestServers", targets: ["LoadBalancerTestServers"]),
@@ -124,6 +125,17 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: sharedSettings
+        ),
+        // A grpc-swift-2 name resolver fed by any InstancePublisher, for gRPC clients.
+        .target(
+            name: "LoadBalancerGRPC",
+            dependencies: [
+                "LoadBalancer",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: sharedSettings
         ),
@@ -257,6 +269,17 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: sharedSettings
+        ),
+        .testTarget(
+            name: "LoadBalancerGRPCTests",
+            dependencies: [
+                "LoadBalancer",
+                "LoadBalancerGRPC",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: sharedSettings
         ),
