@@ -193,5 +193,6 @@ public struct DNSParseError: Error, Sendable, Hashable, CustomStringConvertible 
     /// Where in the message the problem was found.
     public var offset: Int
 
+    /// `malformed DNS message: CODE at byte OFFSET`.
     public var description: String { "malformed DNS message: \(code) at byte \(offset)" }
 }
