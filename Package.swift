@@ -43,6 +43,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
         // Already in the graph through AsyncHTTPClient and gRPC; named for the tests' TLS servers.
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        // Only for `swift package generate-documentation` (scripts/test.sh builds the docs); a plugin,
+        // so it adds nothing to the build of a package that depends on this one.
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         // The core: instances, publishers, the endpoint cache, balancers, retry.

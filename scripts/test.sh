@@ -6,6 +6,7 @@
 # 2. Builds everything with warnings as errors (Swift 6 mode, strict concurrency).
 # 3. Runs `swift test`: unit and integration tests.
 # 4. Builds the Benchmarks package, so it cannot rot.
+# 5. Builds the DocC documentation of every public module, with warnings as errors.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,3 +46,15 @@ done
 
 echo "== build the benchmarks (they are run by hand; see BENCHMARKS.md)"
 swift build --package-path Benchmarks -Xswiftc -warnings-as-errors
+
+echo "== build the documentation of every public module (DocC; warnings are errors)"
+# The same -Xswiftc flag as the build above, so the modules are not compiled again. Any DocC
+# warning fails the run: a symbol or article link that does not resolve, a parameter missing from a
+# `- Parameters:` list. README.md says how to preview the archives.
+doc_targets=()
+for target in LoadBalancer LoadBalancerSimulation LoadBalancerHTTP LoadBalancerDNS LoadBalancerEtcd \
+    LoadBalancerZooKeeper LoadBalancerConsul; do
+    doc_targets+=(--target "$target")
+done
+swift package -Xswiftc -warnings-as-errors --disable-sandbox generate-documentation "${doc_targets[@]}" \
+    --warnings-as-errors

@@ -1,6 +1,6 @@
 /// A failed call to the Consul HTTP API.
 ///
-/// Publishers carry it in band (as the ``LoadBalancer/DiscoveryError/cause`` of an update that keeps
+/// Publishers carry it in band (as the `DiscoveryError.cause` of an update that keeps
 /// the last good set); ``ConsulClient`` and ``ConsulRegistrar`` callers get it thrown.
 public struct ConsulError: Error, Sendable, CustomStringConvertible {
     /// What kind of failure it is. New codes may be added; switch with a `default`.

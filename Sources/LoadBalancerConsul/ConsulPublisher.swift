@@ -21,8 +21,8 @@ import ServiceLifecycle
 ///   answer that neither moved the index nor blocked (a misbehaving agent, or a reset) waits a
 ///   jittered, growing delay before the next request, as does every failure.
 /// - **Failures** (refused connections, timeouts, non-200 statuses, bodies that are not the
-///   documented JSON) arrive in band as a ``LoadBalancer/DiscoveryError`` whose cause is a
-///   ``ConsulError``; the last good set stays (subject to the ``LoadBalancer/StalenessPolicy``). An
+///   documented JSON) arrive in band as a `DiscoveryError` whose cause is a
+///   ``ConsulError``; the last good set stays (subject to the `StalenessPolicy`). An
 ///   entry that is not a valid instance (port 0, a bad address) is left out and reported in band
 ///   with code `invalidInstances`, the good ones published.
 /// - **An empty answer** is authoritative: the empty set is published.

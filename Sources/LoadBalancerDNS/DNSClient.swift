@@ -4,6 +4,7 @@ import NIOPosix
 
 /// A failed lookup.
 public struct DNSLookupError: Error, Sendable, CustomStringConvertible {
+    /// What kind of failure it is. New codes may be added; switch with a `default`.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Wrapped: Hashable, Sendable { case timeout, serverFailure, refused, malformed, network }
         private let wrapped: Wrapped
@@ -18,10 +19,14 @@ public struct DNSLookupError: Error, Sendable, CustomStringConvertible {
         public static let malformed = Code(.malformed)
         /// The nameserver could not be reached.
         public static let network = Code(.network)
+        /// The code's name, such as `timeout`.
         public var description: String { String(describing: wrapped) }
     }
+    /// What kind of failure it is.
     public var code: Code
+    /// A human-readable explanation.
     public var message: String
+    /// The code and the message.
     public var description: String { "\(code): \(message)" }
 }
 
@@ -41,6 +46,7 @@ public struct DNSClient: Sendable {
     public var configuration: ResolverConfiguration
     private let group: any EventLoopGroup
 
+    /// Creates a client whose queries run on `group`.
     public init(configuration: ResolverConfiguration, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
         self.configuration = configuration
         self.group = group

@@ -8,11 +8,16 @@ public struct DNSMessage: Sendable, Hashable {
     public var id: UInt16
     /// The header flags (QR, opcode, AA, TC, RD, RA, Z, RCODE), as on the wire.
     public var flags: UInt16
+    /// The question section.
     public var questions: [DNSQuestion]
+    /// The answer section.
     public var answers: [DNSRecord]
+    /// The authority section.
     public var authorities: [DNSRecord]
+    /// The additional section.
     public var additionals: [DNSRecord]
 
+    /// Creates a message.
     public init(
         id: UInt16,
         flags: UInt16,
@@ -39,16 +44,25 @@ public struct DNSMessage: Sendable, Hashable {
 
 /// A response code.
 public struct DNSResponseCode: RawRepresentable, Sendable, Hashable, CustomStringConvertible {
+    /// The 4-bit code, as on the wire.
     public var rawValue: UInt8
+    /// Creates a response code from its wire value.
     public init(rawValue: UInt8) { self.rawValue = rawValue }
 
+    /// NOERROR (0): the query succeeded (the answer may still be empty).
     public static let noError = DNSResponseCode(rawValue: 0)
+    /// FORMERR (1): the server could not interpret the query.
     public static let formatError = DNSResponseCode(rawValue: 1)
+    /// SERVFAIL (2): the server failed to answer.
     public static let serverFailure = DNSResponseCode(rawValue: 2)
+    /// NXDOMAIN (3): the name does not exist.
     public static let nameError = DNSResponseCode(rawValue: 3)
+    /// NOTIMP (4): the server does not support the query.
     public static let notImplemented = DNSResponseCode(rawValue: 4)
+    /// REFUSED (5): the server refused to answer.
     public static let refused = DNSResponseCode(rawValue: 5)
 
+    /// The mnemonic (`NOERROR`, `NXDOMAIN`, `SRV`, `AAAA`...), or the number when it has none here.
     public var description: String {
         switch self {
         case .noError: "NOERROR"
@@ -64,15 +78,23 @@ public struct DNSResponseCode: RawRepresentable, Sendable, Hashable, CustomStrin
 
 /// A record type.
 public struct DNSRecordType: RawRepresentable, Sendable, Hashable, CustomStringConvertible {
+    /// The type's number, as on the wire.
     public var rawValue: UInt16
+    /// Creates a record type from its number.
     public init(rawValue: UInt16) { self.rawValue = rawValue }
 
+    /// A (1): an IPv4 address.
     public static let a = DNSRecordType(rawValue: 1)
+    /// CNAME (5): an alias.
     public static let cname = DNSRecordType(rawValue: 5)
+    /// AAAA (28): an IPv6 address.
     public static let aaaa = DNSRecordType(rawValue: 28)
+    /// SRV (33): a service location (RFC 2782).
     public static let srv = DNSRecordType(rawValue: 33)
+    /// OPT (41): the EDNS0 pseudo-record.
     public static let opt = DNSRecordType(rawValue: 41)
 
+    /// The mnemonic (`NOERROR`, `NXDOMAIN`, `SRV`, `AAAA`...), or the number when it has none here.
     public var description: String {
         switch self {
         case .a: "A"
@@ -89,10 +111,12 @@ public struct DNSRecordType: RawRepresentable, Sendable, Hashable, CustomStringC
 public struct DNSQuestion: Sendable, Hashable {
     /// The name, lowercased, without the trailing dot.
     public var name: String
+    /// The record type.
     public var type: DNSRecordType
     /// The class (1, IN).
     public var recordClass: UInt16
 
+    /// Creates a question.
     public init(name: String, type: DNSRecordType, recordClass: UInt16 = 1) {
         self.name = name
         self.type = type
@@ -104,12 +128,16 @@ public struct DNSQuestion: Sendable, Hashable {
 public struct DNSRecord: Sendable, Hashable {
     /// The owner name, lowercased, without the trailing dot.
     public var name: String
+    /// The record type.
     public var type: DNSRecordType
+    /// The class (1, IN).
     public var recordClass: UInt16
     /// Time to live, in seconds.
     public var ttl: UInt32
+    /// The record's data, decoded for the types service discovery uses.
     public var data: DNSRecordData
 
+    /// Creates a record.
     public init(name: String, type: DNSRecordType, recordClass: UInt16 = 1, ttl: UInt32, data: DNSRecordData) {
         self.name = name
         self.type = type
@@ -135,6 +163,7 @@ public enum DNSRecordData: Sendable, Hashable {
 
 /// A message that cannot be parsed.
 public struct DNSParseError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// What is wrong with the message. New codes may be added; switch with a `default`.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Wrapped: Hashable, Sendable {
             case truncated, pointerOutOfRange, compressionLoop, labelTooLong, nameTooLong, badLabelType, badRecordLength
@@ -155,12 +184,15 @@ public struct DNSParseError: Error, Sendable, Hashable, CustomStringConvertible 
         public static let badLabelType = Code(.badLabelType)
         /// A record's data length does not fit its type.
         public static let badRecordLength = Code(.badRecordLength)
+        /// The code's name, such as `truncated`.
         public var description: String { String(describing: wrapped) }
     }
 
+    /// What is wrong.
     public var code: Code
     /// Where in the message the problem was found.
     public var offset: Int
 
+    /// `malformed DNS message: CODE at byte OFFSET`.
     public var description: String { "malformed DNS message: \(code) at byte \(offset)" }
 }

@@ -49,6 +49,14 @@ public final class DNSSRVPublisher: InstancePublisher, Service {
     private let client: DNSClient
     private let core: DNSPublisherCore
 
+    /// Creates a publisher; nothing is looked up until ``run()``.
+    ///
+    /// - Parameters:
+    ///   - name: The SRV name, for example `_http._tcp.example.com`.
+    ///   - client: The resolver.
+    ///   - refresh: When to look up again. Default: at the records' TTL, clamped to 1 s...5 min.
+    ///   - staleness: What to do with the last good set while lookups fail. Default: keep it.
+    ///   - logger: Where to log. Default: nowhere.
     public init(
         name: String,
         client: DNSClient,
@@ -61,6 +69,7 @@ public final class DNSSRVPublisher: InstancePublisher, Service {
         self.core = DNSPublisherCore(name: name, refresh: refresh, staleness: staleness, logger: logger)
     }
 
+    /// A new subscription: the current set first (once the first lookup is done), then every change.
     public func updates() -> InstanceUpdates { core.broadcaster.updates() }
 
     /// Looks up, publishes, and sleeps until the next refresh, until cancelled.
@@ -162,6 +171,15 @@ public final class DNSAddressPublisher: InstancePublisher, Service {
     private let client: DNSClient
     private let core: DNSPublisherCore
 
+    /// Creates a publisher; nothing is looked up until ``run()``.
+    ///
+    /// - Parameters:
+    ///   - name: The name whose A and AAAA records are published.
+    ///   - port: The port every instance gets.
+    ///   - client: The resolver.
+    ///   - refresh: When to look up again. Default: at the records' TTL, clamped to 1 s...5 min.
+    ///   - staleness: What to do with the last good set while lookups fail. Default: keep it.
+    ///   - logger: Where to log. Default: nowhere.
     public init(
         name: String,
         port: Int,
@@ -176,6 +194,7 @@ public final class DNSAddressPublisher: InstancePublisher, Service {
         self.core = DNSPublisherCore(name: name, refresh: refresh, staleness: staleness, logger: logger)
     }
 
+    /// A new subscription: the current set first (once the first lookup is done), then every change.
     public func updates() -> InstanceUpdates { core.broadcaster.updates() }
 
     /// Looks up, publishes, and sleeps until the next refresh, until cancelled.

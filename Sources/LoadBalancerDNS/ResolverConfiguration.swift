@@ -14,6 +14,7 @@ public struct ResolverConfiguration: Sendable, Hashable {
     /// How many rounds over the nameservers. Default 2.
     public var attempts = 2
 
+    /// Creates a configuration; the parameters are the properties of the same names.
     public init(nameservers: [String], search: [String] = [], ndots: Int = 1, timeout: Duration = .seconds(5), attempts: Int = 2) {
         self.nameservers = nameservers
         self.search = search

@@ -29,6 +29,7 @@ import Foundation
 /// let group = ServiceGroup(services: [client, publisher], logger: logger)
 /// ```
 public final class EtcdClient: Service, Sendable {
+    /// The members and settings the client was created with.
     public let configuration: EtcdConfiguration
     let logger: Logger
     private let connections: [Connection]
@@ -556,10 +557,14 @@ public struct EtcdKeyValue: Sendable, Hashable {
 
 /// A change of one key.
 public struct EtcdEvent: Sendable, Hashable {
+    /// What happened to the key.
     public enum Kind: Sendable, Hashable {
+        /// The key was created or changed.
         case put
+        /// The key was deleted.
         case delete
     }
+    /// What happened to the key.
     public var kind: Kind
     /// For a put, the new key-value; for a delete, the key with an empty value and the revision of
     /// the deletion.
@@ -582,10 +587,13 @@ public struct EtcdWatchBatch: Sendable {
 
 /// What ``EtcdClient/status(of:)`` returns.
 public struct EtcdMemberStatus: Sendable, Hashable {
+    /// The member's id.
     public var memberID: UInt64
     /// The leader's member id as this member sees it (0: no leader).
     public var leaderID: UInt64
+    /// The member's current store revision.
     public var revision: Int64
+    /// The member's etcd version, such as `3.4.30`.
     public var version: String
 
     /// Whether this member is the leader.

@@ -9,6 +9,7 @@ public struct EtcdConfiguration: Sendable {
         /// The client port (etcd's default is 2379).
         public var port: Int
 
+        /// A member at `host` and `port`.
         public init(host: String, port: Int) {
             self.host = host
             self.port = port
@@ -24,15 +25,19 @@ public struct EtcdConfiguration: Sendable {
             }
         }
 
+        /// `host:port`, with an IPv6 host in brackets.
         public var description: String { Instance.hostPortString(host: host, port: port) }
     }
 
     /// User name and password for etcd's authentication (the `Authenticate` call; the token it
     /// returns is sent with every request and renewed when etcd says it is no longer valid).
     public struct Credentials: Sendable, Hashable {
+        /// The etcd user.
         public var username: String
+        /// The user's password.
         public var password: String
 
+        /// Creates credentials.
         public init(username: String, password: String) {
             self.username = username
             self.password = password
@@ -45,6 +50,7 @@ public struct EtcdConfiguration: Sendable {
         public var trustRootsPath: String?
         /// A client certificate chain and its key, for members that require client certificates.
         public var clientCertificatePath: String?
+        /// The private key of ``clientCertificatePath``.
         public var clientKeyPath: String?
 
         /// Members' certificates are verified against the member's host as configured.
@@ -65,6 +71,7 @@ public struct EtcdConfiguration: Sendable {
     /// How long a unary request (range, put, lease grant...) may take on one member. Default 5 s.
     public var requestTimeout: Duration = .seconds(5)
 
+    /// Creates a configuration for `members`.
     public init(members: [Member], credentials: Credentials? = nil, tls: TLS? = nil) {
         self.members = members
         self.credentials = credentials

@@ -23,16 +23,20 @@ public struct EtcdError: Error, Sendable, CustomStringConvertible {
         /// Anything else; see ``EtcdError/cause``.
         public static let other = Code(.other)
 
+        /// The code's name, such as `unavailable`.
         public var description: String { String(describing: wrapped) }
     }
 
+    /// What kind of failure it is.
     public var code: Code
+    /// A human-readable explanation.
     public var message: String
     /// For ``Code/compacted``: the oldest revision still available.
     public var compactRevision: Int64?
     /// The underlying error (a gRPC `RPCError`, usually).
     public var cause: (any Error)?
 
+    /// Creates an error.
     public init(code: Code, message: String, compactRevision: Int64? = nil, cause: (any Error)? = nil) {
         self.code = code
         self.message = message
@@ -40,6 +44,7 @@ public struct EtcdError: Error, Sendable, CustomStringConvertible {
         self.cause = cause
     }
 
+    /// `etcd CODE: MESSAGE`, with the compact revision and the cause when there are.
     public var description: String {
         var text = "etcd \(code): \(message)"
         if let compactRevision { text += " (compacted to revision \(compactRevision))" }

@@ -6,7 +6,7 @@ import Synchronization
 /// Publishes the instances registered in etcd under a key prefix.
 ///
 /// Each key under the prefix is one instance; its value is `host:port` or the JSON object that
-/// ``Instance/init(registryValue:)`` reads (``EtcdRegistrar`` writes that form). A value that
+/// `Instance.init(registryValue:)` reads (``EtcdRegistrar`` writes that form). A value that
 /// parses as neither is logged and skipped, never fatal.
 ///
 /// ``run()`` lists the prefix, then watches it from the revision after the list. After a broken
@@ -31,11 +31,14 @@ public final class EtcdPublisher: InstancePublisher, Service {
         var nextRevision: Int64?
     }
 
+    /// Creates a publisher; nothing is read until ``run()``.
+    ///
     /// - Parameters:
     ///   - prefix: The key prefix; every key that starts with it is an instance.
     ///   - client: The etcd client (run it too).
     ///   - staleness: What to do with the last good set while etcd fails. Default: keep it.
     ///   - backoff: The pause between attempts after a failure. Default 100 ms doubling to 5 s.
+    ///   - logger: Where to log. Default: nowhere.
     public init(
         prefix: String,
         client: EtcdClient,
@@ -50,6 +53,7 @@ public final class EtcdPublisher: InstancePublisher, Service {
         self.logger = logger
     }
 
+    /// A new subscription: the current set first (once the first list is in), then every change.
     public func updates() -> InstanceUpdates { broadcaster.updates() }
 
     /// Lists and watches until cancelled or shut down; then ends the subscriptions.

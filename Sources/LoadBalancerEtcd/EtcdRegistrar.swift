@@ -6,12 +6,13 @@ import Synchronization
 /// Registers one instance in etcd for as long as it runs.
 ///
 /// ``run()`` grants a lease of ``ttl``, puts the instance under `prefix + instance.id` with that
-/// lease (the value is ``Instance/registryJSON``), and renews the lease every third of its TTL.
+/// lease (the value is `Instance.registryJSON`), and renews the lease every third of its TTL.
 /// When the keep-alive stream breaks it renews on the next member; when the lease has expired
 /// meanwhile (etcd unreachable for longer than the TTL) it registers again with a new lease.
 /// On graceful shutdown or cancellation it revokes the lease, which deletes the key at once. If the
 /// process dies instead, etcd deletes the key when the lease expires, within ``ttl``.
 public final class EtcdRegistrar: Service {
+    /// The registered instance.
     public let instance: Instance
     /// The key the instance is registered under.
     public let key: String
@@ -22,10 +23,15 @@ public final class EtcdRegistrar: Service {
     private let logger: Logger
     private let lease = Mutex<Int64?>(nil)
 
+    /// Creates a registrar; nothing is written until ``run()``.
+    ///
     /// - Parameters:
     ///   - instance: What to register.
     ///   - prefix: The prefix publishers watch, for example `/services/api/`.
+    ///   - client: The etcd client (run it too).
     ///   - ttl: The lease's TTL (whole seconds, at least 1). Default 10 s.
+    ///   - backoff: The pause between attempts after a failure. Default 100 ms doubling to 2 s.
+    ///   - logger: Where to log. Default: nowhere.
     public init(
         instance: Instance,
         prefix: String,

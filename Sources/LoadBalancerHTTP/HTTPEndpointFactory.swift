@@ -14,6 +14,7 @@ public struct HTTPCall: Sendable {
     /// The body, if any.
     public var body: [UInt8]?
 
+    /// Creates a call. A `path` that does not start with `/` gets one.
     public init(method: HTTPMethod = .GET, path: String, headers: HTTPHeaders = [:], body: [UInt8]? = nil) {
         self.method = method
         self.path = path.hasPrefix("/") ? path : "/" + path
@@ -34,13 +35,14 @@ public struct HTTPReply: Sendable {
 
 /// An instance answered with a status the factory is configured to treat as a failure (5xx by default).
 ///
-/// Thrown so that the balancer, ``LoadBalancer/Retry`` and outlier ejection see the call as failed.
+/// Thrown so that the balancer, `Retry` and outlier ejection see the call as failed.
 public struct HTTPStatusError: Error, Sendable, CustomStringConvertible {
     /// The status received.
     public var status: HTTPResponseStatus
     /// The instance that answered.
     public var instance: Instance
 
+    /// `HTTP STATUS from INSTANCE`.
     public var description: String { "HTTP \(status.code) from \(instance.id)" }
 }
 
@@ -69,12 +71,13 @@ public enum HTTPEndpointFactory {
         /// The largest response body read, in bytes. Default 4 MiB.
         public var maxBodySize: Int = 4 * 1024 * 1024
 
+        /// The defaults.
         public init() {}
     }
 
     /// An `HTTPClient` configuration suited to balanced calls: a connection that cannot be
     /// established fails its request at once (instead of AsyncHTTPClient's default of retrying the
-    /// connection until the request's deadline), so the balancer and ``LoadBalancer/Retry`` can move
+    /// connection until the request's deadline), so the balancer and `Retry` can move
     /// the call to another instance, and the connect timeout is `connectTimeout`.
     public static func clientConfiguration(connectTimeout: Duration = .seconds(1)) -> HTTPClient.Configuration {
         var configuration = HTTPClient.Configuration()

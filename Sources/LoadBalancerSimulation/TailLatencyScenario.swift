@@ -34,6 +34,7 @@ public struct TailLatencyScenario: Sendable, Hashable {
     /// Seed of arrivals and service-time draws (shared by every policy). Default 1.
     public var seed: UInt64 = 1
 
+    /// The reference scenario (the defaults of every property).
     public init() {}
 
     /// The reference scenario, changed by `configure`.

@@ -27,7 +27,8 @@ public struct SimulatedPolicy: Sendable {
     /// A balancer of the library, made fresh for the run over endpoints standing for the backends.
     ///
     /// - Parameters:
-    ///   - ejection: When set, an ``OutlierDetector`` with this configuration is made and given to the balancer.
+    ///   - name: The name in reports.
+    ///   - ejection: When set, an `OutlierDetector` with this configuration is made and given to the balancer.
     ///   - make: Makes the balancer; it must use `now` as its time source where it takes one.
     public static func balancer(
         _ name: String,
@@ -46,18 +47,24 @@ public struct SimulatedPolicy: Sendable {
 
 /// What one policy achieved in a run.
 public struct SimulationResult: Sendable, CustomStringConvertible {
+    /// The policy's name.
     public var policy: String
+    /// The number of requests that arrived in the run.
     public var requests: Int
     /// Latency percentiles of successful requests, arrival to completion.
     public var p50: Duration
+    /// The 99th percentile.
     public var p99: Duration
+    /// The 99.9th percentile.
     public var p999: Duration
+    /// The slowest.
     public var max: Duration
     /// Failed requests over all requests.
     public var errorRate: Double
     /// Share of requests sent to each backend.
     public var shares: [Double]
 
+    /// The policy's name, its p50, p99 and p99.9 latencies and its error rate.
     public var description: String {
         "\(policy): p50 \(p50) p99 \(p99) p99.9 \(p999) errors \(errorRate)"
     }
@@ -66,7 +73,7 @@ public struct SimulationResult: Sendable, CustomStringConvertible {
 /// A deterministic discrete-event simulation of a ``TailLatencyScenario`` that drives the library's
 /// real balancers and outlier detector in virtual time: each arrival calls `pick()` and
 /// `willCall`, each completion `record` with the call's latency and outcome, exactly as
-/// ``Balancer/withEndpoint(isolation:_:)`` does for real calls.
+/// `Balancer.withEndpoint(isolation:_:)` does for real calls.
 ///
 /// Arrivals and service-time draws come from the scenario's seed and are the same for every
 /// policy, so policies are compared on identical traffic.

@@ -5,8 +5,11 @@
 
 /// A malformed ZooKeeper frame or record.
 public struct ZooKeeperDecodingError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// What is wrong, and where.
     public var message: String
+    /// Creates an error.
     public init(_ message: String) { self.message = message }
+    /// `malformed ZooKeeper data: MESSAGE`.
     public var description: String { "malformed ZooKeeper data: \(message)" }
 }
 

@@ -35,6 +35,7 @@ public enum ZooKeeperEvent: Sendable, Hashable {
 /// at once with ``ZooKeeperError/Code/connectionLoss``. On graceful shutdown it closes its session,
 /// so the server deletes its ephemeral nodes at once.
 public final class ZooKeeperClient: Service, Sendable {
+    /// The ensemble and session settings the client was created with.
     public let configuration: ZooKeeperConfiguration
     private let logger: Logger
     private let group: any EventLoopGroup
@@ -67,6 +68,12 @@ public final class ZooKeeperClient: Service, Sendable {
         var nextSubscriber = 0
     }
 
+    /// Creates a client; it connects once ``run()`` runs.
+    ///
+    /// - Parameters:
+    ///   - configuration: The servers, the chroot and the session timeout.
+    ///   - eventLoopGroup: Where the connections run. Default: NIO's shared group.
+    ///   - logger: Where to log. Default: nowhere.
     public init(
         configuration: ZooKeeperConfiguration,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
@@ -211,7 +218,11 @@ public final class ZooKeeperClient: Service, Sendable {
 
     /// Creates a node and returns its path (with the sequence number, for sequential modes).
     ///
-    /// - Parameter createParents: Creates missing parents first (as empty persistent nodes).
+    /// - Parameters:
+    ///   - path: The node's path (absolute, relative to the chroot).
+    ///   - data: The node's data. Default: empty.
+    ///   - mode: Persistent or ephemeral, sequential or not. Default: persistent.
+    ///   - createParents: Creates missing parents first (as empty persistent nodes).
     @discardableResult
     public func create(
         _ path: String,

@@ -4,14 +4,18 @@ import LoadBalancer
 public struct ZooKeeperConfiguration: Sendable, Hashable {
     /// One server's client address.
     public struct Server: Sendable, Hashable, CustomStringConvertible {
+        /// The server's host.
         public var host: String
+        /// The server's client port.
         public var port: Int
 
+        /// A server at `host` and `port`.
         public init(host: String, port: Int) {
             self.host = host
             self.port = port
         }
 
+        /// `host:port`, with an IPv6 host in brackets.
         public var description: String { Instance.hostPortString(host: host, port: port) }
     }
 
@@ -25,6 +29,7 @@ public struct ZooKeeperConfiguration: Sendable, Hashable {
     /// How long a TCP connect may take. Default 2 s.
     public var connectTimeout: Duration = .seconds(2)
 
+    /// Creates a configuration.
     public init(servers: [Server], chroot: String? = nil, sessionTimeout: Duration = .seconds(10)) {
         self.servers = servers
         self.chroot = chroot

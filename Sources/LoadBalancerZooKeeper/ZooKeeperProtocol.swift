@@ -24,17 +24,27 @@ enum ZooKeeperXid {
 
 /// A znode's metadata.
 public struct ZooKeeperStat: Sendable, Hashable {
+    /// The transaction id of the node's creation.
     public var czxid: Int64
+    /// The transaction id of the node's last change.
     public var mzxid: Int64
+    /// When the node was created, in milliseconds since 1970.
     public var ctime: Int64
+    /// When the node last changed, in milliseconds since 1970.
     public var mtime: Int64
+    /// The number of changes to the node's data.
     public var version: Int32
+    /// The number of changes to the node's children.
     public var cversion: Int32
+    /// The number of changes to the node's ACL.
     public var aversion: Int32
     /// The session that owns the node if it is ephemeral, else 0.
     public var ephemeralOwner: Int64
+    /// The length of the node's data, in bytes.
     public var dataLength: Int32
+    /// The number of children.
     public var numChildren: Int32
+    /// The transaction id of the last change to the node's children.
     public var pzxid: Int64
 
     init(_ reader: inout JuteReader) throws(ZooKeeperDecodingError) {
@@ -54,9 +64,13 @@ public struct ZooKeeperStat: Sendable, Hashable {
 
 /// How a node is created.
 public enum ZooKeeperCreateMode: Sendable, Hashable {
+    /// A node that stays until deleted.
     case persistent
+    /// A node deleted when the session that created it ends.
     case ephemeral
+    /// A persistent node whose name gets a unique, increasing 10-digit suffix.
     case persistentSequential
+    /// An ephemeral node whose name gets a unique, increasing 10-digit suffix.
     case ephemeralSequential
 
     var flags: Int32 {
@@ -71,18 +85,25 @@ public enum ZooKeeperCreateMode: Sendable, Hashable {
 
 /// A watch notification.
 public struct ZooKeeperWatchEvent: Sendable, Hashable {
+    /// What changed.
     public enum Kind: Sendable, Hashable {
+        /// The node was created (an `exists` watch).
         case nodeCreated
+        /// The node was deleted.
         case nodeDeleted
+        /// The node's data changed.
         case nodeDataChanged
+        /// A child was added or removed.
         case nodeChildrenChanged
         /// A type this client does not know (newer servers).
         case other(Int32)
     }
+    /// What changed.
     public var kind: Kind
     /// The node's path (relative to the chroot).
     public var path: String
 
+    /// Creates an event.
     public init(kind: Kind, path: String) {
         self.kind = kind
         self.path = path
@@ -197,6 +218,7 @@ enum ZooKeeperRecords {
 /// Decodes one server frame in the connected state, as the client does (for the fuzzer and tests):
 /// a reply header, then a watch event for notifications. Throws a typed error for anything malformed.
 public enum ZooKeeperFrame {
+    /// Decodes `payload` (a frame without its length prefix) and throws if it is malformed.
     public static func validate(_ payload: [UInt8]) throws(ZooKeeperDecodingError) {
         var (header, reader) = try ZooKeeperRecords.reply(payload)
         switch header.xid {

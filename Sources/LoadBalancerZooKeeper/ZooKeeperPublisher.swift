@@ -6,7 +6,7 @@ import ServiceLifecycle
 /// publisher, with its semantics kept).
 ///
 /// Each child's data is one instance: `host:port` or the JSON object that
-/// ``Instance/init(registryValue:)`` reads (``ZooKeeperRegistrar`` writes that form). A child whose
+/// `Instance.init(registryValue:)` reads (``ZooKeeperRegistrar`` writes that form). A child whose
 /// data is neither is logged and skipped, never fatal.
 ///
 /// ``run()`` creates the parent path when it is missing, reads the children with a child watch and
@@ -23,6 +23,14 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
     private let backoff: Backoff
     private let logger: Logger
 
+    /// Creates a publisher; nothing is read until ``run()``.
+    ///
+    /// - Parameters:
+    ///   - path: The parent node whose children are the instances.
+    ///   - client: The ZooKeeper client (run it too).
+    ///   - staleness: What to do with the last good set while ZooKeeper fails. Default: keep it.
+    ///   - backoff: The pause between attempts after a failure. Default 100 ms doubling to 5 s.
+    ///   - logger: Where to log. Default: nowhere.
     public init(
         path: String,
         client: ZooKeeperClient,
@@ -37,6 +45,7 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
         self.logger = logger
     }
 
+    /// A new subscription: the current set first (once the first read is in), then every change.
     public func updates() -> InstanceUpdates { broadcaster.updates() }
 
     /// What must be read again.

@@ -4,12 +4,13 @@ import ServiceLifecycle
 import Synchronization
 
 /// Registers one instance in ZooKeeper for as long as it runs: an ephemeral sequential node under
-/// `path` (parents created as needed) whose data is ``Instance/registryJSON``.
+/// `path` (parents created as needed) whose data is `Instance.registryJSON`.
 ///
 /// The node lives as long as the client's session: if the process dies, the server deletes it
 /// when the session times out. After a session expiry the registrar creates the node again in the
 /// new session. On graceful shutdown or cancellation it deletes the node.
 public final class ZooKeeperRegistrar: Service {
+    /// The registered instance.
     public let instance: Instance
     /// The parent node, for example `/services/api`.
     public let path: String
@@ -18,6 +19,14 @@ public final class ZooKeeperRegistrar: Service {
     private let logger: Logger
     private let node = Mutex<String?>(nil)
 
+    /// Creates a registrar; nothing is created until ``run()``.
+    ///
+    /// - Parameters:
+    ///   - instance: What to register.
+    ///   - path: The parent node publishers read, for example `/services/api`.
+    ///   - client: The ZooKeeper client (run it too).
+    ///   - backoff: The pause between attempts after a failure. Default 100 ms doubling to 2 s.
+    ///   - logger: Where to log. Default: nowhere.
     public init(
         instance: Instance,
         path: String,

@@ -15,7 +15,9 @@ import Tracing
 /// }
 /// ```
 public protocol Balancer<Request, Response>: Sendable {
+    /// What a call sends to an endpoint.
     associatedtype Request: Sendable
+    /// What an endpoint answers.
     associatedtype Response: Sendable
 
     /// The endpoints the balancer chooses among.
@@ -73,6 +75,7 @@ public struct CallRecord: Sendable {
     /// How long it took.
     public var latency: Duration
 
+    /// Creates a record of one call.
     public init(pick: EndpointPick, instanceID: String, slot: UInt32, outcome: Outcome, latency: Duration) {
         self.pick = pick
         self.instanceID = instanceID
@@ -83,8 +86,11 @@ public struct CallRecord: Sendable {
 }
 
 extension Balancer {
+    /// `false`: by default a balancer learns nothing from calls.
     public var observesCalls: Bool { false }
+    /// Does nothing by default.
     public func willCall(_ pick: EndpointPick, slot: UInt32) {}
+    /// Does nothing by default.
     public func record(_ call: CallRecord) {}
 
     /// Picks an endpoint and returns it with the pick.

@@ -13,6 +13,7 @@ import Synchronization
 /// let response = try await balancer.withEndpoint(forKey: userID) { endpoint in try await endpoint(request) }
 /// ```
 public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>: Balancer {
+    /// The endpoints the balancer chooses among.
     public let endpoints: EndpointCache<Request, Response>
     /// The number of entries of the lookup table.
     public let tableSize: Int
@@ -24,7 +25,10 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
     /// The table's storage, referenced without reference counting (`table` keeps it alive).
     @usableFromInline let tableStorage: Unmanaged<SeqLockTable>
 
+    /// Creates a consistent-hash balancer over `endpoints`.
+    ///
     /// - Parameters:
+    ///   - endpoints: The endpoints to choose among.
     ///   - tableSize: The lookup table's size; should be a prime well above 100 × the set size.
     ///   - ejection: Outlier ejection to honour. Default: none.
     public init(_ endpoints: EndpointCache<Request, Response>, tableSize: Int = 65_537, ejection: OutlierDetector? = nil) {
@@ -81,7 +85,9 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
         return try await run(resolved, body)
     }
 
+    /// Whether calls are reported: only when there is an ``ejection`` detector to learn from them.
     public var observesCalls: Bool { ejection != nil }
+    /// Passes the call's outcome to the ``ejection`` detector, if any.
     public func record(_ call: CallRecord) { ejection?.record(call) }
 
     /// FNV-1a, 64-bit.

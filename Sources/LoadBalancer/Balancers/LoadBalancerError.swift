@@ -13,17 +13,22 @@ public struct LoadBalancerError: Error, Hashable, Sendable, CustomStringConverti
         /// An instance has no endpoint (a fixed cache was updated with an instance it does not hold).
         public static let unknownInstance = Code(.unknownInstance)
 
+        /// The code's name, such as `noEndpoints`.
         public var description: String { String(describing: wrapped) }
     }
 
+    /// What kind of error it is.
     public var code: Code
+    /// A human-readable explanation.
     public var message: String
 
+    /// Creates an error.
     public init(code: Code, message: String) {
         self.code = code
         self.message = message
     }
 
+    /// The code and the message.
     public var description: String { "\(code): \(message)" }
 
     /// The error `pick()` throws on an empty set.

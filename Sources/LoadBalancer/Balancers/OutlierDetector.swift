@@ -34,6 +34,7 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
         /// instance fails alike (the service, not an instance, is broken) nobody is ejected.
         public var relativeFactor: Double = 2
 
+        /// Creates the rule.
         public init(minimumRequests: Int = 20, threshold: Double = 0.1, relativeFactor: Double = 2) {
             self.minimumRequests = minimumRequests
             self.threshold = threshold
@@ -60,6 +61,7 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
         /// Successes in a row that end an instance's probation after an ejection. Default 3.
         public var probeSuccesses: Int = 3
 
+        /// The default configuration.
         public init() {}
 
         /// The defaults, changed by `configure`.
@@ -72,19 +74,28 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
 
     /// Why an instance was ejected.
     public enum Reason: Sendable, Hashable {
+        /// ``Configuration/consecutiveFailures`` failures in a row.
         case consecutiveFailures
+        /// The interval's failure rate broke the ``FailureRateRule``.
         case failureRate
+        /// A call failed while the instance was on probation after an ejection.
         case failedProbe
     }
 
     /// An ejection or return, for observation and tests.
     public struct Event: Sendable, Hashable {
+        /// What happened.
         public enum Kind: Sendable, Hashable {
+            /// The instance was ejected, until the given time of the detector's clock.
             case ejected(Reason, until: Duration)
+            /// The instance's ejection ended: it takes traffic again, on probation.
             case returned
         }
+        /// The instance's id.
         public var instanceID: String
+        /// What happened.
         public var kind: Kind
+        /// When it happened, on the detector's clock.
         public var time: Duration
     }
 
@@ -96,6 +107,7 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
     private static let probeStreak = 4
     private static let wordsPerSlot = 5
 
+    /// The rules the detector applies.
     public let configuration: Configuration
     private let now: @Sendable () -> Duration
     private let storage = SlotStorage(wordsPerSlot: OutlierDetector.wordsPerSlot)
@@ -188,6 +200,8 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
 
     // MARK: Learning
 
+    /// Follows the cache's set changes: a slot given to another instance starts clean, and removed
+    /// instances are forgotten. The cache calls it; do not call it yourself.
     public func endpointSetWillPublish(_ set: EndpointSetView) {
         state.withLock { state in
             var newIDs: [UInt32: String] = [:]

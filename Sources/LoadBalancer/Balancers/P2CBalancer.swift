@@ -4,14 +4,14 @@ import Synchronization
 /// one with the lower load, as Finagle's and tower's balancers do.
 ///
 /// Two load metrics (``LoadMetric``):
-/// - ``LoadMetric/leastOutstanding``: the number of calls in flight.
-/// - ``LoadMetric/peakEWMA(decayTime:)``: a peak-sensitive moving average of latency times
+/// - ``P2CLoadMetric/leastOutstanding``: the number of calls in flight.
+/// - ``P2CLoadMetric/peakEWMA(decayTime:)``: a peak-sensitive moving average of latency times
 ///   (calls in flight + 1). A latency above the estimate replaces it at once; below, the estimate
 ///   moves toward it with weight 1 − e^(−Δt/τ), and between observations it decays toward 0 so an
 ///   idle instance is tried again.
 ///
 /// Both divide the load by the square of the instance's recent success rate (an average that
-/// forgets failures over ``Configuration/failureDecayTime``), and a failed call never lowers the latency estimate,
+/// forgets failures over ``P2CConfiguration/failureDecayTime``), and a failed call never lowers the latency estimate,
 /// so an instance that fails fast looks *expensive*, not fast: no black hole.
 ///
 /// The balancer learns from calls made through ``Balancer/withEndpoint(isolation:_:)`` (or
@@ -24,6 +24,7 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: Balancer 
     /// Tuning of the failure-awareness.
     public typealias Configuration = P2CConfiguration
 
+    /// The endpoints the balancer chooses among.
     public let endpoints: EndpointCache<Request, Response>
     /// The load metric.
     public let metric: LoadMetric
@@ -58,7 +59,8 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: Balancer 
     /// Creates a P2C balancer.
     ///
     /// - Parameters:
-    ///   - metric: What to compare. Default ``LoadMetric/peakEWMA(decayTime:)`` with τ = 10 s.
+    ///   - endpoints: The endpoints to choose among.
+    ///   - metric: What to compare. Default ``P2CLoadMetric/peakEWMA(decayTime:)`` with τ = 10 s.
     ///   - configuration: Failure-awareness tuning.
     ///   - seed: Makes the sampling reproducible. Default: random.
     ///   - ejection: Outlier ejection to honour. Default: none.
@@ -186,12 +188,17 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: Balancer 
         return expNegative(x)
     }
 
+    /// `true`: the balancer learns every call's latency and outcome.
     public var observesCalls: Bool { true }
 
+    /// Counts the call as in flight on its instance.
     public func willCall(_ pick: EndpointPick, slot: UInt32) {
         stats.words(slot)?[Self.outstanding].wrappingAdd(1, ordering: .relaxed)
     }
 
+    /// Learns the call's outcome: ends its in-flight count, passes the outcome to the ``ejection``
+    /// detector (if any), and, unless the call was cancelled, updates the instance's failure average
+    /// and its latency estimate (a failed call may raise the estimate, never lower it).
     public func record(_ call: CallRecord) {
         ejection?.record(call)
         guard let words = stats.words(call.slot) else { return }
@@ -280,6 +287,7 @@ public struct P2CConfiguration: Sendable, Hashable {
     public var failureDecayTime: Duration = .seconds(10)
     /// How much one call moves the failure average, in `0...1`. Default 0.1.
     public var failureWeight: Double = 0.1
+    /// The default tuning.
     public init() {}
 }
 

@@ -9,6 +9,7 @@ import Synchronization
 ///
 /// With an ``OutlierDetector``, ejected instances are skipped.
 public final class RandomBalancer<Request: Sendable, Response: Sendable>: Balancer {
+    /// The endpoints the balancer chooses among.
     public let endpoints: EndpointCache<Request, Response>
     @usableFromInline
     let random: PickRandom
@@ -24,6 +25,7 @@ public final class RandomBalancer<Request: Sendable, Response: Sendable>: Balanc
     /// Creates a random balancer over `endpoints`.
     ///
     /// - Parameters:
+    ///   - endpoints: The endpoints to choose among.
     ///   - seed: Makes the picks reproducible (for tests). Default: a random seed.
     ///   - ejection: Outlier ejection to honour. Default: none.
     public init(_ endpoints: EndpointCache<Request, Response>, seed: UInt64? = nil, ejection: OutlierDetector? = nil) {
@@ -44,6 +46,9 @@ public final class RandomBalancer<Request: Sendable, Response: Sendable>: Balanc
 
     deinit { random.deallocate() }
 
+    /// Picks a usable endpoint uniformly at random.
+    ///
+    /// - Throws: ``LoadBalancerError`` with code ``LoadBalancerError/Code/noEndpoints`` when the set is empty.
     @inlinable
     public func pick() throws(LoadBalancerError) -> EndpointPick {
         let random = self.random.next()
@@ -57,8 +62,10 @@ public final class RandomBalancer<Request: Sendable, Response: Sendable>: Balanc
         return EndpointPick(index: Int(truncatingIfNeeded: index), generation: shape.generation)
     }
 
+    /// Whether calls are reported: only when there is an ``ejection`` detector to learn from them.
     public var observesCalls: Bool { ejection != nil }
 
+    /// Passes the call's outcome to the ``ejection`` detector, if any.
     public func record(_ call: CallRecord) { ejection?.record(call) }
 }
 

@@ -7,6 +7,7 @@ import Synchronization
 ///
 /// With an ``OutlierDetector``, ejected instances are skipped (the rotation runs over the usable ones).
 public final class RoundRobinBalancer<Request: Sendable, Response: Sendable>: Balancer {
+    /// The endpoints the balancer chooses among.
     public let endpoints: EndpointCache<Request, Response>
     @usableFromInline
     let counter: Atomic<UInt64>
@@ -22,6 +23,7 @@ public final class RoundRobinBalancer<Request: Sendable, Response: Sendable>: Ba
     /// Creates a round-robin balancer over `endpoints`.
     ///
     /// - Parameters:
+    ///   - endpoints: The endpoints to choose among.
     ///   - start: The counter's first value. Default: random.
     ///   - ejection: Outlier ejection to honour. Default: none.
     public init(_ endpoints: EndpointCache<Request, Response>, start: UInt64? = nil, ejection: OutlierDetector? = nil) {
@@ -40,6 +42,9 @@ public final class RoundRobinBalancer<Request: Sendable, Response: Sendable>: Ba
         }
     }
 
+    /// Picks the next usable endpoint in turn.
+    ///
+    /// - Throws: ``LoadBalancerError`` with code ``LoadBalancerError/Code/noEndpoints`` when the set is empty.
     @inlinable
     public func pick() throws(LoadBalancerError) -> EndpointPick {
         if let tableStorage {
@@ -57,7 +62,9 @@ public final class RoundRobinBalancer<Request: Sendable, Response: Sendable>: Ba
         )
     }
 
+    /// Whether calls are reported: only when there is an ``ejection`` detector to learn from them.
     public var observesCalls: Bool { ejection != nil }
 
+    /// Passes the call's outcome to the ``ejection`` detector, if any.
     public func record(_ call: CallRecord) { ejection?.record(call) }
 }

@@ -8,6 +8,7 @@ import Synchronization
 /// atomic fetch-add and a lock-free table read. Weight-0 instances are used only when every usable
 /// instance has weight 0.
 public final class WeightedRoundRobinBalancer<Request: Sendable, Response: Sendable>: Balancer {
+    /// The endpoints the balancer chooses among.
     public let endpoints: EndpointCache<Request, Response>
     @usableFromInline let counter: Atomic<UInt64>
     /// Keeps the table observer alive; ``tableStorage`` is what `pick()` reads.
@@ -17,7 +18,10 @@ public final class WeightedRoundRobinBalancer<Request: Sendable, Response: Senda
     /// The ejection this balancer honours, if any.
     public let ejection: OutlierDetector?
 
+    /// Creates a smooth weighted round-robin balancer over `endpoints`.
+    ///
     /// - Parameters:
+    ///   - endpoints: The endpoints to choose among.
     ///   - start: The counter's first value. Default: random.
     ///   - ejection: Outlier ejection to honour. Default: none.
     public init(_ endpoints: EndpointCache<Request, Response>, start: UInt64? = nil, ejection: OutlierDetector? = nil) {
@@ -29,19 +33,25 @@ public final class WeightedRoundRobinBalancer<Request: Sendable, Response: Senda
         }
     }
 
+    /// Picks the next usable endpoint of the weighted cycle.
+    ///
+    /// - Throws: ``LoadBalancerError`` with code ``LoadBalancerError/Code/noEndpoints`` when the set is empty.
     @inlinable
     public func pick() throws(LoadBalancerError) -> EndpointPick {
         let n = counter.wrappingAdd(1, ordering: .relaxed).oldValue
         return try resolveTableRead(tableStorage.pickRotating(n), endpoints.shape, n)
     }
 
+    /// Whether calls are reported: only when there is an ``ejection`` detector to learn from them.
     public var observesCalls: Bool { ejection != nil }
+    /// Passes the call's outcome to the ``ejection`` detector, if any.
     public func record(_ call: CallRecord) { ejection?.record(call) }
 }
 
 /// Weighted random: each pick chooses an instance with probability proportional to its
 /// ``Instance/weight``, in O(1) through an alias table rebuilt on each set (or ejection) change.
 public final class WeightedRandomBalancer<Request: Sendable, Response: Sendable>: Balancer {
+    /// The endpoints the balancer chooses among.
     public let endpoints: EndpointCache<Request, Response>
     @usableFromInline let random: PickRandom
     /// Keeps the table observer alive; ``tableStorage`` is what `pick()` reads.
@@ -51,7 +61,10 @@ public final class WeightedRandomBalancer<Request: Sendable, Response: Sendable>
     /// The ejection this balancer honours, if any.
     public let ejection: OutlierDetector?
 
+    /// Creates a weighted random balancer over `endpoints`.
+    ///
     /// - Parameters:
+    ///   - endpoints: The endpoints to choose among.
     ///   - seed: Makes the picks reproducible. Default: random.
     ///   - ejection: Outlier ejection to honour. Default: none.
     public init(_ endpoints: EndpointCache<Request, Response>, seed: UInt64? = nil, ejection: OutlierDetector? = nil) {
@@ -65,13 +78,18 @@ public final class WeightedRandomBalancer<Request: Sendable, Response: Sendable>
 
     deinit { random.deallocate() }
 
+    /// Picks a usable endpoint at random, in proportion to the weights.
+    ///
+    /// - Throws: ``LoadBalancerError`` with code ``LoadBalancerError/Code/noEndpoints`` when the set is empty.
     @inlinable
     public func pick() throws(LoadBalancerError) -> EndpointPick {
         let random = self.random.next()
         return try resolveTableRead(tableStorage.pickAlias(random), endpoints.shape, random)
     }
 
+    /// Whether calls are reported: only when there is an ``ejection`` detector to learn from them.
     public var observesCalls: Bool { ejection != nil }
+    /// Passes the call's outcome to the ``ejection`` detector, if any.
     public func record(_ call: CallRecord) { ejection?.record(call) }
 }
 
@@ -82,6 +100,7 @@ public final class WeightedRandomBalancer<Request: Sendable, Response: Sendable>
 /// over to the next level, and it comes back as soon as an instance of the better level is usable
 /// again. In panic mode (too few healthy instances overall) ejection is ignored.
 public final class PriorityBalancer<Request: Sendable, Response: Sendable>: Balancer {
+    /// The endpoints the balancer chooses among.
     public let endpoints: EndpointCache<Request, Response>
     @usableFromInline let random: PickRandom
     /// Keeps the table observer alive; ``tableStorage`` is what `pick()` reads.
@@ -91,7 +110,10 @@ public final class PriorityBalancer<Request: Sendable, Response: Sendable>: Bala
     /// The ejection this balancer honours, if any.
     public let ejection: OutlierDetector?
 
+    /// Creates a priority balancer over `endpoints`.
+    ///
     /// - Parameters:
+    ///   - endpoints: The endpoints to choose among.
     ///   - seed: Makes the picks reproducible. Default: random.
     ///   - ejection: Outlier ejection to honour. Default: none.
     public init(_ endpoints: EndpointCache<Request, Response>, seed: UInt64? = nil, ejection: OutlierDetector? = nil) {
@@ -105,13 +127,19 @@ public final class PriorityBalancer<Request: Sendable, Response: Sendable>: Bala
 
     deinit { random.deallocate() }
 
+    /// Picks an endpoint of the best usable priority level, at random in proportion to the weights
+    /// within that level.
+    ///
+    /// - Throws: ``LoadBalancerError`` with code ``LoadBalancerError/Code/noEndpoints`` when the set is empty.
     @inlinable
     public func pick() throws(LoadBalancerError) -> EndpointPick {
         let random = self.random.next()
         return try resolveTableRead(tableStorage.pickAlias(random), endpoints.shape, random)
     }
 
+    /// Whether calls are reported: only when there is an ``ejection`` detector to learn from them.
     public var observesCalls: Bool { ejection != nil }
+    /// Passes the call's outcome to the ``ejection`` detector, if any.
     public func record(_ call: CallRecord) { ejection?.record(call) }
 }
 

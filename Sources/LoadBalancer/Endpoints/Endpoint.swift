@@ -41,5 +41,6 @@ public final class Endpoint<Request: Sendable, Response: Sendable>: Sendable, Id
 }
 
 extension Endpoint: CustomStringConvertible {
+    /// `Endpoint(ID)`.
     public var description: String { "Endpoint(\(instance.id))" }
 }

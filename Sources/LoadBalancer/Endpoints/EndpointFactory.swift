@@ -5,6 +5,7 @@ public struct ManagedEndpoint<Request: Sendable, Response: Sendable>: Sendable {
     /// Called exactly once, after the instance has left the published set (or when the cache shuts down).
     public var close: (@Sendable () async throws -> Void)?
 
+    /// Pairs `endpoint` with its `close`, if it needs one.
     public init(_ endpoint: Endpoint<Request, Response>, close: (@Sendable () async throws -> Void)? = nil) {
         self.endpoint = endpoint
         self.close = close

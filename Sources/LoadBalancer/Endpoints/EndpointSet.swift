@@ -48,7 +48,7 @@ public final class EndpointSet<Request: Sendable, Response: Sendable>: Sendable,
 ///
 /// A pick is two integers: making one touches no reference-counted object, so picking is as cheap
 /// as the balancer's arithmetic. ``EndpointCache/endpoint(for:)`` (used by
-/// ``Balancer/withEndpoint(_:)``) turns it into the endpoint.
+/// ``Balancer/withEndpoint(isolation:_:)``) turns it into the endpoint.
 @frozen
 public struct EndpointPick: Hashable, Sendable {
     /// The position in the snapshot, in `0..<count`.
@@ -56,6 +56,7 @@ public struct EndpointPick: Hashable, Sendable {
     /// The ``EndpointSet/generation`` of the snapshot the pick was made against.
     public var generation: UInt32
 
+    /// Creates a pick of the endpoint at `index` in the snapshot of `generation`.
     @inlinable
     public init(index: Int, generation: UInt32) {
         self.index = index
@@ -72,6 +73,7 @@ public struct EndpointSetShape: Hashable, Sendable {
     /// The snapshot's number of endpoints.
     public var count: Int
 
+    /// Creates a shape.
     @inlinable
     public init(generation: UInt32, count: Int) {
         self.generation = generation
@@ -97,6 +99,7 @@ public struct EndpointSetView: Sendable {
     /// Each instance's stable slot.
     public var slots: [UInt32]
 
+    /// Creates a view.
     public init(generation: UInt32, instances: [Instance], slots: [UInt32]) {
         self.generation = generation
         self.instances = instances

@@ -73,6 +73,8 @@ public struct Instance: Sendable, Hashable, Comparable, CustomStringConvertible 
     /// `host:port`, with an IPv6 host in brackets (`[::1]:80`).
     public var hostPort: String { Self.hostPort(host: host, port: port) }
 
+    /// The id, then `host:port` when it differs from the id, and the weight, priority, tags and
+    /// metadata when they are not the defaults.
     public var description: String {
         var parts = [id]
         if hostPort != id { parts.append("at \(hostPort)") }

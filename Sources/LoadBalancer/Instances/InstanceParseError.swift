@@ -28,6 +28,7 @@ public struct InstanceParseError: Error, Hashable, Sendable, CustomStringConvert
         /// A registry value is neither `host:port` nor a JSON object with the expected fields.
         public static let malformedValue = Code(.malformedValue)
 
+        /// The code's name, such as `missingPort`.
         public var description: String { String(describing: wrapped) }
     }
 
@@ -38,11 +39,13 @@ public struct InstanceParseError: Error, Hashable, Sendable, CustomStringConvert
     /// A human-readable explanation.
     public var message: String
 
+    /// Creates an error.
     public init(code: Code, input: String, message: String) {
         self.code = code
         self.input = input
         self.message = message
     }
 
+    /// `invalid instance "INPUT": MESSAGE`.
     public var description: String { "invalid instance \"\(input)\": \(message)" }
 }

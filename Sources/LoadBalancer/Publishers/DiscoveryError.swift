@@ -19,20 +19,25 @@ public struct DiscoveryError: Error, Sendable, CustomStringConvertible {
         /// Any other failure; see ``DiscoveryError/cause``.
         public static let other = Code(.other)
 
+        /// The code's name, such as `registryUnavailable`.
         public var description: String { String(describing: wrapped) }
     }
 
+    /// What kind of failure it is.
     public var code: Code
+    /// A human-readable explanation.
     public var message: String
     /// The underlying error, if any.
     public var cause: (any Error)?
 
+    /// Creates an error.
     public init(code: Code, message: String, cause: (any Error)? = nil) {
         self.code = code
         self.message = message
         self.cause = cause
     }
 
+    /// The code and the message, and the cause when there is one.
     public var description: String {
         if let cause { return "\(code): \(message) (\(cause))" }
         return "\(code): \(message)"

@@ -32,5 +32,6 @@ public final class FixedPublisher: InstancePublisher {
     /// Ends every subscription.
     public func finish() { broadcaster.finish() }
 
+    /// A new subscription: the current set first, then every replacement and failure.
     public func updates() -> InstanceUpdates { broadcaster.updates() }
 }

@@ -28,6 +28,7 @@ public struct InstanceUpdate: Sendable, CustomStringConvertible {
     /// been invalidated or there never was one).
     public var error: DiscoveryError?
 
+    /// Creates an update.
     public init(instances: [Instance], error: DiscoveryError? = nil) {
         self.instances = instances
         self.error = error
@@ -36,6 +37,7 @@ public struct InstanceUpdate: Sendable, CustomStringConvertible {
     /// Whether this update reports a registry failure.
     public var isFailure: Bool { error != nil }
 
+    /// The instances' ids in brackets, and the error, if any.
     public var description: String {
         let ids = instances.map(\.id).joined(separator: ", ")
         if let error { return "[\(ids)] (error: \(error))" }

@@ -55,5 +55,6 @@ public struct StaticPublisher: InstancePublisher {
         }
     }
 
+    /// A new subscription: the one set (with the parse errors, if any), then nothing until cancelled.
     public func updates() -> InstanceUpdates { broadcaster.updates() }
 }

@@ -13,6 +13,7 @@ public struct Backoff: Sendable, Hashable {
     /// How much the window grows per retry. Default 2.
     public var multiplier: Double = 2
 
+    /// Creates a backoff. A `multiplier` below 1 counts as 1.
     public init(base: Duration = .milliseconds(25), cap: Duration = .seconds(1), multiplier: Double = 2) {
         self.base = base
         self.cap = cap

@@ -20,6 +20,7 @@ public struct HedgingPolicy: Sendable {
 
     let latencies = LatencyWindow()
 
+    /// Creates a policy. A `maxInFlight` below 1 counts as 1 (no hedging).
     public init(delay: Delay, maxInFlight: Int = 2) {
         self.delay = delay
         self.maxInFlight = max(1, maxInFlight)

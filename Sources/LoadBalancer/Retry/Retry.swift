@@ -28,7 +28,9 @@ import Tracing
 ///
 /// Endpoints must honour task cancellation for the overall timeout to end a call promptly.
 public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
+    /// What a call sends: the balancer's request type.
     public typealias Request = Base.Request
+    /// What a call returns: the balancer's response type.
     public typealias Response = Base.Response
 
     /// The balancer each attempt picks from.
@@ -290,6 +292,7 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
 public struct AttemptTimeoutError: Error, Sendable, CustomStringConvertible {
     /// The limit.
     public var timeout: Duration
+    /// Says the attempt timed out, and after how long.
     public var description: String { "attempt timed out after \(timeout.formatted())" }
 }
 

@@ -23,6 +23,7 @@ public struct RetryError: Error, Sendable, CustomStringConvertible {
         /// The ``RetryBudget`` was empty: the call failed fast instead of retrying.
         public static let budgetExhausted = Reason(.budgetExhausted)
 
+        /// The reason's name, such as `attemptsExhausted`.
         public var description: String { String(describing: wrapped) }
     }
 
@@ -37,6 +38,7 @@ public struct RetryError: Error, Sendable, CustomStringConvertible {
         /// How long it took.
         public var duration: Duration
 
+        /// Creates the record of one attempt.
         public init(number: Int, instance: Instance?, error: any Error, duration: Duration) {
             self.number = number
             self.instance = instance
@@ -44,6 +46,7 @@ public struct RetryError: Error, Sendable, CustomStringConvertible {
             self.duration = duration
         }
 
+        /// `#number instance after duration: error`.
         public var description: String {
             let target = instance?.id ?? "(no endpoint)"
             return "#\(number) \(target) after \(duration.formatted()): \(error)"
@@ -57,6 +60,7 @@ public struct RetryError: Error, Sendable, CustomStringConvertible {
     /// The overall timeout that applied.
     public var timeout: Duration
 
+    /// Creates an error from the reason and the attempts made.
     public init(reason: Reason, attempts: [Attempt], timeout: Duration) {
         self.reason = reason
         self.attempts = attempts
@@ -66,6 +70,7 @@ public struct RetryError: Error, Sendable, CustomStringConvertible {
     /// The last attempt's error.
     public var lastError: (any Error)? { attempts.last?.error }
 
+    /// `#number instance after duration: error`.
     public var description: String {
         let head: String
         switch reason {
