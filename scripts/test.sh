@@ -53,7 +53,7 @@ echo "== build the documentation of every public module (DocC; warnings are erro
 # `- Parameters:` list. README.md says how to preview the archives.
 doc_targets=()
 for target in LoadBalancer LoadBalancerSimulation LoadBalancerHTTP LoadBalancerDNS LoadBalancerEtcd \
-    LoadBalancerZooKeeper LoadBalancerConsul; do
+    LoadBalancerZooKeeper LoadBalancerConsul LoadBalancerGRPC; do
     doc_targets+=(--target "$target")
 done
 swift package -Xswiftc -warnings-as-errors --disable-sandbox generate-documentation "${doc_targets[@]}" \

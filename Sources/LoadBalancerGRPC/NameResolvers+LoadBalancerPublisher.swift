@@ -4,7 +4,7 @@ import LoadBalancer
 import Logging
 
 extension NameResolvers {
-    /// A `NameResolverFactory` for ``ResolvableTargets/LoadBalancerPublisher`` targets: gives a
+    /// A `NameResolverFactory` for `ResolvableTargets.LoadBalancerPublisher` targets: gives a
     /// grpc-swift client this library's service discovery.
     ///
     /// ```swift
@@ -52,7 +52,7 @@ extension NameResolvers {
     ///   applied at once. RPCs to instances that went away then fail as those servers stop.
     ///
     /// **Load balancing.** The target's service configuration (round robin unless you choose
-    /// otherwise, see ``ResolvableTargets/LoadBalancerPublisher/serviceConfig``) is sent with
+    /// otherwise, see `ResolvableTargets.LoadBalancerPublisher.serviceConfig`) is sent with
     /// every update. grpc-swift's round robin keeps the connections of instances that stay, opens
     /// connections to new ones and closes those of removed ones, letting their RPCs in flight
     /// finish. An RPC that picks a removed instance just as its connection closes fails with
@@ -89,7 +89,7 @@ extension NameResolvers {
             self.logger = logger
         }
 
-        /// Makes the push-based resolver for `target`; see ``NameResolvers/LoadBalancerPublisher``.
+        /// Makes the push-based resolver for `target`; see `NameResolvers.LoadBalancerPublisher`.
         ///
         /// - Parameter target: The publisher-backed target.
         /// - Returns: A resolver whose names follow the target's publisher.

@@ -4,7 +4,7 @@ import LoadBalancer
 import Logging
 import Synchronization
 
-/// The names of a ``NameResolvers/LoadBalancerPublisher`` resolver: each iteration subscribes to
+/// The names of a `NameResolvers.LoadBalancerPublisher` resolver: each iteration subscribes to
 /// the publisher and turns its snapshots into name resolution results.
 struct PublisherNames: AsyncSequence, Sendable {
     typealias Element = NameResolutionResult

@@ -6,7 +6,7 @@ import LoadBalancer
 /// channel fails the RPCs waiting for a connection with `RPCError` code `unavailable` ("Failed to
 /// resolve server name"), whose `cause` is this error, instead of letting them wait until their
 /// deadline. Once the channel has endpoints, an empty or failed update leaves them in place (see
-/// ``NameResolvers/LoadBalancerPublisher``).
+/// `NameResolvers.LoadBalancerPublisher`).
 public struct PublisherResolutionError: Error, Sendable, CustomStringConvertible {
     /// What kind of failure it is. New codes may be added; switch with a `default`.
     public struct Code: Hashable, Sendable, CustomStringConvertible {

@@ -6,7 +6,7 @@ extension ResolvableTargets {
     /// A gRPC target whose endpoints come from an `InstancePublisher`: one endpoint per instance,
     /// following every snapshot the publisher emits.
     ///
-    /// Resolve it with ``NameResolvers/LoadBalancerPublisher``, registered in the transport's
+    /// Resolve it with `NameResolvers.LoadBalancerPublisher`, registered in the transport's
     /// `NameResolverRegistry`:
     ///
     /// ```swift
@@ -69,7 +69,7 @@ extension ResolvableTargets {
 
 extension ResolvableTarget where Self == ResolvableTargets.LoadBalancerPublisher {
     /// A target whose endpoints come from `publisher`, one per instance; see
-    /// ``ResolvableTargets/LoadBalancerPublisher``.
+    /// `ResolvableTargets.LoadBalancerPublisher`.
     ///
     /// - Parameters:
     ///   - publisher: Where the instances come from. If it needs running, run it yourself.
