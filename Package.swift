@@ -287,6 +287,16 @@ let package = Package(
             swiftSettings: sharedSettings
         ),
         .testTarget(
+            name: "ReliabilityTests",
+            dependencies: [
+                "LoadBalancer",
+                "LoadBalancerHTTP",
+                "LoadBalancerLocalBackends",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            swiftSettings: sharedSettings
+        ),
+        .testTarget(
             name: "LbctlTests",
             dependencies: [
                 "LoadBalancerTestServers",

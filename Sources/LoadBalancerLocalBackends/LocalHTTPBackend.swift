@@ -27,35 +27,63 @@ public final class LocalHTTPBackend: Sendable {
     public let port: Int
     private let channel: any Channel
     private let counters: Counters
+    private let connections: Connections
 
     /// Requests answered so far, and how many of them with 500.
     public var served: (total: Int, failed: Int) { counters.state.withLockedValue { ($0.total, $0.failed) } }
 
-    private init(port: Int, channel: any Channel, counters: Counters) {
+    private init(port: Int, channel: any Channel, counters: Counters, connections: Connections) {
         self.port = port
         self.channel = channel
         self.counters = counters
+        self.connections = connections
     }
 
     /// Starts a backend on 127.0.0.1 at a free port (or at `port`).
     public static func start(_ behaviour: Behaviour, port: Int = 0) async throws -> LocalHTTPBackend {
         let counters = Counters(seed: behaviour.seed)
+        let connections = Connections()
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                connections.add(channel)
+                return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                     try channel.pipeline.syncOperations.addHandler(Handler(behaviour: behaviour, counters: counters))
                 }
             }
             .bind(host: "127.0.0.1", port: port)
             .get()
-        return LocalHTTPBackend(port: channel.localAddress?.port ?? port, channel: channel, counters: counters)
+        return LocalHTTPBackend(
+            port: channel.localAddress?.port ?? port, channel: channel, counters: counters, connections: connections
+        )
     }
 
     /// Stops listening. Open connections are closed by their clients or when the process ends.
     public func stop() async throws {
         try await channel.close()
+    }
+
+    /// Dies as a crashed process would: stops listening and drops every open connection, with
+    /// requests in flight unanswered.
+    public func kill() async {
+        try? await channel.close()
+        for connection in connections.all() { try? await connection.close() }
+    }
+
+    /// The open connections.
+    final class Connections: Sendable {
+        private let channels = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
+
+        func add(_ channel: any Channel) {
+            let id = ObjectIdentifier(channel)
+            channels.withLockedValue { $0[id] = channel }
+            channel.closeFuture.whenComplete { _ in
+                _ = self.channels.withLockedValue { $0.removeValue(forKey: id) }
+            }
+        }
+
+        func all() -> [any Channel] { channels.withLockedValue { Array($0.values) } }
     }
 
     final class Counters: Sendable {
