@@ -5,11 +5,12 @@
 #   dns             the DNS message parser (LoadBalancerDNS)
 #   zookeeper       the ZooKeeper frame decoder and reply records (LoadBalancerZooKeeper)
 #   registry-value  instance values: host:port and JSON (Instance(registryValue:))
+#   consul          Consul health answers (JSON) decoded and turned into instances
 # Each target compiles only the sources it fuzzes (they need no other module). Crashes are
 # written to .build-fuzz/TARGET/; the committed seed corpora are in Fuzz/*/corpus.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-target="${1:?usage: scripts/fuzz.sh dns|zookeeper|registry-value [SECONDS]}"
+target="${1:?usage: scripts/fuzz.sh dns|zookeeper|registry-value|consul [SECONDS]}"
 seconds="${2:-30}"
 case "$target" in
     dns)
@@ -25,13 +26,19 @@ case "$target" in
         sources=(Sources/LoadBalancer/Instances/Instance.swift Sources/LoadBalancer/Instances/Instance+Parsing.swift
                  Sources/LoadBalancer/Instances/InstanceParseError.swift Sources/LoadBalancer/Instances/Instance+RegistryValue.swift)
         max_len=2048 ;;
+    consul)
+        dir=Fuzz/ConsulHealth
+        sources=(Sources/LoadBalancer/Instances/Instance.swift Sources/LoadBalancer/Instances/Instance+Parsing.swift
+                 Sources/LoadBalancer/Instances/InstanceParseError.swift Sources/LoadBalancerConsul/ConsulModels.swift
+                 Sources/LoadBalancerConsul/ConsulError.swift)
+        max_len=8192 ;;
     *)
-        echo "unknown fuzz target '$target' (expected dns, zookeeper or registry-value)" >&2
+        echo "unknown fuzz target '$target' (expected dns, zookeeper, registry-value or consul)" >&2
         exit 2 ;;
 esac
 out=".build-fuzz/$target"
 mkdir -p "$out/corpus"
-swiftc -O -sanitize=fuzzer,address -parse-as-library -module-name Fuzzed \
+swiftc -O -sanitize=fuzzer,address -parse-as-library -module-name Fuzzed -D LB_FUZZ \
     "${sources[@]}" "$dir/FuzzEntry.swift" -o "$out/fuzzer"
 cp "$dir"/corpus/* "$out/corpus/" 2>/dev/null || true
 "$out/fuzzer" -max_total_time="$seconds" -max_len="$max_len" -artifact_prefix="$out/" "$out/corpus" 2>&1 | tail -n 3

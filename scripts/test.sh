@@ -39,7 +39,7 @@ echo "== test"
 swift test -Xswiftc -warnings-as-errors
 
 echo "== fuzz the parsers of untrusted input (libFuzzer + AddressSanitizer, 15 s each)"
-for target in dns zookeeper registry-value; do
+for target in dns zookeeper registry-value consul; do
     echo "-- $target"
     scripts/fuzz.sh "$target" 15
 done

@@ -1,3 +1,7 @@
+#if !LB_FUZZ  // scripts/fuzz.sh compiles this file with the core's Instance sources, in one module
+import LoadBalancer
+#endif
+
 /// One entry of `/v1/health/service/NAME`: a service instance, the node it runs on, and its checks.
 ///
 /// Only the fields the load balancer uses are kept.
@@ -279,5 +283,37 @@ enum ConsulDuration {
     static func milliseconds(_ duration: Duration) -> Int64 {
         let (seconds, attoseconds) = duration.components
         return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+    }
+}
+
+extension ConsulServiceEntry {
+    /// The instances of `entries` that have every one of `tags`, and the errors of entries that
+    /// are not valid instances.
+    static func instances(
+        from entries: [ConsulServiceEntry],
+        tags: [String]
+    ) -> (instances: [Instance], invalid: [InstanceParseError]) {
+        var instances: [Instance] = []
+        var invalid: [InstanceParseError] = []
+        for entry in entries where tags.allSatisfy(entry.tags.contains) {
+            var metadata = entry.meta
+            metadata["consul.node"] = entry.node
+            metadata["consul.service_id"] = entry.serviceID
+            if let datacenter = entry.datacenter { metadata["consul.datacenter"] = datacenter }
+            do {
+                instances.append(
+                    try Instance(
+                        host: entry.address,
+                        port: entry.port,
+                        weight: entry.passingWeight ?? 1,
+                        tags: entry.tags,
+                        metadata: metadata
+                    )
+                )
+            } catch {
+                invalid.append(error)
+            }
+        }
+        return (instances, invalid)
     }
 }

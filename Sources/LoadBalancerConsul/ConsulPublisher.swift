@@ -166,7 +166,7 @@ public final class ConsulPublisher: InstancePublisher, Service {
     }
 
     private func publish(_ entries: [ConsulServiceEntry]) {
-        let (instances, invalid) = Self.instances(from: entries, tags: tags)
+        let (instances, invalid) = ConsulServiceEntry.instances(from: entries, tags: tags)
         if instances.isEmpty {
             logger.info("Consul has no passing instances", metadata: ["loadbalancer.consul.service": "\(service)"])
         }
@@ -179,36 +179,6 @@ public final class ConsulPublisher: InstancePublisher, Service {
                 )
             )
         }
-    }
-
-    /// The instances of `entries` that have every one of `tags`, and the errors of entries that
-    /// are not valid instances.
-    static func instances(
-        from entries: [ConsulServiceEntry],
-        tags: [String]
-    ) -> (instances: [Instance], invalid: [InstanceParseError]) {
-        var instances: [Instance] = []
-        var invalid: [InstanceParseError] = []
-        for entry in entries where tags.allSatisfy(entry.tags.contains) {
-            var metadata = entry.meta
-            metadata["consul.node"] = entry.node
-            metadata["consul.service_id"] = entry.serviceID
-            if let datacenter = entry.datacenter { metadata["consul.datacenter"] = datacenter }
-            do {
-                instances.append(
-                    try Instance(
-                        host: entry.address,
-                        port: entry.port,
-                        weight: entry.passingWeight ?? 1,
-                        tags: entry.tags,
-                        metadata: metadata
-                    )
-                )
-            } catch {
-                invalid.append(error)
-            }
-        }
-        return (instances, invalid)
     }
 }
 
