@@ -292,6 +292,9 @@ let package = Package(
                 "LoadBalancer",
                 "LoadBalancerHTTP",
                 "LoadBalancerLocalBackends",
+                "LoadBalancerEtcd",
+                "LoadBalancerZooKeeper",
+                "LoadBalancerTestServers",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: sharedSettings

@@ -1,0 +1,136 @@
+import AsyncHTTPClient
+import LoadBalancer
+import LoadBalancerEtcd
+import LoadBalancerHTTP
+import LoadBalancerLocalBackends
+import LoadBalancerTestServers
+import LoadBalancerZooKeeper
+import Synchronization
+import Testing
+
+/// Load through a balancer fed by a registry while the registry's leader dies: no request may fail
+/// because of it, and a backend registered after the recovery must get traffic.
+@Suite("Reliability: registry faults under load", .serialized, .timeLimit(.minutes(5)))
+struct RegistryFaultTests {
+    /// What a test needs of a registry.
+    struct Registry: Sendable {
+        var publisher: any InstancePublisher
+        var services: [@Sendable () async -> Void]
+        var register: @Sendable (Int, Instance) async throws -> Void
+        var killLeader: @Sendable () async throws -> Void
+    }
+
+    /// Runs at least 4,000 requests through `registry`'s set of three backends; after 1,000 the
+    /// leader dies, then a fourth backend is registered; the load goes on until it has served.
+    func run(_ makeRegistry: () async throws -> Registry) async throws {
+        var started: [LocalHTTPBackend] = []
+        for i in 0..<4 { started.append(try await LocalHTTPBackend.start(.init(latency: .milliseconds(1), seed: UInt64(i + 1)))) }
+        let backends = started
+        let instances = try backends.map { try Instance(host: "127.0.0.1", port: $0.port) }
+        let registry = try await makeRegistry()
+
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: HTTPEndpointFactory.clientConfiguration())
+        let cache = EndpointCache(publisher: registry.publisher, factory: HTTPEndpointFactory.make(client: client))
+        let retry = Retry(RoundRobinBalancer(cache), maxAttempts: 3, timeout: .seconds(5))
+        let outcomes = Outcomes()
+        let tickets = Tickets()
+        let total = 4_000
+        let faultDone = Flag()
+
+        do {
+        try await withRunning(registry.services + [{ try? await cache.run() }]) {
+            for i in 0..<3 { try await registry.register(i, instances[i]) }
+            try await eventually("three backends in the set") { cache.snapshot.count == 3 }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<8 {
+                    group.addTask {
+                        // At least `total` requests, and on until the fault is handled.
+                        while !Task.isCancelled {
+                            let n = tickets.take()
+                            guard n < total || !faultDone.isSet else { return }
+                            let start = ContinuousClock.now
+                            do {
+                                _ = try await retry(HTTPCall(path: "/"))
+                                outcomes.record(true, .now - start, nil)
+                            } catch {
+                                outcomes.record(false, .now - start, error)
+                            }
+                        }
+                    }
+                }
+                group.addTask {
+                    try await eventually("a quarter of the load") { outcomes.snapshot.succeeded + outcomes.snapshot.failed >= total / 4 }
+                    try await registry.killLeader()
+                    try await eventually("registered after the recovery", timeout: .seconds(60)) {
+                        (try? await registry.register(3, instances[3])) != nil
+                    }
+                    try await eventually("the fourth backend in the set", timeout: .seconds(60)) { cache.snapshot.count == 4 }
+                    // Give the new backend some of the remaining load.
+                    try await eventually("the fourth backend served", timeout: .seconds(60)) { backends[3].served.total > 0 }
+                    faultDone.set()
+                }
+                try await group.waitForAll()
+            }
+        }
+        } catch {
+            for backend in backends { await backend.kill() }
+            try? await client.shutdown()
+            throw error
+        }
+        let result = outcomes.snapshot
+        print("registry fault: \(result.succeeded) succeeded, \(result.failed) failed, longest \(result.longest), fourth backend served \(backends[3].served.total)")
+        #expect(result.failed == 0, "\(result.failed) requests failed: \(result.errors)")
+        #expect(backends[3].served.total > 0)
+        for backend in backends { await backend.kill() }
+        try await client.shutdown()
+    }
+
+    @Test("etcd, 3 members: the leader killed under load", .enabled(if: EtcdCluster.enabled))
+    func etcdLeader() async throws {
+        let cluster = try await EtcdCluster.start(size: 3)
+        try await run {
+            var configuration = cluster.configuration
+            configuration.requestTimeout = .seconds(2)
+            let client = try EtcdClient(configuration: configuration)
+            let publisher = EtcdPublisher(prefix: "/svc/", client: client)
+            return Registry(
+                publisher: publisher,
+                services: [{ await client.run() }, { await publisher.run() }],
+                register: { i, instance in try await client.put("/svc/\(i)", value: instance.registryJSON) },
+                killLeader: { await cluster.kill(try await cluster.leader()) }
+            )
+        }
+        cluster.destroy()
+    }
+
+    @Test("ZooKeeper, 3 servers: the leader killed under load", .enabled(if: ZooKeeperEnsemble.enabled))
+    func zooKeeperLeader() async throws {
+        let ensemble = try await ZooKeeperEnsemble.start(size: 3)
+        try await run {
+            let client = ZooKeeperClient(configuration: ensemble.configuration())
+            let publisher = ZooKeeperPublisher(path: "/svc", client: client)
+            let writer = ZooKeeperClient(configuration: ensemble.configuration())
+            return Registry(
+                publisher: publisher,
+                services: [{ await client.run() }, { await publisher.run() }, { await writer.run() }],
+                register: { i, instance in
+                    try await eventually("writer connected") { writer.isConnected }
+                    do {
+                        try await writer.create("/svc/\(i)", data: Array(instance.registryJSON.utf8), createParents: true)
+                    } catch let error as ZooKeeperError where error.code == .nodeExists {
+                        // Created by an earlier try whose reply was lost.
+                    }
+                },
+                killLeader: { await ensemble.kill(try await ensemble.leader()) }
+            )
+        }
+        ensemble.destroy()
+    }
+}
+
+/// A flag set once.
+final class Flag: Sendable {
+    private let value = Mutex(false)
+    var isSet: Bool { value.withLock { $0 } }
+    func set() { value.withLock { $0 = true } }
+}
