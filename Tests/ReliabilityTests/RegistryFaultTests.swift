@@ -22,7 +22,7 @@ struct RegistryFaultTests {
 
     /// Runs at least 4,000 requests through `registry`'s set of three backends; after 1,000 the
     /// leader dies, then a fourth backend is registered; the load goes on until it has served.
-    func run(_ makeRegistry: () async throws -> Registry) async throws {
+    func run(_ name: String, _ makeRegistry: () async throws -> Registry) async throws {
         var started: [LocalHTTPBackend] = []
         for i in 0..<4 { started.append(try await LocalHTTPBackend.start(.init(latency: .milliseconds(1), seed: UInt64(i + 1)))) }
         let backends = started
@@ -78,7 +78,7 @@ struct RegistryFaultTests {
             throw error
         }
         let result = outcomes.snapshot
-        print("registry fault: \(result.succeeded) succeeded, \(result.failed) failed, longest \(result.longest), fourth backend served \(backends[3].served.total)")
+        print("registry fault (\(name)): \(result.succeeded) succeeded, \(result.failed) failed, longest \(result.longest), fourth backend served \(backends[3].served.total)")
         #expect(result.failed == 0, "\(result.failed) requests failed: \(result.errors)")
         #expect(backends[3].served.total > 0)
         for backend in backends { await backend.kill() }
@@ -88,7 +88,7 @@ struct RegistryFaultTests {
     @Test("etcd, 3 members: the leader killed under load", .enabled(if: EtcdCluster.enabled))
     func etcdLeader() async throws {
         let cluster = try await EtcdCluster.start(size: 3)
-        try await run {
+        try await run("etcd") {
             var configuration = cluster.configuration
             configuration.requestTimeout = .seconds(2)
             let client = try EtcdClient(configuration: configuration)
@@ -106,7 +106,7 @@ struct RegistryFaultTests {
     @Test("ZooKeeper, 3 servers: the leader killed under load", .enabled(if: ZooKeeperEnsemble.enabled))
     func zooKeeperLeader() async throws {
         let ensemble = try await ZooKeeperEnsemble.start(size: 3)
-        try await run {
+        try await run("ZooKeeper") {
             let client = ZooKeeperClient(configuration: ensemble.configuration())
             let publisher = ZooKeeperPublisher(path: "/svc", client: client)
             let writer = ZooKeeperClient(configuration: ensemble.configuration())
