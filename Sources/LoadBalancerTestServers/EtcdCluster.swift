@@ -52,9 +52,7 @@ public final class EtcdCluster: @unchecked Sendable {
     /// (``caCertificatePath``), made with `openssl`.
     public static func start(size: Int = 1, tls: Bool = false) async throws -> EtcdCluster {
         guard binary != nil else { throw ClusterError("etcd is not installed (apt-get install etcd-server)") }
-        var lastError: (any Error)?
-        for _ in 0..<5 {
-            let base = Int.random(in: 20_000...58_000)
+        return try await startOnFreePorts(what: "etcd") { base in
             let members = (0..<size).map { Member(name: "m\($0)", clientPort: base + 2 * $0, peerPort: base + 2 * $0 + 1) }
             let cluster = EtcdCluster(members: members)
             do {
@@ -63,11 +61,10 @@ public final class EtcdCluster: @unchecked Sendable {
                 try await cluster.waitUntilReady()
                 return cluster
             } catch {
-                lastError = error
                 cluster.stopAll()
+                throw error
             }
         }
-        throw lastError ?? ClusterError("could not start etcd")
     }
 
     private init(members: [Member]) {

@@ -68,6 +68,20 @@ public func killAndReapInBackground(_ pid: Int32) {
     }
 }
 
+/// Starts servers on a random base port, trying again on other ports (another test's server may
+/// hold one) up to five times; `start` gets the base port and stops what it started if it fails.
+func startOnFreePorts<Servers>(what: String, _ start: (_ base: Int) async throws -> Servers) async throws -> Servers {
+    var lastError: (any Error)?
+    for _ in 0..<5 {
+        do {
+            return try await start(Int.random(in: 20_000...58_000))
+        } catch {
+            lastError = error
+        }
+    }
+    throw lastError ?? ClusterError("could not start \(what)")
+}
+
 /// Runs `body` with `services` running beside it; cancels them when it returns.
 @discardableResult
 public func withRunning<T: Sendable>(_ services: [@Sendable () async -> Void], _ body: () async throws -> T) async throws -> T {

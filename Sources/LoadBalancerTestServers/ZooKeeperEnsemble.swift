@@ -49,9 +49,7 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
         guard jar != nil, java != nil else {
             throw ClusterError("ZooKeeper is not installed (apt-get install zookeeper; it needs java)")
         }
-        var lastError: (any Error)?
-        for _ in 0..<5 {
-            let base = Int.random(in: 20_000...58_000)
+        return try await startOnFreePorts(what: "ZooKeeper") { base in
             let servers = (0..<size).map {
                 Server(id: $0 + 1, clientPort: base + 3 * $0, peerPort: base + 3 * $0 + 1, electionPort: base + 3 * $0 + 2)
             }
@@ -61,11 +59,10 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
                 for server in servers { try await ensemble.waitUntilServing(server) }
                 return ensemble
             } catch {
-                lastError = error
                 ensemble.stopAll()
+                throw error
             }
         }
-        throw lastError ?? ClusterError("could not start ZooKeeper")
     }
 
     private init(servers: [Server]) {

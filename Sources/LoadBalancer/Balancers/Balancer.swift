@@ -145,10 +145,10 @@ extension Balancer {
         guard let instruments = endpoints.instruments else { return try resolvePick(picker) }
         do {
             let resolved = try resolvePick(picker)
-            instruments.picked(by: name)
+            instruments.picked(by: Self.self) { name }
             return resolved
         } catch {
-            instruments.foundNoEndpoint(name)
+            instruments.foundNoEndpoint(Self.self) { name }
             throw error
         }
     }
@@ -180,7 +180,7 @@ extension Balancer {
     ) async throws -> Result {
         try await tracer.withSpan("loadbalancer.call", ofKind: .client) { span in
             span.attributes["loadbalancer.service"] = instruments.service
-            span.attributes["loadbalancer.balancer"] = name
+            span.attributes["loadbalancer.balancer"] = instruments.name(of: Self.self) { name }
             span.attributes["loadbalancer.instance"] = resolved.endpoint.id
             if let attempt = RetryAttempt.current {
                 span.attributes["loadbalancer.attempt"] = attempt.number

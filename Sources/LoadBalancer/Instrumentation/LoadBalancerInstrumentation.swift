@@ -77,14 +77,16 @@ final class Instruments: Sendable {
         var ejections: Counter
     }
 
+    /// A balancer type's name (worked out once: it formats a type name) and its counters.
     private struct BalancerHandles {
-        var picks: Counter
-        var noEndpoints: Counter
+        var name: String
+        var picks: Counter?
+        var noEndpoints: Counter?
     }
 
     private struct State {
         var instances: [String: InstanceHandles] = [:]
-        var balancers: [String: BalancerHandles] = [:]
+        var balancers: [ObjectIdentifier: BalancerHandles] = [:]
     }
 
     private let state = Mutex(State())
@@ -114,16 +116,19 @@ final class Instruments: Sendable {
         }
     }
 
-    private func balancer(_ name: String) -> BalancerHandles? {
-        guard let factory else { return nil }
-        return state.withLock { state in
-            if let handles = state.balancers[name] { return handles }
+    /// The handles of balancer type `type`, made at its first call; `name` is only evaluated then.
+    private func balancer(_ type: Any.Type, _ name: () -> String) -> BalancerHandles {
+        state.withLock { state in
+            let key = ObjectIdentifier(type)
+            if let handles = state.balancers[key] { return handles }
+            let name = name()
             let dimensions = [("service", service), ("balancer", name)]
             let handles = BalancerHandles(
-                picks: Counter(label: "loadbalancer_picks_total", dimensions: dimensions, factory: factory),
-                noEndpoints: Counter(label: "loadbalancer_no_endpoints_total", dimensions: dimensions, factory: factory)
+                name: name,
+                picks: factory.map { Counter(label: "loadbalancer_picks_total", dimensions: dimensions, factory: $0) },
+                noEndpoints: factory.map { Counter(label: "loadbalancer_no_endpoints_total", dimensions: dimensions, factory: $0) }
             )
-            state.balancers[name] = handles
+            state.balancers[key] = handles
             return handles
         }
     }
@@ -144,8 +149,10 @@ final class Instruments: Sendable {
         }
     }
 
-    func picked(by balancer: String) { self.balancer(balancer)?.picks.increment() }
-    func foundNoEndpoint(_ balancer: String) { self.balancer(balancer)?.noEndpoints.increment() }
+    func picked(by type: Any.Type, name: () -> String) { balancer(type, name).picks?.increment() }
+    func foundNoEndpoint(_ type: Any.Type, name: () -> String) { balancer(type, name).noEndpoints?.increment() }
+    /// The name of balancer type `type` (``Balancer/name``, cached).
+    func name(of type: Any.Type, _ name: () -> String) -> String { balancer(type, name).name }
 
     func called(_ instance: String, outcome: CallRecord.Outcome, latency: Duration) {
         guard let handles = self.instance(instance) else { return }
