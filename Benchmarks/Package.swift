@@ -6,12 +6,15 @@ import PackageDescription
 //   swift package --disable-sandbox benchmark                  # pick() of every balancer
 //   swift run -c release tail-latency-report                   # the tail-latency simulation
 //   swift run -c release retry-report                          # hedging and retry amplification
+//   swift run -c release registry-propagation etcd|zookeeper   # registry write to endpoint set
+//   swift run -c release churn-soak                            # 10 minutes of churn under load
 let package = Package(
     name: "Benchmarks",
     platforms: [.macOS(.v15)],
     dependencies: [
         .package(name: "swift-loadbalancer", path: ".."),
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         .executableTarget(
@@ -55,6 +58,16 @@ let package = Package(
                 .product(name: "LoadBalancerTestServers", package: "swift-loadbalancer"),
             ],
             path: "Sources/registry-propagation"
+        ),
+        .executableTarget(
+            name: "churn-soak",
+            dependencies: [
+                .product(name: "LoadBalancer", package: "swift-loadbalancer"),
+                .product(name: "LoadBalancerHTTP", package: "swift-loadbalancer"),
+                .product(name: "LoadBalancerTestServers", package: "swift-loadbalancer"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            path: "Sources/churn-soak"
         ),
         .executableTarget(
             name: "tail-latency-report",

@@ -4,9 +4,11 @@
 # 1. Installs and starts the real registry servers the integration suites need (each later
 #    backend adds its server here; each test gets its own ports and data directory).
 # 2. Builds everything with warnings as errors (Swift 6 mode, strict concurrency).
-# 3. Runs `swift test`: unit and integration tests.
-# 4. Builds the Benchmarks package, so it cannot rot.
-# 5. Builds the DocC documentation of every public module, with warnings as errors.
+# 3. Runs `swift test`: unit and integration tests (the reliability suites included).
+# 4. Runs the unit tests under ThreadSanitizer and AddressSanitizer (scripts/sanitizers.sh).
+# 5. Fuzzes each parser of untrusted input for 15 s (scripts/fuzz.sh).
+# 6. Builds the Benchmarks package, so it cannot rot, and runs a short churn soak from it.
+# 7. Builds the DocC documentation of every public module, with warnings as errors.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,14 +40,20 @@ swift build --build-tests -Xswiftc -warnings-as-errors
 echo "== test"
 swift test -Xswiftc -warnings-as-errors
 
+echo "== unit tests under ThreadSanitizer and AddressSanitizer (the subset RELIABILITY.md lists)"
+scripts/sanitizers.sh thread address
+
 echo "== fuzz the parsers of untrusted input (libFuzzer + AddressSanitizer, 15 s each)"
-for target in dns zookeeper registry-value consul; do
+for target in dns zookeeper registry-value consul etcd; do
     echo "-- $target"
     scripts/fuzz.sh "$target" 15
 done
 
 echo "== build the benchmarks (they are run by hand; see BENCHMARKS.md)"
 swift build --package-path Benchmarks -Xswiftc -warnings-as-errors
+
+echo "== a short churn soak (the 10-minute run is by hand; see RELIABILITY.md)"
+swift run --package-path Benchmarks --skip-build churn-soak --seconds 60 --warmup 20
 
 echo "== build the documentation of every public module (DocC; warnings are errors)"
 # The same -Xswiftc flag as the build above, so the modules are not compiled again. Any DocC

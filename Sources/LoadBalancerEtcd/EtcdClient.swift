@@ -525,66 +525,6 @@ public final class EtcdClient: Service, Sendable {
     }
 }
 
-/// The result of a range read.
-public struct EtcdRange: Sendable {
-    /// The store's revision when it was read.
-    public var revision: Int64
-    /// The keys, in key order.
-    public var keyValues: [EtcdKeyValue]
-}
-
-/// One key and its value.
-public struct EtcdKeyValue: Sendable, Hashable {
-    /// The key (decoded as UTF-8).
-    public var key: String
-    /// The value's bytes.
-    public var value: [UInt8]
-    /// The revision of the key's creation.
-    public var createRevision: Int64
-    /// The revision of the key's last change.
-    public var modRevision: Int64
-    /// The lease the key is attached to, 0 for none.
-    public var lease: Int64
-
-    init(_ kv: Etcdserverpb_KeyValue) {
-        key = String(decoding: kv.key, as: UTF8.self)
-        value = Array(kv.value)
-        createRevision = kv.createRevision
-        modRevision = kv.modRevision
-        lease = kv.lease
-    }
-}
-
-/// A change of one key.
-public struct EtcdEvent: Sendable, Hashable {
-    /// What happened to the key.
-    public enum Kind: Sendable, Hashable {
-        /// The key was created or changed.
-        case put
-        /// The key was deleted.
-        case delete
-    }
-    /// What happened to the key.
-    public var kind: Kind
-    /// For a put, the new key-value; for a delete, the key with an empty value and the revision of
-    /// the deletion.
-    public var keyValue: EtcdKeyValue
-
-    init(_ event: Etcdserverpb_Event) {
-        kind = event.type == .delete ? .delete : .put
-        keyValue = EtcdKeyValue(event.kv)
-    }
-}
-
-/// What one watch response carried: events (possibly none, for a progress notification) and the
-/// revision the member was at.
-public struct EtcdWatchBatch: Sendable {
-    /// The store's revision when the member sent the batch: every change up to it has been sent.
-    public var revision: Int64
-    /// The events, in revision order.
-    public var events: [EtcdEvent]
-}
-
 /// What ``EtcdClient/status(of:)`` returns.
 public struct EtcdMemberStatus: Sendable, Hashable {
     /// The member's id.

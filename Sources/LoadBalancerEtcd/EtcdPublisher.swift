@@ -22,14 +22,7 @@ public final class EtcdPublisher: InstancePublisher, Service {
     private let broadcaster: InstanceBroadcaster
     private let backoff: Backoff
     private let logger: Logger
-    private let state = Mutex(State())
-
-    private struct State {
-        /// Instances by key.
-        var instances: [String: Instance] = [:]
-        /// The revision to watch from next (the one after the last seen); nil: list first.
-        var nextRevision: Int64?
-    }
+    private let state = Mutex(EtcdInstanceTable())
 
     /// Creates a publisher; nothing is read until ``run()``.
     ///
@@ -101,14 +94,9 @@ public final class EtcdPublisher: InstancePublisher, Service {
     /// Reads the whole prefix and publishes it.
     private func list() async throws(EtcdError) {
         let range = try await client.range(prefix: prefix)
-        var instances: [String: Instance] = [:]
-        for kv in range.keyValues {
-            if let instance = parse(kv) { instances[kv.key] = instance }
-        }
-        let set = state.withLock { state in
-            state.instances = instances
-            state.nextRevision = range.revision + 1
-            return Self.ordered(instances)
+        let set = state.withLock { table in
+            table.reset(to: range, parse: parse)
+            return table.ordered
         }
         logger.debug(
             "etcd instances listed",
@@ -122,24 +110,9 @@ public final class EtcdPublisher: InstancePublisher, Service {
 
     /// Applies a watch batch and publishes the new set.
     private func apply(_ batch: EtcdWatchBatch) {
-        let parsed = batch.events.map { event -> (EtcdEvent, Instance?) in
-            (event, event.kind == .put ? parse(event.keyValue) : nil)
-        }
-        let set: [Instance]? = state.withLock { state in
-            var changed = false
-            for (event, instance) in parsed {
-                // Replays after a reconnect never go backwards: skip what was already applied.
-                if let next = state.nextRevision, event.keyValue.modRevision < next { continue }
-                state.nextRevision = event.keyValue.modRevision + 1
-                changed = true
-                if let instance {
-                    state.instances[event.keyValue.key] = instance
-                } else {
-                    state.instances.removeValue(forKey: event.keyValue.key)
-                }
-            }
-            state.nextRevision = max(state.nextRevision ?? 0, batch.revision + 1)
-            return changed ? Self.ordered(state.instances) : nil
+        let parsed = batch.events.map { event in event.kind == .put ? parse(event.keyValue) : nil }
+        let set: [Instance]? = state.withLock { table in
+            table.apply(batch, parsed: parsed) ? table.ordered : nil
         }
         if let set {
             logger.debug(
@@ -160,11 +133,6 @@ public final class EtcdPublisher: InstancePublisher, Service {
             )
             return nil
         }
-    }
-
-    /// Instances in key order (so that of two keys naming the same instance, the first wins).
-    private static func ordered(_ instances: [String: Instance]) -> [Instance] {
-        instances.sorted { $0.key < $1.key }.map(\.value)
     }
 
     private func report(_ error: any Error) {

@@ -59,6 +59,9 @@ public final class LocalHTTPBackend: Sendable {
         )
     }
 
+    /// The connections open to this backend now.
+    public var openConnections: Int { connections.count }
+
     /// Stops listening. Open connections are closed by their clients or when the process ends.
     public func stop() async throws {
         try await channel.close()
@@ -84,6 +87,8 @@ public final class LocalHTTPBackend: Sendable {
         }
 
         func all() -> [any Channel] { channels.withLockedValue { Array($0.values) } }
+
+        var count: Int { channels.withLockedValue { $0.count } }
     }
 
     final class Counters: Sendable {

@@ -1,5 +1,6 @@
 import LoadBalancer
 import LoadBalancerDNS
+import LoadBalancerTestServers
 import Synchronization
 import Testing
 

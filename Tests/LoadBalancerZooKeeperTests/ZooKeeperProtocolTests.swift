@@ -83,7 +83,7 @@ struct ZooKeeperProtocolTests {
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                accepted.increment()
+                accepted.increment(channel)
                 // A frame header with a negative length, in answer to anything.
                 return channel.writeAndFlush(ByteBuffer(bytes: [0xFF, 0xFF, 0xFF, 0xFB, 1, 2, 3]))
             }
@@ -107,11 +107,14 @@ struct ZooKeeperProtocolTests {
         run.cancel()
         await run.value
         try await server.close()
+        for channel in accepted.channels { try? await channel.close() }
     }
 }
 
+/// The connections a test server accepted, so the test can count and close them.
 final class AcceptCounter: Sendable {
-    private let value = Mutex(0)
-    var count: Int { value.withLock { $0 } }
-    func increment() { value.withLock { $0 += 1 } }
+    private let value = Mutex<[any Channel]>([])
+    var count: Int { value.withLock { $0.count } }
+    var channels: [any Channel] { value.withLock { $0 } }
+    func increment(_ channel: any Channel) { value.withLock { $0.append(channel) } }
 }

@@ -1,5 +1,8 @@
 import AsyncHTTPClient
+import ConsulTestServer
 import LoadBalancer
+import LoadBalancerConsul
+import LoadBalancerDNS
 import LoadBalancerEtcd
 import LoadBalancerHTTP
 import LoadBalancerLocalBackends
@@ -8,20 +11,24 @@ import LoadBalancerZooKeeper
 import Synchronization
 import Testing
 
-/// Load through a balancer fed by a registry while the registry's leader dies: no request may fail
-/// because of it, and a backend registered after the recovery must get traffic.
+/// Load through a balancer fed by a registry while the registry fails (its leader dies, it is
+/// restarted, it answers 500s): no request may fail because of it, and a backend registered after
+/// the recovery must get traffic.
 @Suite("Reliability: registry faults under load", .serialized, .timeLimit(.minutes(5)))
 struct RegistryFaultTests {
     /// What a test needs of a registry.
     struct Registry: Sendable {
         var publisher: any InstancePublisher
         var services: [@Sendable () async -> Void]
+        /// Registers backend `i` (retried by the caller until it succeeds).
         var register: @Sendable (Int, Instance) async throws -> Void
-        var killLeader: @Sendable () async throws -> Void
+        /// Makes the registry fail, and returns once the publisher has seen it fail (or, for a
+        /// leader killed in a cluster, once it is dead: the others take over without an error).
+        var fault: @Sendable () async throws -> Void
     }
 
     /// Runs at least 4,000 requests through `registry`'s set of three backends; after 1,000 the
-    /// leader dies, then a fourth backend is registered; the load goes on until it has served.
+    /// registry fails, then a fourth backend is registered; the load goes on until it has served.
     func run(_ name: String, _ makeRegistry: () async throws -> Registry) async throws {
         var started: [LocalHTTPBackend] = []
         for i in 0..<4 { started.append(try await LocalHTTPBackend.start(.init(latency: .milliseconds(1), seed: UInt64(i + 1)))) }
@@ -60,7 +67,7 @@ struct RegistryFaultTests {
                 }
                 group.addTask {
                     try await eventually("a quarter of the load") { outcomes.snapshot.succeeded + outcomes.snapshot.failed >= total / 4 }
-                    try await registry.killLeader()
+                    try await registry.fault()
                     try await eventually("registered after the recovery", timeout: .seconds(60)) {
                         (try? await registry.register(3, instances[3])) != nil
                     }
@@ -97,7 +104,7 @@ struct RegistryFaultTests {
                 publisher: publisher,
                 services: [{ await client.run() }, { await publisher.run() }],
                 register: { i, instance in try await client.put("/svc/\(i)", value: instance.registryJSON) },
-                killLeader: { await cluster.kill(try await cluster.leader()) }
+                fault: { await cluster.kill(try await cluster.leader()) }
             )
         }
         cluster.destroy()
@@ -121,10 +128,81 @@ struct RegistryFaultTests {
                         // Created by an earlier try whose reply was lost.
                     }
                 },
-                killLeader: { await ensemble.kill(try await ensemble.leader()) }
+                fault: { await ensemble.kill(try await ensemble.leader()) }
             )
         }
         ensemble.destroy()
+    }
+
+    @Test("dnsmasq: killed under load, restarted with a fourth SRV record", .enabled(if: DnsmasqEnvironment.enabled))
+    func dnsmasqRestart() async throws {
+        let server = try await Dnsmasq.start([])
+        try await run("dnsmasq") {
+            let client = DNSClient(configuration: .nameserver(server.nameserver, timeout: .milliseconds(300), attempts: 1))
+            // dnsmasq serves its records with a TTL of 1 s (`--local-ttl=1`).
+            var refresh = DNSRefresh.ttl(minimum: .milliseconds(200), maximum: .seconds(1))
+            refresh.retryAfterFailure = .milliseconds(200)
+            let publisher = DNSSRVPublisher(name: "_http._tcp.svc.test", client: client, refresh: refresh)
+            let recorder = Recorder()
+            let registered = Mutex<[Int: Instance]>([:])
+            return Registry(
+                publisher: publisher,
+                services: [{ try? await publisher.run() }, recorder.recording(publisher)],
+                register: { i, instance in
+                    let records = registered.withLock { registered in
+                        registered[i] = instance
+                        return registered.sorted { $0.key < $1.key }.flatMap { key, instance in
+                            [
+                                "srv-host=_http._tcp.svc.test,b\(key).svc.test,\(instance.port),1,1",
+                                "host-record=b\(key).svc.test,\(instance.host)",
+                            ]
+                        }
+                    }
+                    // dnsmasq reads SRV records only when it starts.
+                    try await server.launch(records)
+                },
+                fault: {
+                    await server.stop()
+                    // Down (the load going on) until a lookup has failed; the caller then restarts it.
+                    try await eventually("the publisher saw dnsmasq down") { recorder.latest?.error != nil }
+                }
+            )
+        }
+        await server.stop()
+    }
+
+    @Test("Consul test server: 500s under load, then stopped and restarted", .timeLimit(.minutes(3)))
+    func consulFaults() async throws {
+        let server = try await ConsulTestServer.start()
+        try await run("Consul") {
+            let client = ConsulClient(configuration: .init(host: "127.0.0.1", port: server.port, requestTimeout: .seconds(2)))
+            let publisher = ConsulPublisher(
+                service: "web",
+                client: client,
+                configuration: .init(wait: .seconds(10), minimumInterval: .milliseconds(20), backoff: Backoff(base: .milliseconds(100), cap: .milliseconds(800)))
+            )
+            let recorder = Recorder()
+            return Registry(
+                publisher: publisher,
+                services: [{ try? await publisher.run() }, recorder.recording(publisher)],
+                register: { i, instance in
+                    server.addService(id: "web-\(i)", name: "web", address: instance.host, port: instance.port)
+                },
+                fault: {
+                    // Every health query answered 500: the publisher reports it and backs off.
+                    let before = server.requestCount(.health)
+                    server.setFault(.status(500), for: .health)
+                    try await eventually("the publisher saw the 500s") { recorder.latest?.error != nil }
+                    try await eventually("three 500s answered") { server.requestCount(.health) >= before + 3 }
+                    // Then the agent goes away and comes back on the same port, catalog kept.
+                    await server.stop()
+                    server.setFault(nil, for: .health)
+                    try await server.restart()
+                    try await eventually("the publisher recovered") { recorder.latest.map { $0.error == nil } ?? false }
+                }
+            )
+        }
+        await server.stop()
     }
 }
 

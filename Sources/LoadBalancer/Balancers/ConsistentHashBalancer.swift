@@ -42,6 +42,8 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
         }
     }
 
+    deinit { random.deallocate() }
+
     /// The endpoint for `key`'s hash.
     @inlinable
     public func pick(forHash hash: UInt64) throws(LoadBalancerError) -> EndpointPick {

@@ -1,31 +1,33 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import LoadBalancerDNS
-import LoadBalancerTestServers
-import Testing
 
 /// Whether the dnsmasq integration suite runs: when dnsmasq is installed, or when the test script
 /// says it must (then a missing dnsmasq fails the suite instead of skipping it).
-enum DnsmasqEnvironment {
-    static let binary = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq", "/usr/local/sbin/dnsmasq"].first {
+public enum DnsmasqEnvironment {
+    /// The dnsmasq binary, when installed.
+    public static let binary = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq", "/usr/local/sbin/dnsmasq"].first {
         FileManager.default.isExecutableFile(atPath: $0)
     }
-    static let required = ProcessInfo.processInfo.environment["LB_DNS_INTEGRATION"] == "1"
-    static var enabled: Bool { binary != nil || required }
+    /// Whether `LB_DNS_INTEGRATION=1` says the suites must run.
+    public static let required = ProcessInfo.processInfo.environment["LB_DNS_INTEGRATION"] == "1"
+    /// Whether the dnsmasq suites run.
+    public static var enabled: Bool { binary != nil || required }
 }
 
 /// A real dnsmasq on 127.0.0.1 at a port of its own, with its own configuration directory.
-final class Dnsmasq: @unchecked Sendable {
-    let port: Int
-    let directory: URL
+/// Not part of the library's API. Not safe for concurrent use: one test drives it.
+public final class Dnsmasq: @unchecked Sendable {
+    /// The UDP and TCP port it serves on.
+    public let port: Int
+    /// Its configuration, pid and log files.
+    public let directory: URL
     private var process: Process?
 
     /// Starts dnsmasq serving `records` (dnsmasq configuration lines such as `srv-host=...`).
-    static func start(_ records: [String]) async throws -> Dnsmasq {
-        let binary = try #require(DnsmasqEnvironment.binary, "dnsmasq is not installed (apt-get install dnsmasq-base)")
-        _ = binary
+    public static func start(_ records: [String]) async throws -> Dnsmasq {
+        guard DnsmasqEnvironment.binary != nil else {
+            throw DnsmasqError(message: "dnsmasq is not installed (apt-get install dnsmasq-base)")
+        }
         var lastError: (any Error)?
         for _ in 0..<20 {
             // A directory per attempt: a failed attempt's server removes its own when it ends.
@@ -49,10 +51,11 @@ final class Dnsmasq: @unchecked Sendable {
         self.directory = directory
     }
 
-    var nameserver: String { "127.0.0.1:\(port)" }
+    /// `127.0.0.1:PORT`.
+    public var nameserver: String { "127.0.0.1:\(port)" }
 
     /// (Re)starts dnsmasq on the same port with `records`, and waits until it answers.
-    func launch(_ records: [String]) async throws {
+    public func launch(_ records: [String]) async throws {
         await stop()
         let conf = directory.appendingPathComponent("dnsmasq.conf")
         // A record of our own to probe readiness with.
@@ -82,7 +85,7 @@ final class Dnsmasq: @unchecked Sendable {
     }
 
     /// Stops dnsmasq and waits (bounded, without blocking a thread) until it has exited.
-    func stop() async {
+    public func stop() async {
         guard let process else { return }
         self.process = nil
         await killAndReap(process.processIdentifier)
@@ -94,7 +97,12 @@ final class Dnsmasq: @unchecked Sendable {
     }
 }
 
-struct DnsmasqError: Error, CustomStringConvertible {
-    var message: String
-    var description: String { message }
+/// dnsmasq could not be started.
+public struct DnsmasqError: Error, CustomStringConvertible {
+    /// What went wrong.
+    public var message: String
+    /// The message.
+    public var description: String { message }
+    /// An error saying `message`.
+    public init(message: String) { self.message = message }
 }

@@ -1,0 +1,117 @@
+#if !LB_FUZZ  // scripts/fuzz.sh compiles this file with the core's Instance sources, in one module
+import LoadBalancer
+#endif
+
+// What the etcd client hands out, decoded from etcd's protobuf messages, and the publisher's table
+// of instances. Needs only the generated messages (etcd.pb.swift), not gRPC: scripts/fuzz.sh etcd
+// builds it with them and the core's Instance sources.
+
+/// The result of a range read.
+public struct EtcdRange: Sendable {
+    /// The store's revision when it was read.
+    public var revision: Int64
+    /// The keys, in key order.
+    public var keyValues: [EtcdKeyValue]
+}
+
+/// One key and its value.
+public struct EtcdKeyValue: Sendable, Hashable {
+    /// The key (decoded as UTF-8).
+    public var key: String
+    /// The value's bytes.
+    public var value: [UInt8]
+    /// The revision of the key's creation.
+    public var createRevision: Int64
+    /// The revision of the key's last change.
+    public var modRevision: Int64
+    /// The lease the key is attached to, 0 for none.
+    public var lease: Int64
+
+    init(_ kv: Etcdserverpb_KeyValue) {
+        key = String(decoding: kv.key, as: UTF8.self)
+        value = Array(kv.value)
+        createRevision = kv.createRevision
+        modRevision = kv.modRevision
+        lease = kv.lease
+    }
+}
+
+/// A change of one key.
+public struct EtcdEvent: Sendable, Hashable {
+    /// What happened to the key.
+    public enum Kind: Sendable, Hashable {
+        /// The key was created or changed.
+        case put
+        /// The key was deleted.
+        case delete
+    }
+    /// What happened to the key.
+    public var kind: Kind
+    /// For a put, the new key-value; for a delete, the key with an empty value and the revision of
+    /// the deletion.
+    public var keyValue: EtcdKeyValue
+
+    init(_ event: Etcdserverpb_Event) {
+        kind = event.type == .delete ? .delete : .put
+        keyValue = EtcdKeyValue(event.kv)
+    }
+}
+
+/// What one watch response carried: events (possibly none, for a progress notification) and the
+/// revision the member was at.
+public struct EtcdWatchBatch: Sendable {
+    /// The store's revision when the member sent the batch: every change up to it has been sent.
+    public var revision: Int64
+    /// The events, in revision order.
+    public var events: [EtcdEvent]
+}
+
+/// The instances under a prefix, as a list read them and watch batches then changed them, with the
+/// revision to watch from next. The publisher's state; kept apart from it (and from gRPC) so the
+/// fuzz target decodes and applies responses exactly as the publisher does.
+struct EtcdInstanceTable: Sendable {
+    /// Instances by key.
+    var instances: [String: Instance] = [:]
+    /// The revision to watch from next (the one after the last seen); nil: list first.
+    var nextRevision: Int64?
+
+    /// Replaces the table with a list's result; `parse` turns a value into an instance (nil: skip it).
+    mutating func reset(to range: EtcdRange, parse: (EtcdKeyValue) -> Instance?) {
+        var listed: [String: Instance] = [:]
+        for kv in range.keyValues {
+            if let instance = parse(kv) { listed[kv.key] = instance }
+        }
+        instances = listed
+        nextRevision = Self.after(range.revision)
+    }
+
+    /// Applies a watch batch whose puts were parsed beforehand (`parsed`, one per event, nil for a
+    /// delete or a value that is not an instance). Replays after a reconnect never go backwards:
+    /// events before ``nextRevision`` are skipped. Returns whether the set changed.
+    mutating func apply(_ batch: EtcdWatchBatch, parsed: [Instance?]) -> Bool {
+        var changed = false
+        for (event, instance) in zip(batch.events, parsed) {
+            if let next = nextRevision, event.keyValue.modRevision < next { continue }
+            nextRevision = Self.after(event.keyValue.modRevision)
+            changed = true
+            if let instance {
+                instances[event.keyValue.key] = instance
+            } else {
+                instances.removeValue(forKey: event.keyValue.key)
+            }
+        }
+        nextRevision = max(nextRevision ?? 0, Self.after(batch.revision))
+        return changed
+    }
+
+    /// The revision after `revision`; a server that sends the largest revision (no real etcd can)
+    /// gets that one again rather than a crash.
+    static func after(_ revision: Int64) -> Int64 {
+        revision == .max ? .max : revision + 1
+    }
+
+    /// The instances in key order (so that of two keys naming the same instance, the first wins).
+    var ordered: [Instance] {
+        instances.sorted { $0.key < $1.key }.map(\.value)
+    }
+}
