@@ -59,9 +59,12 @@ let package = Package(
             ],
             path: "Sources/registry-propagation"
         ),
+        // glibc's mallinfo2 for the soak (the bytes malloc has handed out, beside the resident size).
+        .target(name: "CHeapInfo", path: "Sources/CHeapInfo"),
         .executableTarget(
             name: "churn-soak",
             dependencies: [
+                "CHeapInfo",
                 .product(name: "LoadBalancer", package: "swift-loadbalancer"),
                 .product(name: "LoadBalancerHTTP", package: "swift-loadbalancer"),
                 .product(name: "LoadBalancerTestServers", package: "swift-loadbalancer"),

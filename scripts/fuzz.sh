@@ -57,7 +57,8 @@ if [ "$target" = etcd ]; then
             -emit-library -static -emit-module -emit-module-path "$protobuf/SwiftProtobuf.swiftmodule" \
             .build/checkouts/swift-protobuf/Sources/SwiftProtobuf/*.swift -o "$protobuf/libSwiftProtobuf.a"
     fi
-    extra=(-I "$protobuf" -L "$protobuf" -lSwiftProtobuf -package-name LoadBalancerFuzz)
+    # lld: gold warns about every sanitizer helper symbol of the static library.
+    extra=(-I "$protobuf" -L "$protobuf" -lSwiftProtobuf -package-name LoadBalancerFuzz -use-ld=lld)
 fi
 swiftc -O -sanitize=fuzzer,address -parse-as-library -module-name Fuzzed -D LB_FUZZ ${extra[@]+"${extra[@]}"} \
     "${sources[@]}" "$dir/FuzzEntry.swift" -o "$out/fuzzer"

@@ -53,7 +53,9 @@ echo "== build the benchmarks (they are run by hand; see BENCHMARKS.md)"
 swift build --package-path Benchmarks -Xswiftc -warnings-as-errors
 
 echo "== a short churn soak (the 10-minute run is by hand; see RELIABILITY.md)"
-swift run --package-path Benchmarks --skip-build churn-soak --seconds 60 --warmup 20
+# A minute is too short to tell a slow leak from the allocator settling, so memory may grow 20%
+# here (5% in the 10-minute run); endpoint closes, leaked endpoints and leftovers are checked alike.
+swift run --package-path Benchmarks --skip-build churn-soak --seconds 60 --warmup 20 --max-growth 20
 
 echo "== build the documentation of every public module (DocC; warnings are errors)"
 # The same -Xswiftc flag as the build above, so the modules are not compiled again. Any DocC

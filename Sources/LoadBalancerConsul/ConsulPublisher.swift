@@ -24,7 +24,9 @@ import ServiceLifecycle
 ///   documented JSON) arrive in band as a `DiscoveryError` whose cause is a
 ///   ``ConsulError``; the last good set stays (subject to the `StalenessPolicy`). An
 ///   entry that is not a valid instance (port 0, a bad address) is left out and reported in band
-///   with code `invalidInstances`, the good ones published.
+///   with code `invalidInstances`, the good ones published. The query after a failure is a plain
+///   read (no index), so a recovered agent clears the error at once instead of when the service
+///   next changes or the wait ends.
 /// - **An empty answer** is authoritative: the empty set is published.
 ///
 /// ```swift
@@ -121,7 +123,7 @@ public final class ConsulPublisher: InstancePublisher, Service {
                     service,
                     tag: tags.first,
                     passingOnly: true,
-                    index: state.index == 0 ? nil : state.index,
+                    index: state.blockingIndex,
                     wait: configuration.wait
                 )
                 publish(result.entries)
@@ -201,12 +203,19 @@ struct BlockingLoopState: Sendable {
     private(set) var failures = 0
     let wait: Duration
 
+    /// The index to block on in the next query; nil for a plain read. After a failure the next
+    /// query is a plain read, so a recovered agent is heard from (and the error cleared) at once,
+    /// not only when the index moves or the wait ends.
+    var blockingIndex: UInt64? { index == 0 || failures > 0 ? nil : index }
+
     init(wait: Duration) {
         self.wait = wait
     }
 
     /// Takes in an answer with `received` as its `X-Consul-Index`, `elapsed` after it was asked.
     mutating func answered(index received: UInt64?, elapsed: Duration) -> Outcome {
+        // A plain read after a failure was not meant to block: not a stall.
+        let recovering = failures > 0
         failures = 0
         let outcome: Outcome
         switch received {
@@ -221,7 +230,7 @@ struct BlockingLoopState: Sendable {
             let moved = received > index
             // An index of 0 is a Consul bug; 1 is always safe to block on.
             index = max(received, 1)
-            outcome = moved || elapsed >= wait / 2 ? .progressed : .stalled
+            outcome = moved || recovering || elapsed >= wait / 2 ? .progressed : .stalled
         }
         stalls = outcome == .progressed ? 0 : stalls + 1
         return outcome

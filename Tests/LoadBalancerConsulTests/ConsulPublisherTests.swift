@@ -383,7 +383,7 @@ struct ConsulPublisherTests {
         }
     }
 
-    @Test("the blocking-loop bookkeeping: reset on a lower index, 1 for 0, stall when nothing moved or blocked")
+    @Test("the blocking-loop bookkeeping: reset on a lower index, 1 for 0, stall when nothing moved or blocked, a plain read after a failure")
     func loopState() {
         var state = BlockingLoopState(wait: .seconds(10))
         let fast = Duration.milliseconds(5)
@@ -408,6 +408,12 @@ struct ConsulPublisherTests {
         #expect(state.failed() == 1)
         #expect(state.failed() == 2)
         _ = state.answered(index: 5, elapsed: fast)
+        #expect(state.blockingIndex == 5)
         #expect(state.failed() == 1)
+        // After a failure: a plain read, and its quick answer with the same index is no stall.
+        #expect(state.blockingIndex == nil)
+        #expect(state.answered(index: 5, elapsed: fast) == .progressed)
+        #expect(state.stalls == 0)
+        #expect(state.blockingIndex == 5)
     }
 }

@@ -4,7 +4,7 @@ import ServiceLifecycle
 import Synchronization
 import Testing
 
-@Suite("Lifecycle", .timeLimit(.minutes(1)))
+@Suite("Lifecycle", .timeLimit(.minutes(3)))
 struct LifecycleTests {
     @Test("withLoadBalancer runs discovery for the closure, then closes every endpoint")
     func scoped() async throws {

@@ -2,7 +2,7 @@ import LoadBalancer
 import Synchronization
 import Testing
 
-@Suite("Retry: backoff, budget, avoidance, attempt timeout, hedging", .timeLimit(.minutes(1)))
+@Suite("Retry: backoff, budget, avoidance, attempt timeout, hedging", .timeLimit(.minutes(3)))
 struct RetryPoliciesTests {
     func endpoints(_ count: Int, _ behaviour: @escaping @Sendable (Instance, Int) async throws -> String) async -> EndpointCache<Int, String> {
         await EndpointCache(

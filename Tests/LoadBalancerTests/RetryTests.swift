@@ -2,7 +2,7 @@ import LoadBalancer
 import Synchronization
 import Testing
 
-@Suite("Retry", .timeLimit(.minutes(1)))
+@Suite("Retry", .timeLimit(.minutes(3)))
 struct RetryTests {
     /// Endpoints on ports 1...n; `behaviour` decides what a call to a port does.
     func balancer(

@@ -78,8 +78,11 @@ final class ManualClock: Clock, Sendable {
 }
 
 /// Waits, by bounded polling, until `condition` holds. Fails the test (and throws) if it does not within `timeout`.
+///
+/// The default bound is generous: under ThreadSanitizer, with every suite running in parallel on
+/// two cores, a step that takes microseconds alone has been seen to take over 10 s.
 func waitUntil(
-    timeout: Duration = .seconds(10),
+    timeout: Duration = .seconds(60),
     sourceLocation: SourceLocation = #_sourceLocation,
     _ condition: () -> Bool
 ) async throws {

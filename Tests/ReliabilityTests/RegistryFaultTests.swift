@@ -67,13 +67,18 @@ struct RegistryFaultTests {
                 }
                 group.addTask {
                     try await eventually("a quarter of the load") { outcomes.snapshot.succeeded + outcomes.snapshot.failed >= total / 4 }
+                    let faultStart = ContinuousClock.now
                     try await registry.fault()
+                    let faultSeen = ContinuousClock.now
                     try await eventually("registered after the recovery", timeout: .seconds(60)) {
                         (try? await registry.register(3, instances[3])) != nil
                     }
+                    let registered = ContinuousClock.now
                     try await eventually("the fourth backend in the set", timeout: .seconds(60)) { cache.snapshot.count == 4 }
+                    let inSet = ContinuousClock.now
                     // Give the new backend some of the remaining load.
                     try await eventually("the fourth backend served", timeout: .seconds(60)) { backends[3].served.total > 0 }
+                    print("registry fault (\(name)): fault \(faultSeen - faultStart), registered \(registered - faultSeen) later, in the set \(inSet - registered) after that")
                     faultDone.set()
                 }
                 try await group.waitForAll()
@@ -179,7 +184,8 @@ struct RegistryFaultTests {
             let publisher = ConsulPublisher(
                 service: "web",
                 client: client,
-                configuration: .init(wait: .seconds(10), minimumInterval: .milliseconds(20), backoff: Backoff(base: .milliseconds(100), cap: .milliseconds(800)))
+                // A short wait: a query held when the faults begin ends soon (they apply to new requests).
+                configuration: .init(wait: .seconds(2), minimumInterval: .milliseconds(20), backoff: Backoff(base: .milliseconds(100), cap: .milliseconds(800)))
             )
             let recorder = Recorder()
             return Registry(

@@ -1,7 +1,7 @@
 // The churn soak: continuous registry churn under load, then a clean shutdown.
 //
 //   swift run -c release churn-soak                    # 10 minutes (RELIABILITY.md's figures)
-//   swift run churn-soak --seconds 45 --warmup 15      # the short run of the test command
+//   swift run churn-soak --seconds 60 --warmup 20 --max-growth 20    # the test command's short run
 //
 // Twelve local HTTP backends on 127.0.0.1. A publisher's set changes every 100 ms: an instance is
 // added (a new id, at one of the backends' ports) or removed, the set kept between 2 and 10
@@ -9,9 +9,12 @@
 // balancer with outlier ejection, over AsyncHTTPClient. Then everything is shut down.
 //
 // It checks, and exits 1 if any check fails:
-// - resident memory is flat: the mean of the last 10% of the samples (one a second) is less than
-//   5% above the mean of the first 10% after the warm-up;
-// - every endpoint the factory made was closed exactly once;
+// - memory is flat: the mean of the last 10% of the samples (one a second) is less than 5%
+//   (`--max-growth`) above the mean of the first 10% after the warm-up, both for the resident size
+//   (sampled right after malloc_trim, so pages malloc keeps but does not use are not counted;
+//   `--no-trim` counts them) and, with glibc, for the bytes malloc has handed out (mallinfo2);
+// - every endpoint the factory made was closed exactly once, and none is still alive after
+//   shutdown (each holds a token that counts its deinitialisation);
 // - after shutdown nothing is left: the pipeline's task group returned (every task it started has
 //   ended: the cache, the churn, the workers and their attempts are all its children), no endpoint
 //   call, factory call or close is in flight, no backend has an open connection, and no backend
@@ -19,6 +22,7 @@
 // - at least 99.9% of the requests succeeded (removal takes an instance out of the set, its backend
 //   stays up, so nothing should fail).
 import AsyncHTTPClient
+import CHeapInfo
 import LoadBalancer
 import LoadBalancerHTTP
 import LoadBalancerLocalBackends
@@ -37,6 +41,10 @@ struct Options {
     var warmup: Int?
     var interval = Duration.milliseconds(100)
     var concurrency = 16
+    /// Whether malloc's unused pages are given back before each memory sample (`--no-trim`: not).
+    var trim = true
+    /// The most memory may grow after the warm-up, in percent.
+    var maxGrowth = 5
 
     /// The warm-up: 60 s, or a third of a shorter run.
     var warmupSeconds: Int { warmup ?? min(60, seconds / 3) }
@@ -55,8 +63,10 @@ struct Options {
             case "--seconds": options.seconds = number(argument)
             case "--warmup": options.warmup = number(argument)
             case "--concurrency": options.concurrency = number(argument)
+            case "--no-trim": options.trim = false
+            case "--max-growth": options.maxGrowth = number(argument)
             case "--help", "-h":
-                print("usage: churn-soak [--seconds N (600)] [--warmup N (min(60, N/3))] [--concurrency N (16)]")
+                print("usage: churn-soak [--seconds N (600)] [--warmup N (min(60, N/3))] [--concurrency N (16)] [--max-growth PERCENT (5)] [--no-trim]")
                 exit(0)
             default: fail("unknown argument '\(argument)' (see --help)")
             }
@@ -69,13 +79,8 @@ struct Options {
 }
 
 func fail(_ message: String) -> Never {
-    var standardError = StandardError()
-    print("churn-soak: \(message)", to: &standardError)
+    print("churn-soak: \(message)")
     exit(2)
-}
-
-struct StandardError: TextOutputStream {
-    mutating func write(_ string: String) { fputs(string, stderr) }
 }
 
 // MARK: - Ledgers
@@ -87,6 +92,7 @@ final class EndpointLedger: Sendable {
         var factoryCalls = 0
         var calls = 0
         var closing = 0
+        var alive = 0
     }
     private let state = Mutex(State())
 
@@ -108,6 +114,10 @@ final class EndpointLedger: Sendable {
         }
     }
     func closeEnded() { state.withLock { $0.closing -= 1 } }
+    func born() { state.withLock { $0.alive += 1 } }
+    func died() { state.withLock { $0.alive -= 1 } }
+    /// Endpoints not yet deinitialised.
+    var alive: Int { state.withLock { $0.alive } }
     func callStarted() { state.withLock { $0.calls += 1 } }
     func callEnded() { state.withLock { $0.calls -= 1 } }
 
@@ -122,6 +132,16 @@ final class EndpointLedger: Sendable {
             )
         }
     }
+}
+
+/// Lives as long as the endpoint whose closure holds it: counts endpoints not yet released.
+final class LifeToken: Sendable {
+    let ledger: EndpointLedger
+    init(_ ledger: EndpointLedger) {
+        self.ledger = ledger
+        ledger.born()
+    }
+    deinit { ledger.died() }
 }
 
 /// Request outcomes.
@@ -144,12 +164,14 @@ final class Outcomes: Sendable {
 /// The resident set size of this process in bytes, from /proc/self/statm; nil where there is none.
 func residentBytes() -> Int? {
     #if os(Linux)
+    // "size resident shared text lib data dt", in pages.
     guard let file = fopen("/proc/self/statm", "r") else { return nil }
     defer { fclose(file) }
-    var size = 0
-    var resident = 0
-    guard fscanf(file, "%ld %ld", &size, &resident) == 2 else { return nil }
-    return resident * sysconf(Int32(_SC_PAGESIZE))
+    var buffer = [CChar](repeating: 0, count: 128)
+    guard fgets(&buffer, Int32(buffer.count), file) != nil else { return nil }
+    let fields = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self).split(separator: " ")
+    guard fields.count > 1, let pages = Int(fields[1]) else { return nil }
+    return pages * sysconf(Int32(_SC_PAGESIZE))
     #else
     return nil
     #endif
@@ -177,7 +199,9 @@ let factory = EndpointFactory<HTTPCall, HTTPReply> { instance in
     defer { ledger.factoryEnded() }
     let made = try await http(instance)
     let serial = ledger.made()
+    let token = LifeToken(ledger)
     let endpoint = Endpoint<HTTPCall, HTTPReply>(instance: instance) { call in
+        _ = token
         ledger.callStarted()
         defer { ledger.callEnded() }
         return try await made.endpoint(call)
@@ -188,7 +212,7 @@ let factory = EndpointFactory<HTTPCall, HTTPReply> { instance in
         try await made.close?()
     }
 }
-let publisher = InstanceBroadcaster()
+let publisher = FixedPublisher()
 let cache = EndpointCache(publisher: publisher, factory: factory)
 let balancer = P2CBalancer(cache, metric: .peakEWMA(), ejection: OutlierDetector(cache))
 var configured = Retry(balancer, maxAttempts: 3, timeout: .seconds(5))
@@ -196,7 +220,24 @@ configured.budget = RetryBudget()
 let retry = configured
 let outcomes = Outcomes()
 let stopping = Atomic<Bool>(false)
-let samples = Mutex<[(second: Int, bytes: Int)]>([])
+let samples = Mutex<[Sample]>([])
+
+/// One second's memory: the resident size (after malloc's unused pages were given back, unless
+/// `--no-trim`), the resident size before that, and the bytes malloc has handed out (-1: unknown).
+struct Sample {
+    var second: Int
+    var bytes: Int
+    var untrimmed: Int
+    var heap: Int
+}
+
+/// Samples the process's memory.
+func sample(_ second: Int) -> Sample? {
+    guard let untrimmed = residentBytes() else { return nil }
+    if options.trim { _ = lb_heap_trim() }
+    let bytes = options.trim ? residentBytes() ?? untrimmed : untrimmed
+    return Sample(second: second, bytes: bytes, untrimmed: untrimmed, heap: Int(lb_heap_in_use()))
+}
 let changes = Atomic<Int>(0)
 
 /// The churn: a new set every interval, one instance added or removed, each added instance a new id.
@@ -209,7 +250,7 @@ let changes = Atomic<Int>(0)
         return try Instance(host: "127.0.0.1", port: backend.port, id: "soak-\(serial)@\(backend.port)")
     }
     var current = try (0..<5).map { _ in try fresh() }
-    publisher.publish(current)
+    publisher.replace(with: current)
     let start = ContinuousClock.now
     var tick = 0
     while true {
@@ -225,7 +266,7 @@ let changes = Atomic<Int>(0)
         } else {
             current.remove(at: Int.random(in: 0..<current.count, using: &random))
         }
-        publisher.publish(current)
+        publisher.replace(with: current)
         changes.add(1, ordering: .relaxed)
     }
 }
@@ -260,11 +301,16 @@ try await withThrowingTaskGroup(of: Void.self) { group in
         // The sampler, and the clock of the run.
         for second in 1...options.seconds {
             try await Task.sleep(until: runStart + .seconds(second), clock: .continuous)
-            if let bytes = residentBytes() { samples.withLock { $0.append((second, bytes)) } }
-            if second % 30 == 0 || second == options.seconds {
+            let taken = sample(second)
+            if let taken { samples.withLock { $0.append(taken) } }
+            if second % 10 == 0 || second == options.seconds {
                 let result = outcomes.snapshot
-                let rss = residentBytes().map { mebibytes(Double($0)) } ?? "?"
-                print("  \(second) s: \(result.succeeded) ok, \(result.failed) failed, \(changes.load(ordering: .relaxed)) changes, \(cache.snapshot.count) instances, RSS \(rss)")
+                let rss = taken.map { mebibytes(Double($0.bytes)) } ?? "?"
+                let heapText = taken.map { $0.heap < 0 ? "?" : mebibytes(Double($0.heap)) } ?? "?"
+                let connections = backends.map(\.openConnections).reduce(0, +)
+                print(
+                    "  \(second) s: \(result.succeeded) ok, \(result.failed) failed, \(changes.load(ordering: .relaxed)) changes, \(cache.snapshot.count) instances, \(connections) connections, RSS \(rss), heap \(heapText)"
+                )
             }
         }
         stopping.store(true, ordering: .relaxed)
@@ -277,8 +323,10 @@ try await withThrowingTaskGroup(of: Void.self) { group in
 }
 // Every task the run started has ended here (structured concurrency: they were the group's children).
 let afterShutdown = ledger.summary
+// The cache has let go of every endpoint: none may still be alive (the balancer's snapshot is empty).
+let aliveAfterShutdown = ledger.alive
 let servedAtShutdown = backends.map(\.served.total)
-try await client.shutdown()
+try await client.shutdown().get()
 // The client's connections close asynchronously: wait for the backends to see them go (bounded).
 let connectionDeadline = ContinuousClock.now + .seconds(5)
 while backends.contains(where: { $0.openConnections > 0 }), ContinuousClock.now < connectionDeadline {
@@ -306,18 +354,30 @@ if taken.isEmpty {
 } else {
     let afterWarmup = taken.filter { $0.second > options.warmupSeconds }
     let window = max(1, afterWarmup.count / 10)
-    func mean(_ part: ArraySlice<(second: Int, bytes: Int)>) -> Double {
-        Double(part.map(\.bytes).reduce(0, +)) / Double(part.count)
+    func mean(_ part: ArraySlice<Sample>, _ value: (Sample) -> Int) -> Double {
+        Double(part.map(value).reduce(0, +)) / Double(part.count)
     }
-    let baseline = mean(afterWarmup.prefix(window))
-    let final = mean(afterWarmup.suffix(window))
-    let growth = (final / baseline - 1) * 100
-    let peak = Double(taken.map(\.bytes).max() ?? 0)
-    let first = Double(taken.first?.bytes ?? 0)
-    print(
-        "memory: RSS at 1 s \(mebibytes(first)); after the warm-up \(mebibytes(baseline)) (mean of the first \(window) s), at the end \(mebibytes(final)) (last \(window) s): growth \(Double(Int(growth * 100)) / 100)%; peak \(mebibytes(peak))"
-    )
-    if growth >= 5 { failures.append("RSS grew \(growth)% after the warm-up (limit 5%)") }
+    func percent(_ value: Double) -> String { "\(Double(Int((value * 100).rounded())) / 100)%" }
+    /// Prints the growth of one measure from the first window after the warm-up to the last one.
+    func report(_ name: String, _ value: (Sample) -> Int) -> Double {
+        let baseline = mean(afterWarmup.prefix(window), value)
+        let final = mean(afterWarmup.suffix(window), value)
+        let growth = (final / baseline - 1) * 100
+        let peak = Double(taken.map(value).max() ?? 0)
+        print(
+            "\(name): at 1 s \(mebibytes(Double(taken.first.map(value) ?? 0))); after the warm-up \(mebibytes(baseline)) (mean of the first \(window) s), at the end \(mebibytes(final)) (last \(window) s): growth \(percent(growth)); peak \(mebibytes(peak))"
+        )
+        return growth
+    }
+    print("memory, window: \(window) s")
+    let growth = report(options.trim ? "RSS (sampled after malloc_trim)" : "RSS", \.bytes)
+    let limit = Double(options.maxGrowth)
+    if growth >= limit { failures.append("RSS grew \(growth)% after the warm-up (limit \(options.maxGrowth)%)") }
+    if options.trim { _ = report("RSS before each trim", \.untrimmed) }
+    if taken.allSatisfy({ $0.heap >= 0 }) {
+        let heapGrowth = report("heap in use (mallinfo2)", \.heap)
+        if heapGrowth >= limit { failures.append("the heap in use grew \(heapGrowth)% after the warm-up (limit \(options.maxGrowth)%)") }
+    }
 }
 
 print(
@@ -325,6 +385,8 @@ print(
 )
 if afterShutdown.made == 0 { failures.append("the factory made no endpoint") }
 if afterShutdown.closedOnce != afterShutdown.made { failures.append("not every endpoint was closed exactly once") }
+print("endpoints still alive after shutdown: \(aliveAfterShutdown)")
+if aliveAfterShutdown != 0 { failures.append("\(aliveAfterShutdown) endpoints still alive after shutdown (leaked)") }
 print(
     "shutdown: took \(shutdownTook); in flight after it: \(afterShutdown.inFlight); connections open after the client's shutdown: \(openConnections); requests in the second after: \(lateRequests)"
 )
