@@ -22,8 +22,9 @@ struct RegistryFaultTests {
         var services: [@Sendable () async -> Void]
         /// Registers backend `i` (retried by the caller until it succeeds).
         var register: @Sendable (Int, Instance) async throws -> Void
-        /// Makes the registry fail, and returns once the publisher has seen it fail (or, for a
-        /// leader killed in a cluster, once it is dead: the others take over without an error).
+        /// Makes the registry fail and come back: a cluster's leader is killed, a new one elected
+        /// and the old one restarted; a single server is killed or answers 500s until the
+        /// publisher has seen it fail, then restarts.
         var fault: @Sendable () async throws -> Void
     }
 
@@ -97,7 +98,7 @@ struct RegistryFaultTests {
         try await client.shutdown()
     }
 
-    @Test("etcd, 3 members: the leader killed under load", .enabled(if: EtcdCluster.enabled))
+    @Test("etcd, 3 members: the leader killed under load, then restarted", .enabled(if: EtcdCluster.enabled))
     func etcdLeader() async throws {
         let cluster = try await EtcdCluster.start(size: 3)
         try await run("etcd") {
@@ -109,13 +110,19 @@ struct RegistryFaultTests {
                 publisher: publisher,
                 services: [{ await client.run() }, { await publisher.run() }],
                 register: { i, instance in try await client.put("/svc/\(i)", value: instance.registryJSON) },
-                fault: { await cluster.kill(try await cluster.leader()) }
+                fault: {
+                    // The leader dies; the other two elect a new one; the old one comes back.
+                    let leader = try await cluster.leader()
+                    await cluster.kill(leader)
+                    _ = try await cluster.leader()
+                    try await cluster.restart(leader)
+                }
             )
         }
         cluster.destroy()
     }
 
-    @Test("ZooKeeper, 3 servers: the leader killed under load", .enabled(if: ZooKeeperEnsemble.enabled))
+    @Test("ZooKeeper, 3 servers: the leader killed under load, then restarted", .enabled(if: ZooKeeperEnsemble.enabled))
     func zooKeeperLeader() async throws {
         let ensemble = try await ZooKeeperEnsemble.start(size: 3)
         try await run("ZooKeeper") {
@@ -133,7 +140,13 @@ struct RegistryFaultTests {
                         // Created by an earlier try whose reply was lost.
                     }
                 },
-                fault: { await ensemble.kill(try await ensemble.leader()) }
+                fault: {
+                    // The leader dies; the other two elect a new one; the old one comes back.
+                    let leader = try await ensemble.leader()
+                    await ensemble.kill(leader)
+                    _ = try await ensemble.leader()
+                    try await ensemble.restart(leader)
+                }
             )
         }
         ensemble.destroy()
