@@ -28,22 +28,19 @@ public final class Dnsmasq: @unchecked Sendable {
         guard DnsmasqEnvironment.binary != nil else {
             throw DnsmasqError(message: "dnsmasq is not installed (apt-get install dnsmasq-base)")
         }
-        var lastError: (any Error)?
-        for _ in 0..<20 {
+        return try await startOnFreePorts(what: "dnsmasq") { port in
             // A directory per attempt: a failed attempt's server removes its own when it ends.
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent("lb-dnsmasq-\(UUID().uuidString)")
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-            let port = Int.random(in: 20_000...60_000)
             let server = Dnsmasq(port: port, directory: directory)
             do {
                 try await server.launch(records)
                 return server
             } catch {
-                lastError = error
                 await server.stop()
+                throw error
             }
         }
-        throw lastError ?? DnsmasqError(message: "could not start dnsmasq")
     }
 
     private init(port: Int, directory: URL) {

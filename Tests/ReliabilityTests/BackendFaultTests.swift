@@ -16,6 +16,17 @@ final class Outcomes: Sendable {
         }
     }
     var snapshot: (succeeded: Int, failed: Int, longest: Duration, errors: [String: Int]) { state.withLock { $0 } }
+
+    /// Runs one request and records whether it succeeded and how long it took.
+    func measure(_ request: () async throws -> Void) async {
+        let start = ContinuousClock.now
+        do {
+            try await request()
+            record(true, .now - start, nil)
+        } catch {
+            record(false, .now - start, error)
+        }
+    }
 }
 
 /// Hands out request numbers.
@@ -63,13 +74,7 @@ struct BackendFaultTests {
                             let n = tickets.take()
                             guard n < total else { return }
                             if n == total / 3 { await victim.kill() }
-                            let start = ContinuousClock.now
-                            do {
-                                _ = try await retry(HTTPCall(path: "/"))
-                                outcomes.record(true, .now - start, nil)
-                            } catch {
-                                outcomes.record(false, .now - start, error)
-                            }
+                            await outcomes.measure { _ = try await retry(HTTPCall(path: "/")) }
                         }
                     }
                 }

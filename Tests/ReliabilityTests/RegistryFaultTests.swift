@@ -56,13 +56,7 @@ struct RegistryFaultTests {
                         while !Task.isCancelled {
                             let n = tickets.take()
                             guard n < total || !faultDone.isSet else { return }
-                            let start = ContinuousClock.now
-                            do {
-                                _ = try await retry(HTTPCall(path: "/"))
-                                outcomes.record(true, .now - start, nil)
-                            } catch {
-                                outcomes.record(false, .now - start, error)
-                            }
+                            await outcomes.measure { _ = try await retry(HTTPCall(path: "/")) }
                         }
                     }
                 }
