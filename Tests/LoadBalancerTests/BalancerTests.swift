@@ -158,8 +158,11 @@ struct BalancerTests {
 final class RecordingBalancer<Base: Balancer>: Balancer {
     let base: Base
     private let storage = Mutex<[CallRecord]>([])
+    typealias Request = Base.Request
+    typealias Response = Base.Response
     init(_ base: Base) { self.base = base }
-    var endpoints: EndpointCache<Base.Request, Base.Response> { base.endpoints }
+    var cache: EndpointCache<Base.Request, Base.Response>? { base.cache }
+    var snapshot: EndpointSet<Base.Request, Base.Response> { base.snapshot }
     func pick() throws(LoadBalancerError) -> EndpointPick { try base.pick() }
     var observesCalls: Bool { true }
     func record(_ call: CallRecord) { storage.withLock { $0.append(call) } }

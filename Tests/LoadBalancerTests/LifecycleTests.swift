@@ -18,7 +18,7 @@ struct LifecycleTests {
             var answers = [try await balancer.call(0), try await balancer.call(0), try await balancer.call(0)]
             // Changes flow while the closure runs.
             publisher.replace(with: instances([4]))
-            try await waitUntil { balancer.endpoints.snapshot.instances.map(\.port) == [4] }
+            try await waitUntil { balancer.snapshot.instances.map(\.port) == [4] }
             answers.append(try await balancer.call(0))
             return answers
         }

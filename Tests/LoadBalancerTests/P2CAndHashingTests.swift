@@ -11,7 +11,7 @@ struct P2CAndHashingTests {
         _ outcome: CallRecord.Outcome = .success,
         latency: Duration
     ) {
-        let set = balancer.endpoints.snapshot
+        let set = balancer.snapshot
         let index = set.instances.firstIndex { $0.port == port }!
         let pick = EndpointPick(index: index, generation: set.generation)
         balancer.willCall(pick, slot: set.slots[index])
@@ -21,7 +21,7 @@ struct P2CAndHashingTests {
     }
 
     func start(_ balancer: P2CBalancer<Int, Int>, port: Int) {
-        let set = balancer.endpoints.snapshot
+        let set = balancer.snapshot
         let index = set.instances.firstIndex { $0.port == port }!
         balancer.willCall(EndpointPick(index: index, generation: set.generation), slot: set.slots[index])
     }

@@ -15,7 +15,7 @@ func weighted(_ weights: [Int], priorities: [Int]? = nil) -> [Instance] {
 
 /// Picks `n` times and counts picks per port.
 func histogram(_ balancer: some Balancer<Int, Int>, _ n: Int) throws -> [Int: Int] {
-    let set = balancer.endpoints.snapshot
+    let set = balancer.snapshot
     var counts: [Int: Int] = [:]
     for _ in 0..<n {
         let pick = try balancer.pick()

@@ -1,12 +1,15 @@
 import Tracing
 
-/// Chooses an endpoint for each call, synchronously, from an ``EndpointCache``'s current set.
+/// Chooses an endpoint for each call, synchronously, from an immutable snapshot of the endpoint set.
 ///
-/// ``pick()`` is the hot path. It never suspends, takes no lock in the common case, allocates
-/// nothing, and touches no reference-counted object: it reads the set's ``EndpointSetShape`` (one
-/// atomic word) and returns an ``EndpointPick`` (two integers). The endpoint itself is fetched once
-/// per call by ``withEndpoint(isolation:_:)``, which is also how load-aware balancers learn each
-/// call's outcome and latency, so no caller can forget to report.
+/// A balancer is a function of a snapshot: for every set its ``EndpointCache`` publishes (or the
+/// fixed array it was built from), it derives once what it needs (a schedule, an alias or Maglev
+/// table, per-instance load) and keeps it beside the set in one immutable value. A pick reads one
+/// snapshot; a call takes its endpoint from that same snapshot.
+///
+/// ``withEndpoint(isolation:_:)`` is the call path, and how load-aware balancers learn each call's
+/// outcome and latency, so no caller can forget to report. ``pick()`` is for callers that want only
+/// the choice.
 ///
 /// ```swift
 /// let balancer = RoundRobinBalancer(cache)
@@ -20,36 +23,46 @@ public protocol Balancer<Request, Response>: Sendable {
     /// What an endpoint answers.
     associatedtype Response: Sendable
 
-    /// The endpoints the balancer chooses among.
-    var endpoints: EndpointCache<Request, Response> { get }
+    /// The cache the balancer follows, or `nil` for a balancer over a fixed array of endpoints.
+    var cache: EndpointCache<Request, Response>? { get }
+
+    /// The endpoints the balancer chooses among now.
+    var snapshot: EndpointSet<Request, Response> { get }
 
     /// Chooses an endpoint of the current set.
     ///
     /// - Throws: ``LoadBalancerError`` with code ``LoadBalancerError/Code/noEndpoints`` when the set is empty.
     func pick() throws(LoadBalancerError) -> EndpointPick
 
-    /// Whether ``record(_:)`` wants to hear about calls. When `false` (the default), scoped calls
-    /// skip measuring latency.
+    /// Chooses an endpoint for a call and returns it with what the call reports to. Every lease
+    /// must be ended by exactly one ``finish(_:outcome:latency:)``.
+    ///
+    /// The default picks with ``pick()`` and takes the endpoint from ``snapshot`` (picking again
+    /// if the set changed in between); the built-in balancers take it from the snapshot the pick
+    /// was made in.
+    ///
+    /// - Throws: ``LoadBalancerError`` with code ``LoadBalancerError/Code/noEndpoints`` when the set is empty.
+    func lease() throws(LoadBalancerError) -> EndpointLease<Request, Response>
+
+    /// A lease of the first endpoint of the current set (in set order) whose id is not in `ids`,
+    /// or `nil` when there is none: how ``Retry`` reaches an untried instance when the balancer
+    /// keeps choosing tried ones.
+    func lease(avoiding ids: Set<String>) throws(LoadBalancerError) -> EndpointLease<Request, Response>?
+
+    /// Ends a call made with `lease`. Default: ``record(_:)`` when ``observesCalls``.
+    func finish(_ lease: EndpointLease<Request, Response>, outcome: CallRecord.Outcome, latency: Duration)
+
+    /// Whether the balancer learns from calls. When `false` (the default), scoped calls skip
+    /// measuring latency unless metrics are on.
     var observesCalls: Bool { get }
 
     /// Learns that a call is about to start on the picked endpoint (load-aware balancers count it
-    /// as outstanding). Called only when ``observesCalls`` is `true`; always followed by exactly one
-    /// ``record(_:)``. Default: nothing.
+    /// as outstanding), for callers that pick with ``pick()`` and call by themselves (a simulation,
+    /// say). Always followed by exactly one ``record(_:)``. Default: nothing.
     func willCall(_ pick: EndpointPick, slot: UInt32)
 
-    /// Learns the outcome of a call made through ``withEndpoint(isolation:_:)``. Default: nothing.
+    /// Learns the outcome of a call. Default: nothing.
     func record(_ call: CallRecord)
-}
-
-/// A pick with its endpoint and slot, resolved against the snapshot it was made for.
-struct ResolvedPick<Request: Sendable, Response: Sendable> {
-    var endpoint: Endpoint<Request, Response>
-    var pick: EndpointPick
-    var slot: UInt32
-
-    func record(_ outcome: CallRecord.Outcome, latency: Duration) -> CallRecord {
-        CallRecord(pick: pick, instanceID: endpoint.id, slot: slot, outcome: outcome, latency: latency)
-    }
 }
 
 /// What a balancer learns about one completed call.
@@ -93,130 +106,158 @@ extension Balancer {
     /// Does nothing by default.
     public func record(_ call: CallRecord) {}
 
-    /// Picks an endpoint and returns it with the pick.
-    ///
-    /// When the set changes between the pick and the fetch, it picks again (a few times at most),
-    /// so the endpoint always belongs to the set the pick was made against.
-    ///
-    /// - Throws: ``LoadBalancerError`` (``LoadBalancerError/Code/noEndpoints``).
-    public func pickEndpoint() throws(LoadBalancerError) -> (endpoint: Endpoint<Request, Response>, pick: EndpointPick) {
-        let resolved = try resolvePick { () throws(LoadBalancerError) in try pick() }
-        return (resolved.endpoint, resolved.pick)
-    }
-
-    /// Picks with `picker` (default: ``pick()``) and resolves, returning the endpoint's slot too.
-    func resolvePick(
-        _ picker: () throws(LoadBalancerError) -> EndpointPick
-    ) throws(LoadBalancerError) -> ResolvedPick<Request, Response> {
+    /// Picks with ``pick()`` and resolves the pick against ``snapshot``, picking again (a few
+    /// times at most) while the set changes in between.
+    public func lease() throws(LoadBalancerError) -> EndpointLease<Request, Response> {
         for _ in 0..<8 {
-            let pick = try picker()
-            let set = endpoints.snapshot
+            let pick = try pick()
+            let set = snapshot
             if set.generation == pick.generation, pick.index >= 0, pick.index < set.count {
-                return ResolvedPick(endpoint: set[pick.index], pick: pick, slot: set.slots[pick.index])
+                if observesCalls { willCall(pick, slot: set.slots[pick.index]) }
+                return EndpointLease(endpoint: set[pick.index], pick: pick, slot: set.slots[pick.index], isPlain: !observesCalls)
             }
         }
         // The set is changing faster than we can pick: take the pick's position in the newest set.
-        let pick = try picker()
-        let set = endpoints.snapshot
+        let pick = try pick()
+        let set = snapshot
         guard !set.isEmpty else { throw LoadBalancerError.noEndpoints }
         let index = pick.index % set.count
-        return ResolvedPick(
-            endpoint: set[index],
-            pick: EndpointPick(index: index, generation: set.generation),
-            slot: set.slots[index]
-        )
+        let resolved = EndpointPick(index: index, generation: set.generation)
+        if observesCalls { willCall(resolved, slot: set.slots[index]) }
+        return EndpointLease(endpoint: set[index], pick: resolved, slot: set.slots[index], isPlain: !observesCalls)
+    }
+
+    /// The first endpoint of ``snapshot`` whose id is not in `ids`, announced with ``willCall(_:slot:)``.
+    public func lease(avoiding ids: Set<String>) throws(LoadBalancerError) -> EndpointLease<Request, Response>? {
+        let set = snapshot
+        guard let index = set.endpoints.firstIndex(where: { !ids.contains($0.id) }) else { return nil }
+        let pick = EndpointPick(index: index, generation: set.generation)
+        if observesCalls { willCall(pick, slot: set.slots[index]) }
+        return EndpointLease(endpoint: set[index], pick: pick, slot: set.slots[index], isPlain: !observesCalls)
+    }
+
+    /// Reports the call to ``record(_:)`` when the balancer ``observesCalls``.
+    public func finish(_ lease: EndpointLease<Request, Response>, outcome: CallRecord.Outcome, latency: Duration) {
+        if observesCalls { record(lease.record(outcome, latency: latency)) }
+    }
+
+    /// Picks an endpoint and returns it with the pick, both from one snapshot.
+    ///
+    /// - Throws: ``LoadBalancerError`` (``LoadBalancerError/Code/noEndpoints``).
+    public func pickEndpoint() throws(LoadBalancerError) -> (endpoint: Endpoint<Request, Response>, pick: EndpointPick) {
+        let set = snapshot
+        let pick = try pick()
+        if set.generation == pick.generation, pick.index >= 0, pick.index < set.count {
+            return (set[pick.index], pick)
+        }
+        let newer = snapshot
+        guard newer.generation == pick.generation, pick.index < newer.count else {
+            return try pickEndpoint()
+        }
+        return (newer[pick.index], pick)
     }
 
     /// Picks an endpoint, runs `body` with it, and reports the outcome and latency to the balancer.
     ///
     /// - Throws: ``LoadBalancerError`` when there is no endpoint, or what `body` throws.
+    @inlinable
     public func withEndpoint<Result>(
         isolation: isolated (any Actor)? = #isolation,
         _ body: (Endpoint<Request, Response>) async throws -> Result
     ) async throws -> Result {
-        let resolved = try instrumentedPick { () throws(LoadBalancerError) in try pick() }
-        return try await run(resolved, body)
+        let lease = try instrumentedLease { () throws(LoadBalancerError) in try self.lease() }
+        return try await run(lease, body)
     }
 
-    /// ``resolvePick(_:)``, counted in the cache's metrics (a pick, or a call with no endpoint).
-    func instrumentedPick(
-        _ picker: () throws(LoadBalancerError) -> EndpointPick
-    ) throws(LoadBalancerError) -> ResolvedPick<Request, Response> {
-        guard let instruments = endpoints.instruments else { return try resolvePick(picker) }
-        do {
-            let resolved = try resolvePick(picker)
-            instruments.picked(by: Self.self) { name }
-            return resolved
-        } catch {
-            instruments.foundNoEndpoint(Self.self) { name }
-            throw error
+    /// Sends `request` to a picked endpoint: ``withEndpoint(isolation:_:)`` calling the endpoint.
+    @inlinable
+    public func call(_ request: Request) async throws -> Response {
+        let lease = try instrumentedLease { () throws(LoadBalancerError) in try self.lease() }
+        if lease.isPlain, cache?.hasInstruments != true {
+            return try await lease.endpoint(request)
         }
+        return try await run(lease) { endpoint in try await endpoint(request) }
     }
 
-    /// Runs `body` with a resolved pick, reporting the outcome to the balancer when it observes
-    /// calls, and to the cache's instruments (metrics, a span) when it has them.
-    func run<Result>(
+    /// A lease from `leaser`, counted in the cache's metrics (a pick, or a call with no endpoint).
+    @inlinable
+    package func instrumentedLease(
+        _ leaser: () throws(LoadBalancerError) -> EndpointLease<Request, Response>
+    ) throws(LoadBalancerError) -> EndpointLease<Request, Response> {
+        guard let cache, cache.hasInstruments else { return try leaser() }
+        return try cache.countPick(by: self, leaser)
+    }
+
+    /// Runs `body` with a lease's endpoint, reporting the outcome to the balancer when it
+    /// observes calls, and to the cache's instruments (metrics, a span) when it has them.
+    @inlinable
+    package func run<Result>(
         isolation: isolated (any Actor)? = #isolation,
-        _ resolved: ResolvedPick<Request, Response>,
+        _ lease: EndpointLease<Request, Response>,
         _ body: (Endpoint<Request, Response>) async throws -> Result
     ) async throws -> Result {
-        guard let instruments = endpoints.instruments else {
-            guard observesCalls else { return try await body(resolved.endpoint) }
-            return try await measured(resolved, instruments: nil, body)
+        if lease.isPlain, cache?.hasInstruments != true {
+            return try await body(lease.endpoint)
         }
-        guard let tracer = instruments.tracer else {
-            return try await measured(resolved, instruments: instruments, body)
-        }
-        return try await traced(tracer, resolved, instruments, body)
+        return try await reported(lease, body)
     }
 
-    /// ``run(isolation:_:_:)`` inside a `loadbalancer.call` span of `tracer`.
+    /// ``run(isolation:_:_:)`` for a lease whose call is observed: timed, reported, maybe traced.
+    @usableFromInline
+    package func reported<Result>(
+        isolation: isolated (any Actor)? = #isolation,
+        _ lease: EndpointLease<Request, Response>,
+        _ body: (Endpoint<Request, Response>) async throws -> Result
+    ) async throws -> Result {
+        guard let instruments = cache?.instruments else {
+            return try await measured(lease, instruments: nil, body)
+        }
+        guard let tracer = instruments.tracer else {
+            return try await measured(lease, instruments: instruments, body)
+        }
+        return try await traced(tracer, lease, instruments, body)
+    }
+
+    /// The call inside a `loadbalancer.call` span of `tracer`.
     private func traced<T: Tracer, Result>(
         isolation: isolated (any Actor)? = #isolation,
         _ tracer: T,
-        _ resolved: ResolvedPick<Request, Response>,
+        _ lease: EndpointLease<Request, Response>,
         _ instruments: Instruments,
         _ body: (Endpoint<Request, Response>) async throws -> Result
     ) async throws -> Result {
         try await tracer.withSpan("loadbalancer.call", ofKind: .client) { span in
             span.attributes["loadbalancer.service"] = instruments.service
             span.attributes["loadbalancer.balancer"] = instruments.name(of: Self.self) { name }
-            span.attributes["loadbalancer.instance"] = resolved.endpoint.id
+            span.attributes["loadbalancer.instance"] = lease.endpoint.id
             if let attempt = RetryAttempt.current {
                 span.attributes["loadbalancer.attempt"] = attempt.number
                 span.attributes["loadbalancer.hedge"] = attempt.hedge
             }
-            return try await measured(resolved, instruments: instruments, body)
+            return try await measured(lease, instruments: instruments, body)
         }
     }
 
     /// Calls `body`, timing it, and reports the outcome to the balancer and the instruments.
     private func measured<Result>(
         isolation: isolated (any Actor)? = #isolation,
-        _ resolved: ResolvedPick<Request, Response>,
+        _ lease: EndpointLease<Request, Response>,
         instruments: Instruments?,
         _ body: (Endpoint<Request, Response>) async throws -> Result
     ) async throws -> Result {
-        let observes = observesCalls
-        if observes { willCall(resolved.pick, slot: resolved.slot) }
         let start = ContinuousClock.now
         do {
-            let result = try await body(resolved.endpoint)
+            let result = try await body(lease.endpoint)
             let latency = ContinuousClock.now - start
-            if observes { record(resolved.record(.success, latency: latency)) }
-            instruments?.called(resolved.endpoint.id, outcome: .success, latency: latency)
+            finish(lease, outcome: .success, latency: latency)
+            instruments?.called(lease.endpoint.id, outcome: .success, latency: latency)
             return result
         } catch {
             let latency = ContinuousClock.now - start
             let outcome: CallRecord.Outcome = error is CancellationError ? .cancelled : .failure
-            if observes { record(resolved.record(outcome, latency: latency)) }
-            instruments?.called(resolved.endpoint.id, outcome: outcome, latency: latency)
+            finish(lease, outcome: outcome, latency: latency)
+            instruments?.called(lease.endpoint.id, outcome: outcome, latency: latency)
             throw error  // the span (if any) records it as it ends
         }
-    }
-
-    /// Sends `request` to a picked endpoint: ``withEndpoint(isolation:_:)`` calling the endpoint.
-    public func call(_ request: Request) async throws -> Response {
-        try await withEndpoint { endpoint in try await endpoint(request) }
     }
 }

@@ -1,29 +1,22 @@
-import Synchronization
-
 /// Consistent hashing for affinity: the same key goes to the same instance while the set allows,
 /// and when one of N instances leaves only about 1/N of the keys move (Maglev hashing, Eisenbud et
 /// al., NSDI 2016).
 ///
 /// The lookup table has ``tableSize`` entries (a prime; default 65,537, good for sets of up to a
 /// few hundred instances — use a larger prime, such as 655,373, for more) and is rebuilt when the
-/// set or the ejections change. A pick is a hash and one table read. Weights are not used.
+/// set or the ejections change (off the pick path: the first pick after a change builds it once for
+/// all threads). A pick is a hash and one table read. Weights are not used.
 ///
 /// ```swift
 /// let balancer = ConsistentHashBalancer(cache)
 /// let response = try await balancer.withEndpoint(forKey: userID) { endpoint in try await endpoint(request) }
 /// ```
-public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>: Balancer {
-    /// The endpoints the balancer chooses among.
-    public let endpoints: EndpointCache<Request, Response>
+public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>: CoreBalancer {
+    let core: BalancerCore<Request, Response, Strategy>
+    /// The cache the balancer follows, if any.
+    public let cache: EndpointCache<Request, Response>?
     /// The number of entries of the lookup table.
-    public let tableSize: Int
-    /// The ejection this balancer honours, if any.
-    public let ejection: OutlierDetector?
-    @usableFromInline let random: PickRandom
-    /// Keeps the table observer alive; ``tableStorage`` is what `pick()` reads.
-    let table: BalancerTable
-    /// The table's storage, referenced without reference counting (`table` keeps it alive).
-    @usableFromInline let tableStorage: Unmanaged<SeqLockTable>
+    public var tableSize: Int { core.strategy.size }
 
     /// Creates a consistent-hash balancer over `endpoints`.
     ///
@@ -31,49 +24,56 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
     ///   - endpoints: The endpoints to choose among.
     ///   - tableSize: The lookup table's size; should be a prime well above 100 × the set size.
     ///   - ejection: Outlier ejection to honour. Default: none.
-    public init(_ endpoints: EndpointCache<Request, Response>, tableSize: Int = 65_537, ejection: OutlierDetector? = nil) {
-        self.endpoints = endpoints
-        self.tableSize = max(2, tableSize)
-        self.ejection = ejection
-        self.random = PickRandom(seed: nil)
-        let size = self.tableSize
-        (table, tableStorage) = BalancerTable.attached(to: endpoints, ejection: ejection) { view, usable in
-            Self.maglevTable(view, usable, size: size)
-        }
+    public convenience init(_ endpoints: EndpointCache<Request, Response>, tableSize: Int = 65_537, ejection: OutlierDetector? = nil) {
+        self.init(source: .cache(endpoints), tableSize: tableSize, ejection: ejection)
     }
 
-    deinit { random.deallocate() }
+    /// Creates a consistent-hash balancer over a fixed array of endpoints.
+    ///
+    /// - Parameters:
+    ///   - endpoints: The endpoints to choose among.
+    ///   - tableSize: The lookup table's size; should be a prime well above 100 × the set size.
+    ///   - ejection: Outlier ejection to honour. Default: none.
+    public convenience init(endpoints: [Endpoint<Request, Response>], tableSize: Int = 65_537, ejection: OutlierDetector? = nil) {
+        self.init(source: .fixed(endpoints), tableSize: tableSize, ejection: ejection)
+    }
+
+    init(source: SnapshotSource<Request, Response>, tableSize: Int, ejection: OutlierDetector?) {
+        self.cache = source.cache
+        self.core = BalancerCore(source: source, ejection: ejection, strategy: Strategy(size: max(2, tableSize)), seed: nil)
+    }
+
+    struct Strategy: PickStrategy {
+        let size: Int
+
+        func makeTable(_ set: EndpointSetView, usable: [Int]) -> [Int32] {
+            ConsistentHashBalancer.maglevTable(set, usable, size: size)
+        }
+
+        /// A random key's entry (for callers without affinity).
+        @inline(__always)
+        func choose(_ table: [Int32], _ state: inout PickState) -> Int? {
+            lookup(table, state.next())
+        }
+
+        @inline(__always)
+        func lookup(_ table: [Int32], _ hash: UInt64) -> Int? {
+            guard !table.isEmpty else { return nil }
+            let entry = WyRand.mix(hash).multipliedFullWidth(by: UInt64(table.count)).high
+            return Int(table[Int(truncatingIfNeeded: entry)])
+        }
+    }
 
     /// The endpoint for `key`'s hash.
-    @inlinable
     public func pick(forHash hash: UInt64) throws(LoadBalancerError) -> EndpointPick {
-        try resolveTableRead(lookup(hash), endpoints.shape, hash)
-    }
-
-    @inlinable @inline(__always)
-    func lookup(_ hash: UInt64) -> EndpointPick?? {
-        tableStorage._withUnsafeGuaranteedRef {
-            $0.read { generation, count, words -> EndpointPick? in
-                guard count > 0 else { return nil }
-                let entry = Int(truncatingIfNeeded: WyRand.mix(hash).multipliedFullWidth(by: UInt64(count * 2)).high)
-                let word = words[entry >> 1].load(ordering: .relaxed)
-                let position = entry & 1 == 0 ? word & 0xFFFF_FFFF : word >> 32
-                return EndpointPick(index: Int(truncatingIfNeeded: position), generation: generation)
-            }
-        }
+        let strategy = core.strategy
+        return try core.pick { table in strategy.lookup(table, hash) }
     }
 
     /// The endpoint for `key`. The same key maps to the same instance across processes and runs
     /// (the hash is FNV-1a over the key's UTF-8, not Swift's per-process seeded `Hasher`).
-    @inlinable
     public func pick(forKey key: String) throws(LoadBalancerError) -> EndpointPick {
         try pick(forHash: Self.stableHash(key))
-    }
-
-    /// A pick for a random key (for callers without affinity).
-    @inlinable
-    public func pick() throws(LoadBalancerError) -> EndpointPick {
-        try pick(forHash: random.next())
     }
 
     /// Runs `body` with the endpoint for `key`, reporting the outcome like ``Balancer/withEndpoint(isolation:_:)``.
@@ -83,14 +83,12 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
         _ body: (Endpoint<Request, Response>) async throws -> Result
     ) async throws -> Result {
         let hash = Self.stableHash(key)
-        let resolved = try resolvePick { () throws(LoadBalancerError) in try pick(forHash: hash) }
-        return try await run(resolved, body)
+        let strategy = core.strategy
+        let lease = try instrumentedLease { () throws(LoadBalancerError) in
+            try core.lease { table, _ in strategy.lookup(table, hash) }
+        }
+        return try await run(lease, body)
     }
-
-    /// Whether calls are reported: only when there is an ``ejection`` detector to learn from them.
-    public var observesCalls: Bool { ejection != nil }
-    /// Passes the call's outcome to the ``ejection`` detector, if any.
-    public func record(_ call: CallRecord) { ejection?.record(call) }
 
     /// FNV-1a, 64-bit.
     @inlinable
@@ -105,8 +103,7 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
 
     /// Maglev's table: each usable instance walks its own permutation of the table (offset and skip
     /// from two hashes of its id) and claims the next free entry, in turn, until the table is full.
-    /// Entries are packed two per word.
-    static func maglevTable(_ view: EndpointSetView, _ usable: [Int], size: Int) -> [UInt64] {
+    static func maglevTable(_ view: EndpointSetView, _ usable: [Int], size: Int) -> [Int32] {
         let n = usable.count
         guard n > 0 else { return [] }
         let m = UInt64(size)
@@ -133,12 +130,6 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
                 if filled == size { break outer }
             }
         }
-        if size % 2 == 1 { entries.append(entries[0]) }  // pad to whole words
-        var words = [UInt64](repeating: 0, count: entries.count / 2)
-        for (i, position) in entries.enumerated() {
-            words[i >> 1] |= UInt64(UInt32(position)) << (i & 1 == 0 ? 0 : 32)
-        }
-        // The count is the number of entries; pick reads entry >> 1.
-        return words
+        return entries
     }
 }

@@ -112,13 +112,13 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
     private let now: @Sendable () -> Duration
     private let storage = SlotStorage(wordsPerSlot: OutlierDetector.wordsPerSlot)
     private let nextDeadline = Atomic<Int64>(0)
+    /// Increases with every change of who is ejected; balancers rebuild their snapshot when it moves.
+    private let changes = Atomic<UInt64>(0)
 
     private struct Ejection {
         var until: Duration
         var multiplier: Int
     }
-
-    private struct WeakObserver { weak var observer: (any OutlierObserver)? }
 
     private struct State {
         var view = EndpointSetView(generation: 0, instances: [], slots: [])
@@ -127,7 +127,6 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
         var multipliers: [UInt32: Int] = [:]  // ejection count, decays while healthy
         var intervalEnd: Duration = .zero
         var events: [Event] = []
-        var observers: [WeakObserver] = []
     }
 
     private let state = Mutex(State())
@@ -162,6 +161,30 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
         cache.addObserver(self)
     }
 
+    /// Creates a detector for a balancer over a fixed array of endpoints (the balancer tells it the
+    /// set when it is made).
+    ///
+    /// - Parameters:
+    ///   - configuration: The rules. Default ``Configuration/init()``.
+    ///   - now: The time source (monotonic, any origin). Default: `ContinuousClock`.
+    public init(configuration: Configuration = Configuration(), now: (@Sendable () -> Duration)? = nil) {
+        self.configuration = configuration
+        if let now {
+            self.now = now
+        } else {
+            let origin = ContinuousClock.now
+            self.now = { ContinuousClock.now - origin }
+        }
+        self.instruments = nil
+        let start = self.now()
+        state.withLock { $0.intervalEnd = start + configuration.interval }
+        nextDeadline.store(Self.nanos(start + configuration.interval), ordering: .relaxed)
+    }
+
+    /// Changes with every ejection and return (one atomic load): balancers derive a new snapshot
+    /// when it moves.
+    public var version: UInt64 { changes.load(ordering: .acquiring) }
+
     // MARK: Reading
 
     /// Whether the instance in `slot` is ejected now.
@@ -194,16 +217,18 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
         return healthy
     }
 
-    package func addObserver(_ observer: some OutlierObserver) {
-        state.withLock { $0.observers.append(WeakObserver(observer: observer)) }
-    }
-
     // MARK: Learning
 
     /// Follows the cache's set changes: a slot given to another instance starts clean, and removed
     /// instances are forgotten. The cache calls it; do not call it yourself.
     public func endpointSetWillPublish(_ set: EndpointSetView) {
         state.withLock { state in
+            // An older set arriving late (an observer added during an update) changes nothing.
+            if !state.idBySlot.isEmpty || state.view.generation != 0,
+                Int32(bitPattern: set.generation &- state.view.generation) < 0
+            {
+                return
+            }
             var newIDs: [UInt32: String] = [:]
             for (slot, instance) in zip(set.slots, set.instances) {
                 newIDs[slot] = instance.id
@@ -347,11 +372,7 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
     }
 
     private func notifyObservers() {
-        let observers = state.withLock { state -> [any OutlierObserver] in
-            state.observers.removeAll { $0.observer == nil }
-            return state.observers.compactMap(\.observer)
-        }
-        for observer in observers { observer.ejectionsChanged() }
+        changes.wrappingAdd(1, ordering: .releasing)
     }
 
     private static func nanos(_ duration: Duration) -> Int64 {
@@ -360,7 +381,3 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
     }
 }
 
-/// Something that derives state from which instances are ejected (a balancer's table).
-package protocol OutlierObserver: AnyObject, Sendable {
-    func ejectionsChanged()
-}

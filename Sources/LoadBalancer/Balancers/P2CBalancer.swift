@@ -15,46 +15,21 @@ import Synchronization
 /// so an instance that fails fast looks *expensive*, not fast: no black hole.
 ///
 /// The balancer learns from calls made through ``Balancer/withEndpoint(isolation:_:)`` (or
-/// ``Retry``); `pick()` stays synchronous, lock-free and allocation-free: it reads a table of usable
-/// instances and their per-instance counters, and uses the time of the latest completed call as
-/// "now" instead of reading a clock.
-public final class P2CBalancer<Request: Sendable, Response: Sendable>: Balancer {
+/// ``Retry``); `pick()` stays synchronous and allocation-free: it reads the snapshot's usable
+/// instances and their loads, and uses the time of a recent completed call as "now" instead of
+/// reading a clock. Calls in flight are counted in shards (summed when read), so calls on
+/// different cores do not write one counter.
+public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalancer {
     /// What the balancer compares.
     public typealias LoadMetric = P2CLoadMetric
     /// Tuning of the failure-awareness.
     public typealias Configuration = P2CConfiguration
 
-    /// The endpoints the balancer chooses among.
-    public let endpoints: EndpointCache<Request, Response>
+    let core: BalancerCore<Request, Response, Strategy>
+    /// The cache the balancer follows, if any.
+    public let cache: EndpointCache<Request, Response>?
     /// The load metric.
-    public let metric: LoadMetric
-    /// The ejection this balancer honours, if any.
-    public let ejection: OutlierDetector?
-
-    /// The random stream of picks (on a cache line of its own).
-    @usableFromInline let random: PickRandom
-    /// The time (ns) of the latest completed call, which is the "now" of picks, in word 0 of a cache
-    /// line of its own, so that picking threads never write a line holding read-only fields.
-    @usableFromInline nonisolated(unsafe) let clock: UnsafeMutablePointer<Atomic<UInt64>>
-    /// Keeps the table observer alive; ``tableStorage`` is what `pick()` reads.
-    let table: BalancerTable
-    /// The table's storage, referenced without reference counting (`table` keeps it alive).
-    @usableFromInline let tableStorage: Unmanaged<SeqLockTable>
-    /// Per-instance counters, addressed from the table.
-    let stats = SlotStorage(wordsPerSlot: 5)
-    @usableFromInline let tauNanos: Double
-    @usableFromInline let failureTauNanos: Double
-    @usableFromInline let failureWeight: Double
-    private let now: @Sendable () -> Duration
-
-    // Per-slot words.
-    @usableFromInline static var outstanding: Int { 0 }
-    @usableFromInline static var latency: Int { 1 }
-    @usableFromInline static var latencyStamp: Int { 2 }
-    @usableFromInline static var failure: Int { 3 }
-    @usableFromInline static var failureStamp: Int { 4 }
-    /// The cost of an instance with calls in flight but no latency observed yet (Finagle's penalty).
-    @usableFromInline static var penalty: Double { 1e12 }
+    public var metric: LoadMetric { core.strategy.metric }
 
     /// Creates a P2C balancer.
     ///
@@ -62,10 +37,10 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: Balancer 
     ///   - endpoints: The endpoints to choose among.
     ///   - metric: What to compare. Default ``P2CLoadMetric/peakEWMA(decayTime:)`` with τ = 10 s.
     ///   - configuration: Failure-awareness tuning.
-    ///   - seed: Makes the sampling reproducible. Default: random.
+    ///   - seed: Makes the sampling reproducible. Default: random per thread.
     ///   - ejection: Outlier ejection to honour. Default: none.
     ///   - now: The time source for latency decay (monotonic, any origin). Default: `ContinuousClock`.
-    public init(
+    public convenience init(
         _ endpoints: EndpointCache<Request, Response>,
         metric: LoadMetric = .peakEWMA(),
         configuration: Configuration = Configuration(),
@@ -73,165 +48,65 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: Balancer 
         ejection: OutlierDetector? = nil,
         now: (@Sendable () -> Duration)? = nil
     ) {
-        self.endpoints = endpoints
-        self.metric = metric
-        self.ejection = ejection
-        self.random = PickRandom(seed: seed)
-        self.clock = allocateWords(8)
-        self.tauNanos = max(1, Self.nanos(metric.decayTime))
-        self.failureTauNanos = max(1, Self.nanos(configuration.failureDecayTime))
-        self.failureWeight = min(1, max(0, configuration.failureWeight))
+        self.init(source: .cache(endpoints), metric: metric, configuration: configuration, seed: seed, ejection: ejection, now: now)
+    }
+
+    /// Creates a P2C balancer over a fixed array of endpoints.
+    ///
+    /// - Parameters:
+    ///   - endpoints: The endpoints to choose among.
+    ///   - metric: What to compare. Default ``P2CLoadMetric/peakEWMA(decayTime:)`` with τ = 10 s.
+    ///   - configuration: Failure-awareness tuning.
+    ///   - seed: Makes the sampling reproducible. Default: random per thread.
+    ///   - ejection: Outlier ejection to honour. Default: none.
+    ///   - now: The time source for latency decay (monotonic, any origin). Default: `ContinuousClock`.
+    public convenience init(
+        endpoints: [Endpoint<Request, Response>],
+        metric: LoadMetric = .peakEWMA(),
+        configuration: Configuration = Configuration(),
+        seed: UInt64? = nil,
+        ejection: OutlierDetector? = nil,
+        now: (@Sendable () -> Duration)? = nil
+    ) {
+        self.init(source: .fixed(endpoints), metric: metric, configuration: configuration, seed: seed, ejection: ejection, now: now)
+    }
+
+    init(
+        source: SnapshotSource<Request, Response>,
+        metric: LoadMetric,
+        configuration: Configuration,
+        seed: UInt64?,
+        ejection: OutlierDetector?,
+        now: (@Sendable () -> Duration)?
+    ) {
+        self.cache = source.cache
+        let clock: @Sendable () -> Duration
         if let now {
-            self.now = now
+            clock = now
         } else {
             let origin = ContinuousClock.now
-            self.now = { ContinuousClock.now - origin }
+            clock = { ContinuousClock.now - origin }
         }
-        let stats = self.stats
-        // Slots given to new instances start clean (registered before the table, so a slot is
-        // reset before a table naming it is published).
-        let reset = SlotResetter(stats: stats)
-        endpoints.addObserver(reset)
-        self.resetter = reset
-        (table, tableStorage) = BalancerTable.attached(to: endpoints, ejection: ejection) { view, usable in
-            usable.flatMap { position -> [UInt64] in
-                let slot = view.slots[position]
-                stats.ensure(slot)
-                let address = stats.words(slot).map { UInt64(UInt(bitPattern: $0)) } ?? 0
-                return [UInt64(position), address]
-            }
-        }
-    }
-
-    private let resetter: SlotResetter
-
-    deinit {
-        random.deallocate()
-        clock.deinitialize(count: 8)
-        UnsafeMutableRawPointer(clock).deallocate()
-    }
-
-    /// Table entries are two words: the position, and the address of the instance's counters
-    /// (slot storage never moves or frees them), so a pick reaches the counters in one load.
-    /// No pick executes a locked instruction (see `PickRandom`).
-    @inlinable
-    public func pick() throws(LoadBalancerError) -> EndpointPick {
-        let r = random.next()
-        return try resolveTableRead(choose(r), endpoints.shape, r)
-    }
-
-    /// Samples two distinct entries with `r` and returns the cheaper one.
-    @inlinable @inline(__always)
-    func choose(_ r: UInt64) -> EndpointPick?? {
-        tableStorage._withUnsafeGuaranteedRef {
-            $0.read { generation, count, words -> EndpointPick? in
-                let n = count >> 1
-                guard n > 0 else { return nil }
-                if n == 1 {
-                    return EndpointPick(index: Int(truncatingIfNeeded: words[0].load(ordering: .relaxed)), generation: generation)
-                }
-                let (first, rest) = r.multipliedFullWidth(by: UInt64(n))
-                var second = rest.multipliedFullWidth(by: UInt64(n - 1)).high
-                if second >= first { second &+= 1 }
-                let a = 2 &* Int(truncatingIfNeeded: first)
-                let b = 2 &* Int(truncatingIfNeeded: second)
-                let (loadA, healthA) = cost(words[a &+ 1].load(ordering: .relaxed))
-                let (loadB, healthB) = cost(words[b &+ 1].load(ordering: .relaxed))
-                // loadA / healthA <= loadB / healthB, without dividing.
-                let chosen = loadA * healthB <= loadB * healthA ? a : b
-                return EndpointPick(index: Int(truncatingIfNeeded: words[chosen].load(ordering: .relaxed)), generation: generation)
-            }
-        }
-    }
-
-    /// The "now" of picks: the time (ns) of the latest completed call (read only when an
-    /// instance's counters need decaying).
-    @inlinable @inline(__always)
-    var pickNow: Double { Double(Int64(bitPattern: clock[0].load(ordering: .relaxed))) }
-
-    /// The load of the instance whose counters are at `address`, and its health in `(0, 1]`: the
-    /// cost is load / health, lower is better (returned apart so that comparing two costs needs no
-    /// division).
-    @inlinable @inline(__always)
-    func cost(_ address: UInt64) -> (load: Double, health: Double) {
-        guard let words = UnsafeMutablePointer<Atomic<UInt64>>(bitPattern: UInt(truncatingIfNeeded: address)) else {
-            return (0, 1)
-        }
-        let outstanding = Double(max(0, Int64(bitPattern: words[Self.outstanding].load(ordering: .relaxed))))
-        let failureBits = words[Self.failure].load(ordering: .relaxed)
-        var health = 1.0
-        if failureBits != 0 {
-            let failure = Double(bitPattern: failureBits)
-            let stamp = Double(words[Self.failureStamp].load(ordering: .relaxed))
-            let success = max(0.001, 1 - failure * decay((pickNow - stamp) / failureTauNanos))
-            // Squared, so that a fast-failing instance's cost cannot settle level with healthy ones.
-            health = success * success
-        }
-        switch metric.kind {
-        case .leastOutstanding:
-            return (outstanding + 1, health)
-        case .peakEWMA:
-            let estimate = Double(bitPattern: words[Self.latency].load(ordering: .relaxed))
-            if estimate == 0 {
-                return (outstanding == 0 ? 0 : Self.penalty + outstanding, health)
-            }
-            let stamp = Double(words[Self.latencyStamp].load(ordering: .relaxed))
-            return (estimate * decay((pickNow - stamp) / tauNanos) * (outstanding + 1), health)
-        }
-    }
-
-    /// e^(−x), with a short series for the common case of a small x (the time since an instance's
-    /// last update is usually a tiny fraction of the decay time).
-    @inlinable @inline(__always)
-    func decay(_ x: Double) -> Double {
-        if x < 0.01 { return x <= 0 ? 1 : 1 - x + x * x * 0.5 }
-        return expNegative(x)
+        let strategy = Strategy(metric: metric, configuration: configuration, now: clock)
+        self.core = BalancerCore(source: source, ejection: ejection, strategy: strategy, seed: seed)
     }
 
     /// `true`: the balancer learns every call's latency and outcome.
     public var observesCalls: Bool { true }
 
-    /// Counts the call as in flight on its instance.
+    /// Counts the call as in flight on its instance (for callers that pick and call by themselves).
     public func willCall(_ pick: EndpointPick, slot: UInt32) {
-        stats.words(slot)?[Self.outstanding].wrappingAdd(1, ordering: .relaxed)
+        core.load(for: pick, instanceID: nil)?.started(shard: 0)
     }
 
     /// Learns the call's outcome: ends its in-flight count, passes the outcome to the ``ejection``
     /// detector (if any), and, unless the call was cancelled, updates the instance's failure average
     /// and its latency estimate (a failed call may raise the estimate, never lower it).
     public func record(_ call: CallRecord) {
-        ejection?.record(call)
-        guard let words = stats.words(call.slot) else { return }
-        words[Self.outstanding].wrappingSubtract(1, ordering: .relaxed)
-        let time = Self.nanos(now())
-        clock[0].store(UInt64(bitPattern: Int64(time)), ordering: .relaxed)
-        guard call.outcome != .cancelled else { return }
-
-        let failed = call.outcome == .failure
-        // Failure average: decay toward 0 since its last update, then move toward this outcome.
-        let oldFailure = Double(bitPattern: words[Self.failure].load(ordering: .relaxed))
-        let failureAge = time - Double(words[Self.failureStamp].load(ordering: .relaxed))
-        let decayed = oldFailure * expNegative(failureAge / failureTauNanos)
-        let newFailure = decayed * (1 - failureWeight) + (failed ? failureWeight : 0)
-        words[Self.failure].store(newFailure.bitPattern, ordering: .relaxed)
-        words[Self.failureStamp].store(UInt64(time), ordering: .relaxed)
-
-        // Latency estimate (peak EWMA). A failure never lowers it: failing fast must not look fast.
-        let latency = Self.nanos(call.latency)
-        let estimate = Double(bitPattern: words[Self.latency].load(ordering: .relaxed))
-        let age = time - Double(words[Self.latencyStamp].load(ordering: .relaxed))
-        let weight = expNegative(age / tauNanos)
-        let current = estimate * weight
-        let updated: Double
-        if latency > current {
-            updated = latency
-        } else if failed {
-            updated = current
-        } else {
-            updated = current * weight + latency * (1 - weight)
-        }
-        words[Self.latency].store(updated.bitPattern, ordering: .relaxed)
-        words[Self.latencyStamp].store(UInt64(time), ordering: .relaxed)
+        core.ejection?.record(call)
+        guard let load = core.load(for: call.pick, instanceID: call.instanceID) else { return }
+        load.finished(shard: 0)
+        core.strategy.learn(load, outcome: call.outcome, latency: call.latency)
     }
 
     /// e^(−x), as the balancer computes it (for tests of its accuracy).
@@ -241,23 +116,145 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: Balancer 
         let (seconds, attoseconds) = duration.components
         return Double(seconds) * 1e9 + Double(attoseconds) / 1e9
     }
-}
 
-/// Clears a slot's counters when the cache gives it to a new instance.
-final class SlotResetter: EndpointSetObserver, @unchecked Sendable {
-    private let stats: SlotStorage
-    private let ids = Mutex<[UInt32: String]>([:])
+    /// The table is the usable positions and every position's load (kept across sets by instance
+    /// id); the costs are computed at pick time from the loads.
+    final class Strategy: PickStrategy {
+        struct Table: Sendable {
+            var usable: [Int]
+            var loads: [InstanceLoad]
+        }
 
-    init(stats: SlotStorage) { self.stats = stats }
+        let metric: LoadMetric
+        let tauNanos: Double
+        let failureTauNanos: Double
+        let failureWeight: Double
+        let now: @Sendable () -> Duration
+        /// The loads of the instances of the newest table, by id.
+        private let loadsByID = Mutex<[String: InstanceLoad]>([:])
+        /// The time (ns) of a recent completed call, the "now" of picks (written at most every
+        /// 50 µs, so completions on many threads rarely write it).
+        private let clock = InstanceLoad()
 
-    func endpointSetWillPublish(_ set: EndpointSetView) {
-        ids.withLock { ids in
-            var next: [UInt32: String] = [:]
-            for (slot, instance) in zip(set.slots, set.instances) {
-                next[slot] = instance.id
-                if ids[slot] != instance.id { stats.reset(slot) }
+        // Stat words of an InstanceLoad.
+        static var latency: Int { 0 }
+        static var latencyStamp: Int { 1 }
+        static var failure: Int { 2 }
+        static var failureStamp: Int { 3 }
+        /// The cost of an instance with calls in flight but no latency observed yet (Finagle's penalty).
+        static var penalty: Double { 1e12 }
+
+        init(metric: LoadMetric, configuration: Configuration, now: @escaping @Sendable () -> Duration) {
+            self.metric = metric
+            self.tauNanos = max(1, P2CBalancer.nanos(metric.decayTime))
+            self.failureTauNanos = max(1, P2CBalancer.nanos(configuration.failureDecayTime))
+            self.failureWeight = min(1, max(0, configuration.failureWeight))
+            self.now = now
+        }
+
+        func makeTable(_ set: EndpointSetView, usable: [Int]) -> Table {
+            let loads = loadsByID.withLock { byID in
+                var next: [String: InstanceLoad] = [:]
+                let loads = set.instances.map { instance in
+                    let load = byID[instance.id] ?? InstanceLoad()
+                    next[instance.id] = load
+                    return load
+                }
+                byID = next
+                return loads
             }
-            ids = next
+            return Table(usable: usable, loads: loads)
+        }
+
+        func load(_ table: Table, at index: Int) -> InstanceLoad? { table.loads[index] }
+
+        /// Samples two distinct usable positions and returns the cheaper one.
+        @inline(__always)
+        func choose(_ table: Table, _ state: inout PickState) -> Int? {
+            let n = table.usable.count
+            guard n > 0 else { return nil }
+            if n == 1 { return table.usable[0] }
+            let r = state.next()
+            let (first, rest) = r.multipliedFullWidth(by: UInt64(n))
+            var second = rest.multipliedFullWidth(by: UInt64(n - 1)).high
+            if second >= first { second &+= 1 }
+            let a = table.usable[Int(truncatingIfNeeded: first)]
+            let b = table.usable[Int(truncatingIfNeeded: second)]
+            let pickNow = Double(Int64(bitPattern: clock.stat(0)))
+            let (loadA, healthA) = cost(table.loads[a], now: pickNow)
+            let (loadB, healthB) = cost(table.loads[b], now: pickNow)
+            // loadA / healthA <= loadB / healthB, without dividing.
+            return loadA * healthB <= loadB * healthA ? a : b
+        }
+
+        /// The load of an instance and its health in `(0, 1]`: the cost is load / health, lower is
+        /// better (returned apart so that comparing two costs needs no division).
+        @inline(__always)
+        func cost(_ load: InstanceLoad, now pickNow: Double) -> (load: Double, health: Double) {
+            let outstanding = load.outstanding
+            let failureBits = load.stat(Self.failure)
+            var health = 1.0
+            if failureBits != 0 {
+                let failure = Double(bitPattern: failureBits)
+                let stamp = Double(load.stat(Self.failureStamp))
+                let success = max(0.001, 1 - failure * decay((pickNow - stamp) / failureTauNanos))
+                // Squared, so that a fast-failing instance's cost cannot settle level with healthy ones.
+                health = success * success
+            }
+            switch metric.kind {
+            case .leastOutstanding:
+                return (outstanding + 1, health)
+            case .peakEWMA:
+                let estimate = Double(bitPattern: load.stat(Self.latency))
+                if estimate == 0 {
+                    return (outstanding == 0 ? 0 : Self.penalty + outstanding, health)
+                }
+                let stamp = Double(load.stat(Self.latencyStamp))
+                return (estimate * decay((pickNow - stamp) / tauNanos) * (outstanding + 1), health)
+            }
+        }
+
+        /// e^(−x), with a short series for the common case of a small x (the time since an instance's
+        /// last update is usually a tiny fraction of the decay time).
+        @inline(__always)
+        func decay(_ x: Double) -> Double {
+            if x < 0.01 { return x <= 0 ? 1 : 1 - x + x * x * 0.5 }
+            return expNegative(x)
+        }
+
+        /// Updates the instance's failure average and latency estimate (not for a cancelled call).
+        func learn(_ load: InstanceLoad, outcome: CallRecord.Outcome, latency callLatency: Duration) {
+            let time = P2CBalancer.nanos(now())
+            if time - Double(Int64(bitPattern: clock.stat(0))) >= 50_000 || time < Double(Int64(bitPattern: clock.stat(0))) {
+                clock.setStat(0, UInt64(bitPattern: Int64(time)))
+            }
+            guard outcome != .cancelled else { return }
+
+            let failed = outcome == .failure
+            // Failure average: decay toward 0 since its last update, then move toward this outcome.
+            let oldFailure = Double(bitPattern: load.stat(Self.failure))
+            let failureAge = time - Double(load.stat(Self.failureStamp))
+            let decayed = oldFailure * expNegative(failureAge / failureTauNanos)
+            let newFailure = decayed * (1 - failureWeight) + (failed ? failureWeight : 0)
+            load.setStat(Self.failure, newFailure.bitPattern)
+            load.setStat(Self.failureStamp, UInt64(time))
+
+            // Latency estimate (peak EWMA). A failure never lowers it: failing fast must not look fast.
+            let latency = P2CBalancer.nanos(callLatency)
+            let estimate = Double(bitPattern: load.stat(Self.latency))
+            let age = time - Double(load.stat(Self.latencyStamp))
+            let weight = expNegative(age / tauNanos)
+            let current = estimate * weight
+            let updated: Double
+            if latency > current {
+                updated = latency
+            } else if failed {
+                updated = current
+            } else {
+                updated = current * weight + latency * (1 - weight)
+            }
+            load.setStat(Self.latency, updated.bitPattern)
+            load.setStat(Self.latencyStamp, UInt64(time))
         }
     }
 }

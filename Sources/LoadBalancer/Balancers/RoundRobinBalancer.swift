@@ -2,69 +2,96 @@ import Synchronization
 
 /// Hands out the endpoints in turn.
 ///
-/// One atomic fetch-add per pick (never a compare-and-swap loop), and the counter starts at a random
-/// offset, so many clients created at once do not all send their first request to the same instance.
+/// ## Rotation
 ///
-/// With an ``OutlierDetector``, ejected instances are skipped (the rotation runs over the usable ones).
-public final class RoundRobinBalancer<Request: Sendable, Response: Sendable>: Balancer {
-    /// The endpoints the balancer chooses among.
-    public let endpoints: EndpointCache<Request, Response>
-    @usableFromInline
-    let counter: Atomic<UInt64>
-    /// Keeps the table observer alive; ``tableStorage`` is what `pick()` reads.
-    let table: BalancerTable?
-    /// The table's storage, referenced without reference counting: `table` keeps it alive, and
-    /// the hot path must not touch a shared object's reference count.
-    @usableFromInline
-    let tableStorage: Unmanaged<SeqLockTable>?
-    /// The ejection this balancer honours, if any.
-    public let ejection: OutlierDetector?
+/// ``Rotation/perThread`` (the default) keeps one rotation per shard of the balancer's state (a
+/// thread's picks rotate through every usable endpoint in turn; the threads start at random
+/// offsets), so no cache line is written by every pick and picks scale with cores. Over many picks
+/// every endpoint gets an even share; at any instant the shares differ by at most one pick per
+/// shard in use. ``Rotation/exact`` keeps one counter for all threads (one atomic fetch-add per
+/// pick): the picks split exactly evenly, at the cost of a cache line every picking core writes.
+/// A balancer made with a `start` keeps one rotation, from that start, so its sequence is exact
+/// and reproducible.
+///
+/// Without a `start`, each balancer starts at a random offset, so many clients created at once do
+/// not all send their first request to the same instance. With an ``OutlierDetector``, ejected
+/// instances are skipped (the rotation runs over the usable ones).
+public final class RoundRobinBalancer<Request: Sendable, Response: Sendable>: CoreBalancer {
+    /// How the rotation is kept.
+    public enum Rotation: Sendable, Hashable {
+        /// One rotation per thread (per shard): scales with cores; even over time.
+        case perThread
+        /// One rotation for all threads: exactly even; every pick writes one shared counter.
+        case exact
+    }
+
+    let core: BalancerCore<Request, Response, Strategy>
+    /// The cache the balancer follows, if any.
+    public let cache: EndpointCache<Request, Response>?
+    /// How the rotation is kept.
+    public let rotation: Rotation
 
     /// Creates a round-robin balancer over `endpoints`.
     ///
     /// - Parameters:
     ///   - endpoints: The endpoints to choose among.
-    ///   - start: The counter's first value. Default: random.
+    ///   - start: The counter's first value. Default: random per thread. Given, the balancer keeps
+    ///     one rotation from it (see ``Rotation``).
+    ///   - rotation: How the rotation is kept. Default ``Rotation/perThread``.
     ///   - ejection: Outlier ejection to honour. Default: none.
-    public init(_ endpoints: EndpointCache<Request, Response>, start: UInt64? = nil, ejection: OutlierDetector? = nil) {
-        self.endpoints = endpoints
-        self.counter = Atomic(initialState(start))
-        self.ejection = ejection
-        if let ejection {
-            let (owner, storage) = BalancerTable.attached(to: endpoints, ejection: ejection) { _, usable in
-                usable.map { UInt64($0) }
-            }
-            self.table = owner
-            self.tableStorage = storage
-        } else {
-            self.table = nil
-            self.tableStorage = nil
-        }
+    public convenience init(
+        _ endpoints: EndpointCache<Request, Response>,
+        start: UInt64? = nil,
+        rotation: Rotation = .perThread,
+        ejection: OutlierDetector? = nil
+    ) {
+        self.init(source: .cache(endpoints), start: start, rotation: rotation, ejection: ejection)
     }
 
-    /// Picks the next usable endpoint in turn.
+    /// Creates a round-robin balancer over a fixed array of endpoints (deduplicated by id, ordered by id).
     ///
-    /// - Throws: ``LoadBalancerError`` with code ``LoadBalancerError/Code/noEndpoints`` when the set is empty.
-    @inlinable
-    public func pick() throws(LoadBalancerError) -> EndpointPick {
-        if let tableStorage {
-            let n = counter.wrappingAdd(1, ordering: .relaxed).oldValue
-            return try resolveTableRead(tableStorage.pickRotating(n), endpoints.shape, n)
-        }
-        let shape = endpoints.shape
-        guard shape.count > 0 else { throw .noEndpoints }
-        // The low 32 bits of the counter: a 32-bit division is several times cheaper than a
-        // 64-bit one, and the rotation only skips a beat once every 2^32 picks.
-        let n = UInt32(truncatingIfNeeded: counter.wrappingAdd(1, ordering: .relaxed).oldValue)
-        return EndpointPick(
-            index: Int(truncatingIfNeeded: n % UInt32(truncatingIfNeeded: shape.count)),
-            generation: shape.generation
-        )
+    /// - Parameters:
+    ///   - endpoints: The endpoints to choose among.
+    ///   - start: The counter's first value. Default: random per thread.
+    ///   - rotation: How the rotation is kept. Default ``Rotation/perThread``.
+    ///   - ejection: Outlier ejection to honour. Default: none.
+    public convenience init(
+        endpoints: [Endpoint<Request, Response>],
+        start: UInt64? = nil,
+        rotation: Rotation = .perThread,
+        ejection: OutlierDetector? = nil
+    ) {
+        self.init(source: .fixed(endpoints), start: start, rotation: rotation, ejection: ejection)
     }
 
-    /// Whether calls are reported: only when there is an ``ejection`` detector to learn from them.
-    public var observesCalls: Bool { ejection != nil }
+    init(source: SnapshotSource<Request, Response>, start: UInt64?, rotation: Rotation, ejection: OutlierDetector?) {
+        self.cache = source.cache
+        self.rotation = rotation
+        let exact = rotation == .exact ? ExactCounter(initialState(start)) : nil
+        self.core = BalancerCore(source: source, ejection: ejection, strategy: Strategy(exact: exact), seed: nil, start: start)
+    }
 
-    /// Passes the call's outcome to the ``ejection`` detector, if any.
-    public func record(_ call: CallRecord) { ejection?.record(call) }
+    struct Strategy: PickStrategy {
+        let exact: ExactCounter?
+
+        func makeTable(_ set: EndpointSetView, usable: [Int]) -> [Int] { usable }
+
+        @inline(__always)
+        func choose(_ usable: [Int], _ state: inout PickState) -> Int? {
+            guard !usable.isEmpty else { return nil }
+            let n = exact?.next() ?? state.advance()
+            // The low 32 bits of the counter: a 32-bit division is several times cheaper than a
+            // 64-bit one, and the rotation only skips a beat once every 2^32 picks.
+            return usable[Int(truncatingIfNeeded: UInt32(truncatingIfNeeded: n) % UInt32(truncatingIfNeeded: usable.count))]
+        }
+    }
+}
+
+/// A rotation counter shared by every thread (one atomic fetch-add per pick, never a
+/// compare-and-swap loop).
+final class ExactCounter: Sendable {
+    private let counter: Atomic<UInt64>
+    init(_ start: UInt64) { counter = Atomic(start) }
+    @inline(__always)
+    func next() -> UInt64 { counter.wrappingAdd(1, ordering: .relaxed).oldValue }
 }

@@ -1,5 +1,25 @@
-/// Builders of the tables balancers pick from. Each returns the payload words of a ``SeqLockTable``.
-@usableFromInline
+/// An alias table (Vose's method) for weighted random choice in O(1).
+package struct AliasTable: Sendable {
+    /// Per column: the column's own position, its alias, and the 64-bit threshold below which the
+    /// column's own position wins.
+    package var own: [Int32] = []
+    package var alias: [Int32] = []
+    package var threshold: [UInt64] = []
+
+    package var isEmpty: Bool { own.isEmpty }
+
+    /// Picks with 64 random bits: the high half of `random × columns` is the column, the low half a
+    /// fresh uniform number for the column's coin.
+    @inline(__always)
+    package func pick(_ random: UInt64) -> Int? {
+        guard !own.isEmpty else { return nil }
+        let (column, coin) = random.multipliedFullWidth(by: UInt64(own.count))
+        let c = Int(truncatingIfNeeded: column)
+        return Int(coin < threshold[c] ? own[c] : alias[c])
+    }
+}
+
+/// Builders of the tables balancers pick from.
 enum TableBuilders {
     /// The weights to use for `positions`: an instance's ``Instance/weight``, except that weight-0
     /// instances get traffic only when every candidate has weight 0 (then all count equally), as in
@@ -10,14 +30,13 @@ enum TableBuilders {
         return weights
     }
 
-    /// An alias table (Vose's method) for weighted random choice in O(1): two words per column,
-    /// `position | alias << 32` and the 64-bit threshold below which the column's own position wins.
-    static func aliasTable(_ view: EndpointSetView, _ positions: [Int]) -> [UInt64] {
+    /// An alias table over `positions`, in proportion to their weights.
+    static func aliasTable(_ view: EndpointSetView, _ positions: [Int]) -> AliasTable {
         let weights = effectiveWeights(view, positions)
         // Drop zero-weight candidates (never chosen while others have weight).
         let candidates = zip(positions, weights).filter { $0.1 > 0 }
         let n = candidates.count
-        guard n > 0 else { return [] }
+        guard n > 0 else { return AliasTable() }
         let total = candidates.reduce(0.0) { $0 + Double($1.1) }
         var scaled = candidates.map { Double($0.1) * Double(n) / total }
         var alias = [Int](repeating: 0, count: n)
@@ -35,26 +54,16 @@ enum TableBuilders {
         }
         // What remains has probability 1 (up to rounding).
         for i in large + small { probability[i] = 1; alias[i] = i }
-        var words: [UInt64] = []
-        words.reserveCapacity(2 * n)
+        var table = AliasTable()
+        table.own.reserveCapacity(n)
+        table.alias.reserveCapacity(n)
+        table.threshold.reserveCapacity(n)
         for i in 0..<n {
-            let own = UInt64(candidates[i].0)
-            let other = UInt64(candidates[alias[i]].0)
-            words.append(own | other << 32)
-            let threshold: UInt64 = probability[i] >= 1 ? .max : UInt64(probability[i] * 18_446_744_073_709_551_615.0)
-            words.append(threshold)
+            table.own.append(Int32(candidates[i].0))
+            table.alias.append(Int32(candidates[alias[i]].0))
+            table.threshold.append(probability[i] >= 1 ? .max : UInt64(probability[i] * 18_446_744_073_709_551_615.0))
         }
-        return words
-    }
-
-    /// Picks from an alias table with 64 random bits: the high half of `random × columns` is the
-    /// column, the low half a fresh uniform number for the column's coin.
-    @inlinable @inline(__always)
-    static func aliasPick(_ random: UInt64, columns: Int, _ words: UnsafeMutablePointer<Atomic<UInt64>>) -> Int {
-        let (column, coin) = random.multipliedFullWidth(by: UInt64(columns))
-        let pair = words[2 &* Int(truncatingIfNeeded: column)].load(ordering: .relaxed)
-        let threshold = words[2 &* Int(truncatingIfNeeded: column) &+ 1].load(ordering: .relaxed)
-        return Int(truncatingIfNeeded: coin < threshold ? pair & 0xFFFF_FFFF : pair >> 32)
+        return table
     }
 
     /// A smooth weighted round-robin schedule: each instance appears `weight` times (after dividing
@@ -63,7 +72,7 @@ enum TableBuilders {
     /// the instance's own phase in [0, 1).
     ///
     /// Cycles longer than `maxLength` are scaled down proportionally (each weight at least 1).
-    static func smoothSchedule(_ view: EndpointSetView, _ positions: [Int], maxLength: Int = 65_536) -> [UInt64] {
+    static func smoothSchedule(_ view: EndpointSetView, _ positions: [Int], maxLength: Int = 65_536) -> [Int] {
         var weights = effectiveWeights(view, positions)
         let divisor = weights.filter { $0 > 0 }.reduce(0) { gcd($0, $1) }
         if divisor > 1 { weights = weights.map { $0 / divisor } }
@@ -84,7 +93,7 @@ enum TableBuilders {
             }
         }
         slots.sort { $0.time != $1.time ? $0.time < $1.time : $0.order < $1.order }
-        return slots.map { UInt64($0.position) }
+        return slots.map(\.position)
     }
 
     static func gcd(_ a: UInt64, _ b: UInt64) -> UInt64 {

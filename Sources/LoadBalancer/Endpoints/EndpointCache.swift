@@ -1,4 +1,3 @@
-import Atomics
 import Logging
 import ServiceLifecycle
 import Synchronization
@@ -19,14 +18,15 @@ import Synchronization
 /// When ``run()`` ends (its task is cancelled, or the publisher finishes) the cache publishes an
 /// empty set and closes every endpoint it still holds.
 ///
-/// Reading the current set is lock-free: ``shape`` is one atomic load of a word, and ``snapshot``
-/// is an atomic strong-reference load. Updates are serialised among themselves and never block readers.
+/// Balancers read the cache's ``version`` (one atomic load of a word that changes only with the
+/// set) on every pick and derive their own snapshot from ``snapshot`` when it has changed, so the
+/// pick path never takes the cache's lock. Updates are serialised among themselves; no observer
+/// runs under the cache's lock.
 public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendable {
-    /// Generation and count of the current snapshot, packed (see ``EndpointSetShape``).
+    /// Increases by one with every published set (never wraps in practice); balancers compare it
+    /// with the version their snapshot was derived from.
     @usableFromInline
-    let packedShape: Atomic<UInt64>
-    /// The current snapshot.
-    private let current: ManagedAtomic<EndpointSet<Request, Response>>
+    let publishedVersion = Atomic<UInt64>(0)
 
     private let factory: EndpointFactory<Request, Response>
     private let publisher: (any InstancePublisher)?
@@ -54,7 +54,8 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
         var readyWaiters: [CheckedContinuation<Void, Never>] = []
         var factoryFailures: [String: String] = [:]
         var observers: [WeakObserver] = []
-        var current = EndpointSetView(generation: 0, instances: [], slots: [])
+        var current = EndpointSet<Request, Response>(endpoints: [], instances: [], slots: [], generation: 0)
+        var version: UInt64 = 0
         /// Slots of removed endpoints, reused oldest first.
         var freeSlots: [UInt32] = []
         var freeSlotsHead = 0
@@ -75,10 +76,9 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
             return nextSlot
         }
 
-        mutating func publish(_ view: EndpointSetView) {
-            current = view
+        mutating func liveObservers() -> [any EndpointSetObserver] {
             observers.removeAll { $0.observer == nil }
-            for entry in observers { entry.observer?.endpointSetWillPublish(view) }
+            return observers.compactMap(\.observer)
         }
     }
 
@@ -100,8 +100,6 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
         self.factory = factory
         self.logger = logger
         self.instruments = instrumentation.map(Instruments.init)
-        self.packedShape = Atomic(0)
-        self.current = ManagedAtomic(EndpointSet(endpoints: [], instances: [], slots: [], generation: 0))
     }
 
     /// Creates a cache fed by hand with ``update(with:)``.
@@ -114,8 +112,6 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
         self.factory = factory
         self.logger = logger
         self.instruments = instrumentation.map(Instruments.init)
-        self.packedShape = Atomic(0)
-        self.current = ManagedAtomic(EndpointSet(endpoints: [], instances: [], slots: [], generation: 0))
     }
 
     /// Creates a cache that already holds `endpoints` (a fixed set, for tests and simple clients).
@@ -134,17 +130,42 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
         await self.update(with: endpoints.map(\.instance))
     }
 
-    // MARK: Reading (lock-free)
+    // MARK: Reading
 
-    /// The generation and size of the current snapshot: one atomic load, no reference counting.
+    /// The version of the current set: one atomic load. It changes exactly when a new set is
+    /// published; a balancer derives a new snapshot when it differs from the one it last used.
     @inlinable
-    public var shape: EndpointSetShape {
-        EndpointSetShape(packed: packedShape.load(ordering: .acquiring))
+    public var version: UInt64 { publishedVersion.load(ordering: .acquiring) }
+
+    /// Whether metrics or tracing are configured.
+    @usableFromInline
+    package var hasInstruments: Bool { instruments != nil }
+
+    /// Makes a lease with `leaser`, counting it as a pick (or a call with no endpoint) of `balancer`.
+    @usableFromInline
+    package func countPick<B: Balancer>(
+        by balancer: B,
+        _ leaser: () throws(LoadBalancerError) -> EndpointLease<Request, Response>
+    ) throws(LoadBalancerError) -> EndpointLease<Request, Response> {
+        guard let instruments else { return try leaser() }
+        do {
+            let lease = try leaser()
+            instruments.picked(by: B.self) { balancer.name }
+            return lease
+        } catch {
+            instruments.foundNoEndpoint(B.self) { balancer.name }
+            throw error
+        }
     }
 
     /// The current snapshot.
     public var snapshot: EndpointSet<Request, Response> {
-        current.load(ordering: .acquiring)
+        state.withLock { $0.current }
+    }
+
+    /// The current snapshot and its ``version``, read together.
+    package var versionedSnapshot: (set: EndpointSet<Request, Response>, version: UInt64) {
+        state.withLock { ($0.current, $0.version) }
     }
 
     /// The endpoint a pick refers to, if the pick was made against the current snapshot.
@@ -154,6 +175,18 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
         let set = snapshot
         guard set.generation == pick.generation, pick.index >= 0, pick.index < set.count else { return nil }
         return set[pick.index]
+    }
+
+    /// Publishes `set`: its observers hear of it first (outside the lock, in update order), then
+    /// readers see it. Callers hold the update lock.
+    private func publish(_ set: EndpointSet<Request, Response>) {
+        let observers = state.withLock { $0.liveObservers() }
+        for observer in observers { observer.endpointSetWillPublish(set.view) }
+        state.withLock { state in
+            state.current = set
+            state.version &+= 1
+            publishedVersion.store(state.version, ordering: .releasing)
+        }
     }
 
     // MARK: Updating
@@ -225,21 +258,12 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
             if changed || state.updates == 1 {
                 state.generation &+= 1
                 let live = wanted.compactMap { instance in state.entries[instance.id] }
-                let set = EndpointSet(
+                published = EndpointSet(
                     endpoints: live.map(\.managed.endpoint),
                     instances: live.map(\.instance),
                     slots: live.map(\.slot),
                     generation: state.generation
                 )
-                // Observers (balancer tables) first, then the snapshot, then the shape: a reader that
-                // sees a generation finds a snapshot and tables at least as new.
-                state.publish(set.view)
-                current.store(set, ordering: .releasing)
-                packedShape.store(
-                    EndpointSetShape(generation: set.generation, count: set.count).packed,
-                    ordering: .releasing
-                )
-                published = set
             }
             // The removed endpoints' slots can be reused once they are closed; queueing them now
             // is safe because a slot is only handed out at a later update.
@@ -247,6 +271,7 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
             return (removed, published, [])
         }
         if let published {
+            publish(published)
             // The one log line of a registry change (publishers log their own steps at debug).
             logger.info(
                 "instances changed",
@@ -307,12 +332,15 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
 
     /// Registers an observer of every set the cache publishes, and calls it at once with the current set.
     ///
-    /// The cache holds the observer weakly.
+    /// The cache holds the observer weakly and never calls it under its lock. An observer added
+    /// while an update runs may hear of the newer set before the current one it is called with
+    /// here; ``EndpointSetView/generation`` tells them apart.
     public func addObserver(_ observer: some EndpointSetObserver) {
-        state.withLock { state in
+        let current = state.withLock { state in
             state.observers.append(WeakObserver(observer: observer))
-            observer.endpointSetWillPublish(state.current)
+            return state.current.view
         }
+        observer.endpointSetWillPublish(current)
     }
 
     /// The ids whose factory failed at the last update, with the error text.
@@ -323,15 +351,17 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
     /// Publishes an empty set and closes every endpoint. Later updates are ignored. Idempotent.
     public func shutdown() async {
         await updateLock.withLock {
-            let entries = state.withLock { state -> [Entry] in
-                guard !state.isShutDown else { return [] }
+            let shutDown = state.withLock { state -> (entries: [Entry], generation: UInt32)? in
+                guard !state.isShutDown else { return nil }
                 state.isShutDown = true
                 state.generation &+= 1
-                state.publish(EndpointSetView(generation: state.generation, instances: [], slots: []))
-                current.store(EndpointSet(endpoints: [], instances: [], slots: [], generation: state.generation), ordering: .releasing)
-                packedShape.store(EndpointSetShape(generation: state.generation, count: 0).packed, ordering: .releasing)
                 defer { state.entries.removeAll() }
-                return Array(state.entries.values)
+                return (Array(state.entries.values), state.generation)
+            }
+            var entries: [Entry] = []
+            if let shutDown {
+                publish(EndpointSet(endpoints: [], instances: [], slots: [], generation: shutDown.generation))
+                entries = shutDown.entries
             }
             let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
                 defer { state.readyWaiters.removeAll() }

@@ -1,10 +1,8 @@
-import Atomics
-
 /// An immutable snapshot of the endpoints a balancer chooses among, ordered by instance id.
 ///
 /// Every change of the set makes a new snapshot with a new ``generation``; a snapshot never changes
 /// after it has been published, so it can be read from any number of threads without a lock.
-public final class EndpointSet<Request: Sendable, Response: Sendable>: Sendable, AtomicReference {
+public final class EndpointSet<Request: Sendable, Response: Sendable>: Sendable {
     /// The endpoints, ordered by ``Instance/id``.
     public let endpoints: [Endpoint<Request, Response>]
     /// Increases by one with every published change (wrapping); identifies the snapshot a
@@ -22,7 +20,7 @@ public final class EndpointSet<Request: Sendable, Response: Sendable>: Sendable,
     /// survives updates. A slot is reused only after its endpoint has been removed.
     public let slots: [UInt32]
 
-    init(endpoints: [Endpoint<Request, Response>], instances: [Instance], slots: [UInt32], generation: UInt32) {
+    package init(endpoints: [Endpoint<Request, Response>], instances: [Instance], slots: [UInt32], generation: UInt32) {
         self.endpoints = endpoints
         self.instances = instances
         self.slots = slots
@@ -30,7 +28,7 @@ public final class EndpointSet<Request: Sendable, Response: Sendable>: Sendable,
     }
 
     /// The set without its endpoints, for balancers that derive tables from it.
-    var view: EndpointSetView {
+    package var view: EndpointSetView {
         EndpointSetView(generation: generation, instances: instances, slots: slots)
     }
 
@@ -46,9 +44,10 @@ public final class EndpointSet<Request: Sendable, Response: Sendable>: Sendable,
 /// What a balancer's ``Balancer/pick()`` returns: the position of the chosen endpoint in the
 /// snapshot of a given generation.
 ///
-/// A pick is two integers: making one touches no reference-counted object, so picking is as cheap
-/// as the balancer's arithmetic. ``EndpointCache/endpoint(for:)`` (used by
-/// ``Balancer/withEndpoint(isolation:_:)``) turns it into the endpoint.
+/// A pick is two integers. The call path (``Balancer/withEndpoint(isolation:_:)``) does not go
+/// through it: it takes the endpoint from the very snapshot the pick was made in. A pick is for
+/// callers that want only the choice; ``EndpointCache/endpoint(for:)`` turns it into the endpoint
+/// while the set is unchanged.
 @frozen
 public struct EndpointPick: Hashable, Sendable {
     /// The position in the snapshot, in `0..<count`.
@@ -62,32 +61,6 @@ public struct EndpointPick: Hashable, Sendable {
         self.index = index
         self.generation = generation
     }
-}
-
-/// The generation and size of the current snapshot, packed in one word so a balancer reads both
-/// with one atomic load.
-@frozen
-public struct EndpointSetShape: Hashable, Sendable {
-    /// The snapshot's generation.
-    public var generation: UInt32
-    /// The snapshot's number of endpoints.
-    public var count: Int
-
-    /// Creates a shape.
-    @inlinable
-    public init(generation: UInt32, count: Int) {
-        self.generation = generation
-        self.count = count
-    }
-
-    @inlinable
-    init(packed: UInt64) {
-        self.generation = UInt32(truncatingIfNeeded: packed >> 32)
-        self.count = Int(truncatingIfNeeded: packed & 0xFFFF_FFFF)
-    }
-
-    @inlinable
-    var packed: UInt64 { UInt64(generation) << 32 | UInt64(UInt32(truncatingIfNeeded: count)) }
 }
 
 /// What balancers derive their tables from: a set's generation, instances and slots, in order.
@@ -110,11 +83,12 @@ public struct EndpointSetView: Sendable {
     public var count: Int { instances.count }
 }
 
-/// Something that derives state from every endpoint set a cache publishes (a balancer's tables).
+/// Something that follows every endpoint set a cache publishes (the ``OutlierDetector`` does).
 ///
-/// The cache calls ``endpointSetWillPublish(_:)`` with each new set *before* readers can see it,
-/// so a balancer's table is never older than the set it picks from. Calls for one cache are
-/// serialised. The cache holds observers weakly.
+/// The cache calls ``endpointSetWillPublish(_:)`` with each new set, in order, from its update
+/// path and never under a lock: calls for one cache are serialised by its updates. Balancers do not
+/// observe the cache: they read its version and derive their snapshot when it changes. The cache
+/// holds observers weakly.
 public protocol EndpointSetObserver: AnyObject, Sendable {
     /// A new set is about to be published.
     func endpointSetWillPublish(_ set: EndpointSetView)

@@ -64,3 +64,13 @@ package final class SlotStorage: @unchecked Sendable {
         for i in 0..<wordsPerSlot { words[i].store(0, ordering: .relaxed) }
     }
 }
+
+/// Allocates `count` zeroed atomic words on whole cache lines of their own, so that the words of
+/// one slot never share a line with memory other threads write (false sharing).
+func allocateWords(_ count: Int) -> UnsafeMutablePointer<Atomic<UInt64>> {
+    let bytes = (count * MemoryLayout<UInt64>.stride + 63) & ~63
+    let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+    let words = raw.bindMemory(to: Atomic<UInt64>.self, capacity: bytes / 8)
+    for i in 0..<bytes / 8 { (words + i).initialize(to: Atomic(0)) }
+    return words
+}

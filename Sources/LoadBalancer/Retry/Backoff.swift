@@ -49,5 +49,8 @@ final class RandomSource: Sendable {
         state = Atomic(seed ?? generator.next())
     }
 
-    func next() -> UInt64 { WyRand.next(state) }
+    /// Used only after a failed attempt (the backoff's jitter), so one shared word is fine.
+    func next() -> UInt64 {
+        WyRand.mix(state.wrappingAdd(WyRand.increment, ordering: .relaxed).newValue)
+    }
 }

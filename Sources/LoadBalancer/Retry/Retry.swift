@@ -26,7 +26,16 @@ import Tracing
 /// let response = try await retry(request)
 /// ```
 ///
-/// Endpoints must honour task cancellation for the overall timeout to end a call promptly.
+/// ## How calls run
+///
+/// An attempt on an endpoint that enforces deadlines itself (``Endpoint/enforcesDeadline``, as the
+/// endpoints of `LoadBalancerHTTP` do) runs inline, in the caller's task, with its deadline in
+/// ``CallDeadline/current``: a call that succeeds at once costs little more than
+/// ``Balancer/call(_:)``, with no child task and no timer. Any other attempt runs in a child task
+/// that is cancelled when the time is up; hedging and tracing always take that path.
+///
+/// Endpoints must honour task cancellation (or the deadline they are given) for the overall
+/// timeout to end a call promptly.
 public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
     /// What a call sends: the balancer's request type.
     public typealias Request = Base.Request
@@ -55,6 +64,11 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
     public var attemptTimeout: Duration?
     /// Hedged requests; `nil` turns hedging off. Default `nil`.
     public var hedging: HedgingPolicy?
+    /// Decides after each failed attempt (numbered from 1) whether to go on, stop with the usual
+    /// ``RetryError``, or stop with an error of its own; when set it is used instead of
+    /// ``shouldRetry``. It is not consulted once ``maxAttempts`` is reached, nor for cancellation.
+    /// Default `nil`.
+    public var decide: (@Sendable (_ attempt: Int, _ error: any Error) -> RetryDecision)?
     /// Randomness of the backoff jitter (seedable through ``init(_:maxAttempts:timeout:clock:seed:shouldRetry:)``).
     let random: RandomSource
 
@@ -89,19 +103,110 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
     ///   timeout expired; `CancellationError` when the calling task was cancelled.
     public func callAsFunction(_ request: Request) async throws -> Response {
         try Task.checkCancellation()
+        if hedging == nil, C.self == ContinuousClock.self, balancer.cache?.instruments?.tracer == nil {
+            return try await inlineAttempts(request)
+        }
         let deadline = clock.now.advanced(by: timeout)
-        guard let tracer = balancer.endpoints.instruments?.tracer else {
-            return try await attempts(request, deadline: deadline, span: nil)
+        guard let tracer = balancer.cache?.instruments?.tracer else {
+            return try await attempts(request, deadline: deadline, span: nil, log: [], started: 0, tried: [])
         }
         return try await traced(tracer, request, deadline: deadline)
+    }
+
+    /// The attempts of a call while their endpoints enforce deadlines: each runs in the caller's
+    /// task with ``CallDeadline/current`` set. An attempt on an endpoint that does not enforce
+    /// deadlines hands the call over to the supervised loop (``attempts(_:deadline:span:log:started:tried:)``).
+    private func inlineAttempts(_ request: Request) async throws -> Response {
+        let start = ContinuousClock.now
+        let deadline = start.advanced(by: timeout)
+        budget?.deposit()
+        let instruments = balancer.cache?.instruments
+        var log: [RetryError.Attempt] = []
+        var tried: Set<String> = []
+        var number = 0
+        while true {
+            number += 1
+            if number > 1 { instruments?.retried() }
+            let lease: EndpointLease<Request, Response>
+            do {
+                lease = try self.lease(avoiding: tried)
+            } catch {
+                log.append(RetryError.Attempt(number: number, instance: nil, error: error, duration: .zero))
+                try await afterFailure(number, error, log: log, deadline: deadline)
+                continue
+            }
+            guard lease.endpoint.enforcesDeadline else {
+                // Supervise this attempt and the rest: hand back the lease unused.
+                balancer.finish(lease, outcome: .cancelled, latency: .zero)
+                let clockDeadline = clock.now.advanced(by: ContinuousClock.now.duration(to: deadline))
+                return try await attempts(request, deadline: clockDeadline, span: nil, log: log, started: number - 1, tried: tried)
+            }
+            tried.insert(lease.endpoint.id)
+            let attemptStart = ContinuousClock.now
+            let attemptDeadline = attemptTimeout.map { min(deadline, attemptStart.advanced(by: $0)) } ?? deadline
+            do {
+                return try await CallDeadline.$current.withValue(attemptDeadline) {
+                    try await balancer.run(lease) { endpoint in try await endpoint(request) }
+                }
+            } catch {
+                let now = ContinuousClock.now
+                let failed = now >= attemptDeadline && !(error is CancellationError && Task.isCancelled) && now < deadline
+                    ? AttemptTimeoutError(timeout: attemptTimeout ?? timeout, cause: error) : error
+                log.append(RetryError.Attempt(number: number, instance: lease.endpoint.instance, error: failed, duration: attemptStart.duration(to: now)))
+                if Task.isCancelled { throw CancellationError() }
+                if now >= deadline { throw RetryError(reason: .timedOut, attempts: log, timeout: timeout) }
+                try await afterFailure(number, error, log: log, deadline: deadline)
+            }
+        }
+    }
+
+    /// After failed attempt `number` of an inline call: throws if the call must stop, waits out
+    /// the backoff (within the deadline) otherwise.
+    private func afterFailure(
+        _ number: Int,
+        _ error: any Error,
+        log: [RetryError.Attempt],
+        deadline: ContinuousClock.Instant
+    ) async throws {
+        if error is CancellationError { throw RetryError(reason: .notRetryable, attempts: log, timeout: timeout) }
+        if number >= maxAttempts { throw RetryError(reason: .attemptsExhausted, attempts: log, timeout: timeout) }
+        if let stop = stopError(number, error, log: log) { throw stop }
+        if let budget, !budget.withdraw() {
+            balancer.cache?.instruments?.refusedByBudget()
+            throw RetryError(reason: .budgetExhausted, attempts: log, timeout: timeout)
+        }
+        if let backoff {
+            let delay = backoff.delay(forRetry: number, random: random.next())
+            let wake = ContinuousClock.now.advanced(by: delay)
+            if wake >= deadline {
+                // The backoff would outlast the call: wait for the deadline and time out.
+                try await ContinuousClock().sleep(until: deadline, tolerance: nil)
+                throw RetryError(reason: .timedOut, attempts: log, timeout: timeout)
+            }
+            try await ContinuousClock().sleep(until: wake, tolerance: nil)
+        } else if ContinuousClock.now >= deadline {
+            throw RetryError(reason: .timedOut, attempts: log, timeout: timeout)
+        }
+    }
+
+    /// The error to stop with after failed attempt `number`, or `nil` to go on.
+    private func stopError(_ number: Int, _ error: any Error, log: [RetryError.Attempt]) -> (any Error)? {
+        if let decide {
+            switch decide(number, error).action {
+            case .retry: return nil
+            case .stop: return RetryError(reason: .notRetryable, attempts: log, timeout: timeout)
+            case .fail(let replacement): return replacement
+            }
+        }
+        return shouldRetry(number, error) ? nil : RetryError(reason: .notRetryable, attempts: log, timeout: timeout)
     }
 
     /// The call inside a `loadbalancer.retry` span, whose children are the attempts' spans.
     private func traced<T: Tracer>(_ tracer: T, _ request: Request, deadline: C.Instant) async throws -> Response {
         try await tracer.withSpan("loadbalancer.retry", ofKind: .client) { span in
-            span.attributes["loadbalancer.service"] = balancer.endpoints.instruments?.service
+            span.attributes["loadbalancer.service"] = balancer.cache?.instruments?.service
             span.attributes["loadbalancer.balancer"] = balancer.name
-            return try await attempts(request, deadline: deadline, span: span)
+            return try await attempts(request, deadline: deadline, span: span, log: [], started: 0, tried: [])
         }
     }
 
@@ -115,16 +220,24 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
 
     /// The attempts of one call: an event loop over attempt completions and the deadline, hedge
     /// and backoff timers, in one task group so that cancelling it cancels everything in flight.
-    private func attempts(_ request: Request, deadline: C.Instant, span: (any Span)?) async throws -> Response {
-        budget?.deposit()
-        let instruments = balancer.endpoints.instruments
-        var log: [RetryError.Attempt] = []
+    /// `log`, `started` and `tried` carry what an inline start already did.
+    private func attempts(
+        _ request: Request,
+        deadline: C.Instant,
+        span: (any Span)?,
+        log initialLog: [RetryError.Attempt],
+        started initiallyStarted: Int,
+        tried initiallyTried: Set<String>
+    ) async throws -> Response {
+        if initiallyStarted == 0 { budget?.deposit() }
+        let instruments = balancer.cache?.instruments
+        var log = initialLog
         func failure(_ reason: RetryError.Reason) -> RetryError {
             RetryError(reason: reason, attempts: log, timeout: timeout)
         }
         return try await withThrowingTaskGroup(of: Event.self) { group in
-            var tried: Set<String> = []
-            var started = 0
+            var tried = initiallyTried
+            var started = initiallyStarted
             var inFlight = 0
             group.addTask {
                 try await self.clock.sleep(until: deadline, tolerance: nil)
@@ -144,9 +257,9 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
                     span?.addEvent("loadbalancer.retry")
                 }
                 let start = clock.now
-                let picked: Result<ResolvedPick<Request, Response>, LoadBalancerError>
+                let picked: Result<EndpointLease<Request, Response>, LoadBalancerError>
                 do {
-                    picked = .success(try pick(avoiding: tried))
+                    picked = .success(try lease(avoiding: tried))
                 } catch {
                     picked = .failure(error)
                 }
@@ -201,7 +314,7 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
                         if inFlight > 0 { continue }
                         if error is CancellationError { throw failure(.notRetryable) }
                         if started >= maxAttempts { throw failure(.attemptsExhausted) }
-                        if !shouldRetry(number, error) { throw failure(.notRetryable) }
+                        if let stop = stopError(number, error, log: log) { throw stop }
                         if let budget, !budget.withdraw() {
                             instruments?.refusedByBudget()
                             throw failure(.budgetExhausted)
@@ -249,7 +362,7 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
     }
 
     /// One attempt on a picked endpoint, reported to the balancer, within ``attemptTimeout``.
-    private func attempt(_ request: Request, on resolved: ResolvedPick<Request, Response>) async throws -> Response {
+    private func attempt(_ request: Request, on resolved: EndpointLease<Request, Response>) async throws -> Response {
         guard let attemptTimeout else {
             return try await balancer.run(resolved) { endpoint in try await endpoint(request) }
         }
@@ -260,40 +373,62 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
                 return nil
             }
             defer { group.cancelAll() }
-            guard let first = try await group.next() else { throw AttemptTimeoutError(timeout: attemptTimeout) }
-            guard let response = first else { throw AttemptTimeoutError(timeout: attemptTimeout) }
+            guard let first = try await group.next() else { throw AttemptTimeoutError(timeout: attemptTimeout, cause: nil) }
+            guard let response = first else { throw AttemptTimeoutError(timeout: attemptTimeout, cause: nil) }
             return response
         }
     }
 
-    /// A pick that avoids the instances in `tried` while the set has others.
-    private func pick(avoiding tried: Set<String>) throws(LoadBalancerError) -> ResolvedPick<Request, Response> {
-        let first = try balancer.instrumentedPick { () throws(LoadBalancerError) in try balancer.pick() }
+    /// A lease that avoids the instances in `tried` while the set has others.
+    private func lease(avoiding tried: Set<String>) throws(LoadBalancerError) -> EndpointLease<Request, Response> {
+        let first = try balancer.instrumentedLease { () throws(LoadBalancerError) in try balancer.lease() }
         guard avoidsTriedInstances, !tried.isEmpty, tried.contains(first.endpoint.id) else { return first }
         for _ in 0..<8 {
-            let next = try balancer.resolvePick { () throws(LoadBalancerError) in try balancer.pick() }
-            if !tried.contains(next.endpoint.id) { return next }
+            let next = try balancer.lease()
+            if !tried.contains(next.endpoint.id) {
+                balancer.finish(first, outcome: .cancelled, latency: .zero)
+                return next
+            }
+            balancer.finish(next, outcome: .cancelled, latency: .zero)
         }
         // The balancer keeps choosing tried instances (a hashing or priority balancer may): take the
         // first untried one of the set, if any.
-        let set = balancer.endpoints.snapshot
-        if let index = set.endpoints.firstIndex(where: { !tried.contains($0.id) }) {
-            return ResolvedPick(
-                endpoint: set[index],
-                pick: EndpointPick(index: index, generation: set.generation),
-                slot: set.slots[index]
-            )
+        if let untried = try balancer.lease(avoiding: tried) {
+            balancer.finish(first, outcome: .cancelled, latency: .zero)
+            return untried
         }
         return first
     }
 }
 
-/// An attempt took longer than ``Retry/attemptTimeout``; it was cancelled (and may be retried).
+/// What a ``Retry/decide`` callback answers after a failed attempt.
+public struct RetryDecision: Sendable {
+    enum Action: Sendable {
+        case retry
+        case stop
+        case fail(any Error)
+    }
+    let action: Action
+
+    /// Make another attempt (within the limits).
+    public static let retry = RetryDecision(action: .retry)
+    /// Stop, throwing ``RetryError`` with reason ``RetryError/Reason/notRetryable``.
+    public static let stop = RetryDecision(action: .stop)
+    /// Stop, throwing `error` instead of ``RetryError`` (go-kit's callback that replaces the error).
+    public static func fail(_ error: any Error) -> RetryDecision { RetryDecision(action: .fail(error)) }
+}
+
+/// An attempt took longer than ``Retry/attemptTimeout``; it was cancelled, or its endpoint ended it
+/// at its deadline (and it may be retried).
 public struct AttemptTimeoutError: Error, Sendable, CustomStringConvertible {
     /// The limit.
     public var timeout: Duration
+    /// The error the endpoint threw at its deadline, if it ended the attempt itself.
+    public var cause: (any Error)?
     /// Says the attempt timed out, and after how long.
-    public var description: String { "attempt timed out after \(timeout.formatted())" }
+    public var description: String {
+        "attempt timed out after \(timeout.formatted())" + (cause.map { ": \($0)" } ?? "")
+    }
 }
 
 extension Retry where C == ContinuousClock {

@@ -1,0 +1,434 @@
+import Synchronization
+
+/// How a balancer chooses: a table derived from each endpoint set, and a choice over that table.
+///
+/// The table is built off the pick path (at the first pick after the set or the ejections
+/// changed) and never changes after; `choose` is a pure function of the table and the calling
+/// shard's own ``PickState``.
+package protocol PickStrategy: Sendable {
+    /// What the strategy derives from a set (a schedule, an alias table, a ring, usable positions).
+    associatedtype Table: Sendable
+
+    /// Builds the table for `set`, of which only the positions `usable` may take traffic (never
+    /// empty when the set is not). Builds are serialised per balancer.
+    func makeTable(_ set: EndpointSetView, usable: [Int]) -> Table
+
+    /// Chooses a position of the set, or `nil` when there is none to choose.
+    func choose(_ table: Table, _ state: inout PickState) -> Int?
+
+    /// The per-instance load a call of position `index` reports to, if the strategy keeps one.
+    func load(_ table: Table, at index: Int) -> InstanceLoad?
+
+    /// Learns the outcome of a call counted in `load` (the in-flight count is already ended).
+    func learn(_ load: InstanceLoad, outcome: CallRecord.Outcome, latency: Duration)
+}
+
+extension PickStrategy {
+    package func load(_ table: Table, at index: Int) -> InstanceLoad? { nil }
+    package func learn(_ load: InstanceLoad, outcome: CallRecord.Outcome, latency: Duration) {}
+}
+
+/// The mutable part of a pick, kept per shard: a random stream and a rotation counter.
+package struct PickState: Sendable {
+    /// The wyrand state.
+    package var random: UInt64
+    /// The round-robin position.
+    package var counter: UInt64
+
+    /// The next 64 random bits (wyrand: a Weyl sequence mixed by a 128-bit multiply).
+    @inline(__always)
+    package mutating func next() -> UInt64 {
+        random &+= WyRand.increment
+        return WyRand.mix(random)
+    }
+
+    /// The current counter value, then advances it.
+    @inline(__always)
+    package mutating func advance() -> UInt64 {
+        defer { counter &+= 1 }
+        return counter
+    }
+}
+
+/// One immutable snapshot a balancer picks from: the endpoint set and what the balancer derived
+/// from it (and from the ejections in force), built once per change.
+package final class BalancerSnapshot<Request: Sendable, Response: Sendable, Table: Sendable>: Sendable {
+    /// The endpoints, instances and slots.
+    package let set: EndpointSet<Request, Response>
+    /// What the strategy derived.
+    package let table: Table
+    /// The source's version the set came with.
+    package let setVersion: UInt64
+    /// The ejection detector's version the table honours.
+    package let ejectionVersion: UInt64
+
+    init(set: EndpointSet<Request, Response>, table: Table, setVersion: UInt64, ejectionVersion: UInt64) {
+        self.set = set
+        self.table = table
+        self.setVersion = setVersion
+        self.ejectionVersion = ejectionVersion
+    }
+}
+
+/// What a call holds while it runs: the endpoint it was given and where its outcome goes.
+///
+/// The built-in balancers make leases per shard (one object per endpoint per shard, reused by
+/// every call of that shard to that endpoint), so the reference count a call takes is on an object
+/// that only its own thread normally touches, never on the endpoint all threads share.
+public final class EndpointLease<Request: Sendable, Response: Sendable>: Sendable {
+    /// The endpoint to call.
+    public let endpoint: Endpoint<Request, Response>
+    /// The pick, in the snapshot the endpoint came from.
+    public let pick: EndpointPick
+    /// The instance's stable slot.
+    public let slot: UInt32
+    /// Whether nothing needs to hear of the call's outcome (no load, no ejection, no recording).
+    @usableFromInline
+    package let isPlain: Bool
+    /// The load the call is counted in, for load-aware balancers.
+    package let load: InstanceLoad?
+    /// The shard of the load's in-flight count this lease adds to.
+    package let loadShard: Int
+
+    /// Creates a lease of `endpoint` for a call that reports to the balancer unless `isPlain`.
+    package init(
+        endpoint: Endpoint<Request, Response>,
+        pick: EndpointPick,
+        slot: UInt32,
+        isPlain: Bool,
+        load: InstanceLoad? = nil,
+        loadShard: Int = 0
+    ) {
+        self.endpoint = endpoint
+        self.pick = pick
+        self.slot = slot
+        self.isPlain = isPlain
+        self.load = load
+        self.loadShard = loadShard
+    }
+
+    /// The record of a call made with this lease.
+    public func record(_ outcome: CallRecord.Outcome, latency: Duration) -> CallRecord {
+        CallRecord(pick: pick, instanceID: endpoint.id, slot: slot, outcome: outcome, latency: latency)
+    }
+}
+
+/// Where a balancer's sets come from: an ``EndpointCache`` it follows, or a fixed set.
+package enum SnapshotSource<Request: Sendable, Response: Sendable>: Sendable {
+    case cache(EndpointCache<Request, Response>)
+    case fixed(EndpointSet<Request, Response>)
+
+    /// The version of the current set (one atomic load for a cache, a constant for a fixed set).
+    @inline(__always)
+    var version: UInt64 {
+        switch self {
+        case .cache(let cache): cache.version
+        case .fixed: 0
+        }
+    }
+
+    var current: (set: EndpointSet<Request, Response>, version: UInt64) {
+        switch self {
+        case .cache(let cache): cache.versionedSnapshot
+        case .fixed(let set): (set, 0)
+        }
+    }
+
+    var cache: EndpointCache<Request, Response>? {
+        if case .cache(let cache) = self { return cache }
+        return nil
+    }
+
+    /// A fixed set of `endpoints`, deduplicated by id (the first wins) and ordered by id, as a
+    /// cache would publish it.
+    static func fixed(_ endpoints: [Endpoint<Request, Response>]) -> Self {
+        var seen = Set<String>()
+        let unique = endpoints.filter { seen.insert($0.id).inserted }.sorted { $0.instance < $1.instance }
+        return .fixed(
+            EndpointSet(
+                endpoints: unique,
+                instances: unique.map(\.instance),
+                slots: unique.indices.map { UInt32($0) },
+                generation: 1
+            )
+        )
+    }
+}
+
+/// The machinery every built-in balancer shares: following the source and the ejections,
+/// deriving a snapshot per change, and per-shard pick state and leases.
+///
+/// ## Scaling
+///
+/// Nothing a pick or a call writes is shared by all threads. State is split over shards (a power
+/// of two, chosen by the calling thread's stack address): each holds, behind a lock of its own on
+/// cache lines of its own, the snapshot it last used, its random stream and rotation counter, and
+/// its leases. A pick locks its shard (uncontended unless two threads land on one shard), checks
+/// two versions (the source's and the ejection detector's: plain loads of words that change only
+/// with the set), and chooses. When a version has moved, the shard takes the balancer's newest
+/// snapshot, which the first shard to need it builds.
+package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy: PickStrategy>: Sendable {
+    package typealias Snapshot = BalancerSnapshot<Request, Response, Strategy.Table>
+
+    package let source: SnapshotSource<Request, Response>
+    package let ejection: OutlierDetector?
+    package let strategy: Strategy
+    private let shards: [Shard]
+    private let shardShift: UInt64
+    /// The newest snapshot built, and the lock that serialises builds.
+    private let newest = Mutex<Snapshot?>(nil)
+
+    private struct ShardState: Sendable {
+        var snapshot: Snapshot?
+        var pick: PickState
+        /// This shard's leases, by position in `snapshot`'s set (made on first use).
+        var leases: [EndpointLease<Request, Response>?] = []
+    }
+
+    /// One shard: a lock and its state, followed by padding so that two shards' hot words never
+    /// share a cache line.
+    private final class Shard: Sendable {
+        let state: Mutex<ShardState>
+        let index: Int
+        // 128 bytes of padding after the hot fields.
+        let padding: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
+                      UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+
+        init(_ state: ShardState, index: Int) {
+            self.state = Mutex(state)
+            self.index = index
+        }
+    }
+
+    /// The number of shards when the state is sharded: enough that threads rarely share one.
+    package static var defaultShardCount: Int { 32 }
+
+    /// - Parameters:
+    ///   - source: Where sets come from.
+    ///   - ejection: Outlier ejection to honour.
+    ///   - strategy: How to choose.
+    ///   - seed: The random stream's seed and the rotation's start. With a seed the balancer keeps
+    ///     one shard, so that a sequence of picks is reproducible (at the cost of scaling).
+    ///   - start: The rotation's start, when it is given apart from the seed.
+    package init(
+        source: SnapshotSource<Request, Response>,
+        ejection: OutlierDetector?,
+        strategy: Strategy,
+        seed: UInt64?,
+        start: UInt64? = nil
+    ) {
+        self.source = source
+        self.ejection = ejection
+        self.strategy = strategy
+        let count = seed == nil && start == nil ? Self.defaultShardCount : 1
+        self.shardShift = UInt64(64 - count.trailingZeroBitCount)
+        var generator = SystemRandomNumberGenerator()
+        self.shards = (0..<count).map { index in
+            let random = seed.map { $0 &+ UInt64(index) &* 0x9e37_79b9_7f4a_7c15 } ?? generator.next()
+            let counter = start ?? seed ?? generator.next()
+            return Shard(ShardState(snapshot: nil, pick: PickState(random: random, counter: counter)), index: index)
+        }
+        if case .fixed(let set) = source { ejection?.endpointSetWillPublish(set.view) }
+    }
+
+    /// The shard of the calling thread.
+    @inline(__always)
+    private var shard: Shard {
+        guard shardShift < 64 else { return shards[0] }
+        var marker: UInt8 = 0
+        // Threads' stacks lie far apart; frames of one thread lie close together. Bits from 128 KiB
+        // up tell threads apart; the multiply spreads them over the shards.
+        let address = withUnsafeMutablePointer(to: &marker) { UInt64(UInt(bitPattern: $0)) }
+        let mixed = (address >> 17) &* 0x9e37_79b9_7f4a_7c15
+        return shards[Int(truncatingIfNeeded: mixed >> shardShift)]
+    }
+
+    /// The versions a snapshot must match to be current.
+    @inline(__always)
+    private func isCurrent(_ snapshot: Snapshot?) -> Bool {
+        guard let snapshot else { return false }
+        return snapshot.setVersion == source.version && snapshot.ejectionVersion == (ejection?.version ?? 0)
+    }
+
+    /// The newest snapshot, built if the set or the ejections changed since the last build.
+    package func currentSnapshot() -> Snapshot {
+        newest.withLock { newest in
+            if let newest, isCurrent(newest) { return newest }
+            let ejectionVersion = ejection?.version ?? 0
+            let (set, setVersion) = source.current
+            let view = set.view
+            let usable = ejection?.usablePositions(in: view) ?? Array(view.instances.indices)
+            let table = strategy.makeTable(view, usable: set.isEmpty ? [] : usable)
+            let built = Snapshot(set: set, table: table, setVersion: setVersion, ejectionVersion: ejectionVersion)
+            newest = built
+            return built
+        }
+    }
+
+    /// Runs `body` on the calling thread's shard state, refreshed to the current snapshot.
+    @inline(__always)
+    private func withShard<Result>(_ body: (inout ShardState, Snapshot, Int) throws(LoadBalancerError) -> Result) throws(LoadBalancerError) -> Result {
+        let shard = self.shard
+        return try shard.state.withLock { (state: inout ShardState) throws(LoadBalancerError) -> Result in
+            if !isCurrent(state.snapshot) {
+                state.snapshot = currentSnapshot()
+                state.leases = []
+            }
+            return try body(&state, state.snapshot.unsafelyUnwrapped, shard.index)
+        }
+    }
+
+    /// Chooses an endpoint of the current set.
+    package func pick() throws(LoadBalancerError) -> EndpointPick {
+        try withShard { (state: inout ShardState, snapshot: Snapshot, _: Int) throws(LoadBalancerError) -> EndpointPick in
+            guard let index = strategy.choose(snapshot.table, &state.pick) else { throw .noEndpoints }
+            return EndpointPick(index: index, generation: snapshot.set.generation)
+        }
+    }
+
+    /// Chooses with `choose` (a keyed choice, say) instead of the strategy's own.
+    package func pick(
+        _ choose: (Strategy.Table) -> Int?
+    ) throws(LoadBalancerError) -> EndpointPick {
+        try withShard { (_: inout ShardState, snapshot: Snapshot, _: Int) throws(LoadBalancerError) -> EndpointPick in
+            guard let index = choose(snapshot.table) else { throw .noEndpoints }
+            return EndpointPick(index: index, generation: snapshot.set.generation)
+        }
+    }
+
+    /// Chooses an endpoint and returns the lease of the call, counting the call as in flight on a
+    /// load-aware strategy's instance. `choose` overrides the strategy's choice (keyed picks).
+    package func lease(
+        _ choose: ((Strategy.Table, inout PickState) -> Int?)? = nil
+    ) throws(LoadBalancerError) -> EndpointLease<Request, Response> {
+        let lease = try withShard { (state: inout ShardState, snapshot: Snapshot, shard: Int) throws(LoadBalancerError) -> EndpointLease<Request, Response> in
+            let chosen = choose.map { $0(snapshot.table, &state.pick) } ?? strategy.choose(snapshot.table, &state.pick)
+            guard let index = chosen else { throw .noEndpoints }
+            return makeLease(at: index, in: snapshot, shard: shard, leases: &state.leases)
+        }
+        lease.load?.started(shard: lease.loadShard)
+        return lease
+    }
+
+    /// A lease for a position the caller chose in the current snapshot (for picks that must avoid
+    /// some instances), or `nil` when `choose` finds none.
+    package func lease(
+        choosingIn choose: (EndpointSet<Request, Response>) -> Int?
+    ) throws(LoadBalancerError) -> EndpointLease<Request, Response>? {
+        let lease = try withShard { (state: inout ShardState, snapshot: Snapshot, shard: Int) throws(LoadBalancerError) -> EndpointLease<Request, Response>? in
+            guard let index = choose(snapshot.set) else { return nil }
+            return makeLease(at: index, in: snapshot, shard: shard, leases: &state.leases)
+        }
+        lease?.load?.started(shard: lease!.loadShard)
+        return lease
+    }
+
+    private func makeLease(
+        at index: Int,
+        in snapshot: Snapshot,
+        shard: Int,
+        leases: inout [EndpointLease<Request, Response>?]
+    ) -> EndpointLease<Request, Response> {
+        if leases.isEmpty { leases = Array(repeating: nil, count: snapshot.set.count) }
+        if let lease = leases[index] { return lease }
+        let load = strategy.load(snapshot.table, at: index)
+        let lease = EndpointLease(
+            endpoint: snapshot.set.endpoints[index],
+            pick: EndpointPick(index: index, generation: snapshot.set.generation),
+            slot: snapshot.set.slots[index],
+            isPlain: load == nil && ejection == nil,
+            load: load,
+            loadShard: shard & (InstanceLoad.shardCount - 1)
+        )
+        leases[index] = lease
+        return lease
+    }
+
+    /// Ends a call made with `lease`: its in-flight count, what the strategy learns, the ejection.
+    package func finish(_ lease: EndpointLease<Request, Response>, outcome: CallRecord.Outcome, latency: Duration) {
+        if let load = lease.load {
+            load.finished(shard: lease.loadShard)
+            strategy.learn(load, outcome: outcome, latency: latency)
+        }
+        ejection?.record(lease.record(outcome, latency: latency))
+    }
+
+    /// The load of the instance a pick (of any recent snapshot) or an id refers to, for callers
+    /// that report with ``Balancer/willCall(_:slot:)`` and ``Balancer/record(_:)``.
+    package func load(for pick: EndpointPick, instanceID: String?) -> InstanceLoad? {
+        let snapshot = currentSnapshot()
+        let set = snapshot.set
+        if set.generation == pick.generation, pick.index >= 0, pick.index < set.count,
+            instanceID == nil || set.instances[pick.index].id == instanceID
+        {
+            return strategy.load(snapshot.table, at: pick.index)
+        }
+        guard let instanceID, let index = set.instances.firstIndex(where: { $0.id == instanceID }) else { return nil }
+        return strategy.load(snapshot.table, at: index)
+    }
+
+    /// The current set.
+    package var snapshot: EndpointSet<Request, Response> { currentSnapshot().set }
+}
+
+/// The load of one instance as a load-aware balancer sees it: calls in flight, kept in shards that
+/// are summed when read (each shard on a cache line of its own, so calls on different threads never
+/// write one line), and the latency and failure averages.
+package final class InstanceLoad: @unchecked Sendable {
+    /// Shards of the in-flight count.
+    package static let shardCount = 8
+    /// Words: shard i's in-flight count at i * 8; then latency, latency stamp, failure, failure stamp.
+    private let words: UnsafeMutablePointer<Atomic<UInt64>>
+    private static let stats = shardCount * 8
+
+    package init() {
+        words = allocateWords(Self.stats + 8)
+    }
+
+    deinit {
+        words.deinitialize(count: Self.stats + 8)
+        UnsafeMutableRawPointer(words).deallocate()
+    }
+
+    @inline(__always)
+    package func started(shard: Int) { words[shard &* 8].wrappingAdd(1, ordering: .relaxed) }
+
+    @inline(__always)
+    package func finished(shard: Int) { words[shard &* 8].wrappingSubtract(1, ordering: .relaxed) }
+
+    /// Calls in flight: the shards' sum.
+    @inline(__always)
+    package var outstanding: Double {
+        var sum: UInt64 = 0
+        for shard in 0..<Self.shardCount { sum &+= words[shard &* 8].load(ordering: .relaxed) }
+        return Double(max(0, Int64(bitPattern: sum)))
+    }
+
+    /// A word of the averages: 0 latency, 1 latency stamp, 2 failure, 3 failure stamp.
+    @inline(__always)
+    package func stat(_ index: Int) -> UInt64 { words[Self.stats &+ index].load(ordering: .relaxed) }
+
+    @inline(__always)
+    package func setStat(_ index: Int, _ value: UInt64) { words[Self.stats &+ index].store(value, ordering: .relaxed) }
+}
+
+/// The first value of a balancer's counter or random state: `seed`, or random.
+func initialState(_ seed: UInt64?) -> UInt64 {
+    if let seed { return seed }
+    var generator = SystemRandomNumberGenerator()
+    return generator.next()
+}
+
+/// The wyrand generator's constants and mixing step.
+@usableFromInline
+enum WyRand {
+    @usableFromInline static let increment: UInt64 = 0xa076_1d64_78bd_642f
+    @usableFromInline static let mixer: UInt64 = 0xe703_7ed1_a0b4_28db
+
+    @inlinable
+    static func mix(_ s: UInt64) -> UInt64 {
+        let product = s.multipliedFullWidth(by: s ^ mixer)
+        return product.high ^ product.low
+    }
+}
