@@ -5,6 +5,7 @@ import PackageDescription
 //
 //   swift package --disable-sandbox benchmark                  # pick() of every balancer
 //   swift run -c release tail-latency-report                   # the tail-latency simulation
+//   swift run -c release callpath --what call --threads 1,2    # the whole call path at any thread count
 //   swift run -c release retry-report                          # hedging and retry amplification
 //   swift run -c release registry-propagation etcd|zookeeper   # registry write to endpoint set
 //   swift run -c release churn-soak                            # 10 minutes of churn under load
@@ -43,6 +44,12 @@ let package = Package(
             ],
             path: "Benchmarks/DNSBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+        // The whole call path at any thread count (see BENCHMARKS.md).
+        .executableTarget(
+            name: "callpath",
+            dependencies: [.product(name: "LoadBalancer", package: "swift-loadbalancer")],
+            path: "Sources/callpath"
         ),
         .executableTarget(
             name: "retry-report",

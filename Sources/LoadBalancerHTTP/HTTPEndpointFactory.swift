@@ -79,25 +79,41 @@ public enum HTTPEndpointFactory {
     /// established fails its request at once (instead of AsyncHTTPClient's default of retrying the
     /// connection until the request's deadline), so the balancer and `Retry` can move
     /// the call to another instance, and the connect timeout is `connectTimeout`.
-    public static func clientConfiguration(connectTimeout: Duration = .seconds(1)) -> HTTPClient.Configuration {
+    ///
+    /// - Parameters:
+    ///   - connectTimeout: The time a connection may take to establish. Default 1 s.
+    ///   - concurrency: The most calls you expect in flight at once: each instance may get that
+    ///     many HTTP/1.1 connections (AsyncHTTPClient's default is 8, which queues calls beyond
+    ///     it). Default 8.
+    public static func clientConfiguration(connectTimeout: Duration = .seconds(1), concurrency: Int = 8) -> HTTPClient.Configuration {
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool.retryConnectionEstablishment = false
-        let (seconds, attoseconds) = connectTimeout.components
-        configuration.timeout.connect = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = max(1, concurrency)
+        configuration.timeout.connect = TimeAmount(connectTimeout)
         return configuration
     }
 
     /// A factory of endpoints over `client`.
+    ///
+    /// The endpoints enforce deadlines themselves (``LoadBalancer/Endpoint/enforcesDeadline``): a
+    /// call ends at ``LoadBalancer/CallDeadline/current`` when one is set (as `Retry` sets it) or
+    /// after ``Configuration/timeout``, whichever comes first, through AsyncHTTPClient's own
+    /// request deadline.
     public static func make(
         client: HTTPClient,
         configuration: Configuration = Configuration()
     ) -> EndpointFactory<HTTPCall, HTTPReply> {
-        EndpointFactory.calling { instance, call in
-            try await send(call, to: instance, client: client, configuration: configuration)
+        EndpointFactory { instance in
+            ManagedEndpoint(
+                Endpoint(instance: instance, enforcesDeadline: true) { call in
+                    try await send(call, to: instance, client: client, configuration: configuration)
+                }
+            )
         }
     }
 
-    /// Sends `call` to `instance`.
+    /// Sends `call` to `instance`, ending it at ``LoadBalancer/CallDeadline/current`` (if set) or
+    /// after ``Configuration/timeout``, whichever comes first.
     public static func send(
         _ call: HTTPCall,
         to instance: Instance,
@@ -108,9 +124,11 @@ public enum HTTPEndpointFactory {
         request.method = call.method
         request.headers = call.headers
         if let body = call.body { request.body = .bytes(body) }
-        let (seconds, attoseconds) = configuration.timeout.components
-        let timeout = TimeAmount.nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
-        let response = try await client.execute(request, timeout: timeout)
+        var limit = configuration.timeout
+        if let deadline = CallDeadline.current {
+            limit = min(limit, ContinuousClock.now.duration(to: deadline))
+        }
+        let response = try await client.execute(request, timeout: TimeAmount(max(limit, .zero)))
         let body = try await response.body.collect(upTo: configuration.maxBodySize)
         if let failures = configuration.failureStatuses, failures.contains(Int(response.status.code)) {
             throw HTTPStatusError(status: response.status, instance: instance)

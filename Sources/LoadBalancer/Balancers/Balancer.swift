@@ -35,7 +35,8 @@ public protocol Balancer<Request, Response>: Sendable {
     func pick() throws(LoadBalancerError) -> EndpointPick
 
     /// Chooses an endpoint for a call and returns it with what the call reports to. Every lease
-    /// must be ended by exactly one ``finish(_:outcome:latency:)``.
+    /// that is not ``EndpointLease/isPlain`` must be ended by exactly one
+    /// ``finish(_:outcome:latency:)``. A lease counts as a pick in the cache's metrics.
     ///
     /// The default picks with ``pick()`` and takes the endpoint from ``snapshot`` (picking again
     /// if the set changed in between); the built-in balancers take it from the snapshot the pick
@@ -109,12 +110,17 @@ extension Balancer {
     /// Picks with ``pick()`` and resolves the pick against ``snapshot``, picking again (a few
     /// times at most) while the set changes in between.
     public func lease() throws(LoadBalancerError) -> EndpointLease<Request, Response> {
+        try instrumentedLease { () throws(LoadBalancerError) in try resolvedLease() }
+    }
+
+    private func resolvedLease() throws(LoadBalancerError) -> EndpointLease<Request, Response> {
+        let isPlain = !observesCalls && cache?.hasInstruments != true
         for _ in 0..<8 {
             let pick = try pick()
             let set = snapshot
             if set.generation == pick.generation, pick.index >= 0, pick.index < set.count {
                 if observesCalls { willCall(pick, slot: set.slots[pick.index]) }
-                return EndpointLease(endpoint: set[pick.index], pick: pick, slot: set.slots[pick.index], isPlain: !observesCalls)
+                return EndpointLease(endpoint: set[pick.index], pick: pick, slot: set.slots[pick.index], isPlain: isPlain)
             }
         }
         // The set is changing faster than we can pick: take the pick's position in the newest set.
@@ -124,7 +130,7 @@ extension Balancer {
         let index = pick.index % set.count
         let resolved = EndpointPick(index: index, generation: set.generation)
         if observesCalls { willCall(resolved, slot: set.slots[index]) }
-        return EndpointLease(endpoint: set[index], pick: resolved, slot: set.slots[index], isPlain: !observesCalls)
+        return EndpointLease(endpoint: set[index], pick: resolved, slot: set.slots[index], isPlain: isPlain)
     }
 
     /// The first endpoint of ``snapshot`` whose id is not in `ids`, announced with ``willCall(_:slot:)``.
@@ -133,7 +139,7 @@ extension Balancer {
         guard let index = set.endpoints.firstIndex(where: { !ids.contains($0.id) }) else { return nil }
         let pick = EndpointPick(index: index, generation: set.generation)
         if observesCalls { willCall(pick, slot: set.slots[index]) }
-        return EndpointLease(endpoint: set[index], pick: pick, slot: set.slots[index], isPlain: !observesCalls)
+        return EndpointLease(endpoint: set[index], pick: pick, slot: set.slots[index], isPlain: !observesCalls && cache?.hasInstruments != true)
     }
 
     /// Reports the call to ``record(_:)`` when the balancer ``observesCalls``.
@@ -165,22 +171,18 @@ extension Balancer {
         isolation: isolated (any Actor)? = #isolation,
         _ body: (Endpoint<Request, Response>) async throws -> Result
     ) async throws -> Result {
-        let lease = try instrumentedLease { () throws(LoadBalancerError) in try self.lease() }
-        return try await run(lease, body)
+        try await run(try lease(), body)
     }
 
     /// Sends `request` to a picked endpoint: ``withEndpoint(isolation:_:)`` calling the endpoint.
     @inlinable
     public func call(_ request: Request) async throws -> Response {
-        let lease = try instrumentedLease { () throws(LoadBalancerError) in try self.lease() }
-        if lease.isPlain, cache?.hasInstruments != true {
-            return try await lease.endpoint(request)
-        }
-        return try await run(lease) { endpoint in try await endpoint(request) }
+        let lease = try lease()
+        if lease.isPlain { return try await lease.endpoint(request) }
+        return try await reported(lease) { endpoint in try await endpoint(request) }
     }
 
     /// A lease from `leaser`, counted in the cache's metrics (a pick, or a call with no endpoint).
-    @inlinable
     package func instrumentedLease(
         _ leaser: () throws(LoadBalancerError) -> EndpointLease<Request, Response>
     ) throws(LoadBalancerError) -> EndpointLease<Request, Response> {
@@ -196,9 +198,7 @@ extension Balancer {
         _ lease: EndpointLease<Request, Response>,
         _ body: (Endpoint<Request, Response>) async throws -> Result
     ) async throws -> Result {
-        if lease.isPlain, cache?.hasInstruments != true {
-            return try await body(lease.endpoint)
-        }
+        if lease.isPlain { return try await body(lease.endpoint) }
         return try await reported(lease, body)
     }
 

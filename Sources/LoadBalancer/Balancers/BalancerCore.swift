@@ -82,7 +82,8 @@ public final class EndpointLease<Request: Sendable, Response: Sendable>: Sendabl
     public let pick: EndpointPick
     /// The instance's stable slot.
     public let slot: UInt32
-    /// Whether nothing needs to hear of the call's outcome (no load, no ejection, no recording).
+    /// Whether nothing needs to hear of the call's outcome (no load, no ejection, no metrics or
+    /// tracing, no recording): the call is then just the endpoint's.
     @usableFromInline
     package let isPlain: Bool
     /// The load the call is counted in, for load-aware balancers.
@@ -171,7 +172,15 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     package typealias Snapshot = BalancerSnapshot<Request, Response, Strategy.Table>
 
     package let source: SnapshotSource<Request, Response>
+    /// The source's cache, apart (reading a stored reference costs no reference count; matching
+    /// the enum would).
+    private let cache: EndpointCache<Request, Response>?
     package let ejection: OutlierDetector?
+    /// The cache's metrics and tracing, if any.
+    let instruments: Instruments?
+    /// The balancer type and name that picks are counted under.
+    private let balancerType: Any.Type
+    private let balancerName: String
     package let strategy: Strategy
     private let shards: [Shard]
     private let shardShift: UInt64
@@ -211,7 +220,8 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     ///   - seed: The random stream's seed and the rotation's start. With a seed the balancer keeps
     ///     one shard, so that a sequence of picks is reproducible (at the cost of scaling).
     ///   - start: The rotation's start, when it is given apart from the seed.
-    package init(
+    package init<B: Balancer>(
+        for balancer: B.Type,
         source: SnapshotSource<Request, Response>,
         ejection: OutlierDetector?,
         strategy: Strategy,
@@ -219,6 +229,11 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
         start: UInt64? = nil
     ) {
         self.source = source
+        self.cache = source.cache
+        self.instruments = source.cache?.instruments
+        self.balancerType = balancer
+        let full = String(describing: balancer)
+        self.balancerName = full.firstIndex(of: "<").map { String(full[..<$0]) } ?? full
         self.ejection = ejection
         self.strategy = strategy
         let count = seed == nil && start == nil ? Self.defaultShardCount : 1
@@ -248,7 +263,7 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     @inline(__always)
     private func isCurrent(_ snapshot: Snapshot?) -> Bool {
         guard let snapshot else { return false }
-        return snapshot.setVersion == source.version && snapshot.ejectionVersion == (ejection?.version ?? 0)
+        return snapshot.setVersion == (cache?.version ?? 0) && snapshot.ejectionVersion == (ejection?.version ?? 0)
     }
 
     /// The newest snapshot, built if the set or the ejections changed since the last build.
@@ -302,6 +317,20 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     package func lease(
         _ choose: ((Strategy.Table, inout PickState) -> Int?)? = nil
     ) throws(LoadBalancerError) -> EndpointLease<Request, Response> {
+        guard let instruments else { return try uncountedLease(choose) }
+        do {
+            let lease = try uncountedLease(choose)
+            instruments.picked(by: balancerType) { balancerName }
+            return lease
+        } catch {
+            instruments.foundNoEndpoint(balancerType) { balancerName }
+            throw error
+        }
+    }
+
+    private func uncountedLease(
+        _ choose: ((Strategy.Table, inout PickState) -> Int?)?
+    ) throws(LoadBalancerError) -> EndpointLease<Request, Response> {
         let lease = try withShard { (state: inout ShardState, snapshot: Snapshot, shard: Int) throws(LoadBalancerError) -> EndpointLease<Request, Response> in
             let chosen = choose.map { $0(snapshot.table, &state.pick) } ?? strategy.choose(snapshot.table, &state.pick)
             guard let index = chosen else { throw .noEndpoints }
@@ -337,7 +366,7 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
             endpoint: snapshot.set.endpoints[index],
             pick: EndpointPick(index: index, generation: snapshot.set.generation),
             slot: snapshot.set.slots[index],
-            isPlain: load == nil && ejection == nil,
+            isPlain: load == nil && ejection == nil && instruments == nil,
             load: load,
             loadShard: shard & (InstanceLoad.shardCount - 1)
         )

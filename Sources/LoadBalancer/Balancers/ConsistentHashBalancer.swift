@@ -40,7 +40,7 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
 
     init(source: SnapshotSource<Request, Response>, tableSize: Int, ejection: OutlierDetector?) {
         self.cache = source.cache
-        self.core = BalancerCore(source: source, ejection: ejection, strategy: Strategy(size: max(2, tableSize)), seed: nil)
+        self.core = BalancerCore(for: Self.self, source: source, ejection: ejection, strategy: Strategy(size: max(2, tableSize)), seed: nil)
     }
 
     struct Strategy: PickStrategy {
@@ -84,9 +84,7 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
     ) async throws -> Result {
         let hash = Self.stableHash(key)
         let strategy = core.strategy
-        let lease = try instrumentedLease { () throws(LoadBalancerError) in
-            try core.lease { table, _ in strategy.lookup(table, hash) }
-        }
+        let lease = try core.lease { table, _ in strategy.lookup(table, hash) }
         return try await run(lease, body)
     }
 

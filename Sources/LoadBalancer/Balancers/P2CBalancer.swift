@@ -88,7 +88,7 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
             clock = { ContinuousClock.now - origin }
         }
         let strategy = Strategy(metric: metric, configuration: configuration, now: clock)
-        self.core = BalancerCore(source: source, ejection: ejection, strategy: strategy, seed: seed)
+        self.core = BalancerCore(for: Self.self, source: source, ejection: ejection, strategy: strategy, seed: seed)
     }
 
     /// `true`: the balancer learns every call's latency and outcome.

@@ -33,7 +33,7 @@ public final class RandomBalancer<Request: Sendable, Response: Sendable>: CoreBa
 
     init(source: SnapshotSource<Request, Response>, seed: UInt64?, ejection: OutlierDetector?) {
         self.cache = source.cache
-        self.core = BalancerCore(source: source, ejection: ejection, strategy: Strategy(), seed: seed)
+        self.core = BalancerCore(for: Self.self, source: source, ejection: ejection, strategy: Strategy(), seed: seed)
     }
 
     struct Strategy: PickStrategy {

@@ -64,7 +64,7 @@ public final class WeightedRoundRobinBalancer<Request: Sendable, Response: Senda
 
     init(source: SnapshotSource<Request, Response>, start: UInt64?, ejection: OutlierDetector?) {
         self.cache = source.cache
-        self.core = BalancerCore(source: source, ejection: ejection, strategy: Strategy(), seed: nil, start: start)
+        self.core = BalancerCore(for: Self.self, source: source, ejection: ejection, strategy: Strategy(), seed: nil, start: start)
     }
 
     struct Strategy: PickStrategy {
@@ -110,7 +110,7 @@ public final class WeightedRandomBalancer<Request: Sendable, Response: Sendable>
 
     init(source: SnapshotSource<Request, Response>, seed: UInt64?, ejection: OutlierDetector?) {
         self.cache = source.cache
-        self.core = BalancerCore(source: source, ejection: ejection, strategy: Strategy(), seed: seed)
+        self.core = BalancerCore(for: Self.self, source: source, ejection: ejection, strategy: Strategy(), seed: seed)
     }
 
     struct Strategy: PickStrategy {
@@ -158,7 +158,7 @@ public final class PriorityBalancer<Request: Sendable, Response: Sendable>: Core
 
     init(source: SnapshotSource<Request, Response>, seed: UInt64?, ejection: OutlierDetector?) {
         self.cache = source.cache
-        self.core = BalancerCore(source: source, ejection: ejection, strategy: Strategy(), seed: seed)
+        self.core = BalancerCore(for: Self.self, source: source, ejection: ejection, strategy: Strategy(), seed: seed)
     }
 
     struct Strategy: PickStrategy {

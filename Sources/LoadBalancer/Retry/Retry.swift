@@ -381,7 +381,7 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
 
     /// A lease that avoids the instances in `tried` while the set has others.
     private func lease(avoiding tried: Set<String>) throws(LoadBalancerError) -> EndpointLease<Request, Response> {
-        let first = try balancer.instrumentedLease { () throws(LoadBalancerError) in try balancer.lease() }
+        let first = try balancer.lease()
         guard avoidsTriedInstances, !tried.isEmpty, tried.contains(first.endpoint.id) else { return first }
         for _ in 0..<8 {
             let next = try balancer.lease()

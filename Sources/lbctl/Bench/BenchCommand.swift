@@ -60,7 +60,12 @@ struct BenchCommand: AsyncParsableCommand {
         options.timeout = .nanoseconds(Int64(timeout * 1e9))
         options.path = path
 
-        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: HTTPEndpointFactory.clientConfiguration())
+        // As many connections per instance as requests in flight: AsyncHTTPClient's default of 8
+        // would queue the rest.
+        let client = HTTPClient(
+            eventLoopGroupProvider: .singleton,
+            configuration: HTTPEndpointFactory.clientConfiguration(concurrency: concurrency)
+        )
         let terminal = Output.isTerminal
         let total = requests
         let report: LoadRun.Report

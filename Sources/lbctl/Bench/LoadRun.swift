@@ -100,7 +100,7 @@ struct LoadRun {
         }()
         let factory = EndpointFactory<HTTPCall, HTTPReply> { instance in
             ManagedEndpoint(
-                Endpoint(instance: instance) { call in
+                Endpoint(instance: instance, enforcesDeadline: true) { call in
                     do {
                         let reply = try await HTTPEndpointFactory.send(call, to: instance, client: client, configuration: configuration)
                         stats.attempt(instance.id, failed: false)
@@ -115,7 +115,8 @@ struct LoadRun {
         let cache = EndpointCache(publisher: publisher, factory: factory)
         let detector = options.ejection ? OutlierDetector(cache, configuration: options.ejectionConfiguration) : nil
         let balancer = options.balancer.make(cache, ejection: detector)
-        let retry = Retry(balancer, maxAttempts: options.retries + 1, timeout: options.timeout)
+        // Without retries a request is one balanced call, ended by the factory's own timeout.
+        let retry = options.retries > 0 ? Retry(balancer, maxAttempts: options.retries + 1, timeout: options.timeout) : nil
         let call = HTTPCall(path: options.path)
         let total = options.requests
 
@@ -148,7 +149,11 @@ struct LoadRun {
                                 }
                                 let began = ContinuousClock.now
                                 do {
-                                    _ = try await retry(call)
+                                    if let retry {
+                                        _ = try await retry(call)
+                                    } else {
+                                        _ = try await balancer.call(call)
+                                    }
                                     stats.finished(latency: .now - began, error: nil)
                                 } catch {
                                     stats.finished(latency: nil, error: Self.kind(of: error))
