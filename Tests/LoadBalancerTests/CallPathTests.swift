@@ -1,0 +1,296 @@
+import LoadBalancer
+import Synchronization
+import Testing
+
+/// The call path's shapes: balancers over plain arrays, one snapshot per call, per-thread rotation,
+/// and `Retry` running deadline-enforcing endpoints inline.
+@Suite("Call path", .timeLimit(.minutes(3)))
+struct CallPathTests {
+    static func endpoints(_ ports: some Sequence<Int>, enforcesDeadline: Bool = false) -> [Endpoint<Int, Int>] {
+        instances(ports).map { instance in
+            Endpoint<Int, Int>(instance: instance, enforcesDeadline: enforcesDeadline) { _ in instance.port }
+        }
+    }
+
+    @Test("every balancer can be built and used from a plain array of endpoints, without a cache", arguments: BalancerKind.allCases)
+    func fromArray(kind: BalancerKind) async throws {
+        // Given out of order and with a duplicate id: the set is ordered and unique by id.
+        let given = Self.endpoints([3, 1, 2]) + Self.endpoints([1])
+        let balancer = kind.make(endpoints: given)
+        #expect(balancer.cache == nil)
+        #expect(balancer.snapshot.instances.map(\.port) == [1, 2, 3])
+        var seen = Set<Int>()
+        for _ in 0..<300 {
+            let pick = try balancer.pick()
+            #expect((0..<3).contains(pick.index))
+            seen.insert(try await balancer.call(0))
+        }
+        #expect(seen == [1, 2, 3], "\(kind) reaches every instance")
+        let empty = kind.make(endpoints: [])
+        #expect(throws: LoadBalancerError.noEndpoints) { try empty.pick() }
+        await #expect(throws: LoadBalancerError.noEndpoints) { try await empty.call(0) }
+    }
+
+    @Test("a call's endpoint comes from the snapshot its pick was made in, while the set churns")
+    func leaseIsConsistent() async throws {
+        let cache = EndpointCache<Int, Int>(factory: .calling { instance, _ in instance.port })
+        await cache.update(with: instances(1...4))
+        let balancer = RandomBalancer(cache)
+        let stop = Flag()
+        let mismatches = Counter()
+        let leases = Counter()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<4 {
+                group.addTask {
+                    while !stop.isSet {
+                        let lease = try balancer.lease()
+                        leases.increment()
+                        // The lease's pick names the lease's endpoint in the set of that generation.
+                        let answer = try await lease.endpoint(0)
+                        if lease.endpoint.instance.port != answer { mismatches.increment() }
+                        // The pick names the same instance in the set of its generation.
+                        let set = cache.snapshot
+                        if set.generation == lease.pick.generation, set.instances[lease.pick.index].id != lease.endpoint.id {
+                            mismatches.increment()
+                        }
+                    }
+                }
+            }
+            for round in 0..<200 {
+                await cache.update(with: instances(round % 2 == 0 ? Array(1...4) : [2, 3, 5, 6]))
+            }
+            try await waitUntil { leases.value > 1_000 }
+            stop.set()
+            try await group.waitForAll()
+        }
+        #expect(mismatches.value == 0)
+    }
+
+    @Test("per-thread rotation: each thread rotates exactly; concurrent picks stay even")
+    func perThreadRotation() async throws {
+        let balancer = RoundRobinBalancer(endpoints: Self.endpoints(1...7))
+        // One thread: consecutive picks visit every endpoint once per 7 picks.
+        let first = try (0..<70).map { _ in try balancer.pick().index }
+        for cycle in stride(from: 0, to: 70, by: 7) {
+            #expect(Set(first[cycle..<cycle + 7]).count == 7, "\(first)")
+        }
+        // Four tasks: every index within 1% of an even share.
+        let perTask = 70_000
+        let total = try await withThrowingTaskGroup(of: [Int].self) { group in
+            for _ in 0..<4 {
+                group.addTask {
+                    var histogram = [Int](repeating: 0, count: 7)
+                    for _ in 0..<perTask { histogram[try balancer.pick().index] += 1 }
+                    return histogram
+                }
+            }
+            var total = [Int](repeating: 0, count: 7)
+            for try await histogram in group { for i in 0..<7 { total[i] += histogram[i] } }
+            return total
+        }
+        #expect(total.reduce(0, +) == 4 * perTask)
+        #expect(total.allSatisfy { abs($0 - 40_000) <= 400 }, "\(total)")
+    }
+
+    @Test("exact rotation: concurrent picks split exactly evenly without a start")
+    func exactRotation() async throws {
+        let balancer = RoundRobinBalancer(endpoints: Self.endpoints(1...7), rotation: .exact)
+        let total = try await withThrowingTaskGroup(of: [Int].self) { group in
+            for _ in 0..<4 {
+                group.addTask {
+                    var histogram = [Int](repeating: 0, count: 7)
+                    for _ in 0..<70_000 { histogram[try balancer.pick().index] += 1 }
+                    return histogram
+                }
+            }
+            var total = [Int](repeating: 0, count: 7)
+            for try await histogram in group { for i in 0..<7 { total[i] += histogram[i] } }
+            return total
+        }
+        #expect(total == [Int](repeating: 40_000, count: 7))
+    }
+
+    @Test("an ejection changes the next pick's snapshot (balancers pull the detector's version)")
+    func ejectionVersion() async throws {
+        let time = TestTime()
+        let detector = OutlierDetector(
+            configuration: .defaults { $0.consecutiveFailures = 1; $0.failureRate = nil; $0.maxEjectionPercent = 50 },
+            now: { time.now }
+        )
+        let balancer = RoundRobinBalancer(endpoints: Self.endpoints(1...4), ejection: detector)
+        let before = detector.version
+        let set = balancer.snapshot
+        detector.record(
+            CallRecord(pick: EndpointPick(index: 0, generation: set.generation), instanceID: set.instances[0].id, slot: set.slots[0], outcome: .failure, latency: .zero)
+        )
+        #expect(detector.version != before)
+        let ports = try (0..<40).map { _ in set.instances[try balancer.pick().index].port }
+        #expect(!ports.contains(1), "the ejected instance gets no picks")
+    }
+
+    @Test("Retry runs a deadline-enforcing endpoint inline, with the call's deadline")
+    func inlineDeadline() async throws {
+        let seen = Mutex<[ContinuousClock.Instant?]>([])
+        let endpoint = Endpoint<Int, Int>(instance: try Instance(host: "127.0.0.1", port: 1), enforcesDeadline: true) { request in
+            seen.withLock { $0.append(CallDeadline.current) }
+            return request + 1
+        }
+        let retry = Retry(RoundRobinBalancer(endpoints: [endpoint]), maxAttempts: 3, timeout: .seconds(5))
+        let before = ContinuousClock.now
+        #expect(try await retry(41) == 42)
+        let deadline = try #require(seen.withLock { $0.first } ?? nil)
+        #expect(deadline > before.advanced(by: .seconds(4)))
+        #expect(deadline <= ContinuousClock.now.advanced(by: .seconds(5)))
+        #expect(CallDeadline.current == nil, "the deadline is set only around the attempt")
+    }
+
+    @Test("inline: an attempt ended by its endpoint at the attempt deadline is retried elsewhere; the overall deadline ends the call")
+    func inlineTimeouts() async throws {
+        struct DeadlineExceeded: Error {}
+        // Port 1 hangs until its deadline, then throws (as AsyncHTTPClient does); port 2 answers.
+        let make: @Sendable (Int) throws -> Endpoint<Int, Int> = { port in
+            Endpoint(instance: try Instance(host: "127.0.0.1", port: port), enforcesDeadline: true) { _ in
+                if port == 1 {
+                    let deadline = try #require(CallDeadline.current)
+                    try await ContinuousClock().sleep(until: deadline, tolerance: nil)
+                    throw DeadlineExceeded()
+                }
+                return port
+            }
+        }
+        var retry = Retry(RoundRobinBalancer(endpoints: [try make(1), try make(2)], start: 0), maxAttempts: 3, timeout: .seconds(30))
+        retry.attemptTimeout = .milliseconds(50)
+        #expect(try await retry(0) == 2)
+
+        let hanging = Retry(RoundRobinBalancer(endpoints: [try make(1)]), maxAttempts: 3, timeout: .milliseconds(100))
+        let error = try await #require(throws: RetryError.self) { try await hanging(0) }
+        #expect(error.reason == .timedOut)
+        #expect(error.attempts.count == 1)
+        #expect(error.attempts[0].error is DeadlineExceeded)
+    }
+
+    @Test("inline: the caller's cancellation is rethrown as CancellationError and never retried")
+    func inlineCancellation() async throws {
+        let calls = Atomic(0)
+        let entered = Atomic(false)
+        let endpoint = Endpoint<Int, Int>(instance: try Instance(host: "127.0.0.1", port: 1), enforcesDeadline: true) { _ in
+            calls.add(1, ordering: .relaxed)
+            entered.store(true, ordering: .relaxed)
+            try await ContinuousClock().sleep(until: try #require(CallDeadline.current), tolerance: nil)
+            return 0
+        }
+        let retry = Retry(RoundRobinBalancer(endpoints: [endpoint]), maxAttempts: 5, timeout: .seconds(60))
+        let task = Task { try await retry(0) }
+        try await waitUntil { entered.load(ordering: .relaxed) }
+        let start = ContinuousClock.now
+        task.cancel()
+        await #expect(throws: CancellationError.self) { try await task.value }
+        #expect(ContinuousClock.now - start < .seconds(5))
+        #expect(calls.load(ordering: .relaxed) == 1)
+    }
+
+    @Test("an endpoint that does not enforce deadlines is still cut off by the timeout (supervised)")
+    func supervisedFallback() async throws {
+        let endpoint = Endpoint<Int, Int>(instance: try Instance(host: "127.0.0.1", port: 1)) { _ in
+            try await ContinuousClock().sleep(for: .seconds(600))
+            return 0
+        }
+        let retry = Retry(RoundRobinBalancer(endpoints: [endpoint]), maxAttempts: 2, timeout: .milliseconds(100))
+        let start = ContinuousClock.now
+        let error = try await #require(throws: RetryError.self) { try await retry(0) }
+        #expect(error.reason == .timedOut)
+        #expect(ContinuousClock.now - start < .seconds(30))
+    }
+
+    @Test("the decision callback can stop with an error of its own (go-kit's error replacement)", arguments: [false, true])
+    func decideReplacesError(deadlineAware: Bool) async throws {
+        struct Fatal: Error, Equatable { var attempt: Int }
+        let calls = Atomic(0)
+        let endpoints = instances(1...3).map { instance in
+            Endpoint<Int, Int>(instance: instance, enforcesDeadline: deadlineAware) { _ in
+                calls.add(1, ordering: .relaxed)
+                throw TestFailure(message: "down")
+            }
+        }
+        var retry = Retry(RoundRobinBalancer(endpoints: endpoints), maxAttempts: 5, timeout: .seconds(30))
+        retry.decide = { attempt, _ in attempt < 2 ? .retry : .fail(Fatal(attempt: attempt)) }
+        await #expect(throws: Fatal(attempt: 2)) { try await retry(0) }
+        #expect(calls.load(ordering: .relaxed) == 2)
+
+        retry.decide = { _, _ in .stop }
+        let error = try await #require(throws: RetryError.self) { try await retry(0) }
+        #expect(error.reason == .notRetryable)
+        #expect(error.attempts.count == 1)
+    }
+
+    @Test("P2C counts a call in flight from lease to finish, whatever thread ends it")
+    func p2cInFlight() async throws {
+        let gate = AsyncGate()
+        let endpoints = instances(1...2).map { instance in
+            Endpoint<Int, Int>(instance: instance) { _ in
+                if instance.port == 1 { await gate.wait() }
+                return instance.port
+            }
+        }
+        let balancer = P2CBalancer(endpoints: endpoints, metric: .leastOutstanding, seed: 1)
+        // Hold one call on port 1: from then on least-outstanding sends every call to port 2.
+        let held = Task { try await balancer.withEndpoint { endpoint in try await endpoint(0) } }
+        try await waitUntil { gate.waiters == 1 }
+        for _ in 0..<50 { #expect(try await balancer.call(0) == 2) }
+        gate.open()
+        _ = try await held.value
+        // Both idle again: both get calls.
+        var ports = Set<Int>()
+        for _ in 0..<200 { ports.insert(try await balancer.call(0)) }
+        #expect(ports == [1, 2])
+    }
+}
+
+extension BalancerKind {
+    func make(endpoints: [Endpoint<Int, Int>]) -> AnyBalancer<Int, Int> {
+        switch self {
+        case .roundRobin: AnyBalancer(RoundRobinBalancer(endpoints: endpoints))
+        case .random: AnyBalancer(RandomBalancer(endpoints: endpoints, seed: 3))
+        case .weightedRoundRobin: AnyBalancer(WeightedRoundRobinBalancer(endpoints: endpoints))
+        case .weightedRandom: AnyBalancer(WeightedRandomBalancer(endpoints: endpoints, seed: 3))
+        case .priority: AnyBalancer(PriorityBalancer(endpoints: endpoints, seed: 3))
+        case .leastOutstanding: AnyBalancer(P2CBalancer(endpoints: endpoints, metric: .leastOutstanding, seed: 3))
+        case .peakEWMA: AnyBalancer(P2CBalancer(endpoints: endpoints, metric: .peakEWMA(), seed: 3))
+        case .consistentHash: AnyBalancer(ConsistentHashBalancer(endpoints: endpoints, tableSize: 4_099))
+        }
+    }
+}
+
+/// A flag closures can capture.
+final class Flag: Sendable {
+    private let storage = Atomic(false)
+    var isSet: Bool { storage.load(ordering: .relaxed) }
+    func set() { storage.store(true, ordering: .relaxed) }
+}
+
+/// A gate calls wait at until it is opened.
+final class AsyncGate: Sendable {
+    private let state = Mutex<(open: Bool, waiting: [CheckedContinuation<Void, Never>])>((false, []))
+
+    var waiters: Int { state.withLock { $0.waiting.count } }
+
+    func wait() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let resume = state.withLock { state -> Bool in
+                if state.open { return true }
+                state.waiting.append(continuation)
+                return false
+            }
+            if resume { continuation.resume() }
+        }
+    }
+
+    func open() {
+        let waiting = state.withLock { state in
+            state.open = true
+            defer { state.waiting = [] }
+            return state.waiting
+        }
+        for continuation in waiting { continuation.resume() }
+    }
+}
