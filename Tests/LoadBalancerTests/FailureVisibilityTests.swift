@@ -155,6 +155,24 @@ struct FailureVisibilityTests {
         #expect(timedOut)
     }
 
+    @Test("withLoadBalancer waits for a set while the registry fails; cancelling it ends it without running the body")
+    func withLoadBalancerCancellable() async throws {
+        let publisher = SilentPublisher()
+        publisher.broadcaster.fail(DiscoveryError(code: .registryUnavailable, message: "down"))
+        let ran = Counter()
+        let call = Task {
+            try await withLoadBalancer(
+                publisher: publisher,
+                factory: EndpointLedger().factory(),
+                balancer: { RoundRobinBalancer($0) }
+            ) { _ in ran.increment() }
+        }
+        try await waitUntil { publisher.broadcaster.subscriberCount == 1 }
+        call.cancel()
+        await #expect(throws: CancellationError.self) { try await call.value }
+        #expect(ran.value == 0, "the body never ran")
+    }
+
     @Test("a cache that shuts down before it was ready releases its waiters")
     func shutdownReleasesWaiters() async throws {
         let publisher = SilentPublisher()
