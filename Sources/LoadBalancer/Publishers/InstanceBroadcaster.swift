@@ -109,7 +109,8 @@ public final class InstanceBroadcaster: Sendable {
                         }
                     }
                 }
-                if state.invalidated {
+                // Without a good set there is nothing to drop: the error stays the registry's own.
+                if state.invalidated, !(state.lastGood ?? []).isEmpty {
                     update = Self.invalidatedUpdate(first: state.firstFailure ?? error, latest: error, limit: policy.invalidateAfter)
                 }
             }
@@ -133,7 +134,12 @@ public final class InstanceBroadcaster: Sendable {
     }
 
     private static func invalidatedUpdate(first: DiscoveryError, latest: DiscoveryError?, limit: Duration?) -> InstanceUpdate {
-        var message = "registry failures have lasted \((limit ?? .zero).formatted()) or more: the last good set is dropped"
+        var message: String
+        if let limit, limit > .zero {
+            message = "registry failures have lasted \(limit.formatted()) or more: the last good set is dropped"
+        } else {
+            message = "the registry failed: the last good set is dropped at once (staleness limit zero)"
+        }
         if let latest { message += "; latest failure: \(latest.code): \(latest.message)" }
         return InstanceUpdate(instances: [], error: DiscoveryError(code: .invalidated, message: message, cause: first))
     }
