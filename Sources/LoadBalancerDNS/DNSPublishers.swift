@@ -56,7 +56,7 @@ public struct DNSRefresh: Sendable, Hashable {
 /// the root target (".", RFC 2782's "service decidedly not available") is skipped quietly. A record
 /// that cannot make an instance (port 0, an address the instance rules refuse) is left out and
 /// reported in band, as the static and Consul publishers do: the update carries the good instances
-/// and a ``DiscoveryError`` with code ``DiscoveryError/Code/invalidInstances`` naming the bad
+/// and a `DiscoveryError` with code `invalidInstances` naming the bad
 /// records. The first lookup happens when ``run()`` starts, then again at the records' TTL (see
 /// ``DNSRefresh``).
 ///

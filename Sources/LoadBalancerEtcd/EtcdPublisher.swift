@@ -8,7 +8,7 @@ import Synchronization
 /// Each key under the prefix is one instance; its value is `host:port` or the JSON object that
 /// `Instance.init(registryValue:)` reads (``EtcdRegistrar`` writes that form). A value that
 /// parses as neither is left out and reported in band, never fatal: the update carries the good
-/// instances and a ``DiscoveryError`` with code ``DiscoveryError/Code/invalidInstances`` naming the
+/// instances and a `DiscoveryError` with code `invalidInstances` naming the
 /// bad keys (as the static, DNS, ZooKeeper and Consul publishers do).
 ///
 /// ``run()`` lists the prefix, then watches it from the revision after the list. After a broken
@@ -19,7 +19,7 @@ import Synchronization
 /// with the error in band; at start-up, when etcd is down, the first update carries the error
 /// (after the client's connection attempt fails, or ``EtcdConfiguration/requestTimeout``).
 /// When the client is shut down, the publisher publishes a last update with a
-/// ``DiscoveryError/Code/closed`` error, then ends its subscriptions.
+/// `closed` error, then ends its subscriptions.
 public final class EtcdPublisher: InstancePublisher, Service {
     /// The key prefix watched, for example `/services/api/`.
     public let prefix: String
@@ -55,7 +55,7 @@ public final class EtcdPublisher: InstancePublisher, Service {
     public func updates() -> InstanceUpdates { broadcaster.updates() }
 
     /// Lists and watches until cancelled or shut down, or until the client is shut down (then it
-    /// publishes a ``DiscoveryError/Code/closed`` error first); then ends the subscriptions.
+    /// publishes a `closed` error first); then ends the subscriptions.
     public func run() async {
         let closedBy: EtcdError? = await cancelWhenGracefulShutdown {
             var failures = 0

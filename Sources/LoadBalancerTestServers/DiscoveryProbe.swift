@@ -1,7 +1,7 @@
 import LoadBalancer
 
-/// What a user of a publisher sees: every update it sends, and an ``EndpointCache`` fed by it (its
-/// ``EndpointCache/discoveryStatus`` and readiness). For the tests of a registry that is down.
+/// What a user of a publisher sees: every update it sends, and an `EndpointCache` fed by it (its
+/// `EndpointCache/discoveryStatus` and readiness). For the tests of a registry that is down.
 public final class DiscoveryProbe: Sendable {
     /// Every update of the publisher.
     public let recorder = Recorder()

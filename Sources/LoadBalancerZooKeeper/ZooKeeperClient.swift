@@ -36,7 +36,7 @@ public enum ZooKeeperEvent: Sendable, Hashable {
         }
     }
 
-    /// Hashes what ``==`` compares.
+    /// Hashes what `==` compares.
     public func hash(into hasher: inout Hasher) {
         switch self {
         case .connected(let session, let newSession):

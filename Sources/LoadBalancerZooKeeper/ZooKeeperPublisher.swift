@@ -8,7 +8,7 @@ import ServiceLifecycle
 /// Each child's data is one instance: `host:port` or the JSON object that
 /// `Instance.init(registryValue:)` reads (``ZooKeeperRegistrar`` writes that form). A child whose
 /// data is neither is left out and reported in band, never fatal: the update carries the good
-/// instances and a ``DiscoveryError`` with code ``DiscoveryError/Code/invalidInstances`` naming
+/// instances and a `DiscoveryError` with code `invalidInstances` naming
 /// the bad children (as the static, DNS and Consul publishers do).
 ///
 /// ``run()`` creates the parent path when it is missing, reads the children with a child watch and
@@ -21,9 +21,9 @@ import ServiceLifecycle
 /// When ZooKeeper cannot be reached (at start-up too, before any session), each failed connection
 /// attempt of the client (``ZooKeeperEvent/connectFailed(_:)``, within
 /// ``ZooKeeperConfiguration/connectTimeout``) is published as an update carrying a
-/// ``DiscoveryError/Code/registryUnavailable`` error; the set is read as soon as a session is up.
+/// `registryUnavailable` error; the set is read as soon as a session is up.
 /// When the client is closed, the publisher publishes a last update with a
-/// ``DiscoveryError/Code/closed`` error, then ends its subscriptions.
+/// `closed` error, then ends its subscriptions.
 public final class ZooKeeperPublisher: InstancePublisher, Service {
     /// The parent node, for example `/services/api`.
     public let path: String
@@ -70,7 +70,7 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
     }
 
     /// Reads and watches until cancelled or shut down, or until the client is closed (then it
-    /// publishes a ``DiscoveryError/Code/closed`` error first); then ends the subscriptions.
+    /// publishes a `closed` error first); then ends the subscriptions.
     public func run() async {
         let events = client.events()
         let closedBy: ZooKeeperError? = await cancelWhenGracefulShutdown {
