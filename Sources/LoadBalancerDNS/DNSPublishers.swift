@@ -1,6 +1,7 @@
 import LoadBalancer
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 /// When a DNS publisher asks again.
 public struct DNSRefresh: Sendable, Hashable {
@@ -9,8 +10,12 @@ public struct DNSRefresh: Sendable, Hashable {
         case fixed(Duration)
     }
     let kind: Kind
-    /// How soon to ask again after a failed lookup. Default 1 s.
+    /// How soon to ask again after a failed lookup. Default 1 s. Each further failure in a row
+    /// doubles it, up to ``maximumRetryAfterFailure`` (each pause is drawn in the upper half of
+    /// its window, so many clients do not retry in step).
     public var retryAfterFailure: Duration = .seconds(1)
+    /// The longest pause between failed lookups. Default 30 s.
+    public var maximumRetryAfterFailure: Duration = .seconds(30)
 
     /// At the smallest TTL of the records used, clamped to `minimum...maximum` (default 1 s to 5 min).
     public static func ttl(minimum: Duration = .seconds(1), maximum: Duration = .seconds(300)) -> DNSRefresh {
@@ -31,18 +36,34 @@ public struct DNSRefresh: Sendable, Hashable {
             return min(max(seconds, minimum), maximum)
         }
     }
+
+    /// The pause after `failures` failed lookups in a row (from 1), from 64 random bits.
+    package func delay(afterFailures failures: Int, random: UInt64) -> Duration {
+        let cap = max(retryAfterFailure, maximumRetryAfterFailure)
+        let window = min(Backoff(base: retryAfterFailure, cap: cap).window(forRetry: max(1, failures)), cap)
+        // Upper half of the window: at least half of it, so a failing server is not hammered.
+        let fraction = 0.5 + Double(random >> 11) * 0x1.0p-54
+        let seconds = Double(window.components.seconds) + Double(window.components.attoseconds) / 1e18
+        return .nanoseconds(Int64(seconds * fraction * 1e9))
+    }
 }
 
 /// Publishes the instances behind a DNS SRV name (RFC 2782): one instance per address of each
 /// target, carrying the record's priority and weight.
 ///
 /// Targets are resolved from the answer's additional section, or by A and AAAA queries of the
-/// publisher's own when the additional section lacks them (large answers often do). Records with
-/// port 0 or the root target (".", "service not available") are skipped. The first lookup happens
-/// when ``run()`` starts, then again at the records' TTL (see ``DNSRefresh``).
+/// publisher's own when the additional section lacks them (large answers often do). A record with
+/// the root target (".", RFC 2782's "service decidedly not available") is skipped quietly. A record
+/// that cannot make an instance (port 0, an address the instance rules refuse) is left out and
+/// reported in band, as the static and Consul publishers do: the update carries the good instances
+/// and a `DiscoveryError` with code `invalidInstances` naming the bad
+/// records. The first lookup happens when ``run()`` starts, then again at the records' TTL (see
+/// ``DNSRefresh``).
 ///
 /// Timeouts, SERVFAIL and REFUSED keep the last good set (the update carries the error); NXDOMAIN
-/// and an empty answer are authoritative and publish the empty set.
+/// and an empty answer are authoritative and publish the empty set. When the server is down at
+/// start-up, the first update carries the error after the resolver's timeout and attempts; lookups
+/// go on after ``DNSRefresh/retryAfterFailure`` (growing) until the server answers.
 public final class DNSSRVPublisher: InstancePublisher, Service {
     /// The SRV name, for example `_http._tcp.example.com`.
     public let name: String
@@ -83,8 +104,8 @@ public final class DNSSRVPublisher: InstancePublisher, Service {
         await core.refreshOnce { try await self.lookup() }
     }
 
-    /// The instances and the smallest TTL of the records used.
-    func lookup() async throws -> ([Instance], UInt32?) {
+    /// The instances, the smallest TTL of the records used, and the records that made no instance.
+    func lookup() async throws -> DNSLookupResult {
         var response: DNSMessage?
         var queried = DNSClient.normalized(name)
         for candidate in client.configuration.candidates(for: name) {
@@ -93,15 +114,20 @@ public final class DNSSRVPublisher: InstancePublisher, Service {
             response = answer.message
             if answer.message.responseCode == .noError, !answer.message.answers.isEmpty { break }
         }
-        guard let response, response.responseCode == .noError else { return ([], nil) }
+        guard let response, response.responseCode == .noError else { return DNSLookupResult(instances: [], ttl: nil) }
         var ttl: UInt32?
         func use(_ value: UInt32) { ttl = min(ttl ?? value, value) }
 
         var instances: [Instance] = []
+        var invalid: [String] = []
         for record in response.answers where record.name == queried {
             guard case .srv(let priority, let weight, let port, let target) = record.data else { continue }
-            guard port != 0, !target.isEmpty else {
-                core.logger.debug("skipping an unusable SRV record", metadata: ["loadbalancer.dns.record": "\(record)"])
+            guard !target.isEmpty else {
+                core.logger.debug("skipping an SRV record that says the service is not available", metadata: ["loadbalancer.dns.record": "\(record)"])
+                continue
+            }
+            guard port != 0 else {
+                invalid.append("SRV record \(priority) \(weight) \(port) \(target): port 0")
                 continue
             }
             use(record.ttl)
@@ -117,18 +143,22 @@ public final class DNSSRVPublisher: InstancePublisher, Service {
             }
             for (address, addressTTL) in addresses {
                 use(addressTTL)
-                if let instance = try? Instance(
-                    host: address,
-                    port: Int(port),
-                    weight: Int(weight),
-                    priority: Int(priority),
-                    metadata: ["target": target]
-                ) {
-                    instances.append(instance)
+                do {
+                    instances.append(
+                        try Instance(
+                            host: address,
+                            port: Int(port),
+                            weight: Int(weight),
+                            priority: Int(priority),
+                            metadata: ["target": target]
+                        )
+                    )
+                } catch {
+                    invalid.append("SRV record \(priority) \(weight) \(port) \(target), address \(address): \(error)")
                 }
             }
         }
-        return (instances, ttl)
+        return DNSLookupResult(instances: instances, ttl: ttl, invalid: invalid)
     }
 
     /// A and AAAA records of `target` (NXDOMAIN or no records: none).
@@ -208,9 +238,11 @@ public final class DNSAddressPublisher: InstancePublisher, Service {
         await core.refreshOnce { try await self.lookup() }
     }
 
-    /// The instances (one per address) and the smallest TTL of the records used.
-    func lookup() async throws -> ([Instance], UInt32?) {
+    /// The instances (one per address), the smallest TTL of the records used, and the addresses
+    /// that made no instance.
+    func lookup() async throws -> DNSLookupResult {
         var instances: [Instance] = []
+        var invalid: [String] = []
         var ttl: UInt32?
         candidates: for candidate in client.configuration.candidates(for: name) {
             var exists = false
@@ -231,17 +263,31 @@ public final class DNSAddressPublisher: InstancePublisher, Service {
                     switch record.data {
                     case .ipv4(let address) where type == .a, .ipv6(let address) where type == .aaaa:
                         ttl = min(ttl ?? record.ttl, record.ttl)
-                        if let instance = try? Instance(host: address, port: port) { instances.append(instance) }
+                        do {
+                            instances.append(try Instance(host: address, port: port))
+                        } catch {
+                            invalid.append("address \(address): \(error)")
+                        }
                     default:
                         continue
                     }
                 }
             }
-            if instances.isEmpty, let failure { throw failure }
-            if exists, !instances.isEmpty { break candidates }
+            if instances.isEmpty, invalid.isEmpty, let failure { throw failure }
+            if exists, !instances.isEmpty || !invalid.isEmpty { break candidates }
         }
-        return (instances, ttl)
+        return DNSLookupResult(instances: instances, ttl: ttl, invalid: invalid)
     }
+}
+
+/// What one lookup found.
+struct DNSLookupResult: Sendable {
+    /// The instances, in answer order.
+    var instances: [Instance]
+    /// The smallest TTL of the records used.
+    var ttl: UInt32?
+    /// The records (or addresses) that could not make an instance, described.
+    var invalid: [String] = []
 }
 
 /// What both DNS publishers share: the broadcaster, the refresh loop, and what a lookup's result
@@ -251,6 +297,8 @@ final class DNSPublisherCore: Sendable {
     let refresh: DNSRefresh
     let logger: Logger
     let broadcaster: InstanceBroadcaster
+    /// Failed lookups in a row (the retry backoff's step).
+    private let failures = Mutex(0)
 
     init(name: String, refresh: DNSRefresh, staleness: StalenessPolicy, logger: Logger) {
         self.name = name
@@ -261,7 +309,7 @@ final class DNSPublisherCore: Sendable {
 
     /// Looks up and sleeps until the next refresh, until cancelled or shut down; then ends the
     /// subscriptions.
-    func run(_ lookup: @escaping @Sendable () async throws -> ([Instance], UInt32?)) async {
+    func run(_ lookup: @escaping @Sendable () async throws -> DNSLookupResult) async {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 let delay = await self.refreshOnce(lookup)
@@ -273,21 +321,36 @@ final class DNSPublisherCore: Sendable {
 
     /// Publishes a lookup's instances (an empty set is authoritative) or reports its failure
     /// (the last good set stays); returns when to look again.
-    func refreshOnce(_ lookup: () async throws -> ([Instance], UInt32?)) async -> Duration {
+    func refreshOnce(_ lookup: () async throws -> DNSLookupResult) async -> Duration {
         do {
-            let (instances, ttl) = try await lookup()
-            if instances.isEmpty {
+            let result = try await lookup()
+            failures.withLock { $0 = 0 }
+            if result.instances.isEmpty {
                 logger.info("DNS lookup found no instances", metadata: ["loadbalancer.dns.name": "\(name)"])
             }
-            broadcaster.publish(instances)
-            return refresh.delay(ttl: ttl)
+            broadcaster.publish(result.instances)
+            if !result.invalid.isEmpty {
+                logger.warning(
+                    "DNS records that make no instance were left out",
+                    metadata: ["loadbalancer.dns.name": "\(name)", "loadbalancer.error": "\(result.invalid.joined(separator: "; "))"]
+                )
+                broadcaster.fail(
+                    DiscoveryError(code: .invalidInstances, message: result.invalid.joined(separator: "; "))
+                )
+            }
+            return refresh.delay(ttl: result.ttl)
         } catch {
+            let failures = failures.withLock { count -> Int in
+                count += 1
+                return count
+            }
             logger.warning(
                 "DNS lookup failed; keeping the last good set",
                 metadata: ["loadbalancer.dns.name": "\(name)", "loadbalancer.error": "\(error)"]
             )
             broadcaster.fail(DiscoveryError(code: .registryUnavailable, message: "lookup of \(name) failed", cause: error))
-            return refresh.retryAfterFailure
+            var random = SystemRandomNumberGenerator()
+            return refresh.delay(afterFailures: failures, random: random.next())
         }
     }
 }

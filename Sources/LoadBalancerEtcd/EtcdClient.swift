@@ -35,6 +35,7 @@ public final class EtcdClient: Service, Sendable {
     private let connections: [Connection]
     private let preferred = Atomic<Int>(0)
     private let token = Mutex<String?>(nil)
+    private let stopped = Atomic<Bool>(false)
 
     struct Connection: Sendable {
         let member: EtcdConfiguration.Member
@@ -77,8 +78,10 @@ public final class EtcdClient: Service, Sendable {
     }
 
     /// Runs the connections until cancelled or, in a `ServiceGroup`, until graceful shutdown (then
-    /// in-flight requests finish first).
+    /// in-flight requests finish first). Once it has returned, the client is stopped for good
+    /// (``isStopped``).
     public func run() async {
+        defer { stopped.store(true, ordering: .releasing) }
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 for connection in connections {
@@ -95,14 +98,20 @@ public final class EtcdClient: Service, Sendable {
                 }
             }
         } onGracefulShutdown: {
+            self.stopped.store(true, ordering: .releasing)
             for connection in self.connections { connection.grpc.beginGracefulShutdown() }
         }
     }
 
     /// Stops the connections: requests in flight finish, new ones fail. ``run()`` then returns.
     public func shutdown() {
+        stopped.store(true, ordering: .releasing)
         for connection in connections { connection.grpc.beginGracefulShutdown() }
     }
+
+    /// Whether the client has been shut down (``shutdown()``, graceful shutdown, or ``run()`` has
+    /// returned): every request fails from then on.
+    public var isStopped: Bool { stopped.load(ordering: .acquiring) }
 
     /// The member requests go to now.
     public var preferredMember: EtcdConfiguration.Member {

@@ -72,14 +72,21 @@ public struct EtcdWatchBatch: Sendable {
 struct EtcdInstanceTable: Sendable {
     /// Instances by key.
     var instances: [String: Instance] = [:]
+    /// The values that are not instances, by key (reported in band).
+    var invalid: [String: [UInt8]] = [:]
     /// The revision to watch from next (the one after the last seen); nil: list first.
     var nextRevision: Int64?
 
     /// Replaces the table with a list's result; `parse` turns a value into an instance (nil: skip it).
     mutating func reset(to range: EtcdRange, parse: (EtcdKeyValue) -> Instance?) {
         var listed: [String: Instance] = [:]
+        invalid = [:]
         for kv in range.keyValues {
-            if let instance = parse(kv) { listed[kv.key] = instance }
+            if let instance = parse(kv) {
+                listed[kv.key] = instance
+            } else {
+                invalid[kv.key] = kv.value
+            }
         }
         instances = listed
         nextRevision = Self.after(range.revision)
@@ -96,8 +103,14 @@ struct EtcdInstanceTable: Sendable {
             changed = true
             if let instance {
                 instances[event.keyValue.key] = instance
+                invalid.removeValue(forKey: event.keyValue.key)
             } else {
                 instances.removeValue(forKey: event.keyValue.key)
+                if event.kind == .put {
+                    invalid[event.keyValue.key] = event.keyValue.value
+                } else {
+                    invalid.removeValue(forKey: event.keyValue.key)
+                }
             }
         }
         nextRevision = max(nextRevision ?? 0, Self.after(batch.revision))

@@ -7,14 +7,19 @@ import Synchronization
 ///
 /// Each key under the prefix is one instance; its value is `host:port` or the JSON object that
 /// `Instance.init(registryValue:)` reads (``EtcdRegistrar`` writes that form). A value that
-/// parses as neither is logged and skipped, never fatal.
+/// parses as neither is left out and reported in band, never fatal: the update carries the good
+/// instances and a `DiscoveryError` with code `invalidInstances` naming the
+/// bad keys (as the static, DNS, ZooKeeper and Consul publishers do).
 ///
 /// ``run()`` lists the prefix, then watches it from the revision after the list. After a broken
 /// stream (a member died, lost its leader, or the connection dropped) it watches again from the
 /// revision after the last one it saw, on the next member, so no change is lost or seen twice.
 /// When etcd has compacted that revision away, it lists again. Between attempts it backs off
 /// (jittered, exponential, capped). While etcd is unreachable the last good set stays published,
-/// with the error in band.
+/// with the error in band; at start-up, when etcd is down, the first update carries the error
+/// (after the client's connection attempt fails, or ``EtcdConfiguration/requestTimeout``).
+/// When the client is shut down, the publisher publishes a last update with a
+/// `closed` error, then ends its subscriptions.
 public final class EtcdPublisher: InstancePublisher, Service {
     /// The key prefix watched, for example `/services/api/`.
     public let prefix: String
@@ -49,9 +54,10 @@ public final class EtcdPublisher: InstancePublisher, Service {
     /// A new subscription: the current set first (once the first list is in), then every change.
     public func updates() -> InstanceUpdates { broadcaster.updates() }
 
-    /// Lists and watches until cancelled or shut down; then ends the subscriptions.
+    /// Lists and watches until cancelled or shut down, or until the client is shut down (then it
+    /// publishes a `closed` error first); then ends the subscriptions.
     public func run() async {
-        await cancelWhenGracefulShutdown {
+        let closedBy: EtcdError? = await cancelWhenGracefulShutdown {
             var failures = 0
             var generator = SystemRandomNumberGenerator()
             while !Task.isCancelled {
@@ -59,12 +65,23 @@ public final class EtcdPublisher: InstancePublisher, Service {
                     try await self.listAndWatch(onProgress: { failures = 0 })
                 } catch {
                     if Task.isCancelled { break }
+                    if self.client.isStopped { return (error as? EtcdError) ?? EtcdError(code: .other, message: "the client is shut down", cause: error) }
                     failures += 1
                     self.report(error)
                 }
                 let delay = self.backoff.delay(forRetry: max(0, failures - 1), random: generator.next())
                 do { try await Task.sleep(for: delay) } catch { break }
             }
+            return nil
+        }
+        if let error = closedBy {
+            logger.warning(
+                "etcd client shut down; the publisher stops",
+                metadata: ["loadbalancer.etcd.prefix": "\(prefix)", "loadbalancer.error": "\(error)"]
+            )
+            broadcaster.fail(
+                DiscoveryError(code: .closed, message: "the etcd client was shut down: \(prefix) is no longer watched", cause: error)
+            )
         }
         broadcaster.finish()
     }
@@ -94,9 +111,9 @@ public final class EtcdPublisher: InstancePublisher, Service {
     /// Reads the whole prefix and publishes it.
     private func list() async throws(EtcdError) {
         let range = try await client.range(prefix: prefix)
-        let set = state.withLock { table in
+        let (set, invalid) = state.withLock { table in
             table.reset(to: range, parse: parse)
-            return table.ordered
+            return (table.ordered, table.invalid)
         }
         logger.debug(
             "etcd instances listed",
@@ -105,21 +122,36 @@ public final class EtcdPublisher: InstancePublisher, Service {
                 "loadbalancer.instances": "\(set.count)",
             ]
         )
+        publish(set, invalid: invalid)
+    }
+
+    /// Publishes `set`, and the values that are not instances in band, if any.
+    private func publish(_ set: [Instance], invalid: [String: [UInt8]]) {
         broadcaster.publish(set)
+        guard !invalid.isEmpty else { return }
+        let reasons = invalid.sorted { $0.key < $1.key }.map { key, value -> String in
+            do {
+                _ = try Instance(registryValue: value)
+                return key
+            } catch {
+                return "\(key): \(error)"
+            }
+        }
+        broadcaster.fail(DiscoveryError(code: .invalidInstances, message: reasons.joined(separator: "; ")))
     }
 
     /// Applies a watch batch and publishes the new set.
     private func apply(_ batch: EtcdWatchBatch) {
         let parsed = batch.events.map { event in event.kind == .put ? parse(event.keyValue) : nil }
-        let set: [Instance]? = state.withLock { table in
-            table.apply(batch, parsed: parsed) ? table.ordered : nil
+        let changed: ([Instance], [String: [UInt8]])? = state.withLock { table in
+            table.apply(batch, parsed: parsed) ? (table.ordered, table.invalid) : nil
         }
-        if let set {
+        if case let (set, invalid)? = changed {
             logger.debug(
                 "etcd instances changed",
                 metadata: ["loadbalancer.etcd.prefix": "\(prefix)", "loadbalancer.instances": "\(set.count)"]
             )
-            broadcaster.publish(set)
+            publish(set, invalid: invalid)
         }
     }
 

@@ -13,10 +13,49 @@ public enum ZooKeeperEvent: Sendable, Hashable {
     /// The connection broke; the client is reconnecting. Requests fail with
     /// ``ZooKeeperError/Code/connectionLoss`` meanwhile.
     case disconnected
+    /// A connection attempt failed while the client had no connection: the server could not be
+    /// reached within ``ZooKeeperConfiguration/connectTimeout``, refused, or closed the connection
+    /// before the handshake. Sent for each failed attempt, at start-up too (when no session has
+    /// existed yet); the client tries the next server, pausing (jittered, up to 2 s) after each
+    /// round of the ensemble.
+    case connectFailed(ZooKeeperError)
     /// The server said the session has expired; the client starts a new one.
     case sessionExpired
     /// A watch fired (watches are one-shot: read again with `watch: true` to re-arm it).
     case watch(ZooKeeperWatchEvent)
+
+    /// Events are equal when their cases and values are; two ``connectFailed(_:)`` events are equal
+    /// when their errors' codes and messages are (the cause is not compared).
+    public static func == (lhs: ZooKeeperEvent, rhs: ZooKeeperEvent) -> Bool {
+        switch (lhs, rhs) {
+        case (.connected(let a, let b), .connected(let c, let d)): a == c && b == d
+        case (.disconnected, .disconnected), (.sessionExpired, .sessionExpired): true
+        case (.connectFailed(let a), .connectFailed(let b)): a.code == b.code && a.message == b.message
+        case (.watch(let a), .watch(let b)): a == b
+        default: false
+        }
+    }
+
+    /// Hashes what `==` compares.
+    public func hash(into hasher: inout Hasher) {
+        switch self {
+        case .connected(let session, let newSession):
+            hasher.combine(0)
+            hasher.combine(session)
+            hasher.combine(newSession)
+        case .disconnected:
+            hasher.combine(1)
+        case .connectFailed(let error):
+            hasher.combine(2)
+            hasher.combine(error.code)
+            hasher.combine(error.message)
+        case .sessionExpired:
+            hasher.combine(3)
+        case .watch(let event):
+            hasher.combine(4)
+            hasher.combine(event)
+        }
+    }
 }
 
 /// A ZooKeeper client over SwiftNIO, speaking ZooKeeper's binary protocol.
@@ -368,6 +407,9 @@ public final class ZooKeeperClient: Service, Sendable {
                 }
         } catch {
             logger.debug("ZooKeeper connect failed", metadata: ["loadbalancer.zookeeper.server": "\(server)", "loadbalancer.error": "\(error)"])
+            if !Task.isCancelled {
+                emit(.connectFailed(ZooKeeperError(code: .connectionLoss, message: "cannot connect to \(server)", cause: error)))
+            }
             return false
         }
 
@@ -384,6 +426,7 @@ public final class ZooKeeperClient: Service, Sendable {
             )
         }
         send.yield(ByteBuffer(bytes: hello))
+        var failure: (any Error)?
         do {
             try await channel.executeThenClose { inbound, outbound in
                 try await withThrowingTaskGroup(of: Void.self) { group in
@@ -413,6 +456,7 @@ public final class ZooKeeperClient: Service, Sendable {
                 }
             }
         } catch {
+            failure = error
             if !(error is ConnectionClosed) && !(error is CancellationError) {
                 logger.info("ZooKeeper connection dropped", metadata: ["loadbalancer.zookeeper.server": "\(server)", "loadbalancer.error": "\(error)"])
             }
@@ -428,7 +472,12 @@ public final class ZooKeeperClient: Service, Sendable {
         for request in pending {
             request.continuation.resume(throwing: ZooKeeperError(code: .connectionLoss, message: "the connection to \(server) broke"))
         }
-        if wasConnected { emit(.disconnected) }
+        if wasConnected {
+            emit(.disconnected)
+        } else if !Task.isCancelled, !state.withLock({ $0.closed }), (failure as? ZooKeeperError)?.code != .sessionExpired {
+            // Reached, but no session: the server closed or broke the connection before the handshake.
+            emit(.connectFailed(ZooKeeperError(code: .connectionLoss, message: "\(server) closed the connection before a session was established", cause: failure is ConnectionClosed ? nil : failure)))
+        }
         return wasConnected
     }
 

@@ -7,7 +7,9 @@ import ServiceLifecycle
 ///
 /// Each child's data is one instance: `host:port` or the JSON object that
 /// `Instance.init(registryValue:)` reads (``ZooKeeperRegistrar`` writes that form). A child whose
-/// data is neither is logged and skipped, never fatal.
+/// data is neither is left out and reported in band, never fatal: the update carries the good
+/// instances and a `DiscoveryError` with code `invalidInstances` naming
+/// the bad children (as the static, DNS and Consul publishers do).
 ///
 /// ``run()`` creates the parent path when it is missing, reads the children with a child watch and
 /// each child's data with a data watch. After a watch event it reads only what changed (the list
@@ -15,6 +17,13 @@ import ServiceLifecycle
 /// that fired; so a change costs a request or two, whatever the number of instances. After a reconnection within the session the client sets the watches again; after
 /// a session expiry the client starts a new session and this publisher reads everything again.
 /// Failures back off and keep the last good set, with the error in band.
+///
+/// When ZooKeeper cannot be reached (at start-up too, before any session), each failed connection
+/// attempt of the client (``ZooKeeperEvent/connectFailed(_:)``, within
+/// ``ZooKeeperConfiguration/connectTimeout``) is published as an update carrying a
+/// `registryUnavailable` error; the set is read as soon as a session is up.
+/// When the client is closed, the publisher publishes a last update with a
+/// `closed` error, then ends its subscriptions.
 public final class ZooKeeperPublisher: InstancePublisher, Service {
     /// The parent node, for example `/services/api`.
     public let path: String
@@ -60,21 +69,26 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
         var isEmpty: Bool { !everything && !children && data.isEmpty }
     }
 
-    /// Reads and watches until cancelled or shut down; then ends the subscriptions.
+    /// Reads and watches until cancelled or shut down, or until the client is closed (then it
+    /// publishes a `closed` error first); then ends the subscriptions.
     public func run() async {
         let events = client.events()
-        await cancelWhenGracefulShutdown {
+        let closedBy: ZooKeeperError? = await cancelWhenGracefulShutdown {
+            var closed: ZooKeeperError?
             var iterator = events.makeAsyncIterator()
             var failures = 0
             var generator = SystemRandomNumberGenerator()
             var work = Work()
-            /// The children read so far, by name; `nil` for data that is not an instance.
-            var known: [String: Instance?] = [:]
+            /// The children read so far, by name, parsed (a failure for data that is not an instance).
+            var known: [String: Result<Instance, InstanceParseError>] = [:]
             while !Task.isCancelled {
                 if !work.isEmpty, self.client.isConnected {
                     do {
                         try await self.read(&work, into: &known)
                         failures = 0
+                    } catch let error as ZooKeeperError where error.code == .closed {
+                        closed = error
+                        break
                     } catch {
                         failures += 1
                         work.everything = true
@@ -84,12 +98,20 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
                         continue
                     }
                 }
-                guard let event = await iterator.next() else { break }
+                guard let event = await iterator.next() else {
+                    // The event stream ends when the client stops.
+                    if !Task.isCancelled {
+                        closed = ZooKeeperError(code: .closed, message: "the client stopped")
+                    }
+                    break
+                }
                 switch event {
                 case .connected, .sessionExpired:
                     work.everything = true
                 case .disconnected:
                     self.report(ZooKeeperError(code: .connectionLoss, message: "disconnected from ZooKeeper"))
+                case .connectFailed(let error):
+                    self.report(error)
                 case .watch(let watch):
                     if watch.path == self.path {
                         work.children = true
@@ -99,12 +121,22 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
                     }
                 }
             }
+            return closed
+        }
+        if let error = closedBy {
+            logger.warning(
+                "ZooKeeper client closed; the publisher stops",
+                metadata: ["loadbalancer.zookeeper.path": "\(path)", "loadbalancer.error": "\(error)"]
+            )
+            broadcaster.fail(
+                DiscoveryError(code: .closed, message: "the ZooKeeper client was closed: \(path) is no longer watched", cause: error)
+            )
         }
         broadcaster.finish()
     }
 
     /// Does `work` (arming the watches it reads with) and publishes the set.
-    private func read(_ work: inout Work, into known: inout [String: Instance?]) async throws(ZooKeeperError) {
+    private func read(_ work: inout Work, into known: inout [String: Result<Instance, InstanceParseError>]) async throws(ZooKeeperError) {
         if work.everything {
             if try await client.exists(path) == nil {
                 do {
@@ -126,29 +158,37 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
             let childPath = ZooKeeperPath.join(path, name)
             do {
                 let data = try await client.getData(childPath, watch: true).data
-                known[name] = .some(parse(data, at: childPath))
+                known[name] = parse(data, at: childPath)
             } catch where error.code == .noNode {
                 known.removeValue(forKey: name)  // deleted since the listing: the child watch fires for it
             }
         }
         work = Work(everything: false)
-        let set = known.sorted { $0.key < $1.key }.compactMap(\.value)
+        let sorted = known.sorted { $0.key < $1.key }
+        let set = sorted.compactMap { try? $0.value.get() }
+        let invalid = sorted.compactMap { child -> String? in
+            guard case .failure(let error) = child.value else { return nil }
+            return "\(ZooKeeperPath.join(path, child.key)): \(error)"
+        }
         logger.debug(
             "ZooKeeper instances read",
             metadata: ["loadbalancer.zookeeper.path": "\(path)", "loadbalancer.instances": "\(set.count)"]
         )
         broadcaster.publish(set)
+        if !invalid.isEmpty {
+            broadcaster.fail(DiscoveryError(code: .invalidInstances, message: invalid.joined(separator: "; ")))
+        }
     }
 
-    private func parse(_ data: [UInt8], at childPath: String) -> Instance? {
+    private func parse(_ data: [UInt8], at childPath: String) -> Result<Instance, InstanceParseError> {
         do {
-            return try Instance(registryValue: data)
+            return .success(try Instance(registryValue: data))
         } catch {
             logger.warning(
                 "skipping a ZooKeeper node that is not an instance",
                 metadata: ["loadbalancer.zookeeper.path": "\(childPath)", "loadbalancer.error": "\(error)"]
             )
-            return nil
+            return .failure(error)
         }
     }
 

@@ -83,7 +83,7 @@ public final class ZooKeeperRegistrar: Service {
                 case .sessionExpired:
                     self.node.withLock { $0 = nil }
                     needed = true
-                case .disconnected, .watch:
+                case .disconnected, .connectFailed, .watch:
                     continue
                 }
             }

@@ -32,6 +32,21 @@ struct EtcdInstanceTableTests {
         table.reset(to: range, parse: parse)
         #expect(table.ordered.map(\.id) == ["h:1", "h:2"])
         #expect(table.nextRevision == 8)
+        #expect(table.invalid == ["/s/c": Array("not an instance".utf8)], "kept to be reported in band")
+    }
+
+    @Test("values that are not instances are tracked until replaced by an instance or deleted")
+    func invalidValues() {
+        var table = EtcdInstanceTable()
+        table.reset(to: EtcdRange(revision: 1, keyValues: []), parse: parse)
+        let bad = EtcdWatchBatch(revision: 3, events: [event(.put, kv("/s/x", "bad", revision: 2)), event(.put, kv("/s/y", "bad too", revision: 3))])
+        _ = table.apply(bad, parsed: bad.events.map { parse($0.keyValue) })
+        #expect(table.invalid.keys.sorted() == ["/s/x", "/s/y"])
+        #expect(table.ordered.isEmpty)
+        let fixed = EtcdWatchBatch(revision: 5, events: [event(.put, kv("/s/x", "h:1", revision: 4)), event(.delete, kv("/s/y", "", revision: 5))])
+        _ = table.apply(fixed, parsed: fixed.events.map { $0.kind == .put ? parse($0.keyValue) : nil })
+        #expect(table.invalid.isEmpty)
+        #expect(table.ordered.map(\.id) == ["h:1"])
     }
 
     @Test("batches apply puts and deletes in order; a replay of revisions already seen changes nothing")

@@ -70,15 +70,20 @@ struct EtcdIntegrationTests {
             let b = try #require(recorder.latest?.instances.last)
             #expect(b.weight == 3 && b.priority == 1 && b.metadata == ["zone": "z1"])
             #expect(log.all.contains { $0.contains("not an instance") }, "the bad value is logged")
+            try await eventually("the bad value reported in band") { recorder.latest?.error?.code == .invalidInstances }
+            #expect(recorder.latest?.error?.message.contains("/svc/api/bad") == true)
+            #expect(recorder.ids == ["127.0.0.1:8001", "127.0.0.2:8002"])
 
             try await client.delete("/svc/api/a")
             try await eventually("a deleted") { recorder.ids == ["127.0.0.2:8002"] }
             try await client.put("/svc/api/b", value: "127.0.0.3:8003")
             try await eventually("b changed") { recorder.ids == ["127.0.0.3:8003"] }
+            try await client.delete("/svc/api/bad")
+            try await eventually("no error once the bad value is gone") { recorder.latest?.error == nil }
             // A loaded machine may stall the server long enough for a reconnection (an error in
             // band); what must hold is that the set never emptied and ends current, without error.
             #expect(recorder.neverEmptiedOnceFilled)
-            #expect(recorder.latest?.error == nil)
+            #expect(recorder.ids == ["127.0.0.3:8003"])
         }
     }
 

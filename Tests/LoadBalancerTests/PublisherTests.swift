@@ -51,47 +51,99 @@ struct PublisherTests {
         #expect(recovered.error == nil)
     }
 
-    @Test("invalidate-after empties the set only once failures outlast it")
+    @Test("invalidate-after: a timer from the first failure drops the set, even when no failure follows")
     func invalidateAfter() async throws {
-        let clock = Mutex(ContinuousClock.now)
-        let broadcaster = InstanceBroadcaster(staleness: .invalidate(after: .seconds(30)), now: { clock.withLock { $0 } })
+        let clock = ManualClock()
+        let broadcaster = InstanceBroadcaster(staleness: .invalidate(after: .seconds(30)), clock: clock)
         broadcaster.publish(instances([1, 2]))
         var iterator = broadcaster.updates().makeAsyncIterator()
         _ = await iterator.next()
 
-        let outage = DiscoveryError(code: .registryUnavailable, message: "down")
-        broadcaster.fail(outage)  // t = 0: first failure
+        broadcaster.fail(DiscoveryError(code: .registryUnavailable, message: "first"))  // t = 0: the timer starts
         #expect(await iterator.next()?.instances.count == 2)
+        try await waitUntil { clock.sleeperCount == 1 }
+        #expect(clock.sleeperDelays == [.seconds(30)])
 
-        clock.withLock { $0 += .seconds(29) }
-        broadcaster.fail(outage)  // t = 29 s: still within the limit
-        #expect(await iterator.next()?.instances.count == 2)
+        clock.advance(by: .seconds(20))
+        broadcaster.fail(DiscoveryError(code: .registryUnavailable, message: "second"))  // t = 20 s
+        let second = try #require(await iterator.next())
+        #expect(second.instances.count == 2)
+        #expect(second.error?.message == "second")
+        #expect(clock.sleeperDelays == [.seconds(10)], "a later failure does not restart the timer")
 
-        clock.withLock { $0 += .seconds(1) }
-        broadcaster.fail(outage)  // t = 30 s: failures have outlasted it
+        // The publisher goes quiet: the timer alone drops the set at t = 30 s.
+        clock.advance(by: .seconds(10))
         let invalidated = try #require(await iterator.next())
         #expect(invalidated.instances.isEmpty)
         #expect(invalidated.error?.code == .invalidated)
+        let cause = try #require(invalidated.error?.cause as? DiscoveryError)
+        #expect(cause.message == "first", "the cause is the first failure of the run")
+        #expect(broadcaster.current?.instances.isEmpty == true)
 
-        // A success resets the run of failures.
+        // Later failures keep the set empty; the cause stays the first failure, the newest is named.
+        broadcaster.fail(DiscoveryError(code: .registryUnavailable, message: "third"))
+        let third = try #require(await iterator.next())
+        #expect(third.instances.isEmpty)
+        #expect(third.error?.code == .invalidated)
+        #expect((third.error?.cause as? DiscoveryError)?.message == "first")
+        #expect(third.error?.message.contains("third") == true)
+
+        // A success ends the run; a new run starts its own timer.
         broadcaster.publish(instances([5]))
         #expect(await iterator.next()?.instances.map(\.port) == [5])
-        clock.withLock { $0 += .seconds(100) }
-        broadcaster.fail(outage)
+        clock.advance(by: .seconds(100))
+        broadcaster.fail(DiscoveryError(code: .registryUnavailable, message: "again"))
         #expect(await iterator.next()?.instances.map(\.port) == [5], "a new run of failures starts its own count")
+        try await waitUntil { clock.sleeperCount == 1 }
+        #expect(clock.sleeperDelays == [.seconds(30)])
+    }
+
+    @Test("a success before the limit cancels the staleness timer")
+    func successCancelsTimer() async throws {
+        let clock = ManualClock()
+        let broadcaster = InstanceBroadcaster(staleness: .invalidate(after: .seconds(30)), clock: clock)
+        broadcaster.publish(instances([1]))
+        var iterator = broadcaster.updates().makeAsyncIterator()
+        _ = await iterator.next()
+        broadcaster.fail(DiscoveryError(code: .registryUnavailable, message: "down"))
+        _ = await iterator.next()
+        try await waitUntil { clock.sleeperCount == 1 }
+        broadcaster.publish(instances([1]))
+        #expect(await iterator.next()?.error == nil)
+        try await waitUntil { clock.sleeperCount == 0 }
+        clock.advance(by: .seconds(60))
+        #expect(broadcaster.current?.instances.map(\.port) == [1])
+        #expect(broadcaster.current?.error == nil)
+    }
+
+    @Test("bad entries reported beside a good set start no staleness timer")
+    func invalidInstancesAreNotFailures() async throws {
+        let clock = ManualClock()
+        let broadcaster = InstanceBroadcaster(staleness: .invalidate(after: .zero), clock: clock)
+        broadcaster.publish(instances([1]))
+        broadcaster.fail(DiscoveryError(code: .invalidInstances, message: "x: bad"))
+        let current = try #require(broadcaster.current)
+        #expect(current.instances.map(\.port) == [1])
+        #expect(current.error?.code == .invalidInstances)
+        #expect(clock.sleeperCount == 0)
+        // A zero limit drops the set at the first real failure.
+        broadcaster.fail(DiscoveryError(code: .registryUnavailable, message: "down"))
+        #expect(broadcaster.current?.instances.isEmpty == true)
+        #expect(broadcaster.current?.error?.code == .invalidated)
     }
 
     @Test("without a policy the last good set is kept however long failures last")
     func keepForever() async throws {
-        let clock = Mutex(ContinuousClock.now)
-        let broadcaster = InstanceBroadcaster(staleness: .keepLastGood, now: { clock.withLock { $0 } })
+        let clock = ManualClock()
+        let broadcaster = InstanceBroadcaster(staleness: .keepLastGood, clock: clock)
         broadcaster.publish(instances([1]))
         var iterator = broadcaster.updates().makeAsyncIterator()
         _ = await iterator.next()
         for _ in 0..<5 {
-            clock.withLock { $0 += .seconds(3600) }
+            clock.advance(by: .seconds(3600))
             broadcaster.fail(DiscoveryError(code: .registryUnavailable, message: "down"))
             #expect(await iterator.next()?.instances.map(\.port) == [1])
+            #expect(clock.sleeperCount == 0)
         }
     }
 

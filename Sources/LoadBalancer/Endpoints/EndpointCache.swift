@@ -35,6 +35,8 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
     let instruments: Instruments?
     private let updateLock = AsyncLock()
     private let state = Mutex(State())
+    /// The discovery status (readiness, errors, staleness) and its waiters.
+    private let discovery = DiscoveryStatusRecorder()
 
     private struct Entry {
         var instance: Instance
@@ -51,7 +53,6 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
         var generation: UInt32 = 0
         var updates = 0
         var isShutDown = false
-        var readyWaiters: [CheckedContinuation<Void, Never>] = []
         var factoryFailures: [String: String] = [:]
         var observers: [WeakObserver] = []
         var current = EndpointSet<Request, Response>(endpoints: [], instances: [], slots: [], generation: 0)
@@ -194,11 +195,13 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
     /// Applies a whole new set of instances.
     ///
     /// Updates run one at a time, in call order. Instances with the same id are merged (the first wins).
-    /// After ``run()`` has ended, updates are ignored.
+    /// After ``run()`` has ended, updates are ignored. A set given by hand makes the cache ready
+    /// (see ``waitUntilReady()``).
     public func update(with instances: [Instance]) async {
         await updateLock.withLock {
             await self.apply(instances)
         }
+        discovery.markReady()
     }
 
     private func apply(_ newInstances: [Instance]) async {
@@ -284,12 +287,6 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
             )
             instruments?.setChanged(published.instances.map(\.id))
         }
-        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            defer { state.readyWaiters.removeAll() }
-            return state.readyWaiters
-        }
-        for waiter in waiters { waiter.resume() }
-
         // The removed endpoints have left the published snapshot: close them now, once each.
         await close(removed + lateFactoryEndpoints)
     }
@@ -316,18 +313,70 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
         }
     }
 
-    /// Waits until the cache has applied its first update (or has shut down).
+    /// Waits until the cache is ready: the registry has answered once with a set (see
+    /// ``DiscoveryStatus/isReady``), or a set was given with ``update(with:)``; or until the cache
+    /// has shut down, or the waiting task is cancelled.
     ///
-    /// Use it to hold the first request until discovery has answered once.
+    /// Use it to hold the first request until discovery has answered once. Updates that only carry
+    /// a registry failure (the registry is down at start-up) do not make the cache ready: it keeps
+    /// waiting while the publisher retries. It returns on cancellation without throwing; to learn
+    /// why the cache is not ready, use ``waitUntilReady(timeout:clock:)`` or read
+    /// ``discoveryStatus``.
     public func waitUntilReady() async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let ready = state.withLock { state -> Bool in
-                if state.updates > 0 || state.isShutDown { return true }
-                state.readyWaiters.append(continuation)
+        await discovery.waitUntilReadyOrShutDown()
+    }
+
+    /// Waits until the cache is ready (as ``waitUntilReady()``), at most `timeout`.
+    ///
+    /// ```swift
+    /// try await cache.waitUntilReady(timeout: .seconds(5))
+    /// ```
+    ///
+    /// - Parameters:
+    ///   - timeout: How long to wait.
+    ///   - clock: The clock `timeout` is measured on. Default: `ContinuousClock`.
+    /// - Throws: `CancellationError` when the task is cancelled. ``DiscoveryError`` with code
+    ///   ``DiscoveryError/Code/notReady`` when `timeout` passes first, or the cache shuts down
+    ///   before it was ready: its message says why (no update yet, or how long the registry has
+    ///   been failing) and its ``DiscoveryError/cause`` is the last registry error, if any.
+    public func waitUntilReady<C: Clock>(
+        timeout: Duration,
+        clock: C = ContinuousClock()
+    ) async throws where C.Duration == Duration {
+        let discovery = self.discovery
+        let timedOut = try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                await discovery.waitUntilReadyOrShutDown()
                 return false
             }
-            if ready { continuation.resume() }
+            group.addTask {
+                try await clock.sleep(for: timeout)
+                return true
+            }
+            defer { group.cancelAll() }
+            return try await group.next() ?? false
         }
+        try Task.checkCancellation()
+        let status = discovery.status
+        if status.isReady { return }
+        let why: String
+        if status.updates == 0 {
+            why = "no update from the publisher yet"
+        } else {
+            why = "the registry has failed \(status.consecutiveFailures) time\(status.consecutiveFailures == 1 ? "" : "s") in a row"
+        }
+        throw DiscoveryError(
+            code: .notReady,
+            message: timedOut && !status.isShutDown
+                ? "not ready after \(timeout.formatted()): \(why)" : "shut down before it was ready: \(why)",
+            cause: status.lastError
+        )
+    }
+
+    /// The discovery state now: ready or not, the last error and when, whether the set is stale
+    /// and since when.
+    public var discoveryStatus: DiscoveryStatus {
+        discovery.status
     }
 
     /// Registers an observer of every set the cache publishes, and calls it at once with the current set.
@@ -363,13 +412,9 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
                 publish(EndpointSet(endpoints: [], instances: [], slots: [], generation: shutDown.generation))
                 entries = shutDown.entries
             }
-            let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-                defer { state.readyWaiters.removeAll() }
-                return state.readyWaiters
-            }
-            for waiter in waiters { waiter.resume() }
             await close(entries)
         }
+        discovery.markShutDown()
     }
 }
 
@@ -378,8 +423,9 @@ extension EndpointCache: Service {
     /// triggered, or the publisher finishes; then shuts down (publishes an empty set and closes
     /// every endpoint).
     ///
-    /// A registry error carried by an update is logged; the update's instances (the publisher's
-    /// last good set) are applied as usual.
+    /// A registry error carried by an update is logged and recorded in ``discoveryStatus``; the
+    /// update's instances (the publisher's last good set, or empty once invalidated) are applied as
+    /// usual.
     ///
     /// A cache made without a publisher waits for cancellation or graceful shutdown, then shuts down.
     public func run() async throws {
@@ -395,7 +441,10 @@ extension EndpointCache: Service {
                             ]
                         )
                     }
-                    await self.update(with: update.instances)
+                    await self.updateLock.withLock {
+                        await self.apply(update.instances)
+                    }
+                    self.discovery.record(update)
                 }
             }
         } else {

@@ -37,9 +37,9 @@ public struct Instance: Sendable, Hashable, Comparable, CustomStringConvertible 
     ///   - priority: The priority level; lower is preferred. Default 0.
     ///   - tags: Registry tags.
     ///   - metadata: Free-form metadata.
-    ///   - id: The stable id. Defaults to `host:port` (``hostPort``).
+    ///   - id: The stable id. Defaults to `host:port` (``hostPort``); when given, it must not be empty.
     /// - Throws: ``InstanceParseError`` when the host is empty or invalid, the port is out of range,
-    ///   or the weight is negative.
+    ///   the weight is negative, or `id` is empty (``InstanceParseError/Code/emptyID``).
     public init(
         host: String,
         port: Int,
@@ -50,6 +50,13 @@ public struct Instance: Sendable, Hashable, Comparable, CustomStringConvertible 
         id: String? = nil
     ) throws(InstanceParseError) {
         let input = id ?? "\(host):\(port)"
+        if let id, id.isEmpty {
+            throw InstanceParseError(
+                code: .emptyID,
+                input: "\(host):\(port)",
+                message: "the instance id is empty; leave it out to use host:port"
+            )
+        }
         try Self.validate(host: host, input: input)
         guard (1...65535).contains(port) else {
             throw InstanceParseError(

@@ -4,7 +4,7 @@ public struct InstanceParseError: Error, Hashable, Sendable, CustomStringConvert
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Wrapped: Hashable, Sendable {
             case empty, emptyHost, invalidHost, unbracketedIPv6, missingPort, nonNumericPort, portOutOfRange
-            case invalidWeight, malformedValue
+            case invalidWeight, malformedValue, emptyID
         }
         private let wrapped: Wrapped
         private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
@@ -27,6 +27,8 @@ public struct InstanceParseError: Error, Hashable, Sendable, CustomStringConvert
         public static let invalidWeight = Code(.invalidWeight)
         /// A registry value is neither `host:port` nor a JSON object with the expected fields.
         public static let malformedValue = Code(.malformedValue)
+        /// An explicit instance id is empty (an id is what keys an endpoint: it must name something).
+        public static let emptyID = Code(.emptyID)
 
         /// The code's name, such as `missingPort`.
         public var description: String { String(describing: wrapped) }

@@ -4,8 +4,10 @@ import ServiceLifecycle
 /// Runs discovery, an endpoint cache and a balancer for the duration of `body`.
 ///
 /// It starts the publisher's loop (when the publisher is a `Service`) and the cache's, waits until
-/// the cache has applied the publisher's first update, calls `body` with the balancer, and when
-/// `body` returns or throws, stops discovery and closes every endpoint before returning.
+/// the cache is ready (the registry has answered with a set: see ``EndpointCache/waitUntilReady()``),
+/// calls `body` with the balancer, and when `body` returns or throws, stops discovery and closes
+/// every endpoint before returning. While the registry is down it keeps waiting (the publisher
+/// retries); cancelling the task ends the wait with `CancellationError`, without calling `body`.
 ///
 /// ```swift
 /// let response = try await withLoadBalancer(
@@ -37,6 +39,7 @@ public func withLoadBalancer<Request: Sendable, Response: Sendable, B: Balancer,
         group.addTask { try await cache.run() }
         do {
             await cache.waitUntilReady()
+            try Task.checkCancellation()
             let result = try await body(balancer)
             group.cancelAll()
             return result

@@ -3,7 +3,7 @@ public struct DiscoveryError: Error, Sendable, CustomStringConvertible {
     /// What kind of failure it is. New codes may be added; switch with a `default`.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Wrapped: Hashable, Sendable {
-            case registryUnavailable, invalidInstances, invalidated, notFound, other
+            case registryUnavailable, invalidInstances, invalidated, notFound, notReady, closed, other
         }
         private let wrapped: Wrapped
         private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
@@ -16,6 +16,11 @@ public struct DiscoveryError: Error, Sendable, CustomStringConvertible {
         public static let invalidated = Code(.invalidated)
         /// The registry said the service does not exist.
         public static let notFound = Code(.notFound)
+        /// ``EndpointCache/waitUntilReady(timeout:clock:)`` gave up: the registry has not answered
+        /// in time (the cause is its last error, if any).
+        public static let notReady = Code(.notReady)
+        /// The publisher stopped because its registry client was closed; no more updates follow.
+        public static let closed = Code(.closed)
         /// Any other failure; see ``DiscoveryError/cause``.
         public static let other = Code(.other)
 

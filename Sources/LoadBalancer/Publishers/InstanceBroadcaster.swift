@@ -6,34 +6,56 @@ import Synchronization
 /// A publisher calls ``publish(_:)`` with each whole set it discovers and ``fail(_:)`` with each
 /// registry error, and returns ``updates()`` from ``InstancePublisher/updates()``.
 ///
+/// With ``StalenessPolicy/invalidate(after:)``, the first failure after a good set starts a timer;
+/// when it fires with no ``publish(_:)`` in between, subscribers get an empty set with an
+/// ``DiscoveryError/Code/invalidated`` error whose cause is that *first* failure. It fires on time
+/// whether or not more failures come in (a publisher that went quiet is invalidated too). Errors
+/// with code ``DiscoveryError/Code/invalidInstances`` report bad entries next to a good set: they
+/// do not start the timer.
+///
 /// Each subscriber has a buffer of one: a subscriber that falls behind gets the newest snapshot,
 /// not every intermediate one. Nothing blocks the publisher.
 public final class InstanceBroadcaster: Sendable {
     private struct State {
         var lastGood: [Instance]?
         var current: InstanceUpdate?
-        var firstFailure: ContinuousClock.Instant?
+        /// The first failure of the current run of failures (the invalidation's cause).
+        var firstFailure: DiscoveryError?
+        /// Counts runs of failures, so that a timer of an earlier run does nothing.
+        var failureRun = 0
+        /// The staleness timer of the current run, if one is pending.
+        var timer: Task<Void, Never>?
+        /// Whether the current run of failures has outlasted the policy.
+        var invalidated = false
         var subscribers: [Int: AsyncStream<InstanceUpdate>.Continuation] = [:]
         var nextSubscriber = 0
         var finished = false
+
+        /// Ends the run of failures, cancelling its timer.
+        mutating func endFailures() {
+            timer?.cancel()
+            timer = nil
+            firstFailure = nil
+            invalidated = false
+        }
     }
 
     private let state = Mutex(State())
     private let policy: StalenessPolicy
-    private let now: @Sendable () -> ContinuousClock.Instant
+    private let sleep: @Sendable (Duration) async throws -> Void
 
     /// Creates a broadcaster.
     ///
     /// - Parameter staleness: What to do with the last good set while the registry fails.
     ///   Default ``StalenessPolicy/keepLastGood``.
     public convenience init(staleness: StalenessPolicy = .keepLastGood) {
-        self.init(staleness: staleness, now: { ContinuousClock.now })
+        self.init(staleness: staleness, clock: ContinuousClock())
     }
 
-    /// Creates a broadcaster with an injected time source (for tests).
-    package init(staleness: StalenessPolicy, now: @escaping @Sendable () -> ContinuousClock.Instant) {
+    /// Creates a broadcaster whose staleness timer runs on `clock` (tests pass a manual clock).
+    package init<C: Clock>(staleness: StalenessPolicy, clock: C) where C.Duration == Duration {
         self.policy = staleness
-        self.now = now
+        self.sleep = { duration in try await clock.sleep(for: duration) }
     }
 
     /// The current snapshot, if any has been published or failed.
@@ -53,7 +75,7 @@ public final class InstanceBroadcaster: Sendable {
             guard !state.finished else { return }
             let unchanged = state.current.map { $0.error == nil && $0.instances == unique } ?? false
             state.lastGood = unique
-            state.firstFailure = nil
+            state.endFailures()
             state.current = update
             if unchanged { return }
             for continuation in state.subscribers.values { continuation.yield(update) }
@@ -61,27 +83,65 @@ public final class InstanceBroadcaster: Sendable {
     }
 
     /// Reports a registry failure: subscribers get the last good set with `error` attached (or an
-    /// empty set, once failures outlast the staleness policy).
+    /// empty set, once the staleness timer has fired).
+    ///
+    /// The first failure after a good set starts the staleness timer, when the policy has a limit
+    /// (a limit of zero invalidates at once). An ``DiscoveryError/Code/invalidInstances`` error
+    /// reports bad entries beside the good set: it is sent with the last good set and starts no timer.
     public func fail(_ error: DiscoveryError) {
-        let time = now()
         state.withLock { state in
             guard !state.finished else { return }
-            let first = state.firstFailure ?? time
-            state.firstFailure = first
             var update = InstanceUpdate(instances: state.lastGood ?? [], error: error)
-            if let limit = policy.invalidateAfter, time - first >= limit, !(state.lastGood ?? []).isEmpty {
-                update.instances = []
-                update.error = DiscoveryError(
-                    code: .invalidated,
-                    message: "registry failures have lasted \(time - first), past the limit of \(limit): the last good set is dropped",
-                    cause: error
-                )
-            } else if let limit = policy.invalidateAfter, time - first >= limit {
-                update.instances = []
+            if error.code != .invalidInstances {
+                if state.firstFailure == nil {
+                    state.firstFailure = error
+                    state.failureRun += 1
+                    if let limit = policy.invalidateAfter {
+                        if limit <= .zero {
+                            state.invalidated = true
+                        } else {
+                            let run = state.failureRun
+                            let sleep = self.sleep
+                            state.timer = Task { [weak self] in
+                                do { try await sleep(limit) } catch { return }
+                                self?.invalidate(run: run)
+                            }
+                        }
+                    }
+                }
+                // Without a good set there is nothing to drop: the error stays the registry's own.
+                if state.invalidated, !(state.lastGood ?? []).isEmpty {
+                    update = Self.invalidatedUpdate(first: state.firstFailure ?? error, latest: error, limit: policy.invalidateAfter)
+                }
             }
             state.current = update
             for continuation in state.subscribers.values { continuation.yield(update) }
         }
+    }
+
+    /// The staleness timer of run `run` fired: drops the last good set, unless the run has ended.
+    private func invalidate(run: Int) {
+        state.withLock { state in
+            guard !state.finished, state.failureRun == run, let first = state.firstFailure, !state.invalidated else { return }
+            state.invalidated = true
+            state.timer = nil
+            // Without a good set there is nothing to drop: the current update is already empty.
+            guard !(state.lastGood ?? []).isEmpty else { return }
+            let update = Self.invalidatedUpdate(first: first, latest: nil, limit: policy.invalidateAfter)
+            state.current = update
+            for continuation in state.subscribers.values { continuation.yield(update) }
+        }
+    }
+
+    private static func invalidatedUpdate(first: DiscoveryError, latest: DiscoveryError?, limit: Duration?) -> InstanceUpdate {
+        var message: String
+        if let limit, limit > .zero {
+            message = "registry failures have lasted \(limit.formatted()) or more: the last good set is dropped"
+        } else {
+            message = "the registry failed: the last good set is dropped at once (staleness limit zero)"
+        }
+        if let latest { message += "; latest failure: \(latest.code): \(latest.message)" }
+        return InstanceUpdate(instances: [], error: DiscoveryError(code: .invalidated, message: message, cause: first))
     }
 
     /// A new subscription: the current snapshot first (if any), then every change.
@@ -109,6 +169,7 @@ public final class InstanceBroadcaster: Sendable {
     public func finish() {
         let continuations = state.withLock { state -> [AsyncStream<InstanceUpdate>.Continuation] in
             state.finished = true
+            state.endFailures()
             defer { state.subscribers.removeAll() }
             return Array(state.subscribers.values)
         }
@@ -116,7 +177,10 @@ public final class InstanceBroadcaster: Sendable {
     }
 
     deinit {
-        let continuations = state.withLock { Array($0.subscribers.values) }
+        let continuations = state.withLock { state in
+            state.timer?.cancel()
+            return Array(state.subscribers.values)
+        }
         for continuation in continuations { continuation.finish() }
     }
 }

@@ -54,8 +54,14 @@ public struct StalenessPolicy: Sendable, Hashable {
     public static let keepLastGood = StalenessPolicy(invalidateAfter: nil)
 
     /// Empty the set once failures have lasted `duration` without a success in between
-    /// (go-kit's `InvalidateOnError`). The set is emptied by the first failure reported at or after
-    /// `duration` from the first failure of the run; `.zero` empties it at the first failure.
+    /// (go-kit's `InvalidateOnError`).
+    ///
+    /// A timer starts at the first failure after a good set and fires `duration` later, whether or
+    /// not more failures come in: subscribers then get an empty set with an
+    /// ``DiscoveryError/Code/invalidated`` error whose ``DiscoveryError/cause`` is that first
+    /// failure. Failures after it keep the set empty. The next good set cancels the timer and ends
+    /// the run. `.zero` empties the set at the first failure. Bad entries reported beside a good set
+    /// (``DiscoveryError/Code/invalidInstances``) are not failures here.
     public static func invalidate(after duration: Duration) -> StalenessPolicy {
         StalenessPolicy(invalidateAfter: duration)
     }

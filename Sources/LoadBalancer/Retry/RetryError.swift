@@ -1,10 +1,15 @@
 /// A call through ``Retry`` failed: why it stopped, and every attempt it made.
 ///
-/// Its description lists each attempt on one line:
+/// Its description lists the attempts on one line:
 ///
 /// ```
 /// all 3 attempts failed: #1 10.0.0.1:80 after 2ms: connection refused; #2 10.0.0.2:80 after 1ms: HTTP 503; #3 (no endpoint): noEndpoints: no endpoints available
 /// ```
+///
+/// The description stays bounded however many attempts were made: past
+/// ``describedAttemptsLimit`` attempts it shows the first ``describedHead`` and the last
+/// ``describedTail`` and counts the rest (`... 993 more attempts ...`); each attempt's line is
+/// cut at ``describedAttemptLength`` characters. ``attempts`` keeps every attempt, in full, as data.
 public struct RetryError: Error, Sendable, CustomStringConvertible {
     /// Why retrying stopped.
     public struct Reason: Hashable, Sendable, CustomStringConvertible {
@@ -70,7 +75,18 @@ public struct RetryError: Error, Sendable, CustomStringConvertible {
     /// The last attempt's error.
     public var lastError: (any Error)? { attempts.last?.error }
 
-    /// `#number instance after duration: error`.
+    /// How many attempts the description lists in full; beyond it, only the first and the last few.
+    public static let describedAttemptsLimit = 8
+    /// How many of the first attempts a long description shows.
+    public static let describedHead = 3
+    /// How many of the last attempts a long description shows.
+    public static let describedTail = 3
+    /// How many characters of one attempt's line (number, instance, duration, error) the
+    /// description keeps.
+    public static let describedAttemptLength = 240
+
+    /// Why retrying stopped, then the attempts (`#number instance after duration: error`); at
+    /// most ``describedAttemptsLimit`` of them, the others counted.
     public var description: String {
         let head: String
         switch reason {
@@ -84,7 +100,23 @@ public struct RetryError: Error, Sendable, CustomStringConvertible {
             head = "all \(attempts.count) attempts failed"
         }
         if attempts.isEmpty { return head }
-        return head + ": " + attempts.map(\.description).joined(separator: "; ")
+        let shown: [String]
+        if attempts.count <= Self.describedAttemptsLimit {
+            shown = attempts.map(Self.bounded)
+        } else {
+            let hidden = attempts.count - Self.describedHead - Self.describedTail
+            shown = attempts.prefix(Self.describedHead).map(Self.bounded)
+                + ["... \(hidden) more attempt\(hidden == 1 ? "" : "s") ..."]
+                + attempts.suffix(Self.describedTail).map(Self.bounded)
+        }
+        return head + ": " + shown.joined(separator: "; ")
+    }
+
+    /// One attempt's description, cut at ``describedAttemptLength`` characters.
+    private static func bounded(_ attempt: Attempt) -> String {
+        let text = attempt.description
+        guard text.count > describedAttemptLength else { return text }
+        return String(text.prefix(describedAttemptLength)) + "..."
     }
 }
 

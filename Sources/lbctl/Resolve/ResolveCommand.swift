@@ -17,7 +17,12 @@ struct ResolveCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON instead of a table.")
     var json = false
 
-    @Flag(help: "Keep watching and print every change (added / removed, with a timestamp) until interrupted.")
+    @Flag(
+        help: """
+            Keep watching and print every change (added / removed, with a timestamp) until interrupted, \
+            and the discovery state (ready, stale since when, the last error and when) whenever it changes.
+            """
+    )
     var watch = false
 
     func run() async throws {
@@ -35,8 +40,11 @@ struct ResolveCommand: AsyncParsableCommand {
 
     private func read(_ publisher: any InstancePublisher) async {
         var previous: [Instance]?
+        var status = DiscoveryStatus()
         for await update in publisher.updates() {
             if let error = update.error { Output.error("lbctl: registry error: \(error)") }
+            let wasStale = status.isStale
+            status.record(update, at: .now)
             if let old = previous {
                 printChanges(from: old, to: update.instances)
             } else {
@@ -44,8 +52,35 @@ struct ResolveCommand: AsyncParsableCommand {
                 Output.flush()
                 if !watch { return }
             }
+            // The state line: at the start, at each failure, and when the registry answers again.
+            if previous == nil || update.error != nil || wasStale {
+                let stamp = Date().ISO8601Format(.iso8601.time(includingFractionalSeconds: true))
+                print("\(stamp) \(Self.statusLine(status))")
+                Output.flush()
+            }
             previous = update.instances
         }
+    }
+
+    /// `discovery: ready, stale since 10:00:01.250Z (3 failures), last error at 10:00:04.100Z: ...`,
+    /// with wall-clock times.
+    static func statusLine(_ status: DiscoveryStatus, now: ContinuousClock.Instant = .now, wallNow: Date = Date()) -> String {
+        func wall(_ instant: ContinuousClock.Instant) -> String {
+            let ago = now - instant
+            let seconds = Double(ago.components.seconds) + Double(ago.components.attoseconds) / 1e18
+            return wallNow.addingTimeInterval(-seconds).ISO8601Format(.iso8601.time(includingFractionalSeconds: true))
+        }
+        var parts = ["discovery: \(status.isReady ? "ready" : "not ready")"]
+        if let since = status.staleSince {
+            let failures = "\(status.consecutiveFailures) failure\(status.consecutiveFailures == 1 ? "" : "s")"
+            parts.append("stale since \(wall(since)) (\(failures)\(status.isInvalidated ? ", set invalidated" : ""))")
+        } else {
+            parts.append("fresh")
+        }
+        if let error = status.lastError, let at = status.lastErrorAt {
+            parts.append("last error at \(wall(at)): \(error)")
+        }
+        return parts.joined(separator: ", ")
     }
 
     private func printChanges(from old: [Instance], to new: [Instance]) {

@@ -1,0 +1,90 @@
+import LoadBalancer
+import LoadBalancerEtcd
+import LoadBalancerTestServers
+import Testing
+
+@Suite("etcd down at start-up", .enabled(if: EtcdCluster.enabled), .serialized, .timeLimit(.minutes(3)))
+struct EtcdStartupTests {
+    /// A publisher with a short backoff, so a test sees several retries.
+    func publisher(_ prefix: String, _ client: EtcdClient) -> EtcdPublisher {
+        EtcdPublisher(prefix: prefix, client: client, backoff: Backoff(base: .milliseconds(100), cap: .milliseconds(500)))
+    }
+
+    @Test("started late: each failed attempt is an update with the error, the set comes once etcd is up")
+    func startedLate() async throws {
+        let cluster = try await EtcdCluster.start()
+        let member = cluster.members[0]
+        let writer = try EtcdClient(configuration: cluster.configuration)
+        try await withRunning(writer) {
+            try await writer.put("/svc/late/a", value: "127.0.0.1:8001")
+        }
+        await cluster.kill(member)
+
+        var configuration = cluster.configuration
+        configuration.requestTimeout = .seconds(1)
+        let client = try EtcdClient(configuration: configuration)
+        let publisher = publisher("/svc/late/", client)
+        let probe = DiscoveryProbe(publisher)
+        try await withRunning(client, [{ await publisher.run() }] + probe.services) {
+            try await eventually("three failed attempts reported") { probe.errors.count >= 3 }
+            let error = try #require(probe.errors.first)
+            #expect(error.code == .registryUnavailable, "\(error)")
+            #expect((error.cause as? EtcdError)?.code == .unavailable)
+            #expect(probe.recorder.all.allSatisfy { $0.instances.isEmpty })
+            #expect(probe.cache.discoveryStatus.isReady == false)
+            #expect(probe.cache.discoveryStatus.isStale)
+            let notReady = try #require(
+                await #expect(throws: DiscoveryError.self) { try await probe.cache.waitUntilReady(timeout: .milliseconds(100)) }
+            )
+            #expect(notReady.code == .notReady)
+            #expect((notReady.cause as? DiscoveryError)?.code == .registryUnavailable, "\(notReady)")
+
+            try await cluster.restart(member)
+            try await probe.cache.waitUntilReady(timeout: .seconds(60))
+            #expect(probe.cache.snapshot.instances.map(\.id) == ["127.0.0.1:8001"])
+            try await eventually("fresh") { !probe.cache.discoveryStatus.isStale }
+            #expect(probe.recorder.ids == ["127.0.0.1:8001"])
+            #expect(probe.recorder.latest?.error == nil)
+        }
+    }
+
+    @Test("never started: errors keep coming and waiting for readiness says why")
+    func neverStarted() async throws {
+        let cluster = try await EtcdCluster.start()
+        await cluster.kill(cluster.members[0])
+        var configuration = cluster.configuration
+        configuration.requestTimeout = .seconds(1)
+        let client = try EtcdClient(configuration: configuration)
+        let publisher = publisher("/svc/never/", client)
+        let probe = DiscoveryProbe(publisher)
+        try await withRunning(client, [{ await publisher.run() }] + probe.services) {
+            try await eventually("failed attempts reported") { probe.errors.count >= 3 }
+            #expect(probe.errors.allSatisfy { $0.code == .registryUnavailable })
+            let error = try #require(
+                await #expect(throws: DiscoveryError.self) { try await probe.cache.waitUntilReady(timeout: .milliseconds(200)) }
+            )
+            #expect(error.code == .notReady)
+            #expect(error.message.contains("the registry has failed"), "\(error)")
+            #expect(probe.cache.discoveryStatus.lastError?.code == .registryUnavailable)
+        }
+    }
+
+    @Test("a publisher over a shut-down client ends with a closed error")
+    func closedClient() async throws {
+        let cluster = try await EtcdCluster.start()
+        let client = try EtcdClient(configuration: cluster.configuration)
+        let clientRun = Task { await client.run() }
+        try await client.put("/svc/closed/a", value: "127.0.0.1:8001")
+        client.shutdown()
+        await clientRun.value
+        #expect(client.isStopped)
+
+        let publisher = publisher("/svc/closed/", client)
+        var updates = publisher.updates().makeAsyncIterator()
+        await publisher.run()  // ends by itself
+        let only = try #require(await updates.next())
+        #expect(only.error?.code == .closed, "\(only)")
+        #expect(only.error?.cause is EtcdError)
+        #expect(await updates.next() == nil, "the subscription has ended")
+    }
+}
