@@ -24,7 +24,8 @@ import Synchronization
 ///   anonymous and may read nothing; an unknown token is a 403 ("ACL not found"); a token made
 ///   with ``addACLToken(_:readableServices:)`` reads only those services. A health answer that
 ///   left entries out says so with `X-Consul-Results-Filtered-By-ACLs: true` (200, not 403); agent
-///   writes need the management token (403 "Permission denied" otherwise).
+///   writes need the management token (403 "Permission denied" otherwise). As in Consul, a held
+///   query keeps the rights its token had when it was asked.
 /// - `PUT /v1/agent/service/register` (ID, Name, Address, Port, Tags, Meta, Weights in
 ///   `1...65535`, and a TTL `Check` with CheckID, Name, TTL, DeregisterCriticalServiceAfter,
 ///   Status); the check starts critical unless `Status` says otherwise, and is named `service:ID`

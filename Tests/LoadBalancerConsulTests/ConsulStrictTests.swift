@@ -107,16 +107,22 @@ struct ConsulStrictTests {
         try await withRunning(publisher) { recorder in
             try await waitUntil { recorder.ids == ["10.0.0.1:80"] }
             try await waitUntil { server.heldQueries == 1 }
-            // The token loses its rights (a policy edited), and the service changes.
+            // The token loses its rights (a policy edited). As with Consul, a held query keeps
+            // the authority it was asked with: the next change is still answered in full.
             server.addACLToken("reader", readableServices: [])
             server.addService(id: "web-2", name: "web", address: "10.0.0.2", port: 80)
+            try await waitUntil { recorder.ids == ["10.0.0.1:80", "10.0.0.2:80"] }
+            // The query after it is asked without rights: the next change is answered `200 []`
+            // with X-Consul-Results-Filtered-By-ACLs.
+            try await waitUntil { server.heldQueries == 1 }
+            server.addService(id: "web-3", name: "web", address: "10.0.0.3", port: 80)
             try await waitUntil { recorder.error != nil }
             #expect((recorder.error?.cause as? ConsulError)?.code == .filteredByACLs)
-            #expect(recorder.ids == ["10.0.0.1:80"], "the filtered answer emptied the set")
+            #expect(recorder.ids == ["10.0.0.1:80", "10.0.0.2:80"], "the filtered answer emptied the set")
             #expect(recorder.all.allSatisfy { !$0.instances.isEmpty })
 
             server.addACLToken("reader", readableServices: ["web"])
-            try await waitUntil { recorder.error == nil && recorder.ids == ["10.0.0.1:80", "10.0.0.2:80"] }
+            try await waitUntil { recorder.error == nil && recorder.ids == ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"] }
         }
     }
 
