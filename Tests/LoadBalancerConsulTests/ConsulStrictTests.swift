@@ -71,6 +71,31 @@ struct ConsulStrictTests {
         }
     }
 
+    @Test("an X-Consul-Index above 2^32 is read and blocked on as it is")
+    func largeIndex() async throws {
+        let server = try await ConsulTestServer.start()
+        defer { Task { await server.stop() } }
+        server.addService(id: "a", name: "web", address: "10.0.0.1", port: 80)
+        server.resetIndex(to: HealthServiceFixtures.largeIndex)
+        let answer = try await raw(server, "/v1/health/service/web")
+        #expect(answer.headers.first(name: "X-Consul-Index") == "\(HealthServiceFixtures.largeIndex)")
+        let consul = client(server)
+        defer { Task { await consul.shutdown() } }
+        let publisher = ConsulPublisher(service: "web", client: consul, configuration: fastConfiguration(wait: .seconds(30)))
+        try await withRunning(publisher) { recorder in
+            try await waitUntil { recorder.ids == ["10.0.0.1:80"] }
+            try await waitUntil { server.heldQueries == 1 }
+            #expect(server.requests.last?.values("index") == ["\(HealthServiceFixtures.largeIndex)"])
+            // The next change (index 2^32 + ...) wakes it: a client that cut the index to 32 bits
+            // would block on a smaller one and be answered at once, again and again.
+            server.addService(id: "b", name: "web", address: "10.0.0.2", port: 80)
+            try await waitUntil { recorder.ids == ["10.0.0.1:80", "10.0.0.2:80"] }
+            try await waitUntil { server.heldQueries == 1 }
+            #expect(server.requests.last?.values("index") == ["\(HealthServiceFixtures.largeIndex + 1)"])
+            #expect(recorder.error == nil)
+        }
+    }
+
     // MARK: Point 2: ACL filtering
 
     @Test("ACLs: anonymous and limited tokens get 200 [] with the filtered header; an unknown token 403")
