@@ -26,9 +26,9 @@ import Synchronization
 ///   left entries out says so with `X-Consul-Results-Filtered-By-ACLs: true` (200, not 403); agent
 ///   writes need the management token (403 "Permission denied" otherwise). As in Consul, a held
 ///   query keeps the rights its token had when it was asked.
-/// - `PUT /v1/agent/service/register` (ID, Name, Address, Port, Tags, Meta, Weights in
-///   `1...65535`, and a TTL `Check` with CheckID, Name, TTL, DeregisterCriticalServiceAfter,
-///   Status); the check starts critical unless `Status` says otherwise, and is named `service:ID`
+/// - `PUT /v1/agent/service/register` (ID, Name, Address, Port, Tags, Meta, Weights (Passing in
+///   `1...65535`, Warning in `0...65535`), and a TTL `Check` with CheckID, Name, TTL,
+///   DeregisterCriticalServiceAfter, Status); the check starts critical unless `Status` says otherwise, and is named `service:ID`
 ///   when it has no CheckID. Registering an existing ID keeps the old registration's checks
 ///   (those the new one does not redefine) unless `replace-existing-checks` is set.
 /// - `PUT /v1/agent/check/pass/ID`: passing for another TTL; one TTL after the last pass the check
@@ -779,10 +779,12 @@ public final class ConsulTestServer: Sendable {
             return Response(status: .badRequest, body: "Invalid Port", json: false)
         }
         if let weights = registration.Weights {
-            for (field, weight) in [("Passing", weights.Passing), ("Warning", weights.Warning)] {
-                if let weight, !(1...65535).contains(weight) {
-                    return Response(status: .badRequest, body: "Invalid Weights: \(field) must be in 1...65535", json: false)
-                }
+            // Consul's rule: Passing in 1...65535, Warning in 0...65535.
+            if let passing = weights.Passing, !(1...65535).contains(passing) {
+                return Response(status: .badRequest, body: "Invalid Weights: Passing must be in 1...65535", json: false)
+            }
+            if let warning = weights.Warning, !(0...65535).contains(warning) {
+                return Response(status: .badRequest, body: "Invalid Weights: Warning must be in 0...65535", json: false)
             }
         }
         let id = registration.ID.flatMap { $0.isEmpty ? nil : $0 } ?? name

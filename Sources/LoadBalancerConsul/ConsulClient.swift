@@ -372,9 +372,10 @@ public struct ConsulClient: Sendable, Service {
     /// keeps the earlier registration's checks, and a check whose id changed would stay behind,
     /// critical, never passed again).
     ///
-    /// - Throws: ``ConsulError``; `invalidArgument` for an empty id or name, a port or a weight
-    ///   outside `1...65535`, and for a registration the agent answers with 400 (it will not take
-    ///   it however often it is sent; ``ConsulError/status`` is 400).
+    /// - Throws: ``ConsulError``; `invalidArgument` for an empty id or name, a port or a passing
+    ///   weight outside `1...65535`, a warning weight outside `0...65535`, and for a registration
+    ///   the agent answers with 400 (it will not take it however often it is sent;
+    ///   ``ConsulError/status`` is 400).
     public func register(_ registration: ConsulServiceRegistration) async throws {
         try registration.validate()
         let body: Data

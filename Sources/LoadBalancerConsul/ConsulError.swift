@@ -21,7 +21,7 @@ public struct ConsulError: Error, Sendable, CustomStringConvertible {
         /// The agent answered 200 with a body that is not what the API documents (bad JSON, wrong shape).
         public static let invalidResponse = Code(.invalidResponse)
         /// An argument cannot be sent to Consul as it is (an empty service name, a bad port, a
-        /// weight outside `1...65535`, a malformed `CONSUL_HTTP_ADDR`), or the agent answered a
+        /// weight outside what Consul takes, a malformed `CONSUL_HTTP_ADDR`), or the agent answered a
         /// registration with 400 (it will not take it, however often it is sent).
         public static let invalidArgument = Code(.invalidArgument)
         /// The agent answered 429 Too Many Requests (its rate limit); ``ConsulError/retryAfter`` is

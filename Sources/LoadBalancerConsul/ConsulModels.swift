@@ -131,7 +131,8 @@ public struct ConsulServiceRegistration: Sendable, Hashable {
     public var meta: [String: String]
     /// The weight while passing (`Weights.Passing`), in `1...65535`. Default 1.
     public var passingWeight: Int
-    /// The weight while warning (`Weights.Warning`), in `1...65535`. Default 1.
+    /// The weight while warning (`Weights.Warning`), in `0...65535` (0: no share of traffic while
+    /// others pass). Default 1.
     public var warningWeight: Int
     /// The TTL check.
     public var check: TTLCheck
@@ -165,7 +166,8 @@ public struct ConsulServiceRegistration: Sendable, Hashable {
     /// Checks what Consul would reject.
     ///
     /// - Throws: ``ConsulError`` with code `invalidArgument` for an empty id or name, a port
-    ///   outside `1...65535`, a weight outside `1...65535`, a TTL that is not positive, or a
+    ///   outside `1...65535`, a passing weight outside `1...65535` or a warning weight outside
+    ///   `0...65535` (Consul's rule), a TTL that is not positive, or a
     ///   negative `DeregisterCriticalServiceAfter`.
     public func validate() throws(ConsulError) {
         guard !id.isEmpty, !name.isEmpty else {
@@ -174,8 +176,12 @@ public struct ConsulServiceRegistration: Sendable, Hashable {
         guard (1...65535).contains(port) else {
             throw ConsulError(code: .invalidArgument, message: "port \(port) is outside 1...65535")
         }
-        for (name, weight) in [("passing", passingWeight), ("warning", warningWeight)] where !(1...65535).contains(weight) {
-            throw ConsulError(code: .invalidArgument, message: "the \(name) weight \(weight) is outside 1...65535")
+        // Consul's own rule: Passing in 1...65535, Warning in 0...65535 (0: no traffic while warning).
+        guard (1...65535).contains(passingWeight) else {
+            throw ConsulError(code: .invalidArgument, message: "the passing weight \(passingWeight) is outside 1...65535")
+        }
+        guard (0...65535).contains(warningWeight) else {
+            throw ConsulError(code: .invalidArgument, message: "the warning weight \(warningWeight) is outside 0...65535")
         }
         guard check.ttl > .zero else {
             throw ConsulError(code: .invalidArgument, message: "the check's TTL must be positive")

@@ -169,15 +169,17 @@ struct ConsulUnitTests {
         }
     }
 
-    @Test("registrations: weights and port outside 1...65535 are rejected before anything is sent")
+    @Test("registrations: a passing weight or port outside 1...65535, a warning weight outside 0...65535, are rejected")
     func registrationValidation() {
         func registration(passing: Int = 1, warning: Int = 1, port: Int = 80) -> ConsulServiceRegistration {
             ConsulServiceRegistration(
                 id: "a", name: "web", port: port, passingWeight: passing, warningWeight: warning, check: .init(ttl: .seconds(10))
             )
         }
-        #expect(throws: Never.self) { try registration(passing: 65535, warning: 1).validate() }
-        for bad in [registration(passing: 0), registration(passing: 65536), registration(warning: 0), registration(warning: -1), registration(port: 0)] {
+        #expect(throws: Never.self) { try registration(passing: 65535, warning: 65535).validate() }
+        // Warning 0 is Consul's "no traffic while warning".
+        #expect(throws: Never.self) { try registration(passing: 1, warning: 0).validate() }
+        for bad in [registration(passing: 0), registration(passing: 65536), registration(warning: 65536), registration(warning: -1), registration(port: 0)] {
             let error = #expect(throws: ConsulError.self) { try bad.validate() }
             #expect(error?.code == .invalidArgument)
         }
