@@ -160,7 +160,9 @@ struct ConsulStrictTests {
         let publishers = 12  // AsyncHTTPClient's default pool has 8 connections per host
         for i in 0..<publishers { server.addService(id: "s\(i)", name: "svc-\(i)", address: "10.0.1.\(i + 1)", port: 80) }
         let consul = client(server)
-        let ttl = Duration.milliseconds(1500)
+        // A TTL long enough for a loaded machine; starved, the first pass would wait for a
+        // blocking query to end (60 s) and the check would lapse after 3 s.
+        let ttl = Duration.seconds(3)
         let registrar = ConsulRegistrar(
             registration: .init(id: "me-1", name: "me", address: "10.0.0.9", port: 8080, check: .init(ttl: ttl)),
             client: consul
@@ -176,10 +178,12 @@ struct ConsulStrictTests {
         let running = Task { try await group.run() }
         // Every publisher's query is held by the agent.
         try await waitUntil { server.heldQueries == publishers }
-        // Passes keep coming, every TTL/3, over four TTLs: the check never lapses.
+        try await waitUntil { server.service(id: "me-1")?.checks["service:me-1"]?.status == "passing" }
+        // Passes keep coming, every TTL/3, over three TTLs (a measurement window, sampled every
+        // 100 ms): the check never lapses.
         let passes = server.service(id: "me-1")?.checks["service:me-1"]?.passes ?? 0
         let start = ContinuousClock.now
-        while ContinuousClock.now - start < ttl * 4 {
+        while ContinuousClock.now - start < ttl * 3 {
             #expect(server.service(id: "me-1")?.checks["service:me-1"]?.status == "passing")
             try await Task.sleep(for: .milliseconds(100))
         }
