@@ -28,8 +28,8 @@ import Synchronization
 ///   query keeps the rights its token had when it was asked.
 /// - `PUT /v1/agent/service/register` (ID, Name, Address, Port, Tags, Meta, Weights (Passing in
 ///   `1...65535`, Warning in `0...65535`), and a TTL `Check` with CheckID, Name, TTL,
-///   DeregisterCriticalServiceAfter, Status); the check starts critical unless `Status` says otherwise, and is named `service:ID`
-///   when it has no CheckID. Registering an existing ID keeps the old registration's checks
+///   DeregisterCriticalServiceAfter, Status); the check starts critical unless `Status` says
+///   otherwise, and is named `service:ID` when it has no CheckID. Registering an existing ID keeps the old registration's checks
 ///   (those the new one does not redefine) unless `replace-existing-checks` is set.
 /// - `PUT /v1/agent/check/pass/ID`: passing for another TTL; one TTL after the last pass the check
 ///   turns critical (the instance leaves `?passing`). A service critical for
@@ -554,12 +554,21 @@ public final class ConsulTestServer: Sendable {
             )
         case .delay(let delay)?:
             loop.scheduleTask(in: Self.timeAmount(delay)) {
-                self.route(method: method, path: path, query: query, body: body, blocking: true, authority: authority, connection: connection, respond: respond)
+                self.route(
+                    method: method, path: path, query: query, body: body, blocking: true,
+                    authority: authority, connection: connection, respond: respond
+                )
             }
         case .noBlocking?:
-            route(method: method, path: path, query: query, body: body, blocking: false, authority: authority, connection: connection, respond: respond)
+            route(
+                method: method, path: path, query: query, body: body, blocking: false,
+                authority: authority, connection: connection, respond: respond
+            )
         case nil:
-            route(method: method, path: path, query: query, body: body, blocking: true, authority: authority, connection: connection, respond: respond)
+            route(
+                method: method, path: path, query: query, body: body, blocking: true,
+                authority: authority, connection: connection, respond: respond
+            )
         }
     }
 
@@ -577,7 +586,9 @@ public final class ConsulTestServer: Sendable {
         if path.hasPrefix(healthPrefix) {
             guard method == .GET else { return respond(Response(status: .methodNotAllowed, body: "method not allowed", json: false)) }
             let name = String(path.dropFirst(healthPrefix.count)).removingPercentEncoding ?? ""
-            return health(name, query: query, blocking: blocking, authority: authority, connection: connection, respond: respond)
+            return health(
+                name, query: query, blocking: blocking, authority: authority, connection: connection, respond: respond
+            )
         }
         guard path.hasPrefix("/v1/agent/") else {
             return respond(Response(status: .notFound, body: "no such endpoint", json: false))
@@ -593,7 +604,9 @@ public final class ConsulTestServer: Sendable {
             case nil: replaceChecks = replace != nil
             case let value?:
                 guard let parsed = Self.goBool(value) else {
-                    return respond(Response(status: .badRequest, body: "Invalid value for replace-existing-checks", json: false))
+                    return respond(
+                        Response(status: .badRequest, body: "Invalid value for replace-existing-checks", json: false)
+                    )
                 }
                 replaceChecks = parsed
             }

@@ -158,9 +158,15 @@ public struct ConsulClient: Sendable, Service {
                 case "http": break
                 case "https": https = true
                 case "unix":
-                    throw ConsulError(code: .invalidArgument, message: "CONSUL_HTTP_ADDR '\(text)': Unix sockets are not supported")
+                    throw ConsulError(
+                        code: .invalidArgument,
+                        message: "CONSUL_HTTP_ADDR '\(text)': Unix sockets are not supported"
+                    )
                 default:
-                    throw ConsulError(code: .invalidArgument, message: "CONSUL_HTTP_ADDR '\(text)': unknown scheme '\(scheme)'")
+                    throw ConsulError(
+                        code: .invalidArgument,
+                        message: "CONSUL_HTTP_ADDR '\(text)': unknown scheme '\(scheme)'"
+                    )
                 }
                 rest = rest[separator.upperBound...]
             }
@@ -336,7 +342,14 @@ public struct ConsulClient: Sendable, Service {
             }
         }
         let path = "/v1/health/service/" + Self.percentEncoded(service)
-        let (head, body) = try await send(.GET, path: path, query: query, body: nil, timeout: timeout, blocking: blocking)
+        let (head, body) = try await send(
+            .GET,
+            path: path,
+            query: query,
+            body: nil,
+            timeout: timeout,
+            blocking: blocking
+        )
         guard head.status == .ok else { throw Self.statusError(head, body: body, path: path) }
         let entries = try Self.decodeHealthEntries(body.readableBytesView, path: path)
         let index = head.headers.first(name: "X-Consul-Index").flatMap {
@@ -350,7 +363,10 @@ public struct ConsulClient: Sendable, Service {
 
     /// Decodes the body of a health answer: a JSON list of entries (unknown fields ignored, `null`
     /// lists and maps taken as empty, a missing `Port` as 0).
-    static func decodeHealthEntries(_ bytes: some Collection<UInt8>, path: String = "/v1/health/service") throws(ConsulError) -> [ConsulServiceEntry] {
+    static func decodeHealthEntries(
+        _ bytes: some Collection<UInt8>,
+        path: String = "/v1/health/service"
+    ) throws(ConsulError) -> [ConsulServiceEntry] {
         do {
             return try JSONDecoder().decode([HealthEntryJSON].self, from: Data(bytes)).map(\.entry)
         } catch {
@@ -385,7 +401,11 @@ public struct ConsulClient: Sendable, Service {
             throw ConsulError(code: .invalidArgument, message: "the registration cannot be encoded", cause: error)
         }
         do {
-            try await agentPut("/v1/agent/service/register", query: [("replace-existing-checks", "true")], body: Array(body))
+            try await agentPut(
+                "/v1/agent/service/register",
+                query: [("replace-existing-checks", "true")],
+                body: Array(body)
+            )
         } catch let error as ConsulError where error.status == 400 {
             throw ConsulError(
                 code: .invalidArgument,
@@ -569,9 +589,13 @@ final class ConsulTransport: Sendable {
                 var shortConfiguration = base
                 shortConfiguration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 8
                 var blockingConfiguration = base
-                blockingConfiguration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = max(1, configuration.maxBlockingQueries)
+                blockingConfiguration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit =
+                    max(1, configuration.maxBlockingQueries)
                 let short = HTTPClient(eventLoopGroupProvider: .singleton, configuration: shortConfiguration)
-                let blockingClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: blockingConfiguration)
+                let blockingClient = HTTPClient(
+                    eventLoopGroupProvider: .singleton,
+                    configuration: blockingConfiguration
+                )
                 state = .running(short: short, blocking: blockingClient)
                 return blocking ? blockingClient : short
             }

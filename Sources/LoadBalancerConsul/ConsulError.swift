@@ -49,7 +49,13 @@ public struct ConsulError: Error, Sendable, CustomStringConvertible {
     public var retryAfter: Duration?
 
     /// Creates an error.
-    public init(code: Code, message: String, status: Int? = nil, retryAfter: Duration? = nil, cause: (any Error)? = nil) {
+    public init(
+        code: Code,
+        message: String,
+        status: Int? = nil,
+        retryAfter: Duration? = nil,
+        cause: (any Error)? = nil
+    ) {
         self.code = code
         self.message = message
         self.status = status

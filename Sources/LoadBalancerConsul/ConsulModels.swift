@@ -178,10 +178,16 @@ public struct ConsulServiceRegistration: Sendable, Hashable {
         }
         // Consul's own rule: Passing in 1...65535, Warning in 0...65535 (0: no traffic while warning).
         guard (1...65535).contains(passingWeight) else {
-            throw ConsulError(code: .invalidArgument, message: "the passing weight \(passingWeight) is outside 1...65535")
+            throw ConsulError(
+                code: .invalidArgument,
+                message: "the passing weight \(passingWeight) is outside 1...65535"
+            )
         }
         guard (0...65535).contains(warningWeight) else {
-            throw ConsulError(code: .invalidArgument, message: "the warning weight \(warningWeight) is outside 0...65535")
+            throw ConsulError(
+                code: .invalidArgument,
+                message: "the warning weight \(warningWeight) is outside 0...65535"
+            )
         }
         guard check.ttl > .zero else {
             throw ConsulError(code: .invalidArgument, message: "the check's TTL must be positive")

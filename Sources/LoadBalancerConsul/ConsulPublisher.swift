@@ -103,13 +103,22 @@ public final class ConsulPublisher: InstancePublisher, Service {
         ///   positive number, a burst below 1, or a negative wait or stall threshold.
         public func validate() throws(ConsulError) {
             guard rateLimit.requestsPerSecond.isFinite, rateLimit.requestsPerSecond > 0 else {
-                throw ConsulError(code: .invalidArgument, message: "the rate limit \(rateLimit.requestsPerSecond)/s is not a positive number")
+                throw ConsulError(
+                    code: .invalidArgument,
+                    message: "the rate limit \(rateLimit.requestsPerSecond)/s is not a positive number"
+                )
             }
             guard rateLimit.burst >= 1 else {
-                throw ConsulError(code: .invalidArgument, message: "the rate limit's burst \(rateLimit.burst) is below 1")
+                throw ConsulError(
+                    code: .invalidArgument,
+                    message: "the rate limit's burst \(rateLimit.burst) is below 1"
+                )
             }
             guard wait >= .zero, stallThreshold >= .zero else {
-                throw ConsulError(code: .invalidArgument, message: "the wait and the stall threshold must not be negative")
+                throw ConsulError(
+                    code: .invalidArgument,
+                    message: "the wait and the stall threshold must not be negative"
+                )
             }
         }
     }
@@ -193,7 +202,8 @@ public final class ConsulPublisher: InstancePublisher, Service {
                 if result.filteredByACLs {
                     throw ConsulError(
                         code: .filteredByACLs,
-                        message: "the agent left entries of \(service) out: the token may not read them (X-Consul-Results-Filtered-By-ACLs)"
+                        message: "the agent left entries of \(service) out: the token may not read them "
+                            + "(X-Consul-Results-Filtered-By-ACLs)"
                     )
                 }
                 publish(result.entries)
@@ -201,7 +211,9 @@ public final class ConsulPublisher: InstancePublisher, Service {
                 if outcome == .reset {
                     logger.info("Consul index went backwards; starting over with a plain read", metadata: metadata)
                 }
-                delay = state.stalls > 0 ? jittered(configuration.backoff.window(forRetry: state.stalls), &random) : .zero
+                delay =
+                    state.stalls > 0
+                    ? jittered(configuration.backoff.window(forRetry: state.stalls), &random) : .zero
             } catch is CancellationError {
                 return
             } catch {
@@ -222,7 +234,8 @@ public final class ConsulPublisher: InstancePublisher, Service {
                 )
                 broadcaster.fail(DiscoveryError(code: code, message: "Consul query of \(service) failed", cause: error))
                 // A 429 is honoured: at least the agent's Retry-After, and never less than the backoff.
-                delay = max(jittered(configuration.backoff.window(forRetry: failures), &random), consulError?.retryAfter ?? .zero)
+                let backoff = jittered(configuration.backoff.window(forRetry: failures), &random)
+                delay = max(backoff, consulError?.retryAfter ?? .zero)
             }
             if delay > .zero {
                 do { try await Task.sleep(for: delay) } catch { return }
