@@ -10,7 +10,7 @@ import ServiceLifecycle
 /// when it is cancelled or the service group shuts down gracefully.
 ///
 /// - A failed registration or pass is logged and tried again after a jittered backoff (never
-///   longer than the pass interval). A pass the agent rejects (it restarted and forgot the
+///   longer than the pass interval, unless a 429 asks for a longer `Retry-After`). A pass the agent rejects (it restarted and forgot the
 ///   check, say) makes the registrar register again before the next pass.
 /// - A registration Consul would reject (see ``ConsulServiceRegistration/validate()``), or one
 ///   the agent answers with 400, is a configuration error: ``run()`` throws it instead of
@@ -154,7 +154,9 @@ public final class ConsulRegistrar: Service {
                 let window = configuration.backoff.window(forRetry: failures)
                 let fraction = 0.5 + Double(random.next() >> 11) * 0x1.0p-54
                 let seconds = Double(window.components.seconds) + Double(window.components.attoseconds) / 1e18
-                delay = min(.nanoseconds(Int64(seconds * fraction * 1e9)), passInterval)
+                // A 429's Retry-After is honoured, even past the pass interval: the agent asked.
+                let retryAfter = (error as? ConsulError)?.retryAfter ?? .zero
+                delay = max(min(.nanoseconds(Int64(seconds * fraction * 1e9)), passInterval), retryAfter)
             }
             do { try await Task.sleep(for: delay) } catch { break }
         }

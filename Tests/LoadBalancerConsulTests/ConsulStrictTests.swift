@@ -453,6 +453,29 @@ struct ConsulStrictTests {
         }
     }
 
+    @Test("429 to the registrar: its Retry-After is honoured too")
+    func rateLimitedRegistrar() async throws {
+        let server = try await ConsulTestServer.start()
+        defer { Task { await server.stop() } }
+        let consul = client(server)
+        defer { Task { await consul.shutdown() } }
+        server.setFault(.rateLimited(retryAfterSeconds: 1), for: .agent)
+        let registrar = ConsulRegistrar(
+            registration: .init(id: "a", name: "web", port: 80, check: .init(ttl: .milliseconds(600))),
+            client: consul
+        )
+        let running = Task { try await registrar.run() }
+        defer { running.cancel() }
+        try await waitUntil { server.requestCount(.agent) >= 3 }
+        server.setFault(nil, for: .agent)
+        // The backoff alone would be under the 200 ms pass interval; each retry waited the 1 s asked.
+        let times = Array(server.requests.filter { $0.path == "/v1/agent/service/register" }.prefix(3).map(\.time))
+        for (earlier, later) in zip(times, times.dropFirst()) {
+            #expect(later - earlier >= .milliseconds(990), "\(later - earlier)")
+        }
+        try await waitUntil { server.service(id: "a")?.checks["service:a"]?.status == "passing" }
+    }
+
     @Test("CONSUL_HTTP_ADDR=https://..., CONSUL_CACERT and CONSUL_HTTP_TOKEN: the client reads over HTTPS with the CA")
     func environmentTLS() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("lb-consul-env-\(UUID().uuidString)")
