@@ -6,24 +6,37 @@ import NIOSSL
 import Synchronization
 
 /// A Consul-API server for tests, over real HTTP on 127.0.0.1 (no Consul can be installed where the
-/// tests run). It implements the documented behaviour the client relies on, not Consul:
+/// tests run). It implements the documented behaviour the client relies on, not Consul, and is as
+/// strict as a real agent where a lenient server would hide a client bug:
 ///
-/// - `GET /v1/health/service/NAME` with `passing` (every check of the entry, the node's
-///   `serfHealth` included, must be `passing`), `tag` (repeatable: all must match), `dc` (an
-///   unknown datacenter is a 500, "No path to datacenter"), and blocking queries: with `index`, the
-///   request is held until the service's index moves past it or `wait` elapses (default 5 minutes,
-///   capped at 10, plus up to `wait / 16` of jitter). Every answer carries `X-Consul-Index`.
-/// - Entries with the node's `Address` and the service's own `Address` (empty when not set), the
-///   service's `Weights`, `Tags`, `Meta`, and the checks.
-/// - `PUT /v1/agent/service/register` (ID, Name, Address, Port, Tags, Meta, Weights, and a TTL
-///   `Check` with CheckID, Name, TTL, DeregisterCriticalServiceAfter, Status); the check starts
-///   critical unless `Status` says otherwise, and is named `service:ID` when it has no CheckID.
+/// - `GET /v1/health/service/NAME` with `passing` (bare, or a Go boolean: any other value is a
+///   400; every check of the entry, the node's `serfHealth` included, must be `passing`), `tag`
+///   (repeatable: all must match, without regard to case), `dc` (an unknown datacenter is a 500,
+///   "No path to datacenter"), `stale` / `consistent` (both at once is a 400), `cached` (answered
+///   with `X-Cache`), and blocking queries: with `index` (not a number: 400), the request is held
+///   until the service's index moves past it or `wait` elapses (`0s` or none: 5 minutes; capped at
+///   the agent's `max_query_time`, 10 minutes unless started otherwise; plus up to `wait / 16`).
+///   A held request is dropped when its client disconnects. Every answer carries `X-Consul-Index`.
+/// - Entries as Consul encodes them: `Port` left out when 0, `SocketPath` when set, the node's
+///   `Address` and the service's own `Address` (empty when not set), `Weights`, `Tags`, `Meta`,
+///   the checks.
+/// - ACLs, when started with a `token` (a management token): a request without a token is
+///   anonymous and may read nothing; an unknown token is a 403 ("ACL not found"); a token made
+///   with ``addACLToken(_:readableServices:)`` reads only those services. A health answer that
+///   left entries out says so with `X-Consul-Results-Filtered-By-ACLs: true` (200, not 403); agent
+///   writes need the management token (403 "Permission denied" otherwise). As in Consul, a held
+///   query keeps the rights its token had when it was asked.
+/// - `PUT /v1/agent/service/register` (ID, Name, Address, Port, Tags, Meta, Weights (Passing in
+///   `1...65535`, Warning in `0...65535`), and a TTL `Check` with CheckID, Name, TTL,
+///   DeregisterCriticalServiceAfter, Status); the check starts critical unless `Status` says
+///   otherwise, and is named `service:ID` when it has no CheckID. Registering an existing ID keeps the old registration's checks
+///   (those the new one does not redefine) unless `replace-existing-checks` is set.
 /// - `PUT /v1/agent/check/pass/ID`: passing for another TTL; one TTL after the last pass the check
-///   turns critical (the instance leaves `?passing`), and once critical for
-///   DeregisterCriticalServiceAfter the service is removed (at once, where Consul's reaper runs
-///   every 30 s and has a one-minute minimum). An unknown check is a 404.
+///   turns critical (the instance leaves `?passing`). A service critical for
+///   DeregisterCriticalServiceAfter (at least one minute, Consul's minimum) is removed by a reaper
+///   that runs every 30 s; the server's clock can be moved forward with ``advanceTime(by:)``.
+///   An unknown check is a 404.
 /// - `PUT /v1/agent/service/deregister/ID` (404 when unknown).
-/// - An ACL token, when set, is required in `X-Consul-Token` (403 otherwise).
 ///
 /// Each write moves a global index; a service's index is that of its last change; blocked queries
 /// wake when their service's index moves past theirs. Fault injection: see ``Fault``,
@@ -40,6 +53,8 @@ public final class ConsulTestServer: Sendable {
         /// Answer health queries at once with the current set and index, never blocking (a
         /// misbehaving agent: a client that does not back off spins against it).
         case noBlocking
+        /// Answer 429 Too Many Requests (the agent's rate limit), with `Retry-After` in seconds when given.
+        case rateLimited(retryAfterSeconds: Int?)
     }
 
     /// Which requests a fault applies to.
@@ -79,8 +94,10 @@ public final class ConsulTestServer: Sendable {
         public var name: String
         /// `Address` (empty: the node's).
         public var address: String
-        /// `Port`.
+        /// `Port`; 0 is left out of answers, as Consul does.
         public var port: Int
+        /// `SocketPath`, for a service on a Unix socket.
+        public var socketPath: String?
         /// `Tags`.
         public var tags: [String]
         /// `Meta`.
@@ -107,7 +124,10 @@ public final class ConsulTestServer: Sendable {
         public var deregisterCriticalServiceAfter: Duration?
         /// How many times it was passed.
         public var passes: Int
-        var generation: Int
+        /// When a TTL check turns critical unless passed before (the server's clock).
+        var deadline: ContinuousClock.Instant?
+        /// Since when it has been critical (the server's clock).
+        var criticalSince: ContinuousClock.Instant?
     }
 
     struct Node: Sendable {
@@ -127,12 +147,16 @@ public final class ConsulTestServer: Sendable {
         var service: String
         var minIndex: UInt64
         var query: HealthQuery
+        var connection: ObjectIdentifier?
         var respond: @Sendable (Response) -> Void
     }
 
     struct HealthQuery: Sendable {
         var passing: Bool
         var tags: [String]
+        /// The services the token may read; `nil` for all (management, or no ACLs).
+        var readable: Set<String>?
+        var cached: Bool
     }
 
     struct Response: Sendable {
@@ -140,6 +164,13 @@ public final class ConsulTestServer: Sendable {
         var index: UInt64?
         var body: String
         var json: Bool
+        var headers: [(String, String)] = []
+    }
+
+    /// What a request's token may do.
+    enum Authority: Sendable {
+        case management
+        case read(Set<String>)
     }
 
     struct State: Sendable {
@@ -154,6 +185,9 @@ public final class ConsulTestServer: Sendable {
         var port = 0
         var channel: (any Channel)?
         var children: [ObjectIdentifier: any Channel] = [:]
+        var aclTokens: [String: Set<String>] = [:]
+        var timeOffset: Duration = .zero
+        var reaper: RepeatedTask?
     }
 
     /// The port it listens on, on 127.0.0.1 (the same across ``restart()``).
@@ -162,15 +196,26 @@ public final class ConsulTestServer: Sendable {
     public let datacenter: String
     /// The agent's own node name; agent registrations go to it.
     public let nodeName: String
-    /// The ACL token required of every request, if any.
+    /// The management token, when ACLs are on (a request without a token reads nothing).
     public let token: String?
+    /// The longest a blocking query is held (the agent's `max_query_time`).
+    public let maxQueryTime: Duration
     let state: Mutex<State>
     let loop: any EventLoop
     /// The TLS context when the server serves HTTPS.
     private let tlsContext: NIOSSLContext?
 
-    private init(datacenter: String, nodeName: String, token: String?, state: State, loop: any EventLoop, tlsContext: NIOSSLContext?) {
+    private init(
+        datacenter: String,
+        nodeName: String,
+        token: String?,
+        maxQueryTime: Duration,
+        state: State,
+        loop: any EventLoop,
+        tlsContext: NIOSSLContext?
+    ) {
         self.tlsContext = tlsContext
+        self.maxQueryTime = maxQueryTime
         self.datacenter = datacenter
         self.nodeName = nodeName
         self.token = token
@@ -184,7 +229,10 @@ public final class ConsulTestServer: Sendable {
     ///   - datacenter: The agent's datacenter. Default `dc1`.
     ///   - nodeName: The agent's node. Default `agent-1`.
     ///   - nodeAddress: The agent node's address. Default `127.0.0.1`.
-    ///   - token: An ACL token every request must carry. Default none.
+    ///   - token: Turns ACLs on, with this management token (default deny: a request without a
+    ///     token reads nothing). Default: ACLs off.
+    ///   - maxQueryTime: The agent's `max_query_time`: the longest a blocking query is held.
+    ///     Default 10 minutes, Consul's.
     ///   - tls: A certificate chain and key (PEM files) to serve HTTPS with, as an agent with
     ///     `tls.https` does. Default: plain HTTP.
     public static func start(
@@ -192,6 +240,7 @@ public final class ConsulTestServer: Sendable {
         nodeName: String = "agent-1",
         nodeAddress: String = "127.0.0.1",
         token: String? = nil,
+        maxQueryTime: Duration = .seconds(600),
         tls: (certificatePath: String, keyPath: String)? = nil
     ) async throws -> ConsulTestServer {
         let tlsContext = try tls.map { files in
@@ -208,13 +257,23 @@ public final class ConsulTestServer: Sendable {
             datacenter: datacenter,
             nodeName: nodeName,
             token: token,
+            maxQueryTime: maxQueryTime,
             state: state,
             loop: MultiThreadedEventLoopGroup.singleton.next(),
             tlsContext: tlsContext
         )
         let channel = try await server.bind(port: 0)
         server.state.withLock { $0.port = channel.localAddress?.port ?? 0 }
+        server.startReaper()
         return server
+    }
+
+    /// Consul's reaper: every 30 s, services critical for their DeregisterCriticalServiceAfter go.
+    private func startReaper() {
+        let task = loop.scheduleRepeatedTask(initialDelay: .seconds(30), delay: .seconds(30)) { [weak self] _ in
+            self?.sweep()
+        }
+        state.withLock { $0.reaper = task }
     }
 
     /// Binds the listening socket; accepted connections are served by this server.
@@ -227,7 +286,12 @@ public final class ConsulTestServer: Sendable {
                     let id = ObjectIdentifier(channel)
                     self.state.withLock { $0.children[id] = channel }
                     channel.closeFuture.whenComplete { [weak self] _ in
-                        self?.state.withLock { _ = $0.children.removeValue(forKey: id) }
+                        // The client went away: its held query goes too (Consul stops waiting
+                        // when the request's context is cancelled).
+                        self?.state.withLock { state in
+                            _ = state.children.removeValue(forKey: id)
+                            state.waiters = state.waiters.filter { $0.value.connection != id }
+                        }
                     }
                     if let tlsContext = self.tlsContext {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tlsContext))
@@ -250,6 +314,8 @@ public final class ConsulTestServer: Sendable {
                 state.children = [:]
                 state.waiters = [:]
             }
+            state.reaper?.cancel()
+            state.reaper = nil
             return (state.channel, Array(state.children.values))
         }
         try? await channel?.close()
@@ -263,6 +329,7 @@ public final class ConsulTestServer: Sendable {
         for _ in 0..<100 {
             do {
                 _ = try await bind(port: port)
+                startReaper()
                 return
             } catch {
                 lastError = error
@@ -278,6 +345,22 @@ public final class ConsulTestServer: Sendable {
     public func setFault(_ fault: Fault?, for endpoint: Endpoint) {
         state.withLock { $0.faults[endpoint] = fault }
     }
+
+    /// Adds an ACL token that may read the given services (and every node) and nothing else;
+    /// agent writes need the management token.
+    public func addACLToken(_ secret: String, readableServices: Set<String>) {
+        state.withLock { $0.aclTokens[secret] = readableServices }
+    }
+
+    /// Moves the server's clock forward by `duration`, as if that much time had passed: TTL checks
+    /// whose TTL ran out in it turn critical, and the reaper runs.
+    public func advanceTime(by duration: Duration) {
+        state.withLock { $0.timeOffset += duration }
+        sweep()
+    }
+
+    /// The server's clock: the continuous clock, moved forward by ``advanceTime(by:)``.
+    var now: ContinuousClock.Instant { state.withLock { ContinuousClock.now + $0.timeOffset } }
 
     /// Adds (or replaces) a node, in any datacenter.
     public func addNode(_ name: String, address: String, datacenter: String? = nil) {
@@ -304,23 +387,26 @@ public final class ConsulTestServer: Sendable {
         node: String? = nil,
         address: String = "",
         port: Int,
+        socketPath: String? = nil,
         tags: [String] = [],
         meta: [String: String] = [:],
         passingWeight: Int = 1,
+        warningWeight: Int = 1,
         status: String = "passing"
     ) {
         let node = node ?? nodeName
-        let check = Check(id: "service:\(id)", name: "Service '\(name)' check", status: status, passes: 0, generation: 0)
+        let check = Check(id: "service:\(id)", name: "Service '\(name)' check", status: status, passes: 0)
         let instance = ServiceInstance(
             node: node,
             id: id,
             name: name,
             address: address,
             port: port,
+            socketPath: socketPath,
             tags: tags,
             meta: meta,
             passingWeight: passingWeight,
-            warningWeight: 1,
+            warningWeight: warningWeight,
             checks: [check.id: check]
         )
         wake { state in
@@ -336,7 +422,7 @@ public final class ConsulTestServer: Sendable {
             guard var instance = state.services[key] else { return [] }
             for checkID in instance.checks.keys {
                 instance.checks[checkID]?.status = status
-                instance.checks[checkID]?.generation += 1
+                instance.checks[checkID]?.deadline = nil
             }
             state.services[key] = instance
             return [self.key(state, instance)]
@@ -424,6 +510,7 @@ public final class ConsulTestServer: Sendable {
         method: HTTPMethod,
         uri: String,
         token: String?,
+        connection: ObjectIdentifier? = nil,
         body: ByteBuffer,
         respond: @escaping @Sendable (Response) -> Void
     ) {
@@ -434,23 +521,54 @@ public final class ConsulTestServer: Sendable {
             )
             return Self.endpoint(of: path).flatMap { state.faults[$0] }
         }
-        if let required = self.token, token != required {
-            respond(Response(status: .forbidden, body: "ACL not found", json: false))
-            return
+        let authority: Authority
+        if let management = self.token {
+            let given = token.flatMap { $0.isEmpty ? nil : $0 }
+            if given == management {
+                authority = .management
+            } else if let given {
+                guard let readable = state.withLock({ $0.aclTokens[given] }) else {
+                    respond(Response(status: .forbidden, body: "ACL not found", json: false))
+                    return
+                }
+                authority = .read(readable)
+            } else {
+                authority = .read([])  // the anonymous token, under default deny
+            }
+        } else {
+            authority = .management
         }
         switch fault {
         case .status(let code)?:
             respond(Response(status: HTTPResponseStatus(statusCode: code), body: "injected fault: HTTP \(code)", json: false))
         case .garbage?:
             respond(Response(status: .ok, index: index, body: "[{\"Node\": {\"Node\": \"agent-1\", \"Addr", json: true))
+        case .rateLimited(let retryAfter)?:
+            respond(
+                Response(
+                    status: .tooManyRequests,
+                    body: "rate limit exceeded",
+                    json: false,
+                    headers: retryAfter.map { [("Retry-After", "\($0)")] } ?? []
+                )
+            )
         case .delay(let delay)?:
             loop.scheduleTask(in: Self.timeAmount(delay)) {
-                self.route(method: method, path: path, query: query, body: body, blocking: true, respond: respond)
+                self.route(
+                    method: method, path: path, query: query, body: body, blocking: true,
+                    authority: authority, connection: connection, respond: respond
+                )
             }
         case .noBlocking?:
-            route(method: method, path: path, query: query, body: body, blocking: false, respond: respond)
+            route(
+                method: method, path: path, query: query, body: body, blocking: false,
+                authority: authority, connection: connection, respond: respond
+            )
         case nil:
-            route(method: method, path: path, query: query, body: body, blocking: true, respond: respond)
+            route(
+                method: method, path: path, query: query, body: body, blocking: true,
+                authority: authority, connection: connection, respond: respond
+            )
         }
     }
 
@@ -460,20 +578,39 @@ public final class ConsulTestServer: Sendable {
         query: [(name: String, value: String?)],
         body: ByteBuffer,
         blocking: Bool,
+        authority: Authority,
+        connection: ObjectIdentifier?,
         respond: @escaping @Sendable (Response) -> Void
     ) {
         let healthPrefix = "/v1/health/service/"
         if path.hasPrefix(healthPrefix) {
             guard method == .GET else { return respond(Response(status: .methodNotAllowed, body: "method not allowed", json: false)) }
             let name = String(path.dropFirst(healthPrefix.count)).removingPercentEncoding ?? ""
-            return health(name, query: query, blocking: blocking, respond: respond)
+            return health(
+                name, query: query, blocking: blocking, authority: authority, connection: connection, respond: respond
+            )
         }
         guard path.hasPrefix("/v1/agent/") else {
             return respond(Response(status: .notFound, body: "no such endpoint", json: false))
         }
         guard method == .PUT else { return respond(Response(status: .methodNotAllowed, body: "method not allowed", json: false)) }
+        guard case .management = authority else {
+            return respond(Response(status: .forbidden, body: "Permission denied", json: false))
+        }
         if path == "/v1/agent/service/register" {
-            respond(register(body))
+            let replace = query.first { $0.name == "replace-existing-checks" }
+            let replaceChecks: Bool
+            switch replace?.value {
+            case nil: replaceChecks = replace != nil
+            case let value?:
+                guard let parsed = Self.goBool(value) else {
+                    return respond(
+                        Response(status: .badRequest, body: "Invalid value for replace-existing-checks", json: false)
+                    )
+                }
+                replaceChecks = parsed
+            }
+            respond(register(body, replaceExistingChecks: replaceChecks))
         } else if let id = Self.suffix(path, after: "/v1/agent/check/pass/") {
             respond(pass(checkID: id, note: query.first { $0.name == "note" }?.value))
         } else if let id = Self.suffix(path, after: "/v1/agent/service/deregister/") {
@@ -495,21 +632,43 @@ public final class ConsulTestServer: Sendable {
         _ name: String,
         query: [(name: String, value: String?)],
         blocking: Bool,
+        authority: Authority,
+        connection: ObjectIdentifier?,
         respond: @escaping @Sendable (Response) -> Void
     ) {
-        let passing = query.contains { $0.name == "passing" && !["false", "0"].contains($0.value ?? "") }
+        func bad(_ message: String) { respond(Response(status: .badRequest, body: message, json: false)) }
+        var passing = false
+        if let item = query.first(where: { $0.name == "passing" }) {
+            // Bare (or empty) is true; otherwise a Go boolean.
+            guard let value = item.value.map({ $0.isEmpty ? true : Self.goBool($0) }) ?? true else {
+                return bad("Invalid value for ?passing")
+            }
+            passing = value
+        }
         let tags = query.filter { $0.name == "tag" }.compactMap(\.value)
         let datacenter = query.first { $0.name == "dc" }?.value ?? self.datacenter
-        let minIndex = query.first { $0.name == "index" }?.value.flatMap { UInt64($0) } ?? 0
-        let waitText = query.first { $0.name == "wait" }?.value
-        var wait = Duration.seconds(300)
-        if let waitText {
-            guard let parsed = GoDuration.parse(waitText) else {
-                return respond(Response(status: .badRequest, body: "Invalid wait time", json: false))
-            }
-            wait = min(parsed, .seconds(600))
+        if query.contains(where: { $0.name == "stale" }), query.contains(where: { $0.name == "consistent" }) {
+            return bad("Cannot specify ?stale with ?consistent, conflicting semantics.")
         }
-        let healthQuery = HealthQuery(passing: passing, tags: tags)
+        let cached = query.contains { $0.name == "cached" }
+        var minIndex: UInt64 = 0
+        if let text = query.first(where: { $0.name == "index" })?.value {
+            guard let value = UInt64(text) else { return bad("Invalid index") }
+            minIndex = value
+        }
+        var wait = Duration.seconds(300)
+        if let waitText = query.first(where: { $0.name == "wait" })?.value {
+            guard let parsed = GoDuration.parse(waitText), parsed >= .zero else { return bad("Invalid wait time") }
+            // 0 is the default wait, not an immediate answer.
+            if parsed > .zero { wait = parsed }
+        }
+        wait = min(wait, maxQueryTime)
+        let readable: Set<String>?
+        switch authority {
+        case .management: readable = nil
+        case .read(let services): readable = services
+        }
+        let healthQuery = HealthQuery(passing: passing, tags: tags, readable: readable, cached: cached)
         let key = Self.indexKey(datacenter: datacenter, service: name)
         enum Action {
             case answer(Response)
@@ -529,6 +688,7 @@ public final class ConsulTestServer: Sendable {
                     service: name,
                     minIndex: minIndex,
                     query: healthQuery,
+                    connection: connection,
                     respond: respond
                 )
                 return .hold(id)
@@ -556,9 +716,12 @@ public final class ConsulTestServer: Sendable {
         let instances = state.services.values
             .filter { $0.name == name && state.nodes[$0.node]?.datacenter == datacenter }
             .sorted { ($0.node, $0.id) < ($1.node, $1.id) }
+        var filtered = false
         for instance in instances {
             guard let node = state.nodes[instance.node] else { continue }
-            guard query.tags.allSatisfy(instance.tags.contains) else { continue }
+            // Consul compares tags without regard to case.
+            let own = Set(instance.tags.map { $0.lowercased() })
+            guard query.tags.allSatisfy({ own.contains($0.lowercased()) }) else { continue }
             var checks = [
                 CheckOut(
                     Node: node.name,
@@ -582,6 +745,10 @@ public final class ConsulTestServer: Sendable {
                 )
             }
             if query.passing, !checks.allSatisfy({ $0.Status == "passing" }) { continue }
+            if let readable = query.readable, !readable.contains(instance.name) {
+                filtered = true
+                continue
+            }
             entries.append(
                 HealthEntryOut(
                     Node: NodeOut(ID: "", Node: node.name, Address: node.address, Datacenter: node.datacenter),
@@ -591,7 +758,8 @@ public final class ConsulTestServer: Sendable {
                         Tags: instance.tags,
                         Address: instance.address,
                         Meta: instance.meta,
-                        Port: instance.port,
+                        Port: instance.port == 0 ? nil : instance.port,
+                        SocketPath: instance.socketPath,
                         Weights: WeightsOut(Passing: instance.passingWeight, Warning: instance.warningWeight)
                     ),
                     Checks: checks
@@ -602,12 +770,15 @@ public final class ConsulTestServer: Sendable {
         encoder.outputFormatting = [.sortedKeys]
         let body = (try? encoder.encode(entries)).map { String(decoding: $0, as: UTF8.self) } ?? "[]"
         let index = state.serviceIndex[Self.indexKey(datacenter: datacenter, service: name)] ?? 1
-        return Response(status: .ok, index: index, body: body, json: true)
+        var headers: [(String, String)] = []
+        if filtered { headers.append(("X-Consul-Results-Filtered-By-ACLs", "true")) }
+        if query.cached { headers.append(("X-Cache", "MISS")) }
+        return Response(status: .ok, index: index, body: body, json: true, headers: headers)
     }
 
     // MARK: Agent
 
-    private func register(_ body: ByteBuffer) -> Response {
+    private func register(_ body: ByteBuffer, replaceExistingChecks: Bool) -> Response {
         let registration: RegistrationIn
         do {
             registration = try JSONDecoder().decode(RegistrationIn.self, from: Data(body.readableBytesView))
@@ -617,7 +788,20 @@ public final class ConsulTestServer: Sendable {
         guard let name = registration.Name, !name.isEmpty else {
             return Response(status: .badRequest, body: "Missing service name", json: false)
         }
+        if let port = registration.Port, !(0...65535).contains(port) {
+            return Response(status: .badRequest, body: "Invalid Port", json: false)
+        }
+        if let weights = registration.Weights {
+            // Consul's rule: Passing in 1...65535, Warning in 0...65535.
+            if let passing = weights.Passing, !(1...65535).contains(passing) {
+                return Response(status: .badRequest, body: "Invalid Weights: Passing must be in 1...65535", json: false)
+            }
+            if let warning = weights.Warning, !(0...65535).contains(warning) {
+                return Response(status: .badRequest, body: "Invalid Weights: Warning must be in 0...65535", json: false)
+            }
+        }
         let id = registration.ID.flatMap { $0.isEmpty ? nil : $0 } ?? name
+        let now = self.now
         var checks: [String: Check] = [:]
         if let checkIn = registration.Check {
             guard let ttlText = checkIn.TTL, let ttl = GoDuration.parse(ttlText), ttl > .zero else {
@@ -625,28 +809,35 @@ public final class ConsulTestServer: Sendable {
             }
             var deregisterAfter: Duration?
             if let text = checkIn.DeregisterCriticalServiceAfter {
-                guard let parsed = GoDuration.parse(text) else {
+                guard let parsed = GoDuration.parse(text), parsed >= .zero else {
                     return Response(status: .badRequest, body: "Invalid DeregisterCriticalServiceAfter", json: false)
                 }
-                deregisterAfter = parsed
+                // Consul raises a shorter timeout to its one-minute minimum (0 turns reaping off).
+                deregisterAfter = parsed == .zero ? nil : max(parsed, .seconds(60))
+            }
+            let status = checkIn.Status ?? "critical"
+            guard ["passing", "warning", "critical"].contains(status) else {
+                return Response(status: .badRequest, body: "Invalid check status", json: false)
             }
             let checkID = checkIn.CheckID.flatMap { $0.isEmpty ? nil : $0 } ?? "service:\(id)"
             checks[checkID] = Check(
                 id: checkID,
                 name: checkIn.Name ?? "Service '\(name)' check",
-                status: checkIn.Status ?? "critical",
+                status: status,
                 ttl: ttl,
                 deregisterCriticalServiceAfter: deregisterAfter,
                 passes: 0,
-                generation: 0
+                deadline: status == "critical" ? nil : now + ttl,
+                criticalSince: status == "critical" ? now : nil
             )
         }
-        let instance = ServiceInstance(
+        var instance = ServiceInstance(
             node: nodeName,
             id: id,
             name: name,
             address: registration.Address ?? "",
             port: registration.Port ?? 0,
+            socketPath: registration.SocketPath.flatMap { $0.isEmpty ? nil : $0 },
             tags: registration.Tags ?? [],
             meta: registration.Meta ?? [:],
             passingWeight: registration.Weights?.Passing ?? 1,
@@ -654,50 +845,45 @@ public final class ConsulTestServer: Sendable {
             checks: checks
         )
         let key = ServiceKey(node: nodeName, id: id)
-        var generations: [String: Int] = [:]
         wake { state in
-            // A replaced check keeps counting generations, so the old one's timers do nothing.
-            var instance = instance
-            for checkID in instance.checks.keys {
-                let generation = (state.services[key]?.checks[checkID]?.generation ?? 0) + 1
-                instance.checks[checkID]?.generation = generation
-                generations[checkID] = generation
+            // Without replace-existing-checks, Consul keeps the checks of the earlier
+            // registration that the new one does not define.
+            if !replaceExistingChecks, let old = state.services[key] {
+                for (checkID, check) in old.checks where instance.checks[checkID] == nil {
+                    instance.checks[checkID] = check
+                }
             }
             state.services[key] = instance
             return [self.key(state, instance)]
         }
-        for (checkID, check) in checks {
-            if let ttl = check.ttl, let generation = generations[checkID], check.status != "critical" {
-                scheduleExpiry(key: key, checkID: checkID, generation: generation, after: ttl)
-            } else if check.status == "critical", let after = check.deregisterCriticalServiceAfter,
-                let generation = generations[checkID]
-            {
-                scheduleReap(key: key, checkID: checkID, generation: generation, after: after)
-            }
-        }
+        for check in checks.values { if let ttl = check.ttl, check.status != "critical" { scheduleSweep(after: ttl) } }
         return Response(status: .ok, body: "", json: false)
     }
 
     private func pass(checkID: String, note: String?) -> Response {
-        var found: (ServiceKey, Duration?, Int)?
+        let now = self.now
+        var ttl: Duration?
+        var found = false
         wake { state in
             guard let (key, instance) = state.services.first(where: { $0.key.node == nodeName && $0.value.checks[checkID] != nil }),
                 var check = instance.checks[checkID]
             else { return [] }
+            found = true
             let changed = check.status != "passing"
             check.status = "passing"
             check.passes += 1
-            check.generation += 1
+            check.criticalSince = nil
+            check.deadline = check.ttl.map { now + $0 }
+            ttl = check.ttl
             state.services[key]?.checks[checkID] = check
-            found = (key, check.ttl, check.generation)
             // Only a change of status is a change of the health result (as with Consul, where a
             // pass that changes only the output is not synced at once).
             return changed ? [self.key(state, instance)] : []
         }
-        guard let (key, ttl, generation) = found else {
+        guard found else {
             return Response(status: .notFound, body: "Unknown check ID \"\(checkID)\"", json: false)
         }
-        if let ttl { scheduleExpiry(key: key, checkID: checkID, generation: generation, after: ttl) }
+        if let ttl { scheduleSweep(after: ttl) }
         return Response(status: .ok, body: "", json: false)
     }
 
@@ -711,36 +897,50 @@ public final class ConsulTestServer: Sendable {
         return removed ? Response(status: .ok, body: "", json: false) : Response(status: .notFound, body: "Unknown service ID \"\(id)\"", json: false)
     }
 
-    /// Turns the check critical `after` from now, unless it was passed (or replaced) since.
-    private func scheduleExpiry(key: ServiceKey, checkID: String, generation: Int, after: Duration) {
-        loop.scheduleTask(in: Self.timeAmount(after)) {
-            var reapAfter: (Duration, Int)?
-            self.wake { state in
-                guard var check = state.services[key]?.checks[checkID], check.generation == generation,
-                    let instance = state.services[key]
-                else { return [] }
-                check.status = "critical"
-                check.generation += 1
-                state.services[key]?.checks[checkID] = check
-                if let after = check.deregisterCriticalServiceAfter { reapAfter = (after, check.generation) }
-                return [self.key(state, instance)]
+    /// Runs ``sweep()`` `after` from now (when a TTL that was just set runs out).
+    private func scheduleSweep(after: Duration) {
+        loop.scheduleTask(in: Self.timeAmount(after)) { [weak self] in self?.sweep() }
+    }
+
+    /// Turns the TTL checks whose deadline passed critical, then reaps the services critical for
+    /// their DeregisterCriticalServiceAfter, by the server's clock.
+    func sweep() {
+        wake { state in
+            let now = ContinuousClock.now + state.timeOffset
+            var changed: Set<String> = []
+            for (key, instance) in state.services {
+                var instance = instance
+                var expired = false
+                for (checkID, check) in instance.checks {
+                    guard check.status != "critical", let deadline = check.deadline, deadline <= now else { continue }
+                    instance.checks[checkID]?.status = "critical"
+                    instance.checks[checkID]?.deadline = nil
+                    // Critical since the TTL ran out, not since the sweep noticed.
+                    instance.checks[checkID]?.criticalSince = deadline
+                    expired = true
+                }
+                let reap = instance.checks.values.contains { check in
+                    guard check.status == "critical", let after = check.deregisterCriticalServiceAfter,
+                        let since = check.criticalSince
+                    else { return false }
+                    return now - since >= after
+                }
+                if reap {
+                    state.services[key] = nil
+                } else if expired {
+                    state.services[key] = instance
+                }
+                if reap || expired { changed.insert(self.key(state, instance)) }
             }
-            if let (after, generation) = reapAfter {
-                self.scheduleReap(key: key, checkID: checkID, generation: generation, after: after)
-            }
+            return changed
         }
     }
 
-    /// Removes the service `after` from now if the check is still critical (not passed since).
-    private func scheduleReap(key: ServiceKey, checkID: String, generation: Int, after: Duration) {
-        loop.scheduleTask(in: Self.timeAmount(after)) {
-            self.wake { state in
-                guard let instance = state.services[key], let check = instance.checks[checkID],
-                    check.generation == generation, check.status == "critical"
-                else { return [] }
-                state.services[key] = nil
-                return [self.key(state, instance)]
-            }
+    static func goBool(_ text: String) -> Bool? {
+        switch text {
+        case "1", "t", "T", "true", "TRUE", "True": true
+        case "0", "f", "F", "false", "FALSE", "False": false
+        default: nil
         }
     }
 
@@ -788,7 +988,8 @@ struct ServiceOut: Encodable {
     var Tags: [String]
     var Address: String
     var Meta: [String: String]
-    var Port: Int
+    var Port: Int?
+    var SocketPath: String?
     var Weights: WeightsOut
 }
 
@@ -823,6 +1024,7 @@ struct RegistrationIn: Decodable {
     var Name: String?
     var Address: String?
     var Port: Int?
+    var SocketPath: String?
     var Tags: [String]?
     var Meta: [String: String]?
     var Weights: WeightsIn?
@@ -859,6 +1061,7 @@ final class ConsulHTTPHandler: ChannelInboundHandler {
                 method: head.method,
                 uri: head.uri,
                 token: head.headers.first(name: "X-Consul-Token"),
+                connection: ObjectIdentifier(context.channel),
                 body: body
             ) { response in
                 eventLoop.execute {
@@ -879,6 +1082,7 @@ final class ConsulHTTPHandler: ChannelInboundHandler {
             headers.add(name: "X-Consul-KnownLeader", value: "true")
             headers.add(name: "X-Consul-LastContact", value: "0")
         }
+        for (name, value) in response.headers { headers.add(name: name, value: value) }
         if !keepAlive { headers.add(name: "Connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: response.status, headers: headers))), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: response.body)))), promise: nil)

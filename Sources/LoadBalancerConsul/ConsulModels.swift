@@ -18,14 +18,18 @@ public struct ConsulServiceEntry: Sendable, Hashable {
     public var serviceName: String
     /// The service instance's own address (`Service.Address`); empty when it uses the node's.
     public var serviceAddress: String
-    /// The port (`Service.Port`).
+    /// The port (`Service.Port`); 0 when the agent left it out (Consul omits a zero port).
     public var port: Int
+    /// The Unix socket the instance listens on instead of a port (`Service.SocketPath`), if any.
+    public var socketPath: String?
     /// The tags (`Service.Tags`).
     public var tags: [String]
     /// Free-form metadata (`Service.Meta`).
     public var meta: [String: String]
     /// The weight while every check passes (`Service.Weights.Passing`); `nil` when the agent sent none.
     public var passingWeight: Int?
+    /// The weight while a check warns (`Service.Weights.Warning`); `nil` when the agent sent none.
+    public var warningWeight: Int?
     /// The status of each check of the entry, node checks included (`Checks[].Status`: `passing`,
     /// `warning`, `critical`, `maintenance`).
     public var checkStatuses: [String]
@@ -39,9 +43,11 @@ public struct ConsulServiceEntry: Sendable, Hashable {
         serviceName: String,
         serviceAddress: String = "",
         port: Int,
+        socketPath: String? = nil,
         tags: [String] = [],
         meta: [String: String] = [:],
         passingWeight: Int? = nil,
+        warningWeight: Int? = nil,
         checkStatuses: [String] = []
     ) {
         self.node = node
@@ -51,9 +57,11 @@ public struct ConsulServiceEntry: Sendable, Hashable {
         self.serviceName = serviceName
         self.serviceAddress = serviceAddress
         self.port = port
+        self.socketPath = socketPath
         self.tags = tags
         self.meta = meta
         self.passingWeight = passingWeight
+        self.warningWeight = warningWeight
         self.checkStatuses = checkStatuses
     }
 
@@ -67,11 +75,15 @@ public struct ConsulHealthResult: Sendable, Hashable {
     public var entries: [ConsulServiceEntry]
     /// The `X-Consul-Index` header, or `nil` when it was missing or not a number.
     public var index: UInt64?
+    /// Whether the agent left entries out because the token may not read them
+    /// (`X-Consul-Results-Filtered-By-ACLs: true`): then ``entries`` is not the service's set.
+    public var filteredByACLs: Bool
 
     /// Creates a result.
-    public init(entries: [ConsulServiceEntry], index: UInt64?) {
+    public init(entries: [ConsulServiceEntry], index: UInt64?, filteredByACLs: Bool = false) {
         self.entries = entries
         self.index = index
+        self.filteredByACLs = filteredByACLs
     }
 }
 
@@ -117,9 +129,10 @@ public struct ConsulServiceRegistration: Sendable, Hashable {
     public var tags: [String]
     /// Free-form metadata (`Meta`).
     public var meta: [String: String]
-    /// The weight while passing (`Weights.Passing`). Default 1.
+    /// The weight while passing (`Weights.Passing`), in `1...65535`. Default 1.
     public var passingWeight: Int
-    /// The weight while warning (`Weights.Warning`). Default 1.
+    /// The weight while warning (`Weights.Warning`), in `0...65535` (0: no share of traffic while
+    /// others pass). Default 1.
     public var warningWeight: Int
     /// The TTL check.
     public var check: TTLCheck
@@ -148,12 +161,14 @@ public struct ConsulServiceRegistration: Sendable, Hashable {
     }
 
     /// The check's id as the agent knows it: ``TTLCheck/checkID``, or `service:ID`.
-    public var checkID: String { check.checkID ?? "service:\(id)" }
+    public var checkID: String { check.checkID.flatMap { $0.isEmpty ? nil : $0 } ?? "service:\(id)" }
 
     /// Checks what Consul would reject.
     ///
     /// - Throws: ``ConsulError`` with code `invalidArgument` for an empty id or name, a port
-    ///   outside `1...65535`, a negative weight, or a TTL that is not positive.
+    ///   outside `1...65535`, a passing weight outside `1...65535` or a warning weight outside
+    ///   `0...65535` (Consul's rule), a TTL that is not positive, or a
+    ///   negative `DeregisterCriticalServiceAfter`.
     public func validate() throws(ConsulError) {
         guard !id.isEmpty, !name.isEmpty else {
             throw ConsulError(code: .invalidArgument, message: "a registration needs an id and a name")
@@ -161,11 +176,24 @@ public struct ConsulServiceRegistration: Sendable, Hashable {
         guard (1...65535).contains(port) else {
             throw ConsulError(code: .invalidArgument, message: "port \(port) is outside 1...65535")
         }
-        guard passingWeight >= 0, warningWeight >= 0 else {
-            throw ConsulError(code: .invalidArgument, message: "weights must not be negative")
+        // Consul's own rule: Passing in 1...65535, Warning in 0...65535 (0: no traffic while warning).
+        guard (1...65535).contains(passingWeight) else {
+            throw ConsulError(
+                code: .invalidArgument,
+                message: "the passing weight \(passingWeight) is outside 1...65535"
+            )
+        }
+        guard (0...65535).contains(warningWeight) else {
+            throw ConsulError(
+                code: .invalidArgument,
+                message: "the warning weight \(warningWeight) is outside 0...65535"
+            )
         }
         guard check.ttl > .zero else {
             throw ConsulError(code: .invalidArgument, message: "the check's TTL must be positive")
+        }
+        if let after = check.deregisterCriticalServiceAfter, after < .zero {
+            throw ConsulError(code: .invalidArgument, message: "DeregisterCriticalServiceAfter must not be negative")
         }
     }
 }
@@ -183,20 +211,23 @@ struct HealthEntryJSON: Decodable {
         }
     }
     struct WeightsJSON: Decodable {
-        var passing: Int
-        enum CodingKeys: String, CodingKey { case passing = "Passing" }
+        var passing: Int?
+        var warning: Int?
+        enum CodingKeys: String, CodingKey { case passing = "Passing", warning = "Warning" }
     }
     struct ServiceJSON: Decodable {
         var id: String
         var name: String
         var tags: [String]?
         var address: String?
-        var port: Int
+        // Consul omits a zero port (`omitempty`), as it does for a service on a Unix socket.
+        var port: Int?
+        var socketPath: String?
         var meta: [String: String]?
         var weights: WeightsJSON?
         enum CodingKeys: String, CodingKey {
             case id = "ID", name = "Service", tags = "Tags", address = "Address", port = "Port", meta = "Meta"
-            case weights = "Weights"
+            case weights = "Weights", socketPath = "SocketPath"
         }
     }
     struct CheckJSON: Decodable {
@@ -218,10 +249,12 @@ struct HealthEntryJSON: Decodable {
             serviceID: service.id,
             serviceName: service.name,
             serviceAddress: service.address ?? "",
-            port: service.port,
+            port: service.port ?? 0,
+            socketPath: service.socketPath.flatMap { $0.isEmpty ? nil : $0 },
             tags: service.tags ?? [],
             meta: service.meta ?? [:],
             passingWeight: service.weights?.passing,
+            warningWeight: service.weights?.warning,
             checkStatuses: (checks ?? []).map(\.status)
         )
     }
@@ -287,31 +320,63 @@ enum ConsulDuration {
 }
 
 extension ConsulServiceEntry {
-    /// The instances of `entries` that have every one of `tags`, and the errors of entries that
-    /// are not valid instances.
+    /// Whether the entry has every one of `tags`, compared as Consul compares them: without
+    /// regard to case.
+    func hasTags(_ tags: [String]) -> Bool {
+        let own = Set(self.tags.map { $0.lowercased() })
+        return tags.allSatisfy { own.contains($0.lowercased()) }
+    }
+
+    /// The health of the entry as a whole: `passing` when every check passes, `warning` when
+    /// the worst is a warning, `critical` otherwise (`critical` and `maintenance` checks alike).
+    var aggregateStatus: String {
+        if checkStatuses.allSatisfy({ $0 == "passing" }) { return "passing" }
+        if checkStatuses.allSatisfy({ $0 == "passing" || $0 == "warning" }) { return "warning" }
+        return "critical"
+    }
+
+    /// The instances of `entries` that have every one of `tags` (without regard to case) and are
+    /// passing (or warning, with `includeWarning`), and a description of each entry that is not
+    /// a valid instance (no port, a Unix socket, a bad address).
+    ///
+    /// A passing instance weighs `Weights.Passing`, a warning one `Weights.Warning` (1 when absent).
     static func instances(
         from entries: [ConsulServiceEntry],
-        tags: [String]
-    ) -> (instances: [Instance], invalid: [InstanceParseError]) {
+        tags: [String],
+        includeWarning: Bool = false
+    ) -> (instances: [Instance], invalid: [String]) {
         var instances: [Instance] = []
-        var invalid: [InstanceParseError] = []
-        for entry in entries where tags.allSatisfy(entry.tags.contains) {
+        var invalid: [String] = []
+        for entry in entries where entry.hasTags(tags) {
+            let status = entry.aggregateStatus
+            guard status == "passing" || (includeWarning && status == "warning") else { continue }
+            let name = "entry \(entry.serviceID) on node \(entry.node)"
+            if let socketPath = entry.socketPath, entry.port == 0 {
+                invalid.append("\(name) listens on the Unix socket \(socketPath), not on a port")
+                continue
+            }
+            if entry.port == 0 {
+                invalid.append("\(name) has no port")
+                continue
+            }
             var metadata = entry.meta
             metadata["consul.node"] = entry.node
             metadata["consul.service_id"] = entry.serviceID
             if let datacenter = entry.datacenter { metadata["consul.datacenter"] = datacenter }
+            if status != "passing" { metadata["consul.status"] = status }
+            let weight = (status == "passing" ? entry.passingWeight : entry.warningWeight) ?? 1
             do {
                 instances.append(
                     try Instance(
                         host: entry.address,
                         port: entry.port,
-                        weight: entry.passingWeight ?? 1,
+                        weight: max(0, weight),
                         tags: entry.tags,
                         metadata: metadata
                     )
                 )
             } catch {
-                invalid.append(error)
+                invalid.append("\(name): \(error)")
             }
         }
         return (instances, invalid)

@@ -2,7 +2,8 @@ import LoadBalancer
 import Logging
 import ServiceLifecycle
 
-/// Publishes the passing instances of a Consul service, kept current with blocking queries.
+/// Publishes the passing (optionally also warning) instances of a Consul service, kept current
+/// with blocking queries.
 ///
 /// ``run()`` asks `/v1/health/service/NAME?passing` at once, then again and again with the last
 /// `X-Consul-Index` and a `wait`, so the agent holds each request until the service changes (or the
@@ -10,52 +11,115 @@ import ServiceLifecycle
 /// per ``Configuration/wait`` in between.
 ///
 /// - **Instances.** One per entry: the service's address when set, else the node's; the service's
-///   port; the weight Consul uses while passing (`Service.Weights.Passing`, 1 when absent); the
-///   tags; `Service.Meta` plus `consul.node`, `consul.service_id` and `consul.datacenter` in the
-///   metadata. The id is `host:port`.
-/// - **Tags.** All of ``tags`` must match: Consul filters by the first (the `tag` parameter), the
-///   publisher drops entries that lack any of the others.
+///   port; the weight Consul uses in that state (`Service.Weights.Passing`, or
+///   `Service.Weights.Warning` for a warning instance; 1 when absent); the tags; `Service.Meta`
+///   plus `consul.node`, `consul.service_id`, `consul.datacenter` (and `consul.status` =
+///   `warning` for a warning instance) in the metadata. The id is `host:port`.
+/// - **Warning instances** are left out unless ``Configuration/includeWarning`` is set: then the
+///   query drops `passing` and the publisher keeps the entries whose checks are all passing or
+///   warning (a critical or maintenance check still excludes the instance).
+/// - **Tags.** All of ``tags`` must match, without regard to case (as Consul matches them):
+///   Consul filters by the first (the `tag` parameter), the publisher drops entries that lack
+///   any of the others.
 /// - **The index**, as Consul documents it: an index lower than the last one (a restored snapshot,
 ///   a restarted agent) resets the loop to a plain read (index 0); an index of 0 is replaced by 1.
-/// - **Never a tight loop.** Requests start at least ``Configuration/minimumInterval`` apart; an
-///   answer that neither moved the index nor blocked (a misbehaving agent, or a reset) waits a
-///   jittered, growing delay before the next request, as does every failure.
+/// - **Never a tight loop.** Requests are rate-limited by a token bucket
+///   (``Configuration/rateLimit``: by default bursts of 5, then one a second). An answer that
+///   neither moved the index nor blocked for ``Configuration/stallThreshold`` (a misbehaving
+///   agent, or a reset) waits a jittered, growing delay before the next request, as does every
+///   failure. An answer that ends early because the agent's `max_query_time` is below the wait
+///   is not a stall.
 /// - **Failures** (refused connections, timeouts, non-200 statuses, bodies that are not the
 ///   documented JSON) arrive in band as a `DiscoveryError` whose cause is a
-///   ``ConsulError``; the last good set stays (subject to the `StalenessPolicy`). An
-///   entry that is not a valid instance (port 0, a bad address) is left out and reported in band
-///   with code `invalidInstances`, the good ones published. The query after a failure is a plain
-///   read (no index), so a recovered agent clears the error at once instead of when the service
-///   next changes or the wait ends.
-/// - **An empty answer** is authoritative: the empty set is published.
+///   ``ConsulError``; the last good set stays (subject to the `StalenessPolicy`). A 429 waits at
+///   least the agent's `Retry-After`. An entry that is not a valid instance (no port, a Unix
+///   socket, a bad address) is left out and reported in band with code `invalidInstances`, the
+///   good ones published. The query after a failure is a plain read (no index), so a recovered
+///   agent clears the error at once instead of when the service next changes or the wait ends.
+/// - **ACLs.** An answer the agent filtered (`X-Consul-Results-Filtered-By-ACLs: true`: the
+///   token may not read the service or some of its nodes) is not the service's set: it is
+///   reported in band (cause code ``ConsulError/Code/filteredByACLs``) and the last good set stays.
+/// - **An empty answer** that was not filtered is authoritative: the empty set is published.
 ///
 /// ```swift
 /// let consul = ConsulClient(configuration: .init(host: "127.0.0.1", port: 8500, token: token))
 /// let publisher = ConsulPublisher(service: "users", tags: ["v2", "eu"], client: consul)
-/// let group = ServiceGroup(services: [publisher, cache, server], logger: logger)
+/// let group = ServiceGroup(services: [consul, publisher, cache, server], logger: logger)
 /// ```
 public final class ConsulPublisher: InstancePublisher, Service {
+    /// A token bucket: up to ``burst`` requests at once, refilled at ``requestsPerSecond``.
+    public struct RateLimit: Sendable, Hashable {
+        /// The sustained rate, in requests a second; must be positive.
+        public var requestsPerSecond: Double
+        /// How many requests may start back to back after a quiet spell; at least 1.
+        public var burst: Int
+
+        /// Creates a rate limit.
+        public init(requestsPerSecond: Double, burst: Int) {
+            self.requestsPerSecond = requestsPerSecond
+            self.burst = burst
+        }
+    }
+
     /// How the publisher polls.
     public struct Configuration: Sendable, Hashable {
         /// The longest a blocking query is held by the agent (`wait`). Default 5 minutes, Consul's
-        /// own default; Consul caps it at 10 minutes.
+        /// own default; the agent caps it at its `max_query_time` (10 minutes by default).
         public var wait: Duration
-        /// The shortest time between the starts of two requests, whatever the agent answers
-        /// (Consul recommends rate-limiting blocking loops). Default 100 ms.
-        public var minimumInterval: Duration
-        /// The delay after the n-th consecutive failure, or answer that did not block: a random
-        /// time in the upper half of `backoff.window(forRetry: n)`. Default 200 ms, doubling, up to 30 s.
+        /// The requests' rate limit. Default: bursts of 5, then 1 a second.
+        public var rateLimit: RateLimit
+        /// An answer that neither moved the index nor was held this long (or half the wait, if
+        /// less) counts as a stall, and is backed off from. Default 1 s.
+        public var stallThreshold: Duration
+        /// The delay after the n-th consecutive failure, or stall: a random time in the upper
+        /// half of `backoff.window(forRetry: n)`. Default 200 ms, doubling, up to 30 s.
         public var backoff: Backoff
+        /// Whether instances whose worst check is `warning` are published too (with
+        /// `Weights.Warning`). Default `false`: passing instances only.
+        public var includeWarning: Bool
+        /// The consistency mode of the queries, or the agent's cache. Default: Consul's default.
+        public var consistency: ConsulClient.Consistency
 
         /// Creates a configuration.
         public init(
             wait: Duration = .seconds(300),
-            minimumInterval: Duration = .milliseconds(100),
-            backoff: Backoff = Backoff(base: .milliseconds(200), cap: .seconds(30))
+            rateLimit: RateLimit = RateLimit(requestsPerSecond: 1, burst: 5),
+            stallThreshold: Duration = .seconds(1),
+            backoff: Backoff = Backoff(base: .milliseconds(200), cap: .seconds(30)),
+            includeWarning: Bool = false,
+            consistency: ConsulClient.Consistency = .default
         ) {
             self.wait = wait
-            self.minimumInterval = minimumInterval
+            self.rateLimit = rateLimit
+            self.stallThreshold = stallThreshold
             self.backoff = backoff
+            self.includeWarning = includeWarning
+            self.consistency = consistency
+        }
+
+        /// Checks the values ``ConsulPublisher/run()`` cannot work with.
+        ///
+        /// - Throws: ``ConsulError`` with code `invalidArgument` for a rate that is not a
+        ///   positive number, a burst below 1, or a negative wait or stall threshold.
+        public func validate() throws(ConsulError) {
+            guard rateLimit.requestsPerSecond.isFinite, rateLimit.requestsPerSecond > 0 else {
+                throw ConsulError(
+                    code: .invalidArgument,
+                    message: "the rate limit \(rateLimit.requestsPerSecond)/s is not a positive number"
+                )
+            }
+            guard rateLimit.burst >= 1 else {
+                throw ConsulError(
+                    code: .invalidArgument,
+                    message: "the rate limit's burst \(rateLimit.burst) is below 1"
+                )
+            }
+            guard wait >= .zero, stallThreshold >= .zero else {
+                throw ConsulError(
+                    code: .invalidArgument,
+                    message: "the wait and the stall threshold must not be negative"
+                )
+            }
         }
     }
 
@@ -75,7 +139,7 @@ public final class ConsulPublisher: InstancePublisher, Service {
     ///   - service: The service's name.
     ///   - tags: Tags every instance must have (all of them). Default none.
     ///   - client: The agent, with its datacenter, token and TLS settings.
-    ///   - configuration: Wait, rate limit and backoff.
+    ///   - configuration: Wait, rate limit, backoff, warning instances, consistency.
     ///   - staleness: What to do with the last good set while Consul fails. Default: keep it.
     ///   - logger: Where to log. Default: nowhere.
     public init(
@@ -98,7 +162,16 @@ public final class ConsulPublisher: InstancePublisher, Service {
     public func updates() -> InstanceUpdates { broadcaster.updates() }
 
     /// Queries and publishes until cancelled or shut down gracefully; then ends the subscriptions.
+    ///
+    /// - Throws: ``ConsulError`` with code `invalidArgument` at once, for a configuration it
+    ///   cannot work with (see ``Configuration/validate()``).
     public func run() async throws {
+        do {
+            try configuration.validate()
+        } catch {
+            broadcaster.finish()
+            throw error
+        }
         await cancelWhenGracefulShutdown {
             await self.loop()
         }
@@ -106,42 +179,50 @@ public final class ConsulPublisher: InstancePublisher, Service {
     }
 
     private func loop() async {
-        var state = BlockingLoopState(wait: configuration.wait)
-        var lastStart: ContinuousClock.Instant?
+        var state = BlockingLoopState(wait: configuration.wait, stallThreshold: configuration.stallThreshold)
+        var bucket = TokenBucket(configuration.rateLimit, now: .now)
         var random = SystemRandomNumberGenerator()
+        let metadata: Logger.Metadata = ["loadbalancer.consul.service": "\(service)"]
         while !Task.isCancelled {
-            if let lastStart {
-                do {
-                    try await Task.sleep(until: lastStart + configuration.minimumInterval, clock: .continuous)
-                } catch { return }
+            let pause = bucket.take(now: .now)
+            if pause > .zero {
+                do { try await Task.sleep(for: pause) } catch { return }
             }
             let start = ContinuousClock.now
-            lastStart = start
             let delay: Duration
             do {
                 let result = try await client.healthService(
                     service,
                     tag: tags.first,
-                    passingOnly: true,
+                    passingOnly: !configuration.includeWarning,
+                    consistency: configuration.consistency,
                     index: state.blockingIndex,
                     wait: configuration.wait
                 )
+                if result.filteredByACLs {
+                    throw ConsulError(
+                        code: .filteredByACLs,
+                        message: "the agent left entries of \(service) out: the token may not read them "
+                            + "(X-Consul-Results-Filtered-By-ACLs)"
+                    )
+                }
                 publish(result.entries)
                 let outcome = state.answered(index: result.index, elapsed: ContinuousClock.now - start)
                 if outcome == .reset {
-                    logger.info(
-                        "Consul index went backwards; starting over with a plain read",
-                        metadata: ["loadbalancer.consul.service": "\(service)"]
-                    )
+                    logger.info("Consul index went backwards; starting over with a plain read", metadata: metadata)
                 }
-                delay = state.stalls > 0 ? jittered(configuration.backoff.window(forRetry: state.stalls), &random) : .zero
+                delay =
+                    state.stalls > 0
+                    ? jittered(configuration.backoff.window(forRetry: state.stalls), &random) : .zero
             } catch is CancellationError {
                 return
             } catch {
                 let failures = state.failed()
+                let consulError = error as? ConsulError
                 let code: DiscoveryError.Code
-                if let error = error as? ConsulError,
-                    error.code == .unavailable || error.code == .timeout || (error.status ?? 0) >= 500
+                if let consulError,
+                    consulError.code == .unavailable || consulError.code == .timeout || consulError.code == .rateLimited
+                        || (consulError.status ?? 0) >= 500
                 {
                     code = .registryUnavailable
                 } else {
@@ -149,10 +230,12 @@ public final class ConsulPublisher: InstancePublisher, Service {
                 }
                 logger.warning(
                     "Consul health query failed; keeping the last good set",
-                    metadata: ["loadbalancer.consul.service": "\(service)", "loadbalancer.error": "\(error)"]
+                    metadata: metadata.merging(["loadbalancer.error": "\(error)"]) { $1 }
                 )
                 broadcaster.fail(DiscoveryError(code: code, message: "Consul query of \(service) failed", cause: error))
-                delay = jittered(configuration.backoff.window(forRetry: failures), &random)
+                // A 429 is honoured: at least the agent's Retry-After, and never less than the backoff.
+                let backoff = jittered(configuration.backoff.window(forRetry: failures), &random)
+                delay = max(backoff, consulError?.retryAfter ?? .zero)
             }
             if delay > .zero {
                 do { try await Task.sleep(for: delay) } catch { return }
@@ -168,18 +251,17 @@ public final class ConsulPublisher: InstancePublisher, Service {
     }
 
     private func publish(_ entries: [ConsulServiceEntry]) {
-        let (instances, invalid) = ConsulServiceEntry.instances(from: entries, tags: tags)
+        let (instances, invalid) = ConsulServiceEntry.instances(
+            from: entries,
+            tags: tags,
+            includeWarning: configuration.includeWarning
+        )
         if instances.isEmpty {
-            logger.info("Consul has no passing instances", metadata: ["loadbalancer.consul.service": "\(service)"])
+            logger.info("Consul has no healthy instances", metadata: ["loadbalancer.consul.service": "\(service)"])
         }
         broadcaster.publish(instances)
         if !invalid.isEmpty {
-            broadcaster.fail(
-                DiscoveryError(
-                    code: .invalidInstances,
-                    message: invalid.map(\.description).joined(separator: "; ")
-                )
-            )
+            broadcaster.fail(DiscoveryError(code: .invalidInstances, message: invalid.joined(separator: "; ")))
         }
     }
 }
@@ -187,9 +269,9 @@ public final class ConsulPublisher: InstancePublisher, Service {
 /// The index bookkeeping of a blocking-query loop, as Consul documents it.
 struct BlockingLoopState: Sendable {
     enum Outcome: Equatable {
-        /// The index moved, or the request blocked for most of its wait: ask again at once.
+        /// The index moved, or the request was held (past the stall threshold): ask again at once.
         case progressed
-        /// The answer came back early without moving the index: back off.
+        /// The answer came back at once without moving the index: back off.
         case stalled
         /// The index went backwards: start over from 0, after a backoff.
         case reset
@@ -202,14 +284,17 @@ struct BlockingLoopState: Sendable {
     /// Consecutive failures (the backoff step).
     private(set) var failures = 0
     let wait: Duration
+    /// An answer held at least this long (or half the wait, if less) is not a stall.
+    let stallThreshold: Duration
 
     /// The index to block on in the next query; nil for a plain read. After a failure the next
     /// query is a plain read, so a recovered agent is heard from (and the error cleared) at once,
     /// not only when the index moves or the wait ends.
     var blockingIndex: UInt64? { index == 0 || failures > 0 ? nil : index }
 
-    init(wait: Duration) {
+    init(wait: Duration, stallThreshold: Duration = .seconds(1)) {
         self.wait = wait
+        self.stallThreshold = stallThreshold
     }
 
     /// Takes in an answer with `received` as its `X-Consul-Index`, `elapsed` after it was asked.
@@ -230,7 +315,9 @@ struct BlockingLoopState: Sendable {
             let moved = received > index
             // An index of 0 is a Consul bug; 1 is always safe to block on.
             index = max(received, 1)
-            outcome = moved || recovering || elapsed >= wait / 2 ? .progressed : .stalled
+            // Held for a while is normal, however short of the wait: the agent's max_query_time
+            // may be below it, and every idle return would otherwise grow the backoff.
+            outcome = moved || recovering || elapsed >= min(stallThreshold, wait / 2) ? .progressed : .stalled
         }
         stalls = outcome == .progressed ? 0 : stalls + 1
         return outcome
@@ -240,5 +327,36 @@ struct BlockingLoopState: Sendable {
     mutating func failed() -> Int {
         failures += 1
         return failures
+    }
+}
+
+/// A token bucket over a clock's instants: ``take(now:)`` says how long to wait before the next
+/// request may start, and takes its token.
+struct TokenBucket: Sendable {
+    let rate: Double
+    let burst: Double
+    private(set) var tokens: Double
+    private var last: ContinuousClock.Instant
+
+    init(_ limit: ConsulPublisher.RateLimit, now: ContinuousClock.Instant) {
+        rate = limit.requestsPerSecond
+        burst = Double(max(1, limit.burst))
+        tokens = burst
+        last = now
+    }
+
+    /// Refills for the time since the last call, takes one token, and returns how long to wait
+    /// until it is there (zero when it already was). The bucket may go into debt: a caller that
+    /// waits the returned time before the next call never gets ahead of the rate.
+    mutating func take(now: ContinuousClock.Instant) -> Duration {
+        if now > last {
+            let elapsed = now - last
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            tokens = min(burst, tokens + seconds * rate)
+            last = now
+        }
+        tokens -= 1
+        guard tokens < 0 else { return .zero }
+        return .nanoseconds(Int64((-tokens / rate * 1e9).rounded(.up)))
     }
 }

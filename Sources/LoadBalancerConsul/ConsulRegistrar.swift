@@ -10,8 +10,13 @@ import ServiceLifecycle
 /// when it is cancelled or the service group shuts down gracefully.
 ///
 /// - A failed registration or pass is logged and tried again after a jittered backoff (never
-///   longer than the pass interval). A pass the agent rejects (it restarted and forgot the
+///   longer than the pass interval, unless a 429 asks for a longer `Retry-After`). A pass the agent rejects (it restarted and forgot the
 ///   check, say) makes the registrar register again before the next pass.
+/// - A registration Consul would reject (see ``ConsulServiceRegistration/validate()``), or one
+///   the agent answers with 400, is a configuration error: ``run()`` throws it instead of
+///   sending it again and again.
+/// - Each registration replaces the agent's earlier one with its checks
+///   (`replace-existing-checks`): a check id that changed leaves no orphan check behind.
 /// - If the process dies without deregistering, the check stops being passed: the agent marks it
 ///   critical one TTL after the last pass (so `?passing` queries drop the instance), and removes
 ///   the service once it has been critical for `DeregisterCriticalServiceAfter`, when set.
@@ -77,13 +82,17 @@ public final class ConsulRegistrar: Service {
     /// bounded by the client's request timeout, and a failure is logged, not thrown.
     ///
     /// - Throws: ``ConsulError`` with code `invalidArgument` at once, when Consul would reject the
-    ///   registration (see ``ConsulServiceRegistration/validate()``).
+    ///   registration (see ``ConsulServiceRegistration/validate()``), or when the agent answers
+    ///   the registration with 400 (then after deregistering whatever an earlier registration left).
     public func run() async throws {
         try registration.validate()
-        let registered = await cancelWhenGracefulShutdown {
+        let (registered, rejection) = await cancelWhenGracefulShutdown {
             await self.keepPassing()
         }
-        guard registered else { return }
+        guard registered else {
+            if let rejection { throw rejection }
+            return
+        }
         let client = self.client
         let id = registration.id
         // Not a child of the cancelled task: the deregistration must still be sent.
@@ -97,14 +106,16 @@ public final class ConsulRegistrar: Service {
                 metadata: metadata.merging(["loadbalancer.error": "\(error)"]) { $1 }
             )
         }
+        if let rejection { throw rejection }
     }
 
     private var metadata: Logger.Metadata {
         ["loadbalancer.consul.service": "\(registration.name)", "loadbalancer.consul.service_id": "\(registration.id)"]
     }
 
-    /// Registers and passes until cancelled; returns whether a registration ever succeeded.
-    private func keepPassing() async -> Bool {
+    /// Registers and passes until cancelled, or until the agent rejects the registration with
+    /// 400; returns whether a registration ever succeeded, and the rejection.
+    private func keepPassing() async -> (Bool, ConsulError?) {
         var everRegistered = false
         var registered = false
         var failures = 0
@@ -123,6 +134,13 @@ public final class ConsulRegistrar: Service {
                 delay = passInterval
             } catch is CancellationError {
                 break
+            } catch let error as ConsulError where error.code == .invalidArgument {
+                // The agent will not take this registration, however often it is sent.
+                logger.error(
+                    "Consul rejected the registration; not sending it again",
+                    metadata: metadata.merging(["loadbalancer.error": "\(error)"]) { $1 }
+                )
+                return (everRegistered, error)
             } catch {
                 failures += 1
                 if let error = error as? ConsulError, error.code == .httpStatus {
@@ -136,10 +154,12 @@ public final class ConsulRegistrar: Service {
                 let window = configuration.backoff.window(forRetry: failures)
                 let fraction = 0.5 + Double(random.next() >> 11) * 0x1.0p-54
                 let seconds = Double(window.components.seconds) + Double(window.components.attoseconds) / 1e18
-                delay = min(.nanoseconds(Int64(seconds * fraction * 1e9)), passInterval)
+                // A 429's Retry-After is honoured, even past the pass interval: the agent asked.
+                let retryAfter = (error as? ConsulError)?.retryAfter ?? .zero
+                delay = max(min(.nanoseconds(Int64(seconds * fraction * 1e9)), passInterval), retryAfter)
             }
             do { try await Task.sleep(for: delay) } catch { break }
         }
-        return everRegistered
+        return (everRegistered, nil)
     }
 }

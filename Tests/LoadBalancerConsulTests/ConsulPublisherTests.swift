@@ -313,8 +313,18 @@ struct ConsulPublisherTests {
             #expect((recorder.error?.cause as? ConsulError)?.status == 500)
             #expect(recorder.latest?.instances.isEmpty == true)
         }
+        // No token is the anonymous token: a real agent answers 200 [] with
+        // X-Consul-Results-Filtered-By-ACLs (not 403), reported in band.
         let anonymous = ConsulPublisher(service: "web", client: client(server), configuration: fastConfiguration())
         try await withRunning(anonymous) { recorder in
+            try await waitUntil { recorder.error != nil }
+            #expect(recorder.error?.code == .other)
+            #expect((recorder.error?.cause as? ConsulError)?.code == .filteredByACLs)
+            #expect(recorder.latest?.instances.isEmpty == true)
+        }
+        // An unknown token is refused with 403.
+        let unknownToken = ConsulPublisher(service: "web", client: client(server, token: "wrong"), configuration: fastConfiguration())
+        try await withRunning(unknownToken) { recorder in
             try await waitUntil { recorder.error != nil }
             #expect(recorder.error?.code == .other)
             #expect((recorder.error?.cause as? ConsulError)?.status == 403)

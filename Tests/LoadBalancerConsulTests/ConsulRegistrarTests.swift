@@ -108,8 +108,15 @@ struct ConsulRegistrarTests {
             try await waitUntil(.seconds(10)) { recorder.latest?.instances.isEmpty == true }
             #expect(ContinuousClock.now - lastPass >= ttl / 2)  // the last good pass was at most a pass interval earlier
             #expect(recorder.error == nil)
-            // Critical for DeregisterCriticalServiceAfter: the agent removes the service.
-            try await waitUntil(.seconds(10)) { server.service(id: "web-1") == nil }
+            // Critical for DeregisterCriticalServiceAfter: the agent removes the service. The
+            // registration asked for 1 s; Consul raises it to its one-minute minimum, so the
+            // test moves the server's clock instead of waiting a minute.
+            let check = try #require(server.service(id: "web-1")?.checks["service:web-1"])
+            #expect(check.deregisterCriticalServiceAfter == .seconds(60))
+            server.advanceTime(by: .seconds(30))
+            #expect(server.service(id: "web-1") != nil, "removed before the one-minute minimum")
+            server.advanceTime(by: .seconds(31))
+            #expect(server.service(id: "web-1") == nil)
         }
     }
 

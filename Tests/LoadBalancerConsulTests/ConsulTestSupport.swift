@@ -72,11 +72,17 @@ func client(
 }
 
 /// A publisher configuration for tests: a short backoff, so faults are recovered from quickly,
-/// and the given wait.
-func fastConfiguration(wait: Duration = .seconds(10)) -> ConsulPublisher.Configuration {
+/// a generous rate limit, and the given wait.
+func fastConfiguration(
+    wait: Duration = .seconds(10),
+    includeWarning: Bool = false,
+    consistency: ConsulClient.Consistency = .default
+) -> ConsulPublisher.Configuration {
     ConsulPublisher.Configuration(
         wait: wait,
-        minimumInterval: .milliseconds(20),
-        backoff: Backoff(base: .milliseconds(100), cap: .milliseconds(800))
+        rateLimit: .init(requestsPerSecond: 50, burst: 10),
+        backoff: Backoff(base: .milliseconds(100), cap: .milliseconds(800)),
+        includeWarning: includeWarning,
+        consistency: consistency
     )
 }

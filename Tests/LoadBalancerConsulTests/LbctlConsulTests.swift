@@ -37,8 +37,12 @@ struct LbctlConsulTests {
         #expect(items.first?.metadata["consul.datacenter"] == "dc2")
         #expect(server.requests.allSatisfy { $0.token == "t0ken" })
 
-        // Without the token the agent refuses: the error is reported, on one line.
-        let refused = try await Lbctl.run(["resolve", base])
+        // Without a token the request is anonymous: a real agent answers `200 []` with
+        // X-Consul-Results-Filtered-By-ACLs, which is reported, not taken for an empty service.
+        let anonymous = try await Lbctl.run(["resolve", base])
+        #expect(anonymous.stderr.contains("filteredByACLs"), "\(anonymous.stderr)")
+        // An unknown token is refused: the error is reported, on one line.
+        let refused = try await Lbctl.run(["resolve", base + "?token=wrong"])
         #expect(refused.stderr.contains("403"), "\(refused.stderr)")
     }
 

@@ -192,7 +192,7 @@ struct RegistryFaultTests {
                 service: "web",
                 client: client,
                 // A short wait: a query held when the faults begin ends soon (they apply to new requests).
-                configuration: .init(wait: .seconds(2), minimumInterval: .milliseconds(20), backoff: Backoff(base: .milliseconds(100), cap: .milliseconds(800)))
+                configuration: .init(wait: .seconds(2), rateLimit: .init(requestsPerSecond: 50, burst: 10), backoff: Backoff(base: .milliseconds(100), cap: .milliseconds(800)))
             )
             let recorder = Recorder()
             return Registry(

@@ -36,8 +36,9 @@ enum SourceSpec: Equatable {
         (priority and weight kept); dns reads A/AAAA records, one instance per
         address; etcd reads the v3 keys under a prefix; zk the children of a
         path; consul the passing instances of a service through the agent at
-        HOST:PORT (HTTP), kept current with blocking queries: every tag must
-        match, dc picks the datacenter, token is the ACL token.
+        HOST:PORT (HTTP, or HTTPS with CONSUL_HTTP_SSL=true), kept current with
+        blocking queries: every tag must match (case aside), dc picks the
+        datacenter, token is the ACL token (else CONSUL_HTTP_TOKEN).
         """
 
     /// The scheme's name, for messages.
@@ -195,10 +196,23 @@ enum SourceSpec: Equatable {
             return PublisherWithServices(publisher, running: [client, publisher])
         case .consul(let address, let service, let tags, let datacenter, let token):
             let (host, port) = try Instance.parseHostPort(address)
-            let client = ConsulClient(
-                configuration: .init(host: host, port: port, datacenter: datacenter, token: token)
-            )
-            return ConsulPublisher(service: service, tags: tags, client: client)
+            // CONSUL_HTTP_TOKEN, CONSUL_HTTP_SSL, CONSUL_CACERT and CONSUL_DATACENTER apply where
+            // the source says nothing; the agent's address is the source's.
+            let configuration: ConsulClient.Configuration
+            do {
+                configuration = try ConsulClient.Configuration(
+                    environment: ProcessInfo.processInfo.environment,
+                    host: host,
+                    port: port,
+                    datacenter: datacenter,
+                    token: token
+                )
+            } catch {
+                throw UsageError("invalid consul source: \(error)")
+            }
+            let client = ConsulClient(configuration: configuration)
+            let publisher = ConsulPublisher(service: service, tags: tags, client: client)
+            return PublisherWithServices(publisher, running: [client, publisher])
         }
     }
 }
