@@ -95,8 +95,8 @@ public enum HTTPEndpointFactory {
 
     /// A factory of endpoints over `client`.
     ///
-    /// The endpoints enforce deadlines themselves (``LoadBalancer/Endpoint/enforcesDeadline``): a
-    /// call ends at ``LoadBalancer/CallDeadline/current`` when one is set (as `Retry` sets it) or
+    /// The endpoints enforce deadlines themselves (`Endpoint.enforcesDeadline`): a
+    /// call ends at `CallDeadline.current` when one is set (as `Retry` sets it) or
     /// after ``Configuration/timeout``, whichever comes first, through AsyncHTTPClient's own
     /// request deadline.
     public static func make(
@@ -112,7 +112,7 @@ public enum HTTPEndpointFactory {
         }
     }
 
-    /// Sends `call` to `instance`, ending it at ``LoadBalancer/CallDeadline/current`` (if set) or
+    /// Sends `call` to `instance`, ending it at `CallDeadline.current` (if set) or
     /// after ``Configuration/timeout``, whichever comes first.
     public static func send(
         _ call: HTTPCall,

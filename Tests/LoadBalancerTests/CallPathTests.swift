@@ -225,6 +225,26 @@ struct CallPathTests {
         #expect(error.attempts.count == 1)
     }
 
+    @Test("supervised calls on ContinuousClock hold no timer once they end; a cancelled sleep is released at once")
+    func sharedTimer() async throws {
+        let endpoint = Endpoint<Int, Int>(instance: try Instance(host: "127.0.0.1", port: 1)) { $0 }
+        let retry = Retry(RoundRobinBalancer(endpoints: [endpoint]), maxAttempts: 3, timeout: .seconds(30))
+        for i in 0..<200 { #expect(try await retry(i) == i) }
+        // Every call's 30-second deadline timer is gone (other suites may be sleeping on the
+        // shared timer at the same time, so wait for the count to fall rather than read it once).
+        try await waitUntil { SharedTimer.shared.sleeperCount == 0 }
+
+        let sleeping = Task { try await SharedTimer.shared.sleep(until: .now.advanced(by: .seconds(600))) }
+        let started = ContinuousClock.now
+        sleeping.cancel()
+        await #expect(throws: CancellationError.self) { try await sleeping.value }
+        #expect(ContinuousClock.now - started < .seconds(10))
+
+        let start = ContinuousClock.now
+        try await SharedTimer.shared.sleep(until: start.advanced(by: .milliseconds(20)))
+        #expect(ContinuousClock.now >= start.advanced(by: .milliseconds(20)))
+    }
+
     @Test("P2C counts a call in flight from lease to finish")
     func p2cInFlight() async throws {
         let balancer = P2CBalancer(endpoints: Self.endpoints(1...2), metric: .leastOutstanding)

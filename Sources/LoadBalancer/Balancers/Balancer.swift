@@ -35,8 +35,10 @@ public protocol Balancer<Request, Response>: Sendable {
     func pick() throws(LoadBalancerError) -> EndpointPick
 
     /// Chooses an endpoint for a call and returns it with what the call reports to. Every lease
-    /// that is not ``EndpointLease/isPlain`` must be ended by exactly one
-    /// ``finish(_:outcome:latency:)``. A lease counts as a pick in the cache's metrics.
+    /// must be ended by exactly one ``finish(_:outcome:latency:)``, except a plain one (a lease of
+    /// a balancer that learns nothing from calls, over a cache without metrics or tracing), which
+    /// ``withEndpoint(isolation:_:)`` and ``call(_:)`` skip. A lease counts as a pick in the cache's
+    /// metrics.
     ///
     /// The default picks with ``pick()`` and takes the endpoint from ``snapshot`` (picking again
     /// if the set changed in between); the built-in balancers take it from the snapshot the pick

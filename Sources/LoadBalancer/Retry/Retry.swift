@@ -240,7 +240,7 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
             var started = initiallyStarted
             var inFlight = 0
             group.addTask {
-                try await self.clock.sleep(until: deadline, tolerance: nil)
+                try await self.sleep(until: deadline)
                 return .deadline
             }
 
@@ -288,7 +288,7 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
                 if let hedging, inFlight < hedging.maxInFlight, started < maxAttempts {
                     let delay = hedging.currentDelay
                     group.addTask {
-                        try await self.clock.sleep(for: delay)
+                        try await self.sleep(until: self.clock.now.advanced(by: delay))
                         return .hedgeDue(number: number)
                     }
                 }
@@ -369,13 +369,24 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
         return try await withThrowingTaskGroup(of: Response?.self) { group in
             group.addTask { try await self.balancer.run(resolved) { endpoint in try await endpoint(request) } }
             group.addTask {
-                try await self.clock.sleep(for: attemptTimeout)
+                try await self.sleep(until: self.clock.now.advanced(by: attemptTimeout))
                 return nil
             }
             defer { group.cancelAll() }
             guard let first = try await group.next() else { throw AttemptTimeoutError(timeout: attemptTimeout, cause: nil) }
             guard let response = first else { throw AttemptTimeoutError(timeout: attemptTimeout, cause: nil) }
             return response
+        }
+    }
+
+    /// Sleeps until `instant` for a timer that is usually cancelled (a deadline, a hedge delay, an
+    /// attempt timeout): on `ContinuousClock` through ``SharedTimer``, which releases a cancelled
+    /// sleep at once; on other clocks with the clock's own sleep.
+    private func sleep(until instant: C.Instant) async throws {
+        if let continuous = instant as? ContinuousClock.Instant {
+            try await SharedTimer.shared.sleep(until: continuous)
+        } else {
+            try await clock.sleep(until: instant, tolerance: nil)
         }
     }
 

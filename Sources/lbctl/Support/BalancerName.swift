@@ -19,7 +19,8 @@ enum BalancerName: String, CaseIterable, ExpressibleByArgument {
         ejection: OutlierDetector?
     ) -> AnyBalancer<Request, Response> {
         switch self {
-        case .roundRobin: AnyBalancer(RoundRobinBalancer(endpoints, ejection: ejection))
+        // The CLI keeps the exact rotation: its runs are small and their split should be exact.
+        case .roundRobin: AnyBalancer(RoundRobinBalancer(endpoints, rotation: .exact, ejection: ejection))
         case .random: AnyBalancer(RandomBalancer(endpoints, ejection: ejection))
         case .weightedRoundRobin: AnyBalancer(WeightedRoundRobinBalancer(endpoints, ejection: ejection))
         case .weightedRandom: AnyBalancer(WeightedRandomBalancer(endpoints, ejection: ejection))
