@@ -5,6 +5,7 @@ import Synchronization
 /// The table is built off the pick path (at the first pick after the set or the ejections
 /// changed) and never changes after; `choose` is a pure function of the table and the calling
 /// shard's own ``PickState``.
+@usableFromInline
 package protocol PickStrategy: Sendable {
     /// What the strategy derives from a set (a schedule, an alias table, a ring, usable positions).
     associatedtype Table: Sendable
@@ -24,26 +25,27 @@ package protocol PickStrategy: Sendable {
 }
 
 extension PickStrategy {
-    package func load(_ table: Table, at index: Int) -> InstanceLoad? { nil }
-    package func learn(_ load: InstanceLoad, outcome: CallRecord.Outcome, latency: Duration) {}
+    @usableFromInline package func load(_ table: Table, at index: Int) -> InstanceLoad? { nil }
+    @usableFromInline package func learn(_ load: InstanceLoad, outcome: CallRecord.Outcome, latency: Duration) {}
 }
 
 /// The mutable part of a pick, kept per shard: a random stream and a rotation counter.
+@usableFromInline
 package struct PickState: Sendable {
     /// The wyrand state.
-    package var random: UInt64
+    @usableFromInline package var random: UInt64
     /// The round-robin position.
-    package var counter: UInt64
+    @usableFromInline package var counter: UInt64
 
     /// The next 64 random bits (wyrand: a Weyl sequence mixed by a 128-bit multiply).
-    @inline(__always)
+    @inlinable @inline(__always)
     package mutating func next() -> UInt64 {
         random &+= WyRand.increment
         return WyRand.mix(random)
     }
 
     /// The current counter value, then advances it.
-    @inline(__always)
+    @inlinable @inline(__always)
     package mutating func advance() -> UInt64 {
         defer { counter &+= 1 }
         return counter
@@ -52,15 +54,16 @@ package struct PickState: Sendable {
 
 /// One immutable snapshot a balancer picks from: the endpoint set and what the balancer derived
 /// from it (and from the ejections in force), built once per change.
+@usableFromInline
 package final class BalancerSnapshot<Request: Sendable, Response: Sendable, Table: Sendable>: Sendable {
     /// The endpoints, instances and slots.
-    package let set: EndpointSet<Request, Response>
+    @usableFromInline package let set: EndpointSet<Request, Response>
     /// What the strategy derived.
-    package let table: Table
+    @usableFromInline package let table: Table
     /// The source's version the set came with.
-    package let setVersion: UInt64
+    @usableFromInline package let setVersion: UInt64
     /// The ejection detector's version the table honours.
-    package let ejectionVersion: UInt64
+    @usableFromInline package let ejectionVersion: UInt64
 
     init(set: EndpointSet<Request, Response>, table: Table, setVersion: UInt64, ejectionVersion: UInt64) {
         self.set = set
@@ -87,11 +90,12 @@ public final class EndpointLease<Request: Sendable, Response: Sendable>: Sendabl
     @usableFromInline
     package let isPlain: Bool
     /// The load the call is counted in, for load-aware balancers.
-    package let load: InstanceLoad?
+    @usableFromInline package let load: InstanceLoad?
     /// The shard of the load's in-flight count this lease adds to.
-    package let loadShard: Int
+    @usableFromInline package let loadShard: Int
 
     /// Creates a lease of `endpoint` for a call that reports to the balancer unless `isPlain`.
+    @usableFromInline
     package init(
         endpoint: Endpoint<Request, Response>,
         pick: EndpointPick,
@@ -168,37 +172,50 @@ package enum SnapshotSource<Request: Sendable, Response: Sendable>: Sendable {
 /// two versions (the source's and the ejection detector's: plain loads of words that change only
 /// with the set), and chooses. When a version has moved, the shard takes the balancer's newest
 /// snapshot, which the first shard to need it builds.
+@usableFromInline
 package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy: PickStrategy>: Sendable {
-    package typealias Snapshot = BalancerSnapshot<Request, Response, Strategy.Table>
+    @usableFromInline package typealias Snapshot = BalancerSnapshot<Request, Response, Strategy.Table>
 
     package let source: SnapshotSource<Request, Response>
     /// The source's cache, apart (reading a stored reference costs no reference count; matching
     /// the enum would).
-    private let cache: EndpointCache<Request, Response>?
-    package let ejection: OutlierDetector?
+    @usableFromInline let cache: EndpointCache<Request, Response>?
+    @usableFromInline package let ejection: OutlierDetector?
     /// The cache's metrics and tracing, if any.
     let instruments: Instruments?
+    /// Whether picks are counted in metrics.
+    @usableFromInline let counts: Bool
     /// The balancer type and name that picks are counted under.
     private let balancerType: Any.Type
     private let balancerName: String
-    package let strategy: Strategy
-    private let shards: [Shard]
-    private let shardShift: UInt64
+    @usableFromInline package let strategy: Strategy
+    @usableFromInline let shards: [Shard]
+    @usableFromInline let shardShift: UInt64
     /// The newest snapshot built, and the lock that serialises builds.
     private let newest = Mutex<Snapshot?>(nil)
 
-    private struct ShardState: Sendable {
-        var snapshot: Snapshot?
-        var pick: PickState
+    @usableFromInline
+    struct ShardState: Sendable {
+        @usableFromInline var snapshot: Snapshot?
+        /// The versions `snapshot` was derived for (copied here, so the check reads no shared object).
+        @usableFromInline var setVersion: UInt64 = .max
+        @usableFromInline var ejectionVersion: UInt64 = .max
+        @usableFromInline var pick: PickState
         /// This shard's leases, by position in `snapshot`'s set (made on first use).
-        var leases: [EndpointLease<Request, Response>?] = []
+        @usableFromInline var leases: [EndpointLease<Request, Response>?] = []
+
+        init(snapshot: Snapshot?, pick: PickState) {
+            self.snapshot = snapshot
+            self.pick = pick
+        }
     }
 
     /// One shard: a lock and its state, followed by padding so that two shards' hot words never
     /// share a cache line.
-    private final class Shard: Sendable {
-        let state: Mutex<ShardState>
-        let index: Int
+    @usableFromInline
+    final class Shard: Sendable {
+        @usableFromInline let state: Mutex<ShardState>
+        @usableFromInline let index: Int
         // 128 bytes of padding after the hot fields.
         let padding: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
                       UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) =
@@ -231,6 +248,7 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
         self.source = source
         self.cache = source.cache
         self.instruments = source.cache?.instruments
+        self.counts = source.cache?.instruments != nil
         self.balancerType = balancer
         let full = String(describing: balancer)
         self.balancerName = full.firstIndex(of: "<").map { String(full[..<$0]) } ?? full
@@ -248,8 +266,8 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     }
 
     /// The shard of the calling thread.
-    @inline(__always)
-    private var shard: Shard {
+    @inlinable @inline(__always)
+    var shard: Shard {
         guard shardShift < 64 else { return shards[0] }
         var marker: UInt8 = 0
         // Threads' stacks lie far apart; frames of one thread lie close together. Bits from 128 KiB
@@ -260,13 +278,14 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     }
 
     /// The versions a snapshot must match to be current.
-    @inline(__always)
-    private func isCurrent(_ snapshot: Snapshot?) -> Bool {
+    @inlinable @inline(__always)
+    func isCurrent(_ snapshot: Snapshot?) -> Bool {
         guard let snapshot else { return false }
         return snapshot.setVersion == (cache?.version ?? 0) && snapshot.ejectionVersion == (ejection?.version ?? 0)
     }
 
     /// The newest snapshot, built if the set or the ejections changed since the last build.
+    @usableFromInline
     package func currentSnapshot() -> Snapshot {
         newest.withLock { newest in
             if let newest, isCurrent(newest) { return newest }
@@ -282,19 +301,36 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     }
 
     /// Runs `body` on the calling thread's shard state, refreshed to the current snapshot.
-    @inline(__always)
-    private func withShard<Result>(_ body: (inout ShardState, Snapshot, Int) throws(LoadBalancerError) -> Result) throws(LoadBalancerError) -> Result {
+    @inlinable @inline(__always)
+    func withShard<Result: Sendable>(_ body: (inout ShardState, Snapshot, Int) throws(LoadBalancerError) -> Result) throws(LoadBalancerError) -> Result {
         let shard = self.shard
+        let setVersion = cache?.version ?? 0
+        let ejectionVersion = ejection?.version ?? 0
         return try shard.state.withLock { (state: inout ShardState) throws(LoadBalancerError) -> Result in
-            if !isCurrent(state.snapshot) {
-                state.snapshot = currentSnapshot()
+            if state.setVersion != setVersion || state.ejectionVersion != ejectionVersion || state.snapshot == nil {
+                let snapshot = currentSnapshot()
+                state.snapshot = snapshot
+                state.setVersion = snapshot.setVersion
+                state.ejectionVersion = snapshot.ejectionVersion
                 state.leases = []
             }
-            return try body(&state, state.snapshot.unsafelyUnwrapped, shard.index)
+            // The shard's state holds the snapshot, and it cannot change while the shard is
+            // locked: borrow it without a reference count (a retain here would write the shared
+            // snapshot's count from every thread on every pick).
+            let snapshot = Unmanaged.passUnretained(state.snapshot.unsafelyUnwrapped)
+            let outcome = snapshot._withUnsafeGuaranteedRef { snapshot -> Swift.Result<Result, LoadBalancerError> in
+                do throws(LoadBalancerError) {
+                    return .success(try body(&state, snapshot, shard.index))
+                } catch {
+                    return .failure(error)
+                }
+            }
+            return try outcome.get()
         }
     }
 
     /// Chooses an endpoint of the current set.
+    @inlinable
     package func pick() throws(LoadBalancerError) -> EndpointPick {
         try withShard { (state: inout ShardState, snapshot: Snapshot, _: Int) throws(LoadBalancerError) -> EndpointPick in
             guard let index = strategy.choose(snapshot.table, &state.pick) else { throw .noEndpoints }
@@ -303,6 +339,7 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     }
 
     /// Chooses with `choose` (a keyed choice, say) instead of the strategy's own.
+    @inlinable
     package func pick(
         _ choose: (Strategy.Table) -> Int?
     ) throws(LoadBalancerError) -> EndpointPick {
@@ -314,10 +351,19 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
 
     /// Chooses an endpoint and returns the lease of the call, counting the call as in flight on a
     /// load-aware strategy's instance. `choose` overrides the strategy's choice (keyed picks).
+    @inlinable
     package func lease(
         _ choose: ((Strategy.Table, inout PickState) -> Int?)? = nil
     ) throws(LoadBalancerError) -> EndpointLease<Request, Response> {
-        guard let instruments else { return try uncountedLease(choose) }
+        if counts { return try countedLease(choose) }
+        return try uncountedLease(choose)
+    }
+
+    @usableFromInline
+    func countedLease(
+        _ choose: ((Strategy.Table, inout PickState) -> Int?)?
+    ) throws(LoadBalancerError) -> EndpointLease<Request, Response> {
+        guard let instruments = cache?.instruments else { return try uncountedLease(choose) }
         do {
             let lease = try uncountedLease(choose)
             instruments.picked(by: balancerType) { balancerName }
@@ -328,7 +374,8 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
         }
     }
 
-    private func uncountedLease(
+    @inlinable
+    func uncountedLease(
         _ choose: ((Strategy.Table, inout PickState) -> Int?)?
     ) throws(LoadBalancerError) -> EndpointLease<Request, Response> {
         let lease = try withShard { (state: inout ShardState, snapshot: Snapshot, shard: Int) throws(LoadBalancerError) -> EndpointLease<Request, Response> in
@@ -342,6 +389,7 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
 
     /// A lease for a position the caller chose in the current snapshot (for picks that must avoid
     /// some instances), or `nil` when `choose` finds none.
+    @inlinable
     package func lease(
         choosingIn choose: (EndpointSet<Request, Response>) -> Int?
     ) throws(LoadBalancerError) -> EndpointLease<Request, Response>? {
@@ -353,7 +401,8 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
         return lease
     }
 
-    private func makeLease(
+    @inlinable
+    func makeLease(
         at index: Int,
         in snapshot: Snapshot,
         shard: Int,
@@ -366,7 +415,7 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
             endpoint: snapshot.set.endpoints[index],
             pick: EndpointPick(index: index, generation: snapshot.set.generation),
             slot: snapshot.set.slots[index],
-            isPlain: load == nil && ejection == nil && instruments == nil,
+            isPlain: load == nil && ejection == nil && !counts,
             load: load,
             loadShard: shard & (InstanceLoad.shardCount - 1)
         )
@@ -375,6 +424,7 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     }
 
     /// Ends a call made with `lease`: its in-flight count, what the strategy learns, the ejection.
+    @inlinable
     package func finish(_ lease: EndpointLease<Request, Response>, outcome: CallRecord.Outcome, latency: Duration) {
         if let load = lease.load {
             load.finished(shard: lease.loadShard)
@@ -404,9 +454,10 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
 /// The load of one instance as a load-aware balancer sees it: calls in flight, kept in shards that
 /// are summed when read (each shard on a cache line of its own, so calls on different threads never
 /// write one line), and the latency and failure averages.
+@usableFromInline
 package final class InstanceLoad: @unchecked Sendable {
     /// Shards of the in-flight count.
-    package static let shardCount = 8
+    @usableFromInline package static let shardCount = 8
     /// Words: shard i's in-flight count at i * 8; then latency, latency stamp, failure, failure stamp.
     private let words: UnsafeMutablePointer<Atomic<UInt64>>
     private static let stats = shardCount * 8
@@ -420,14 +471,14 @@ package final class InstanceLoad: @unchecked Sendable {
         UnsafeMutableRawPointer(words).deallocate()
     }
 
-    @inline(__always)
+    @usableFromInline
     package func started(shard: Int) { words[shard &* 8].wrappingAdd(1, ordering: .relaxed) }
 
-    @inline(__always)
+    @usableFromInline
     package func finished(shard: Int) { words[shard &* 8].wrappingSubtract(1, ordering: .relaxed) }
 
     /// Calls in flight: the shards' sum.
-    @inline(__always)
+    @usableFromInline
     package var outstanding: Double {
         var sum: UInt64 = 0
         for shard in 0..<Self.shardCount { sum &+= words[shard &* 8].load(ordering: .relaxed) }
@@ -435,7 +486,7 @@ package final class InstanceLoad: @unchecked Sendable {
     }
 
     /// A word of the averages: 0 latency, 1 latency stamp, 2 failure, 3 failure stamp.
-    @inline(__always)
+    @usableFromInline
     package func stat(_ index: Int) -> UInt64 { words[Self.stats &+ index].load(ordering: .relaxed) }
 
     @inline(__always)

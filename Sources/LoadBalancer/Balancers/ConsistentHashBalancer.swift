@@ -12,7 +12,7 @@
 /// let response = try await balancer.withEndpoint(forKey: userID) { endpoint in try await endpoint(request) }
 /// ```
 public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>: CoreBalancer {
-    let core: BalancerCore<Request, Response, Strategy>
+    @usableFromInline let core: BalancerCore<Request, Response, Strategy>
     /// The cache the balancer follows, if any.
     public let cache: EndpointCache<Request, Response>?
     /// The number of entries of the lookup table.
@@ -43,20 +43,24 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
         self.core = BalancerCore(for: Self.self, source: source, ejection: ejection, strategy: Strategy(size: max(2, tableSize)), seed: nil)
     }
 
+    @usableFromInline
     struct Strategy: PickStrategy {
-        let size: Int
+        @usableFromInline let size: Int
 
+        @usableFromInline init(size: Int) { self.size = size }
+
+        @usableFromInline
         func makeTable(_ set: EndpointSetView, usable: [Int]) -> [Int32] {
             ConsistentHashBalancer.maglevTable(set, usable, size: size)
         }
 
         /// A random key's entry (for callers without affinity).
-        @inline(__always)
+        @inlinable @inline(__always)
         func choose(_ table: [Int32], _ state: inout PickState) -> Int? {
             lookup(table, state.next())
         }
 
-        @inline(__always)
+        @inlinable @inline(__always)
         func lookup(_ table: [Int32], _ hash: UInt64) -> Int? {
             guard !table.isEmpty else { return nil }
             let entry = WyRand.mix(hash).multipliedFullWidth(by: UInt64(table.count)).high

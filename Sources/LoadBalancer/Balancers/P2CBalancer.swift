@@ -25,7 +25,7 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
     /// Tuning of the failure-awareness.
     public typealias Configuration = P2CConfiguration
 
-    let core: BalancerCore<Request, Response, Strategy>
+    @usableFromInline let core: BalancerCore<Request, Response, Strategy>
     /// The cache the balancer follows, if any.
     public let cache: EndpointCache<Request, Response>?
     /// The load metric.
@@ -119,30 +119,32 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
 
     /// The table is the usable positions and every position's load (kept across sets by instance
     /// id); the costs are computed at pick time from the loads.
+    @usableFromInline
     final class Strategy: PickStrategy {
+        @usableFromInline
         struct Table: Sendable {
-            var usable: [Int]
-            var loads: [InstanceLoad]
+            @usableFromInline var usable: [Int]
+            @usableFromInline var loads: [InstanceLoad]
         }
 
-        let metric: LoadMetric
-        let tauNanos: Double
-        let failureTauNanos: Double
-        let failureWeight: Double
+        @usableFromInline let metric: LoadMetric
+        @usableFromInline let tauNanos: Double
+        @usableFromInline let failureTauNanos: Double
+        @usableFromInline let failureWeight: Double
         let now: @Sendable () -> Duration
         /// The loads of the instances of the newest table, by id.
         private let loadsByID = Mutex<[String: InstanceLoad]>([:])
         /// The time (ns) of a recent completed call, the "now" of picks (written at most every
         /// 50 µs, so completions on many threads rarely write it).
-        private let clock = InstanceLoad()
+        @usableFromInline let clock = InstanceLoad()
 
         // Stat words of an InstanceLoad.
-        static var latency: Int { 0 }
-        static var latencyStamp: Int { 1 }
-        static var failure: Int { 2 }
-        static var failureStamp: Int { 3 }
+        @inlinable static var latency: Int { 0 }
+        @inlinable static var latencyStamp: Int { 1 }
+        @inlinable static var failure: Int { 2 }
+        @inlinable static var failureStamp: Int { 3 }
         /// The cost of an instance with calls in flight but no latency observed yet (Finagle's penalty).
-        static var penalty: Double { 1e12 }
+        @inlinable static var penalty: Double { 1e12 }
 
         init(metric: LoadMetric, configuration: Configuration, now: @escaping @Sendable () -> Duration) {
             self.metric = metric
@@ -152,6 +154,7 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
             self.now = now
         }
 
+        @usableFromInline
         func makeTable(_ set: EndpointSetView, usable: [Int]) -> Table {
             let loads = loadsByID.withLock { byID in
                 var next: [String: InstanceLoad] = [:]
@@ -166,10 +169,11 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
             return Table(usable: usable, loads: loads)
         }
 
+        @usableFromInline
         func load(_ table: Table, at index: Int) -> InstanceLoad? { table.loads[index] }
 
         /// Samples two distinct usable positions and returns the cheaper one.
-        @inline(__always)
+        @inlinable @inline(__always)
         func choose(_ table: Table, _ state: inout PickState) -> Int? {
             let n = table.usable.count
             guard n > 0 else { return nil }
@@ -189,7 +193,7 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
 
         /// The load of an instance and its health in `(0, 1]`: the cost is load / health, lower is
         /// better (returned apart so that comparing two costs needs no division).
-        @inline(__always)
+        @inlinable @inline(__always)
         func cost(_ load: InstanceLoad, now pickNow: Double) -> (load: Double, health: Double) {
             let outstanding = load.outstanding
             let failureBits = load.stat(Self.failure)
@@ -216,13 +220,14 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
 
         /// e^(−x), with a short series for the common case of a small x (the time since an instance's
         /// last update is usually a tiny fraction of the decay time).
-        @inline(__always)
+        @inlinable @inline(__always)
         func decay(_ x: Double) -> Double {
             if x < 0.01 { return x <= 0 ? 1 : 1 - x + x * x * 0.5 }
             return expNegative(x)
         }
 
         /// Updates the instance's failure average and latency estimate (not for a cancelled call).
+        @usableFromInline
         func learn(_ load: InstanceLoad, outcome: CallRecord.Outcome, latency callLatency: Duration) {
             let time = P2CBalancer.nanos(now())
             if time - Double(Int64(bitPattern: clock.stat(0))) >= 50_000 || time < Double(Int64(bitPattern: clock.stat(0))) {

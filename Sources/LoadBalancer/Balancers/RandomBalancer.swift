@@ -7,7 +7,7 @@
 ///
 /// With an ``OutlierDetector``, ejected instances are skipped.
 public final class RandomBalancer<Request: Sendable, Response: Sendable>: CoreBalancer {
-    let core: BalancerCore<Request, Response, Strategy>
+    @usableFromInline let core: BalancerCore<Request, Response, Strategy>
     /// The cache the balancer follows, if any.
     public let cache: EndpointCache<Request, Response>?
 
@@ -36,10 +36,14 @@ public final class RandomBalancer<Request: Sendable, Response: Sendable>: CoreBa
         self.core = BalancerCore(for: Self.self, source: source, ejection: ejection, strategy: Strategy(), seed: seed)
     }
 
+    @usableFromInline
     struct Strategy: PickStrategy {
+        @usableFromInline init() {}
+
+        @usableFromInline
         func makeTable(_ set: EndpointSetView, usable: [Int]) -> [Int] { usable }
 
-        @inline(__always)
+        @inlinable @inline(__always)
         func choose(_ usable: [Int], _ state: inout PickState) -> Int? {
             guard !usable.isEmpty else { return nil }
             // Lemire's multiply-shift maps 64 random bits onto 0..<count without a division.

@@ -25,7 +25,7 @@ public final class RoundRobinBalancer<Request: Sendable, Response: Sendable>: Co
         case exact
     }
 
-    let core: BalancerCore<Request, Response, Strategy>
+    @usableFromInline let core: BalancerCore<Request, Response, Strategy>
     /// The cache the balancer follows, if any.
     public let cache: EndpointCache<Request, Response>?
     /// How the rotation is kept.
@@ -71,12 +71,16 @@ public final class RoundRobinBalancer<Request: Sendable, Response: Sendable>: Co
         self.core = BalancerCore(for: Self.self, source: source, ejection: ejection, strategy: Strategy(exact: exact), seed: nil, start: start)
     }
 
+    @usableFromInline
     struct Strategy: PickStrategy {
-        let exact: ExactCounter?
+        @usableFromInline let exact: ExactCounter?
 
+        @usableFromInline init(exact: ExactCounter?) { self.exact = exact }
+
+        @usableFromInline
         func makeTable(_ set: EndpointSetView, usable: [Int]) -> [Int] { usable }
 
-        @inline(__always)
+        @inlinable @inline(__always)
         func choose(_ usable: [Int], _ state: inout PickState) -> Int? {
             guard !usable.isEmpty else { return nil }
             let n = exact?.next() ?? state.advance()
@@ -89,9 +93,10 @@ public final class RoundRobinBalancer<Request: Sendable, Response: Sendable>: Co
 
 /// A rotation counter shared by every thread (one atomic fetch-add per pick, never a
 /// compare-and-swap loop).
+@usableFromInline
 final class ExactCounter: Sendable {
-    private let counter: Atomic<UInt64>
+    @usableFromInline let counter: Atomic<UInt64>
     init(_ start: UInt64) { counter = Atomic(start) }
-    @inline(__always)
+    @inlinable @inline(__always)
     func next() -> UInt64 { counter.wrappingAdd(1, ordering: .relaxed).oldValue }
 }

@@ -1,16 +1,19 @@
 /// An alias table (Vose's method) for weighted random choice in O(1).
+@usableFromInline
 package struct AliasTable: Sendable {
     /// Per column: the column's own position, its alias, and the 64-bit threshold below which the
     /// column's own position wins.
-    package var own: [Int32] = []
-    package var alias: [Int32] = []
-    package var threshold: [UInt64] = []
+    @usableFromInline package var own: [Int32] = []
+    @usableFromInline package var alias: [Int32] = []
+    @usableFromInline package var threshold: [UInt64] = []
 
-    package var isEmpty: Bool { own.isEmpty }
+    @usableFromInline init() {}
+
+    @inlinable package var isEmpty: Bool { own.isEmpty }
 
     /// Picks with 64 random bits: the high half of `random × columns` is the column, the low half a
     /// fresh uniform number for the column's coin.
-    @inline(__always)
+    @inlinable @inline(__always)
     package func pick(_ random: UInt64) -> Int? {
         guard !own.isEmpty else { return nil }
         let (column, coin) = random.multipliedFullWidth(by: UInt64(own.count))

@@ -1,4 +1,5 @@
 /// The members every built-in balancer forwards to its ``BalancerCore``.
+@usableFromInline
 protocol CoreBalancer: Balancer {
     associatedtype Strategy: PickStrategy
     var core: BalancerCore<Request, Response, Strategy> { get }
@@ -8,22 +9,27 @@ extension CoreBalancer {
     /// The endpoints the balancer chooses among now.
     public var snapshot: EndpointSet<Request, Response> { core.snapshot }
     /// The ejection this balancer honours, if any.
+    @inlinable
     public var ejection: OutlierDetector? { core.ejection }
     /// Picks an endpoint of the current set.
     ///
     /// - Throws: ``LoadBalancerError`` with code ``LoadBalancerError/Code/noEndpoints`` when the set is empty.
+    @inlinable
     public func pick() throws(LoadBalancerError) -> EndpointPick { try core.pick() }
     /// Picks an endpoint of the current set for a call.
+    @inlinable
     public func lease() throws(LoadBalancerError) -> EndpointLease<Request, Response> { try core.lease() }
     /// A lease of the first endpoint of the current set whose id is not in `ids`.
     public func lease(avoiding ids: Set<String>) throws(LoadBalancerError) -> EndpointLease<Request, Response>? {
         try core.lease(choosingIn: { set in set.endpoints.firstIndex { !ids.contains($0.id) } })
     }
     /// Ends a call: its outcome goes to the ``ejection`` detector, if any.
+    @inlinable
     public func finish(_ lease: EndpointLease<Request, Response>, outcome: CallRecord.Outcome, latency: Duration) {
         core.finish(lease, outcome: outcome, latency: latency)
     }
     /// Whether calls are reported: only when there is an ``ejection`` detector to learn from them.
+    @inlinable
     public var observesCalls: Bool { core.ejection != nil }
     /// Passes the call's outcome to the ``ejection`` detector, if any.
     public func record(_ call: CallRecord) { core.ejection?.record(call) }
@@ -38,7 +44,7 @@ extension CoreBalancer {
 /// `start`, one rotation for all). Weight-0 instances are used only when every usable instance has
 /// weight 0.
 public final class WeightedRoundRobinBalancer<Request: Sendable, Response: Sendable>: CoreBalancer {
-    let core: BalancerCore<Request, Response, Strategy>
+    @usableFromInline let core: BalancerCore<Request, Response, Strategy>
     /// The cache the balancer follows, if any.
     public let cache: EndpointCache<Request, Response>?
 
@@ -67,12 +73,16 @@ public final class WeightedRoundRobinBalancer<Request: Sendable, Response: Senda
         self.core = BalancerCore(for: Self.self, source: source, ejection: ejection, strategy: Strategy(), seed: nil, start: start)
     }
 
+    @usableFromInline
     struct Strategy: PickStrategy {
+        @usableFromInline init() {}
+
+        @usableFromInline
         func makeTable(_ set: EndpointSetView, usable: [Int]) -> [Int] {
             usable.isEmpty ? [] : TableBuilders.smoothSchedule(set, usable)
         }
 
-        @inline(__always)
+        @inlinable @inline(__always)
         func choose(_ schedule: [Int], _ state: inout PickState) -> Int? {
             guard !schedule.isEmpty else { return nil }
             let n = UInt32(truncatingIfNeeded: state.advance())
@@ -84,7 +94,7 @@ public final class WeightedRoundRobinBalancer<Request: Sendable, Response: Senda
 /// Weighted random: each pick chooses an instance with probability proportional to its
 /// ``Instance/weight``, in O(1) through an alias table rebuilt on each set (or ejection) change.
 public final class WeightedRandomBalancer<Request: Sendable, Response: Sendable>: CoreBalancer {
-    let core: BalancerCore<Request, Response, Strategy>
+    @usableFromInline let core: BalancerCore<Request, Response, Strategy>
     /// The cache the balancer follows, if any.
     public let cache: EndpointCache<Request, Response>?
 
@@ -113,12 +123,16 @@ public final class WeightedRandomBalancer<Request: Sendable, Response: Sendable>
         self.core = BalancerCore(for: Self.self, source: source, ejection: ejection, strategy: Strategy(), seed: seed)
     }
 
+    @usableFromInline
     struct Strategy: PickStrategy {
+        @usableFromInline init() {}
+
+        @usableFromInline
         func makeTable(_ set: EndpointSetView, usable: [Int]) -> AliasTable {
             TableBuilders.aliasTable(set, usable)
         }
 
-        @inline(__always)
+        @inlinable @inline(__always)
         func choose(_ table: AliasTable, _ state: inout PickState) -> Int? {
             table.isEmpty ? nil : table.pick(state.next())
         }
@@ -132,7 +146,7 @@ public final class WeightedRandomBalancer<Request: Sendable, Response: Sendable>
 /// over to the next level, and it comes back as soon as an instance of the better level is usable
 /// again. In panic mode (too few healthy instances overall) ejection is ignored.
 public final class PriorityBalancer<Request: Sendable, Response: Sendable>: CoreBalancer {
-    let core: BalancerCore<Request, Response, Strategy>
+    @usableFromInline let core: BalancerCore<Request, Response, Strategy>
     /// The cache the balancer follows, if any.
     public let cache: EndpointCache<Request, Response>?
 
@@ -161,12 +175,16 @@ public final class PriorityBalancer<Request: Sendable, Response: Sendable>: Core
         self.core = BalancerCore(for: Self.self, source: source, ejection: ejection, strategy: Strategy(), seed: seed)
     }
 
+    @usableFromInline
     struct Strategy: PickStrategy {
+        @usableFromInline init() {}
+
+        @usableFromInline
         func makeTable(_ set: EndpointSetView, usable: [Int]) -> AliasTable {
             TableBuilders.aliasTable(set, TableBuilders.lowestPriorityLevel(set, usable))
         }
 
-        @inline(__always)
+        @inlinable @inline(__always)
         func choose(_ table: AliasTable, _ state: inout PickState) -> Int? {
             table.isEmpty ? nil : table.pick(state.next())
         }

@@ -138,6 +138,10 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
     @inlinable
     public var version: UInt64 { publishedVersion.load(ordering: .acquiring) }
 
+    /// Whether tracing is configured.
+    @usableFromInline
+    package var hasTracer: Bool { instruments?.tracer != nil }
+
     /// Whether metrics or tracing are configured.
     @usableFromInline
     package var hasInstruments: Bool { instruments != nil }

@@ -41,6 +41,7 @@ public struct Backoff: Sendable, Hashable {
 }
 
 /// A lock-free, seedable source of random bits shared by copies of a ``Retry``.
+@usableFromInline
 final class RandomSource: Sendable {
     private let state: Atomic<UInt64>
 

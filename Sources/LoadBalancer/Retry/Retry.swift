@@ -70,7 +70,7 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
     /// Default `nil`.
     public var decide: (@Sendable (_ attempt: Int, _ error: any Error) -> RetryDecision)?
     /// Randomness of the backoff jitter (seedable through ``init(_:maxAttempts:timeout:clock:seed:shouldRetry:)``).
-    let random: RandomSource
+    @usableFromInline let random: RandomSource
 
     /// Creates a retrying caller over `balancer`.
     ///
@@ -101,11 +101,42 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
     ///
     /// - Throws: ``RetryError`` when every attempt failed, the decision callback said stop, or the
     ///   timeout expired; `CancellationError` when the calling task was cancelled.
+    @inlinable
     public func callAsFunction(_ request: Request) async throws -> Response {
         try Task.checkCancellation()
-        if hedging == nil, C.self == ContinuousClock.self, balancer.cache?.instruments?.tracer == nil {
-            return try await inlineAttempts(request)
+        guard hedging == nil, C.self == ContinuousClock.self, balancer.cache?.hasTracer != true else {
+            return try await supervisedCall(request)
         }
+        // The first attempt, inline when its endpoint enforces deadlines: no child task, no timer.
+        let start = ContinuousClock.now
+        let deadline = start.advanced(by: timeout)
+        budget?.deposit()
+        let lease: EndpointLease<Request, Response>
+        do {
+            lease = try balancer.lease()
+        } catch {
+            let failure = RetryError.Attempt(number: 1, instance: nil, error: error, duration: .zero)
+            return try await inlineRetries(request, deadline: deadline, failed: failure, error: error, tried: [])
+        }
+        guard lease.endpoint.enforcesDeadline else {
+            // Supervise this call: hand back the lease unused.
+            balancer.finish(lease, outcome: .cancelled, latency: .zero)
+            return try await supervisedRest(request, deadline: deadline, log: [], started: 0, tried: [])
+        }
+        let attemptDeadline = attemptTimeout.map { min(deadline, start.advanced(by: $0)) } ?? deadline
+        do {
+            return try await CallDeadline.$current.withValue(attemptDeadline) {
+                try await balancer.run(lease) { endpoint in try await endpoint(request) }
+            }
+        } catch {
+            let failure = attemptFailure(1, lease, error, start: start, attemptDeadline: attemptDeadline, deadline: deadline)
+            return try await inlineRetries(request, deadline: deadline, failed: failure, error: error, tried: [lease.endpoint.id])
+        }
+    }
+
+    /// The whole call on the supervised path (hedging, tracing, or a clock other than `ContinuousClock`).
+    @usableFromInline
+    func supervisedCall(_ request: Request) async throws -> Response {
         let deadline = clock.now.advanced(by: timeout)
         guard let tracer = balancer.cache?.instruments?.tracer else {
             return try await attempts(request, deadline: deadline, span: nil, log: [], started: 0, tried: [])
@@ -113,20 +144,61 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
         return try await traced(tracer, request, deadline: deadline)
     }
 
-    /// The attempts of a call while their endpoints enforce deadlines: each runs in the caller's
-    /// task with ``CallDeadline/current`` set. An attempt on an endpoint that does not enforce
-    /// deadlines hands the call over to the supervised loop (``attempts(_:deadline:span:log:started:tried:)``).
-    private func inlineAttempts(_ request: Request) async throws -> Response {
-        let start = ContinuousClock.now
-        let deadline = start.advanced(by: timeout)
-        budget?.deposit()
-        let instruments = balancer.cache?.instruments
-        var log: [RetryError.Attempt] = []
-        var tried: Set<String> = []
-        var number = 0
+    /// The rest of an inline call on the supervised path, from `started` attempts made.
+    @usableFromInline
+    func supervisedRest(
+        _ request: Request,
+        deadline: ContinuousClock.Instant,
+        log: [RetryError.Attempt],
+        started: Int,
+        tried: Set<String>
+    ) async throws -> Response {
+        let clockDeadline = clock.now.advanced(by: ContinuousClock.now.duration(to: deadline))
+        // The budget already has this call's deposit.
+        return try await attempts(request, deadline: clockDeadline, span: nil, log: log, started: started, tried: tried, deposits: false)
+    }
+
+    /// The record of failed inline attempt `number`: the endpoint's error, or an
+    /// ``AttemptTimeoutError`` when it ended at the attempt's own deadline.
+    @usableFromInline
+    func attemptFailure(
+        _ number: Int,
+        _ lease: EndpointLease<Request, Response>,
+        _ error: any Error,
+        start: ContinuousClock.Instant,
+        attemptDeadline: ContinuousClock.Instant,
+        deadline: ContinuousClock.Instant
+    ) -> RetryError.Attempt {
+        let now = ContinuousClock.now
+        let timedOut = now >= attemptDeadline && now < deadline && !(error is CancellationError && Task.isCancelled)
+        return RetryError.Attempt(
+            number: number,
+            instance: lease.endpoint.instance,
+            error: timedOut ? AttemptTimeoutError(timeout: attemptTimeout ?? timeout, cause: error) : error,
+            duration: start.duration(to: now)
+        )
+    }
+
+    /// The attempts of an inline call after attempt `failed` failed with `error`, while their
+    /// endpoints enforce deadlines; an attempt on an endpoint that does not hands the call over to
+    /// the supervised loop.
+    @usableFromInline
+    func inlineRetries(
+        _ request: Request,
+        deadline: ContinuousClock.Instant,
+        failed: RetryError.Attempt,
+        error firstError: any Error,
+        tried initiallyTried: Set<String>
+    ) async throws -> Response {
+        var log = [failed]
+        var tried = initiallyTried
+        var number = failed.number
+        if Task.isCancelled { throw CancellationError() }
+        if ContinuousClock.now >= deadline { throw RetryError(reason: .timedOut, attempts: log, timeout: timeout) }
+        try await afterFailure(number, firstError, log: log, deadline: deadline)
         while true {
             number += 1
-            if number > 1 { instruments?.retried() }
+            balancer.cache?.instruments?.retried()
             let lease: EndpointLease<Request, Response>
             do {
                 lease = try self.lease(avoiding: tried)
@@ -136,10 +208,8 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
                 continue
             }
             guard lease.endpoint.enforcesDeadline else {
-                // Supervise this attempt and the rest: hand back the lease unused.
                 balancer.finish(lease, outcome: .cancelled, latency: .zero)
-                let clockDeadline = clock.now.advanced(by: ContinuousClock.now.duration(to: deadline))
-                return try await attempts(request, deadline: clockDeadline, span: nil, log: log, started: number - 1, tried: tried)
+                return try await supervisedRest(request, deadline: deadline, log: log, started: number - 1, tried: tried)
             }
             tried.insert(lease.endpoint.id)
             let attemptStart = ContinuousClock.now
@@ -149,12 +219,9 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
                     try await balancer.run(lease) { endpoint in try await endpoint(request) }
                 }
             } catch {
-                let now = ContinuousClock.now
-                let failed = now >= attemptDeadline && !(error is CancellationError && Task.isCancelled) && now < deadline
-                    ? AttemptTimeoutError(timeout: attemptTimeout ?? timeout, cause: error) : error
-                log.append(RetryError.Attempt(number: number, instance: lease.endpoint.instance, error: failed, duration: attemptStart.duration(to: now)))
+                log.append(attemptFailure(number, lease, error, start: attemptStart, attemptDeadline: attemptDeadline, deadline: deadline))
                 if Task.isCancelled { throw CancellationError() }
-                if now >= deadline { throw RetryError(reason: .timedOut, attempts: log, timeout: timeout) }
+                if ContinuousClock.now >= deadline { throw RetryError(reason: .timedOut, attempts: log, timeout: timeout) }
                 try await afterFailure(number, error, log: log, deadline: deadline)
             }
         }
@@ -162,7 +229,8 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
 
     /// After failed attempt `number` of an inline call: throws if the call must stop, waits out
     /// the backoff (within the deadline) otherwise.
-    private func afterFailure(
+    @usableFromInline
+    func afterFailure(
         _ number: Int,
         _ error: any Error,
         log: [RetryError.Attempt],
@@ -227,9 +295,10 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
         span: (any Span)?,
         log initialLog: [RetryError.Attempt],
         started initiallyStarted: Int,
-        tried initiallyTried: Set<String>
+        tried initiallyTried: Set<String>,
+        deposits: Bool = true
     ) async throws -> Response {
-        if initiallyStarted == 0 { budget?.deposit() }
+        if deposits { budget?.deposit() }
         let instruments = balancer.cache?.instruments
         var log = initialLog
         func failure(_ reason: RetryError.Reason) -> RetryError {
