@@ -60,28 +60,56 @@ func endpoints(_ count: Int, deadlineAware: Bool) -> [Endpoint<Int, Int>] {
     }
 }
 
-/// Runs `body` with each concrete balancer type (so the measured loops are specialised).
-func withBalancer(
-    _ name: String,
-    _ cache: EndpointCache<Int, Int>,
-    _ body: (any Balancer<Int, Int>) async -> Void
-) async {
+/// What to run with a balancer; `visit` is generic, so each concrete balancer type gets its own
+/// specialised copy of the measured loops (as a user of the concrete type gets).
+protocol BalancerVisitor {
+    func visit<B: Balancer>(_ balancer: B) async where B.Request == Int, B.Response == Int
+}
+
+/// Runs `visitor` with the balancer named `name` over `cache`.
+func withBalancer(_ name: String, _ cache: EndpointCache<Int, Int>, _ visitor: some BalancerVisitor) async {
     switch name {
-    case "round-robin": await body(RoundRobinBalancer(cache))
+    case "round-robin": await visitor.visit(RoundRobinBalancer(cache))
     case "round-robin-exact":
         #if CALLPATH_BEFORE
-        await body(RoundRobinBalancer(cache))
+        await visitor.visit(RoundRobinBalancer(cache))
         #else
-        await body(RoundRobinBalancer(cache, rotation: .exact))
+        await visitor.visit(RoundRobinBalancer(cache, rotation: .exact))
         #endif
-    case "random": await body(RandomBalancer(cache))
-    case "weighted-round-robin": await body(WeightedRoundRobinBalancer(cache))
-    case "weighted-random": await body(WeightedRandomBalancer(cache))
-    case "priority": await body(PriorityBalancer(cache))
-    case "p2c-least-outstanding": await body(P2CBalancer(cache, metric: .leastOutstanding))
-    case "p2c-peak-ewma": await body(P2CBalancer(cache, metric: .peakEWMA()))
-    case "consistent-hash": await body(ConsistentHashBalancer(cache))
+    case "random": await visitor.visit(RandomBalancer(cache))
+    case "weighted-round-robin": await visitor.visit(WeightedRoundRobinBalancer(cache))
+    case "weighted-random": await visitor.visit(WeightedRandomBalancer(cache))
+    case "priority": await visitor.visit(PriorityBalancer(cache))
+    case "p2c-least-outstanding": await visitor.visit(P2CBalancer(cache, metric: .leastOutstanding))
+    case "p2c-peak-ewma": await visitor.visit(P2CBalancer(cache, metric: .peakEWMA()))
+    case "consistent-hash": await visitor.visit(ConsistentHashBalancer(cache))
+    case "any-round-robin": await visitor.visit(AnyBalancer(RoundRobinBalancer(cache)))
     default: fatalError("unknown balancer \(name)")
+    }
+}
+
+struct Measure: BalancerVisitor {
+    var name: String
+    var options: Options
+
+    func visit<B: Balancer>(_ balancer: B) async where B.Request == Int, B.Response == Int {
+        var single: Double?
+        for threads in options.threads {
+            let ops: Int
+            switch options.what {
+            case "pick":
+                ops = pickOnThreads(balancer, threads: threads, seconds: options.seconds)
+            case "call":
+                ops = await callFromTasks(tasks: threads, seconds: options.seconds) { i in try await balancer.call(i) }
+            case "retry", "retry-plain":
+                let retry = Retry(balancer, maxAttempts: 3, timeout: .seconds(1))
+                ops = await callFromTasks(tasks: threads, seconds: options.seconds) { i in try await retry(i) }
+            default:
+                fatalError("unknown --what \(options.what)")
+            }
+            let rate = report(options.what, name, threads, ops, options.seconds, single)
+            if single == nil { single = rate }
+        }
     }
 }
 
@@ -195,36 +223,7 @@ for round in 1...options.rounds {
     for name in options.balancers {
         let deadlineAware = options.what != "retry-plain"
         let cache = await EndpointCache(endpoints: endpoints(options.endpoints, deadlineAware: deadlineAware))
-        await withBalancer(name, cache) { balancer in
-            var single: Double?
-            for threads in options.threads {
-                let ops: Int
-                switch options.what {
-                case "pick":
-                    ops = runPicks(balancer, threads, options.seconds)
-                case "call":
-                    ops = await runCalls(balancer, threads, options.seconds)
-                case "retry", "retry-plain":
-                    ops = await runRetries(balancer, threads, options.seconds)
-                default:
-                    fatalError("unknown --what \(options.what)")
-                }
-                let rate = report(options.what, name, threads, ops, options.seconds, single)
-                if single == nil { single = rate }
-            }
-        }
+        await withBalancer(name, cache, Measure(name: name, options: options))
     }
 }
 
-func runPicks<B: Balancer>(_ balancer: B, _ threads: Int, _ seconds: Double) -> Int {
-    pickOnThreads(balancer, threads: threads, seconds: seconds)
-}
-
-func runCalls<B: Balancer>(_ balancer: B, _ threads: Int, _ seconds: Double) async -> Int where B.Request == Int, B.Response == Int {
-    await callFromTasks(tasks: threads, seconds: seconds) { i in try await balancer.call(i) }
-}
-
-func runRetries<B: Balancer>(_ balancer: B, _ threads: Int, _ seconds: Double) async -> Int where B.Request == Int, B.Response == Int {
-    let retry = Retry(balancer, maxAttempts: 3, timeout: .seconds(1))
-    return await callFromTasks(tasks: threads, seconds: seconds) { i in try await retry(i) }
-}

@@ -459,8 +459,8 @@ package final class InstanceLoad: @unchecked Sendable {
     /// Shards of the in-flight count.
     @usableFromInline package static let shardCount = 8
     /// Words: shard i's in-flight count at i * 8; then latency, latency stamp, failure, failure stamp.
-    private let words: UnsafeMutablePointer<Atomic<UInt64>>
-    private static let stats = shardCount * 8
+    @usableFromInline let words: UnsafeMutablePointer<Atomic<UInt64>>
+    @usableFromInline static let stats = shardCount * 8
 
     package init() {
         words = allocateWords(Self.stats + 8)
@@ -478,7 +478,7 @@ package final class InstanceLoad: @unchecked Sendable {
     package func finished(shard: Int) { words[shard &* 8].wrappingSubtract(1, ordering: .relaxed) }
 
     /// Calls in flight: the shards' sum.
-    @usableFromInline
+    @inlinable
     package var outstanding: Double {
         var sum: UInt64 = 0
         for shard in 0..<Self.shardCount { sum &+= words[shard &* 8].load(ordering: .relaxed) }
@@ -486,7 +486,7 @@ package final class InstanceLoad: @unchecked Sendable {
     }
 
     /// A word of the averages: 0 latency, 1 latency stamp, 2 failure, 3 failure stamp.
-    @usableFromInline
+    @inlinable
     package func stat(_ index: Int) -> UInt64 { words[Self.stats &+ index].load(ordering: .relaxed) }
 
     @inline(__always)
