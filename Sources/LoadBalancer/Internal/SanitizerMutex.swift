@@ -16,10 +16,12 @@ import Musl
 import Darwin
 #endif
 
+@usableFromInline
 package struct Mutex<Value>: ~Copyable, @unchecked Sendable {
-    private final class Storage {
-        let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-        var value: Value
+    @usableFromInline
+    final class Storage {
+        @usableFromInline let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        @usableFromInline var value: Value
 
         init(_ value: Value) {
             self.value = value
@@ -32,12 +34,13 @@ package struct Mutex<Value>: ~Copyable, @unchecked Sendable {
         }
     }
 
-    private let storage: Storage
+    @usableFromInline let storage: Storage
 
     package init(_ initialValue: consuming sending Value) {
         storage = Storage(initialValue)
     }
 
+    @inlinable
     package borrowing func withLock<Result: ~Copyable, E: Error>(
         _ body: (inout sending Value) throws(E) -> sending Result
     ) throws(E) -> sending Result {
