@@ -173,7 +173,7 @@ package enum SnapshotSource<Request: Sendable, Response: Sendable>: Sendable {
 /// with the set), and chooses. When a version has moved, the shard takes the balancer's newest
 /// snapshot, which the first shard to need it builds.
 @usableFromInline
-package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy: PickStrategy>: Sendable {
+package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy: PickStrategy>: EndpointSetObserver, Sendable {
     @usableFromInline package typealias Snapshot = BalancerSnapshot<Request, Response, Strategy.Table>
 
     package let source: SnapshotSource<Request, Response>
@@ -263,6 +263,24 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
             return Shard(ShardState(snapshot: nil, pick: PickState(random: random, counter: counter)), index: index)
         }
         if case .fixed(let set) = source { ejection?.endpointSetWillPublish(set.view) }
+        source.cache?.addObserver(self)
+    }
+
+    /// Nothing to do before a set is published: picks go on with the current one.
+    @usableFromInline package func endpointSetWillPublish(_ set: EndpointSetView) {}
+
+    /// Drops every snapshot of an older set, so that removed endpoints are not kept alive by
+    /// shards that do not pick again; the next pick of each shard takes the new set. Takes each
+    /// lock briefly, one at a time (the cache calls this outside its own lock).
+    @usableFromInline package func endpointSetDidPublish(_ set: EndpointSetView) {
+        newest.withLock { $0 = nil }
+        for shard in shards {
+            shard.state.withLock { state in
+                state.snapshot = nil
+                state.leases = []
+                state.setVersion = .max
+            }
+        }
     }
 
     /// The shard of the calling thread.

@@ -192,6 +192,9 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
             state.version &+= 1
             publishedVersion.store(state.version, ordering: .releasing)
         }
+        // Balancers let go of the snapshots of older sets (and so of removed endpoints) now,
+        // not at their shards' next pick.
+        for observer in observers { observer.endpointSetDidPublish(set.view) }
     }
 
     // MARK: Updating

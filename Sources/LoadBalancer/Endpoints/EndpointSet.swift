@@ -92,4 +92,12 @@ public struct EndpointSetView: Sendable {
 public protocol EndpointSetObserver: AnyObject, Sendable {
     /// A new set is about to be published.
     func endpointSetWillPublish(_ set: EndpointSetView)
+
+    /// A new set has been published (readers see it now). Default: nothing.
+    func endpointSetDidPublish(_ set: EndpointSetView)
+}
+
+extension EndpointSetObserver {
+    /// Does nothing by default.
+    public func endpointSetDidPublish(_ set: EndpointSetView) {}
 }
