@@ -99,7 +99,7 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
         core.load(for: pick, instanceID: nil)?.started(shard: 0)
     }
 
-    /// Learns the call's outcome: ends its in-flight count, passes the outcome to the ``ejection``
+    /// Learns the call's outcome: ends its in-flight count, passes the outcome to the ejection
     /// detector (if any), and, unless the call was cancelled, updates the instance's failure average
     /// and its latency estimate (a failed call may raise the estimate, never lower it).
     public func record(_ call: CallRecord) {

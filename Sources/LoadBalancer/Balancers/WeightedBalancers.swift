@@ -23,7 +23,7 @@ extension CoreBalancer {
     public func lease(avoiding ids: Set<String>) throws(LoadBalancerError) -> EndpointLease<Request, Response>? {
         try core.lease(choosingIn: { set in set.endpoints.firstIndex { !ids.contains($0.id) } })
     }
-    /// Ends a call: its outcome goes to the ``ejection`` detector, if any.
+    /// Ends a call: its outcome goes to the ejection detector, if any.
     @inlinable
     public func finish(_ lease: EndpointLease<Request, Response>, outcome: CallRecord.Outcome, latency: Duration) {
         core.finish(lease, outcome: outcome, latency: latency)
@@ -31,7 +31,7 @@ extension CoreBalancer {
     /// Whether calls are reported: only when there is an ``ejection`` detector to learn from them.
     @inlinable
     public var observesCalls: Bool { core.ejection != nil }
-    /// Passes the call's outcome to the ``ejection`` detector, if any.
+    /// Passes the call's outcome to the ejection detector, if any.
     public func record(_ call: CallRecord) { core.ejection?.record(call) }
 }
 
