@@ -69,7 +69,15 @@ public struct ConsulClient: Sendable, Service {
         /// Creates a configuration.
         ///
         /// - Parameters:
+        ///   - host: The agent's host.
         ///   - port: The agent's port; `nil` is 8500, or 8501 with `tls`.
+        ///   - tls: Whether to use HTTPS.
+        ///   - caCertificatePath: A PEM file of the roots to trust for HTTPS, if not the system's.
+        ///   - datacenter: The datacenter to query, if not the agent's own.
+        ///   - token: The ACL token, if any.
+        ///   - requestTimeout: The time a request other than a blocking query may take.
+        ///   - maxResponseSize: The largest response body read, in bytes.
+        ///   - maxBlockingQueries: The connections kept for blocking queries (their own pool).
         public init(
             host: String = "127.0.0.1",
             port: Int? = nil,
@@ -103,7 +111,17 @@ public struct ConsulClient: Sendable, Service {
         ///
         /// An empty variable counts as unset. Without a port, the port is 8500, or 8501 with TLS.
         ///
-        /// - Parameter environment: The variables, such as `ProcessInfo.processInfo.environment`.
+        /// - Parameters:
+        ///   - environment: The variables, such as `ProcessInfo.processInfo.environment`.
+        ///   - host: The agent's host, over `CONSUL_HTTP_ADDR`.
+        ///   - port: The agent's port, over `CONSUL_HTTP_ADDR`.
+        ///   - tls: Whether to use HTTPS, over `CONSUL_HTTP_SSL` and the address's scheme.
+        ///   - caCertificatePath: A PEM file of the roots to trust for HTTPS, if not the system's.
+        ///   - datacenter: The datacenter to query, if not the agent's own.
+        ///   - token: The ACL token, if any.
+        ///   - requestTimeout: The time a request other than a blocking query may take.
+        ///   - maxResponseSize: The largest response body read, in bytes.
+        ///   - maxBlockingQueries: The connections kept for blocking queries (their own pool).
         /// - Throws: ``ConsulError`` with code `invalidArgument` for a malformed `CONSUL_HTTP_ADDR`
         ///   or `CONSUL_HTTP_SSL`.
         public init(
