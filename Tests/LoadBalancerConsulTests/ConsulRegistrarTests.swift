@@ -25,12 +25,14 @@ struct ConsulRegistrarTests {
     func lifecycle() async throws {
         let server = try await ConsulTestServer.start()
         defer { Task { await server.stop() } }
-        let ttl = Duration.milliseconds(600)
+        // A TTL long enough that a loaded 2-core CI machine cannot stall a pass past it (a 600 ms TTL
+        // lapsed once there), short enough that three TTLs pass in a few seconds.
+        let ttl = Duration.milliseconds(1500)
         let registrar = ConsulRegistrar(
             registration: registration(ttl: ttl, deregisterAfter: .seconds(60), checkID: "web-1-ttl"),
             client: client(server)
         )
-        #expect(registrar.passInterval == .milliseconds(200))
+        #expect(registrar.passInterval == .milliseconds(500))
         let publisher = ConsulPublisher(service: "web", client: client(server), configuration: fastConfiguration())
         let group = ServiceGroup(services: [registrar], logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
         let running = Task { try await group.run() }
@@ -50,14 +52,19 @@ struct ConsulRegistrarTests {
             #expect(check.ttl == ttl)
             #expect(check.deregisterCriticalServiceAfter == .seconds(60))
 
-            // Ten more passes (every 200 ms), over three TTLs: the check never lapsed.
+            // Ten more passes (every 500 ms), over three TTLs: the check never lapsed.
             let start = ContinuousClock.now
             let passes = server.service(id: "web-1")?.checks["web-1-ttl"]?.passes ?? 0
             try await waitUntil { (server.service(id: "web-1")?.checks["web-1-ttl"]?.passes ?? 0) >= passes + 10 }
             #expect(ContinuousClock.now - start >= ttl * 3)
             #expect(server.service(id: "web-1")?.checks["web-1-ttl"]?.status == "passing")
+            let passTimes = server.requests.filter { $0.path == "/v1/agent/check/pass/web-1-ttl" }.map(\.time)
+            let longestGap = zip(passTimes, passTimes.dropFirst()).map { $1 - $0 }.max() ?? .zero
             let seen = recorder.all.drop { $0.instances.isEmpty }
-            #expect(seen.allSatisfy { $0.instances.map(\.id) == ["10.0.0.7:8080"] }, "the instance left the passing set")
+            #expect(
+                seen.allSatisfy { $0.instances.map(\.id) == ["10.0.0.7:8080"] },
+                "the instance left the passing set (longest gap between passes: \(longestGap))"
+            )
 
             await group.triggerGracefulShutdown()
             try await running.value

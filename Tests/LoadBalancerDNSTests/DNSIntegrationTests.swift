@@ -59,11 +59,14 @@ struct DNSIntegrationTests {
             records.append("host-record=t\(i).svc.test,127.0.1.\(i + 1)")
         }
         let server = try await Dnsmasq.start(records)
-        let answer = try await client(server).query("_big._tcp.svc.test", type: .srv)
+        // Nothing here waits on a timeout, so a generous one: a loaded CI machine once took longer
+        // than the suite's 500 ms to answer this query.
+        let client = DNSClient(configuration: .nameserver(server.nameserver, timeout: .seconds(5), attempts: 2))
+        let answer = try await client.query("_big._tcp.svc.test", type: .srv)
         #expect(answer.viaTCP, "a 40-record SRV answer does not fit a UDP datagram")
         #expect(answer.message.answers.count == 40)
 
-        let publisher = DNSSRVPublisher(name: "_big._tcp.svc.test", client: client(server))
+        let publisher = DNSSRVPublisher(name: "_big._tcp.svc.test", client: client)
         await publisher.refreshOnce()
         var iterator = publisher.updates().makeAsyncIterator()
         let update = try #require(await iterator.next())

@@ -186,7 +186,7 @@ var roundRobinRetryingUnavailable: ServiceConfig {
 /// Polls `condition` every 20 ms until it holds; fails the test (and throws) after `timeout`.
 func eventually(
     _ what: String,
-    timeout: Duration = .seconds(10),
+    timeout: Duration = .seconds(30),
     sourceLocation: SourceLocation = #_sourceLocation,
     _ condition: () async throws -> Bool
 ) async throws {
