@@ -502,6 +502,10 @@ public struct ConsulClient: Sendable, Service {
             return (Head(status: response.status, headers: response.headers), body)
         } catch {
             if Task.isCancelled { throw CancellationError() }
+            if transport.isShutDown {
+                // The request was cut short by ``shutdown()``: no later one will be answered.
+                throw ConsulError(code: .shutDown, message: "the Consul client was shut down", cause: error)
+            }
             if let error = error as? HTTPClientError, error == .deadlineExceeded || error == .readTimeout {
                 throw ConsulError(code: .timeout, message: "\(method) \(path) did not finish within \(timeout)", cause: error)
             }
@@ -582,8 +586,13 @@ final class ConsulTransport: Sendable {
 
     /// The client for a blocking query, or for any other request.
     func client(blocking: Bool) throws -> HTTPClient {
-        if let external { return external }
         return try state.withLock { state throws -> HTTPClient in
+            if let external {
+                if case .shutDown = state {
+                    throw ConsulError(code: .shutDown, message: "the Consul client was shut down")
+                }
+                return external
+            }
             switch state {
             case .running(let short, let blockingClient):
                 return blocking ? blockingClient : short
@@ -617,6 +626,14 @@ final class ConsulTransport: Sendable {
                 state = .running(short: short, blocking: blockingClient)
                 return blocking ? blockingClient : short
             }
+        }
+    }
+
+    /// Whether ``shutdown()`` was called.
+    var isShutDown: Bool {
+        state.withLock { state in
+            if case .shutDown = state { return true }
+            return false
         }
     }
 

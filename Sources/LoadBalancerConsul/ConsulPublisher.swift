@@ -172,13 +172,23 @@ public final class ConsulPublisher: InstancePublisher, Service {
             broadcaster.finish()
             throw error
         }
-        await cancelWhenGracefulShutdown {
+        let closedBy: ConsulError? = await cancelWhenGracefulShutdown {
             await self.loop()
+        }
+        if let closedBy {
+            logger.warning(
+                "Consul client shut down; the publisher stops",
+                metadata: ["loadbalancer.consul.service": "\(service)", "loadbalancer.error": "\(closedBy)"]
+            )
+            broadcaster.fail(
+                DiscoveryError(code: .closed, message: "the Consul client was shut down: \(service) is no longer watched", cause: closedBy)
+            )
         }
         broadcaster.finish()
     }
 
-    private func loop() async {
+    /// Queries until cancelled; returns the error that ended it when the client was shut down.
+    private func loop() async -> ConsulError? {
         var state = BlockingLoopState(wait: configuration.wait, stallThreshold: configuration.stallThreshold)
         var bucket = TokenBucket(configuration.rateLimit, now: .now)
         var random = SystemRandomNumberGenerator()
@@ -186,7 +196,7 @@ public final class ConsulPublisher: InstancePublisher, Service {
         while !Task.isCancelled {
             let pause = bucket.take(now: .now)
             if pause > .zero {
-                do { try await Task.sleep(for: pause) } catch { return }
+                do { try await Task.sleep(for: pause) } catch { return nil }
             }
             let start = ContinuousClock.now
             let delay: Duration
@@ -215,7 +225,10 @@ public final class ConsulPublisher: InstancePublisher, Service {
                     state.stalls > 0
                     ? jittered(configuration.backoff.window(forRetry: state.stalls), &random) : .zero
             } catch is CancellationError {
-                return
+                return nil
+            } catch let error as ConsulError where error.code == .shutDown {
+                // Nothing will answer again: the last good set stays, with the reason in band.
+                return error
             } catch {
                 let failures = state.failed()
                 let consulError = error as? ConsulError
@@ -238,9 +251,10 @@ public final class ConsulPublisher: InstancePublisher, Service {
                 delay = max(backoff, consulError?.retryAfter ?? .zero)
             }
             if delay > .zero {
-                do { try await Task.sleep(for: delay) } catch { return }
+                do { try await Task.sleep(for: delay) } catch { return nil }
             }
         }
+        return nil
     }
 
     /// A random delay in the upper half of `window`, so that a window is never skipped entirely.

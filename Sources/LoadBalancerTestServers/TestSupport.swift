@@ -22,16 +22,20 @@ public func eventually(_ what: String, timeout: Duration = .seconds(20), _ condi
 
 /// Every update of a publisher, recorded by a background reader.
 public final class Recorder: Sendable {
-    private let updates = Mutex<[InstanceUpdate]>([])
+    private let updates = Mutex<[(update: InstanceUpdate, time: ContinuousClock.Instant)]>([])
     public init() {}
-    public var all: [InstanceUpdate] { updates.withLock { $0 } }
-    public var latest: InstanceUpdate? { updates.withLock { $0.last } }
+    public var all: [InstanceUpdate] { updates.withLock { $0.map(\.update) } }
+    public var latest: InstanceUpdate? { updates.withLock { $0.last?.update } }
+    /// When each update that carried an error arrived, in order.
+    public var errorTimes: [ContinuousClock.Instant] {
+        updates.withLock { $0.filter { $0.update.error != nil }.map(\.time) }
+    }
     public var ids: [String] { latest?.instances.map(\.id) ?? [] }
     /// Whether the set stayed non-empty from the first non-empty update on.
     public var neverEmptiedOnceFilled: Bool {
         all.drop(while: { $0.instances.isEmpty }).allSatisfy { !$0.instances.isEmpty }
     }
-    public func record(_ update: InstanceUpdate) { updates.withLock { $0.append(update) } }
+    public func record(_ update: InstanceUpdate) { updates.withLock { $0.append((update, .now)) } }
 
     /// A task body that records `publisher`'s updates until cancelled.
     public func recording(_ publisher: some InstancePublisher) -> @Sendable () async -> Void {

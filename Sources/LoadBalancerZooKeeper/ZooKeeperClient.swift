@@ -14,8 +14,9 @@ public enum ZooKeeperEvent: Sendable, Hashable {
     /// ``ZooKeeperError/Code/connectionLoss`` meanwhile.
     case disconnected
     /// A connection attempt failed while the client had no connection: the server could not be
-    /// reached within ``ZooKeeperConfiguration/connectTimeout``, refused, or closed the connection
-    /// before the handshake. Sent for each failed attempt, at start-up too (when no session has
+    /// reached or did not answer the session handshake within
+    /// ``ZooKeeperConfiguration/connectTimeout``, refused, or closed the connection before the
+    /// handshake. Sent for each failed attempt, at start-up too (when no session has
     /// existed yet); the client tries the next server, pausing (jittered, up to 2 s) after each
     /// round of the ensemble.
     case connectFailed(ZooKeeperError)
@@ -475,24 +476,41 @@ public final class ZooKeeperClient: Service, Sendable {
         if wasConnected {
             emit(.disconnected)
         } else if !Task.isCancelled, !state.withLock({ $0.closed }), (failure as? ZooKeeperError)?.code != .sessionExpired {
-            // Reached, but no session: the server closed or broke the connection before the handshake.
-            emit(.connectFailed(ZooKeeperError(code: .connectionLoss, message: "\(server) closed the connection before a session was established", cause: failure is ConnectionClosed ? nil : failure)))
+            // Reached, but no session: the handshake went unanswered, or the server closed or broke
+            // the connection before it.
+            if let unanswered = failure as? ZooKeeperError, unanswered.code == .connectionLoss {
+                emit(.connectFailed(unanswered))
+            } else {
+                emit(.connectFailed(ZooKeeperError(code: .connectionLoss, message: "\(server) closed the connection before a session was established", cause: failure is ConnectionClosed ? nil : failure)))
+            }
         }
         return wasConnected
     }
 
-    /// Pings at a third of the session timeout; ends the connection when nothing has been heard
-    /// for two thirds of it.
+    /// Before the session: ends the connection when the handshake is not answered within the
+    /// connect timeout. Then pings at a third of the session timeout and ends the connection when
+    /// nothing has been heard for two thirds of it.
     private func keepAlive(server: ZooKeeperConfiguration.Server) async throws {
+        let connectTimeout = configuration.connectTimeout
         while true {
-            let (timeout, quiet, send) = state.withLock { ($0.negotiatedTimeout, ContinuousClock.now - $0.lastReceived, $0.send) }
+            let (timeout, quiet, send, connected) = state.withLock {
+                ($0.negotiatedTimeout, ContinuousClock.now - $0.lastReceived, $0.send, $0.connected)
+            }
+            if !connected {
+                if quiet > connectTimeout {
+                    throw ZooKeeperError(
+                        code: .connectionLoss,
+                        message: "\(server) did not answer the session handshake within \(connectTimeout)"
+                    )
+                }
+                try await Task.sleep(for: min(connectTimeout / 4, .milliseconds(100)))
+                continue
+            }
             if quiet > timeout * 2 / 3 {
                 logger.info("ZooKeeper server went quiet", metadata: ["loadbalancer.zookeeper.server": "\(server)"])
                 throw ConnectionClosed()
             }
-            if state.withLock({ $0.connected }) {
-                send?.yield(ByteBuffer(bytes: ZooKeeperRecords.request(xid: ZooKeeperXid.ping, op: .ping, body: [])))
-            }
+            send?.yield(ByteBuffer(bytes: ZooKeeperRecords.request(xid: ZooKeeperXid.ping, op: .ping, body: [])))
             try await Task.sleep(for: min(timeout / 3, .seconds(1)))
         }
     }

@@ -26,7 +26,8 @@ public struct ZooKeeperConfiguration: Sendable, Hashable {
     public var chroot: String?
     /// The session timeout the client asks for (the server clamps it to 2–20 ticks). Default 10 s.
     public var sessionTimeout: Duration = .seconds(10)
-    /// How long a TCP connect may take. Default 2 s.
+    /// How long a connection may take to establish: the TCP connect, then the server's answer to
+    /// the session handshake. Default 2 s.
     public var connectTimeout: Duration = .seconds(2)
 
     /// Creates a configuration.

@@ -33,7 +33,60 @@ struct ConsulStartupTests {
             try await probe.cache.waitUntilReady(timeout: .seconds(30))
             #expect(probe.cache.snapshot.instances.map(\.id) == ["10.0.0.1:80"])
             try await eventually("fresh") { !probe.cache.discoveryStatus.isStale }
-            #expect(probe.recorder.latest?.error == nil)
+            // The recorder is a subscriber of its own, which may lag behind the cache's.
+            try await eventually("the recorder saw the answer") { probe.recorder.latest?.error == nil }
+        }
+    }
+
+    @Test("an agent that accepts connections and never answers: the first error comes after the request timeout")
+    func silentAgent() async throws {
+        let silent = try await SilentServer.start()
+        defer { Task { await silent.stop() } }
+        let consul = ConsulClient(configuration: .init(host: "127.0.0.1", port: silent.port, requestTimeout: .milliseconds(500)))
+        defer { Task { await consul.shutdown() } }
+        let publisher = ConsulPublisher(service: "web", client: consul, configuration: fastConfiguration())
+        let probe = DiscoveryProbe(publisher)
+        let start = ContinuousClock.now
+        try await LoadBalancerTestServers.withRunning([{ try? await publisher.run() }] + probe.services) {
+            try await eventually("a failed query reported") { !probe.errors.isEmpty }
+            let elapsed = try #require(probe.recorder.errorTimes.first) - start
+            let error = try #require(probe.errors.first)
+            #expect(error.code == .registryUnavailable, "\(error)")
+            #expect((error.cause as? ConsulError)?.code == .timeout, "\(error)")
+            // Not before the timeout (nothing refused the request), and not long after it.
+            #expect(elapsed >= .milliseconds(450), "\(elapsed)")
+            #expect(elapsed < .milliseconds(500) + .seconds(2), "\(elapsed)")
+        }
+    }
+
+    @Test("a publisher over a shut-down client ends with a closed error, keeping its last good set")
+    func closedClient() async throws {
+        let server = try await ConsulTestServer.start()
+        defer { Task { await server.stop() } }
+        server.addService(id: "web-1", name: "web", address: "10.0.0.1", port: 80)
+        let consul = client(server)
+        let publisher = ConsulPublisher(service: "web", client: consul, configuration: fastConfiguration(wait: .seconds(30)))
+        let probe = DiscoveryProbe(publisher)
+        let running = Task { try await publisher.run() }
+        try await LoadBalancerTestServers.withRunning(probe.services) {
+            try await probe.cache.waitUntilReady(timeout: .seconds(30))
+            // The publisher is now held in a blocking query; shutting the client down ends it.
+            await consul.shutdown()
+            try await running.value  // ends by itself
+            try await eventually("the closed error in band") { probe.recorder.latest?.error != nil }
+            let last = try #require(probe.recorder.latest)
+            #expect(last.error?.code == .closed, "\(last)")
+            #expect((last.error?.cause as? ConsulError)?.code == .shutDown, "\(last)")
+            #expect(last.instances.map(\.id) == ["10.0.0.1:80"], "the last good set stays")
+            #expect(probe.errors.count == 1, "one closed error, no retries: \(probe.errors)")
+
+            // A publisher started over the shut-down client says so at once, and ends.
+            let late = ConsulPublisher(service: "web", client: consul, configuration: fastConfiguration())
+            var updates = late.updates().makeAsyncIterator()
+            try await late.run()
+            let only = try #require(await updates.next())
+            #expect(only.error?.code == .closed, "\(only)")
+            #expect(await updates.next() == nil, "the subscription has ended")
         }
     }
 

@@ -45,7 +45,30 @@ struct DNSStartupTests {
             try await probe.cache.waitUntilReady(timeout: .seconds(30))
             #expect(probe.cache.snapshot.instances.map(\.id) == ["127.0.0.21:8080"])
             try await eventually("fresh") { !probe.cache.discoveryStatus.isStale }
-            #expect(probe.recorder.latest?.error == nil)
+            // The recorder is a subscriber of its own, which may lag behind the cache's.
+            try await eventually("the recorder saw the answer") { probe.recorder.latest?.error == nil }
+        }
+    }
+
+    @Test("a server that takes queries and never answers: the first error comes after the query timeout")
+    func silentServer() async throws {
+        let silent = try await SilentServer.start()
+        defer { Task { await silent.stop() } }
+        let publisher = DNSSRVPublisher(
+            name: "_web._tcp.svc.test",
+            client: DNSClient(configuration: .nameserver("127.0.0.1:\(silent.port)", timeout: .milliseconds(500), attempts: 1))
+        )
+        let probe = DiscoveryProbe(publisher)
+        let start = ContinuousClock.now
+        try await withRunning([{ try? await publisher.run() }] + probe.services) {
+            try await eventually("a failed lookup reported") { !probe.errors.isEmpty }
+            let elapsed = try #require(probe.recorder.errorTimes.first) - start
+            let error = try #require(probe.errors.first)
+            #expect(error.code == .registryUnavailable, "\(error)")
+            #expect((error.cause as? DNSLookupError)?.code == .timeout, "\(error)")
+            // Not before the timeout (nothing refused the query), and not long after it.
+            #expect(elapsed >= .milliseconds(450), "\(elapsed)")
+            #expect(elapsed < .milliseconds(500) + .seconds(2), "\(elapsed)")
         }
     }
 

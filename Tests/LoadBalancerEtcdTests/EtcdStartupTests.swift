@@ -43,8 +43,9 @@ struct EtcdStartupTests {
             try await probe.cache.waitUntilReady(timeout: .seconds(60))
             #expect(probe.cache.snapshot.instances.map(\.id) == ["127.0.0.1:8001"])
             try await eventually("fresh") { !probe.cache.discoveryStatus.isStale }
+            // The recorder is a subscriber of its own, which may lag behind the cache's.
+            try await eventually("the recorder saw the answer") { probe.recorder.latest?.error == nil }
             #expect(probe.recorder.ids == ["127.0.0.1:8001"])
-            #expect(probe.recorder.latest?.error == nil)
         }
     }
 
@@ -66,6 +67,33 @@ struct EtcdStartupTests {
             #expect(error.code == .notReady)
             #expect(error.message.contains("the registry has failed"), "\(error)")
             #expect(probe.cache.discoveryStatus.lastError?.code == .registryUnavailable)
+
+            // The retries back off: ten pauses between failures take at least 200 ms together
+            // (this backoff's windows add up to 4.2 s; a dead port refuses within a millisecond).
+            try await eventually("eleven failed attempts") { probe.recorder.errorTimes.count >= 11 }
+            let times = probe.recorder.errorTimes
+            #expect(times[10] - times[0] >= .milliseconds(200), "ten retries in \(times[10] - times[0])")
+        }
+    }
+
+    @Test("a registry that accepts connections and never answers: the first error comes after the request timeout")
+    func silentRegistry() async throws {
+        let silent = try await SilentServer.start()
+        defer { Task { await silent.stop() } }
+        var configuration = EtcdConfiguration(members: [.init(host: "127.0.0.1", port: silent.port)])
+        configuration.requestTimeout = .milliseconds(500)
+        let client = try EtcdClient(configuration: configuration)
+        let publisher = publisher("/svc/silent/", client)
+        let probe = DiscoveryProbe(publisher)
+        let start = ContinuousClock.now
+        try await withRunning(client, [{ await publisher.run() }] + probe.services) {
+            try await eventually("a failed attempt reported") { !probe.errors.isEmpty }
+            let elapsed = try #require(probe.recorder.errorTimes.first) - start
+            let error = try #require(probe.errors.first)
+            #expect(error.code == .registryUnavailable, "\(error)")
+            // Not before the timeout (nothing refused the request), and not long after it.
+            #expect(elapsed >= .milliseconds(450), "\(elapsed)")
+            #expect(elapsed < .milliseconds(500) + .seconds(2), "\(elapsed)")
         }
     }
 

@@ -51,7 +51,8 @@ struct ZooKeeperStartupTests {
             try await probe.cache.waitUntilReady(timeout: .seconds(60))
             #expect(probe.cache.snapshot.instances.map(\.id) == ["127.0.0.1:8001"])
             try await eventually("fresh") { !probe.cache.discoveryStatus.isStale }
-            #expect(probe.recorder.latest?.error == nil)
+            // The recorder is a subscriber of its own, which may lag behind the cache's.
+            try await eventually("the recorder saw the answer") { probe.recorder.latest?.error == nil }
             #expect(probe.recorder.ids == ["127.0.0.1:8001"])
         }
     }
@@ -85,6 +86,34 @@ struct ZooKeeperStartupTests {
             blocked.cancel()
             let outcome = await blocked.result
             #expect((try? outcome.get()) == nil, "the body never ran")
+
+            // The reconnections back off: ten pauses between failures take at least 200 ms
+            // together (a dead port refuses within a millisecond).
+            try await eventually("eleven failed connections", timeout: .seconds(60)) { probe.recorder.errorTimes.count >= 11 }
+            let times = probe.recorder.errorTimes
+            #expect(times[10] - times[0] >= .milliseconds(200), "ten reconnections in \(times[10] - times[0])")
+        }
+    }
+
+    @Test("a server that accepts connections and never answers: the first error comes after the connect timeout")
+    func silentServer() async throws {
+        let silent = try await SilentServer.start()
+        defer { Task { await silent.stop() } }
+        var configuration = ZooKeeperConfiguration(servers: [.init(host: "127.0.0.1", port: silent.port)])
+        configuration.connectTimeout = .milliseconds(500)
+        let client = ZooKeeperClient(configuration: configuration)
+        let publisher = ZooKeeperPublisher(path: "/svc/silent", client: client)
+        let probe = DiscoveryProbe(publisher)
+        let start = ContinuousClock.now
+        try await withRunning([{ await client.run() }, { await publisher.run() }] + probe.services) {
+            try await eventually("a failed connection reported") { !probe.errors.isEmpty }
+            let elapsed = try #require(probe.recorder.errorTimes.first) - start
+            let error = try #require(probe.errors.first)
+            #expect(error.code == .registryUnavailable, "\(error)")
+            #expect((error.cause as? ZooKeeperError)?.code == .connectionLoss, "\(error)")
+            // Not before the timeout (nothing refused the connection), and not long after it.
+            #expect(elapsed >= .milliseconds(450), "\(elapsed)")
+            #expect(elapsed < .milliseconds(500) + .seconds(2), "\(elapsed)")
         }
     }
 
