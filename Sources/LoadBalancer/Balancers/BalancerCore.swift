@@ -1,5 +1,13 @@
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// How a balancer chooses: a table derived from each endpoint set, and a choice over that table.
 ///
 /// The table is built off the pick path (at the first pick after the set or the ejections
@@ -44,11 +52,18 @@ package struct PickState: Sendable {
         return WyRand.mix(random)
     }
 
-    /// The current counter value, then advances it.
+    /// The next position of a rotation over `count` places (`count` > 0): the counter kept in
+    /// `0..<count`, so that a pick wraps it with a compare instead of a division (one division
+    /// only when `count` shrank, or on the first pick from a random start).
     @inlinable @inline(__always)
-    package mutating func advance() -> UInt64 {
-        defer { counter &+= 1 }
-        return counter
+    package mutating func rotate(count: Int) -> Int {
+        var position = Int(truncatingIfNeeded: counter)
+        if UInt(bitPattern: position) >= UInt(bitPattern: count) {
+            position = Int(truncatingIfNeeded: counter % UInt64(truncatingIfNeeded: count))
+        }
+        let next = position &+ 1
+        counter = UInt64(truncatingIfNeeded: next == count ? 0 : next)
+        return position
     }
 }
 
@@ -189,8 +204,14 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     private let balancerType: Any.Type
     private let balancerName: String
     @usableFromInline package let strategy: Strategy
-    @usableFromInline let shards: [Shard]
+    /// The shards, owned here; `shardRefs` reaches them without reference counting.
+    let shards: [Shard]
+    @usableFromInline let shardRefs: [Unmanaged<Shard>]
     @usableFromInline let shardShift: UInt64
+    /// The shard a pick uses when the shards it tried were all busy, and the only one of a seeded
+    /// balancer; taken under `overflowLock`, which waits rather than spins.
+    @usableFromInline let overflow: Shard
+    @usableFromInline let overflowLock = Mutex<Void>(())
     /// The newest snapshot built, and the lock that serialises builds.
     private let newest = Mutex<Snapshot?>(nil)
 
@@ -210,11 +231,18 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
         }
     }
 
-    /// One shard: a lock and its state, followed by padding so that two shards' hot words never
-    /// share a cache line.
+    /// One shard: a try-lock flag and the state it guards, followed by padding so that two
+    /// shards' hot words never share a cache line.
+    ///
+    /// `@unchecked Sendable`: `state` is read and written only by the holder of `busy` (taken
+    /// with an acquiring compare-and-exchange, given back with a releasing store), or, for the
+    /// overflow shard, by the holder of the core's `overflowLock`. A pick pays one locked
+    /// instruction for it, where a `Mutex` costs two, and reaches the shard through an unretained
+    /// reference (see BENCHMARKS.md, "Picks on one thread").
     @usableFromInline
-    final class Shard: Sendable {
-        @usableFromInline let state: Mutex<ShardState>
+    final class Shard: @unchecked Sendable {
+        @usableFromInline let busy = Atomic<Bool>(false)
+        @exclusivity(unchecked) @usableFromInline var state: ShardState
         @usableFromInline let index: Int
         // 128 bytes of padding after the hot fields.
         let padding: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
@@ -222,9 +250,30 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
             (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
         init(_ state: ShardState, index: Int) {
-            self.state = Mutex(state)
+            self.state = state
             self.index = index
         }
+
+        /// Takes the shard if no other thread holds it.
+        @inlinable @inline(__always)
+        func tryAcquire() -> Bool {
+            busy.compareExchange(expected: false, desired: true, successOrdering: .acquiring, failureOrdering: .relaxed).exchanged
+        }
+
+        /// Takes the shard, waiting for its holder (who holds it for one pick) if need be.
+        func acquire() {
+            var spins = 0
+            while !tryAcquire() {
+                spins += 1
+                if spins >= 64 {
+                    yieldProcessor()
+                    spins = 0
+                }
+            }
+        }
+
+        @inlinable @inline(__always)
+        func release() { busy.store(false, ordering: .releasing) }
     }
 
     /// The number of shards when the state is sharded: enough that threads rarely share one.
@@ -254,14 +303,19 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
         self.balancerName = full.firstIndex(of: "<").map { String(full[..<$0]) } ?? full
         self.ejection = ejection
         self.strategy = strategy
-        let count = seed == nil && start == nil ? Self.defaultShardCount : 1
-        self.shardShift = UInt64(64 - count.trailingZeroBitCount)
+        // A seeded balancer (or a rotation with a given start) keeps all its state in the overflow
+        // shard, so that a sequence of picks is reproducible.
+        let count = seed == nil && start == nil ? Self.defaultShardCount : 0
+        self.shardShift = count == 0 ? 64 : UInt64(64 - count.trailingZeroBitCount)
         var generator = SystemRandomNumberGenerator()
-        self.shards = (0..<count).map { index in
+        func makeShard(_ index: Int) -> Shard {
             let random = seed.map { $0 &+ UInt64(index) &* 0x9e37_79b9_7f4a_7c15 } ?? generator.next()
             let counter = start ?? seed ?? generator.next()
             return Shard(ShardState(snapshot: nil, pick: PickState(random: random, counter: counter)), index: index)
         }
+        self.overflow = makeShard(0)
+        self.shards = (0..<count).map { makeShard($0) }
+        self.shardRefs = shards.map { Unmanaged.passUnretained($0) }
         if case .fixed(let set) = source { ejection?.endpointSetWillPublish(set.view) }
         source.cache?.addObserver(self)
     }
@@ -274,25 +328,28 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     /// lock briefly, one at a time (the cache calls this outside its own lock).
     @usableFromInline package func endpointSetDidPublish(_ set: EndpointSetView) {
         newest.withLock { $0 = nil }
-        for shard in shards {
-            shard.state.withLock { state in
-                state.snapshot = nil
-                state.leases = []
-                state.setVersion = .max
-            }
+        func drop(_ state: inout ShardState) {
+            state.snapshot = nil
+            state.leases = []
+            state.setVersion = .max
         }
+        for shard in shards {
+            shard.acquire()
+            drop(&shard.state)
+            shard.release()
+        }
+        overflowLock.withLock { _ in drop(&overflow.state) }
     }
 
-    /// The shard of the calling thread.
+    /// The shard index of the calling thread.
     @inlinable @inline(__always)
-    var shard: Shard {
-        guard shardShift < 64 else { return shards[0] }
+    var shardIndex: Int {
         var marker: UInt8 = 0
         // Threads' stacks lie far apart; frames of one thread lie close together. Bits from 128 KiB
         // up tell threads apart; the multiply spreads them over the shards.
         let address = withUnsafeMutablePointer(to: &marker) { UInt64(UInt(bitPattern: $0)) }
         let mixed = (address >> 17) &* 0x9e37_79b9_7f4a_7c15
-        return shards[Int(truncatingIfNeeded: mixed >> shardShift)]
+        return Int(truncatingIfNeeded: mixed >> shardShift)
     }
 
     /// The versions a snapshot must match to be current.
@@ -319,41 +376,66 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     }
 
     /// Runs `body` on the calling thread's shard state, refreshed to the current snapshot.
+    ///
+    /// Takes the calling thread's shard, or the next if another thread holds it (shards are
+    /// interchangeable: each holds a valid state of its own), and after a few busy ones the
+    /// overflow shard under its lock. `body` does not throw (a pick that finds no endpoint
+    /// returns `nil`), so that nothing is wrapped on the way out.
     @inlinable @inline(__always)
-    func withShard<Result: Sendable>(_ body: (inout ShardState, Snapshot, Int) throws(LoadBalancerError) -> Result) throws(LoadBalancerError) -> Result {
-        let shard = self.shard
+    func withShard<Result: Sendable>(_ body: (inout ShardState, Snapshot, Int) -> Result) -> Result {
         let setVersion = cache?.version ?? 0
         let ejectionVersion = ejection?.version ?? 0
-        return try shard.state.withLock { (state: inout ShardState) throws(LoadBalancerError) -> Result in
-            if state.setVersion != setVersion || state.ejectionVersion != ejectionVersion || state.snapshot == nil {
-                let snapshot = currentSnapshot()
-                state.snapshot = snapshot
-                state.setVersion = snapshot.setVersion
-                state.ejectionVersion = snapshot.ejectionVersion
-                state.leases = []
-            }
-            // The shard's state holds the snapshot, and it cannot change while the shard is
-            // locked: borrow it without a reference count (a retain here would write the shared
-            // snapshot's count from every thread on every pick).
-            let snapshot = Unmanaged.passUnretained(state.snapshot.unsafelyUnwrapped)
-            let outcome = snapshot._withUnsafeGuaranteedRef { snapshot -> Swift.Result<Result, LoadBalancerError> in
-                do throws(LoadBalancerError) {
-                    return .success(try body(&state, snapshot, shard.index))
-                } catch {
-                    return .failure(error)
+        if shardShift < 64 {
+            var index = shardIndex
+            let mask = shardRefs.count &- 1
+            for _ in 0..<4 {
+                let shard = shardRefs[index]
+                if shard._withUnsafeGuaranteedRef({ $0.tryAcquire() }) {
+                    defer { shard._withUnsafeGuaranteedRef { $0.release() } }
+                    return shard._withUnsafeGuaranteedRef {
+                        run(body, on: $0, setVersion: setVersion, ejectionVersion: ejectionVersion)
+                    }
                 }
+                index = (index &+ 1) & mask
             }
-            return try outcome.get()
+        }
+        return overflowLock.withLock { _ in
+            run(body, on: overflow, setVersion: setVersion, ejectionVersion: ejectionVersion)
+        }
+    }
+
+    /// Runs `body` on `shard`'s state (the caller holds the shard).
+    @inlinable @inline(__always)
+    func run<Result: Sendable>(
+        _ body: (inout ShardState, Snapshot, Int) -> Result,
+        on shard: Shard,
+        setVersion: UInt64,
+        ejectionVersion: UInt64
+    ) -> Result {
+        if shard.state.setVersion != setVersion || shard.state.ejectionVersion != ejectionVersion || shard.state.snapshot == nil {
+            let snapshot = currentSnapshot()
+            shard.state.snapshot = snapshot
+            shard.state.setVersion = snapshot.setVersion
+            shard.state.ejectionVersion = snapshot.ejectionVersion
+            shard.state.leases = []
+        }
+        // The shard's state holds the snapshot, and it cannot change while the shard is held:
+        // borrow it without a reference count (a retain here would write the shared snapshot's
+        // count from every thread on every pick).
+        return Unmanaged.passUnretained(shard.state.snapshot.unsafelyUnwrapped)._withUnsafeGuaranteedRef { snapshot in
+            body(&shard.state, snapshot, shard.index)
         }
     }
 
     /// Chooses an endpoint of the current set.
     @inlinable
     package func pick() throws(LoadBalancerError) -> EndpointPick {
-        try withShard { (state: inout ShardState, snapshot: Snapshot, _: Int) throws(LoadBalancerError) -> EndpointPick in
-            guard let index = strategy.choose(snapshot.table, &state.pick) else { throw .noEndpoints }
+        let pick = withShard { (state: inout ShardState, snapshot: Snapshot, _: Int) -> EndpointPick? in
+            guard let index = strategy.choose(snapshot.table, &state.pick) else { return nil }
             return EndpointPick(index: index, generation: snapshot.set.generation)
         }
+        guard let pick else { throw .noEndpoints }
+        return pick
     }
 
     /// Chooses with `choose` (a keyed choice, say) instead of the strategy's own.
@@ -361,10 +443,12 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     package func pick(
         _ choose: (Strategy.Table) -> Int?
     ) throws(LoadBalancerError) -> EndpointPick {
-        try withShard { (_: inout ShardState, snapshot: Snapshot, _: Int) throws(LoadBalancerError) -> EndpointPick in
-            guard let index = choose(snapshot.table) else { throw .noEndpoints }
+        let pick = withShard { (_: inout ShardState, snapshot: Snapshot, _: Int) -> EndpointPick? in
+            guard let index = choose(snapshot.table) else { return nil }
             return EndpointPick(index: index, generation: snapshot.set.generation)
         }
+        guard let pick else { throw .noEndpoints }
+        return pick
     }
 
     /// Chooses an endpoint and returns the lease of the call, counting the call as in flight on a
@@ -396,11 +480,12 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     func uncountedLease(
         _ choose: ((Strategy.Table, inout PickState) -> Int?)?
     ) throws(LoadBalancerError) -> EndpointLease<Request, Response> {
-        let lease = try withShard { (state: inout ShardState, snapshot: Snapshot, shard: Int) throws(LoadBalancerError) -> EndpointLease<Request, Response> in
+        let lease = withShard { (state: inout ShardState, snapshot: Snapshot, shard: Int) -> EndpointLease<Request, Response>? in
             let chosen = choose.map { $0(snapshot.table, &state.pick) } ?? strategy.choose(snapshot.table, &state.pick)
-            guard let index = chosen else { throw .noEndpoints }
+            guard let index = chosen else { return nil }
             return makeLease(at: index, in: snapshot, shard: shard, leases: &state.leases)
         }
+        guard let lease else { throw .noEndpoints }
         lease.load?.started(shard: lease.loadShard)
         return lease
     }
@@ -411,7 +496,7 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     package func lease(
         choosingIn choose: (EndpointSet<Request, Response>) -> Int?
     ) throws(LoadBalancerError) -> EndpointLease<Request, Response>? {
-        let lease = try withShard { (state: inout ShardState, snapshot: Snapshot, shard: Int) throws(LoadBalancerError) -> EndpointLease<Request, Response>? in
+        let lease = withShard { (state: inout ShardState, snapshot: Snapshot, shard: Int) -> EndpointLease<Request, Response>? in
             guard let index = choose(snapshot.set) else { return nil }
             return makeLease(at: index, in: snapshot, shard: shard, leases: &state.leases)
         }
@@ -529,4 +614,17 @@ enum WyRand {
         let product = s.multipliedFullWidth(by: s ^ mixer)
         return product.high ^ product.low
     }
+}
+
+/// Gives the processor to another thread, while waiting for a shard whose holder may have been
+/// preempted.
+@usableFromInline
+func yieldProcessor() {
+    #if canImport(Glibc)
+    sched_yield()
+    #elseif canImport(Musl)
+    sched_yield()
+    #elseif canImport(Darwin)
+    sched_yield()
+    #endif
 }

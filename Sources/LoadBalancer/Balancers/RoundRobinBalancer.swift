@@ -83,9 +83,10 @@ public final class RoundRobinBalancer<Request: Sendable, Response: Sendable>: Co
         @inlinable @inline(__always)
         func choose(_ usable: [Int], _ state: inout PickState) -> Int? {
             guard !usable.isEmpty else { return nil }
-            let n = exact?.next() ?? state.advance()
-            // The low 32 bits of the counter: a 32-bit division is several times cheaper than a
-            // 64-bit one, and the rotation only skips a beat once every 2^32 picks.
+            guard let exact else { return usable[state.rotate(count: usable.count)] }
+            // The low 32 bits of the shared counter: a 32-bit division is several times cheaper
+            // than a 64-bit one, and the rotation only skips a beat once every 2^32 picks.
+            let n = exact.next()
             return usable[Int(truncatingIfNeeded: UInt32(truncatingIfNeeded: n) % UInt32(truncatingIfNeeded: usable.count))]
         }
     }

@@ -85,8 +85,7 @@ public final class WeightedRoundRobinBalancer<Request: Sendable, Response: Senda
         @inlinable @inline(__always)
         func choose(_ schedule: [Int], _ state: inout PickState) -> Int? {
             guard !schedule.isEmpty else { return nil }
-            let n = UInt32(truncatingIfNeeded: state.advance())
-            return schedule[Int(truncatingIfNeeded: n % UInt32(truncatingIfNeeded: schedule.count))]
+            return schedule[state.rotate(count: schedule.count)]
         }
     }
 }
