@@ -29,12 +29,12 @@ package protocol PickStrategy: Sendable {
     func load(_ table: Table, at index: Int) -> InstanceLoad?
 
     /// Learns the outcome of a call counted in `load` (the in-flight count is already ended).
-    func learn(_ load: InstanceLoad, outcome: CallRecord.Outcome, latency: Duration)
+    func learn(_ load: InstanceLoadView, outcome: CallRecord.Outcome, latency: Duration)
 }
 
 extension PickStrategy {
     @usableFromInline package func load(_ table: Table, at index: Int) -> InstanceLoad? { nil }
-    @usableFromInline package func learn(_ load: InstanceLoad, outcome: CallRecord.Outcome, latency: Duration) {}
+    @usableFromInline package func learn(_ load: InstanceLoadView, outcome: CallRecord.Outcome, latency: Duration) {}
 }
 
 /// The mutable part of a pick, kept per shard: a random stream and a rotation counter.
@@ -106,6 +106,8 @@ public final class EndpointLease<Request: Sendable, Response: Sendable>: Sendabl
     package let isPlain: Bool
     /// The load the call is counted in, for load-aware balancers.
     @usableFromInline package let load: InstanceLoad?
+    /// `load`'s words, which a call updates without touching the load's reference count.
+    @usableFromInline package let loadView: InstanceLoadView?
     /// The shard of the load's in-flight count this lease adds to.
     @usableFromInline package let loadShard: Int
 
@@ -124,6 +126,7 @@ public final class EndpointLease<Request: Sendable, Response: Sendable>: Sendabl
         self.slot = slot
         self.isPlain = isPlain
         self.load = load
+        self.loadView = load?.view
         self.loadShard = loadShard
     }
 
@@ -486,7 +489,7 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
             return makeLease(at: index, in: snapshot, shard: shard, leases: &state.leases)
         }
         guard let lease else { throw .noEndpoints }
-        lease.load?.started(shard: lease.loadShard)
+        lease.loadView?.started(shard: lease.loadShard)
         return lease
     }
 
@@ -500,7 +503,7 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
             guard let index = choose(snapshot.set) else { return nil }
             return makeLease(at: index, in: snapshot, shard: shard, leases: &state.leases)
         }
-        lease?.load?.started(shard: lease!.loadShard)
+        if let lease { lease.loadView?.started(shard: lease.loadShard) }
         return lease
     }
 
@@ -529,7 +532,7 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     /// Ends a call made with `lease`: its in-flight count, what the strategy learns, the ejection.
     @inlinable
     package func finish(_ lease: EndpointLease<Request, Response>, outcome: CallRecord.Outcome, latency: Duration) {
-        if let load = lease.load {
+        if let load = lease.loadView {
             load.finished(shard: lease.loadShard)
             strategy.learn(load, outcome: outcome, latency: latency)
         }
@@ -592,8 +595,44 @@ package final class InstanceLoad: @unchecked Sendable {
     @inlinable
     package func stat(_ index: Int) -> UInt64 { words[Self.stats &+ index].load(ordering: .relaxed) }
 
+    /// The words, for reading without a reference count while something else keeps this alive.
+    @inlinable
+    package var view: InstanceLoadView { InstanceLoadView(words: words) }
+
     @inline(__always)
     package func setStat(_ index: Int, _ value: UInt64) { words[Self.stats &+ index].store(value, ordering: .relaxed) }
+}
+
+/// An ``InstanceLoad``'s words, read without touching its reference count (every thread's picks
+/// read the same loads: a retain and release per read would write one shared line from all of
+/// them). Valid while the load is alive: a P2C table holds both.
+@usableFromInline
+package struct InstanceLoadView: @unchecked Sendable {
+    @usableFromInline let words: UnsafeMutablePointer<Atomic<UInt64>>
+
+    @inlinable
+    init(words: UnsafeMutablePointer<Atomic<UInt64>>) { self.words = words }
+
+    /// Calls in flight: the shards' sum.
+    @inlinable
+    package var outstanding: Double {
+        var sum: UInt64 = 0
+        for shard in 0..<InstanceLoad.shardCount { sum &+= words[shard &* 8].load(ordering: .relaxed) }
+        return Double(max(0, Int64(bitPattern: sum)))
+    }
+
+    /// A word of the averages: 0 latency, 1 latency stamp, 2 failure, 3 failure stamp.
+    @inlinable
+    package func stat(_ index: Int) -> UInt64 { words[InstanceLoad.stats &+ index].load(ordering: .relaxed) }
+
+    @inlinable
+    package func setStat(_ index: Int, _ value: UInt64) { words[InstanceLoad.stats &+ index].store(value, ordering: .relaxed) }
+
+    @inlinable
+    package func started(shard: Int) { words[shard &* 8].wrappingAdd(1, ordering: .relaxed) }
+
+    @inlinable
+    package func finished(shard: Int) { words[shard &* 8].wrappingSubtract(1, ordering: .relaxed) }
 }
 
 /// The first value of a balancer's counter or random state: `seed`, or random.

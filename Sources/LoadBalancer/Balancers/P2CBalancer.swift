@@ -106,7 +106,7 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
         core.ejection?.record(call)
         guard let load = core.load(for: call.pick, instanceID: call.instanceID) else { return }
         load.finished(shard: 0)
-        core.strategy.learn(load, outcome: call.outcome, latency: call.latency)
+        core.strategy.learn(load.view, outcome: call.outcome, latency: call.latency)
     }
 
     /// e^(−x), as the balancer computes it (for tests of its accuracy).
@@ -124,7 +124,10 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
         @usableFromInline
         struct Table: Sendable {
             @usableFromInline var usable: [Int]
+            /// The loads (owned here, so that `views` stay valid).
             @usableFromInline var loads: [InstanceLoad]
+            /// The loads' words, which picks read without reference counting.
+            @usableFromInline var views: [InstanceLoadView]
         }
 
         @usableFromInline let metric: LoadMetric
@@ -137,6 +140,8 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
         /// The time (ns) of a recent completed call, the "now" of picks (written at most every
         /// 50 µs, so completions on many threads rarely write it).
         @usableFromInline let clock = InstanceLoad()
+        /// `clock`'s words, read by picks without reference counting.
+        @usableFromInline let clockView: InstanceLoadView
 
         // Stat words of an InstanceLoad.
         @inlinable static var latency: Int { 0 }
@@ -152,6 +157,7 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
             self.failureTauNanos = max(1, P2CBalancer.nanos(configuration.failureDecayTime))
             self.failureWeight = min(1, max(0, configuration.failureWeight))
             self.now = now
+            self.clockView = clock.view
         }
 
         @usableFromInline
@@ -166,7 +172,7 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
                 byID = next
                 return loads
             }
-            return Table(usable: usable, loads: loads)
+            return Table(usable: usable, loads: loads, views: loads.map(\.view))
         }
 
         @usableFromInline
@@ -184,9 +190,9 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
             if second >= first { second &+= 1 }
             let a = table.usable[Int(truncatingIfNeeded: first)]
             let b = table.usable[Int(truncatingIfNeeded: second)]
-            let pickNow = Double(Int64(bitPattern: clock.stat(0)))
-            let (loadA, healthA) = cost(table.loads[a], now: pickNow)
-            let (loadB, healthB) = cost(table.loads[b], now: pickNow)
+            let pickNow = Double(Int64(bitPattern: clockView.stat(0)))
+            let (loadA, healthA) = cost(table.views[a], now: pickNow)
+            let (loadB, healthB) = cost(table.views[b], now: pickNow)
             // loadA / healthA <= loadB / healthB, without dividing.
             return loadA * healthB <= loadB * healthA ? a : b
         }
@@ -194,7 +200,7 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
         /// The load of an instance and its health in `(0, 1]`: the cost is load / health, lower is
         /// better (returned apart so that comparing two costs needs no division).
         @inlinable @inline(__always)
-        func cost(_ load: InstanceLoad, now pickNow: Double) -> (load: Double, health: Double) {
+        func cost(_ load: InstanceLoadView, now pickNow: Double) -> (load: Double, health: Double) {
             let outstanding = load.outstanding
             let failureBits = load.stat(Self.failure)
             var health = 1.0
@@ -228,10 +234,10 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
 
         /// Updates the instance's failure average and latency estimate (not for a cancelled call).
         @usableFromInline
-        func learn(_ load: InstanceLoad, outcome: CallRecord.Outcome, latency callLatency: Duration) {
+        func learn(_ load: InstanceLoadView, outcome: CallRecord.Outcome, latency callLatency: Duration) {
             let time = P2CBalancer.nanos(now())
-            if time - Double(Int64(bitPattern: clock.stat(0))) >= 50_000 || time < Double(Int64(bitPattern: clock.stat(0))) {
-                clock.setStat(0, UInt64(bitPattern: Int64(time)))
+            if time - Double(Int64(bitPattern: clockView.stat(0))) >= 50_000 || time < Double(Int64(bitPattern: clockView.stat(0))) {
+                clockView.setStat(0, UInt64(bitPattern: Int64(time)))
             }
             guard outcome != .cancelled else { return }
 
