@@ -26,19 +26,45 @@ struct Options {
     var rounds = 2
 }
 
+let usage = """
+    usage: callpath [--what pick|call|retry|retry-plain|memory] [--balancer NAME,...|all]
+                    [--threads 1,2,4,8,16] [--seconds 2] [--endpoints 10] [--rounds 2]
+    """
+
+/// Prints `message` and the usage to stderr, and exits with status 2.
+func usageError(_ message: String) -> Never {
+    FileHandle.standardError.write(Data("callpath: \(message)\n\(usage)\n".utf8))
+    exit(2)
+}
+
 func parse() -> Options {
     var options = Options()
     var arguments = CommandLine.arguments.dropFirst()
+    func positive<T: LosslessStringConvertible & Comparable & Numeric>(_ value: String, _ flag: String) -> T {
+        guard let number = T(value), number > 0 else { usageError("\(flag) needs a positive number, not '\(value)'") }
+        return number
+    }
     while let flag = arguments.popFirst() {
-        guard let value = arguments.popFirst() else { fatalError("missing value for \(flag)") }
+        if flag == "--help" || flag == "-h" {
+            print(usage)
+            exit(0)
+        }
+        guard let value = arguments.popFirst() else { usageError("missing value for \(flag)") }
         switch flag {
-        case "--what": options.what = value
-        case "--balancer": options.balancers = value == "all" ? allBalancers : value.split(separator: ",").map(String.init)
-        case "--threads": options.threads = value.split(separator: ",").compactMap { Int($0) }
-        case "--seconds": options.seconds = Double(value) ?? 2
-        case "--endpoints": options.endpoints = Int(value) ?? 10
-        case "--rounds": options.rounds = Int(value) ?? 2
-        default: fatalError("unknown flag \(flag)")
+        case "--what":
+            guard ["pick", "call", "retry", "retry-plain", "memory"].contains(value) else { usageError("unknown --what '\(value)'") }
+            options.what = value
+        case "--balancer":
+            options.balancers = value == "all" ? allBalancers : value.split(separator: ",").map(String.init)
+            if let unknown = options.balancers.first(where: { !allBalancers.contains($0) && $0 != "round-robin-exact" }) {
+                usageError("unknown balancer '\(unknown)' (one of \((allBalancers + ["round-robin-exact"]).joined(separator: ", ")), or all)")
+            }
+        case "--threads":
+            options.threads = value.split(separator: ",").map { positive(String($0), flag) }
+        case "--seconds": options.seconds = positive(value, flag)
+        case "--endpoints": options.endpoints = positive(value, flag)
+        case "--rounds": options.rounds = positive(value, flag)
+        default: usageError("unknown flag \(flag)")
         }
     }
     return options

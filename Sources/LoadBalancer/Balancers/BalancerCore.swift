@@ -1,13 +1,5 @@
 import Synchronization
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
 /// How a balancer chooses: a table derived from each endpoint set, and a choice over that table.
 ///
 /// The table is built off the pick path (at the first pick after the set or the ejections
@@ -207,14 +199,11 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     private let balancerType: Any.Type
     private let balancerName: String
     @usableFromInline package let strategy: Strategy
-    /// The shards, owned here; `shardRefs` reaches them without reference counting.
+    /// The shards, owned here; `shardRefs` reaches them without reference counting (a retain and
+    /// release per pick cost more than the rest of a round-robin pick).
     let shards: [Shard]
     @usableFromInline let shardRefs: [Unmanaged<Shard>]
     @usableFromInline let shardShift: UInt64
-    /// The shard a pick uses when the shards it tried were all busy, and the only one of a seeded
-    /// balancer; taken under `overflowLock`, which waits rather than spins.
-    @usableFromInline let overflow: Shard
-    @usableFromInline let overflowLock = Mutex<Void>(())
     /// The newest snapshot built, and the lock that serialises builds.
     private let newest = Mutex<Snapshot?>(nil)
 
@@ -234,18 +223,11 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
         }
     }
 
-    /// One shard: a try-lock flag and the state it guards, followed by padding so that two
-    /// shards' hot words never share a cache line.
-    ///
-    /// `@unchecked Sendable`: `state` is read and written only by the holder of `busy` (taken
-    /// with an acquiring compare-and-exchange, given back with a releasing store), or, for the
-    /// overflow shard, by the holder of the core's `overflowLock`. A pick pays one locked
-    /// instruction for it, where a `Mutex` costs two, and reaches the shard through an unretained
-    /// reference (see BENCHMARKS.md, "Picks on one thread").
+    /// One shard: a lock and its state, followed by padding so that two shards' hot words never
+    /// share a cache line.
     @usableFromInline
-    final class Shard: @unchecked Sendable {
-        @usableFromInline let busy = Atomic<Bool>(false)
-        @exclusivity(unchecked) @usableFromInline var state: ShardState
+    final class Shard: Sendable {
+        @usableFromInline let state: Mutex<ShardState>
         @usableFromInline let index: Int
         // 128 bytes of padding after the hot fields.
         let padding: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
@@ -253,30 +235,9 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
             (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
         init(_ state: ShardState, index: Int) {
-            self.state = state
+            self.state = Mutex(state)
             self.index = index
         }
-
-        /// Takes the shard if no other thread holds it.
-        @inlinable @inline(__always)
-        func tryAcquire() -> Bool {
-            busy.compareExchange(expected: false, desired: true, successOrdering: .acquiring, failureOrdering: .relaxed).exchanged
-        }
-
-        /// Takes the shard, waiting for its holder (who holds it for one pick) if need be.
-        func acquire() {
-            var spins = 0
-            while !tryAcquire() {
-                spins += 1
-                if spins >= 64 {
-                    yieldProcessor()
-                    spins = 0
-                }
-            }
-        }
-
-        @inlinable @inline(__always)
-        func release() { busy.store(false, ordering: .releasing) }
     }
 
     /// The number of shards when the state is sharded: enough that threads rarely share one.
@@ -306,17 +267,16 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
         self.balancerName = full.firstIndex(of: "<").map { String(full[..<$0]) } ?? full
         self.ejection = ejection
         self.strategy = strategy
-        // A seeded balancer (or a rotation with a given start) keeps all its state in the overflow
-        // shard, so that a sequence of picks is reproducible.
-        let count = seed == nil && start == nil ? Self.defaultShardCount : 0
-        self.shardShift = count == 0 ? 64 : UInt64(64 - count.trailingZeroBitCount)
+        // A seeded balancer (or a rotation with a given start) keeps one shard, so that a sequence
+        // of picks is reproducible.
+        let count = seed == nil && start == nil ? Self.defaultShardCount : 1
+        self.shardShift = UInt64(64 - count.trailingZeroBitCount)
         var generator = SystemRandomNumberGenerator()
         func makeShard(_ index: Int) -> Shard {
             let random = seed.map { $0 &+ UInt64(index) &* 0x9e37_79b9_7f4a_7c15 } ?? generator.next()
             let counter = start ?? seed ?? generator.next()
             return Shard(ShardState(snapshot: nil, pick: PickState(random: random, counter: counter)), index: index)
         }
-        self.overflow = makeShard(0)
         self.shards = (0..<count).map { makeShard($0) }
         self.shardRefs = shards.map { Unmanaged.passUnretained($0) }
         if case .fixed(let set) = source { ejection?.endpointSetWillPublish(set.view) }
@@ -337,11 +297,8 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
             state.setVersion = .max
         }
         for shard in shards {
-            shard.acquire()
-            drop(&shard.state)
-            shard.release()
+            shard.state.withLock { drop(&$0) }
         }
-        overflowLock.withLock { _ in drop(&overflow.state) }
     }
 
     /// The shard index of the calling thread.
@@ -352,7 +309,7 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
         // up tell threads apart; the multiply spreads them over the shards.
         let address = withUnsafeMutablePointer(to: &marker) { UInt64(UInt(bitPattern: $0)) }
         let mixed = (address >> 17) &* 0x9e37_79b9_7f4a_7c15
-        return Int(truncatingIfNeeded: mixed >> shardShift)
+        return shardShift < 64 ? Int(truncatingIfNeeded: mixed >> shardShift) : 0
     }
 
     /// The versions a snapshot must match to be current.
@@ -379,54 +336,28 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     }
 
     /// Runs `body` on the calling thread's shard state, refreshed to the current snapshot.
-    ///
-    /// Takes the calling thread's shard, or the next if another thread holds it (shards are
-    /// interchangeable: each holds a valid state of its own), and after a few busy ones the
-    /// overflow shard under its lock. `body` does not throw (a pick that finds no endpoint
-    /// returns `nil`), so that nothing is wrapped on the way out.
+    /// `body` does not throw (a pick that finds no endpoint returns `nil`), so that nothing is
+    /// wrapped on the way out.
     @inlinable @inline(__always)
     func withShard<Result: Sendable>(_ body: (inout ShardState, Snapshot, Int) -> Result) -> Result {
         let setVersion = cache?.version ?? 0
         let ejectionVersion = ejection?.version ?? 0
-        if shardShift < 64 {
-            var index = shardIndex
-            let mask = shardRefs.count &- 1
-            for _ in 0..<4 {
-                let shard = shardRefs[index]
-                if shard._withUnsafeGuaranteedRef({ $0.tryAcquire() }) {
-                    defer { shard._withUnsafeGuaranteedRef { $0.release() } }
-                    return shard._withUnsafeGuaranteedRef {
-                        run(body, on: $0, setVersion: setVersion, ejectionVersion: ejectionVersion)
-                    }
+        return shardRefs[shardIndex]._withUnsafeGuaranteedRef { shard in
+            shard.state.withLock { state in
+                if state.setVersion != setVersion || state.ejectionVersion != ejectionVersion || state.snapshot == nil {
+                    let snapshot = currentSnapshot()
+                    state.snapshot = snapshot
+                    state.setVersion = snapshot.setVersion
+                    state.ejectionVersion = snapshot.ejectionVersion
+                    state.leases = []
                 }
-                index = (index &+ 1) & mask
+                // The shard's state holds the snapshot, and it cannot change while the shard is
+                // locked: borrow it without a reference count (a retain here would write the shared
+                // snapshot's count from every thread on every pick).
+                return Unmanaged.passUnretained(state.snapshot.unsafelyUnwrapped)._withUnsafeGuaranteedRef { snapshot in
+                    body(&state, snapshot, shard.index)
+                }
             }
-        }
-        return overflowLock.withLock { _ in
-            run(body, on: overflow, setVersion: setVersion, ejectionVersion: ejectionVersion)
-        }
-    }
-
-    /// Runs `body` on `shard`'s state (the caller holds the shard).
-    @inlinable @inline(__always)
-    func run<Result: Sendable>(
-        _ body: (inout ShardState, Snapshot, Int) -> Result,
-        on shard: Shard,
-        setVersion: UInt64,
-        ejectionVersion: UInt64
-    ) -> Result {
-        if shard.state.setVersion != setVersion || shard.state.ejectionVersion != ejectionVersion || shard.state.snapshot == nil {
-            let snapshot = currentSnapshot()
-            shard.state.snapshot = snapshot
-            shard.state.setVersion = snapshot.setVersion
-            shard.state.ejectionVersion = snapshot.ejectionVersion
-            shard.state.leases = []
-        }
-        // The shard's state holds the snapshot, and it cannot change while the shard is held:
-        // borrow it without a reference count (a retain here would write the shared snapshot's
-        // count from every thread on every pick).
-        return Unmanaged.passUnretained(shard.state.snapshot.unsafelyUnwrapped)._withUnsafeGuaranteedRef { snapshot in
-            body(&shard.state, snapshot, shard.index)
         }
     }
 
@@ -578,29 +509,22 @@ package final class InstanceLoad: @unchecked Sendable {
     }
 
     @usableFromInline
-    package func started(shard: Int) { words[shard &* 8].wrappingAdd(1, ordering: .relaxed) }
+    package func started(shard: Int) { view.started(shard: shard) }
 
     @usableFromInline
-    package func finished(shard: Int) { words[shard &* 8].wrappingSubtract(1, ordering: .relaxed) }
+    package func finished(shard: Int) { view.finished(shard: shard) }
 
     /// Calls in flight: the shards' sum.
     @inlinable
-    package var outstanding: Double {
-        var sum: UInt64 = 0
-        for shard in 0..<Self.shardCount { sum &+= words[shard &* 8].load(ordering: .relaxed) }
-        return Double(max(0, Int64(bitPattern: sum)))
-    }
+    package var outstanding: Double { view.outstanding }
 
     /// A word of the averages: 0 latency, 1 latency stamp, 2 failure, 3 failure stamp.
     @inlinable
-    package func stat(_ index: Int) -> UInt64 { words[Self.stats &+ index].load(ordering: .relaxed) }
+    package func stat(_ index: Int) -> UInt64 { view.stat(index) }
 
     /// The words, for reading without a reference count while something else keeps this alive.
     @inlinable
     package var view: InstanceLoadView { InstanceLoadView(words: words) }
-
-    @inline(__always)
-    package func setStat(_ index: Int, _ value: UInt64) { words[Self.stats &+ index].store(value, ordering: .relaxed) }
 }
 
 /// An ``InstanceLoad``'s words, read without touching its reference count (every thread's picks
@@ -655,15 +579,3 @@ enum WyRand {
     }
 }
 
-/// Gives the processor to another thread, while waiting for a shard whose holder may have been
-/// preempted.
-@usableFromInline
-func yieldProcessor() {
-    #if canImport(Glibc)
-    sched_yield()
-    #elseif canImport(Musl)
-    sched_yield()
-    #elseif canImport(Darwin)
-    sched_yield()
-    #endif
-}
