@@ -187,7 +187,8 @@ struct ZooKeeperIntegrationTests {
             { await client.run() }, { for await event in stream { events.record(event) } }, { await registrar.run() },
             { await watcherClient.run() }, { await publisher.run() }, { for await update in publisher.updates() { recorder.record(update) } },
         ]) {
-            try await eventually("registered") { recorder.ids == [instance.id] }
+            // The watcher can see the node before the registrar's create returns: wait for both.
+            try await eventually("registered") { recorder.ids == [instance.id] && registrar.registeredNode != nil }
             let first = try #require(registrar.registeredNode)
             let session = client.sessionID
 
