@@ -42,7 +42,6 @@ case "$workers" in auto|[1-9]|[1-9][0-9]) ;; *) echo "http-compare.sh: --nginx-w
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 benchmarks="$(cd "$here/.." && pwd)"
-root="$(cd "$benchmarks/.." && pwd)"
 
 # --- Tools -------------------------------------------------------------------------------------------
 sudo_cmd=()
@@ -74,13 +73,17 @@ if [ -z "${load[1]}" ]; then
 fi
 
 # --- Build -------------------------------------------------------------------------------------------
+# lbctl is the main package's (this checkout's Sources/lbctl, the Benchmarks package's path dependency),
+# built through the Benchmarks package so that it shares one build of NIO, AsyncHTTPClient and the library
+# with http-compare (a second release build of them in the main package's .build takes another ~15 min here).
 if [ "$build" -eq 1 ]; then
     echo "building http-compare and lbctl (release)..."
     swift build -c release --package-path "$benchmarks" --product http-compare -Xswiftc -warnings-as-errors
-    swift build -c release --package-path "$root" --product lbctl -Xswiftc -warnings-as-errors
+    swift build -c release --package-path "$benchmarks" --product lbctl -Xswiftc -warnings-as-errors
 fi
-runner="$(swift build -c release --package-path "$benchmarks" --show-bin-path)/http-compare"
-lbctl="$(swift build -c release --package-path "$root" --show-bin-path)/lbctl"
+bin="$(swift build -c release --package-path "$benchmarks" --show-bin-path)"
+runner="$bin/http-compare"
+lbctl="$bin/lbctl"
 [ -x "$runner" ] || { echo "http-compare.sh: $runner is not built" >&2; exit 1; }
 [ -x "$lbctl" ] || { echo "http-compare.sh: $lbctl is not built" >&2; exit 1; }
 

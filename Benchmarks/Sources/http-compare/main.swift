@@ -87,8 +87,14 @@ struct Options {
 }
 
 func fail(_ message: String) -> Never {
-    fputs("http-compare: \(message)\n", stderr)
+    printError(message)
     exit(2)
+}
+
+/// Writes `http-compare: MESSAGE` to standard error.
+func printError(_ message: String) {
+    var line = "http-compare: \(message)\n"
+    line.withUTF8 { bytes in _ = write(STDERR_FILENO, bytes.baseAddress, bytes.count) }
 }
 
 // MARK: - Measurements
@@ -122,7 +128,11 @@ extension Duration {
 /// This process's CPU time (user + system, all threads), seconds.
 func processCPUSeconds() -> Double {
     var usage = rusage()
+    #if canImport(Glibc)
+    getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+    #else
     getrusage(RUSAGE_SELF, &usage)
+    #endif
     return cpuSeconds(usage)
 }
 
@@ -343,7 +353,7 @@ func runChild(_ arguments: [String], outputPath: String, expected: Double, limit
     let start = ContinuousClock.now
     let spawned = posix_spawnp(&pid, arguments[0], &actions, nil, &argv, environ)
     guard spawned == 0 else {
-        fputs("http-compare: cannot start \(arguments[0]): \(String(cString: strerror(spawned)))\n", stderr)
+        printError("cannot start \(arguments[0]): \(String(cString: strerror(spawned)))")
         return nil
     }
     var status: Int32 = 0
@@ -455,7 +465,7 @@ func parseLbctl(_ run: ChildRun) -> Measurement {
     let lines = fieldLines(run.output)
     var found = false
     for (index, fields) in lines.enumerated() {
-        if let position = fields.firstIndex(of: "requests"), position + 4 < fields.count, fields[position + 1] == "in",
+        if let position = fields.firstIndex(of: "requests"), position >= 1, position + 4 < fields.count, fields[position + 1] == "in",
             let total = Int(fields[position - 1]), let seconds = Double(fields[position + 2]),
             let succeeded = fields.firstIndex(of: "succeeded,"), succeeded >= 1,
             let failed = fields.firstIndex(of: "failed,"), failed >= 1
