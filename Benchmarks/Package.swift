@@ -9,6 +9,7 @@ import PackageDescription
 //   swift run -c release retry-report                          # hedging and retry amplification
 //   swift run -c release registry-propagation etcd|zookeeper   # registry write to endpoint set
 //   swift run -c release churn-soak                            # 10 minutes of churn under load
+//   scripts/http-compare.sh                                    # real HTTP: hey, AHC, the library, lbctl
 let package = Package(
     name: "Benchmarks",
     platforms: [.macOS(.v15)],
@@ -78,6 +79,17 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             path: "Sources/churn-soak"
+        ),
+        // Real HTTP against nginx on loopback: hey, plain AsyncHTTPClient, the HTTP factory, Retry, lbctl
+        // (scripts/http-compare.sh starts the server and runs it).
+        .executableTarget(
+            name: "http-compare",
+            dependencies: [
+                .product(name: "LoadBalancer", package: "swift-loadbalancer"),
+                .product(name: "LoadBalancerHTTP", package: "swift-loadbalancer"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            path: "Sources/http-compare"
         ),
         .executableTarget(
             name: "tail-latency-report",
