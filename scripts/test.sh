@@ -35,10 +35,10 @@ export LB_ZOOKEEPER_INTEGRATION=1
 # (the ConsulTestServer target), started in process on a port of its own by each test.
 
 echo "== build (warnings are errors)"
-swift build --build-tests -Xswiftc -warnings-as-errors
+swift build --build-tests --enable-all-traits -Xswiftc -warnings-as-errors
 
 echo "== test"
-swift test -Xswiftc -warnings-as-errors
+swift test --enable-all-traits -Xswiftc -warnings-as-errors
 
 echo "== unit tests under ThreadSanitizer and AddressSanitizer (the subset RELIABILITY.md lists)"
 scripts/sanitizers.sh thread address
@@ -62,7 +62,7 @@ echo "== build the documentation of every public module (DocC; warnings are erro
 # warning fails the run: a symbol or article link that does not resolve, a parameter missing from a
 # `- Parameters:` list. README.md says how to preview the archives.
 doc_targets=()
-for target in LoadBalancer LoadBalancerSimulation LoadBalancerHTTP LoadBalancerDNS LoadBalancerEtcd \
+for target in LoadBalancer LoadBalancerSimulation LoadBalancerTestKit LoadBalancerHTTP LoadBalancerDNS LoadBalancerEtcd \
     LoadBalancerZooKeeper LoadBalancerConsul LoadBalancerGRPC; do
     doc_targets+=(--target "$target")
 done

@@ -17,12 +17,14 @@ struct ManualClockTests {
 
         clock.advance(by: .seconds(9))
         #expect(clock.sleeperCount == 1, "one second early: still asleep")
-        #expect(woke.load(ordering: .relaxed) == false)
+        let wokeEarly = woke.load(ordering: .relaxed)
+        #expect(wokeEarly == false)
         #expect(clock.sleeperDelays == [.seconds(1)])
 
         clock.advance(by: .seconds(1))
         try await sleeper.value
-        #expect(woke.load(ordering: .relaxed))
+        let wokeOnTime = woke.load(ordering: .relaxed)
+        #expect(wokeOnTime)
         #expect(clock.sleeperCount == 0)
         #expect(clock.now == ManualClock.Instant(offset: .seconds(10)))
     }
@@ -30,22 +32,21 @@ struct ManualClockTests {
     @Test("advancing wakes exactly the sleepers that are due, and the rest keep their deadlines")
     func wakesOnlyDue() async throws {
         let clock = ManualClock()
-        let woken = Mutex<[Int]>([])
-        let sleepers = [5, 10, 15].map { seconds in
-            Task {
+        var sleepers: [Task<ManualClock.Instant, any Error>] = []
+        for seconds in [5, 10, 15] {
+            sleepers.append(Task {
                 try await clock.sleep(until: ManualClock.Instant(offset: .seconds(seconds)))
-                woken.withLock { $0.append(seconds) }
-            }
+                return clock.now
+            })
         }
         try await clock.waitForSleepers(count: 3)
         clock.advance(to: ManualClock.Instant(offset: .seconds(12)))
-        try await sleepers[0].value
-        try await sleepers[1].value
-        #expect(woken.withLock { $0.sorted() } == [5, 10])
-        #expect(clock.sleeperDelays == [.seconds(3)])
+        #expect(try await sleepers[0].value.offset == .seconds(12), "woken by the advance to 12 s")
+        #expect(try await sleepers[1].value.offset == .seconds(12))
+        #expect(clock.sleeperDelays == [.seconds(3)], "the third keeps its deadline")
 
         #expect(clock.advanceToNextDeadline() == .seconds(3))
-        try await sleepers[2].value
+        #expect(try await sleepers[2].value.offset == .seconds(15))
         #expect(clock.now.offset == .seconds(15))
         #expect(clock.advanceToNextDeadline() == nil, "no sleeper: time stays")
         #expect(clock.now.offset == .seconds(15))

@@ -20,7 +20,7 @@ struct RecordingBalancerTests {
         #expect(try await balancer.call(1) == 2)
         await #expect(throws: Refusal.self) { try await balancer.call(-1) }
         let cancelled = Task {
-            try await balancer.withEndpoint { _ in
+            try await balancer.withEndpoint { _ -> Int in
                 withUnsafeCurrentTask { $0?.cancel() }
                 throw CancellationError()
             }

@@ -37,23 +37,27 @@ final class EndpointLedger: Sendable {
         var closed = 0
         var closedWhileInSnapshot = 0
     }
-    /// Asked at close time whether the closing endpoint is still published (set by `factory`).
-    private let isInSnapshot = Mutex<@Sendable (Endpoint<Int, String>) -> Bool>({ _ in false })
-    private let closedWhilePublished = Mutex<[String: Int]>([:])
+    /// What the factory's close hook needs: whether the closing endpoint is still published (asked
+    /// of the `isInSnapshot` given to `factory`), and how often it was.
+    private final class CloseCheck: Sendable {
+        let isInSnapshot = Mutex<@Sendable (Endpoint<Int, String>) -> Bool>({ _ in false })
+        let closedWhilePublished = Mutex<[String: Int]>([:])
+    }
+    private let check: CloseCheck
     private let recorder: RecordingEndpointFactory<Int, String>
 
     init() {
-        let isInSnapshot = self.isInSnapshot
-        let closedWhilePublished = self.closedWhilePublished
+        let check = CloseCheck()
+        self.check = check
         recorder = RecordingEndpointFactory(onClose: { endpoint in
-            let check = isInSnapshot.withLock { $0 }
-            if check(endpoint) { closedWhilePublished.withLock { $0[endpoint.id, default: 0] += 1 } }
+            let isInSnapshot = check.isInSnapshot.withLock { $0 }
+            if isInSnapshot(endpoint) { check.closedWhilePublished.withLock { $0[endpoint.id, default: 0] += 1 } }
         }) { instance, _ in instance.id }
     }
 
     /// The ids the factory made an endpoint for, with what happened to them.
     var snapshot: [String: Record] {
-        let whilePublished = closedWhilePublished.withLock { $0 }
+        let whilePublished = check.closedWhilePublished.withLock { $0 }
         var records: [String: Record] = [:]
         for (id, lifecycle) in recorder.lifecycles where lifecycle.made > 0 {
             records[id] = Record(made: lifecycle.made, closed: lifecycle.closed, closedWhileInSnapshot: whilePublished[id] ?? 0)
@@ -70,7 +74,7 @@ final class EndpointLedger: Sendable {
     func factory(
         isInSnapshot: @escaping @Sendable (Endpoint<Int, String>) -> Bool = { _ in false }
     ) -> EndpointFactory<Int, String> {
-        self.isInSnapshot.withLock { $0 = isInSnapshot }
+        check.isInSnapshot.withLock { $0 = isInSnapshot }
         return recorder.factory
     }
 }
