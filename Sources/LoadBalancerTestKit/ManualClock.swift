@@ -2,8 +2,8 @@ import Synchronization
 
 /// A clock whose time moves only when the test says so.
 ///
-/// Give it to the code under test wherever that code takes a `Clock` (``LoadBalancer/Retry``'s
-/// backoff and deadlines, ``LoadBalancer/EndpointCache/waitUntilReady(timeout:clock:)``, your own
+/// Give it to the code under test wherever that code takes a `Clock` (`Retry`'s
+/// backoff and deadlines, `EndpointCache.waitUntilReady(timeout:clock:)`, your own
 /// timers). Tasks that sleep on it stay asleep until ``advance(by:)`` or ``advance(to:)`` moves
 /// time to or past their deadline; a cancelled sleeper wakes at once with `CancellationError`,
 /// as `Task.sleep` does. Nothing depends on the wall clock, so a test of a 30-second timeout takes

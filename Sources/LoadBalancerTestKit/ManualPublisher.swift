@@ -4,9 +4,9 @@ import Synchronization
 /// A publisher the test drives by hand: it says nothing until told, then sends exactly the sets
 /// and failures the test gives it.
 ///
-/// It keeps the contract of every ``LoadBalancer/InstancePublisher`` (whole sets ordered by id,
+/// It keeps the contract of every `InstancePublisher` (whole sets ordered by id,
 /// the current set first to a new subscriber, failures in band with the last good set kept under
-/// a ``LoadBalancer/StalenessPolicy``), so code that works against it works against the registry
+/// a `StalenessPolicy`), so code that works against it works against the registry
 /// backends. Use it to play a registry's life in a test: the first answer, an outage, a recovery,
 /// a set that shrinks to nothing, the end.
 ///
@@ -19,7 +19,7 @@ import Synchronization
 /// publisher.fail(message: "connection refused")      // an outage: the set stays
 /// ```
 ///
-/// Unlike ``LoadBalancer/FixedPublisher``, which always has a set, a `ManualPublisher` made
+/// Unlike `FixedPublisher`, which always has a set, a `ManualPublisher` made
 /// without instances has none until the first ``publish(_:)`` or ``fail(_:)``: a registry that
 /// has not answered yet.
 public final class ManualPublisher: InstancePublisher {
@@ -30,7 +30,7 @@ public final class ManualPublisher: InstancePublisher {
     /// ``fail(_:)``.
     ///
     /// - Parameter staleness: What to do with the last good set while failures last. Default
-    ///   ``LoadBalancer/StalenessPolicy/keepLastGood``.
+    ///   `StalenessPolicy.keepLastGood`.
     public convenience init(staleness: StalenessPolicy = .keepLastGood) {
         self.init(staleness: staleness, clock: ContinuousClock())
     }
@@ -40,14 +40,14 @@ public final class ManualPublisher: InstancePublisher {
     /// - Parameters:
     ///   - instances: The first set (ordered by id; duplicate ids keep the first).
     ///   - staleness: What to do with the last good set while failures last. Default
-    ///     ``LoadBalancer/StalenessPolicy/keepLastGood``.
+    ///     `StalenessPolicy.keepLastGood`.
     public convenience init(_ instances: [Instance], staleness: StalenessPolicy = .keepLastGood) {
         self.init(staleness: staleness, clock: ContinuousClock())
         broadcaster.publish(instances)
     }
 
     /// Creates a publisher with no set yet whose staleness timer runs on `clock`, so a test can
-    /// drive ``LoadBalancer/StalenessPolicy/invalidate(after:)`` with a ``ManualClock``.
+    /// drive `StalenessPolicy.invalidate(after:)` with a ``ManualClock``.
     ///
     /// - Parameters:
     ///   - staleness: What to do with the last good set while failures last.
@@ -64,7 +64,7 @@ public final class ManualPublisher: InstancePublisher {
 
     /// Parses `addresses` (`host:port`, IPv6 in brackets) and sends them as a whole new set.
     ///
-    /// - Throws: ``LoadBalancer/InstanceParseError`` for the first address that does not parse;
+    /// - Throws: `InstanceParseError` for the first address that does not parse;
     ///   nothing is sent then.
     public func publish(parsing addresses: [String]) throws {
         broadcaster.publish(try addresses.map { try Instance(parsing: $0) })
@@ -77,7 +77,7 @@ public final class ManualPublisher: InstancePublisher {
     }
 
     /// Reports a registry failure with `code` (default
-    /// ``LoadBalancer/DiscoveryError/Code/registryUnavailable``) and `message`.
+    /// `DiscoveryError.Code.registryUnavailable`) and `message`.
     public func fail(_ code: DiscoveryError.Code = .registryUnavailable, message: String) {
         broadcaster.fail(DiscoveryError(code: code, message: message))
     }
@@ -91,7 +91,7 @@ public final class ManualPublisher: InstancePublisher {
     /// The current snapshot, or `nil` before the first ``publish(_:)`` or ``fail(_:)``.
     public var current: InstanceUpdate? { broadcaster.current }
 
-    /// How many subscriptions are live now (an ``LoadBalancer/EndpointCache`` that runs holds one).
+    /// How many subscriptions are live now (an `EndpointCache` that runs holds one).
     public var subscriberCount: Int { broadcaster.subscriberCount }
 
     /// How many subscriptions have been made since the publisher was created (a consumer that

@@ -55,7 +55,7 @@ public final class RecordingBalancer<Base: Balancer>: Balancer {
 
     /// Picks with the wrapped balancer and records the pick.
     ///
-    /// - Throws: ``LoadBalancer/LoadBalancerError`` (``LoadBalancer/LoadBalancerError/Code/noEndpoints``)
+    /// - Throws: `LoadBalancerError` (`LoadBalancerError.Code.noEndpoints`)
     ///   when the set is empty; that is recorded in ``emptyPickCount``.
     public func pick() throws(LoadBalancerError) -> EndpointPick {
         do {
@@ -70,7 +70,7 @@ public final class RecordingBalancer<Base: Balancer>: Balancer {
 
     /// A lease from the wrapped balancer (so it counts the call as its own), recorded as a pick.
     ///
-    /// - Throws: ``LoadBalancer/LoadBalancerError`` when the set is empty; that is recorded in
+    /// - Throws: `LoadBalancerError` when the set is empty; that is recorded in
     ///   ``emptyPickCount``.
     public func lease() throws(LoadBalancerError) -> EndpointLease<Request, Response> {
         do {
@@ -83,7 +83,7 @@ public final class RecordingBalancer<Base: Balancer>: Balancer {
 
     /// A lease from the wrapped balancer of an instance not in `ids`, recorded as a pick.
     ///
-    /// - Throws: ``LoadBalancer/LoadBalancerError`` when the wrapped balancer throws.
+    /// - Throws: `LoadBalancerError` when the wrapped balancer throws.
     public func lease(avoiding ids: Set<String>) throws(LoadBalancerError) -> EndpointLease<Request, Response>? {
         try base.lease(avoiding: ids).map(observed)
     }
@@ -118,8 +118,8 @@ public final class RecordingBalancer<Base: Balancer>: Balancer {
     }
 
     /// Every pick, in order: from ``pick()``, and from each call made through
-    /// ``LoadBalancer/Balancer/withEndpoint(isolation:_:)``, ``LoadBalancer/Balancer/call(_:)`` or
-    /// ``LoadBalancer/Retry``.
+    /// `Balancer.withEndpoint(isolation:_:)`, `Balancer.call(_:)` or
+    /// `Retry`.
     public var pickRecords: [Pick] { state.withLock { $0.picks } }
 
     /// The ids of the instances picked, in order.

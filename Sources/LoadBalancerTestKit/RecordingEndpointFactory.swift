@@ -5,7 +5,7 @@ import Synchronization
 /// they get; the factory records every endpoint it makes and closes, and refuses the instances
 /// the test tells it to.
 ///
-/// Hand ``factory`` to an ``LoadBalancer/EndpointCache`` (or `withLoadBalancer`) in place of the
+/// Hand ``factory`` to an `EndpointCache` (or `withLoadBalancer`) in place of the
 /// factory your code uses in production, then check which instances were called with what, and
 /// that every endpoint was closed once when its instance left.
 ///
