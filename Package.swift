@@ -10,7 +10,7 @@ import PackageDescription
 // and resolves swift-log, swift-metrics, swift-distributed-tracing, swift-service-lifecycle and
 // swift-atomics (with their own dependencies), not SwiftNIO, AsyncHTTPClient, BoringSSL, gRPC or
 // protobuf. The default traits enable everything, so a plain dependency (and this package's own
-// build) gets every product. README.md ("Choosing what you build") has the figures.
+// build) gets every product. README.md ("Choosing what you fetch and build") has the figures.
 //
 // A trait's conditions always name one trait: SwiftPM 6.2 reads a condition listing several as
 // "all of them", later versions as "any of them".
