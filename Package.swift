@@ -1,12 +1,29 @@
 // swift-tools-version:6.2
 import PackageDescription
 
+// Package traits (SE-0450) make the heavy dependencies optional. Each backend's external
+// dependencies are used only when its trait is enabled, so SwiftPM does not even fetch them for a
+// package that leaves the trait out: one that needs only the core writes
+//
+//     .package(url: "https://github.com/.../swift-loadbalancer.git", from: "0.1.0", traits: [])
+//
+// and resolves swift-log, swift-metrics, swift-distributed-tracing, swift-service-lifecycle and
+// swift-atomics (with their own dependencies), not SwiftNIO, AsyncHTTPClient, BoringSSL, gRPC or
+// protobuf. The default traits enable everything, so a plain dependency (and this package's own
+// build) gets every product. README.md ("Choosing what you fetch and build") has the figures.
+//
+// A trait's conditions always name one trait: SwiftPM 6.2 reads a condition listing several as
+// "all of them", later versions as "any of them".
+
 /// Settings every target of the package shares: Swift 6 language mode (set at the package level)
 /// plus the upcoming features the project opts into.
 let sharedSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
     .enableUpcomingFeature("MemberImportVisibility"),
 ]
+
+/// Every trait of the package; the default enables them all.
+let allTraits: Set<String> = ["HTTP", "DNS", "Etcd", "ZooKeeper", "Consul", "GRPC", "CLI"]
 
 let package = Package(
     name: "swift-loadbalancer",
@@ -23,10 +40,29 @@ let package = Package(
         .library(name: "LoadBalancerZooKeeper", targets: ["LoadBalancerZooKeeper"]),
         .library(name: "LoadBalancerConsul", targets: ["LoadBalancerConsul"]),
         .library(name: "LoadBalancerGRPC", targets: ["LoadBalancerGRPC"]),
+        // Test doubles for users' tests: a manual clock, a publisher driven by hand, a recording
+        // endpoint factory and a recording balancer.
+        .library(name: "LoadBalancerTestKit", targets: ["LoadBalancerTestKit"]),
         .executable(name: "lbctl", targets: ["lbctl"]),
-        // Real registry servers and HTTP backends started on loopback, for this package's tests and
-        // Benchmarks/ only.
-        .library(name: "LoadBalancerTestServers", targets: ["LoadBalancerTestServers", "LoadBalancerLocalBackends"]),
+        // NOT API: real registry servers and HTTP backends started on loopback, for this package's
+        // tests and the Benchmarks/ package only (a package can use another's targets only through
+        // a product; the underscore says it is not for anyone else, and it may change or go in any
+        // release). Built with the CLI trait.
+        .library(name: "_LoadBalancerTestServers", targets: ["LoadBalancerTestServers", "LoadBalancerLocalBackends"]),
+    ],
+    traits: [
+        .trait(name: "HTTP", description: "LoadBalancerHTTP: an endpoint factory over AsyncHTTPClient."),
+        .trait(name: "DNS", description: "LoadBalancerDNS: DNS SRV and A/AAAA discovery over SwiftNIO."),
+        .trait(name: "Etcd", description: "LoadBalancerEtcd: etcd v3 discovery and registration over gRPC."),
+        .trait(name: "ZooKeeper", description: "LoadBalancerZooKeeper: ZooKeeper discovery and registration over SwiftNIO."),
+        .trait(name: "Consul", description: "LoadBalancerConsul: Consul discovery and registration over AsyncHTTPClient."),
+        .trait(name: "GRPC", description: "LoadBalancerGRPC: a grpc-swift-2 name resolver fed by any publisher."),
+        .trait(
+            name: "CLI",
+            description: "The lbctl command and the loopback servers it and the tests share (needs every registry backend).",
+            enabledTraits: ["HTTP", "DNS", "Etcd", "ZooKeeper", "Consul"]
+        ),
+        .default(enabledTraits: allTraits),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -74,9 +110,9 @@ let package = Package(
             name: "LoadBalancerHTTP",
             dependencies: [
                 "LoadBalancer",
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client", condition: .when(traits: ["HTTP"])),
+                .product(name: "NIOCore", package: "swift-nio", condition: .when(traits: ["HTTP"])),
+                .product(name: "NIOHTTP1", package: "swift-nio", condition: .when(traits: ["HTTP"])),
             ],
             swiftSettings: sharedSettings
         ),
@@ -85,8 +121,8 @@ let package = Package(
             name: "LoadBalancerDNS",
             dependencies: [
                 "LoadBalancer",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio", condition: .when(traits: ["DNS"])),
+                .product(name: "NIOPosix", package: "swift-nio", condition: .when(traits: ["DNS"])),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -97,10 +133,10 @@ let package = Package(
             name: "LoadBalancerEtcd",
             dependencies: [
                 "LoadBalancer",
-                .product(name: "GRPCCore", package: "grpc-swift-2"),
-                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
-                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
-                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "GRPCCore", package: "grpc-swift-2", condition: .when(traits: ["Etcd"])),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport", condition: .when(traits: ["Etcd"])),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf", condition: .when(traits: ["Etcd"])),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf", condition: .when(traits: ["Etcd"])),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -111,8 +147,8 @@ let package = Package(
             name: "LoadBalancerZooKeeper",
             dependencies: [
                 "LoadBalancer",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio", condition: .when(traits: ["ZooKeeper"])),
+                .product(name: "NIOPosix", package: "swift-nio", condition: .when(traits: ["ZooKeeper"])),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -124,10 +160,10 @@ let package = Package(
             name: "LoadBalancerConsul",
             dependencies: [
                 "LoadBalancer",
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client", condition: .when(traits: ["Consul"])),
+                .product(name: "NIOCore", package: "swift-nio", condition: .when(traits: ["Consul"])),
+                .product(name: "NIOHTTP1", package: "swift-nio", condition: .when(traits: ["Consul"])),
+                .product(name: "NIOSSL", package: "swift-nio-ssl", condition: .when(traits: ["Consul"])),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -138,8 +174,8 @@ let package = Package(
             name: "LoadBalancerGRPC",
             dependencies: [
                 "LoadBalancer",
-                .product(name: "GRPCCore", package: "grpc-swift-2"),
-                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCCore", package: "grpc-swift-2", condition: .when(traits: ["GRPC"])),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport", condition: .when(traits: ["GRPC"])),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: sharedSettings
@@ -166,19 +202,25 @@ let package = Package(
                 "LoadBalancerDNS",
                 "LoadBalancerEtcd",
                 "LoadBalancerZooKeeper",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio", condition: .when(traits: ["CLI"])),
+                .product(name: "NIOPosix", package: "swift-nio", condition: .when(traits: ["CLI"])),
             ],
+            swiftSettings: sharedSettings
+        ),
+        // Test doubles for users' tests (and this package's): the core only, no other dependency.
+        .target(
+            name: "LoadBalancerTestKit",
+            dependencies: ["LoadBalancer"],
             swiftSettings: sharedSettings
         ),
         // Small HTTP servers on loopback with set latency and failure rates, for `lbctl demo` and tests.
         .target(
             name: "LoadBalancerLocalBackends",
             dependencies: [
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio", condition: .when(traits: ["CLI"])),
+                .product(name: "NIOPosix", package: "swift-nio", condition: .when(traits: ["CLI"])),
+                .product(name: "NIOHTTP1", package: "swift-nio", condition: .when(traits: ["CLI"])),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio", condition: .when(traits: ["CLI"])),
             ],
             swiftSettings: sharedSettings
         ),
@@ -194,11 +236,11 @@ let package = Package(
                 "LoadBalancerConsul",
                 "LoadBalancerSimulation",
                 "LoadBalancerLocalBackends",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser", condition: .when(traits: ["CLI"])),
+                .product(name: "AsyncHTTPClient", package: "async-http-client", condition: .when(traits: ["CLI"])),
+                .product(name: "Histogram", package: "hdrhistogram-swift", condition: .when(traits: ["CLI"])),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio", condition: .when(traits: ["CLI"])),
             ],
             swiftSettings: sharedSettings
         ),
@@ -214,6 +256,7 @@ let package = Package(
             dependencies: [
                 "LoadBalancer",
                 "LoadBalancerSimulation",
+                "LoadBalancerTestKit",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "InMemoryLogging", package: "swift-log"),
@@ -221,6 +264,11 @@ let package = Package(
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
             ],
+            swiftSettings: sharedSettings
+        ),
+        .testTarget(
+            name: "LoadBalancerTestKitTests",
+            dependencies: ["LoadBalancer", "LoadBalancerTestKit"],
             swiftSettings: sharedSettings
         ),
         .testTarget(
@@ -330,8 +378,8 @@ let package = Package(
 // sanitizer the build alone outgrows the CI budget. RELIABILITY.md lists what runs.
 if let sanitizer = Context.environment["LB_SANITIZER_SUBSET"] {
     let kept: Set<String> = [
-        "LoadBalancer", "LoadBalancerSimulation", "LoadBalancerDNS", "LoadBalancerZooKeeper",
-        "LoadBalancerTests", "LoadBalancerDNSTests", "LoadBalancerZooKeeperTests",
+        "LoadBalancer", "LoadBalancerSimulation", "LoadBalancerDNS", "LoadBalancerZooKeeper", "LoadBalancerTestKit",
+        "LoadBalancerTests", "LoadBalancerDNSTests", "LoadBalancerZooKeeperTests", "LoadBalancerTestKitTests",
     ]
     package.targets.removeAll { !kept.contains($0.name) }
     package.products.removeAll { !kept.contains($0.name) }

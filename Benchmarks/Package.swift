@@ -63,7 +63,7 @@ let package = Package(
                 .product(name: "LoadBalancer", package: "swift-loadbalancer"),
                 .product(name: "LoadBalancerEtcd", package: "swift-loadbalancer"),
                 .product(name: "LoadBalancerZooKeeper", package: "swift-loadbalancer"),
-                .product(name: "LoadBalancerTestServers", package: "swift-loadbalancer"),
+                .product(name: "_LoadBalancerTestServers", package: "swift-loadbalancer"),
             ],
             path: "Sources/registry-propagation"
         ),
@@ -75,7 +75,7 @@ let package = Package(
                 "CHeapInfo",
                 .product(name: "LoadBalancer", package: "swift-loadbalancer"),
                 .product(name: "LoadBalancerHTTP", package: "swift-loadbalancer"),
-                .product(name: "LoadBalancerTestServers", package: "swift-loadbalancer"),
+                .product(name: "_LoadBalancerTestServers", package: "swift-loadbalancer"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             path: "Sources/churn-soak"

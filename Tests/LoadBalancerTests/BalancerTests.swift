@@ -1,4 +1,5 @@
 import LoadBalancer
+import LoadBalancerTestKit
 import Synchronization
 import Testing
 
@@ -139,7 +140,7 @@ struct BalancerTests {
         await #expect(throws: TestFailure.self) {
             try await recorder.withEndpoint { _ -> Int in throw TestFailure(message: "boom") }
         }
-        let records = recorder.records
+        let records = recorder.calls
         #expect(records.map(\.outcome) == [.success, .failure])
         #expect(records.map(\.instanceID) == ["127.0.0.1:1", "127.0.0.1:2"])
         #expect(records.allSatisfy { $0.latency >= .zero })
@@ -152,21 +153,6 @@ struct BalancerTests {
         #expect(try (0..<4).map { _ in try erased.pick().index } == [1, 2, 3, 0])
         #expect(try await erased.call(0) == 2)
     }
-}
-
-/// Wraps a balancer and records every call it is told about.
-final class RecordingBalancer<Base: Balancer>: Balancer {
-    let base: Base
-    private let storage = Mutex<[CallRecord]>([])
-    typealias Request = Base.Request
-    typealias Response = Base.Response
-    init(_ base: Base) { self.base = base }
-    var cache: EndpointCache<Base.Request, Base.Response>? { base.cache }
-    var snapshot: EndpointSet<Base.Request, Base.Response> { base.snapshot }
-    func pick() throws(LoadBalancerError) -> EndpointPick { try base.pick() }
-    var observesCalls: Bool { true }
-    func record(_ call: CallRecord) { storage.withLock { $0.append(call) } }
-    var records: [CallRecord] { storage.withLock { $0 } }
 }
 
 func pow2(_ x: Double) -> Double { x * x }

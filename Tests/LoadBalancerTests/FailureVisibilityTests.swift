@@ -1,25 +1,20 @@
 import LoadBalancer
+import LoadBalancerTestKit
 import Synchronization
 import Testing
-
-/// A publisher that says nothing until told to: a registry that has not answered yet.
-private final class SilentPublisher: InstancePublisher {
-    let broadcaster = InstanceBroadcaster()
-    func updates() -> InstanceUpdates { broadcaster.updates() }
-}
 
 @Suite("Failures are visible: discovery status, readiness, bounded errors", .timeLimit(.minutes(2)))
 struct FailureVisibilityTests {
     @Test("registry failures alone do not make the cache ready; the status says why, and since when")
     func statusThroughFailures() async throws {
-        let publisher = SilentPublisher()
+        let publisher = ManualPublisher()  // a registry that has not answered yet
         let cache = EndpointCache(publisher: publisher, factory: EndpointLedger().factory())
         let run = Task { try await cache.run() }
         defer { run.cancel() }
         #expect(cache.discoveryStatus.isReady == false)
         #expect(cache.discoveryStatus.updates == 0)
 
-        publisher.broadcaster.fail(DiscoveryError(code: .registryUnavailable, message: "connection refused"))
+        publisher.fail(DiscoveryError(code: .registryUnavailable, message: "connection refused"))
         try await waitUntil { cache.discoveryStatus.updates == 1 }
         let down = cache.discoveryStatus
         #expect(down.isReady == false)
@@ -30,13 +25,13 @@ struct FailureVisibilityTests {
         #expect(down.lastErrorAt == firstFailure)
         #expect(down.description.hasPrefix("not ready, stale for"), "\(down)")
 
-        publisher.broadcaster.fail(DiscoveryError(code: .registryUnavailable, message: "timed out"))
+        publisher.fail(DiscoveryError(code: .registryUnavailable, message: "timed out"))
         try await waitUntil { cache.discoveryStatus.updates == 2 }
         #expect(cache.discoveryStatus.staleSince == firstFailure, "stale since the first failure of the run")
         #expect(cache.discoveryStatus.consecutiveFailures == 2)
         #expect(cache.discoveryStatus.lastError?.message == "timed out")
 
-        publisher.broadcaster.publish(instances([1, 2]))
+        publisher.publish(instances([1, 2]))
         await cache.waitUntilReady()
         let up = cache.discoveryStatus
         #expect(up.isReady)
@@ -48,7 +43,7 @@ struct FailureVisibilityTests {
         #expect(cache.snapshot.instances.map(\.port) == [1, 2], "ready means the set is applied")
 
         // A later outage keeps the set and the readiness, and is stale again.
-        publisher.broadcaster.fail(DiscoveryError(code: .registryUnavailable, message: "gone again"))
+        publisher.fail(DiscoveryError(code: .registryUnavailable, message: "gone again"))
         try await waitUntil { cache.discoveryStatus.isStale }
         #expect(cache.discoveryStatus.isReady)
         #expect(cache.snapshot.count == 2)
@@ -86,7 +81,7 @@ struct FailureVisibilityTests {
     @Test("waitUntilReady(timeout:) says why the cache is not ready, with the registry's last error as cause")
     func waitTimeoutSaysWhy() async throws {
         let clock = ManualClock()
-        let publisher = SilentPublisher()
+        let publisher = ManualPublisher()  // a registry that has not answered yet
         let cache = EndpointCache(publisher: publisher, factory: EndpointLedger().factory())
         let run = Task { try await cache.run() }
         defer { run.cancel() }
@@ -101,7 +96,7 @@ struct FailureVisibilityTests {
         #expect(first.cause == nil)
 
         // The registry failing.
-        publisher.broadcaster.fail(DiscoveryError(code: .registryUnavailable, message: "connection refused"))
+        publisher.fail(DiscoveryError(code: .registryUnavailable, message: "connection refused"))
         try await waitUntil { cache.discoveryStatus.updates == 1 }
         let failing = Task { try await cache.waitUntilReady(timeout: .seconds(5), clock: clock) }
         try await waitUntil { clock.sleeperCount == 1 }
@@ -114,14 +109,14 @@ struct FailureVisibilityTests {
         // Ready before the timeout: returns, and the timer is cancelled.
         let ready = Task { try await cache.waitUntilReady(timeout: .seconds(5), clock: clock) }
         try await waitUntil { clock.sleeperCount == 1 }
-        publisher.broadcaster.publish(instances([1]))
+        publisher.publish(instances([1]))
         try await ready.value
         try await waitUntil { clock.sleeperCount == 0 }
     }
 
     @Test("waitUntilReady honours cancellation: a timeout wrapped around it ends")
     func waitHonoursCancellation() async throws {
-        let cache = EndpointCache(publisher: SilentPublisher(), factory: EndpointLedger().factory())
+        let cache = EndpointCache(publisher: ManualPublisher(), factory: EndpointLedger().factory())
         let run = Task { try await cache.run() }
         defer { run.cancel() }
 
@@ -157,8 +152,8 @@ struct FailureVisibilityTests {
 
     @Test("withLoadBalancer waits for a set while the registry fails; cancelling it ends it without running the body")
     func withLoadBalancerCancellable() async throws {
-        let publisher = SilentPublisher()
-        publisher.broadcaster.fail(DiscoveryError(code: .registryUnavailable, message: "down"))
+        let publisher = ManualPublisher()  // a registry that has not answered yet
+        publisher.fail(DiscoveryError(code: .registryUnavailable, message: "down"))
         let ran = Counter()
         let call = Task {
             try await withLoadBalancer(
@@ -167,7 +162,7 @@ struct FailureVisibilityTests {
                 balancer: { RoundRobinBalancer($0) }
             ) { _ in ran.increment() }
         }
-        try await waitUntil { publisher.broadcaster.subscriberCount == 1 }
+        try await waitUntil { publisher.subscriberCount == 1 }
         call.cancel()
         await #expect(throws: CancellationError.self) { try await call.value }
         #expect(ran.value == 0, "the body never ran")
@@ -175,11 +170,11 @@ struct FailureVisibilityTests {
 
     @Test("a cache that shuts down before it was ready releases its waiters")
     func shutdownReleasesWaiters() async throws {
-        let publisher = SilentPublisher()
+        let publisher = ManualPublisher()  // a registry that has not answered yet
         let cache = EndpointCache(publisher: publisher, factory: EndpointLedger().factory())
         let run = Task { try await cache.run() }
         let waiter = Task { try await cache.waitUntilReady(timeout: .seconds(3600)) }
-        publisher.broadcaster.finish()
+        publisher.finish()
         try await run.value
         let error = try #require(await #expect(throws: DiscoveryError.self) { try await waiter.value })
         #expect(error.code == .notReady)

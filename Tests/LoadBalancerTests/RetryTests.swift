@@ -1,4 +1,5 @@
 import LoadBalancer
+import LoadBalancerTestKit
 import Synchronization
 import Testing
 

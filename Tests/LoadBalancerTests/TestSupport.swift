@@ -1,81 +1,7 @@
 import LoadBalancer
+import LoadBalancerTestKit
 import Synchronization
 import Testing
-
-/// A clock that moves only when told to; sleepers wake when `advance` passes their deadline.
-final class ManualClock: Clock, Sendable {
-    struct Instant: InstantProtocol {
-        var offset: Duration
-        func advanced(by duration: Duration) -> Instant { Instant(offset: offset + duration) }
-        func duration(to other: Instant) -> Duration { other.offset - offset }
-        static func < (lhs: Instant, rhs: Instant) -> Bool { lhs.offset < rhs.offset }
-    }
-
-    private struct Sleeper {
-        var id: Int
-        var deadline: Instant
-        var continuation: CheckedContinuation<Void, any Error>
-    }
-
-    private struct State {
-        var now = Instant(offset: .zero)
-        var sleepers: [Sleeper] = []
-        var nextID = 0
-        var cancelledBeforeSleeping: Set<Int> = []
-    }
-
-    private let state = Mutex(State())
-
-    var now: Instant { state.withLock { $0.now } }
-    var minimumResolution: Duration { .zero }
-
-    /// How many tasks are sleeping on the clock.
-    var sleeperCount: Int { state.withLock { $0.sleepers.count } }
-
-    /// How far in the future each sleeper's deadline is, soonest first.
-    var sleeperDelays: [Duration] {
-        state.withLock { state in state.sleepers.map { state.now.duration(to: $0.deadline) }.sorted() }
-    }
-
-    func sleep(until deadline: Instant, tolerance: Duration?) async throws {
-        let id = state.withLock { state -> Int in
-            defer { state.nextID += 1 }
-            return state.nextID
-        }
-        try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                let action = state.withLock { state -> Result<Void, any Error>? in
-                    if state.cancelledBeforeSleeping.remove(id) != nil { return .failure(CancellationError()) }
-                    if deadline <= state.now { return .success(()) }
-                    state.sleepers.append(Sleeper(id: id, deadline: deadline, continuation: continuation))
-                    return nil
-                }
-                if let action { continuation.resume(with: action) }
-            }
-        } onCancel: {
-            let sleeper = state.withLock { state -> Sleeper? in
-                guard let index = state.sleepers.firstIndex(where: { $0.id == id }) else {
-                    state.cancelledBeforeSleeping.insert(id)
-                    return nil
-                }
-                return state.sleepers.remove(at: index)
-            }
-            sleeper?.continuation.resume(throwing: CancellationError())
-        }
-    }
-
-    /// Moves time forward and wakes every sleeper whose deadline has come.
-    func advance(by duration: Duration) {
-        let due = state.withLock { state -> [Sleeper] in
-            state.now = state.now.advanced(by: duration)
-            let now = state.now
-            let due = state.sleepers.filter { $0.deadline <= now }
-            state.sleepers.removeAll { $0.deadline <= now }
-            return due
-        }
-        for sleeper in due { sleeper.continuation.resume() }
-    }
-}
 
 /// Waits, by bounded polling, until `condition` holds. Fails the test (and throws) if it does not within `timeout`.
 ///
@@ -103,41 +29,53 @@ struct TestFailure: Error, CustomStringConvertible, Equatable {
     var description: String { message }
 }
 
-/// Records every endpoint a factory makes and every close, to check "closed exactly once".
+/// Records every endpoint a factory makes and every close, to check "closed exactly once": the
+/// test kit's recording factory, plus whether an endpoint was still published when it was closed.
 final class EndpointLedger: Sendable {
     struct Record {
         var made = 0
         var closed = 0
         var closedWhileInSnapshot = 0
     }
-    private let records = Mutex<[String: Record]>([:])
-    private let failing = Mutex<Set<String>>([])
+    /// What the factory's close hook needs: whether the closing endpoint is still published (asked
+    /// of the `isInSnapshot` given to `factory`), and how often it was.
+    private final class CloseCheck: Sendable {
+        let isInSnapshot = Mutex<@Sendable (Endpoint<Int, String>) -> Bool>({ _ in false })
+        let closedWhilePublished = Mutex<[String: Int]>([:])
+    }
+    private let check: CloseCheck
+    private let recorder: RecordingEndpointFactory<Int, String>
 
-    var snapshot: [String: Record] { records.withLock { $0 } }
+    init() {
+        let check = CloseCheck()
+        self.check = check
+        recorder = RecordingEndpointFactory(onClose: { endpoint in
+            let isInSnapshot = check.isInSnapshot.withLock { $0 }
+            if isInSnapshot(endpoint) { check.closedWhilePublished.withLock { $0[endpoint.id, default: 0] += 1 } }
+        }) { instance, _ in instance.id }
+    }
+
+    /// The ids the factory made an endpoint for, with what happened to them.
+    var snapshot: [String: Record] {
+        let whilePublished = check.closedWhilePublished.withLock { $0 }
+        var records: [String: Record] = [:]
+        for (id, lifecycle) in recorder.lifecycles where lifecycle.made > 0 {
+            records[id] = Record(made: lifecycle.made, closed: lifecycle.closed, closedWhileInSnapshot: whilePublished[id] ?? 0)
+        }
+        return records
+    }
 
     /// Makes the factory throw for `id` until `heal` is called.
-    func breakFactory(for id: String) { _ = failing.withLock { $0.insert(id) } }
-    func heal(_ id: String) { _ = failing.withLock { $0.remove(id) } }
+    func breakFactory(for id: String) { recorder.refuse(id) }
+    func heal(_ id: String) { recorder.accept(id) }
 
     /// A factory whose endpoints echo their instance id, recording makes and closes.
     /// `isInSnapshot` is asked at close time whether the closing endpoint is still published.
     func factory(
         isInSnapshot: @escaping @Sendable (Endpoint<Int, String>) -> Bool = { _ in false }
     ) -> EndpointFactory<Int, String> {
-        EndpointFactory { instance in
-            if self.failing.withLock({ $0.contains(instance.id) }) {
-                throw TestFailure(message: "factory refused \(instance.id)")
-            }
-            self.records.withLock { $0[instance.id, default: Record()].made += 1 }
-            let endpoint = Endpoint<Int, String>(instance: instance) { _ in instance.id }
-            return ManagedEndpoint(endpoint) {
-                let stillPublished = isInSnapshot(endpoint)
-                self.records.withLock {
-                    $0[instance.id, default: Record()].closed += 1
-                    if stillPublished { $0[instance.id, default: Record()].closedWhileInSnapshot += 1 }
-                }
-            }
-        }
+        check.isInSnapshot.withLock { $0 = isInSnapshot }
+        return recorder.factory
     }
 }
 
