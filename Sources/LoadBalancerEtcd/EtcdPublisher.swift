@@ -57,33 +57,26 @@ public final class EtcdPublisher: InstancePublisher, Service {
     /// Lists and watches until cancelled or shut down, or until the client is shut down (then it
     /// publishes a `closed` error first); then ends the subscriptions.
     public func run() async {
-        let closedBy: EtcdError? = await cancelWhenGracefulShutdown {
-            var failures = 0
-            var generator = SystemRandomNumberGenerator()
-            while !Task.isCancelled {
-                do {
-                    try await self.listAndWatch(onProgress: { failures = 0 })
-                } catch {
-                    if Task.isCancelled { break }
-                    if self.client.isStopped { return (error as? EtcdError) ?? EtcdError(code: .other, message: "the client is shut down", cause: error) }
-                    failures += 1
-                    self.report(error)
-                }
-                let delay = self.backoff.delay(forRetry: max(0, failures - 1), random: generator.next())
-                do { try await Task.sleep(for: delay) } catch { break }
+        await WatchLoop(backoff: backoff).run(publishingTo: broadcaster) { round in
+            do {
+                try await self.listAndWatch(onProgress: { round.progressed() })
+                return .failed()
+            } catch {
+                if Task.isCancelled { return .stop() }
+                if self.client.isStopped { return .stop(self.closed(by: error)) }
+                self.report(error)
+                return .failed()
             }
-            return nil
         }
-        if let error = closedBy {
-            logger.warning(
-                "etcd client shut down; the publisher stops",
-                metadata: ["loadbalancer.etcd.prefix": "\(prefix)", "loadbalancer.error": "\(error)"]
-            )
-            broadcaster.fail(
-                DiscoveryError(code: .closed, message: "the etcd client was shut down: \(prefix) is no longer watched", cause: error)
-            )
-        }
-        broadcaster.finish()
+    }
+
+    /// The last update's error, when the client was shut down.
+    private func closed(by error: any Error) -> DiscoveryError {
+        logger.warning(
+            "etcd client shut down; the publisher stops",
+            metadata: ["loadbalancer.etcd.prefix": "\(prefix)", "loadbalancer.error": "\(error)"]
+        )
+        return DiscoveryError(code: .closed, message: "the etcd client was shut down: \(prefix) is no longer watched", cause: error)
     }
 
     /// One round: a list when needed, then a watch until it fails.
