@@ -35,14 +35,6 @@ private final class Journal: Sendable {
     func note(_ entry: String) { entries.withLock { $0.append(entry) } }
 }
 
-/// Measures the time from `cancel()` to the task's end: nothing else is in the interval.
-private func timeToEnd<T>(of task: Task<T, Never>) async -> (T, Duration) {
-    let cancelled = ContinuousClock.now
-    task.cancel()
-    let value = await task.value
-    return (value, ContinuousClock.now - cancelled)
-}
-
 @Suite("Hand-written continuations resume on cancellation", .timeLimit(.minutes(2)))
 struct CancellationTests {
     @Test("a task waiting for the FIFO lock stops waiting within 100 ms of its cancellation; the body does not run, the queue moves on")
@@ -57,19 +49,19 @@ struct CancellationTests {
             }
         }
         try await waitUntil { gate.waiters == 1 }
-        let cancelledWaiter = Task { () -> Bool in
-            do {
-                try await lock.withLock { ran.note("cancelled") }
-                return false
-            } catch {
-                return error is CancellationError
-            }
-        }
-        try await waitUntil { lock.waiterCount == 1 }
         let next = Task { try? await lock.withLock { ran.note("next") } }
-        try await waitUntil { lock.waiterCount == 2 }
-
-        let (threwCancellation, elapsed) = await timeToEnd(of: cancelledWaiter)
+        try await waitUntil { lock.waiterCount == 1 }
+        let (threwCancellation, elapsed) = try await timeToReturn(
+            afterCancelling: {
+                do {
+                    try await lock.withLock { ran.note("cancelled") }
+                    return false
+                } catch {
+                    return error is CancellationError
+                }
+            },
+            once: { lock.waiterCount == 2 }
+        )
         #expect(threwCancellation)
         #expect(elapsed < .milliseconds(100), "\(elapsed)")
         #expect(lock.waiterCount == 1)
@@ -115,10 +107,11 @@ struct CancellationTests {
         )
         let stuck = Task { await cache.update(with: [try! Instance(parsing: "127.0.0.1:1")]) }
         try await waitUntil { gate.waiters == 1 }
-        let waiting = Task { await cache.update(with: [try! Instance(parsing: "127.0.0.1:2")]) }
-        // The second update is queued on the cache's update lock.
-        try await waitUntil { cache.updateLock.waiterCount == 1 }
-        let (_, elapsed) = await timeToEnd(of: waiting)
+        // The second update is queued on the cache's update lock when it is cancelled.
+        let (_, elapsed) = try await timeToReturn(
+            afterCancelling: { await cache.update(with: [try! Instance(parsing: "127.0.0.1:2")]) },
+            once: { cache.updateLock.waiterCount == 1 }
+        )
         #expect(elapsed < .milliseconds(100), "\(elapsed)")
         gate.open()
         await stuck.value
@@ -131,9 +124,10 @@ struct CancellationTests {
     func readinessWaitCancelled() async throws {
         let cache = EndpointCache(publisher: SilentRegistryPublisher(), factory: EndpointLedger().factory())
         let run = Task { try await cache.run() }
-        let waiter = Task { await cache.waitUntilReady() }
-        try await waitUntil { cache.readinessWaiterCount == 1 }
-        let (_, elapsed) = await timeToEnd(of: waiter)
+        let (_, elapsed) = try await timeToReturn(
+            afterCancelling: { await cache.waitUntilReady() },
+            once: { cache.readinessWaiterCount == 1 }
+        )
         #expect(elapsed < .milliseconds(100), "\(elapsed)")
         #expect(cache.readinessWaiterCount == 0)
         #expect(!cache.discoveryStatus.isReady)

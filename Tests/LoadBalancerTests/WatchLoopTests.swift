@@ -107,11 +107,12 @@ struct WatchLoopTests {
                 return .failed()
             }
         }
-        for pause in [50, 100, 50, 100].map(Duration.milliseconds) {
-            try await waitUntil { clock.sleeperCount == 1 }
+        for (round, pause) in [50, 100, 50, 100].map(Duration.milliseconds).enumerated() {
+            try await waitUntil { clock.sleeperCount == 1 && seen.withLock { $0.count } == round + 1 }
             #expect(clock.sleeperDelays == [pause])
             clock.advance(by: pause)
         }
+        try await waitUntil { seen.withLock { $0.count } == 5 }
         run.cancel()
         _ = await run.value
         #expect(seen.withLock { Array($0.prefix(5)) } == [0, 1, 2, 1, 2])
