@@ -225,20 +225,10 @@ public final class ConsulPublisher: InstancePublisher, Service {
     private func failed(_ error: any Error, _ state: inout BlockingLoopState) -> WatchStep {
         state.failed()
         let consulError = error as? ConsulError
-        let code: DiscoveryError.Code
-        if let consulError,
-            consulError.code == .unavailable || consulError.code == .timeout || consulError.code == .rateLimited
-                || (consulError.status ?? 0) >= 500
-        {
-            code = .registryUnavailable
-        } else {
-            code = .other
-        }
-        logger.warning(
-            "Consul health query failed; keeping the last good set",
-            metadata: metadata.merging(["loadbalancer.error": "\(error)"]) { $1 }
-        )
-        broadcaster.fail(DiscoveryError(code: code, message: "Consul query of \(service) failed", cause: error))
+        let unavailable = consulError.map {
+            $0.code == .unavailable || $0.code == .timeout || $0.code == .rateLimited || ($0.status ?? 0) >= 500
+        } ?? false
+        broadcaster.report(error, unavailable: unavailable, message: "Consul query of \(service) failed", logger: logger, metadata: metadata)
         return .failed(atLeast: consulError?.retryAfter ?? .zero)
     }
 

@@ -94,11 +94,9 @@ public final class ConsulRegistrar: Service {
             return
         }
         await deregisterToTheEnd(
-            logger: logger,
-            metadata: metadata,
-            done: "deregistered from Consul",
-            failed: "Consul deregistration failed; the check will go critical after its TTL"
-        ) { [client, id = registration.id] in try await client.deregister(serviceID: id) }
+            registration.id, logger: logger, metadata: metadata,
+            done: "deregistered from Consul", failed: "Consul deregistration failed; the check will go critical after its TTL"
+        ) { [client] id in try await client.deregister(serviceID: id) }
         if let rejection { throw rejection }
     }
 

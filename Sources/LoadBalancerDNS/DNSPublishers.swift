@@ -334,11 +334,8 @@ final class DNSPublisherCore: Sendable {
             return .succeeded(next: refresh.delay(ttl: result.ttl))
         } catch {
             if Task.isCancelled { return .stop() }
-            logger.warning(
-                "DNS lookup failed; keeping the last good set",
-                metadata: ["loadbalancer.dns.name": "\(name)", "loadbalancer.error": "\(error)"]
-            )
-            broadcaster.fail(DiscoveryError(code: .registryUnavailable, message: "lookup of \(name) failed", cause: error))
+            let metadata: Logger.Metadata = ["loadbalancer.dns.name": "\(name)"]
+            broadcaster.report(error, unavailable: true, message: "lookup of \(name) failed", logger: logger, metadata: metadata)
             return .failed()
         }
     }

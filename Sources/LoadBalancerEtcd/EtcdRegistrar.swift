@@ -91,12 +91,9 @@ public final class EtcdRegistrar: Service {
 
     /// Revokes the lease (deleting the key), even when ``run()`` was cancelled.
     private func deregister() async {
-        guard let id = lease.withLock({ $0.take() }) else { return }
         await deregisterToTheEnd(
-            logger: logger,
-            metadata: ["loadbalancer.etcd.key": "\(key)"],
-            done: "deregistered from etcd",
-            failed: "etcd deregistration failed; the lease will expire"
-        ) { [client] in try await client.revokeLease(id) }
+            lease.withLock { $0.take() }, logger: logger, metadata: ["loadbalancer.etcd.key": "\(key)"],
+            done: "deregistered from etcd", failed: "etcd deregistration failed; the lease will expire"
+        ) { [client] id in try await client.revokeLease(id) }
     }
 }

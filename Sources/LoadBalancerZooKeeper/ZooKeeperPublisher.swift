@@ -74,7 +74,8 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
     public func run() async {
         let events = client.events()
         let state = { @Sendable in (events: events.makeAsyncIterator(), work: Work(), known: [String: Result<Instance, InstanceParseError>]()) }
-        await WatchLoop(backoff: backoff).run(publishingTo: broadcaster, state: state) { state, _ in
+        let metadata: Logger.Metadata = ["loadbalancer.zookeeper.path": "\(path)"]
+        await WatchLoop(backoff: backoff).run(publishingTo: broadcaster, logger: logger, metadata: metadata, state: state) { state, _ in
             if !state.work.isEmpty, self.client.isConnected {
                 do {
                     try await self.read(&state.work, into: &state.known)
@@ -97,6 +98,11 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
         }
     }
 
+    /// The last update's error, when the client was closed.
+    private func closed(by error: ZooKeeperError) -> DiscoveryError {
+        DiscoveryError(code: .closed, message: "the ZooKeeper client was closed: \(path) is no longer watched", cause: error)
+    }
+
     /// Notes what `event` makes necessary to read again.
     private func take(_ event: ZooKeeperEvent, into work: inout Work) {
         switch event {
@@ -114,15 +120,6 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
                 if watch.kind == .nodeDataChanged { work.data.insert(name) } else { work.children = true }
             }
         }
-    }
-
-    /// The last update's error, when the client was closed.
-    private func closed(by error: ZooKeeperError) -> DiscoveryError {
-        logger.warning(
-            "ZooKeeper client closed; the publisher stops",
-            metadata: ["loadbalancer.zookeeper.path": "\(path)", "loadbalancer.error": "\(error)"]
-        )
-        return DiscoveryError(code: .closed, message: "the ZooKeeper client was closed: \(path) is no longer watched", cause: error)
     }
 
     /// Does `work` (arming the watches it reads with) and publishes the set.
@@ -183,11 +180,8 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
     }
 
     private func report(_ error: any Error) {
-        logger.warning(
-            "ZooKeeper discovery failed; keeping the last good set",
-            metadata: ["loadbalancer.zookeeper.path": "\(path)", "loadbalancer.error": "\(error)"]
-        )
-        let code: DiscoveryError.Code = (error as? ZooKeeperError)?.code == .connectionLoss ? .registryUnavailable : .other
-        broadcaster.fail(DiscoveryError(code: code, message: "ZooKeeper read of \(path) failed", cause: error))
+        let unavailable = (error as? ZooKeeperError)?.code == .connectionLoss
+        let metadata: Logger.Metadata = ["loadbalancer.zookeeper.path": "\(path)"]
+        broadcaster.report(error, unavailable: unavailable, message: "ZooKeeper read of \(path) failed", logger: logger, metadata: metadata)
     }
 }

@@ -86,12 +86,10 @@ public final class ZooKeeperRegistrar: Service {
 
     /// Deletes the node, even when ``run()`` was cancelled.
     private func deregister() async {
-        guard let created = node.withLock({ $0.take() }) else { return }
+        let created = node.withLock { $0.take() }
         await deregisterToTheEnd(
-            logger: logger,
-            metadata: ["loadbalancer.zookeeper.path": "\(created)"],
-            done: "deregistered from ZooKeeper",
-            failed: "ZooKeeper deregistration failed; the node goes with the session"
-        ) { [client] in try await client.delete(created) }
+            created, logger: logger, metadata: ["loadbalancer.zookeeper.path": "\(created ?? path)"],
+            done: "deregistered from ZooKeeper", failed: "ZooKeeper deregistration failed; the node goes with the session"
+        ) { [client] created in try await client.delete(created) }
     }
 }

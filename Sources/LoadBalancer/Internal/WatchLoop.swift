@@ -1,3 +1,4 @@
+import Logging
 import ServiceLifecycle
 
 /// What a round of a ``WatchLoop`` asks for next.
@@ -101,13 +102,18 @@ package struct WatchLoop<C: Clock>: Sendable where C.Duration == Duration {
     ///
     /// - Parameters:
     ///   - broadcaster: A publisher's broadcaster: the stopping round's error, when it is a
-    ///     `DiscoveryError`, is published, and the subscriptions end when the loop does.
+    ///     `DiscoveryError`, is published (and logged as a warning on `logger`, with `metadata`),
+    ///     and the subscriptions end when the loop does.
+    ///   - logger: Where a publisher's stopping error is logged.
+    ///   - metadata: What names the publisher in that log line.
     ///   - state: Makes the state the rounds share (inside the loop's task, so it need not be
     ///     `Sendable`: an event stream's iterator, say).
     ///   - round: One round, given the state and the count of failures in a row.
     @discardableResult
     package func run<State>(
         publishingTo broadcaster: InstanceBroadcaster? = nil,
+        logger: Logger? = nil,
+        metadata: Logger.Metadata = [:],
         state: @escaping @Sendable () -> State,
         round: @escaping @Sendable (inout State, inout WatchRound) async -> WatchStep
     ) async -> (any Error)? {
@@ -126,7 +132,13 @@ package struct WatchLoop<C: Clock>: Sendable where C.Duration == Duration {
             return nil
         }
         if let broadcaster {
-            if let closed = stoppedBy as? DiscoveryError { broadcaster.fail(closed) }
+            if let closed = stoppedBy as? DiscoveryError {
+                logger?.warning(
+                    "the registry client was closed; the publisher stops",
+                    metadata: metadata.merging(["loadbalancer.error": "\(closed)"]) { $1 }
+                )
+                broadcaster.fail(closed)
+            }
             broadcaster.finish()
         }
         return stoppedBy
@@ -136,9 +148,13 @@ package struct WatchLoop<C: Clock>: Sendable where C.Duration == Duration {
     @discardableResult
     package func run(
         publishingTo broadcaster: InstanceBroadcaster? = nil,
+        logger: Logger? = nil,
+        metadata: Logger.Metadata = [:],
         round: @escaping @Sendable (inout WatchRound) async -> WatchStep
     ) async -> (any Error)? {
-        await run(publishingTo: broadcaster, state: {}, round: { _, context in await round(&context) })
+        await run(publishingTo: broadcaster, logger: logger, metadata: metadata, state: {}) { _, context in
+            await round(&context)
+        }
     }
 }
 
@@ -153,4 +169,23 @@ extension WatchLoop where C == ContinuousClock {
 package func systemRandomBits() -> UInt64 {
     var generator = SystemRandomNumberGenerator()
     return generator.next()
+}
+
+extension InstanceBroadcaster {
+    /// A failed round of a publisher's watch loop, in band: logged as a warning on `logger` (with
+    /// `metadata` naming the publisher), and published with the last good set (`registryUnavailable`
+    /// when the registry could not be reached, else `other`).
+    package func report(
+        _ error: any Error,
+        unavailable: Bool,
+        message: String,
+        logger: Logger,
+        metadata: Logger.Metadata
+    ) {
+        logger.warning(
+            "discovery failed; keeping the last good set",
+            metadata: metadata.merging(["loadbalancer.error": "\(error)"]) { $1 }
+        )
+        fail(DiscoveryError(code: unavailable ? .registryUnavailable : .other, message: message, cause: error))
+    }
 }
