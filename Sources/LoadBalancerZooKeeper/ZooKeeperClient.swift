@@ -72,7 +72,8 @@ public enum ZooKeeperEvent: Sendable, Hashable {
 /// A frame that does not decode is an error that drops the connection, never a crash.
 ///
 /// The client is a `Service`: ``run()`` keeps the session; requests made while disconnected fail
-/// at once with ``ZooKeeperError/Code/connectionLoss``. On graceful shutdown it closes its session,
+/// at once with ``ZooKeeperError/Code/connectionLoss``, and a request whose task is cancelled
+/// returns at once with ``ZooKeeperError/Code/cancelled``, without waiting for the server. On graceful shutdown it closes its session,
 /// so the server deletes its ephemeral nodes at once.
 public final class ZooKeeperClient: Service, Sendable {
     /// The ensemble and session settings the client was created with.
