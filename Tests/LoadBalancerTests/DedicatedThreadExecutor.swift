@@ -60,7 +60,15 @@ func timeToReturn<T: Sendable>(
         let value = await call()
         return (value, ContinuousClock.now)
     }
-    try await waitUntil(isWaiting)
+    // Bounded polling, here: the file serves two test targets (LoadBalancerZooKeeperTests links it).
+    let deadline = ContinuousClock.now + .seconds(60)
+    while !isWaiting() {
+        guard ContinuousClock.now < deadline else {
+            Issue.record("the call did not start waiting within 60 s")
+            throw CancellationError()
+        }
+        try await Task.sleep(for: .milliseconds(1))
+    }
     let cancelled = ContinuousClock.now
     task.cancel()
     let (value, returned) = await task.value
