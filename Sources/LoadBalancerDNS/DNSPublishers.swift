@@ -63,7 +63,8 @@ public struct DNSRefresh: Sendable, Hashable {
 /// Timeouts, SERVFAIL and REFUSED keep the last good set (the update carries the error); NXDOMAIN
 /// and an empty answer are authoritative and publish the empty set. When the server is down at
 /// start-up, the first update carries the error after the resolver's timeout and attempts; lookups
-/// go on after ``DNSRefresh/retryAfterFailure`` (growing) until the server answers.
+/// go on after a random time within ``DNSRefresh/retryAfterFailure`` (the window doubling with
+/// each failure, full jitter) until the server answers.
 public final class DNSSRVPublisher: InstancePublisher, Service {
     /// The SRV name, for example `_http._tcp.example.com`.
     public let name: String
