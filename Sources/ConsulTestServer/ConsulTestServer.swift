@@ -553,7 +553,7 @@ public final class ConsulTestServer: Sendable {
                 )
             )
         case .delay(let delay)?:
-            loop.scheduleTask(in: Self.timeAmount(delay)) {
+            loop.scheduleTask(in: TimeAmount(delay)) {
                 self.route(
                     method: method, path: path, query: query, body: body, blocking: true,
                     authority: authority, connection: connection, respond: respond
@@ -700,8 +700,8 @@ public final class ConsulTestServer: Sendable {
             respond(response)
         case .hold(let id):
             // Consul adds up to wait/16 so that many waiters do not wake together.
-            let jitter = Duration.nanoseconds(Int64.random(in: 0...max(0, ConsulTestServer.nanoseconds(wait / 16))))
-            loop.scheduleTask(in: Self.timeAmount(wait + jitter)) {
+            let jitter = Duration.nanoseconds(Int64.random(in: 0...max(0, TimeAmount(wait / 16).nanoseconds)))
+            loop.scheduleTask(in: TimeAmount(wait + jitter)) {
                 let expired = self.state.withLock { state -> (Waiter, Response)? in
                     guard let waiter = state.waiters.removeValue(forKey: id) else { return nil }
                     return (waiter, self.healthResponse(state, datacenter, name, healthQuery))
@@ -899,7 +899,7 @@ public final class ConsulTestServer: Sendable {
 
     /// Runs ``sweep()`` `after` from now (when a TTL that was just set runs out).
     private func scheduleSweep(after: Duration) {
-        loop.scheduleTask(in: Self.timeAmount(after)) { [weak self] in self?.sweep() }
+        loop.scheduleTask(in: TimeAmount(after)) { [weak self] in self?.sweep() }
     }
 
     /// Turns the TTL checks whose deadline passed critical, then reaps the services critical for
@@ -956,15 +956,6 @@ public final class ConsulTestServer: Sendable {
             return (name, value)
         }
         return (path, items)
-    }
-
-    static func nanoseconds(_ duration: Duration) -> Int64 {
-        let (seconds, attoseconds) = duration.components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
-    }
-
-    static func timeAmount(_ duration: Duration) -> TimeAmount {
-        .nanoseconds(nanoseconds(duration))
     }
 }
 

@@ -297,7 +297,7 @@ public struct ConsulClient: Sendable, Service {
     public static func httpClientConfiguration(connectTimeout: Duration = .seconds(2)) -> HTTPClient.Configuration {
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool.retryConnectionEstablishment = false
-        configuration.timeout.connect = timeAmount(connectTimeout)
+        configuration.timeout.connect = TimeAmount(connectTimeout)
         return configuration
     }
 
@@ -497,7 +497,7 @@ public struct ConsulClient: Sendable, Service {
             request.body = .bytes([])
         }
         do {
-            let response = try await httpClient.execute(request, timeout: Self.timeAmount(timeout))
+            let response = try await httpClient.execute(request, timeout: TimeAmount(timeout))
             let body = try await response.body.collect(upTo: configuration.maxResponseSize)
             return (Head(status: response.status, headers: response.headers), body)
         } catch {
@@ -560,10 +560,6 @@ public struct ConsulClient: Sendable, Service {
         return result
     }
 
-    static func timeAmount(_ duration: Duration) -> TimeAmount {
-        let (seconds, attoseconds) = duration.components
-        return .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
-    }
 }
 
 /// The `HTTPClient`s of a ``ConsulClient``: made on first use, shared by its copies, shut down

@@ -314,8 +314,7 @@ enum ConsulDuration {
     }
 
     static func milliseconds(_ duration: Duration) -> Int64 {
-        let (seconds, attoseconds) = duration.components
-        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+        Int64((duration / .milliseconds(1)).rounded(.towardZero))
     }
 }
 

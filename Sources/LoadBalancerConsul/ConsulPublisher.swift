@@ -71,8 +71,9 @@ public final class ConsulPublisher: InstancePublisher, Service {
         /// An answer that neither moved the index nor was held this long (or half the wait, if
         /// less) counts as a stall, and is backed off from. Default 1 s.
         public var stallThreshold: Duration
-        /// The delay after the n-th consecutive failure, or stall: a random time in the upper
-        /// half of `backoff.window(forRetry: n)`. Default 200 ms, doubling, up to 30 s.
+        /// The delay after the n-th consecutive failure or stall (answers that made progress
+        /// reset the count): a random time in `backoff.window(forRetry: n)` (full jitter).
+        /// Default 200 ms, doubling, up to 30 s.
         public var backoff: Backoff
         /// Whether instances whose worst check is `warning` are published too (with
         /// `Weights.Warning`). Default `false`: passing instances only.
@@ -172,96 +173,72 @@ public final class ConsulPublisher: InstancePublisher, Service {
             broadcaster.finish()
             throw error
         }
-        let closedBy: ConsulError? = await cancelWhenGracefulShutdown {
-            await self.loop()
-        }
-        if let closedBy {
-            logger.warning(
-                "Consul client shut down; the publisher stops",
-                metadata: ["loadbalancer.consul.service": "\(service)", "loadbalancer.error": "\(closedBy)"]
-            )
-            broadcaster.fail(
-                DiscoveryError(code: .closed, message: "the Consul client was shut down: \(service) is no longer watched", cause: closedBy)
+        let initial = { @Sendable [configuration] in
+            (
+                blocking: BlockingLoopState(wait: configuration.wait, stallThreshold: configuration.stallThreshold),
+                bucket: TokenBucket(configuration.rateLimit, now: .now)
             )
         }
-        broadcaster.finish()
-    }
-
-    /// Queries until cancelled; returns the error that ended it when the client was shut down.
-    private func loop() async -> ConsulError? {
-        var state = BlockingLoopState(wait: configuration.wait, stallThreshold: configuration.stallThreshold)
-        var bucket = TokenBucket(configuration.rateLimit, now: .now)
-        var random = SystemRandomNumberGenerator()
-        let metadata: Logger.Metadata = ["loadbalancer.consul.service": "\(service)"]
-        while !Task.isCancelled {
-            let pause = bucket.take(now: .now)
-            if pause > .zero {
-                do { try await Task.sleep(for: pause) } catch { return nil }
-            }
-            let start = ContinuousClock.now
-            let delay: Duration
+        let loop = WatchLoop(backoff: configuration.backoff)
+        await loop.run(publishingTo: broadcaster, logger: logger, metadata: metadata, state: initial) { state, _ in
             do {
-                let result = try await client.healthService(
-                    service,
-                    tag: tags.first,
-                    passingOnly: !configuration.includeWarning,
-                    consistency: configuration.consistency,
-                    index: state.blockingIndex,
-                    wait: configuration.wait
-                )
-                if result.filteredByACLs {
-                    throw ConsulError(
-                        code: .filteredByACLs,
-                        message: "the agent left entries of \(service) out: the token may not read them "
-                            + "(X-Consul-Results-Filtered-By-ACLs)"
-                    )
-                }
-                publish(result.entries)
-                let outcome = state.answered(index: result.index, elapsed: ContinuousClock.now - start)
-                if outcome == .reset {
-                    logger.info("Consul index went backwards; starting over with a plain read", metadata: metadata)
-                }
-                delay =
-                    state.stalls > 0
-                    ? jittered(configuration.backoff.window(forRetry: state.stalls), &random) : .zero
+                try await loop.sleep(for: state.bucket.take(now: .now))
+                return try await self.query(&state.blocking)
             } catch is CancellationError {
-                return nil
+                return .stop()
             } catch let error as ConsulError where error.code == .shutDown {
                 // Nothing will answer again: the last good set stays, with the reason in band.
-                return error
-            } catch {
-                let failures = state.failed()
-                let consulError = error as? ConsulError
-                let code: DiscoveryError.Code
-                if let consulError,
-                    consulError.code == .unavailable || consulError.code == .timeout || consulError.code == .rateLimited
-                        || (consulError.status ?? 0) >= 500
-                {
-                    code = .registryUnavailable
-                } else {
-                    code = .other
-                }
-                logger.warning(
-                    "Consul health query failed; keeping the last good set",
-                    metadata: metadata.merging(["loadbalancer.error": "\(error)"]) { $1 }
+                return .stop(
+                    DiscoveryError(
+                        code: .closed,
+                        message: "the Consul client was shut down: \(self.service) is no longer watched",
+                        cause: error
+                    )
                 )
-                broadcaster.fail(DiscoveryError(code: code, message: "Consul query of \(service) failed", cause: error))
-                // A 429 is honoured: at least the agent's Retry-After, and never less than the backoff.
-                let backoff = jittered(configuration.backoff.window(forRetry: failures), &random)
-                delay = max(backoff, consulError?.retryAfter ?? .zero)
-            }
-            if delay > .zero {
-                do { try await Task.sleep(for: delay) } catch { return nil }
+            } catch {
+                return self.failed(error, &state.blocking)
             }
         }
-        return nil
     }
 
-    /// A random delay in the upper half of `window`, so that a window is never skipped entirely.
-    private func jittered(_ window: Duration, _ random: inout SystemRandomNumberGenerator) -> Duration {
-        let fraction = 0.5 + Double(random.next() >> 11) * 0x1.0p-54
-        let seconds = Double(window.components.seconds) + Double(window.components.attoseconds) / 1e18
-        return .nanoseconds(Int64(seconds * fraction * 1e9))
+    private var metadata: Logger.Metadata { ["loadbalancer.consul.service": "\(service)"] }
+
+    /// One query: publishes its answer; a stall (an answer that neither blocked nor moved the
+    /// index) backs off as a failure does.
+    private func query(_ state: inout BlockingLoopState) async throws -> WatchStep {
+        let start = ContinuousClock.now
+        let result = try await client.healthService(
+            service,
+            tag: tags.first,
+            passingOnly: !configuration.includeWarning,
+            consistency: configuration.consistency,
+            index: state.blockingIndex,
+            wait: configuration.wait
+        )
+        if result.filteredByACLs {
+            throw ConsulError(
+                code: .filteredByACLs,
+                message: "the agent left entries of \(service) out: the token may not read them "
+                    + "(X-Consul-Results-Filtered-By-ACLs)"
+            )
+        }
+        publish(result.entries)
+        let outcome = state.answered(index: result.index, elapsed: ContinuousClock.now - start)
+        if outcome == .reset {
+            logger.info("Consul index went backwards; starting over with a plain read", metadata: metadata)
+        }
+        return outcome == .progressed ? .succeeded() : .failed()
+    }
+
+    /// Reports a failed query in band; a 429 waits at least the agent's `Retry-After`.
+    private func failed(_ error: any Error, _ state: inout BlockingLoopState) -> WatchStep {
+        state.failed()
+        let consulError = error as? ConsulError
+        let unavailable = consulError.map {
+            $0.code == .unavailable || $0.code == .timeout || $0.code == .rateLimited || ($0.status ?? 0) >= 500
+        } ?? false
+        broadcaster.report(error, unavailable: unavailable, message: "Consul query of \(service) failed", logger: logger, metadata: metadata)
+        return .failed(atLeast: consulError?.retryAfter ?? .zero)
     }
 
     private func publish(_ entries: [ConsulServiceEntry]) {
@@ -337,7 +314,8 @@ struct BlockingLoopState: Sendable {
         return outcome
     }
 
-    /// Takes in a failure; returns how many in a row there have been.
+    /// Takes in a failure (the next query is a plain read); returns how many in a row there have been.
+    @discardableResult
     mutating func failed() -> Int {
         failures += 1
         return failures
@@ -365,7 +343,7 @@ struct TokenBucket: Sendable {
     mutating func take(now: ContinuousClock.Instant) -> Duration {
         if now > last {
             let elapsed = now - last
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            let seconds = elapsed.secondsValue
             tokens = min(burst, tokens + seconds * rate)
             last = now
         }

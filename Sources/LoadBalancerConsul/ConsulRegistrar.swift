@@ -1,6 +1,7 @@
 import LoadBalancer
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 /// Keeps a service instance registered with the local Consul agent for as long as it runs.
 ///
@@ -34,8 +35,9 @@ public final class ConsulRegistrar: Service {
     public struct Configuration: Sendable, Hashable {
         /// The time between passes; `nil` is a third of the check's TTL. Default `nil`.
         public var passInterval: Duration?
-        /// The delay after the n-th consecutive failure: a random time in the upper half of
-        /// `backoff.window(forRetry: n)`, at most the pass interval. Default 200 ms, doubling, up to 10 s.
+        /// The delay after the n-th consecutive failure: a random time in
+        /// `backoff.window(forRetry: n)` (full jitter), at most the pass interval. Default 200 ms,
+        /// doubling, up to 10 s.
         public var backoff: Backoff
 
         /// Creates a configuration.
@@ -86,26 +88,15 @@ public final class ConsulRegistrar: Service {
     ///   the registration with 400 (then after deregistering whatever an earlier registration left).
     public func run() async throws {
         try registration.validate()
-        let (registered, rejection) = await cancelWhenGracefulShutdown {
-            await self.keepPassing()
-        }
+        let (registered, rejection) = await keepPassing()
         guard registered else {
             if let rejection { throw rejection }
             return
         }
-        let client = self.client
-        let id = registration.id
-        // Not a child of the cancelled task: the deregistration must still be sent.
-        let deregistration = Task { try await client.deregister(serviceID: id) }
-        do {
-            try await deregistration.value
-            logger.info("deregistered from Consul", metadata: metadata)
-        } catch {
-            logger.warning(
-                "Consul deregistration failed; the check will go critical after its TTL",
-                metadata: metadata.merging(["loadbalancer.error": "\(error)"]) { $1 }
-            )
-        }
+        await deregisterToTheEnd(
+            registration.id, logger: logger, metadata: metadata,
+            done: "deregistered from Consul", failed: "Consul deregistration failed; the check will go critical after its TTL"
+        ) { [client] id in try await client.deregister(serviceID: id) }
         if let rejection { throw rejection }
     }
 
@@ -116,50 +107,39 @@ public final class ConsulRegistrar: Service {
     /// Registers and passes until cancelled, or until the agent rejects the registration with
     /// 400; returns whether a registration ever succeeded, and the rejection.
     private func keepPassing() async -> (Bool, ConsulError?) {
-        var everRegistered = false
-        var registered = false
-        var failures = 0
-        var random = SystemRandomNumberGenerator()
-        while !Task.isCancelled {
-            let delay: Duration
+        let everRegistered = Mutex(false)
+        let rejection = await WatchLoop(backoff: configuration.backoff).run(state: { false }) { registered, _ in
             do {
                 if !registered {
-                    try await client.register(registration)
+                    try await self.client.register(self.registration)
                     registered = true
-                    everRegistered = true
-                    logger.info("registered with Consul", metadata: metadata)
+                    everRegistered.withLock { $0 = true }
+                    self.logger.info("registered with Consul", metadata: self.metadata)
                 }
-                try await client.passCheck(registration.checkID)
-                failures = 0
-                delay = passInterval
+                try await self.client.passCheck(self.registration.checkID)
+                return .succeeded(next: self.passInterval)
             } catch is CancellationError {
-                break
+                return .stop()
             } catch let error as ConsulError where error.code == .invalidArgument {
                 // The agent will not take this registration, however often it is sent.
-                logger.error(
+                self.logger.error(
                     "Consul rejected the registration; not sending it again",
-                    metadata: metadata.merging(["loadbalancer.error": "\(error)"]) { $1 }
+                    metadata: self.metadata.merging(["loadbalancer.error": "\(error)"]) { $1 }
                 )
-                return (everRegistered, error)
+                return .stop(error)
             } catch {
-                failures += 1
                 if let error = error as? ConsulError, error.code == .httpStatus {
                     // The agent rejected the pass (it forgot the check, say): register again.
                     registered = false
                 }
-                logger.warning(
+                self.logger.warning(
                     "Consul registration or check pass failed; trying again",
-                    metadata: metadata.merging(["loadbalancer.error": "\(error)"]) { $1 }
+                    metadata: self.metadata.merging(["loadbalancer.error": "\(error)"]) { $1 }
                 )
-                let window = configuration.backoff.window(forRetry: failures)
-                let fraction = 0.5 + Double(random.next() >> 11) * 0x1.0p-54
-                let seconds = Double(window.components.seconds) + Double(window.components.attoseconds) / 1e18
                 // A 429's Retry-After is honoured, even past the pass interval: the agent asked.
-                let retryAfter = (error as? ConsulError)?.retryAfter ?? .zero
-                delay = max(min(.nanoseconds(Int64(seconds * fraction * 1e9)), passInterval), retryAfter)
+                return .failed(atLeast: (error as? ConsulError)?.retryAfter ?? .zero, atMost: self.passInterval)
             }
-            do { try await Task.sleep(for: delay) } catch { break }
         }
-        return (everRegistered, nil)
+        return (everRegistered.withLock { $0 }, rejection as? ConsulError)
     }
 }

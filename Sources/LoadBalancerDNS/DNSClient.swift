@@ -26,8 +26,21 @@ public struct DNSLookupError: Error, Sendable, CustomStringConvertible {
     public var code: Code
     /// A human-readable explanation.
     public var message: String
-    /// The code and the message.
-    public var description: String { "\(code): \(message)" }
+    /// The underlying error, if any.
+    public var cause: (any Error)?
+
+    /// Creates an error.
+    public init(code: Code, message: String, cause: (any Error)? = nil) {
+        self.code = code
+        self.message = message
+        self.cause = cause
+    }
+
+    /// The code and the message, and the cause when there is one.
+    public var description: String {
+        if let cause { return "\(code): \(message) (\(cause))" }
+        return "\(code): \(message)"
+    }
 }
 
 /// The answer to one query: the records, and whether the name exists.
@@ -99,7 +112,7 @@ public struct DNSClient: Sendable {
         do {
             return try DNSMessage.parse(bytes)
         } catch {
-            throw DNSLookupError(code: .malformed, message: "\(error)")
+            throw DNSLookupError(code: .malformed, message: "the response cannot be parsed", cause: error)
         }
     }
 
@@ -116,11 +129,6 @@ public struct DNSClient: Sendable {
         default:
             throw DNSLookupError(code: .serverFailure, message: "\(message.responseCode) for \(question.name)")
         }
-    }
-
-    private func timeoutAmount() -> TimeAmount {
-        let (seconds, attoseconds) = configuration.timeout.components
-        return .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }
 
     /// Sends a query over UDP and waits for a datagram from the server whose id and question match.
@@ -154,14 +162,14 @@ public struct DNSClient: Sendable {
         let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
         do {
             channel = try await ClientBootstrap(group: group)
-                .connectTimeout(timeoutAmount())
+                .connectTimeout(TimeAmount(configuration.timeout))
                 .connect(to: server) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
                     }
                 }
         } catch {
-            throw DNSLookupError(code: .network, message: "TCP connection to \(server) failed: \(error)")
+            throw DNSLookupError(code: .network, message: "TCP connection to \(server) failed", cause: error)
         }
         return try await withTimeout(configuration.timeout, what: "TCP answer from \(server)") {
             try await channel.executeThenClose { inbound, outbound in
@@ -190,16 +198,5 @@ func withTimeout<T: Sendable>(
     what: String,
     _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            try await Task.sleep(for: timeout)
-            return nil
-        }
-        defer { group.cancelAll() }
-        guard let first = try await group.next(), let value = first else {
-            throw DNSLookupError(code: .timeout, message: "no \(what) within \(timeout)")
-        }
-        return value
-    }
+    try await withTimeout(timeout, onTimeout: { DNSLookupError(code: .timeout, message: "no \(what) within \(timeout)") }, body)
 }

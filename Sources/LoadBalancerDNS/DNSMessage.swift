@@ -192,7 +192,28 @@ public struct DNSParseError: Error, Sendable, Hashable, CustomStringConvertible 
     public var code: Code
     /// Where in the message the problem was found.
     public var offset: Int
+    /// The underlying error, if any.
+    public var cause: (any Error)?
+
+    /// Creates an error.
+    public init(code: Code, offset: Int, cause: (any Error)? = nil) {
+        self.code = code
+        self.offset = offset
+        self.cause = cause
+    }
+
+    /// `CODE at byte OFFSET`.
+    public var message: String { "\(code) at byte \(offset)" }
 
     /// `malformed DNS message: CODE at byte OFFSET`.
-    public var description: String { "malformed DNS message: \(code) at byte \(offset)" }
+    public var description: String { "malformed DNS message: \(message)" }
+
+    /// Errors are equal when their codes and offsets are (the cause is not compared).
+    public static func == (lhs: Self, rhs: Self) -> Bool { lhs.code == rhs.code && lhs.offset == rhs.offset }
+
+    /// Hashes what `==` compares.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(code)
+        hasher.combine(offset)
+    }
 }

@@ -10,11 +10,11 @@ public struct DNSRefresh: Sendable, Hashable {
         case fixed(Duration)
     }
     let kind: Kind
-    /// How soon to ask again after a failed lookup. Default 1 s. Each further failure in a row
-    /// doubles it, up to ``maximumRetryAfterFailure`` (each pause is drawn in the upper half of
-    /// its window, so many clients do not retry in step).
+    /// How soon to ask again after a failed lookup, at the most. Default 1 s. Each further failure
+    /// in a row doubles it, up to ``maximumRetryAfterFailure``; each pause is a random time within
+    /// its window (full jitter), so many clients do not retry in step after an outage.
     public var retryAfterFailure: Duration = .seconds(1)
-    /// The longest pause between failed lookups. Default 30 s.
+    /// The largest window of the pauses between failed lookups. Default 30 s.
     public var maximumRetryAfterFailure: Duration = .seconds(30)
 
     /// At the smallest TTL of the records used, clamped to `minimum...maximum` (default 1 s to 5 min).
@@ -37,14 +37,14 @@ public struct DNSRefresh: Sendable, Hashable {
         }
     }
 
+    /// The backoff after failed lookups: ``retryAfterFailure`` doubling to ``maximumRetryAfterFailure``.
+    var failureBackoff: Backoff {
+        Backoff(base: retryAfterFailure, cap: max(retryAfterFailure, maximumRetryAfterFailure))
+    }
+
     /// The pause after `failures` failed lookups in a row (from 1), from 64 random bits.
     package func delay(afterFailures failures: Int, random: UInt64) -> Duration {
-        let cap = max(retryAfterFailure, maximumRetryAfterFailure)
-        let window = min(Backoff(base: retryAfterFailure, cap: cap).window(forRetry: max(1, failures)), cap)
-        // Upper half of the window: at least half of it, so a failing server is not hammered.
-        let fraction = 0.5 + Double(random >> 11) * 0x1.0p-54
-        let seconds = Double(window.components.seconds) + Double(window.components.attoseconds) / 1e18
-        return .nanoseconds(Int64(seconds * fraction * 1e9))
+        failureBackoff.delay(forRetry: max(1, failures), random: random)
     }
 }
 
@@ -63,11 +63,11 @@ public struct DNSRefresh: Sendable, Hashable {
 /// Timeouts, SERVFAIL and REFUSED keep the last good set (the update carries the error); NXDOMAIN
 /// and an empty answer are authoritative and publish the empty set. When the server is down at
 /// start-up, the first update carries the error after the resolver's timeout and attempts; lookups
-/// go on after ``DNSRefresh/retryAfterFailure`` (growing) until the server answers.
+/// go on after a random time within ``DNSRefresh/retryAfterFailure`` (the window doubling with
+/// each failure, full jitter) until the server answers.
 public final class DNSSRVPublisher: InstancePublisher, Service {
     /// The SRV name, for example `_http._tcp.example.com`.
     public let name: String
-    private let client: DNSClient
     private let core: DNSPublisherCore
 
     /// Creates a publisher; nothing is looked up until ``run()``.
@@ -86,30 +86,25 @@ public final class DNSSRVPublisher: InstancePublisher, Service {
         logger: Logger = Logger(label: "loadbalancer.dns", factory: { _ in SwiftLogNoOpLogHandler() })
     ) {
         self.name = name
-        self.client = client
-        self.core = DNSPublisherCore(name: name, refresh: refresh, staleness: staleness, logger: logger)
+        self.core = DNSPublisherCore(name: name, client: client, refresh: refresh, staleness: staleness, logger: logger)
     }
 
     /// A new subscription: the current set first (once the first lookup is done), then every change.
     public func updates() -> InstanceUpdates { core.broadcaster.updates() }
 
-    /// Looks up, publishes, and sleeps until the next refresh, until cancelled.
-    public func run() async throws {
-        await core.run { try await self.lookup() }
-    }
+    /// Looks up, publishes, and sleeps until the next refresh (backing off after failures), until
+    /// cancelled or shut down gracefully.
+    public func run() async throws { await core.run { try await self.lookup() } }
 
     /// One lookup: publishes its result and returns when to look again.
-    @discardableResult
-    public func refreshOnce() async -> Duration {
-        await core.refreshOnce { try await self.lookup() }
-    }
+    @discardableResult public func refreshOnce() async -> Duration { await core.refreshOnce { try await self.lookup() } }
 
     /// The instances, the smallest TTL of the records used, and the records that made no instance.
     func lookup() async throws -> DNSLookupResult {
         var response: DNSMessage?
         var queried = DNSClient.normalized(name)
-        for candidate in client.configuration.candidates(for: name) {
-            let answer = try await client.query(candidate, type: .srv)
+        for candidate in core.client.configuration.candidates(for: name) {
+            let answer = try await core.client.query(candidate, type: .srv)
             queried = DNSClient.normalized(candidate)
             response = answer.message
             if answer.message.responseCode == .noError, !answer.message.answers.isEmpty { break }
@@ -169,7 +164,7 @@ public final class DNSSRVPublisher: InstancePublisher, Service {
             // A server may answer one family and refuse the other: use what it answers.
             let answer: DNSAnswer
             do {
-                answer = try await client.query(target, type: type)
+                answer = try await core.client.query(target, type: type)
             } catch let error as CancellationError {
                 throw error
             } catch {
@@ -198,7 +193,6 @@ public final class DNSAddressPublisher: InstancePublisher, Service {
     public let name: String
     /// The port every instance gets.
     public let port: Int
-    private let client: DNSClient
     private let core: DNSPublisherCore
 
     /// Creates a publisher; nothing is looked up until ``run()``.
@@ -220,23 +214,18 @@ public final class DNSAddressPublisher: InstancePublisher, Service {
     ) {
         self.name = name
         self.port = port
-        self.client = client
-        self.core = DNSPublisherCore(name: name, refresh: refresh, staleness: staleness, logger: logger)
+        self.core = DNSPublisherCore(name: name, client: client, refresh: refresh, staleness: staleness, logger: logger)
     }
 
     /// A new subscription: the current set first (once the first lookup is done), then every change.
     public func updates() -> InstanceUpdates { core.broadcaster.updates() }
 
-    /// Looks up, publishes, and sleeps until the next refresh, until cancelled.
-    public func run() async throws {
-        await core.run { try await self.lookup() }
-    }
+    /// Looks up, publishes, and sleeps until the next refresh (backing off after failures), until
+    /// cancelled or shut down gracefully.
+    public func run() async throws { await core.run { try await self.lookup() } }
 
     /// One lookup: publishes its result and returns when to look again.
-    @discardableResult
-    public func refreshOnce() async -> Duration {
-        await core.refreshOnce { try await self.lookup() }
-    }
+    @discardableResult public func refreshOnce() async -> Duration { await core.refreshOnce { try await self.lookup() } }
 
     /// The instances (one per address), the smallest TTL of the records used, and the addresses
     /// that made no instance.
@@ -244,14 +233,14 @@ public final class DNSAddressPublisher: InstancePublisher, Service {
         var instances: [Instance] = []
         var invalid: [String] = []
         var ttl: UInt32?
-        candidates: for candidate in client.configuration.candidates(for: name) {
+        candidates: for candidate in core.client.configuration.candidates(for: name) {
             var exists = false
             var failure: (any Error)?
             for type in [DNSRecordType.a, .aaaa] {
                 // A server may answer one family and refuse the other: use what it answers.
                 let answer: DNSAnswer
                 do {
-                    answer = try await client.query(candidate, type: type)
+                    answer = try await core.client.query(candidate, type: type)
                 } catch let error as CancellationError {
                     throw error
                 } catch {
@@ -294,37 +283,42 @@ struct DNSLookupResult: Sendable {
 /// or failure means for the published set.
 final class DNSPublisherCore: Sendable {
     let name: String
+    let client: DNSClient
     let refresh: DNSRefresh
     let logger: Logger
     let broadcaster: InstanceBroadcaster
-    /// Failed lookups in a row (the retry backoff's step).
+    private let loop: WatchLoop<ContinuousClock>
+    /// Failed lookups in a row, for ``refreshOnce(_:)`` called by hand.
     private let failures = Mutex(0)
 
-    init(name: String, refresh: DNSRefresh, staleness: StalenessPolicy, logger: Logger) {
+    init(name: String, client: DNSClient, refresh: DNSRefresh, staleness: StalenessPolicy, logger: Logger) {
         self.name = name
+        self.client = client
         self.refresh = refresh
         self.logger = logger
         self.broadcaster = InstanceBroadcaster(staleness: staleness)
+        self.loop = WatchLoop(backoff: refresh.failureBackoff)
     }
 
-    /// Looks up and sleeps until the next refresh, until cancelled or shut down; then ends the
-    /// subscriptions.
+    /// Looks up and sleeps until the next refresh (backing off after failures), until cancelled or
+    /// shut down; then ends the subscriptions.
     func run(_ lookup: @escaping @Sendable () async throws -> DNSLookupResult) async {
-        await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                let delay = await self.refreshOnce(lookup)
-                do { try await Task.sleep(for: delay) } catch { return }
-            }
+        await loop.run(publishingTo: broadcaster) { _ in
+            await self.round(lookup)
         }
-        broadcaster.finish()
     }
 
     /// Publishes a lookup's instances (an empty set is authoritative) or reports its failure
     /// (the last good set stays); returns when to look again.
     func refreshOnce(_ lookup: () async throws -> DNSLookupResult) async -> Duration {
+        let step = await round(lookup)
+        return failures.withLock { loop.pause(after: step, failures: &$0) } ?? .zero
+    }
+
+    /// One lookup, published or reported.
+    private func round(_ lookup: () async throws -> DNSLookupResult) async -> WatchStep {
         do {
             let result = try await lookup()
-            failures.withLock { $0 = 0 }
             if result.instances.isEmpty {
                 logger.info("DNS lookup found no instances", metadata: ["loadbalancer.dns.name": "\(name)"])
             }
@@ -338,19 +332,12 @@ final class DNSPublisherCore: Sendable {
                     DiscoveryError(code: .invalidInstances, message: result.invalid.joined(separator: "; "))
                 )
             }
-            return refresh.delay(ttl: result.ttl)
+            return .succeeded(next: refresh.delay(ttl: result.ttl))
         } catch {
-            let failures = failures.withLock { count -> Int in
-                count += 1
-                return count
-            }
-            logger.warning(
-                "DNS lookup failed; keeping the last good set",
-                metadata: ["loadbalancer.dns.name": "\(name)", "loadbalancer.error": "\(error)"]
-            )
-            broadcaster.fail(DiscoveryError(code: .registryUnavailable, message: "lookup of \(name) failed", cause: error))
-            var random = SystemRandomNumberGenerator()
-            return refresh.delay(afterFailures: failures, random: random.next())
+            if Task.isCancelled { return .stop() }
+            let metadata: Logger.Metadata = ["loadbalancer.dns.name": "\(name)"]
+            broadcaster.report(error, unavailable: true, message: "lookup of \(name) failed", logger: logger, metadata: metadata)
+            return .failed()
         }
     }
 }

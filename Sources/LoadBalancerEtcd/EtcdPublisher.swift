@@ -57,33 +57,21 @@ public final class EtcdPublisher: InstancePublisher, Service {
     /// Lists and watches until cancelled or shut down, or until the client is shut down (then it
     /// publishes a `closed` error first); then ends the subscriptions.
     public func run() async {
-        let closedBy: EtcdError? = await cancelWhenGracefulShutdown {
-            var failures = 0
-            var generator = SystemRandomNumberGenerator()
-            while !Task.isCancelled {
-                do {
-                    try await self.listAndWatch(onProgress: { failures = 0 })
-                } catch {
-                    if Task.isCancelled { break }
-                    if self.client.isStopped { return (error as? EtcdError) ?? EtcdError(code: .other, message: "the client is shut down", cause: error) }
-                    failures += 1
-                    self.report(error)
+        let metadata: Logger.Metadata = ["loadbalancer.etcd.prefix": "\(prefix)"]
+        await WatchLoop(backoff: backoff).run(publishingTo: broadcaster, logger: logger, metadata: metadata) { round in
+            do {
+                try await self.listAndWatch(onProgress: { round.progressed() })
+                return .failed()
+            } catch {
+                if Task.isCancelled { return .stop() }
+                if self.client.isStopped {
+                    let message = "the etcd client was shut down: \(self.prefix) is no longer watched"
+                    return .stop(DiscoveryError(code: .closed, message: message, cause: error))
                 }
-                let delay = self.backoff.delay(forRetry: max(0, failures - 1), random: generator.next())
-                do { try await Task.sleep(for: delay) } catch { break }
+                self.report(error)
+                return .failed()
             }
-            return nil
         }
-        if let error = closedBy {
-            logger.warning(
-                "etcd client shut down; the publisher stops",
-                metadata: ["loadbalancer.etcd.prefix": "\(prefix)", "loadbalancer.error": "\(error)"]
-            )
-            broadcaster.fail(
-                DiscoveryError(code: .closed, message: "the etcd client was shut down: \(prefix) is no longer watched", cause: error)
-            )
-        }
-        broadcaster.finish()
     }
 
     /// One round: a list when needed, then a watch until it fails.
@@ -168,11 +156,8 @@ public final class EtcdPublisher: InstancePublisher, Service {
     }
 
     private func report(_ error: any Error) {
-        logger.warning(
-            "etcd discovery failed; keeping the last good set",
-            metadata: ["loadbalancer.etcd.prefix": "\(prefix)", "loadbalancer.error": "\(error)"]
-        )
-        let code: DiscoveryError.Code = (error as? EtcdError)?.code == .unavailable ? .registryUnavailable : .other
-        broadcaster.fail(DiscoveryError(code: code, message: "etcd watch of \(prefix) failed", cause: error))
+        let unavailable = (error as? EtcdError)?.code == .unavailable
+        let metadata: Logger.Metadata = ["loadbalancer.etcd.prefix": "\(prefix)"]
+        broadcaster.report(error, unavailable: unavailable, message: "etcd watch of \(prefix) failed", logger: logger, metadata: metadata)
     }
 }

@@ -53,32 +53,24 @@ public final class EtcdRegistrar: Service {
 
     /// Registers and keeps the registration alive until cancelled or shut down; then deregisters.
     public func run() async {
-        await cancelWhenGracefulShutdown {
-            var failures = 0
-            var generator = SystemRandomNumberGenerator()
-            while !Task.isCancelled {
-                do {
-                    let id = try await self.registeredLease()
-                    failures = 0
-                    try await self.client.keepAlive(lease: id, every: self.ttl / 3)
-                } catch {
-                    if Task.isCancelled { break }
-                    if (error as? EtcdError)?.code == .leaseExpired {
-                        self.logger.warning(
-                            "etcd lease expired; registering again",
-                            metadata: ["loadbalancer.etcd.key": "\(self.key)"]
-                        )
-                        self.lease.withLock { $0 = nil }
-                    } else {
-                        failures += 1
-                        self.logger.warning(
-                            "etcd registration keep-alive failed",
-                            metadata: ["loadbalancer.etcd.key": "\(self.key)", "loadbalancer.error": "\(error)"]
-                        )
-                    }
+        await WatchLoop(backoff: backoff).run { round in
+            do {
+                let id = try await self.registeredLease()
+                round.progressed()
+                try await self.client.keepAlive(lease: id, every: self.ttl / 3)
+                return .failed()
+            } catch {
+                if Task.isCancelled { return .stop() }
+                guard (error as? EtcdError)?.code == .leaseExpired else {
+                    self.logger.warning(
+                        "etcd registration keep-alive failed",
+                        metadata: ["loadbalancer.etcd.key": "\(self.key)", "loadbalancer.error": "\(error)"]
+                    )
+                    return .failed()
                 }
-                let delay = self.backoff.delay(forRetry: max(0, failures - 1), random: generator.next())
-                do { try await Task.sleep(for: delay) } catch { break }
+                self.logger.warning("etcd lease expired; registering again", metadata: ["loadbalancer.etcd.key": "\(self.key)"])
+                self.lease.withLock { $0 = nil }
+                return .failed()
             }
         }
         await deregister()
@@ -97,26 +89,11 @@ public final class EtcdRegistrar: Service {
         return granted.id
     }
 
-    /// Revokes the lease (deleting the key). Runs in an unstructured task so that the revoke still
-    /// goes out when ``run()`` was cancelled.
+    /// Revokes the lease (deleting the key), even when ``run()`` was cancelled.
     private func deregister() async {
-        guard let id = lease.withLock({ state -> Int64? in
-            defer { state = nil }
-            return state
-        }) else { return }
-        let client = self.client
-        let key = self.key
-        let logger = self.logger
-        await Task {
-            do {
-                try await client.revokeLease(id)
-                logger.info("deregistered from etcd", metadata: ["loadbalancer.etcd.key": "\(key)"])
-            } catch {
-                logger.warning(
-                    "etcd deregistration failed; the lease will expire",
-                    metadata: ["loadbalancer.etcd.key": "\(key)", "loadbalancer.error": "\(error)"]
-                )
-            }
-        }.value
+        await deregisterToTheEnd(
+            lease.withLock { $0.take() }, logger: logger, metadata: ["loadbalancer.etcd.key": "\(key)"],
+            done: "deregistered from etcd", failed: "etcd deregistration failed; the lease will expire"
+        ) { [client] id in try await client.revokeLease(id) }
     }
 }

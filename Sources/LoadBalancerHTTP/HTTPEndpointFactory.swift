@@ -37,13 +37,41 @@ public struct HTTPReply: Sendable {
 ///
 /// Thrown so that the balancer, `Retry` and outlier ejection see the call as failed.
 public struct HTTPStatusError: Error, Sendable, CustomStringConvertible {
+    /// What kind of failure it is. New codes may be added; switch with a `default`.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Wrapped: Hashable, Sendable { case failureStatus }
+        private let wrapped: Wrapped
+        private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
+
+        /// The status is one of ``HTTPEndpointFactory/Configuration/failureStatuses``.
+        public static let failureStatus = Code(.failureStatus)
+
+        /// The code's name, such as `failureStatus`.
+        public var description: String { String(describing: wrapped) }
+    }
+
+    /// What kind of failure it is.
+    public var code: Code
     /// The status received.
     public var status: HTTPResponseStatus
     /// The instance that answered.
     public var instance: Instance
+    /// The underlying error, if any.
+    public var cause: (any Error)?
+
+    /// Creates an error.
+    public init(code: Code = .failureStatus, status: HTTPResponseStatus, instance: Instance, cause: (any Error)? = nil) {
+        self.code = code
+        self.status = status
+        self.instance = instance
+        self.cause = cause
+    }
 
     /// `HTTP STATUS from INSTANCE`.
-    public var description: String { "HTTP \(status.code) from \(instance.id)" }
+    public var message: String { "HTTP \(status.code) from \(instance.id)" }
+
+    /// The message.
+    public var description: String { message }
 }
 
 /// Makes endpoints that send ``HTTPCall``s to an instance's host and port over one shared

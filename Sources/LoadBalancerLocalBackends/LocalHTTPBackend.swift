@@ -139,8 +139,7 @@ public final class LocalHTTPBackend: Sendable {
             case .end:
                 let fails = counters.next(failureRate: behaviour.failureRate)
                 let keepAlive = self.keepAlive
-                let (seconds, attoseconds) = behaviour.latency.components
-                let delay = TimeAmount.nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+                let delay = TimeAmount(behaviour.latency)
                 let loopBound = NIOLoopBound((context: context, handler: self), eventLoop: context.eventLoop)
                 context.eventLoop.assumeIsolated().scheduleTask(in: delay) {
                     let (context, handler) = loopBound.value

@@ -1,3 +1,5 @@
+import LoadBalancer
+
 /// The tail-latency scenario the balancers are judged on.
 ///
 /// Backends serve a fixed number of calls at a time with a FIFO queue behind; service times are
@@ -54,10 +56,7 @@ public struct TailLatencyScenario: Sendable, Hashable {
     var arrivalRate: Double { load * Double(backends * concurrency) / meanServiceTime }
 }
 
-func seconds(_ duration: Duration) -> Double {
-    let (s, atto) = duration.components
-    return Double(s) + Double(atto) / 1e18
-}
+func seconds(_ duration: Duration) -> Double { duration.secondsValue }
 
 #if canImport(Glibc)
 import Glibc

@@ -26,7 +26,7 @@ public final class Dnsmasq: @unchecked Sendable {
     /// Starts dnsmasq serving `records` (dnsmasq configuration lines such as `srv-host=...`).
     public static func start(_ records: [String]) async throws -> Dnsmasq {
         guard DnsmasqEnvironment.binary != nil else {
-            throw DnsmasqError(message: "dnsmasq is not installed (apt-get install dnsmasq-base)")
+            throw DnsmasqError(code: .notInstalled, message: "dnsmasq is not installed (apt-get install dnsmasq-base)")
         }
         return try await startOnFreePorts(what: "dnsmasq") { port in
             // A directory per attempt: a failed attempt's server removes its own when it ends.
@@ -96,10 +96,35 @@ public final class Dnsmasq: @unchecked Sendable {
 
 /// dnsmasq could not be started.
 public struct DnsmasqError: Error, CustomStringConvertible {
+    /// What kind of failure it is. New codes may be added; switch with a `default`.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Wrapped: Hashable, Sendable { case notInstalled, notStarted }
+        private let wrapped: Wrapped
+        private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
+
+        /// No dnsmasq binary on this machine.
+        public static let notInstalled = Code(.notInstalled)
+        /// dnsmasq exited, or did not answer in time.
+        public static let notStarted = Code(.notStarted)
+
+        /// The code's name, such as `notStarted`.
+        public var description: String { String(describing: wrapped) }
+    }
+
+    /// What kind of failure it is.
+    public var code: Code
     /// What went wrong.
     public var message: String
-    /// The message.
-    public var description: String { message }
-    /// An error saying `message`.
-    public init(message: String) { self.message = message }
+    /// The underlying error, if any.
+    public var cause: (any Error)?
+
+    /// Creates an error.
+    public init(code: Code = .notStarted, message: String, cause: (any Error)? = nil) {
+        self.code = code
+        self.message = message
+        self.cause = cause
+    }
+
+    /// The message, and the cause when there is one.
+    public var description: String { cause.map { "\(message) (\($0))" } ?? message }
 }

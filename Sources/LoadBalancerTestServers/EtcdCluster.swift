@@ -263,10 +263,40 @@ public final class EtcdCluster: @unchecked Sendable {
     }
 }
 
-/// Why a test server could not be used.
+/// Why a test server (an etcd cluster, a ZooKeeper ensemble...) could not be used.
 public struct ClusterError: Error, CustomStringConvertible {
-    public var description: String
-    public init(_ description: String) { self.description = description }
+    /// What kind of failure it is. New codes may be added; switch with a `default`.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Wrapped: Hashable, Sendable { case unavailable }
+        private let wrapped: Wrapped
+        private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
+
+        /// The server could not be started, reached or used.
+        public static let unavailable = Code(.unavailable)
+
+        /// The code's name, such as `unavailable`.
+        public var description: String { String(describing: wrapped) }
+    }
+
+    /// What kind of failure it is.
+    public var code: Code
+    /// What went wrong.
+    public var message: String
+    /// The underlying error, if any.
+    public var cause: (any Error)?
+
+    /// Creates an error.
+    public init(code: Code = .unavailable, message: String, cause: (any Error)? = nil) {
+        self.code = code
+        self.message = message
+        self.cause = cause
+    }
+
+    /// An ``Code/unavailable`` error saying `message`.
+    public init(_ message: String) { self.init(message: message) }
+
+    /// The message, and the cause when there is one.
+    public var description: String { cause.map { "\(message) (\($0))" } ?? message }
 }
 
 /// Sends SIGKILL (outside the class, whose `kill(_:)` would shadow the C function).

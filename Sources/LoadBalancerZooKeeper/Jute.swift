@@ -5,12 +5,52 @@
 
 /// A malformed ZooKeeper frame or record.
 public struct ZooKeeperDecodingError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// What is wrong. New codes may be added; switch with a `default`.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Wrapped: Hashable, Sendable {
+            case truncated, badLength, frameTooLarge, unexpectedReply
+        }
+        private let wrapped: Wrapped
+        private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
+
+        /// A field runs past the end of the record.
+        public static let truncated = Code(.truncated)
+        /// A length or a count is negative, or larger than what is left.
+        public static let badLength = Code(.badLength)
+        /// A frame's length is outside what a ZooKeeper frame may be.
+        public static let frameTooLarge = Code(.frameTooLarge)
+        /// A reply to a request the client did not make.
+        public static let unexpectedReply = Code(.unexpectedReply)
+
+        /// The code's name, such as `truncated`.
+        public var description: String { String(describing: wrapped) }
+    }
+
+    /// What is wrong.
+    public var code: Code
     /// What is wrong, and where.
     public var message: String
+    /// The underlying error, if any.
+    public var cause: (any Error)?
+
     /// Creates an error.
-    public init(_ message: String) { self.message = message }
+    public init(code: Code, message: String, cause: (any Error)? = nil) {
+        self.code = code
+        self.message = message
+        self.cause = cause
+    }
+
     /// `malformed ZooKeeper data: MESSAGE`.
     public var description: String { "malformed ZooKeeper data: \(message)" }
+
+    /// Errors are equal when their codes and messages are (the cause is not compared).
+    public static func == (lhs: Self, rhs: Self) -> Bool { lhs.code == rhs.code && lhs.message == rhs.message }
+
+    /// Hashes what `==` compares.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(code)
+        hasher.combine(message)
+    }
 }
 
 /// Writes jute records.
@@ -69,7 +109,7 @@ struct JuteReader {
     var remaining: Int { bytes.count - position }
 
     mutating func int() throws(ZooKeeperDecodingError) -> Int32 {
-        guard remaining >= 4 else { throw ZooKeeperDecodingError("expected 4 bytes at \(position), \(remaining) left") }
+        guard remaining >= 4 else { throw ZooKeeperDecodingError(code: .truncated, message: "expected 4 bytes at \(position), \(remaining) left") }
         var value: UInt32 = 0
         for i in 0..<4 { value = value << 8 | UInt32(bytes[position + i]) }
         position += 4
@@ -83,7 +123,7 @@ struct JuteReader {
     }
 
     mutating func bool() throws(ZooKeeperDecodingError) -> Bool {
-        guard remaining >= 1 else { throw ZooKeeperDecodingError("expected a boolean at \(position)") }
+        guard remaining >= 1 else { throw ZooKeeperDecodingError(code: .truncated, message: "expected a boolean at \(position)") }
         defer { position += 1 }
         return bytes[position] != 0
     }
@@ -92,9 +132,9 @@ struct JuteReader {
     mutating func buffer() throws(ZooKeeperDecodingError) -> [UInt8]? {
         let length = try int()
         if length == -1 { return nil }
-        guard length >= 0 else { throw ZooKeeperDecodingError("negative length \(length) at \(position - 4)") }
+        guard length >= 0 else { throw ZooKeeperDecodingError(code: .badLength, message: "negative length \(length) at \(position - 4)") }
         guard Int(length) <= remaining else {
-            throw ZooKeeperDecodingError("length \(length) at \(position - 4) runs past the end (\(remaining) left)")
+            throw ZooKeeperDecodingError(code: .truncated, message: "length \(length) at \(position - 4) runs past the end (\(remaining) left)")
         }
         defer { position += Int(length) }
         return Array(bytes[position..<position + Int(length)])
@@ -108,9 +148,9 @@ struct JuteReader {
     mutating func strings() throws(ZooKeeperDecodingError) -> [String] {
         let count = try int()
         if count == -1 { return [] }
-        guard count >= 0 else { throw ZooKeeperDecodingError("negative count \(count)") }
+        guard count >= 0 else { throw ZooKeeperDecodingError(code: .badLength, message: "negative count \(count)") }
         // Each string takes at least its 4-byte length: a count beyond that is a lie.
-        guard Int(count) <= remaining / 4 else { throw ZooKeeperDecodingError("count \(count) runs past the end") }
+        guard Int(count) <= remaining / 4 else { throw ZooKeeperDecodingError(code: .badLength, message: "count \(count) runs past the end") }
         var values: [String] = []
         values.reserveCapacity(Int(count))
         for _ in 0..<count { values.append(try string()) }
@@ -142,7 +182,7 @@ struct ZooKeeperFrameDecoder {
         for i in 0..<4 { length = length << 8 | UInt32(buffer[start + i]) }
         let signed = Int32(bitPattern: length)
         guard signed >= 0, Int(signed) <= Self.maxFrameLength else {
-            throw ZooKeeperDecodingError("frame length \(signed) is outside 0...\(Self.maxFrameLength)")
+            throw ZooKeeperDecodingError(code: .frameTooLarge, message: "frame length \(signed) is outside 0...\(Self.maxFrameLength)")
         }
         guard buffer.count - start - 4 >= Int(signed) else { return nil }
         let payload = Array(buffer[start + 4..<start + 4 + Int(signed)])

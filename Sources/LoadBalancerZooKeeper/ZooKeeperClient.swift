@@ -1,3 +1,4 @@
+import LoadBalancer
 import Logging
 import NIOCore
 import NIOPosix
@@ -72,7 +73,8 @@ public enum ZooKeeperEvent: Sendable, Hashable {
 /// A frame that does not decode is an error that drops the connection, never a crash.
 ///
 /// The client is a `Service`: ``run()`` keeps the session; requests made while disconnected fail
-/// at once with ``ZooKeeperError/Code/connectionLoss``. On graceful shutdown it closes its session,
+/// at once with ``ZooKeeperError/Code/connectionLoss``, and a request whose task is cancelled
+/// returns at once with ``ZooKeeperError/Code/cancelled``, without waiting for the server. On graceful shutdown it closes its session,
 /// so the server deletes its ephemeral nodes at once.
 public final class ZooKeeperClient: Service, Sendable {
     /// The ensemble and session settings the client was created with.
@@ -85,6 +87,13 @@ public final class ZooKeeperClient: Service, Sendable {
         case data, exists, child
     }
 
+    /// Who a reply is for.
+    private enum Reply {
+        case pending(Pending)
+        case abandoned
+        case unknown
+    }
+
     private struct Pending {
         var continuation: CheckedContinuation<[UInt8], any Error>
         var watch: (kind: WatchKind, path: String)?
@@ -95,6 +104,11 @@ public final class ZooKeeperClient: Service, Sendable {
         var connected = false
         var closed = false
         var pending: [Int32: Pending] = [:]
+        /// Requests whose caller was cancelled before the reply came, with the watch each leaves:
+        /// their replies are taken in (the watch noted) and dropped.
+        var abandoned: [Int32: (kind: WatchKind, path: String)?] = [:]
+        /// Requests given an xid but not yet sent, and whether their caller was cancelled meanwhile.
+        var reserved: [Int32: Bool] = [:]
         var nextXid: Int32 = 1
         var sessionID: Int64 = 0
         var password = [UInt8](repeating: 0, count: 16)
@@ -145,6 +159,9 @@ public final class ZooKeeperClient: Service, Sendable {
         return stream
     }
 
+    /// How many requests wait for their reply now (for tests).
+    var pendingRequestCount: Int { state.withLock { $0.pending.count } }
+
     /// Whether a session is established on a live connection now.
     public var isConnected: Bool { state.withLock { $0.connected } }
 
@@ -176,20 +193,30 @@ public final class ZooKeeperClient: Service, Sendable {
             }
         let frames = ZooKeeperRecords.connectRequest(lastZxid: 0, timeoutMilliseconds: 4_000, sessionID: id, password: password)
             + ZooKeeperRecords.request(xid: 1, op: .closeSession, body: [])
-        _ = try await withDeadline(.seconds(5)) {
-            try await channel.executeThenClose { inbound, outbound in
-                try await outbound.write(ByteBuffer(bytes: frames))
-                var decoder = ZooKeeperFrameDecoder()
-                var frames = 0
-                for try await chunk in inbound {
-                    decoder.append(chunk.readableBytesView)
-                    while try decoder.next() != nil {
-                        frames += 1
-                        if frames == 2 { return }  // the session, then the close's reply
+        // Bounded: a server that never answers the close leaves the session to expire by itself.
+        do {
+            try await withTimeout(.seconds(5), onTimeout: { timedOut("closing session \(id)", after: .seconds(5)) }) {
+                try await channel.executeThenClose { inbound, outbound in
+                    try await outbound.write(ByteBuffer(bytes: frames))
+                    var decoder = ZooKeeperFrameDecoder()
+                    var frames = 0
+                    for try await chunk in inbound {
+                        decoder.append(chunk.readableBytesView)
+                        while try decoder.next() != nil {
+                            frames += 1
+                            if frames == 2 { return }  // the session, then the close's reply
+                        }
                     }
                 }
             }
+        } catch let error as ZooKeeperError where error.code == .operationTimeout {
+            return
         }
+    }
+
+    /// The error of a request the client gave up on after `timeout`.
+    static func timedOut(_ what: String, after timeout: Duration) -> ZooKeeperError {
+        ZooKeeperError(code: .operationTimeout, message: "no answer \(what) within \(timeout)")
     }
 
     /// Keeps the session, reconnecting as needed, until cancelled or shut down (then it closes the
@@ -198,18 +225,15 @@ public final class ZooKeeperClient: Service, Sendable {
         let servers = configuration.servers.shuffled()
         var index = 0
         var failuresInARow = 0
-        var generator = SystemRandomNumberGenerator()
         await withGracefulShutdownHandler {
             while !Task.isCancelled, !self.state.withLock({ $0.closed }) {
                 let server = servers[index % servers.count]
                 index += 1
                 let wasConnected = await self.connectAndServe(server)
                 if wasConnected { failuresInARow = 0 } else { failuresInARow += 1 }
-                // After a full round of failed servers, pause (jittered, growing to 2 s).
+                // After a full round of failed servers, pause (full jitter, the window growing to 2 s).
                 if failuresInARow > 0, failuresInARow % servers.count == 0 {
-                    let rounds = min(5, failuresInARow / servers.count)
-                    let cap = min(2_000, 50 << rounds)
-                    let delay = Duration.milliseconds(Int64(cap / 2) + Int64(generator.next() % UInt64(cap / 2 + 1)))
+                    let delay = Self.reconnectBackoff.delay(forRetry: failuresInARow / servers.count, random: systemRandomBits())
                     do { try await Task.sleep(for: delay) } catch { break }
                 }
             }
@@ -219,11 +243,15 @@ public final class ZooKeeperClient: Service, Sendable {
         finish()
     }
 
+    /// The pause after each round of the ensemble that failed: 100 ms doubling to 2 s, full jitter.
+    static let reconnectBackoff = Backoff(base: .milliseconds(100), cap: .seconds(2))
+
     /// Closes the session (the server deletes its ephemeral nodes) and stops the client. Bounded
     /// by the session timeout.
     public func close() async {
         if isConnected {
-            _ = try? await withDeadline(state.withLock { $0.negotiatedTimeout }) {
+            let timeout = state.withLock { $0.negotiatedTimeout }
+            _ = try? await withTimeout(timeout, onTimeout: { Self.timedOut("closing the session", after: timeout) }) {
                 try await self.send(.closeSession, [], watch: nil)
             }
         }
@@ -365,21 +393,41 @@ public final class ZooKeeperClient: Service, Sendable {
     }
 
     /// Sends a request on the current connection and returns the reply's body.
+    ///
+    /// A cancelled caller gets ``ZooKeeperError/Code/cancelled`` at once, without waiting for the
+    /// server; the reply, when it comes, is dropped (and the watch it sets noted).
     private func send(_ op: ZooKeeperOp, _ body: [UInt8], watch: (kind: WatchKind, path: String)?) async throws(ZooKeeperError) -> [UInt8] {
+        let xid = state.withLock { state -> Int32 in
+            defer { state.nextXid = state.nextXid == Int32.max ? 1 : state.nextXid + 1 }
+            state.reserved[state.nextXid] = false
+            return state.nextXid
+        }
         do {
-            return try await withCheckedThrowingContinuation { continuation in
-                let failure = state.withLock { state -> ZooKeeperError? in
-                    if state.closed { return ZooKeeperError(code: .closed, message: "the client stopped") }
-                    guard state.connected, let send = state.send else {
-                        return ZooKeeperError(code: .connectionLoss, message: "not connected")
+            return try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { continuation in
+                    let failure = state.withLock { state -> ZooKeeperError? in
+                        if state.reserved.removeValue(forKey: xid) == true { return Self.cancelled() }
+                        if state.closed { return ZooKeeperError(code: .closed, message: "the client stopped") }
+                        guard state.connected, let send = state.send else {
+                            return ZooKeeperError(code: .connectionLoss, message: "not connected")
+                        }
+                        state.pending[xid] = Pending(continuation: continuation, watch: watch)
+                        send.yield(ByteBuffer(bytes: ZooKeeperRecords.request(xid: xid, op: op, body: body)))
+                        return nil
                     }
-                    let xid = state.nextXid
-                    state.nextXid = state.nextXid == Int32.max ? 1 : state.nextXid + 1
-                    state.pending[xid] = Pending(continuation: continuation, watch: watch)
-                    send.yield(ByteBuffer(bytes: ZooKeeperRecords.request(xid: xid, op: op, body: body)))
-                    return nil
+                    if let failure { continuation.resume(throwing: failure) }
                 }
-                if let failure { continuation.resume(throwing: failure) }
+            } onCancel: {
+                let request = state.withLock { state -> Pending? in
+                    guard let request = state.pending.removeValue(forKey: xid) else {
+                        // Not sent yet: its send fails at once. (Already answered: nothing to do.)
+                        if state.reserved[xid] != nil { state.reserved[xid] = true }
+                        return nil
+                    }
+                    state.abandoned[xid] = request.watch
+                    return request
+                }
+                request?.continuation.resume(throwing: Self.cancelled())
             }
         } catch let error as ZooKeeperError {
             throw error
@@ -388,9 +436,20 @@ public final class ZooKeeperClient: Service, Sendable {
         }
     }
 
+    private static func cancelled() -> ZooKeeperError {
+        ZooKeeperError(code: .cancelled, message: "the request was cancelled", cause: CancellationError())
+    }
+
     // MARK: - Connection
 
-    private struct ConnectionClosed: Error {}
+    /// Ends a connection whose server closed it or went quiet (not worth a log line of its own).
+    private static func connectionClosed(_ why: String) -> ZooKeeperError {
+        ZooKeeperError(code: .connectionLoss, message: why)
+    }
+
+    private static func isConnectionClosed(_ error: (any Error)?) -> Bool {
+        (error as? ZooKeeperError)?.code == .connectionLoss
+    }
 
     /// One connection: handshake, then requests, replies, pings and watch events until it breaks.
     /// Returns whether a session was established on it.
@@ -398,8 +457,7 @@ public final class ZooKeeperClient: Service, Sendable {
         let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
         do {
             channel = try await ClientBootstrap(group: group)
-                .connectTimeout(.nanoseconds(Int64(configuration.connectTimeout.components.seconds) * 1_000_000_000
-                    + configuration.connectTimeout.components.attoseconds / 1_000_000_000))
+                .connectTimeout(TimeAmount(configuration.connectTimeout))
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .connect(host: server.host, port: server.port) { channel in
                     channel.eventLoop.makeCompletedFuture {
@@ -420,8 +478,7 @@ public final class ZooKeeperClient: Service, Sendable {
             state.send = send
             return ZooKeeperRecords.connectRequest(
                 lastZxid: state.lastZxid,
-                timeoutMilliseconds: Int32(clamping: configuration.sessionTimeout.components.seconds * 1000
-                    + configuration.sessionTimeout.components.attoseconds / 1_000_000_000_000_000),
+                timeoutMilliseconds: Int32(clamping: TimeAmount(configuration.sessionTimeout).nanoseconds / 1_000_000),
                 sessionID: state.sessionID,
                 password: state.password
             )
@@ -433,7 +490,7 @@ public final class ZooKeeperClient: Service, Sendable {
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask {
                         for await frame in queue { try await outbound.write(frame) }
-                        throw ConnectionClosed()
+                        throw Self.connectionClosed("the client ended the connection")
                     }
                     group.addTask {
                         var decoder = ZooKeeperFrameDecoder()
@@ -449,7 +506,7 @@ public final class ZooKeeperClient: Service, Sendable {
                                 }
                             }
                         }
-                        throw ConnectionClosed()
+                        throw Self.connectionClosed("the server closed the connection")
                     }
                     group.addTask { try await self.keepAlive(server: server) }
                     defer { group.cancelAll() }
@@ -458,7 +515,7 @@ public final class ZooKeeperClient: Service, Sendable {
             }
         } catch {
             failure = error
-            if !(error is ConnectionClosed) && !(error is CancellationError) {
+            if !Self.isConnectionClosed(error) && !(error is CancellationError) {
                 logger.info("ZooKeeper connection dropped", metadata: ["loadbalancer.zookeeper.server": "\(server)", "loadbalancer.error": "\(error)"])
             }
         }
@@ -466,6 +523,7 @@ public final class ZooKeeperClient: Service, Sendable {
             let wasConnected = state.connected
             state.connected = false
             state.send = nil
+            state.abandoned = [:]
             defer { state.pending = [:] }
             return (wasConnected, Array(state.pending.values))
         }
@@ -477,12 +535,8 @@ public final class ZooKeeperClient: Service, Sendable {
             emit(.disconnected)
         } else if !Task.isCancelled, !state.withLock({ $0.closed }), (failure as? ZooKeeperError)?.code != .sessionExpired {
             // Reached, but no session: the handshake went unanswered, or the server closed or broke
-            // the connection before it.
-            if let unanswered = failure as? ZooKeeperError, unanswered.code == .connectionLoss {
-                emit(.connectFailed(unanswered))
-            } else {
-                emit(.connectFailed(ZooKeeperError(code: .connectionLoss, message: "\(server) closed the connection before a session was established", cause: failure is ConnectionClosed ? nil : failure)))
-            }
+            // the connection before it. The cause says which.
+            emit(.connectFailed(ZooKeeperError(code: .connectionLoss, message: "\(server): no session was established", cause: failure)))
         }
         return wasConnected
     }
@@ -508,7 +562,7 @@ public final class ZooKeeperClient: Service, Sendable {
             }
             if quiet > timeout * 2 / 3 {
                 logger.info("ZooKeeper server went quiet", metadata: ["loadbalancer.zookeeper.server": "\(server)"])
-                throw ConnectionClosed()
+                throw Self.connectionClosed("the server went quiet")
             }
             send?.yield(ByteBuffer(bytes: ZooKeeperRecords.request(xid: ZooKeeperXid.ping, op: .ping, body: [])))
             try await Task.sleep(for: min(timeout / 3, .seconds(1)))
@@ -606,11 +660,19 @@ public final class ZooKeeperClient: Service, Sendable {
                 logger.warning("ZooKeeper refused to set the watches again", metadata: ["loadbalancer.error": "\(header.error)"])
             }
         default:
-            let request = state.withLock { state -> Pending? in
+            let reply = state.withLock { state -> Reply in
                 state.lastReceived = .now
                 if header.zxid > 0 { state.lastZxid = max(state.lastZxid, header.zxid) }
-                guard let request = state.pending.removeValue(forKey: header.xid) else { return nil }
-                if let watch = request.watch {
+                let request = state.pending.removeValue(forKey: header.xid)
+                let watch: (kind: WatchKind, path: String)?
+                if let request {
+                    watch = request.watch
+                } else if let abandoned = state.abandoned.removeValue(forKey: header.xid) {
+                    watch = abandoned
+                } else {
+                    return .unknown
+                }
+                if let watch {
                     switch (watch.kind, header.error) {
                     case (.data, 0): state.dataWatches.insert(watch.path)
                     case (.child, 0): state.childWatches.insert(watch.path)
@@ -619,10 +681,13 @@ public final class ZooKeeperClient: Service, Sendable {
                     default: break
                     }
                 }
-                return request
+                return request.map { .pending($0) } ?? .abandoned
             }
-            guard let request else {
-                throw ZooKeeperDecodingError("a reply to unknown request \(header.xid)")
+            let request: Pending
+            switch reply {
+            case .pending(let pending): request = pending
+            case .abandoned: return
+            case .unknown: throw ZooKeeperDecodingError(code: .unexpectedReply, message: "a reply to unknown request \(header.xid)")
             }
             if header.error != 0 {
                 let code = ZooKeeperError.Code(rawValue: header.error)
@@ -634,15 +699,3 @@ public final class ZooKeeperClient: Service, Sendable {
     }
 }
 
-/// Runs `body`, giving up (with `nil`) after `timeout`.
-func withDeadline<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T? {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            try await Task.sleep(for: timeout)
-            return nil
-        }
-        defer { group.cancelAll() }
-        return try await group.next() ?? nil
-    }
-}

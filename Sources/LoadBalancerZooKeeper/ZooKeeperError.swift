@@ -40,6 +40,8 @@ public struct ZooKeeperError: Error, Sendable, CustomStringConvertible {
         public static let invalidArgument = Code(rawValue: -1002)
         /// The client has been closed.
         public static let closed = Code(rawValue: -1003)
+        /// The caller's task was cancelled before the reply came (the cause is a `CancellationError`).
+        public static let cancelled = Code(rawValue: -1004)
 
         /// The code's name, such as `noNode`, or its number when it has none here.
         public var description: String {
@@ -60,6 +62,7 @@ public struct ZooKeeperError: Error, Sendable, CustomStringConvertible {
             case .malformedResponse: "malformedResponse"
             case .invalidArgument: "invalidArgument"
             case .closed: "closed"
+            case .cancelled: "cancelled"
             default: "error \(rawValue)"
             }
         }

@@ -73,66 +73,53 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
     /// publishes a `closed` error first); then ends the subscriptions.
     public func run() async {
         let events = client.events()
-        let closedBy: ZooKeeperError? = await cancelWhenGracefulShutdown {
-            var closed: ZooKeeperError?
-            var iterator = events.makeAsyncIterator()
-            var failures = 0
-            var generator = SystemRandomNumberGenerator()
-            var work = Work()
-            /// The children read so far, by name, parsed (a failure for data that is not an instance).
-            var known: [String: Result<Instance, InstanceParseError>] = [:]
-            while !Task.isCancelled {
-                if !work.isEmpty, self.client.isConnected {
-                    do {
-                        try await self.read(&work, into: &known)
-                        failures = 0
-                    } catch let error as ZooKeeperError where error.code == .closed {
-                        closed = error
-                        break
-                    } catch {
-                        failures += 1
-                        work.everything = true
-                        self.report(error)
-                        let delay = self.backoff.delay(forRetry: failures - 1, random: generator.next())
-                        do { try await Task.sleep(for: delay) } catch { break }
-                        continue
-                    }
-                }
-                guard let event = await iterator.next() else {
-                    // The event stream ends when the client stops.
-                    if !Task.isCancelled {
-                        closed = ZooKeeperError(code: .closed, message: "the client stopped")
-                    }
-                    break
-                }
-                switch event {
-                case .connected, .sessionExpired:
-                    work.everything = true
-                case .disconnected:
-                    self.report(ZooKeeperError(code: .connectionLoss, message: "disconnected from ZooKeeper"))
-                case .connectFailed(let error):
+        let state = { @Sendable in (events: events.makeAsyncIterator(), work: Work(), known: [String: Result<Instance, InstanceParseError>]()) }
+        let metadata: Logger.Metadata = ["loadbalancer.zookeeper.path": "\(path)"]
+        await WatchLoop(backoff: backoff).run(publishingTo: broadcaster, logger: logger, metadata: metadata, state: state) { state, _ in
+            if !state.work.isEmpty, self.client.isConnected {
+                do {
+                    try await self.read(&state.work, into: &state.known)
+                    return .succeeded()
+                } catch let error as ZooKeeperError where error.code == .closed {
+                    return .stop(self.closed(by: error))
+                } catch {
+                    if Task.isCancelled { return .stop() }
+                    state.work.everything = true
                     self.report(error)
-                case .watch(let watch):
-                    if watch.path == self.path {
-                        work.children = true
-                    } else if ZooKeeperPath.parent(watch.path) == self.path {
-                        let name = String(watch.path.dropFirst(self.path == "/" ? 1 : self.path.count + 1))
-                        if watch.kind == .nodeDataChanged { work.data.insert(name) } else { work.children = true }
-                    }
+                    return .failed()
                 }
             }
-            return closed
+            // The event stream ends when the client stops.
+            guard let event = await state.events.next() else {
+                return .stop(Task.isCancelled ? nil : self.closed(by: ZooKeeperError(code: .closed, message: "the client stopped")))
+            }
+            self.take(event, into: &state.work)
+            return .again
         }
-        if let error = closedBy {
-            logger.warning(
-                "ZooKeeper client closed; the publisher stops",
-                metadata: ["loadbalancer.zookeeper.path": "\(path)", "loadbalancer.error": "\(error)"]
-            )
-            broadcaster.fail(
-                DiscoveryError(code: .closed, message: "the ZooKeeper client was closed: \(path) is no longer watched", cause: error)
-            )
+    }
+
+    /// The last update's error, when the client was closed.
+    private func closed(by error: ZooKeeperError) -> DiscoveryError {
+        DiscoveryError(code: .closed, message: "the ZooKeeper client was closed: \(path) is no longer watched", cause: error)
+    }
+
+    /// Notes what `event` makes necessary to read again.
+    private func take(_ event: ZooKeeperEvent, into work: inout Work) {
+        switch event {
+        case .connected, .sessionExpired:
+            work.everything = true
+        case .disconnected:
+            report(ZooKeeperError(code: .connectionLoss, message: "disconnected from ZooKeeper"))
+        case .connectFailed(let error):
+            report(error)
+        case .watch(let watch):
+            if watch.path == path {
+                work.children = true
+            } else if ZooKeeperPath.parent(watch.path) == path {
+                let name = String(watch.path.dropFirst(path == "/" ? 1 : path.count + 1))
+                if watch.kind == .nodeDataChanged { work.data.insert(name) } else { work.children = true }
+            }
         }
-        broadcaster.finish()
     }
 
     /// Does `work` (arming the watches it reads with) and publishes the set.
@@ -193,11 +180,8 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
     }
 
     private func report(_ error: any Error) {
-        logger.warning(
-            "ZooKeeper discovery failed; keeping the last good set",
-            metadata: ["loadbalancer.zookeeper.path": "\(path)", "loadbalancer.error": "\(error)"]
-        )
-        let code: DiscoveryError.Code = (error as? ZooKeeperError)?.code == .connectionLoss ? .registryUnavailable : .other
-        broadcaster.fail(DiscoveryError(code: code, message: "ZooKeeper read of \(path) failed", cause: error))
+        let unavailable = (error as? ZooKeeperError)?.code == .connectionLoss
+        let metadata: Logger.Metadata = ["loadbalancer.zookeeper.path": "\(path)"]
+        broadcaster.report(error, unavailable: unavailable, message: "ZooKeeper read of \(path) failed", logger: logger, metadata: metadata)
     }
 }

@@ -48,67 +48,48 @@ public final class ZooKeeperRegistrar: Service {
     /// then deletes the node.
     public func run() async {
         let events = client.events()
-        await cancelWhenGracefulShutdown {
-            var iterator = events.makeAsyncIterator()
-            var failures = 0
-            var generator = SystemRandomNumberGenerator()
-            var needed = true
-            while !Task.isCancelled {
-                if needed, self.client.isConnected {
-                    do {
-                        let created = try await self.client.create(
-                            ZooKeeperPath.join(self.path, "instance-"),
-                            data: Array(self.instance.registryJSON.utf8),
-                            mode: .ephemeralSequential,
-                            createParents: true
-                        )
-                        self.node.withLock { $0 = created }
-                        needed = false
-                        failures = 0
-                        self.logger.info("registered in ZooKeeper", metadata: ["loadbalancer.zookeeper.path": "\(created)"])
-                    } catch {
-                        failures += 1
-                        self.logger.warning("ZooKeeper registration failed", metadata: ["loadbalancer.error": "\(error)"])
-                        let delay = self.backoff.delay(forRetry: failures - 1, random: generator.next())
-                        do { try await Task.sleep(for: delay) } catch { break }
-                        continue
-                    }
-                }
-                guard let event = await iterator.next() else { break }
-                switch event {
-                case .connected(_, let newSession):
-                    // A new session has none of the old one's ephemeral nodes.
-                    if newSession { needed = true }
-                    if needed == false, self.node.withLock({ $0 }) == nil { needed = true }
-                case .sessionExpired:
-                    self.node.withLock { $0 = nil }
-                    needed = true
-                case .disconnected, .connectFailed, .watch:
-                    continue
+        let state = { @Sendable in (events: events.makeAsyncIterator(), needed: true) }
+        await WatchLoop(backoff: backoff).run(state: state) { state, _ in
+            if state.needed, self.client.isConnected {
+                do {
+                    let created = try await self.client.create(
+                        ZooKeeperPath.join(self.path, "instance-"),
+                        data: Array(self.instance.registryJSON.utf8),
+                        mode: .ephemeralSequential,
+                        createParents: true
+                    )
+                    self.node.withLock { $0 = created }
+                    state.needed = false
+                    self.logger.info("registered in ZooKeeper", metadata: ["loadbalancer.zookeeper.path": "\(created)"])
+                    return .succeeded()
+                } catch {
+                    if Task.isCancelled { return .stop() }
+                    self.logger.warning("ZooKeeper registration failed", metadata: ["loadbalancer.error": "\(error)"])
+                    return .failed()
                 }
             }
+            guard let event = await state.events.next() else { return .stop() }
+            switch event {
+            case .connected(_, let newSession):
+                // A new session has none of the old one's ephemeral nodes.
+                if newSession || self.node.withLock({ $0 }) == nil { state.needed = true }
+            case .sessionExpired:
+                self.node.withLock { $0 = nil }
+                state.needed = true
+            case .disconnected, .connectFailed, .watch:
+                break
+            }
+            return .again
         }
         await deregister()
     }
 
+    /// Deletes the node, even when ``run()`` was cancelled.
     private func deregister() async {
-        guard let created = node.withLock({ state -> String? in
-            defer { state = nil }
-            return state
-        }) else { return }
-        let client = self.client
-        let logger = self.logger
-        // Unstructured, so the delete still goes out when run() was cancelled.
-        await Task {
-            do {
-                try await client.delete(created)
-                logger.info("deregistered from ZooKeeper", metadata: ["loadbalancer.zookeeper.path": "\(created)"])
-            } catch {
-                logger.warning(
-                    "ZooKeeper deregistration failed; the node goes with the session",
-                    metadata: ["loadbalancer.zookeeper.path": "\(created)", "loadbalancer.error": "\(error)"]
-                )
-            }
-        }.value
+        let created = node.withLock { $0.take() }
+        await deregisterToTheEnd(
+            created, logger: logger, metadata: ["loadbalancer.zookeeper.path": "\(created ?? path)"],
+            done: "deregistered from ZooKeeper", failed: "ZooKeeper deregistration failed; the node goes with the session"
+        ) { [client] created in try await client.delete(created) }
     }
 }

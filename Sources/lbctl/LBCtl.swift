@@ -21,12 +21,9 @@ enum Main {
             } else {
                 try command.run()
             }
-        } catch let error as UsageError {
+        } catch let error as LbctlError {
             Output.error("lbctl: \(error)")
-            LBCtl.exit(withError: ExitCode(2))
-        } catch let error as RunError {
-            Output.error("lbctl: \(error)")
-            LBCtl.exit(withError: ExitCode(1))
+            LBCtl.exit(withError: ExitCode(error.exitStatus))
         } catch {
             let code = LBCtl.exitCode(for: error)
             if code == .success || error is CleanExit {

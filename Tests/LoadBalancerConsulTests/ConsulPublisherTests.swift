@@ -222,8 +222,8 @@ struct ConsulPublisherTests {
             #expect(cause?.code == .httpStatus)
             #expect(cause?.status == 500)
         }
-        // Backoff of 100 ms doubling to 800 ms (upper-half jitter): about 5 requests in 2 s. A
-        // loop without backoff makes hundreds.
+        // Backoff of 100 ms doubling to 800 ms (full jitter): about 7 requests in 2 s. A loop
+        // without backoff makes hundreds.
         #expect(requests >= 2 && requests <= 12, "\(requests) requests in the fault window")
     }
 

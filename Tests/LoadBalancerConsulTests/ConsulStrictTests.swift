@@ -265,7 +265,7 @@ struct ConsulStrictTests {
         server.addService(id: "a", name: "web", address: "10.0.0.1", port: 80)
         let consul = client(server)
         defer { Task { await consul.shutdown() } }
-        // A backoff that would show: a stall waits 5 to 10 s, the next 10 to 20 s.
+        // A backoff that would show: a stall waits up to 10 s, the next up to 20 s (full jitter).
         var configuration = fastConfiguration(wait: .seconds(10))
         configuration.backoff = Backoff(base: .seconds(10), cap: .seconds(60))
         let publisher = ConsulPublisher(service: "web", client: consul, configuration: configuration)

@@ -82,16 +82,18 @@ struct DNSStartupTests {
         }
     }
 
-    @Test("failed lookups back off: each pause is at least half its window, the window doubles up to the maximum")
+    @Test("failed lookups back off with full jitter: each pause is anywhere in its window, the window doubles up to the maximum")
     func backoffAfterFailures() {
         var refresh = DNSRefresh.ttl()
         refresh.retryAfterFailure = .seconds(1)
         refresh.maximumRetryAfterFailure = .seconds(30)
-        // The upper half of each window, for the smallest and the largest random draw.
+        // The whole window, for the smallest and the largest random draw, and half of it for the middle one.
         for (failures, window) in [(1, 1), (2, 2), (3, 4), (5, 16), (6, 30), (50, 30)] {
             let low = refresh.delay(afterFailures: failures, random: 0)
+            let middle = refresh.delay(afterFailures: failures, random: 1 << 63)
             let high = refresh.delay(afterFailures: failures, random: .max)
-            #expect(low == .seconds(window) / 2, "\(failures) failures")
+            #expect(low == .zero, "\(failures) failures")
+            #expect(middle == .seconds(window) / 2, "\(failures) failures: \(middle)")
             #expect(high <= .seconds(window) && high > .seconds(window) * 99 / 100, "\(failures) failures: \(high)")
         }
     }

@@ -38,6 +38,20 @@ struct ZooKeeperProtocolTests {
         }
     }
 
+    @Test("decoding errors carry a code: truncated data, lying lengths, frames too large")
+    func decodingErrorCodes() {
+        var empty = JuteReader([])
+        #expect(throws: ZooKeeperDecodingError(code: .truncated, message: "expected 4 bytes at 0, 0 left")) { try empty.int() }
+        var negative = JuteReader([0xFF, 0xFF, 0xFF, 0xF0])
+        let lie = #expect(throws: ZooKeeperDecodingError.self) { try negative.buffer() }
+        #expect(lie?.code == .badLength)
+        var decoder = ZooKeeperFrameDecoder()
+        decoder.append([0x10, 0, 0, 0])
+        let large = #expect(throws: ZooKeeperDecodingError.self) { try decoder.next() }
+        #expect(large?.code == .frameTooLarge)
+        #expect(large?.cause == nil)
+    }
+
     @Test("the frame decoder splits a stream delivered in any chunks, and rejects bad lengths")
     func frames() throws {
         var stream: [UInt8] = []

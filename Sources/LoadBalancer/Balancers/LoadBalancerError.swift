@@ -21,15 +21,30 @@ public struct LoadBalancerError: Error, Hashable, Sendable, CustomStringConverti
     public var code: Code
     /// A human-readable explanation.
     public var message: String
+    /// The underlying error, if any.
+    public var cause: (any Error)?
 
     /// Creates an error.
-    public init(code: Code, message: String) {
+    public init(code: Code, message: String, cause: (any Error)? = nil) {
         self.code = code
         self.message = message
+        self.cause = cause
     }
 
-    /// The code and the message.
-    public var description: String { "\(code): \(message)" }
+    /// The code and the message, and the cause when there is one.
+    public var description: String {
+        if let cause { return "\(code): \(message) (\(cause))" }
+        return "\(code): \(message)"
+    }
+
+    /// Errors are equal when their codes and messages are (the cause is not compared).
+    public static func == (lhs: Self, rhs: Self) -> Bool { lhs.code == rhs.code && lhs.message == rhs.message }
+
+    /// Hashes what `==` compares.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(code)
+        hasher.combine(message)
+    }
 
     /// The error `pick()` throws on an empty set.
     public static var noEndpoints: LoadBalancerError {

@@ -157,7 +157,7 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
         self.instruments = cache.instruments
         let start = now()
         state.withLock { $0.intervalEnd = start + configuration.interval }
-        nextDeadline.store(Self.nanos(start + configuration.interval), ordering: .relaxed)
+        nextDeadline.store((start + configuration.interval).wholeNanoseconds, ordering: .relaxed)
         cache.addObserver(self)
     }
 
@@ -178,7 +178,7 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
         self.instruments = nil
         let start = self.now()
         state.withLock { $0.intervalEnd = start + configuration.interval }
-        nextDeadline.store(Self.nanos(start + configuration.interval), ordering: .relaxed)
+        nextDeadline.store((start + configuration.interval).wholeNanoseconds, ordering: .relaxed)
     }
 
     /// Changes with every ejection and return (one atomic load): balancers derive a new snapshot
@@ -287,7 +287,7 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
 
     private func checkDeadlines() {
         let time = now()
-        guard Self.nanos(time) >= nextDeadline.load(ordering: .relaxed) else { return }
+        guard time.wholeNanoseconds >= nextDeadline.load(ordering: .relaxed) else { return }
         let changed = state.withLock { state -> Bool in
             var changed = false
             // Returns: ejections whose time is up go on probation.
@@ -307,7 +307,7 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
             }
             if changed { instruments?.ejectedNow(state.ejections.count) }
             let nextReturn = state.ejections.values.map(\.until).min() ?? state.intervalEnd
-            nextDeadline.store(Self.nanos(min(nextReturn, state.intervalEnd)), ordering: .relaxed)
+            nextDeadline.store(min(nextReturn, state.intervalEnd).wholeNanoseconds, ordering: .relaxed)
             return changed
         }
         if changed { notifyObservers() }
@@ -357,7 +357,7 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
             words[Self.consecutive].store(0, ordering: .relaxed)
         }
         let next = nextDeadline.load(ordering: .relaxed)
-        if Self.nanos(until) < next { nextDeadline.store(Self.nanos(until), ordering: .relaxed) }
+        if until.wholeNanoseconds < next { nextDeadline.store(until.wholeNanoseconds, ordering: .relaxed) }
         log(&state, slot: slot, .ejected(reason, until: until), at: time)
         if let instruments, let id = state.idBySlot[slot] {
             instruments.ejected(id)
@@ -373,11 +373,6 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
 
     private func notifyObservers() {
         changes.wrappingAdd(1, ordering: .releasing)
-    }
-
-    private static func nanos(_ duration: Duration) -> Int64 {
-        let (seconds, attoseconds) = duration.components
-        return seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
     }
 }
 

@@ -112,11 +112,6 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
     /// e^(−x), as the balancer computes it (for tests of its accuracy).
     package static func decayFactor(_ x: Double) -> Double { expNegative(x) }
 
-    static func nanos(_ duration: Duration) -> Double {
-        let (seconds, attoseconds) = duration.components
-        return Double(seconds) * 1e9 + Double(attoseconds) / 1e9
-    }
-
     /// The table is the usable positions and every position's load (kept across sets by instance
     /// id); the costs are computed at pick time from the loads.
     @usableFromInline
@@ -153,8 +148,8 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
 
         init(metric: LoadMetric, configuration: Configuration, now: @escaping @Sendable () -> Duration) {
             self.metric = metric
-            self.tauNanos = max(1, P2CBalancer.nanos(metric.decayTime))
-            self.failureTauNanos = max(1, P2CBalancer.nanos(configuration.failureDecayTime))
+            self.tauNanos = max(1, metric.decayTime.nanosecondsValue)
+            self.failureTauNanos = max(1, configuration.failureDecayTime.nanosecondsValue)
             self.failureWeight = min(1, max(0, configuration.failureWeight))
             self.now = now
             self.clockView = clock.view
@@ -235,7 +230,7 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
         /// Updates the instance's failure average and latency estimate (not for a cancelled call).
         @usableFromInline
         func learn(_ load: InstanceLoadView, outcome: CallRecord.Outcome, latency callLatency: Duration) {
-            let time = P2CBalancer.nanos(now())
+            let time = now().nanosecondsValue
             if time - Double(Int64(bitPattern: clockView.stat(0))) >= 50_000 || time < Double(Int64(bitPattern: clockView.stat(0))) {
                 clockView.setStat(0, UInt64(bitPattern: Int64(time)))
             }
@@ -251,7 +246,7 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
             load.setStat(Self.failureStamp, UInt64(time))
 
             // Latency estimate (peak EWMA). A failure never lowers it: failing fast must not look fast.
-            let latency = P2CBalancer.nanos(callLatency)
+            let latency = callLatency.nanosecondsValue
             let estimate = Double(bitPattern: load.stat(Self.latency))
             let age = time - Double(load.stat(Self.latencyStamp))
             let weight = expNegative(age / tauNanos)

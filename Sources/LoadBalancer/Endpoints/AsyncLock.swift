@@ -1,44 +1,83 @@
 import Synchronization
 
 /// A FIFO lock for async critical sections: one holder at a time, waiters resumed in order.
+///
+/// A waiter whose task is cancelled stops waiting at once: ``withLock(isolation:_:)`` throws
+/// `CancellationError` without running its body, and the waiters behind it move up.
 final class AsyncLock: Sendable {
+    private struct Waiter {
+        var id: UInt64
+        var continuation: CheckedContinuation<Void, any Error>
+    }
+
     private struct State {
         var locked = false
-        var waiters: [CheckedContinuation<Void, Never>] = []
+        var waiters: [Waiter] = []
+        /// Waiters given an id but not queued yet, and whether they were cancelled meanwhile.
+        var arriving: [UInt64: Bool] = [:]
+        var nextID: UInt64 = 0
     }
+
     private let state = Mutex(State())
 
+    /// Whether the lock is held now (for tests).
+    var isLocked: Bool { state.withLock { $0.locked } }
+
+    /// How many tasks wait for the lock now (for tests).
+    var waiterCount: Int { state.withLock { $0.waiters.count } }
+
+    /// Runs `body` holding the lock.
+    ///
+    /// - Throws: `CancellationError` when the task is cancelled while it waits for the lock (the
+    ///   body does not run then), or what `body` throws.
     func withLock<R>(
         isolation: isolated (any Actor)? = #isolation,
         _ body: () async throws -> R
-    ) async rethrows -> R {
-        await acquire()
+    ) async throws -> R {
+        try await acquire()
         defer { release() }
         return try await body()
     }
 
-    private func acquire() async {
-        let acquired = state.withLock { state -> Bool in
-            if state.locked { return false }
-            state.locked = true
-            return true
-        }
-        if acquired { return }
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let acquiredNow = state.withLock { state -> Bool in
-                if !state.locked {
-                    state.locked = true
-                    return true
-                }
-                state.waiters.append(continuation)
-                return false
+    private func acquire() async throws {
+        let id = state.withLock { state -> UInt64? in
+            if !state.locked {
+                state.locked = true
+                return nil
             }
-            if acquiredNow { continuation.resume() }
+            defer { state.nextID &+= 1 }
+            state.arriving[state.nextID] = false
+            return state.nextID
+        }
+        guard let id else { return }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let outcome = state.withLock { state -> Result<Void, any Error>? in
+                    if state.arriving.removeValue(forKey: id) == true { return .failure(CancellationError()) }
+                    if !state.locked {
+                        state.locked = true
+                        return .success(())
+                    }
+                    state.waiters.append(Waiter(id: id, continuation: continuation))
+                    return nil
+                }
+                if let outcome { continuation.resume(with: outcome) }
+            }
+        } onCancel: {
+            let waiter = state.withLock { state -> Waiter? in
+                if let index = state.waiters.firstIndex(where: { $0.id == id }) {
+                    return state.waiters.remove(at: index)
+                }
+                // Not queued yet: it gives up when it arrives. (Already holding the lock: nothing to do.)
+                if state.arriving[id] != nil { state.arriving[id] = true }
+                return nil
+            }
+            waiter?.continuation.resume(throwing: CancellationError())
         }
     }
 
     private func release() {
-        let next = state.withLock { state -> CheckedContinuation<Void, Never>? in
+        let next = state.withLock { state -> Waiter? in
             if state.waiters.isEmpty {
                 state.locked = false
                 return nil
@@ -46,6 +85,6 @@ final class AsyncLock: Sendable {
             // Ownership passes straight to the next waiter.
             return state.waiters.removeFirst()
         }
-        next?.resume()
+        next?.continuation.resume()
     }
 }

@@ -114,6 +114,9 @@ final class DiscoveryStatusRecorder: Sendable {
 
     var status: DiscoveryStatus { state.withLock { $0.status } }
 
+    /// How many tasks wait for readiness now (for tests).
+    var waiterCount: Int { state.withLock { $0.waiters.count } }
+
     /// Records an update from the publisher; wakes the waiters when it makes the status ready.
     func record(_ update: InstanceUpdate) {
         let now = ContinuousClock.now

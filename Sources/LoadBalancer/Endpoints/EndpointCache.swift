@@ -33,10 +33,12 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
     private let logger: Logger
     /// Metrics and tracing, when configured.
     let instruments: Instruments?
-    private let updateLock = AsyncLock()
+    let updateLock = AsyncLock()
     private let state = Mutex(State())
     /// The discovery status (readiness, errors, staleness) and its waiters.
     private let discovery = DiscoveryStatusRecorder()
+    /// How many tasks wait in ``waitUntilReady()`` now (for tests).
+    var readinessWaiterCount: Int { discovery.waiterCount }
 
     private struct Entry {
         var instance: Instance
@@ -203,10 +205,15 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
     ///
     /// Updates run one at a time, in call order. Instances with the same id are merged (the first wins).
     /// After ``run()`` has ended, updates are ignored. A set given by hand makes the cache ready
-    /// (see ``waitUntilReady()``).
+    /// (see ``waitUntilReady()``). A task cancelled while it waits for the update before it returns
+    /// at once, its set not applied.
     public func update(with instances: [Instance]) async {
-        await updateLock.withLock {
-            await self.apply(instances)
+        do {
+            try await updateLock.withLock {
+                await self.apply(instances)
+            }
+        } catch {
+            return  // Cancelled while waiting: the set is not applied.
         }
         discovery.markReady()
     }
@@ -405,8 +412,17 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
     }
 
     /// Publishes an empty set and closes every endpoint. Later updates are ignored. Idempotent.
+    ///
+    /// It runs to its end even when the calling task is cancelled (as ``run()``'s is, when it
+    /// ends): the endpoints must be closed.
     public func shutdown() async {
-        await updateLock.withLock {
+        // Not a child of the caller: a cancelled caller must not stop the shutdown waiting for
+        // the update in progress.
+        await Task { await self.shutDownAfterUpdates() }.value
+    }
+
+    private func shutDownAfterUpdates() async {
+        try? await updateLock.withLock {
             let shutDown = state.withLock { state -> (entries: [Entry], generation: UInt32)? in
                 guard !state.isShutDown else { return nil }
                 state.isShutDown = true
@@ -448,8 +464,12 @@ extension EndpointCache: Service {
                             ]
                         )
                     }
-                    await self.updateLock.withLock {
-                        await self.apply(update.instances)
+                    do {
+                        try await self.updateLock.withLock {
+                            await self.apply(update.instances)
+                        }
+                    } catch {
+                        return  // Cancelled while waiting for an update by hand.
                     }
                     self.discovery.record(update)
                 }

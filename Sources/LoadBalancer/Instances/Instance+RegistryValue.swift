@@ -124,8 +124,21 @@ enum JSONReader {
         }
     }
 
+    /// JSON that does not parse: where, and why.
     struct Failure: Error {
+        /// What kind of failure it is.
+        struct Code: Hashable, Sendable {
+            private enum Wrapped: Hashable, Sendable { case malformed }
+            private let wrapped: Wrapped
+            private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
+
+            /// The text is not JSON (or nests deeper than ``maxDepth``).
+            static let malformed = Code(.malformed)
+        }
+
+        var code = Code.malformed
         var message: String
+        var cause: (any Error)?
     }
 
     static let maxDepth = 32

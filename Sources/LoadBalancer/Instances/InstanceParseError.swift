@@ -40,14 +40,29 @@ public struct InstanceParseError: Error, Hashable, Sendable, CustomStringConvert
     public var input: String
     /// A human-readable explanation.
     public var message: String
+    /// The underlying error, if any.
+    public var cause: (any Error)?
 
     /// Creates an error.
-    public init(code: Code, input: String, message: String) {
+    public init(code: Code, input: String, message: String, cause: (any Error)? = nil) {
         self.code = code
         self.input = input
         self.message = message
+        self.cause = cause
     }
 
     /// `invalid instance "INPUT": MESSAGE`.
     public var description: String { "invalid instance \"\(input)\": \(message)" }
+
+    /// Errors are equal when their codes, inputs and messages are (the cause is not compared).
+    public static func == (lhs: Self, rhs: Self) -> Bool {
+        lhs.code == rhs.code && lhs.input == rhs.input && lhs.message == rhs.message
+    }
+
+    /// Hashes what `==` compares.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(code)
+        hasher.combine(input)
+        hasher.combine(message)
+    }
 }

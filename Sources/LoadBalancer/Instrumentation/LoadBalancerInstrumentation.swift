@@ -158,7 +158,7 @@ final class Instruments: Sendable {
         guard let handles = self.instance(instance) else { return }
         handles.requests.increment()
         if outcome == .failure { handles.failures.increment() }
-        handles.duration.recordNanoseconds(Self.nanoseconds(latency))
+        handles.duration.recordNanoseconds(latency.wholeNanoseconds)
     }
 
     func ejected(_ instance: String) { self.instance(instance)?.ejections.increment() }
@@ -183,11 +183,6 @@ final class Instruments: Sendable {
             handles.duration.destroy()
             handles.ejections.destroy()
         }
-    }
-
-    static func nanoseconds(_ duration: Duration) -> Int64 {
-        let (seconds, attoseconds) = duration.components
-        return seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
     }
 }
 

@@ -22,21 +22,16 @@ public struct Backoff: Sendable, Hashable {
 
     /// The window of retry `retry` (from 1): `min(cap, base × multiplier^(retry−1))`.
     public func window(forRetry retry: Int) -> Duration {
-        let base = Self.seconds(self.base)
+        let base = self.base.secondsValue
         let growth = (0..<max(0, retry - 1)).reduce(1.0) { product, _ in min(product * multiplier, 1e12) }
-        return .nanoseconds(Int64(min(base * growth, Self.seconds(cap)) * 1e9))
+        return .nanoseconds(Int64(min(base * growth, cap.secondsValue) * 1e9))
     }
 
     /// The delay before retry `retry`, from 64 random bits.
     public func delay(forRetry retry: Int, random: UInt64) -> Duration {
-        let window = Self.seconds(self.window(forRetry: retry))
+        let window = self.window(forRetry: retry).secondsValue
         let fraction = Double(random >> 11) * 0x1.0p-53
         return .nanoseconds(Int64(window * fraction * 1e9))
-    }
-
-    static func seconds(_ duration: Duration) -> Double {
-        let (seconds, attoseconds) = duration.components
-        return Double(seconds) + Double(attoseconds) / 1e18
     }
 }
 

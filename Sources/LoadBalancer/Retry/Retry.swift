@@ -435,17 +435,12 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
         guard let attemptTimeout else {
             return try await balancer.run(resolved) { endpoint in try await endpoint(request) }
         }
-        return try await withThrowingTaskGroup(of: Response?.self) { group in
-            group.addTask { try await self.balancer.run(resolved) { endpoint in try await endpoint(request) } }
-            group.addTask {
-                try await self.sleep(until: self.clock.now.advanced(by: attemptTimeout))
-                return nil
-            }
-            defer { group.cancelAll() }
-            guard let first = try await group.next() else { throw AttemptTimeoutError(timeout: attemptTimeout, cause: nil) }
-            guard let response = first else { throw AttemptTimeoutError(timeout: attemptTimeout, cause: nil) }
-            return response
-        }
+        let deadline = clock.now.advanced(by: attemptTimeout)
+        return try await withTimeout(
+            sleep: { try await self.sleep(until: deadline) },
+            onTimeout: { AttemptTimeoutError(timeout: attemptTimeout, cause: nil) },
+            { try await self.balancer.run(resolved) { endpoint in try await endpoint(request) } }
+        )
     }
 
     /// Sleeps until `instant` for a timer that is usually cancelled (a deadline, a hedge delay, an
@@ -501,13 +496,41 @@ public struct RetryDecision: Sendable {
 /// An attempt took longer than ``Retry/attemptTimeout``; it was cancelled, or its endpoint ended it
 /// at its deadline (and it may be retried).
 public struct AttemptTimeoutError: Error, Sendable, CustomStringConvertible {
+    /// What kind of timeout it is. New codes may be added; switch with a `default`.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Wrapped: Hashable, Sendable { case cancelled, endedAtDeadline }
+        private let wrapped: Wrapped
+        private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
+
+        /// The attempt was still running at its deadline and was cancelled.
+        public static let cancelled = Code(.cancelled)
+        /// The endpoint ended the attempt itself at its deadline (the cause is what it threw).
+        public static let endedAtDeadline = Code(.endedAtDeadline)
+
+        /// The code's name, such as `cancelled`.
+        public var description: String { String(describing: wrapped) }
+    }
+
+    /// What kind of timeout it is: ``Code/endedAtDeadline`` when there is a ``cause``.
+    public var code: Code
     /// The limit.
     public var timeout: Duration
     /// The error the endpoint threw at its deadline, if it ended the attempt itself.
     public var cause: (any Error)?
+
+    /// Creates an error; the code follows from whether there is a cause.
+    public init(timeout: Duration, cause: (any Error)?) {
+        self.code = cause == nil ? .cancelled : .endedAtDeadline
+        self.timeout = timeout
+        self.cause = cause
+    }
+
     /// Says the attempt timed out, and after how long.
+    public var message: String { "attempt timed out after \(timeout.formatted())" }
+
+    /// The message, and the cause when there is one.
     public var description: String {
-        "attempt timed out after \(timeout.formatted())" + (cause.map { ": \($0)" } ?? "")
+        message + (cause.map { ": \($0)" } ?? "")
     }
 }
 

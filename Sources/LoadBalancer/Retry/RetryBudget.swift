@@ -89,7 +89,7 @@ public final class RetryBudget: Sendable {
     }
 
     private func balance(_ state: State) -> Double {
-        let reserve = minimumPerSecond * Backoff.seconds(window)
+        let reserve = minimumPerSecond * window.secondsValue
         return reserve + ratio * Double(state.deposits.reduce(0, +)) - Double(state.withdrawals.reduce(0, +))
     }
 

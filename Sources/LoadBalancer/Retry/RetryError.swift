@@ -75,6 +75,29 @@ public struct RetryError: Error, Sendable, CustomStringConvertible {
     /// The last attempt's error.
     public var lastError: (any Error)? { attempts.last?.error }
 
+    /// The errors' shared name for ``Reason``.
+    public typealias Code = Reason
+
+    /// Why retrying stopped: ``reason``, under the name every error of the package uses.
+    public var code: Code {
+        get { reason }
+        set { reason = newValue }
+    }
+
+    /// Why retrying stopped, and after how many attempts (the description without the attempts).
+    public var message: String {
+        let count = "\(attempts.count) attempt\(attempts.count == 1 ? "" : "s")"
+        switch reason {
+        case .timedOut: return "timed out after \(timeout.formatted()) and \(count)"
+        case .notRetryable: return "stopped after \(count) (not retryable)"
+        case .budgetExhausted: return "stopped after \(count) (retry budget exhausted)"
+        default: return "all \(attempts.count) attempts failed"
+        }
+    }
+
+    /// The last attempt's error (``lastError``).
+    public var cause: (any Error)? { lastError }
+
     /// How many attempts the description lists in full; beyond it, only the first and the last few.
     public static let describedAttemptsLimit = 8
     /// How many of the first attempts a long description shows.
@@ -88,17 +111,7 @@ public struct RetryError: Error, Sendable, CustomStringConvertible {
     /// Why retrying stopped, then the attempts (`#number instance after duration: error`); at
     /// most ``describedAttemptsLimit`` of them, the others counted.
     public var description: String {
-        let head: String
-        switch reason {
-        case .timedOut:
-            head = "timed out after \(timeout.formatted()) and \(attempts.count) attempt\(attempts.count == 1 ? "" : "s")"
-        case .notRetryable:
-            head = "stopped after \(attempts.count) attempt\(attempts.count == 1 ? "" : "s") (not retryable)"
-        case .budgetExhausted:
-            head = "stopped after \(attempts.count) attempt\(attempts.count == 1 ? "" : "s") (retry budget exhausted)"
-        default:
-            head = "all \(attempts.count) attempts failed"
-        }
+        let head = message
         if attempts.isEmpty { return head }
         let shown: [String]
         if attempts.count <= Self.describedAttemptsLimit {
@@ -123,8 +136,7 @@ public struct RetryError: Error, Sendable, CustomStringConvertible {
 extension Duration {
     /// A short human form: `850us`, `12.3ms`, `1.5s`.
     func formatted() -> String {
-        let (seconds, attoseconds) = components
-        let totalMicros = Double(seconds) * 1_000_000 + Double(attoseconds) / 1_000_000_000_000
+        let totalMicros = nanosecondsValue / 1_000
         if totalMicros < 1_000 { return "\(Int(totalMicros.rounded()))us" }
         if totalMicros < 1_000_000 { return "\(rounded(totalMicros / 1_000))ms" }
         return "\(rounded(totalMicros / 1_000_000))s"

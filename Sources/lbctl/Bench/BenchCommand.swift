@@ -76,7 +76,7 @@ struct BenchCommand: AsyncParsableCommand {
                 options: options,
                 interval: terminal ? .milliseconds(100) : .seconds(1)
             ) { done, elapsed in
-                let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+                let seconds = elapsed.secondsValue
                 let line = "\(done)/\(total) requests, \(Int((Double(done) / max(seconds, 0.001)).rounded())) req/s, \((seconds * 10).rounded() / 10) s"
                 if terminal { Output.write("\r\u{1B}[K" + line) } else { print(line) }
             }
@@ -90,7 +90,7 @@ struct BenchCommand: AsyncParsableCommand {
     }
 
     static func render(_ report: LoadRun.Report, balancer: String) -> String {
-        let seconds = Double(report.wall.components.seconds) + Double(report.wall.components.attoseconds) / 1e18
+        let seconds = report.wall.secondsValue
         var lines: [String] = []
         lines.append(
             "\(balancer): \(report.requests) requests in \((seconds * 100).rounded() / 100) s "

@@ -50,8 +50,7 @@ struct LoadRun {
             state.withLock {
                 if let latency {
                     $0.succeeded += 1
-                    let (seconds, attoseconds) = latency.components
-                    _ = $0.histogram.record(UInt64(max(1, seconds * 1_000_000 + attoseconds / 1_000_000_000_000)))
+                    _ = $0.histogram.record(UInt64(max(1, latency.wholeNanoseconds / 1_000)))
                 } else {
                     $0.failed += 1
                     $0.errors[error ?? "error", default: 0] += 1
@@ -127,7 +126,7 @@ struct LoadRun {
             await cache.waitUntilReady()
             if cache.snapshot.isEmpty {
                 group.cancelAll()
-                throw RunError("the source has no instances")
+                throw LbctlError.run("the source has no instances")
             }
             await withTaskGroup(of: Void.self) { reporting in
                 // The progress reporter runs until the workers are done, then is cancelled.
@@ -202,10 +201,4 @@ struct LoadRun {
             return text.count > 60 ? String(text.prefix(57)) + "..." : text
         }
     }
-}
-
-/// A run that cannot go on (exit status 1).
-struct RunError: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
 }

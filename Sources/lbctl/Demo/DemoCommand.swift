@@ -51,7 +51,7 @@ struct DemoCommand: AsyncParsableCommand {
         let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: HTTPEndpointFactory.clientConfiguration())
         let names = Dictionary(uniqueKeysWithValues: zip(servers.map { "127.0.0.1:\($0.port)" }, Self.backends.map(\.name)))
         print("Backends on 127.0.0.1: " + zip(Self.backends, servers).map { backend, server in
-            let latency = Output.milliseconds(Double(backend.behaviour.latency.components.attoseconds) / 1e9 + Double(backend.behaviour.latency.components.seconds) * 1e9)
+            let latency = Output.milliseconds(backend.behaviour.latency.nanosecondsValue)
             let failures = backend.behaviour.failureRate > 0 ? ", \(Int(backend.behaviour.failureRate * 100))% 500s" : ""
             return "\(backend.name) :\(server.port) (\(latency)\(failures))"
         }.joined(separator: ", "))
@@ -107,7 +107,7 @@ struct DemoCommand: AsyncParsableCommand {
         let scenario = TailLatencyScenario.reference { $0.duration = .seconds(simulatedSeconds) }
         let results = await TailLatencySimulation.run(scenario, policies: TailLatencySimulation.standardPolicies())
         let oracle = results[0]
-        func ns(_ d: Duration) -> Double { Double(d.components.seconds) * 1e9 + Double(d.components.attoseconds) / 1e9 }
+        func ns(_ d: Duration) -> Double { d.nanosecondsValue }
         print(
             Output.table(
                 ["POLICY", "P50", "P99", "P99.9", "ERRORS", "P99.9/ORACLE"],

@@ -67,7 +67,7 @@ struct ResolveCommand: AsyncParsableCommand {
     static func statusLine(_ status: DiscoveryStatus, now: ContinuousClock.Instant = .now, wallNow: Date = Date()) -> String {
         func wall(_ instant: ContinuousClock.Instant) -> String {
             let ago = now - instant
-            let seconds = Double(ago.components.seconds) + Double(ago.components.attoseconds) / 1e18
+            let seconds = ago.secondsValue
             return wallNow.addingTimeInterval(-seconds).ISO8601Format(.iso8601.time(includingFractionalSeconds: true))
         }
         var parts = ["discovery: \(status.isReady ? "ready" : "not ready")"]

@@ -53,15 +53,15 @@ enum SourceSpec: Equatable {
         }
     }
 
-    /// Parses a source, or throws a one-line ``UsageError``.
+    /// Parses a source, or throws a one-line ``LbctlError``.
     init(parsing text: String) throws {
         guard let separator = text.range(of: "://") else {
-            throw UsageError("invalid source '\(text)': expected SCHEME://..., for example static://127.0.0.1:8080")
+            throw LbctlError.usage("invalid source '\(text)': expected SCHEME://..., for example static://127.0.0.1:8080")
         }
         let scheme = text[..<separator.lowerBound].lowercased()
         let rest = String(text[separator.upperBound...])
         func nonEmpty(_ what: String) throws {
-            if rest.isEmpty { throw UsageError("invalid source '\(text)': \(what) is missing") }
+            if rest.isEmpty { throw LbctlError.usage("invalid source '\(text)': \(what) is missing") }
         }
         switch scheme {
         case "static":
@@ -72,7 +72,7 @@ enum SourceSpec: Equatable {
                 do {
                     instances.append(try Instance(parsing: entry))
                 } catch {
-                    throw UsageError("invalid source '\(text)': \(error)")
+                    throw LbctlError.usage("invalid source '\(text)': \(error)")
                 }
             }
             self = .fixed(instances)
@@ -80,7 +80,7 @@ enum SourceSpec: Equatable {
             try nonEmpty("the SRV name")
             let (nameserver, name) = try Self.splitNameserver(rest, source: text)
             guard name.hasPrefix("_"), name.contains("._") else {
-                throw UsageError("invalid source '\(text)': an SRV name looks like _service._proto.name")
+                throw LbctlError.usage("invalid source '\(text)': an SRV name looks like _service._proto.name")
             }
             self = .dnsSRV(nameserver: nameserver, name: name)
         case "dns":
@@ -90,22 +90,22 @@ enum SourceSpec: Equatable {
                 let (host, port) = try Instance.parseHostPort(hostPort)
                 self = .dns(nameserver: nameserver, name: host, port: port)
             } catch {
-                throw UsageError("invalid source '\(text)': \(error)")
+                throw LbctlError.usage("invalid source '\(text)': \(error)")
             }
         case "etcd", "zk":
             guard let slash = rest.firstIndex(of: "/") else {
-                throw UsageError("invalid source '\(text)': expected \(scheme)://HOST:PORT[,HOST:PORT...]/path")
+                throw LbctlError.usage("invalid source '\(text)': expected \(scheme)://HOST:PORT[,HOST:PORT...]/path")
             }
             let servers = try Self.parseServers(String(rest[..<slash]), source: text)
             let path = String(rest[slash...])
-            guard path.count > 1 else { throw UsageError("invalid source '\(text)': the path is missing") }
+            guard path.count > 1 else { throw LbctlError.usage("invalid source '\(text)': the path is missing") }
             self = scheme == "etcd" ? .etcd(endpoints: servers, prefix: path) : .zookeeper(servers: servers, path: path)
         case "consul":
             guard let slash = rest.firstIndex(of: "/") else {
-                throw UsageError("invalid source '\(text)': expected consul://HOST:PORT/service")
+                throw LbctlError.usage("invalid source '\(text)': expected consul://HOST:PORT/service")
             }
             let address = try Self.parseServers(String(rest[..<slash]), source: text)
-            guard address.count == 1 else { throw UsageError("invalid source '\(text)': consul takes one agent address") }
+            guard address.count == 1 else { throw LbctlError.usage("invalid source '\(text)': consul takes one agent address") }
             var service = String(rest[rest.index(after: slash)...])
             var tags: [String] = []
             var datacenter: String?
@@ -117,23 +117,23 @@ enum SourceSpec: Equatable {
                     // Values may be percent-encoded (a tag with '&' in it, say).
                     let pair = item.split(separator: "=", maxSplits: 1).map { String($0).removingPercentEncoding ?? String($0) }
                     guard pair.count == 2, !pair[1].isEmpty else {
-                        throw UsageError("invalid source '\(text)': malformed query item '\(item)'")
+                        throw LbctlError.usage("invalid source '\(text)': malformed query item '\(item)'")
                     }
                     switch pair[0] {
                     case "tag": tags.append(pair[1])
                     case "dc": datacenter = pair[1]
                     case "token": token = pair[1]
                     default:
-                        throw UsageError("invalid source '\(text)': unknown query key '\(pair[0])' (expected tag, dc or token)")
+                        throw LbctlError.usage("invalid source '\(text)': unknown query key '\(pair[0])' (expected tag, dc or token)")
                     }
                 }
             }
             guard !service.isEmpty, !service.contains("/") else {
-                throw UsageError("invalid source '\(text)': the service name is missing or contains '/'")
+                throw LbctlError.usage("invalid source '\(text)': the service name is missing or contains '/'")
             }
             self = .consul(address: address[0], service: service, tags: tags, datacenter: datacenter, token: token)
         default:
-            throw UsageError(
+            throw LbctlError.usage(
                 "invalid source '\(text)': unknown scheme '\(scheme)' (expected static, dns+srv, dns, etcd, zk or consul)"
             )
         }
@@ -143,11 +143,11 @@ enum SourceSpec: Equatable {
         guard let slash = rest.firstIndex(of: "/") else { return (nil, rest) }
         let server = String(rest[..<slash])
         let name = String(rest[rest.index(after: slash)...])
-        guard !name.isEmpty else { throw UsageError("invalid source '\(source)': the name is missing") }
+        guard !name.isEmpty else { throw LbctlError.usage("invalid source '\(source)': the name is missing") }
         do {
             _ = try Instance.parseHostPort(server)
         } catch {
-            throw UsageError("invalid source '\(source)': bad nameserver: \(error)")
+            throw LbctlError.usage("invalid source '\(source)': bad nameserver: \(error)")
         }
         return (server, name)
     }
@@ -158,7 +158,7 @@ enum SourceSpec: Equatable {
             do {
                 _ = try Instance.parseHostPort(server)
             } catch {
-                throw UsageError("invalid source '\(source)': bad server address: \(error)")
+                throw LbctlError.usage("invalid source '\(source)': bad server address: \(error)")
             }
         }
         return servers
@@ -178,7 +178,7 @@ enum SourceSpec: Equatable {
             do {
                 configuration = try EtcdConfiguration(members: endpoints.joined(separator: ","))
             } catch {
-                throw UsageError("invalid etcd source: \(error.message)")
+                throw LbctlError.usage("invalid etcd source: \(error.message)")
             }
             let client = try EtcdClient(configuration: configuration)
             let publisher = EtcdPublisher(prefix: prefix, client: client)
@@ -189,7 +189,7 @@ enum SourceSpec: Equatable {
                 configuration = try ZooKeeperConfiguration(connectString: servers.joined(separator: ","))
                 try ZooKeeperPath.validate(path)
             } catch {
-                throw UsageError("invalid zk source: \(error.message)")
+                throw LbctlError.usage("invalid zk source: \(error.message)")
             }
             let client = ZooKeeperClient(configuration: configuration)
             let publisher = ZooKeeperPublisher(path: path, client: client)
@@ -208,7 +208,7 @@ enum SourceSpec: Equatable {
                     token: token
                 )
             } catch {
-                throw UsageError("invalid consul source: \(error)")
+                throw LbctlError.usage("invalid consul source: \(error)")
             }
             let client = ConsulClient(configuration: configuration)
             let publisher = ConsulPublisher(service: service, tags: tags, client: client)
@@ -244,10 +244,4 @@ struct PublisherWithServices: InstancePublisher, Service {
             for service in services { group.addTask { try await service.run() } }
         }
     }
-}
-
-/// A mistake in the command line: printed as one line on stderr, exit status 2.
-struct UsageError: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
 }

@@ -1,0 +1,1 @@
+../LoadBalancerTests/DedicatedThreadExecutor.swift

@@ -1,0 +1,164 @@
+import NIOCore
+import NIOPosix
+import Synchronization
+import Testing
+
+@testable import LoadBalancerZooKeeper
+
+/// A server on 127.0.0.1 that grants a session and then answers nothing, unless told to: a
+/// ZooKeeper that has gone silent, which a real one cannot be made into.
+final class SilentZooKeeperServer: Sendable {
+    let port: Int
+    private let server: any Channel
+    private let state: Seen
+
+    /// What the server has seen: its connections, and the xids of requests.
+    final class Seen: Sendable {
+        private let value = Mutex<(connections: [any Channel], xids: [Int32])>(([], []))
+        func withLock<R: Sendable>(_ body: (inout (connections: [any Channel], xids: [Int32])) -> R) -> R {
+            value.withLock { body(&$0) }
+        }
+    }
+
+    private init(server: any Channel, state: Seen) {
+        self.server = server
+        self.port = server.localAddress?.port ?? 0
+        self.state = state
+    }
+
+    static func start() async throws -> SilentZooKeeperServer {
+        let state = Seen()
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                state.withLock { $0.connections.append(channel) }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        HandshakeOnlyHandler { xid in state.withLock { $0.xids.append(xid) } }
+                    )
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0)
+            .get()
+        return SilentZooKeeperServer(server: server, state: state)
+    }
+
+    /// The xids of the requests received (pings left out).
+    var requestXids: [Int32] { state.withLock { $0.xids } }
+
+    /// The connections accepted.
+    var connectionCount: Int { state.withLock { $0.connections.count } }
+
+    /// Answers request `xid` on the latest connection, late: a reply with no error and an empty body.
+    func answer(xid: Int32) async throws {
+        guard let channel = state.withLock({ $0.connections.last }) else { return }
+        var reply = JuteWriter()
+        reply.int(xid)
+        reply.long(1)
+        reply.int(0)
+        try await channel.writeAndFlush(ByteBuffer(bytes: reply.frame))
+    }
+
+    func close() async {
+        try? await server.close()
+        for channel in state.withLock({ $0.connections }) { try? await channel.close() }
+    }
+}
+
+/// Grants a session in answer to the connect request, then reads and ignores everything, noting
+/// the xids of requests.
+private final class HandshakeOnlyHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private var decoder = ZooKeeperFrameDecoder()
+    private var handshaken = false
+    private let received: @Sendable (Int32) -> Void
+
+    init(received: @escaping @Sendable (Int32) -> Void) { self.received = received }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        decoder.append(unwrapInboundIn(data).readableBytesView)
+        while let frame = try? decoder.next() {
+            if !handshaken {
+                handshaken = true
+                var response = JuteWriter()
+                response.int(0)  // protocol version
+                response.int(30_000)  // session timeout, ms: the client drops a quiet connection after 20 s
+                response.long(0x5EED)  // session id
+                response.buffer([UInt8](repeating: 7, count: 16))  // password
+                response.bool(false)  // read-only
+                context.writeAndFlush(wrapOutboundOut(ByteBuffer(bytes: response.frame)), promise: nil)
+            } else {
+                var reader = JuteReader(frame)
+                if let xid = try? reader.int(), xid > 0 { received(xid) }
+            }
+        }
+    }
+}
+
+@Suite("ZooKeeper requests honour cancellation", .serialized, .timeLimit(.minutes(2)))
+struct ZooKeeperCancellationTests {
+    @Test("a cancelled request returns within 100 ms while the server stays silent; its late reply is dropped, the connection kept")
+    func cancelledRequestReturns() async throws {
+        let server = try await SilentZooKeeperServer.start()
+        let client = ZooKeeperClient(configuration: ZooKeeperConfiguration(servers: [.init(host: "127.0.0.1", port: server.port)]))
+        let events = client.events()
+        let run = Task { await client.run() }
+        var iterator = events.makeAsyncIterator()
+        #expect(await iterator.next() == .connected(sessionID: 0x5EED, newSession: true))
+
+        for round in 1...2 {
+            // Cancelled once the request has reached the server, which does not answer.
+            let (result, elapsed) = try await timeToReturn(
+                afterCancelling: { () async -> Result<[UInt8], ZooKeeperError> in
+                    do throws(ZooKeeperError) {
+                        return .success(try await client.getData("/silent").data)
+                    } catch {
+                        return .failure(error)
+                    }
+                },
+                once: { client.pendingRequestCount == 1 && server.requestXids.count == round }
+            )
+            #expect(elapsed < .milliseconds(100), "round \(round): \(elapsed)")
+            if case .failure(let error) = result { #expect(error.code == .cancelled, "\(error)") } else { Issue.record("it succeeded") }
+            #expect(client.pendingRequestCount == 0)
+            // The reply comes after all: dropped, and the connection stays.
+            try await server.answer(xid: try #require(server.requestXids.last))
+        }
+        // Still the first connection and the first session: no reply was taken for garbage.
+        let probe = Task { try await client.getData("/after") }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while server.requestXids.count < 3, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        #expect(client.isConnected)
+        #expect(server.connectionCount == 1)
+        probe.cancel()
+        _ = await probe.result
+        run.cancel()
+        await run.value
+        await server.close()
+    }
+
+    @Test("a request whose task is cancelled before it is sent fails at once and sends nothing")
+    func cancelledBeforeSending() async throws {
+        let server = try await SilentZooKeeperServer.start()
+        let client = ZooKeeperClient(configuration: ZooKeeperConfiguration(servers: [.init(host: "127.0.0.1", port: server.port)]))
+        let events = client.events()
+        let run = Task { await client.run() }
+        var iterator = events.makeAsyncIterator()
+        _ = await iterator.next()
+        let request = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            return try await client.getData("/never")
+        }
+        let result = await request.result
+        if case .failure(let error) = result { #expect((error as? ZooKeeperError)?.code == .cancelled, "\(error)") } else { Issue.record("it succeeded") }
+        #expect(client.pendingRequestCount == 0)
+        #expect(server.requestXids.isEmpty)
+        run.cancel()
+        await run.value
+        await server.close()
+    }
+}
