@@ -371,6 +371,19 @@ let package = Package(
     swiftLanguageModes: [.v6]
 )
 
+// ThreadSanitizer over the whole package (scripts/sanitizers.sh --all thread, by hand; RELIABILITY.md
+// has the figures): LB_SANITIZER_ALL=thread keeps every target and gives each the locks
+// ThreadSanitizer can see (below). The Consul test server, which does not otherwise depend on the
+// core, reaches the core's lock through it.
+if Context.environment["LB_SANITIZER_ALL"] == "thread" {
+    for target in package.targets {
+        target.swiftSettings = [.enableUpcomingFeature("ExistentialAny"), .define("LB_TSAN_VISIBLE_LOCKS")]
+        if target.name == "ConsulTestServer" {
+            target.dependencies.append("LoadBalancer")
+        }
+    }
+}
+
 // The sanitizer runs of the unit tests (`scripts/sanitizers.sh`, part of the test command) set
 // LB_SANITIZER_SUBSET to `thread` or `address`: the package is then the core, the simulation, DNS
 // and ZooKeeper, with their unit tests (the suites that need a real registry server left out). The modules over

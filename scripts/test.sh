@@ -9,8 +9,28 @@
 # 5. Fuzzes each parser of untrusted input for 15 s (scripts/fuzz.sh).
 # 6. Builds the Benchmarks package, so it cannot rot, and runs a short churn soak from it.
 # 7. Builds the DocC documentation of every public module, with warnings as errors.
+#
+# `scripts/test.sh --fast` is the tier for use while working: the build with warnings as errors
+# and the unit, static and in-process suites (no real registry servers, sanitizers, fuzzers, soak
+# or DocC). It shares the full run's build directory and flags, so switching tiers rebuilds nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+case "${1:-}" in
+    "") ;;
+    --fast)
+        echo "== fast tier: build (warnings are errors), then the suites that need no registry server"
+        unset LB_DNS_INTEGRATION LB_ETCD_INTEGRATION LB_ZOOKEEPER_INTEGRATION
+        export LB_TEST_TIER=fast
+        swift build --build-tests -Xswiftc -warnings-as-errors
+        swift test -Xswiftc -warnings-as-errors
+        exit 0
+        ;;
+    *)
+        echo "usage: scripts/test.sh [--fast]" >&2
+        exit 2
+        ;;
+esac
 
 echo "== swift $(swift --version 2>&1 | head -1)"
 

@@ -11,7 +11,7 @@ public enum DnsmasqEnvironment {
     /// Whether `LB_DNS_INTEGRATION=1` says the suites must run.
     public static let required = ProcessInfo.processInfo.environment["LB_DNS_INTEGRATION"] == "1"
     /// Whether the dnsmasq suites run.
-    public static var enabled: Bool { binary != nil || required }
+    public static var enabled: Bool { (binary != nil && !TestTier.isFast) || required }
 }
 
 /// A real dnsmasq on 127.0.0.1 at a port of its own, with its own configuration directory.

@@ -29,7 +29,7 @@ public final class EtcdCluster: @unchecked Sendable {
     /// Whether the etcd suites run: when etcd is installed, or when the test script says they must
     /// (then a missing etcd fails the suites instead of skipping them).
     public static var enabled: Bool {
-        binary != nil || ProcessInfo.processInfo.environment["LB_ETCD_INTEGRATION"] == "1"
+        (binary != nil && !TestTier.isFast) || ProcessInfo.processInfo.environment["LB_ETCD_INTEGRATION"] == "1"
     }
 
     public let members: [Member]

@@ -11,6 +11,16 @@ import Darwin
 // Helpers the integration suites share: bounded waiting, recording a publisher's updates, and
 // running the built `lbctl`.
 
+/// Which suites a run includes. `LB_TEST_TIER=fast` (`scripts/test.sh --fast`) leaves out the
+/// suites that start real registry servers (dnsmasq, etcd, ZooKeeper), even where those are
+/// installed; the unit, static and in-process suites (the Consul test server, local HTTP backends,
+/// gRPC on loopback, lbctl) still run. The full run, CI's, sets the `LB_*_INTEGRATION` variables,
+/// which make those suites run and fail when their server is missing.
+public enum TestTier {
+    /// Whether this is the fast tier.
+    public static let isFast = ProcessInfo.processInfo.environment["LB_TEST_TIER"] == "fast"
+}
+
 /// Waits, by bounded polling, until `condition` holds; throws when `timeout` passes first.
 public func eventually(_ what: String, timeout: Duration = .seconds(20), _ condition: () async -> Bool) async throws {
     let deadline = ContinuousClock.now + timeout

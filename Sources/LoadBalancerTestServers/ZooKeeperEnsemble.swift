@@ -28,7 +28,7 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
     /// Whether the ZooKeeper suites run: when ZooKeeper and java are installed, or when the test
     /// script says they must (then a missing one fails the suites instead of skipping them).
     public static var enabled: Bool {
-        (jar != nil && java != nil) || ProcessInfo.processInfo.environment["LB_ZOOKEEPER_INTEGRATION"] == "1"
+        (jar != nil && java != nil && !TestTier.isFast) || ProcessInfo.processInfo.environment["LB_ZOOKEEPER_INTEGRATION"] == "1"
     }
 
     public let servers: [Server]
