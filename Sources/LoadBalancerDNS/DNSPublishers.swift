@@ -57,7 +57,7 @@ public struct DNSRefresh: Sendable, Hashable {
 /// that cannot make an instance (port 0, an address the instance rules refuse) is left out and
 /// reported in band, as the static and Consul publishers do: the update carries the good instances
 /// and a `DiscoveryError` with code `invalidInstances` naming the bad
-/// records. The first lookup happens when ``run()`` starts, then again at the records' TTL (see
+/// records. The first lookup happens when `run()` starts, then again at the records' TTL (see
 /// ``DNSRefresh``).
 ///
 /// Timeouts, SERVFAIL and REFUSED keep the last good set (the update carries the error); NXDOMAIN
@@ -65,12 +65,12 @@ public struct DNSRefresh: Sendable, Hashable {
 /// start-up, the first update carries the error after the resolver's timeout and attempts; lookups
 /// go on after a random time within ``DNSRefresh/retryAfterFailure`` (the window doubling with
 /// each failure, full jitter) until the server answers.
-public final class DNSSRVPublisher: InstancePublisher, Service {
+public final class DNSSRVPublisher: DNSLookupPublisher {
     /// The SRV name, for example `_http._tcp.example.com`.
     public let name: String
-    private let core: DNSPublisherCore
+    let core: DNSPublisherCore
 
-    /// Creates a publisher; nothing is looked up until ``run()``.
+    /// Creates a publisher; nothing is looked up until `run()`.
     ///
     /// - Parameters:
     ///   - name: The SRV name, for example `_http._tcp.example.com`.
@@ -88,9 +88,6 @@ public final class DNSSRVPublisher: InstancePublisher, Service {
         self.name = name
         self.core = DNSPublisherCore(name: name, client: client, refresh: refresh, staleness: staleness, logger: logger)
     }
-
-    /// A new subscription: the current set first (once the first lookup is done), then every change.
-    public func updates() -> InstanceUpdates { core.broadcaster.updates() }
 
     /// Looks up, publishes, and sleeps until the next refresh (backing off after failures), until
     /// cancelled or shut down gracefully.
@@ -188,14 +185,14 @@ public final class DNSSRVPublisher: InstancePublisher, Service {
 /// Unlike a resolver that hands one endpoint all the addresses, each address is its own instance,
 /// so the balancer spreads calls over them. Refresh and error semantics are those of
 /// ``DNSSRVPublisher``.
-public final class DNSAddressPublisher: InstancePublisher, Service {
+public final class DNSAddressPublisher: DNSLookupPublisher {
     /// The name whose addresses are published.
     public let name: String
     /// The port every instance gets.
     public let port: Int
-    private let core: DNSPublisherCore
+    let core: DNSPublisherCore
 
-    /// Creates a publisher; nothing is looked up until ``run()``.
+    /// Creates a publisher; nothing is looked up until `run()`.
     ///
     /// - Parameters:
     ///   - name: The name whose A and AAAA records are published.
@@ -216,9 +213,6 @@ public final class DNSAddressPublisher: InstancePublisher, Service {
         self.port = port
         self.core = DNSPublisherCore(name: name, client: client, refresh: refresh, staleness: staleness, logger: logger)
     }
-
-    /// A new subscription: the current set first (once the first lookup is done), then every change.
-    public func updates() -> InstanceUpdates { core.broadcaster.updates() }
 
     /// Looks up, publishes, and sleeps until the next refresh (backing off after failures), until
     /// cancelled or shut down gracefully.
@@ -267,6 +261,23 @@ public final class DNSAddressPublisher: InstancePublisher, Service {
         }
         return DNSLookupResult(instances: instances, ttl: ttl, invalid: invalid)
     }
+}
+
+/// What both DNS publishers are: a ``DNSPublisherCore`` and a lookup of their own, from which
+/// their subscriptions follow. (Each declares its `run()` and `refreshOnce()` itself: public
+/// members here would be visible only as requirements of public protocols, and a `run()` found as
+/// `Service`'s asks callers to import ServiceLifecycle.)
+protocol DNSLookupPublisher: InstancePublisher, Service {
+    /// The broadcaster, the client, the refresh and the loop.
+    var core: DNSPublisherCore { get }
+    /// One lookup: the instances, the smallest TTL of the records used, and what made no instance.
+    func lookup() async throws -> DNSLookupResult
+}
+
+extension DNSLookupPublisher {
+    /// A new subscription: the current set first (once the first lookup is done), then every change.
+    public func updates() -> InstanceUpdates { core.broadcaster.updates() }
+
 }
 
 /// What one lookup found.
