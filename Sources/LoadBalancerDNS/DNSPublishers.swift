@@ -64,7 +64,9 @@ public struct DNSRefresh: Sendable, Hashable {
 /// and an empty answer are authoritative and publish the empty set. When the server is down at
 /// start-up, the first update carries the error after the resolver's timeout and attempts; lookups
 /// go on after a random time within ``DNSRefresh/retryAfterFailure`` (the window doubling with
-/// each failure, full jitter) until the server answers.
+/// each failure, full jitter) until the server answers. When the client is shut down, the
+/// publisher publishes a last update with a `closed` error (the last good set stays), then ends
+/// its subscriptions, as every registry publisher does.
 public final class DNSSRVPublisher: DNSLookupPublisher {
     /// The SRV name, for example `_http._tcp.example.com`.
     public let name: String
@@ -314,7 +316,7 @@ final class DNSPublisherCore: Sendable {
     /// Looks up and sleeps until the next refresh (backing off after failures), until cancelled or
     /// shut down; then ends the subscriptions.
     func run(_ lookup: @escaping @Sendable () async throws -> DNSLookupResult) async {
-        await loop.run(publishingTo: broadcaster) { _ in
+        await loop.run(publishingTo: broadcaster, logger: logger, metadata: ["loadbalancer.dns.name": "\(name)"]) { _ in
             await self.round(lookup)
         }
     }
@@ -323,7 +325,17 @@ final class DNSPublisherCore: Sendable {
     /// (the last good set stays); returns when to look again.
     func refreshOnce(_ lookup: () async throws -> DNSLookupResult) async -> Duration {
         let step = await round(lookup)
+        if client.isShutDown {
+            // The loop would stop here; by hand, the error is published and the caller decides.
+            broadcaster.fail(closed(by: DNSLookupError(code: .closed, message: "the DNS client was shut down")))
+            return .zero
+        }
         return failures.withLock { loop.pause(after: step, failures: &$0) } ?? .zero
+    }
+
+    /// The last update's error, when the client was shut down.
+    private func closed(by error: DNSLookupError) -> DiscoveryError {
+        DiscoveryError(code: .closed, message: "the DNS client was shut down: \(name) is no longer looked up", cause: error)
     }
 
     /// One lookup, published or reported.
@@ -346,6 +358,10 @@ final class DNSPublisherCore: Sendable {
             return .succeeded(next: refresh.delay(ttl: result.ttl))
         } catch {
             if Task.isCancelled { return .stop() }
+            if let error = error as? DNSLookupError, error.code == .closed {
+                // Nothing will answer again: the last good set stays, with the reason in band.
+                return .stop(closed(by: error))
+            }
             let metadata: Logger.Metadata = ["loadbalancer.dns.name": "\(name)"]
             broadcaster.report(error, unavailable: true, message: "lookup of \(name) failed", logger: logger, metadata: metadata)
             return .failed()

@@ -1,3 +1,4 @@
+import LoadBalancer
 import LoadBalancerDNS
 import NIOCore
 import NIOPosix
@@ -27,6 +28,19 @@ struct DNSClientLifecycleTests {
         running.cancel()
         try await running.value
         #expect(client.isShutDown)
+    }
+
+    @Test("a publisher over a shut-down client ends with a closed error, as every backend's does")
+    func publisherOverShutDownClient() async throws {
+        let client = DNSClient(configuration: .nameserver("127.0.0.1:53"))
+        await client.shutdown()
+        let publisher = DNSSRVPublisher(name: "_http._tcp.svc.test", client: client)
+        var updates = publisher.updates().makeAsyncIterator()
+        try await publisher.run()  // ends by itself
+        let only = try #require(await updates.next())
+        #expect(only.error?.code == .closed, "\(only)")
+        #expect((only.error?.cause as? DNSLookupError)?.code == .closed)
+        #expect(await updates.next() == nil, "the subscription has ended")
     }
 
     @Test("a query in flight on a silent nameserver is cut short by shutdown() with closed")
