@@ -158,18 +158,8 @@ public final class DNSSRVPublisher: DNSLookupPublisher {
     /// A and AAAA records of `target` (NXDOMAIN or no records: none).
     private func resolveAddresses(of target: String) async throws -> [(String, UInt32)] {
         var addresses: [(String, UInt32)] = []
-        var failure: (any Error)?
-        for type in [DNSRecordType.a, .aaaa] {
-            // A server may answer one family and refuse the other: use what it answers.
-            let answer: DNSAnswer
-            do {
-                answer = try await core.client.query(target, type: type)
-            } catch let error as CancellationError {
-                throw error
-            } catch {
-                failure = error
-                continue
-            }
+        let (answers, failure) = try await core.addressAnswers(of: target)
+        for (_, answer) in answers {
             for record in answer.message.answers where record.name == target {
                 switch record.data {
                 case .ipv4(let address), .ipv6(let address): addresses.append((address, record.ttl))
@@ -231,18 +221,8 @@ public final class DNSAddressPublisher: DNSLookupPublisher {
         var ttl: UInt32?
         candidates: for candidate in core.client.configuration.candidates(for: name) {
             var exists = false
-            var failure: (any Error)?
-            for type in [DNSRecordType.a, .aaaa] {
-                // A server may answer one family and refuse the other: use what it answers.
-                let answer: DNSAnswer
-                do {
-                    answer = try await core.client.query(candidate, type: type)
-                } catch let error as CancellationError {
-                    throw error
-                } catch {
-                    failure = error
-                    continue
-                }
+            let (answers, failure) = try await core.addressAnswers(of: candidate)
+            for (type, answer) in answers {
                 if answer.message.responseCode == .noError { exists = true }
                 for record in answer.message.answers {
                     switch record.data {
@@ -331,6 +311,23 @@ final class DNSPublisherCore: Sendable {
             return .zero
         }
         return failures.withLock { loop.pause(after: step, failures: &$0) } ?? .zero
+    }
+
+    /// The A and AAAA answers for `name`, each with its type, and the failure of a family that
+    /// failed. A server may answer one family and refuse the other: what it answers is used.
+    func addressAnswers(of name: String) async throws -> (answers: [(DNSRecordType, DNSAnswer)], failure: (any Error)?) {
+        var answers: [(DNSRecordType, DNSAnswer)] = []
+        var failure: (any Error)?
+        for type in [DNSRecordType.a, .aaaa] {
+            do {
+                answers.append((type, try await client.query(name, type: type)))
+            } catch let error as CancellationError {
+                throw error
+            } catch {
+                failure = error
+            }
+        }
+        return (answers, failure)
     }
 
     /// The last update's error, when the client was shut down.
