@@ -294,6 +294,8 @@ let package = Package(
                 "LoadBalancerTestServers",
                 "LoadBalancerLocalBackends",
                 "lbctl",
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

@@ -54,8 +54,8 @@ public final class EtcdClient: Service, Sendable {
     ///   - eventLoopGroup: Where the gRPC connections run: a `MultiThreadedEventLoopGroup` (or one
     ///     of its event loops), as gRPC's NIO transport requires. Default: NIO's shared group.
     ///   - logger: Where to log. Default: nowhere.
-    /// - Throws: ``EtcdError`` with ``EtcdError/Code/invalidArgument`` when there is no member, or a
-    ///   member's address cannot be used.
+    /// - Throws: ``EtcdError`` with ``EtcdError/Code/invalidArgument`` when there is no member, a
+    ///   member's address cannot be used, or `eventLoopGroup` is not a `MultiThreadedEventLoopGroup`.
     public init(
         configuration: EtcdConfiguration,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
@@ -63,6 +63,13 @@ public final class EtcdClient: Service, Sendable {
     ) throws(EtcdError) {
         guard !configuration.members.isEmpty else {
             throw EtcdError(code: .invalidArgument, message: "no etcd members given")
+        }
+        // gRPC's NIO transport connects with a ClientBootstrap, which traps on any other group.
+        guard ClientBootstrap(validatingGroup: eventLoopGroup) != nil else {
+            throw EtcdError(
+                code: .invalidArgument,
+                message: "etcd's gRPC transport needs a MultiThreadedEventLoopGroup (or one of its event loops)"
+            )
         }
         self.configuration = configuration
         self.logger = logger
