@@ -1,6 +1,9 @@
 import AsyncHTTPClient
+import LoadBalancer
+import Logging
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import NIOSSL
 import ServiceLifecycle
 import Synchronization
@@ -19,220 +22,25 @@ import Foundation
 /// `CancellationError`.
 ///
 /// **Connections.** The client owns two `HTTPClient`s, made on first use: one for blocking
-/// queries, whose pool holds up to ``Configuration/maxBlockingQueries`` connections to the agent
-/// (each blocking query holds one for up to its wait), and one for every other request (plain
-/// reads, registrations, check passes), so that publishers blocked on the agent can never queue a
-/// registrar's TTL pass behind them. Shut them down with ``shutdown()``, or run the client as a
-/// `Service` (``run()`` shuts down when the service group does): list it before the publishers
-/// and registrars that use it, so it stops after them. A client dropped without being shut down
-/// shuts its connections down when its last copy goes.
+/// queries, whose pool holds up to ``ConsulConfiguration/maxBlockingQueries`` connections to the
+/// agent (each blocking query holds one for up to its wait), and one for every other request
+/// (plain reads, registrations, check passes), so that publishers blocked on the agent can never
+/// queue a registrar's TTL pass behind them. Both run on the `eventLoopGroup` given to
+/// ``init(configuration:httpClient:eventLoopGroup:logger:)``.
+///
+/// The client is a `Service`, as every registry client of the package: ``run()`` holds until the
+/// task is cancelled, the service group shuts down gracefully, or ``shutdown()`` is called, and
+/// then shuts the connections down; from then on every request fails with
+/// ``ConsulError/Code/shutDown``. List it before the publishers and registrars that use it, so it
+/// stops after them. A client dropped without being shut down shuts its connections down when it
+/// goes.
 ///
 /// ```swift
-/// let consul = ConsulClient(configuration: try .init(environment: ProcessInfo.processInfo.environment))
+/// let consul = ConsulClient(configuration: try ConsulConfiguration(environment: ProcessInfo.processInfo.environment))
 /// let publisher = ConsulPublisher(service: "users", client: consul)
 /// let group = ServiceGroup(services: [consul, publisher, cache, server], logger: logger)
 /// ```
-public struct ConsulClient: Sendable, Service {
-    /// Where the agent is and how to talk to it.
-    public struct Configuration: Sendable, Hashable {
-        /// The agent's host. Default `127.0.0.1`.
-        public var host: String
-        /// The agent's HTTP(S) port. Default 8500, or 8501 (Consul's HTTPS port) with ``tls``.
-        public var port: Int {
-            get { explicitPort ?? (tls ? 8501 : 8500) }
-            set { explicitPort = newValue }
-        }
-        private var explicitPort: Int?
-        /// Whether to use HTTPS. Default `false`.
-        ///
-        /// The client trusts the system's roots, plus ``caCertificatePath`` when set; for a client
-        /// certificate or other TLS settings, pass an `HTTPClient` that has them.
-        public var tls: Bool
-        /// A PEM file of CA certificates to trust for the agent's certificate (`CONSUL_CACERT`),
-        /// in place of the system's roots. Default `nil`.
-        public var caCertificatePath: String?
-        /// The datacenter to query (`dc`); `nil` is the agent's own. Default `nil`.
-        public var datacenter: String?
-        /// The ACL token, sent as `X-Consul-Token`; `nil` sends none. Default `nil`.
-        public var token: String?
-        /// The time a request that does not block may take. A blocking query may take its
-        /// `wait`, plus the `wait / 16` Consul may add, plus this. Default 10 s.
-        public var requestTimeout: Duration
-        /// The largest response body read, in bytes. Default 16 MiB.
-        public var maxResponseSize: Int
-        /// How many blocking queries may be held by the agent at once: the size of the connection
-        /// pool kept for them (one connection per query; one publisher has at most one query
-        /// held). Further blocking queries wait for a connection; other requests never do, as they
-        /// have a pool of their own. Default 64.
-        public var maxBlockingQueries: Int
-
-        /// Creates a configuration.
-        ///
-        /// - Parameters:
-        ///   - host: The agent's host.
-        ///   - port: The agent's port; `nil` is 8500, or 8501 with `tls`.
-        ///   - tls: Whether to use HTTPS.
-        ///   - caCertificatePath: A PEM file of the roots to trust for HTTPS, if not the system's.
-        ///   - datacenter: The datacenter to query, if not the agent's own.
-        ///   - token: The ACL token, if any.
-        ///   - requestTimeout: The time a request other than a blocking query may take.
-        ///   - maxResponseSize: The largest response body read, in bytes.
-        ///   - maxBlockingQueries: The connections kept for blocking queries (their own pool).
-        public init(
-            host: String = "127.0.0.1",
-            port: Int? = nil,
-            tls: Bool = false,
-            caCertificatePath: String? = nil,
-            datacenter: String? = nil,
-            token: String? = nil,
-            requestTimeout: Duration = .seconds(10),
-            maxResponseSize: Int = 16 * 1024 * 1024,
-            maxBlockingQueries: Int = 64
-        ) {
-            self.host = host
-            self.explicitPort = port
-            self.tls = tls
-            self.caCertificatePath = caCertificatePath
-            self.datacenter = datacenter
-            self.token = token
-            self.requestTimeout = requestTimeout
-            self.maxResponseSize = maxResponseSize
-            self.maxBlockingQueries = maxBlockingQueries
-        }
-
-        /// Creates a configuration from the variables the Consul CLI reads, where an argument
-        /// given here does not say otherwise (an argument always wins):
-        ///
-        /// - `CONSUL_HTTP_ADDR`: `host`, `host:port`, `[v6]:port`, with an optional `http://` or
-        ///   `https://` (which turns TLS on); a Unix socket (`unix://`) is not supported.
-        /// - `CONSUL_HTTP_SSL`: `true` turns TLS on (Go's boolean spellings: `1`, `t`, `true`...).
-        /// - `CONSUL_HTTP_TOKEN`: the ACL token. `CONSUL_CACERT`: the CA file to trust.
-        /// - `CONSUL_DATACENTER`: the datacenter to query.
-        ///
-        /// An empty variable counts as unset. Without a port, the port is 8500, or 8501 with TLS.
-        ///
-        /// - Parameters:
-        ///   - environment: The variables, such as `ProcessInfo.processInfo.environment`.
-        ///   - host: The agent's host, over `CONSUL_HTTP_ADDR`.
-        ///   - port: The agent's port, over `CONSUL_HTTP_ADDR`.
-        ///   - tls: Whether to use HTTPS, over `CONSUL_HTTP_SSL` and the address's scheme.
-        ///   - caCertificatePath: A PEM file of the roots to trust for HTTPS, if not the system's.
-        ///   - datacenter: The datacenter to query, if not the agent's own.
-        ///   - token: The ACL token, if any.
-        ///   - requestTimeout: The time a request other than a blocking query may take.
-        ///   - maxResponseSize: The largest response body read, in bytes.
-        ///   - maxBlockingQueries: The connections kept for blocking queries (their own pool).
-        /// - Throws: ``ConsulError`` with code `invalidArgument` for a malformed `CONSUL_HTTP_ADDR`
-        ///   or `CONSUL_HTTP_SSL`.
-        public init(
-            environment: [String: String],
-            host: String? = nil,
-            port: Int? = nil,
-            tls: Bool? = nil,
-            caCertificatePath: String? = nil,
-            datacenter: String? = nil,
-            token: String? = nil,
-            requestTimeout: Duration = .seconds(10),
-            maxResponseSize: Int = 16 * 1024 * 1024,
-            maxBlockingQueries: Int = 64
-        ) throws(ConsulError) {
-            func variable(_ name: String) -> String? {
-                environment[name].flatMap { $0.isEmpty ? nil : $0 }
-            }
-            var addressHost: String?
-            var addressPort: Int?
-            var addressTLS = false
-            if let address = variable("CONSUL_HTTP_ADDR") {
-                (addressHost, addressPort, addressTLS) = try Self.parseAddress(address)
-            }
-            var sslTLS = false
-            if let ssl = variable("CONSUL_HTTP_SSL") {
-                guard let value = Self.parseGoBool(ssl) else {
-                    throw ConsulError(code: .invalidArgument, message: "CONSUL_HTTP_SSL '\(ssl)' is not a boolean")
-                }
-                sslTLS = value
-            }
-            self.init(
-                host: host ?? addressHost ?? "127.0.0.1",
-                port: port ?? addressPort,
-                // As Consul's own client: an https:// address or CONSUL_HTTP_SSL=true means TLS.
-                tls: tls ?? (addressTLS || sslTLS),
-                caCertificatePath: caCertificatePath ?? variable("CONSUL_CACERT"),
-                datacenter: datacenter ?? variable("CONSUL_DATACENTER"),
-                token: token ?? variable("CONSUL_HTTP_TOKEN"),
-                requestTimeout: requestTimeout,
-                maxResponseSize: maxResponseSize,
-                maxBlockingQueries: maxBlockingQueries
-            )
-        }
-
-        /// Parses `CONSUL_HTTP_ADDR`: the host, the port if given, and whether the scheme is https.
-        static func parseAddress(_ text: String) throws(ConsulError) -> (String, Int?, Bool) {
-            var rest = Substring(text)
-            var https = false
-            if let separator = rest.firstRange(of: "://") {
-                let scheme = rest[..<separator.lowerBound].lowercased()
-                switch scheme {
-                case "http": break
-                case "https": https = true
-                case "unix":
-                    throw ConsulError(
-                        code: .invalidArgument,
-                        message: "CONSUL_HTTP_ADDR '\(text)': Unix sockets are not supported"
-                    )
-                default:
-                    throw ConsulError(
-                        code: .invalidArgument,
-                        message: "CONSUL_HTTP_ADDR '\(text)': unknown scheme '\(scheme)'"
-                    )
-                }
-                rest = rest[separator.upperBound...]
-            }
-            if rest.hasSuffix("/") { rest = rest.dropLast() }
-            let bad = ConsulError(code: .invalidArgument, message: "CONSUL_HTTP_ADDR '\(text)' is not HOST[:PORT]")
-            guard !rest.isEmpty, !rest.contains("/") else { throw bad }
-            var host: Substring
-            var portText: Substring?
-            if rest.hasPrefix("[") {
-                guard let close = rest.firstIndex(of: "]") else { throw bad }
-                host = rest[rest.index(after: rest.startIndex)..<close]
-                let after = rest[rest.index(after: close)...]
-                if !after.isEmpty {
-                    guard after.hasPrefix(":") else { throw bad }
-                    portText = after.dropFirst()
-                }
-            } else if let colon = rest.firstIndex(of: ":") {
-                host = rest[..<colon]
-                portText = rest[rest.index(after: colon)...]
-                guard !portText!.contains(":") else { throw bad }
-            } else {
-                host = rest
-            }
-            guard !host.isEmpty, !host.contains(where: \.isWhitespace) else { throw bad }
-            var port: Int?
-            if let portText {
-                guard let value = Int(portText), (1...65535).contains(value) else { throw bad }
-                port = value
-            }
-            return (String(host), port, https)
-        }
-
-        /// Go's `strconv.ParseBool`.
-        static func parseGoBool(_ text: String) -> Bool? {
-            switch text {
-            case "1", "t", "T", "true", "TRUE", "True": true
-            case "0", "f", "F", "false", "FALSE", "False": false
-            default: nil
-            }
-        }
-
-        /// `http(s)://host:port`, with an IPv6 host in brackets.
-        public var baseURL: String {
-            let host = self.host.contains(":") ? "[\(self.host)]" : self.host
-            return "\(tls ? "https" : "http")://\(host):\(port)"
-        }
-    }
-
+public final class ConsulClient: Service, Sendable {
     /// How fresh a read must be (Consul's consistency modes), and whether the agent's cache may answer.
     public struct Consistency: Sendable, Hashable, CustomStringConvertible {
         private enum Mode: Hashable, Sendable { case standard, stale, consistent }
@@ -275,8 +83,10 @@ public struct ConsulClient: Sendable, Service {
     }
 
     /// How to reach the agent.
-    public let configuration: Configuration
+    public let configuration: ConsulConfiguration
     private let transport: ConsulTransport
+    private let logger: Logger
+    private let signal = ShutdownSignal()
 
     /// Creates a client.
     ///
@@ -287,9 +97,18 @@ public struct ConsulClient: Sendable, Service {
     ///     stopped), and its pool must have a connection for each blocking query plus those of the
     ///     other requests (`connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit`), or
     ///     blocking queries delay TTL passes. Default `nil`: the client owns its connections.
-    public init(configuration: Configuration = Configuration(), httpClient: HTTPClient? = nil) {
+    ///   - eventLoopGroup: Where the connections the client owns run (unused with `httpClient`).
+    ///     Default: NIO's shared group.
+    ///   - logger: Where to log. Default: nowhere.
+    public init(
+        configuration: ConsulConfiguration = ConsulConfiguration(),
+        httpClient: HTTPClient? = nil,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "loadbalancer.consul", factory: { _ in SwiftLogNoOpLogHandler() })
+    ) {
         self.configuration = configuration
-        self.transport = ConsulTransport(configuration: configuration, external: httpClient)
+        self.logger = logger
+        self.transport = ConsulTransport(configuration: configuration, external: httpClient, eventLoopGroup: eventLoopGroup)
     }
 
     /// An `HTTPClient` configuration suited to Consul: a connection that cannot be established fails
@@ -301,17 +120,25 @@ public struct ConsulClient: Sendable, Service {
         return configuration
     }
 
-    /// Shuts down the connections the client owns (not an `HTTPClient` it was given); later
-    /// requests fail with ``ConsulError/Code/shutDown``. Calling it again does nothing.
+    /// Shuts the client down: the connections it owns are shut down (not an `HTTPClient` it was
+    /// given), requests in flight and later ones fail with ``ConsulError/Code/shutDown``, and
+    /// ``run()`` returns. Calling it again does nothing.
     public func shutdown() async {
+        signal.fire()
         await transport.shutdown()
     }
 
-    /// Waits until the service group shuts down gracefully (or the task is cancelled), then
-    /// shuts the client's connections down (``shutdown()``).
+    /// Whether the client has been shut down: every request fails with
+    /// ``ConsulError/Code/shutDown`` from then on.
+    public var isShutDown: Bool { transport.isShutDown }
+
+    /// Holds until the task is cancelled, the service group shuts down gracefully or
+    /// ``shutdown()`` is called; then shuts the client down (``shutdown()``). Never throws today;
+    /// `throws` is the signature every registry client's `run()` shares.
     public func run() async throws {
-        try? await gracefulShutdown()
+        await signal.waitForShutdown()
         await shutdown()
+        logger.debug("Consul client shut down")
     }
 
     // MARK: - Health
@@ -374,7 +201,7 @@ public struct ConsulClient: Sendable, Service {
             UInt64(String($0.filter { !$0.isWhitespace }))
         }
         let filtered = head.headers.first(name: "X-Consul-Results-Filtered-By-ACLs").map {
-            Configuration.parseGoBool(String($0.filter { !$0.isWhitespace })) ?? false
+            ConsulConfiguration.parseGoBool(String($0.filter { !$0.isWhitespace })) ?? false
         } ?? false
         return ConsulHealthResult(entries: entries, index: index, filteredByACLs: filtered)
     }
@@ -571,13 +398,16 @@ final class ConsulTransport: Sendable {
         case shutDown
     }
 
-    private let configuration: ConsulClient.Configuration
+    private let configuration: ConsulConfiguration
     private let external: HTTPClient?
     private let state = Mutex<State>(.idle)
 
-    init(configuration: ConsulClient.Configuration, external: HTTPClient?) {
+    private let eventLoopGroup: any EventLoopGroup
+
+    init(configuration: ConsulConfiguration, external: HTTPClient?, eventLoopGroup: any EventLoopGroup) {
         self.configuration = configuration
         self.external = external
+        self.eventLoopGroup = eventLoopGroup
     }
 
     /// The client for a blocking query, or for any other request.
@@ -614,9 +444,9 @@ final class ConsulTransport: Sendable {
                 var blockingConfiguration = base
                 blockingConfiguration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit =
                     max(1, configuration.maxBlockingQueries)
-                let short = HTTPClient(eventLoopGroupProvider: .singleton, configuration: shortConfiguration)
+                let short = HTTPClient(eventLoopGroupProvider: .shared(eventLoopGroup), configuration: shortConfiguration)
                 let blockingClient = HTTPClient(
-                    eventLoopGroupProvider: .singleton,
+                    eventLoopGroupProvider: .shared(eventLoopGroup),
                     configuration: blockingConfiguration
                 )
                 state = .running(short: short, blocking: blockingClient)

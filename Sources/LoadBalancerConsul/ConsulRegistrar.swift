@@ -23,12 +23,14 @@ import Synchronization
 ///   the service once it has been critical for `DeregisterCriticalServiceAfter`, when set.
 ///
 /// ```swift
+/// let consul = ConsulClient()
 /// let registrar = ConsulRegistrar(
-///     registration: .init(id: "users-1", name: "users", address: "10.0.0.7", port: 8080,
-///                         check: .init(ttl: .seconds(10), deregisterCriticalServiceAfter: .seconds(90))),
-///     client: ConsulClient()
+///     instance: try Instance(host: "10.0.0.7", port: 8080, id: "users-1"),
+///     service: "users",
+///     client: consul,
+///     options: ConsulRegistrationOptions(check: .init(ttl: .seconds(10), deregisterCriticalServiceAfter: .seconds(90)))
 /// )
-/// let group = ServiceGroup(services: [server, registrar], logger: logger)
+/// let group = ServiceGroup(services: [consul, server, registrar], logger: logger)
 /// ```
 public final class ConsulRegistrar: Service {
     /// How the registrar keeps the check passing.
@@ -47,7 +49,9 @@ public final class ConsulRegistrar: Service {
         }
     }
 
-    /// What is registered.
+    /// The registered instance.
+    public let instance: Instance
+    /// What is sent to the agent: the instance, its service's name and the options.
     public let registration: ConsulServiceRegistration
     /// How the check is kept passing.
     public let configuration: Configuration
@@ -57,17 +61,23 @@ public final class ConsulRegistrar: Service {
     /// Creates a registrar; nothing is sent until ``run()``.
     ///
     /// - Parameters:
-    ///   - registration: The instance and its TTL check.
-    ///   - client: The local agent (registrations go to an agent, not to the catalog).
+    ///   - instance: What to register: its address, port, tags, metadata and weight.
+    ///   - service: The service's name (`Name`), the one publishers ask for.
+    ///   - client: The local agent (registrations go to an agent, not to the catalog; run it too).
+    ///   - options: Consul's extras: the id on the agent, more tags and metadata, the warning
+    ///     weight, and the TTL check. Default: the instance's id, a 10 s TTL.
     ///   - configuration: The pass interval and the backoff.
     ///   - logger: Where to log. Default: nowhere.
     public init(
-        registration: ConsulServiceRegistration,
+        instance: Instance,
+        service: String,
         client: ConsulClient,
+        options: ConsulRegistrationOptions = ConsulRegistrationOptions(),
         configuration: Configuration = Configuration(),
         logger: Logger = Logger(label: "loadbalancer.consul", factory: { _ in SwiftLogNoOpLogHandler() })
     ) {
-        self.registration = registration
+        self.instance = instance
+        self.registration = ConsulServiceRegistration(instance: instance, service: service, options: options)
         self.client = client
         self.configuration = configuration
         self.logger = logger

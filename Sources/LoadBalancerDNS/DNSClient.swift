@@ -1,12 +1,15 @@
 import LoadBalancer
+import Logging
 import NIOCore
 import NIOPosix
+import ServiceLifecycle
+import Synchronization
 
 /// A failed lookup.
 public struct DNSLookupError: Error, Sendable, CustomStringConvertible {
     /// What kind of failure it is. New codes may be added; switch with a `default`.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
-        private enum Wrapped: Hashable, Sendable { case timeout, serverFailure, refused, malformed, network }
+        private enum Wrapped: Hashable, Sendable { case timeout, serverFailure, refused, malformed, network, closed }
         private let wrapped: Wrapped
         private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
         /// No nameserver answered in time.
@@ -19,6 +22,8 @@ public struct DNSLookupError: Error, Sendable, CustomStringConvertible {
         public static let malformed = Code(.malformed)
         /// The nameserver could not be reached.
         public static let network = Code(.network)
+        /// The client was shut down (``DNSClient/shutdown()``, or its ``DNSClient/run()`` ended).
+        public static let closed = Code(.closed)
         /// The code's name, such as `timeout`.
         public var description: String { String(describing: wrapped) }
     }
@@ -54,19 +59,104 @@ public struct DNSAnswer: Sendable {
 /// A small asynchronous DNS stub resolver over SwiftNIO: UDP with EDNS0, TCP when the answer is
 /// truncated, nameservers tried in turn, and an answer accepted only when its id, question and
 /// source match the query.
-public struct DNSClient: Sendable {
+///
+/// The client is a `Service`, as every registry client of the package: ``run()`` holds until the
+/// task is cancelled, the service group shuts down gracefully, or ``shutdown()`` is called, and then
+/// closes the sockets of the queries in flight. Queries need no connection kept between them, so
+/// they work before ``run()`` starts too; after ``shutdown()`` (or once ``run()`` has returned)
+/// every query fails with ``DNSLookupError/Code/closed``.
+///
+/// ```swift
+/// let client = DNSClient(configuration: .nameserver("10.0.0.53:53"))
+/// let publisher = DNSSRVPublisher(name: "_http._tcp.users.example.com", client: client)
+/// let group = ServiceGroup(services: [client, publisher], logger: logger)
+/// ```
+public final class DNSClient: Service, Sendable {
     /// Where and how to ask.
-    public var configuration: ResolverConfiguration
+    public let configuration: DNSConfiguration
     private let group: any EventLoopGroup
+    private let logger: Logger
+    private let signal = ShutdownSignal()
+    /// The sockets of the queries in flight, closed by ``shutdown()``.
+    private let channels = Mutex<(next: Int, open: [Int: any Channel])>((0, [:]))
 
-    /// Creates a client whose queries run on `group`.
-    public init(configuration: ResolverConfiguration, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+    /// Creates a client whose queries run on `eventLoopGroup`.
+    ///
+    /// - Parameters:
+    ///   - configuration: The nameservers, search list, timeout and attempts.
+    ///   - eventLoopGroup: Where the sockets run. Default: NIO's shared group.
+    ///   - logger: Where to log. Default: nowhere.
+    public init(
+        configuration: DNSConfiguration,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "loadbalancer.dns", factory: { _ in SwiftLogNoOpLogHandler() })
+    ) {
         self.configuration = configuration
-        self.group = group
+        self.group = eventLoopGroup
+        self.logger = logger
+    }
+
+    /// Holds until the task is cancelled, the service group shuts down gracefully or ``shutdown()``
+    /// is called; then shuts the client down (``shutdown()``). Never throws today; `throws` is the
+    /// signature every registry client's `run()` shares.
+    public func run() async throws {
+        await signal.waitForShutdown()
+        await shutdown()
+    }
+
+    /// Shuts the client down: the sockets of the queries in flight are closed (those queries fail
+    /// with ``DNSLookupError/Code/closed``), and so does every later query. ``run()`` returns.
+    /// Calling it again does nothing.
+    public func shutdown() async {
+        guard signal.fire() else { return }
+        let open = channels.withLock { state -> [any Channel] in
+            defer { state.open = [:] }
+            return Array(state.open.values)
+        }
+        for channel in open { channel.close(promise: nil) }
+        logger.debug("DNS client shut down")
+    }
+
+    /// Whether the client has been shut down: every query fails from then on.
+    public var isShutDown: Bool { signal.isFired }
+
+    private func closedError() -> DNSLookupError {
+        DNSLookupError(code: .closed, message: "the DNS client was shut down")
+    }
+
+    /// Notes a query's socket so that ``shutdown()`` can close it; `nil` (and the socket closed)
+    /// when the client is already shut down.
+    private func track(_ channel: any Channel) -> Int? {
+        let key = channels.withLock { state -> Int? in
+            guard !signal.isFired else { return nil }
+            defer { state.next += 1 }
+            state.open[state.next] = channel
+            return state.next
+        }
+        if key == nil { channel.close(promise: nil) }
+        return key
+    }
+
+    private func untrack(_ key: Int) {
+        _ = channels.withLock { $0.open.removeValue(forKey: key) }
+    }
+
+    /// Runs one exchange over a tracked socket; a failure after shutdown is ``DNSLookupError/Code/closed``.
+    private func exchange<T: Sendable>(on channel: any Channel, _ body: () async throws -> T) async throws -> T {
+        guard let key = track(channel) else { throw closedError() }
+        defer { untrack(key) }
+        do {
+            return try await body()
+        } catch let error as CancellationError {
+            throw error
+        } catch {
+            if signal.isFired { throw DNSLookupError(code: .closed, message: "the DNS client was shut down", cause: error) }
+            throw error
+        }
     }
 
     /// Asks for `type` records of `name` (no search list), trying every nameserver in turn,
-    /// ``ResolverConfiguration/attempts`` times.
+    /// ``DNSConfiguration/attempts`` times.
     ///
     /// NXDOMAIN and empty answers are answers (check ``DNSMessage/responseCode``); timeouts,
     /// SERVFAIL, REFUSED and malformed responses are errors.
@@ -79,6 +169,8 @@ public struct DNSClient: Sendable {
                     return try await query(name, type: type, server: server)
                 } catch let error as CancellationError {
                     throw error
+                } catch let error as DNSLookupError where error.code == .closed {
+                    throw error
                 } catch {
                     lastError = error
                 }
@@ -88,7 +180,11 @@ public struct DNSClient: Sendable {
     }
 
     /// Asks one nameserver.
+    ///
+    /// - Throws: ``DNSLookupError`` (``DNSLookupError/Code/closed`` once the client is shut down),
+    ///   or `CancellationError`.
     public func query(_ name: String, type: DNSRecordType, server: String) async throws -> DNSAnswer {
+        guard !signal.isFired else { throw closedError() }
         let (host, port) = try Instance.parseHostPort(server)
         let address = try SocketAddress.makeAddressResolvingHost(host, port: port)
         var generator = SystemRandomNumberGenerator()
@@ -140,19 +236,21 @@ public struct DNSClient: Sendable {
                     try NIOAsyncChannel<AddressedEnvelope<ByteBuffer>, AddressedEnvelope<ByteBuffer>>(wrappingChannelSynchronously: channel)
                 }
             }
-        return try await withTimeout(configuration.timeout, what: "UDP answer from \(server)") {
-            try await channel.executeThenClose { inbound, outbound in
-                try await outbound.write(AddressedEnvelope(remoteAddress: server, data: ByteBuffer(bytes: query)))
-                for try await envelope in inbound {
-                    // Only the nameserver asked, only an answer to this query; anything else is ignored.
-                    guard envelope.remoteAddress == server else { continue }
-                    // Parsed once, here: a datagram that does not answer this query is ignored.
-                    let bytes = Array(envelope.data.readableBytesView)
-                    guard bytes.count >= 2, UInt16(bytes[0]) << 8 | UInt16(bytes[1]) == id else { continue }
-                    let message = try Self.parsed(bytes)
-                    if message.questions == [question] { return message }
+        return try await exchange(on: channel.channel) {
+            try await withTimeout(configuration.timeout, what: "UDP answer from \(server)") {
+                try await channel.executeThenClose { inbound, outbound in
+                    try await outbound.write(AddressedEnvelope(remoteAddress: server, data: ByteBuffer(bytes: query)))
+                    for try await envelope in inbound {
+                        // Only the nameserver asked, only an answer to this query; anything else is ignored.
+                        guard envelope.remoteAddress == server else { continue }
+                        // Parsed once, here: a datagram that does not answer this query is ignored.
+                        let bytes = Array(envelope.data.readableBytesView)
+                        guard bytes.count >= 2, UInt16(bytes[0]) << 8 | UInt16(bytes[1]) == id else { continue }
+                        let message = try Self.parsed(bytes)
+                        if message.questions == [question] { return message }
+                    }
+                    throw DNSLookupError(code: .network, message: "the UDP socket closed")
                 }
-                throw DNSLookupError(code: .network, message: "the UDP socket closed")
             }
         }
     }
@@ -171,22 +269,24 @@ public struct DNSClient: Sendable {
         } catch {
             throw DNSLookupError(code: .network, message: "TCP connection to \(server) failed", cause: error)
         }
-        return try await withTimeout(configuration.timeout, what: "TCP answer from \(server)") {
-            try await channel.executeThenClose { inbound, outbound in
-                var framed = ByteBuffer()
-                framed.writeInteger(UInt16(query.count))
-                framed.writeBytes(query)
-                try await outbound.write(framed)
-                var received = ByteBuffer()
-                for try await chunk in inbound {
-                    var chunk = chunk
-                    received.writeBuffer(&chunk)
-                    guard let length = received.getInteger(at: received.readerIndex, as: UInt16.self) else { continue }
-                    if received.readableBytes >= 2 + Int(length) {
-                        return received.getBytes(at: received.readerIndex + 2, length: Int(length)) ?? []
+        return try await exchange(on: channel.channel) {
+            try await withTimeout(configuration.timeout, what: "TCP answer from \(server)") {
+                try await channel.executeThenClose { inbound, outbound in
+                    var framed = ByteBuffer()
+                    framed.writeInteger(UInt16(query.count))
+                    framed.writeBytes(query)
+                    try await outbound.write(framed)
+                    var received = ByteBuffer()
+                    for try await chunk in inbound {
+                        var chunk = chunk
+                        received.writeBuffer(&chunk)
+                        guard let length = received.getInteger(at: received.readerIndex, as: UInt16.self) else { continue }
+                        if received.readableBytes >= 2 + Int(length) {
+                            return received.getBytes(at: received.readerIndex + 2, length: Int(length)) ?? []
+                        }
                     }
+                    throw DNSLookupError(code: .network, message: "the TCP connection closed before a whole answer")
                 }
-                throw DNSLookupError(code: .network, message: "the TCP connection closed before a whole answer")
             }
         }
     }

@@ -57,20 +57,22 @@ public struct DNSRefresh: Sendable, Hashable {
 /// that cannot make an instance (port 0, an address the instance rules refuse) is left out and
 /// reported in band, as the static and Consul publishers do: the update carries the good instances
 /// and a `DiscoveryError` with code `invalidInstances` naming the bad
-/// records. The first lookup happens when ``run()`` starts, then again at the records' TTL (see
+/// records. The first lookup happens when `run()` starts, then again at the records' TTL (see
 /// ``DNSRefresh``).
 ///
 /// Timeouts, SERVFAIL and REFUSED keep the last good set (the update carries the error); NXDOMAIN
 /// and an empty answer are authoritative and publish the empty set. When the server is down at
 /// start-up, the first update carries the error after the resolver's timeout and attempts; lookups
 /// go on after a random time within ``DNSRefresh/retryAfterFailure`` (the window doubling with
-/// each failure, full jitter) until the server answers.
-public final class DNSSRVPublisher: InstancePublisher, Service {
+/// each failure, full jitter) until the server answers. When the client is shut down, the
+/// publisher publishes a last update with a `closed` error (the last good set stays), then ends
+/// its subscriptions, as every registry publisher does.
+public final class DNSSRVPublisher: DNSLookupPublisher {
     /// The SRV name, for example `_http._tcp.example.com`.
     public let name: String
-    private let core: DNSPublisherCore
+    let core: DNSPublisherCore
 
-    /// Creates a publisher; nothing is looked up until ``run()``.
+    /// Creates a publisher; nothing is looked up until `run()`.
     ///
     /// - Parameters:
     ///   - name: The SRV name, for example `_http._tcp.example.com`.
@@ -88,9 +90,6 @@ public final class DNSSRVPublisher: InstancePublisher, Service {
         self.name = name
         self.core = DNSPublisherCore(name: name, client: client, refresh: refresh, staleness: staleness, logger: logger)
     }
-
-    /// A new subscription: the current set first (once the first lookup is done), then every change.
-    public func updates() -> InstanceUpdates { core.broadcaster.updates() }
 
     /// Looks up, publishes, and sleeps until the next refresh (backing off after failures), until
     /// cancelled or shut down gracefully.
@@ -159,18 +158,8 @@ public final class DNSSRVPublisher: InstancePublisher, Service {
     /// A and AAAA records of `target` (NXDOMAIN or no records: none).
     private func resolveAddresses(of target: String) async throws -> [(String, UInt32)] {
         var addresses: [(String, UInt32)] = []
-        var failure: (any Error)?
-        for type in [DNSRecordType.a, .aaaa] {
-            // A server may answer one family and refuse the other: use what it answers.
-            let answer: DNSAnswer
-            do {
-                answer = try await core.client.query(target, type: type)
-            } catch let error as CancellationError {
-                throw error
-            } catch {
-                failure = error
-                continue
-            }
+        let (answers, failure) = try await core.addressAnswers(of: target)
+        for (_, answer) in answers {
             for record in answer.message.answers where record.name == target {
                 switch record.data {
                 case .ipv4(let address), .ipv6(let address): addresses.append((address, record.ttl))
@@ -188,14 +177,14 @@ public final class DNSSRVPublisher: InstancePublisher, Service {
 /// Unlike a resolver that hands one endpoint all the addresses, each address is its own instance,
 /// so the balancer spreads calls over them. Refresh and error semantics are those of
 /// ``DNSSRVPublisher``.
-public final class DNSAddressPublisher: InstancePublisher, Service {
+public final class DNSAddressPublisher: DNSLookupPublisher {
     /// The name whose addresses are published.
     public let name: String
     /// The port every instance gets.
     public let port: Int
-    private let core: DNSPublisherCore
+    let core: DNSPublisherCore
 
-    /// Creates a publisher; nothing is looked up until ``run()``.
+    /// Creates a publisher; nothing is looked up until `run()`.
     ///
     /// - Parameters:
     ///   - name: The name whose A and AAAA records are published.
@@ -217,9 +206,6 @@ public final class DNSAddressPublisher: InstancePublisher, Service {
         self.core = DNSPublisherCore(name: name, client: client, refresh: refresh, staleness: staleness, logger: logger)
     }
 
-    /// A new subscription: the current set first (once the first lookup is done), then every change.
-    public func updates() -> InstanceUpdates { core.broadcaster.updates() }
-
     /// Looks up, publishes, and sleeps until the next refresh (backing off after failures), until
     /// cancelled or shut down gracefully.
     public func run() async throws { await core.run { try await self.lookup() } }
@@ -235,18 +221,8 @@ public final class DNSAddressPublisher: InstancePublisher, Service {
         var ttl: UInt32?
         candidates: for candidate in core.client.configuration.candidates(for: name) {
             var exists = false
-            var failure: (any Error)?
-            for type in [DNSRecordType.a, .aaaa] {
-                // A server may answer one family and refuse the other: use what it answers.
-                let answer: DNSAnswer
-                do {
-                    answer = try await core.client.query(candidate, type: type)
-                } catch let error as CancellationError {
-                    throw error
-                } catch {
-                    failure = error
-                    continue
-                }
+            let (answers, failure) = try await core.addressAnswers(of: candidate)
+            for (type, answer) in answers {
                 if answer.message.responseCode == .noError { exists = true }
                 for record in answer.message.answers {
                     switch record.data {
@@ -267,6 +243,23 @@ public final class DNSAddressPublisher: InstancePublisher, Service {
         }
         return DNSLookupResult(instances: instances, ttl: ttl, invalid: invalid)
     }
+}
+
+/// What both DNS publishers are: a ``DNSPublisherCore`` and a lookup of their own, from which
+/// their subscriptions follow. (Each declares its `run()` and `refreshOnce()` itself: public
+/// members here would be visible only as requirements of public protocols, and a `run()` found as
+/// `Service`'s asks callers to import ServiceLifecycle.)
+protocol DNSLookupPublisher: InstancePublisher, Service {
+    /// The broadcaster, the client, the refresh and the loop.
+    var core: DNSPublisherCore { get }
+    /// One lookup: the instances, the smallest TTL of the records used, and what made no instance.
+    func lookup() async throws -> DNSLookupResult
+}
+
+extension DNSLookupPublisher {
+    /// A new subscription: the current set first (once the first lookup is done), then every change.
+    public func updates() -> InstanceUpdates { core.broadcaster.updates() }
+
 }
 
 /// What one lookup found.
@@ -303,7 +296,7 @@ final class DNSPublisherCore: Sendable {
     /// Looks up and sleeps until the next refresh (backing off after failures), until cancelled or
     /// shut down; then ends the subscriptions.
     func run(_ lookup: @escaping @Sendable () async throws -> DNSLookupResult) async {
-        await loop.run(publishingTo: broadcaster) { _ in
+        await loop.run(publishingTo: broadcaster, logger: logger, metadata: ["loadbalancer.dns.name": "\(name)"]) { _ in
             await self.round(lookup)
         }
     }
@@ -312,7 +305,34 @@ final class DNSPublisherCore: Sendable {
     /// (the last good set stays); returns when to look again.
     func refreshOnce(_ lookup: () async throws -> DNSLookupResult) async -> Duration {
         let step = await round(lookup)
+        if client.isShutDown {
+            // The loop would stop here; by hand, the error is published and the caller decides.
+            broadcaster.fail(closed(by: DNSLookupError(code: .closed, message: "the DNS client was shut down")))
+            return .zero
+        }
         return failures.withLock { loop.pause(after: step, failures: &$0) } ?? .zero
+    }
+
+    /// The A and AAAA answers for `name`, each with its type, and the failure of a family that
+    /// failed. A server may answer one family and refuse the other: what it answers is used.
+    func addressAnswers(of name: String) async throws -> (answers: [(DNSRecordType, DNSAnswer)], failure: (any Error)?) {
+        var answers: [(DNSRecordType, DNSAnswer)] = []
+        var failure: (any Error)?
+        for type in [DNSRecordType.a, .aaaa] {
+            do {
+                answers.append((type, try await client.query(name, type: type)))
+            } catch let error as CancellationError {
+                throw error
+            } catch {
+                failure = error
+            }
+        }
+        return (answers, failure)
+    }
+
+    /// The last update's error, when the client was shut down.
+    private func closed(by error: DNSLookupError) -> DiscoveryError {
+        DiscoveryError(code: .closed, message: "the DNS client was shut down: \(name) is no longer looked up", cause: error)
     }
 
     /// One lookup, published or reported.
@@ -335,6 +355,10 @@ final class DNSPublisherCore: Sendable {
             return .succeeded(next: refresh.delay(ttl: result.ttl))
         } catch {
             if Task.isCancelled { return .stop() }
+            if let error = error as? DNSLookupError, error.code == .closed {
+                // Nothing will answer again: the last good set stays, with the reason in band.
+                return .stop(closed(by: error))
+            }
             let metadata: Logger.Metadata = ["loadbalancer.dns.name": "\(name)"]
             broadcaster.report(error, unavailable: true, message: "lookup of \(name) failed", logger: logger, metadata: metadata)
             return .failed()

@@ -3,6 +3,8 @@ import GRPCNIOTransportHTTP2Posix
 import GRPCProtobuf
 import LoadBalancer
 import Logging
+import NIOCore
+import NIOPosix
 import ServiceLifecycle
 import Synchronization
 
@@ -20,11 +22,14 @@ import Foundation
 /// request moves to the next member, which becomes the preferred one. Watches carry etcd's
 /// `hasleader` requirement, so a member cut off from its leader ends them instead of going quiet.
 ///
-/// The client is a `Service`: ``run()`` runs the connections, and requests wait for it to be running.
-/// Run it in a `ServiceGroup`, or in a task of your own, for as long as you use the client.
+/// The client is a `Service`, as every registry client of the package: ``run()`` runs the
+/// connections, and requests wait for it to be running. Run it in a `ServiceGroup`, or in a task
+/// of your own, for as long as you use the client. ``run()`` returns when the task is cancelled,
+/// the service group shuts down gracefully, or ``shutdown()`` is called (requests in flight finish
+/// first); from then on every request fails with ``EtcdError/Code/closed``.
 ///
 /// ```swift
-/// let client = try EtcdClient(configuration: EtcdConfiguration(members: "127.0.0.1:2379"))
+/// let client = try EtcdClient(configuration: EtcdConfiguration(members: "127.0.0.1:2379"), logger: logger)
 /// let publisher = EtcdPublisher(prefix: "/services/api/", client: client)
 /// let group = ServiceGroup(services: [client, publisher], logger: logger)
 /// ```
@@ -44,14 +49,27 @@ public final class EtcdClient: Service, Sendable {
 
     /// Creates the client's connections (they connect once ``run()`` runs).
     ///
-    /// - Throws: ``EtcdError`` with ``EtcdError/Code/invalidArgument`` when there is no member, or a
-    ///   member's address cannot be used.
+    /// - Parameters:
+    ///   - configuration: The members, TLS, credentials and timeouts.
+    ///   - eventLoopGroup: Where the gRPC connections run: a `MultiThreadedEventLoopGroup` (or one
+    ///     of its event loops), as gRPC's NIO transport requires. Default: NIO's shared group.
+    ///   - logger: Where to log. Default: nowhere.
+    /// - Throws: ``EtcdError`` with ``EtcdError/Code/invalidArgument`` when there is no member, a
+    ///   member's address cannot be used, or `eventLoopGroup` is not a `MultiThreadedEventLoopGroup`.
     public init(
         configuration: EtcdConfiguration,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         logger: Logger = Logger(label: "loadbalancer.etcd", factory: { _ in SwiftLogNoOpLogHandler() })
     ) throws(EtcdError) {
         guard !configuration.members.isEmpty else {
             throw EtcdError(code: .invalidArgument, message: "no etcd members given")
+        }
+        // gRPC's NIO transport connects with a ClientBootstrap, which traps on any other group.
+        guard ClientBootstrap(validatingGroup: eventLoopGroup) != nil else {
+            throw EtcdError(
+                code: .invalidArgument,
+                message: "etcd's gRPC transport needs a MultiThreadedEventLoopGroup (or one of its event loops)"
+            )
         }
         self.configuration = configuration
         self.logger = logger
@@ -67,7 +85,8 @@ public final class EtcdClient: Service, Sendable {
                         config.backoff.initial = .milliseconds(100)
                         config.backoff.max = .seconds(2)
                         config.connection.maxIdleTime = nil
-                    }
+                    },
+                    eventLoopGroup: eventLoopGroup
                 )
             } catch {
                 throw EtcdError(code: .invalidArgument, message: "cannot use etcd member \(member)", cause: error)
@@ -77,10 +96,11 @@ public final class EtcdClient: Service, Sendable {
         self.connections = connections
     }
 
-    /// Runs the connections until cancelled or, in a `ServiceGroup`, until graceful shutdown (then
-    /// in-flight requests finish first). Once it has returned, the client is stopped for good
-    /// (``isStopped``).
-    public func run() async {
+    /// Runs the connections until cancelled, until ``shutdown()`` or, in a `ServiceGroup`, until
+    /// graceful shutdown (then in-flight requests finish first). Once it has returned, the client
+    /// is shut down for good (``isShutDown``). A connection that fails is logged; `throws` is the
+    /// signature every registry client's `run()` shares.
+    public func run() async throws {
         defer { stopped.store(true, ordering: .releasing) }
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
@@ -103,15 +123,22 @@ public final class EtcdClient: Service, Sendable {
         }
     }
 
-    /// Stops the connections: requests in flight finish, new ones fail. ``run()`` then returns.
-    public func shutdown() {
-        stopped.store(true, ordering: .releasing)
+    /// Shuts the client down: requests in flight finish, new ones fail with
+    /// ``EtcdError/Code/closed``, and ``run()`` returns once the connections have closed. Calling
+    /// it again does nothing.
+    public func shutdown() async {
+        guard stopped.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return }
         for connection in connections { connection.grpc.beginGracefulShutdown() }
     }
 
     /// Whether the client has been shut down (``shutdown()``, graceful shutdown, or ``run()`` has
-    /// returned): every request fails from then on.
-    public var isStopped: Bool { stopped.load(ordering: .acquiring) }
+    /// returned): every request fails with ``EtcdError/Code/closed`` from then on.
+    public var isShutDown: Bool { stopped.load(ordering: .acquiring) }
+
+    /// Throws ``EtcdError/Code/closed`` once the client is shut down.
+    private func checkOpen(_ what: String) throws(EtcdError) {
+        if isShutDown { throw EtcdError(code: .closed, message: "\(what): the etcd client was shut down") }
+    }
 
     /// The member requests go to now.
     public var preferredMember: EtcdConfiguration.Member {
@@ -229,6 +256,7 @@ public final class EtcdClient: Service, Sendable {
     ///   ``EtcdError/Code/unavailable`` when the stream to the member breaks (the next member then
     ///   becomes the preferred one; call again to go on).
     public func keepAlive(lease id: Int64, every interval: Duration, onRenewed: @escaping @Sendable (Duration) -> Void = { _ in }) async throws(EtcdError) {
+        try checkOpen("keep-alive")
         let (index, connection) = current()
         let metadata = try await metadata(on: connection)
         var keepAlive = Etcdserverpb_LeaseKeepAliveRequest()
@@ -277,6 +305,7 @@ public final class EtcdClient: Service, Sendable {
         progressInterval: Duration = .seconds(30),
         handle: @escaping @Sendable (EtcdWatchBatch) async throws -> Void
     ) async throws(EtcdError) {
+        try checkOpen("watch")
         let (index, connection) = current()
         var metadata = try await metadata(on: connection)
         // etcd's "require leader": a member without a leader cancels the watch rather than stall it.
@@ -336,6 +365,7 @@ public final class EtcdClient: Service, Sendable {
 
     /// The status of one member: its id, the leader's id as it sees it, and its revision.
     public func status(of member: EtcdConfiguration.Member) async throws(EtcdError) -> EtcdMemberStatus {
+        try checkOpen("status")
         guard let connection = connections.first(where: { $0.member == member }) else {
             throw EtcdError(code: .invalidArgument, message: "\(member) is not a configured member")
         }
@@ -404,6 +434,9 @@ public final class EtcdClient: Service, Sendable {
     /// Maps an error of a streaming call on member `index` to an ``EtcdError``, moving on from
     /// the member when it is the member's fault.
     private func failure(_ error: any Error, on index: Int, during what: String) -> EtcdError {
+        if isShutDown, (error as? EtcdError)?.code != .closed {
+            return EtcdError(code: .closed, message: "\(what): the etcd client was shut down", cause: error)
+        }
         if let error = error as? EtcdError {
             if error.code == .unavailable { moveOn(from: index) }
             return error
@@ -435,6 +468,7 @@ public final class EtcdClient: Service, Sendable {
         // (a connection just made, a leader just elected) without the member being gone.
         let maxTries = max(3, connections.count)
         while tries < maxTries {
+            try checkOpen(what)
             if tries >= connections.count || (tries > 0 && connections.count == 1) {
                 do {
                     try await Task.sleep(for: .milliseconds(50 * tries))

@@ -3,7 +3,7 @@ public struct EtcdError: Error, Sendable, CustomStringConvertible {
     /// What kind of failure it is. New codes may be added; switch with a `default`.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Wrapped: Hashable, Sendable {
-            case unavailable, unauthenticated, compacted, watchCanceled, leaseExpired, invalidArgument, other
+            case unavailable, unauthenticated, compacted, watchCanceled, leaseExpired, invalidArgument, closed, other
         }
         private let wrapped: Wrapped
         private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
@@ -20,6 +20,8 @@ public struct EtcdError: Error, Sendable, CustomStringConvertible {
         public static let leaseExpired = Code(.leaseExpired)
         /// A bad argument: a malformed member address, an empty key.
         public static let invalidArgument = Code(.invalidArgument)
+        /// The client was shut down (``EtcdClient/shutdown()``, or its ``EtcdClient/run()`` ended).
+        public static let closed = Code(.closed)
         /// Anything else; see ``EtcdError/cause``.
         public static let other = Code(.other)
 

@@ -24,9 +24,9 @@ public final class EtcdPublisher: InstancePublisher, Service {
     /// The key prefix watched, for example `/services/api/`.
     public let prefix: String
     private let client: EtcdClient
-    private let broadcaster: InstanceBroadcaster
-    private let backoff: Backoff
-    private let logger: Logger
+    private let core: WatchingPublisherCore
+    private var broadcaster: InstanceBroadcaster { core.broadcaster }
+    private var logger: Logger { core.logger }
     private let state = Mutex(EtcdInstanceTable())
 
     /// Creates a publisher; nothing is read until ``run()``.
@@ -34,21 +34,19 @@ public final class EtcdPublisher: InstancePublisher, Service {
     /// - Parameters:
     ///   - prefix: The key prefix; every key that starts with it is an instance.
     ///   - client: The etcd client (run it too).
-    ///   - staleness: What to do with the last good set while etcd fails. Default: keep it.
     ///   - backoff: The pause between attempts after a failure. Default 100 ms doubling to 5 s.
+    ///   - staleness: What to do with the last good set while etcd fails. Default: keep it.
     ///   - logger: Where to log. Default: nowhere.
     public init(
         prefix: String,
         client: EtcdClient,
-        staleness: StalenessPolicy = .keepLastGood,
         backoff: Backoff = Backoff(base: .milliseconds(100), cap: .seconds(5)),
+        staleness: StalenessPolicy = .keepLastGood,
         logger: Logger = Logger(label: "loadbalancer.etcd", factory: { _ in SwiftLogNoOpLogHandler() })
     ) {
         self.prefix = prefix
         self.client = client
-        self.broadcaster = InstanceBroadcaster(staleness: staleness)
-        self.backoff = backoff
-        self.logger = logger
+        self.core = WatchingPublisherCore(backoff: backoff, staleness: staleness, logger: logger, metadata: ["loadbalancer.etcd.prefix": "\(prefix)"])
     }
 
     /// A new subscription: the current set first (once the first list is in), then every change.
@@ -56,15 +54,14 @@ public final class EtcdPublisher: InstancePublisher, Service {
 
     /// Lists and watches until cancelled or shut down, or until the client is shut down (then it
     /// publishes a `closed` error first); then ends the subscriptions.
-    public func run() async {
-        let metadata: Logger.Metadata = ["loadbalancer.etcd.prefix": "\(prefix)"]
-        await WatchLoop(backoff: backoff).run(publishingTo: broadcaster, logger: logger, metadata: metadata) { round in
+    public func run() async throws {
+        await core.run(state: {}) { _, round in
             do {
                 try await self.listAndWatch(onProgress: { round.progressed() })
                 return .failed()
             } catch {
                 if Task.isCancelled { return .stop() }
-                if self.client.isStopped {
+                if self.client.isShutDown {
                     let message = "the etcd client was shut down: \(self.prefix) is no longer watched"
                     return .stop(DiscoveryError(code: .closed, message: message, cause: error))
                 }
@@ -156,8 +153,6 @@ public final class EtcdPublisher: InstancePublisher, Service {
     }
 
     private func report(_ error: any Error) {
-        let unavailable = (error as? EtcdError)?.code == .unavailable
-        let metadata: Logger.Metadata = ["loadbalancer.etcd.prefix": "\(prefix)"]
-        broadcaster.report(error, unavailable: unavailable, message: "etcd watch of \(prefix) failed", logger: logger, metadata: metadata)
+        core.report(error, unavailable: (error as? EtcdError)?.code == .unavailable, message: "etcd watch of \(prefix) failed")
     }
 }

@@ -52,7 +52,7 @@ public final class EtcdRegistrar: Service {
     public var currentLease: Int64? { lease.withLock { $0 } }
 
     /// Registers and keeps the registration alive until cancelled or shut down; then deregisters.
-    public func run() async {
+    public func run() async throws {
         await WatchLoop(backoff: backoff).run { round in
             do {
                 let id = try await self.registeredLease()

@@ -252,12 +252,12 @@ public final class EtcdCluster: @unchecked Sendable {
         let client = try EtcdClient(configuration: configuration)
         return try await withThrowingTaskGroup(of: T?.self) { group in
             group.addTask {
-                await client.run()
+                try? await client.run()
                 return nil
             }
             defer { group.cancelAll() }
             let result = try await body(client)
-            client.shutdown()
+            await client.shutdown()
             return result
         }
     }

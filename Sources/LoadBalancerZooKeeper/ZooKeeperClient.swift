@@ -165,6 +165,10 @@ public final class ZooKeeperClient: Service, Sendable {
     /// Whether a session is established on a live connection now.
     public var isConnected: Bool { state.withLock { $0.connected } }
 
+    /// Whether the client has been shut down (``shutdown()``, graceful shutdown, or ``run()`` has
+    /// returned): every request fails with ``ZooKeeperError/Code/closed`` from then on.
+    public var isShutDown: Bool { state.withLock { $0.closed } }
+
     /// The session id (0 before the first session).
     public var sessionID: Int64 { state.withLock { $0.sessionID } }
 
@@ -219,9 +223,12 @@ public final class ZooKeeperClient: Service, Sendable {
         ZooKeeperError(code: .operationTimeout, message: "no answer \(what) within \(timeout)")
     }
 
-    /// Keeps the session, reconnecting as needed, until cancelled or shut down (then it closes the
-    /// session).
-    public func run() async {
+    /// Keeps the session, reconnecting as needed, until the task is cancelled, the service group
+    /// shuts down gracefully, or ``shutdown()`` is called (then it closes the session). Once it has
+    /// returned, every request fails with ``ZooKeeperError/Code/closed``. A failed connection is
+    /// an event (``events()``), not an error; `throws` is the signature every registry client's
+    /// `run()` shares.
+    public func run() async throws {
         let servers = configuration.servers.shuffled()
         var index = 0
         var failuresInARow = 0
@@ -238,7 +245,7 @@ public final class ZooKeeperClient: Service, Sendable {
                 }
             }
         } onGracefulShutdown: {
-            Task { await self.close() }
+            Task { await self.shutdown() }
         }
         finish()
     }
@@ -246,9 +253,10 @@ public final class ZooKeeperClient: Service, Sendable {
     /// The pause after each round of the ensemble that failed: 100 ms doubling to 2 s, full jitter.
     static let reconnectBackoff = Backoff(base: .milliseconds(100), cap: .seconds(2))
 
-    /// Closes the session (the server deletes its ephemeral nodes) and stops the client. Bounded
-    /// by the session timeout.
-    public func close() async {
+    /// Shuts the client down: closes the session (the server deletes its ephemeral nodes) and the
+    /// connection, and ``run()`` returns; requests fail with ``ZooKeeperError/Code/closed`` from
+    /// then on. Bounded by the session timeout. Calling it again does nothing more.
+    public func shutdown() async {
         if isConnected {
             let timeout = state.withLock { $0.negotiatedTimeout }
             _ = try? await withTimeout(timeout, onTimeout: { Self.timedOut("closing the session", after: timeout) }) {

@@ -28,30 +28,28 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
     /// The parent node, for example `/services/api`.
     public let path: String
     private let client: ZooKeeperClient
-    private let broadcaster: InstanceBroadcaster
-    private let backoff: Backoff
-    private let logger: Logger
+    private let core: WatchingPublisherCore
+    private var broadcaster: InstanceBroadcaster { core.broadcaster }
+    private var logger: Logger { core.logger }
 
     /// Creates a publisher; nothing is read until ``run()``.
     ///
     /// - Parameters:
     ///   - path: The parent node whose children are the instances.
     ///   - client: The ZooKeeper client (run it too).
-    ///   - staleness: What to do with the last good set while ZooKeeper fails. Default: keep it.
     ///   - backoff: The pause between attempts after a failure. Default 100 ms doubling to 5 s.
+    ///   - staleness: What to do with the last good set while ZooKeeper fails. Default: keep it.
     ///   - logger: Where to log. Default: nowhere.
     public init(
         path: String,
         client: ZooKeeperClient,
-        staleness: StalenessPolicy = .keepLastGood,
         backoff: Backoff = Backoff(base: .milliseconds(100), cap: .seconds(5)),
+        staleness: StalenessPolicy = .keepLastGood,
         logger: Logger = Logger(label: "loadbalancer.zookeeper", factory: { _ in SwiftLogNoOpLogHandler() })
     ) {
         self.path = path
         self.client = client
-        self.broadcaster = InstanceBroadcaster(staleness: staleness)
-        self.backoff = backoff
-        self.logger = logger
+        self.core = WatchingPublisherCore(backoff: backoff, staleness: staleness, logger: logger, metadata: ["loadbalancer.zookeeper.path": "\(path)"])
     }
 
     /// A new subscription: the current set first (once the first read is in), then every change.
@@ -71,11 +69,10 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
 
     /// Reads and watches until cancelled or shut down, or until the client is closed (then it
     /// publishes a `closed` error first); then ends the subscriptions.
-    public func run() async {
+    public func run() async throws {
         let events = client.events()
         let state = { @Sendable in (events: events.makeAsyncIterator(), work: Work(), known: [String: Result<Instance, InstanceParseError>]()) }
-        let metadata: Logger.Metadata = ["loadbalancer.zookeeper.path": "\(path)"]
-        await WatchLoop(backoff: backoff).run(publishingTo: broadcaster, logger: logger, metadata: metadata, state: state) { state, _ in
+        await core.run(state: state) { state, _ in
             if !state.work.isEmpty, self.client.isConnected {
                 do {
                     try await self.read(&state.work, into: &state.known)
@@ -180,8 +177,6 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
     }
 
     private func report(_ error: any Error) {
-        let unavailable = (error as? ZooKeeperError)?.code == .connectionLoss
-        let metadata: Logger.Metadata = ["loadbalancer.zookeeper.path": "\(path)"]
-        broadcaster.report(error, unavailable: unavailable, message: "ZooKeeper read of \(path) failed", logger: logger, metadata: metadata)
+        core.report(error, unavailable: (error as? ZooKeeperError)?.code == .connectionLoss, message: "ZooKeeper read of \(path) failed")
     }
 }

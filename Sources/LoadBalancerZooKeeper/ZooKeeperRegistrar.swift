@@ -46,7 +46,7 @@ public final class ZooKeeperRegistrar: Service {
 
     /// Registers, and registers again after every session expiry, until cancelled or shut down;
     /// then deletes the node.
-    public func run() async {
+    public func run() async throws {
         let events = client.events()
         let state = { @Sendable in (events: events.makeAsyncIterator(), needed: true) }
         await WatchLoop(backoff: backoff).run(state: state) { state, _ in

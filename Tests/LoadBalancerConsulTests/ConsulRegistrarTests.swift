@@ -7,18 +7,23 @@ import Testing
 
 @Suite("ConsulRegistrar against the Consul-API test server", .timeLimit(.minutes(2)))
 struct ConsulRegistrarTests {
-    func registration(ttl: Duration, deregisterAfter: Duration? = nil, checkID: String? = nil) -> ConsulServiceRegistration {
-        ConsulServiceRegistration(
+    /// The instance every test registers: weight 5, two tags, one metadata key.
+    func instance() throws -> Instance {
+        try Instance(host: "10.0.0.7", port: 8080, weight: 5, tags: ["v2", "eu"], metadata: ["version": "1.2.3"])
+    }
+
+    /// Its options: the id `web-1` on the agent, warning weight 2, and the check.
+    func options(ttl: Duration, deregisterAfter: Duration? = nil, checkID: String? = nil) -> ConsulRegistrationOptions {
+        ConsulRegistrationOptions(
             id: "web-1",
-            name: "web",
-            address: "10.0.0.7",
-            port: 8080,
-            tags: ["v2", "eu"],
-            meta: ["version": "1.2.3"],
-            passingWeight: 5,
             warningWeight: 2,
             check: .init(ttl: ttl, checkID: checkID, deregisterCriticalServiceAfter: deregisterAfter)
         )
+    }
+
+    /// A registrar of ``instance()`` as `web`, with ``options(ttl:deregisterAfter:checkID:)``.
+    func makeRegistrar(_ options: ConsulRegistrationOptions, client: ConsulClient) throws -> ConsulRegistrar {
+        ConsulRegistrar(instance: try instance(), service: "web", client: client, options: options)
     }
 
     @Test("registers, keeps the check passing past several TTLs, deregisters on graceful shutdown")
@@ -28,10 +33,7 @@ struct ConsulRegistrarTests {
         // A TTL long enough that a loaded 2-core CI machine cannot stall a pass past it (a 600 ms TTL
         // lapsed once there), short enough that three TTLs pass in a few seconds.
         let ttl = Duration.milliseconds(1500)
-        let registrar = ConsulRegistrar(
-            registration: registration(ttl: ttl, deregisterAfter: .seconds(60), checkID: "web-1-ttl"),
-            client: client(server)
-        )
+        let registrar = try makeRegistrar(options(ttl: ttl, deregisterAfter: .seconds(60), checkID: "web-1-ttl"), client: client(server))
         #expect(registrar.passInterval == .milliseconds(500))
         let publisher = ConsulPublisher(service: "web", client: client(server), configuration: fastConfiguration())
         let group = ServiceGroup(services: [registrar], logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
@@ -80,7 +82,7 @@ struct ConsulRegistrarTests {
     func cancellation() async throws {
         let server = try await ConsulTestServer.start()
         defer { Task { await server.stop() } }
-        let registrar = ConsulRegistrar(registration: registration(ttl: .seconds(3)), client: client(server))
+        let registrar = try makeRegistrar(options(ttl: .seconds(3)), client: client(server))
         let running = Task { try await registrar.run() }
         try await waitUntil { server.service(id: "web-1")?.checks["service:web-1"]?.status == "passing" }
         running.cancel()
@@ -93,10 +95,7 @@ struct ConsulRegistrarTests {
         let server = try await ConsulTestServer.start()
         defer { Task { await server.stop() } }
         let ttl = Duration.milliseconds(800)
-        let registrar = ConsulRegistrar(
-            registration: registration(ttl: ttl, deregisterAfter: .seconds(1)),
-            client: client(server)
-        )
+        let registrar = try makeRegistrar(options(ttl: ttl, deregisterAfter: .seconds(1)), client: client(server))
         let publisher = ConsulPublisher(service: "web", client: client(server), configuration: fastConfiguration())
         try await withRunning(publisher) { recorder in
             let running = Task { try await registrar.run() }
@@ -131,7 +130,7 @@ struct ConsulRegistrarTests {
     func reregisters() async throws {
         let server = try await ConsulTestServer.start()
         defer { Task { await server.stop() } }
-        let registrar = ConsulRegistrar(registration: registration(ttl: .milliseconds(600)), client: client(server))
+        let registrar = try makeRegistrar(options(ttl: .milliseconds(600)), client: client(server))
         let running = Task { try await registrar.run() }
         defer { running.cancel() }
         try await waitUntil { server.service(id: "web-1")?.checks["service:web-1"]?.status == "passing" }
@@ -145,12 +144,11 @@ struct ConsulRegistrarTests {
     func invalidRegistration() async throws {
         let server = try await ConsulTestServer.start()
         defer { Task { await server.stop() } }
-        var bad = registration(ttl: .seconds(1))
-        bad.port = 0
-        let registrar = ConsulRegistrar(registration: bad, client: client(server))
+        // An instance's port is valid by construction: an empty service name is what Consul rejects here.
+        let registrar = ConsulRegistrar(instance: try instance(), service: "", client: client(server), options: options(ttl: .seconds(1)))
         await #expect(throws: ConsulError.self) { try await registrar.run() }
-        bad.port = 80
-        bad.name = ""
+        var bad = ConsulServiceRegistration(instance: try instance(), service: "web", options: options(ttl: .seconds(1)))
+        bad.port = 0
         await #expect(throws: ConsulError.self) { try await client(server).register(bad) }
         #expect(server.requests.isEmpty)
     }

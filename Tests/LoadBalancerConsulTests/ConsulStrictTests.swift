@@ -164,8 +164,10 @@ struct ConsulStrictTests {
         // blocking query to end (60 s) and the check would lapse after 3 s.
         let ttl = Duration.seconds(3)
         let registrar = ConsulRegistrar(
-            registration: .init(id: "me-1", name: "me", address: "10.0.0.9", port: 8080, check: .init(ttl: ttl)),
-            client: consul
+            instance: try Instance(host: "10.0.0.9", port: 8080),
+            service: "me",
+            client: consul,
+            options: ConsulRegistrationOptions(id: "me-1", check: .init(ttl: ttl))
         )
         let services: [any Service] = (0..<publishers).map {
             ConsulPublisher(service: "svc-\($0)", client: consul, configuration: fastConfiguration(wait: .seconds(60)))
@@ -236,17 +238,23 @@ struct ConsulStrictTests {
         // Through the registrar: a check id that changes leaves no orphan, and the instance passes.
         let consul = client(server)
         defer { Task { await consul.shutdown() } }
-        func registration(_ checkID: String) -> ConsulServiceRegistration {
-            .init(id: "api-1", name: "api", address: "10.0.0.5", port: 8080, check: .init(ttl: .seconds(2), checkID: checkID))
+        let instance = try Instance(host: "10.0.0.5", port: 8080)
+        @Sendable func registrar(_ checkID: String) -> ConsulRegistrar {
+            ConsulRegistrar(
+                instance: instance,
+                service: "api",
+                client: consul,
+                options: ConsulRegistrationOptions(id: "api-1", check: .init(ttl: .seconds(2), checkID: checkID))
+            )
         }
-        let first = Task { try await ConsulRegistrar(registration: registration("api-ttl-v1"), client: consul).run() }
+        let first = Task { try await registrar("api-ttl-v1").run() }
         try await waitUntil { server.service(id: "api-1")?.checks["api-ttl-v1"]?.status == "passing" }
         // The process is replaced without deregistering (the new version starts under the same id).
         server.setFault(.status(500), for: .agent)
         first.cancel()
         try await first.value
         server.setFault(nil, for: .agent)
-        let second = Task { try await ConsulRegistrar(registration: registration("api-ttl-v2"), client: consul).run() }
+        let second = Task { try await registrar("api-ttl-v2").run() }
         defer { second.cancel() }
         try await waitUntil { server.service(id: "api-1")?.checks["api-ttl-v2"]?.status == "passing" }
         // No orphan: the old check, never passed again, would turn the instance critical for good.
@@ -288,8 +296,14 @@ struct ConsulStrictTests {
         defer { Task { await server.stop() } }
         let consul = client(server)
         defer { Task { await consul.shutdown() } }
-        let bad = ConsulServiceRegistration(id: "a", name: "web", port: 80, passingWeight: 0, check: .init(ttl: .seconds(10)))
-        let error = await #expect(throws: ConsulError.self) { try await ConsulRegistrar(registration: bad, client: consul).run() }
+        // A weight of 0 is a valid instance ("only when nothing else is available"), not a valid Consul passing weight.
+        let bad = ConsulRegistrar(
+            instance: try Instance(host: "127.0.0.1", port: 80, weight: 0),
+            service: "web",
+            client: consul,
+            options: ConsulRegistrationOptions(id: "a", check: .init(ttl: .seconds(10)))
+        )
+        let error = await #expect(throws: ConsulError.self) { try await bad.run() }
         #expect(error?.code == .invalidArgument)
         #expect(server.requests.isEmpty)
         // The agent's side.
@@ -306,8 +320,10 @@ struct ConsulStrictTests {
         defer { Task { await consul.shutdown() } }
         server.setFault(.status(400), for: .agent)
         let registrar = ConsulRegistrar(
-            registration: .init(id: "a", name: "web", port: 80, check: .init(ttl: .seconds(10))),
-            client: consul
+            instance: try Instance(host: "127.0.0.1", port: 80),
+            service: "web",
+            client: consul,
+            options: ConsulRegistrationOptions(id: "a", check: .init(ttl: .seconds(10)))
         )
         let error = await #expect(throws: ConsulError.self) { try await registrar.run() }
         #expect(error?.code == .invalidArgument)
@@ -461,8 +477,10 @@ struct ConsulStrictTests {
         defer { Task { await consul.shutdown() } }
         server.setFault(.rateLimited(retryAfterSeconds: 1), for: .agent)
         let registrar = ConsulRegistrar(
-            registration: .init(id: "a", name: "web", port: 80, check: .init(ttl: .milliseconds(600))),
-            client: consul
+            instance: try Instance(host: "127.0.0.1", port: 80),
+            service: "web",
+            client: consul,
+            options: ConsulRegistrationOptions(id: "a", check: .init(ttl: .milliseconds(600)))
         )
         let running = Task { try await registrar.run() }
         defer { running.cancel() }

@@ -205,9 +205,9 @@ struct ConsulUnitTests {
     }
 }
 
-@Suite("ConsulClient.Configuration from CONSUL_* environment variables")
+@Suite("ConsulConfiguration from CONSUL_* environment variables")
 struct ConsulEnvironmentTests {
-    typealias Configuration = ConsulClient.Configuration
+    typealias Configuration = ConsulConfiguration
 
     @Test("nothing set: the local agent over HTTP on 8500")
     func defaults() throws {

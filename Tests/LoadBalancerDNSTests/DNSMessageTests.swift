@@ -114,7 +114,7 @@ struct DNSMessageTests {
 
     @Test("resolv.conf: nameservers, search, ndots, timeout, attempts")
     func resolvConf() {
-        let configuration = ResolverConfiguration(resolvConf: """
+        let configuration = DNSConfiguration(resolvConf: """
             # comment
             nameserver 10.0.0.2
             nameserver fd00::53
@@ -129,8 +129,8 @@ struct DNSMessageTests {
         #expect(configuration.candidates(for: "web") == ["web.corp.example", "web.svc.example", "web"])
         #expect(configuration.candidates(for: "a.b.c") == ["a.b.c", "a.b.c.corp.example", "a.b.c.svc.example"])
         #expect(configuration.candidates(for: "web.") == ["web"])
-        #expect(ResolverConfiguration(resolvConf: "").nameservers == ["127.0.0.1:53"])
-        #expect(ResolverConfiguration.nameserver("127.0.0.1:5353").nameservers == ["127.0.0.1:5353"])
-        #expect(ResolverConfiguration.nameserver("::1").nameservers == ["[::1]:53"])
+        #expect(DNSConfiguration(resolvConf: "").nameservers == ["127.0.0.1:53"])
+        #expect(DNSConfiguration.nameserver("127.0.0.1:5353").nameservers == ["127.0.0.1:5353"])
+        #expect(DNSConfiguration.nameserver("::1").nameservers == ["[::1]:53"])
     }
 }

@@ -10,24 +10,22 @@ struct DNSStartupTests {
         "host-record=a.svc.test,127.0.0.21",
     ]
 
-    func publisher(_ server: Dnsmasq) -> DNSSRVPublisher {
+    /// A client and a publisher over it, to run together (the README's recipe).
+    func publisher(_ server: Dnsmasq) -> (DNSClient, DNSSRVPublisher) {
         var refresh = DNSRefresh.every(.milliseconds(200))
         refresh.retryAfterFailure = .milliseconds(100)
         refresh.maximumRetryAfterFailure = .milliseconds(400)
-        return DNSSRVPublisher(
-            name: "_web._tcp.svc.test",
-            client: DNSClient(configuration: .nameserver(server.nameserver, timeout: .milliseconds(300), attempts: 1)),
-            refresh: refresh
-        )
+        let client = DNSClient(configuration: .nameserver(server.nameserver, timeout: .milliseconds(300), attempts: 1))
+        return (client, DNSSRVPublisher(name: "_web._tcp.svc.test", client: client, refresh: refresh))
     }
 
     @Test("started late: each failed lookup is an update with the error, the set comes once the server answers")
     func startedLate() async throws {
         let server = try await Dnsmasq.start(records)
         await server.stop()
-        let publisher = publisher(server)
+        let (client, publisher) = publisher(server)
         let probe = DiscoveryProbe(publisher)
-        try await withRunning([{ try? await publisher.run() }] + probe.services) {
+        try await withRunning([{ try? await client.run() }, { try? await publisher.run() }] + probe.services) {
             try await eventually("three failed lookups reported") { probe.errors.count >= 3 }
             let error = try #require(probe.errors.first)
             #expect(error.code == .registryUnavailable, "\(error)")
@@ -54,11 +52,11 @@ struct DNSStartupTests {
     func silentServer() async throws {
         let silent = try await SilentServer.start()
         defer { Task { await silent.stop() } }
-        let publisher = DNSSRVPublisher(
-            name: "_web._tcp.svc.test",
-            client: DNSClient(configuration: .nameserver("127.0.0.1:\(silent.port)", timeout: .milliseconds(500), attempts: 1))
+        let client = DNSClient(configuration: .nameserver("127.0.0.1:\(silent.port)", timeout: .milliseconds(500), attempts: 1))
+        let publisher = DNSSRVPublisher(name: "_web._tcp.svc.test", client: client)
+        let (error, elapsed) = try await DiscoveryProbe(publisher).firstError(
+            running: [{ try? await client.run() }, { try? await publisher.run() }]
         )
-        let (error, elapsed) = try await DiscoveryProbe(publisher).firstError(running: [{ try? await publisher.run() }])
         #expect(error.code == .registryUnavailable, "\(error)")
         #expect((error.cause as? DNSLookupError)?.code == .timeout, "\(error)")
         // Not before the timeout (nothing refused the query), and not long after it.
@@ -69,9 +67,9 @@ struct DNSStartupTests {
     func neverStarted() async throws {
         let server = try await Dnsmasq.start(records)
         await server.stop()
-        let publisher = publisher(server)
+        let (client, publisher) = publisher(server)
         let probe = DiscoveryProbe(publisher)
-        try await withRunning([{ try? await publisher.run() }] + probe.services) {
+        try await withRunning([{ try? await client.run() }, { try? await publisher.run() }] + probe.services) {
             try await eventually("failed lookups reported") { probe.errors.count >= 3 }
             #expect(probe.errors.allSatisfy { $0.code == .registryUnavailable })
             let error = try #require(

@@ -42,7 +42,7 @@ func withRunning<T: Sendable>(
     _ services: [@Sendable () async -> Void] = [],
     _ body: () async throws -> T
 ) async throws -> T {
-    try await withRunning([{ await client.run() }] + services, body)
+    try await withRunning([{ try? await client.run() }] + services, body)
 }
 
 /// Reads `publisher`'s updates into `recorder` until cancelled.
@@ -59,7 +59,7 @@ struct EtcdIntegrationTests {
         let log = MessageLog()
         let publisher = EtcdPublisher(prefix: "/svc/api/", client: client, logger: log.logger)
         let recorder = Recorder()
-        try await withRunning(client, [{ await publisher.run() }, recording(publisher, into: recorder)]) {
+        try await withRunning(client, [{ try? await publisher.run() }, recording(publisher, into: recorder)]) {
             try await client.put("/svc/api/a", value: "127.0.0.1:8001")
             try await client.put("/svc/other/x", value: "127.0.0.1:9999")
             try await eventually(".a listed") { recorder.ids == ["127.0.0.1:8001"] }
@@ -94,7 +94,7 @@ struct EtcdIntegrationTests {
         let client = try EtcdClient(configuration: cluster.configuration)
         let publisher = EtcdPublisher(prefix: "/svc/", client: client, backoff: Backoff(base: .milliseconds(50), cap: .milliseconds(200)))
         let recorder = Recorder()
-        try await withRunning(client, [{ await publisher.run() }, recording(publisher, into: recorder)]) {
+        try await withRunning(client, [{ try? await publisher.run() }, recording(publisher, into: recorder)]) {
             try await client.put("/svc/a", value: "127.0.0.1:8001")
             try await eventually("a listed") { recorder.ids == ["127.0.0.1:8001"] }
             await cluster.kill(member)
@@ -120,7 +120,7 @@ struct EtcdIntegrationTests {
             prefix: "/svc/", client: client, backoff: Backoff(base: .milliseconds(50), cap: .milliseconds(200)), logger: log.logger
         )
         let recorder = Recorder()
-        try await withRunning(writer, [{ await client.run() }, { await publisher.run() }, recording(publisher, into: recorder)]) {
+        try await withRunning(writer, [{ try? await client.run() }, { try? await publisher.run() }, recording(publisher, into: recorder)]) {
             try await writer.put("/svc/a", value: "127.0.0.1:8001")
             try await writer.put("/svc/b", value: "127.0.0.1:8002")
             try await eventually("a and b listed") { recorder.ids == ["127.0.0.1:8001", "127.0.0.1:8002"] }
@@ -154,7 +154,7 @@ struct EtcdIntegrationTests {
         let client = try EtcdClient(configuration: configuration)
         let publisher = EtcdPublisher(prefix: "/svc/", client: client, backoff: Backoff(base: .milliseconds(50), cap: .milliseconds(500)))
         let recorder = Recorder()
-        try await withRunning(client, [{ await publisher.run() }, recording(publisher, into: recorder)]) {
+        try await withRunning(client, [{ try? await publisher.run() }, recording(publisher, into: recorder)]) {
             try await client.put("/svc/a", value: "127.0.0.1:8001")
             try await eventually("a listed") { recorder.ids == ["127.0.0.1:8001"] }
             #expect(client.preferredMember.port == leader.clientPort)
@@ -179,8 +179,8 @@ struct EtcdIntegrationTests {
         let recorder = Recorder()
         let instance = try Instance(host: "127.0.0.9", port: 9009, weight: 2)
         let registrar = EtcdRegistrar(instance: instance, prefix: "/svc/", client: client, ttl: .seconds(1))
-        try await withRunning(client, [{ await publisher.run() }, recording(publisher, into: recorder)]) {
-            let registration = Task { await registrar.run() }
+        try await withRunning(client, [{ try? await publisher.run() }, recording(publisher, into: recorder)]) {
+            let registration = Task { try? await registrar.run() }
             try await eventually("registered") { recorder.latest?.instances == [instance] }
             // Three TTLs later it is still there: the keep-alive works.
             let kept = ContinuousClock.now + .seconds(3)
@@ -203,13 +203,13 @@ struct EtcdIntegrationTests {
         let publisher = EtcdPublisher(prefix: "/svc/", client: watcher)
         let recorder = Recorder()
         let instance = try Instance(host: "127.0.0.9", port: 9010)
-        try await withRunning(watcher, [{ await publisher.run() }, recording(publisher, into: recorder)]) {
+        try await withRunning(watcher, [{ try? await publisher.run() }, recording(publisher, into: recorder)]) {
             // The registrar's own client: stopping its connections is what a crash looks like to
             // etcd (keep-alives stop, no revoke arrives).
             let doomed = try EtcdClient(configuration: cluster.configuration)
             let registrar = EtcdRegistrar(instance: instance, prefix: "/svc/", client: doomed, ttl: .seconds(2))
-            let connections = Task { await doomed.run() }
-            let registration = Task { await registrar.run() }
+            let connections = Task { try? await doomed.run() }
+            let registration = Task { try? await registrar.run() }
             try await eventually("registered") { recorder.ids == [instance.id] }
             connections.cancel()
             await connections.value
@@ -252,7 +252,7 @@ struct EtcdIntegrationTests {
         let client = try EtcdClient(configuration: cluster.configuration)
         let publisher = EtcdPublisher(prefix: "/svc/", client: client)
         let recorder = Recorder()
-        try await withRunning(client, [{ await publisher.run() }, recording(publisher, into: recorder)]) {
+        try await withRunning(client, [{ try? await publisher.run() }, recording(publisher, into: recorder)]) {
             try await client.put("/svc/a", value: "127.0.0.1:8001")
             try await eventually("a over TLS") { recorder.ids == ["127.0.0.1:8001"] }
         }

@@ -25,7 +25,7 @@ struct EtcdStartupTests {
         let client = try EtcdClient(configuration: configuration)
         let publisher = publisher("/svc/late/", client)
         let probe = DiscoveryProbe(publisher)
-        try await withRunning(client, [{ await publisher.run() }] + probe.services) {
+        try await withRunning(client, [{ try? await publisher.run() }] + probe.services) {
             try await eventually("three failed attempts reported") { probe.errors.count >= 3 }
             let error = try #require(probe.errors.first)
             #expect(error.code == .registryUnavailable, "\(error)")
@@ -58,7 +58,7 @@ struct EtcdStartupTests {
         let client = try EtcdClient(configuration: configuration)
         let publisher = publisher("/svc/never/", client)
         let probe = DiscoveryProbe(publisher)
-        try await withRunning(client, [{ await publisher.run() }] + probe.services) {
+        try await withRunning(client, [{ try? await publisher.run() }] + probe.services) {
             try await eventually("failed attempts reported") { probe.errors.count >= 3 }
             #expect(probe.errors.allSatisfy { $0.code == .registryUnavailable })
             let error = try #require(
@@ -84,7 +84,7 @@ struct EtcdStartupTests {
         let client = try EtcdClient(configuration: configuration)
         let publisher = publisher("/svc/silent/", client)
         let (error, elapsed) = try await withRunning(client) {
-            try await DiscoveryProbe(publisher).firstError(running: [{ await publisher.run() }])
+            try await DiscoveryProbe(publisher).firstError(running: [{ try? await publisher.run() }])
         }
         #expect(error.code == .registryUnavailable, "\(error)")
         // Not before the timeout (nothing refused the request), and not long after it.
@@ -95,15 +95,17 @@ struct EtcdStartupTests {
     func closedClient() async throws {
         let cluster = try await EtcdCluster.start()
         let client = try EtcdClient(configuration: cluster.configuration)
-        let clientRun = Task { await client.run() }
+        let clientRun = Task { try? await client.run() }
         try await client.put("/svc/closed/a", value: "127.0.0.1:8001")
-        client.shutdown()
+        await client.shutdown()
         await clientRun.value
-        #expect(client.isStopped)
+        #expect(client.isShutDown)
+        let afterShutdown = await #expect(throws: EtcdError.self) { try await client.put("/svc/closed/b", value: "127.0.0.1:8002") }
+        #expect(afterShutdown?.code == .closed)
 
         let publisher = publisher("/svc/closed/", client)
         var updates = publisher.updates().makeAsyncIterator()
-        await publisher.run()  // ends by itself
+        try await publisher.run()  // ends by itself
         let only = try #require(await updates.next())
         #expect(only.error?.code == .closed, "\(only)")
         #expect(only.error?.cause is EtcdError)

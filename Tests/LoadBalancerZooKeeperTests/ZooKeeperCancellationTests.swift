@@ -104,7 +104,7 @@ struct ZooKeeperCancellationTests {
         let server = try await SilentZooKeeperServer.start()
         let client = ZooKeeperClient(configuration: ZooKeeperConfiguration(servers: [.init(host: "127.0.0.1", port: server.port)]))
         let events = client.events()
-        let run = Task { await client.run() }
+        let run = Task { try? await client.run() }
         var iterator = events.makeAsyncIterator()
         #expect(await iterator.next() == .connected(sessionID: 0x5EED, newSession: true))
 
@@ -146,7 +146,7 @@ struct ZooKeeperCancellationTests {
         let server = try await SilentZooKeeperServer.start()
         let client = ZooKeeperClient(configuration: ZooKeeperConfiguration(servers: [.init(host: "127.0.0.1", port: server.port)]))
         let events = client.events()
-        let run = Task { await client.run() }
+        let run = Task { try? await client.run() }
         var iterator = events.makeAsyncIterator()
         _ = await iterator.next()
         let request = Task {

@@ -55,7 +55,7 @@ struct ZooKeeperIntegrationTests {
         let client = ZooKeeperClient(configuration: ensemble.configuration())
         let events = EventLog()
         let stream = client.events()
-        try await withRunning([{ await client.run() }, { for await event in stream { events.record(event) } }]) {
+        try await withRunning([{ try? await client.run() }, { for await event in stream { events.record(event) } }]) {
             try await connected(client)
             #expect(client.negotiatedSessionTimeout == .seconds(8))
             let created = try await client.create("/a/b/c", data: Array("hello".utf8), createParents: true)
@@ -89,7 +89,7 @@ struct ZooKeeperIntegrationTests {
         let ensemble = try await ZooKeeperEnsemble.start()
         let rooted = ZooKeeperClient(configuration: ensemble.configuration(chroot: "/apps/prod"))
         let plain = ZooKeeperClient(configuration: ensemble.configuration())
-        try await withRunning([{ await rooted.run() }, { await plain.run() }]) {
+        try await withRunning([{ try? await rooted.run() }, { try? await plain.run() }]) {
             try await connected(rooted)
             try await connected(plain)
             try await plain.create("/apps/prod", createParents: true)
@@ -107,7 +107,7 @@ struct ZooKeeperIntegrationTests {
         let publisher = ZooKeeperPublisher(path: "/services/web", client: client)
         let recorder = Recorder()
         try await withRunning([
-            { await client.run() }, { await publisher.run() }, { for await update in publisher.updates() { recorder.record(update) } },
+            { try? await client.run() }, { try? await publisher.run() }, { for await update in publisher.updates() { recorder.record(update) } },
         ]) {
             try await connected(client)
             try await eventually("the parent created") { (try? await client.exists("/services/web")) != nil }
@@ -147,8 +147,8 @@ struct ZooKeeperIntegrationTests {
         let recorder = Recorder()
         let writer = ZooKeeperClient(configuration: ensemble.configuration())
         try await withRunning([
-            { await client.run() }, { await writer.run() }, { for await event in stream { events.record(event) } },
-            { await publisher.run() }, { for await update in publisher.updates() { recorder.record(update) } },
+            { try? await client.run() }, { try? await writer.run() }, { for await event in stream { events.record(event) } },
+            { try? await publisher.run() }, { for await update in publisher.updates() { recorder.record(update) } },
         ]) {
             try await connected(client)
             try await connected(writer)
@@ -184,8 +184,8 @@ struct ZooKeeperIntegrationTests {
         let publisher = ZooKeeperPublisher(path: "/svc", client: watcherClient)
         let recorder = Recorder()
         try await withRunning([
-            { await client.run() }, { for await event in stream { events.record(event) } }, { await registrar.run() },
-            { await watcherClient.run() }, { await publisher.run() }, { for await update in publisher.updates() { recorder.record(update) } },
+            { try? await client.run() }, { for await event in stream { events.record(event) } }, { try? await registrar.run() },
+            { try? await watcherClient.run() }, { try? await publisher.run() }, { for await update in publisher.updates() { recorder.record(update) } },
         ]) {
             // The watcher can see the node before the registrar's create returns: wait for both.
             try await eventually("registered") { recorder.ids == [instance.id] && registrar.registeredNode != nil }
@@ -210,7 +210,7 @@ struct ZooKeeperIntegrationTests {
         let recorder = Recorder()
         let writer = ZooKeeperClient(configuration: ensemble.configuration())
         try await withRunning([
-            { await client.run() }, { await writer.run() }, { await publisher.run() },
+            { try? await client.run() }, { try? await writer.run() }, { try? await publisher.run() },
             { for await update in publisher.updates() { recorder.record(update) } },
         ]) {
             try await connected(writer)
@@ -233,7 +233,7 @@ struct ZooKeeperIntegrationTests {
         let publisher = ZooKeeperPublisher(path: "/svc", client: watcher)
         let recorder = Recorder()
         try await withRunning([
-            { await watcher.run() }, { await publisher.run() }, { for await update in publisher.updates() { recorder.record(update) } },
+            { try? await watcher.run() }, { try? await publisher.run() }, { for await update in publisher.updates() { recorder.record(update) } },
         ]) {
             // Graceful shutdown of a ServiceGroup: the registrar (last) stops first and deletes its
             // node; then the client closes its session.
@@ -257,8 +257,8 @@ struct ZooKeeperIntegrationTests {
             let two = try Instance(host: "127.0.0.1", port: 9002)
             let registrar2 = ZooKeeperRegistrar(instance: two, path: "/svc", client: dying)
             // Cancelled, not shut down gracefully: the connection just stops, no session close.
-            let connection = Task { await dying.run() }
-            let registration = Task { await registrar2.run() }
+            let connection = Task { try? await dying.run() }
+            let registration = Task { try? await registrar2.run() }
             try await eventually("two registered") { recorder.ids == [two.id] }
             connection.cancel()
             await connection.value
@@ -282,7 +282,7 @@ struct ZooKeeperIntegrationTests {
         let writerConfiguration = ZooKeeperConfiguration(servers: ensemble.servers.filter { $0.id != leader.id }.map(\.address))
         let writer = ZooKeeperClient(configuration: writerConfiguration)
         try await withRunning([
-            { await client.run() }, { await writer.run() }, { await publisher.run() },
+            { try? await client.run() }, { try? await writer.run() }, { try? await publisher.run() },
             { for await update in publisher.updates() { recorder.record(update) } },
         ]) {
             try await connected(writer)
@@ -302,13 +302,13 @@ struct ZooKeeperIntegrationTests {
     func watchesSetAgainOnAnotherServer() async throws {
         let ensemble = try await ZooKeeperEnsemble.start(size: 3)
         let writer = ZooKeeperClient(configuration: ZooKeeperConfiguration(servers: ensemble.servers.dropFirst().map(\.address)))
-        try await withRunning([{ await writer.run() }]) {
+        try await withRunning([{ try? await writer.run() }]) {
             try await connected(writer)
             try await writer.create("/w/x", data: Array("1".utf8), createParents: true)
             let client = ZooKeeperClient(configuration: ensemble.configuration(sessionTimeout: .seconds(8)))
             let events = EventLog()
             let stream = client.events()
-            try await withRunning([{ await client.run() }, { for await event in stream { events.record(event) } }]) {
+            try await withRunning([{ try? await client.run() }, { for await event in stream { events.record(event) } }]) {
                 try await connected(client)
                 _ = try await client.getData("/w/x", watch: true)
                 let session = client.sessionID

@@ -18,7 +18,7 @@ struct ZooKeeperStartupTests {
         let server = ensemble.servers[0]
         // The instance is registered before the outage; the data survives the restart.
         let writer = ZooKeeperClient(configuration: ensemble.configuration())
-        try await withRunning([{ await writer.run() }]) {
+        try await withRunning([{ try? await writer.run() }]) {
             try await eventually("writer connected") { writer.isConnected }
             try await writer.create("/svc/late/a", data: Array("127.0.0.1:8001".utf8), createParents: true)
         }
@@ -27,7 +27,7 @@ struct ZooKeeperStartupTests {
         let client = client(ensemble)
         let publisher = ZooKeeperPublisher(path: "/svc/late", client: client)
         let probe = DiscoveryProbe(publisher)
-        try await withRunning([{ await client.run() }, { await publisher.run() }] + probe.services) {
+        try await withRunning([{ try? await client.run() }, { try? await publisher.run() }] + probe.services) {
             // Errors in band, again and again while the client retries.
             try await eventually("three failed connections reported") { probe.errors.count >= 3 }
             let error = try #require(probe.errors.first)
@@ -64,7 +64,7 @@ struct ZooKeeperStartupTests {
         let client = client(ensemble)
         let publisher = ZooKeeperPublisher(path: "/svc/never", client: client)
         let probe = DiscoveryProbe(publisher)
-        try await withRunning([{ await client.run() }, { await publisher.run() }] + probe.services) {
+        try await withRunning([{ try? await client.run() }, { try? await publisher.run() }] + probe.services) {
             try await eventually("failed connections reported") { probe.errors.count >= 2 }
             #expect(probe.errors.allSatisfy { $0.code == .registryUnavailable })
             let error = try #require(
@@ -102,7 +102,7 @@ struct ZooKeeperStartupTests {
         configuration.connectTimeout = .milliseconds(500)
         let client = ZooKeeperClient(configuration: configuration)
         let publisher = ZooKeeperPublisher(path: "/svc/silent", client: client)
-        let (error, elapsed) = try await DiscoveryProbe(publisher).firstError(running: [{ await client.run() }, { await publisher.run() }])
+        let (error, elapsed) = try await DiscoveryProbe(publisher).firstError(running: [{ try? await client.run() }, { try? await publisher.run() }])
         #expect(error.code == .registryUnavailable, "\(error)")
         #expect((error.cause as? ZooKeeperError)?.code == .connectionLoss, "\(error)")
         // Not before the timeout (nothing refused the connection), and not long after it.
@@ -115,14 +115,17 @@ struct ZooKeeperStartupTests {
         let client = client(ensemble)
         let publisher = ZooKeeperPublisher(path: "/svc/closed", client: client)
         let probe = DiscoveryProbe(publisher)
-        let clientRun = Task { await client.run() }
+        let clientRun = Task { try? await client.run() }
         try await withRunning(probe.services) {
             try await eventually("connected") { client.isConnected }
             try await client.create("/svc/closed/a", data: Array("127.0.0.1:8001".utf8), createParents: true)
-            let run = Task { await publisher.run() }
+            let run = Task { try? await publisher.run() }
             try await eventually("a") { probe.recorder.ids == ["127.0.0.1:8001"] }
-            await client.close()
+            await client.shutdown()
             await clientRun.value
+            #expect(client.isShutDown)
+            let afterShutdown = await #expect(throws: ZooKeeperError.self) { _ = try await client.getChildren("/svc/closed") }
+            #expect(afterShutdown?.code == .closed)
             await run.value  // ends by itself
             let last = try #require(probe.recorder.latest)
             #expect(last.error?.code == .closed, "\(last)")
@@ -132,7 +135,7 @@ struct ZooKeeperStartupTests {
             // A publisher started over the closed client says so at once, and ends.
             let late = ZooKeeperPublisher(path: "/svc/closed", client: client)
             var updates = late.updates().makeAsyncIterator()
-            await late.run()
+            try await late.run()
             let only = try #require(await updates.next())
             #expect(only.error?.code == .closed, "\(only)")
             #expect(await updates.next() == nil, "the subscription has ended")

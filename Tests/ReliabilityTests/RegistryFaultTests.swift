@@ -102,7 +102,7 @@ struct RegistryFaultTests {
             let publisher = EtcdPublisher(prefix: "/svc/", client: client)
             return Registry(
                 publisher: publisher,
-                services: [{ await client.run() }, { await publisher.run() }],
+                services: [{ try? await client.run() }, { try? await publisher.run() }],
                 register: { i, instance in try await client.put("/svc/\(i)", value: instance.registryJSON) },
                 fault: {
                     // The leader dies; the other two elect a new one; the old one comes back.
@@ -125,7 +125,7 @@ struct RegistryFaultTests {
             let writer = ZooKeeperClient(configuration: ensemble.configuration())
             return Registry(
                 publisher: publisher,
-                services: [{ await client.run() }, { await publisher.run() }, { await writer.run() }],
+                services: [{ try? await client.run() }, { try? await publisher.run() }, { try? await writer.run() }],
                 register: { i, instance in
                     try await eventually("writer connected") { writer.isConnected }
                     do {

@@ -75,7 +75,7 @@ func makeRegistry(_ name: String) async throws -> Registry {
         let client = try EtcdClient(configuration: cluster.configuration)
         let publisher = EtcdPublisher(prefix: "/bench/", client: client)
         return Registry(
-            services: [{ await client.run() }, { await publisher.run() }],
+            services: [{ try? await client.run() }, { try? await publisher.run() }],
             publisher: publisher,
             ready: {},
             add: { i, value in try await client.put("/bench/\(i)", value: value) },
@@ -87,7 +87,7 @@ func makeRegistry(_ name: String) async throws -> Registry {
         let client = ZooKeeperClient(configuration: ensemble.configuration())
         let publisher = ZooKeeperPublisher(path: "/bench", client: client)
         return Registry(
-            services: [{ await client.run() }, { await publisher.run() }],
+            services: [{ try? await client.run() }, { try? await publisher.run() }],
             publisher: publisher,
             ready: { try await eventually("connected") { client.isConnected } },
             add: { i, value in try await client.create("/bench/\(i)", data: Array(value.utf8), createParents: true) },

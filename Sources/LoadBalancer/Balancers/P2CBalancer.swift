@@ -22,8 +22,6 @@ import Synchronization
 public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalancer {
     /// What the balancer compares.
     public typealias LoadMetric = P2CLoadMetric
-    /// Tuning of the failure-awareness.
-    public typealias Configuration = P2CConfiguration
 
     @usableFromInline let core: BalancerCore<Request, Response, Strategy>
     /// The cache the balancer follows, if any.
@@ -43,7 +41,7 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
     public convenience init(
         _ endpoints: EndpointCache<Request, Response>,
         metric: LoadMetric = .peakEWMA(),
-        configuration: Configuration = Configuration(),
+        configuration: P2CConfiguration = P2CConfiguration(),
         seed: UInt64? = nil,
         ejection: OutlierDetector? = nil,
         now: (@Sendable () -> Duration)? = nil
@@ -63,7 +61,7 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
     public convenience init(
         endpoints: [Endpoint<Request, Response>],
         metric: LoadMetric = .peakEWMA(),
-        configuration: Configuration = Configuration(),
+        configuration: P2CConfiguration = P2CConfiguration(),
         seed: UInt64? = nil,
         ejection: OutlierDetector? = nil,
         now: (@Sendable () -> Duration)? = nil
@@ -74,7 +72,7 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
     init(
         source: SnapshotSource<Request, Response>,
         metric: LoadMetric,
-        configuration: Configuration,
+        configuration: P2CConfiguration,
         seed: UInt64?,
         ejection: OutlierDetector?,
         now: (@Sendable () -> Duration)?
@@ -146,7 +144,7 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
         /// The cost of an instance with calls in flight but no latency observed yet (Finagle's penalty).
         @inlinable static var penalty: Double { 1e12 }
 
-        init(metric: LoadMetric, configuration: Configuration, now: @escaping @Sendable () -> Duration) {
+        init(metric: LoadMetric, configuration: P2CConfiguration, now: @escaping @Sendable () -> Duration) {
             self.metric = metric
             self.tauNanos = max(1, metric.decayTime.nanosecondsValue)
             self.failureTauNanos = max(1, configuration.failureDecayTime.nanosecondsValue)

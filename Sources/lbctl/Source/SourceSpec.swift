@@ -170,9 +170,13 @@ enum SourceSpec: Equatable {
         case .fixed(let instances):
             return StaticPublisher(instances: instances)
         case .dnsSRV(let nameserver, let name):
-            return DNSSRVPublisher(name: name, client: DNSClient(configuration: Self.resolver(nameserver)))
+            let client = DNSClient(configuration: Self.resolver(nameserver))
+            let publisher = DNSSRVPublisher(name: name, client: client)
+            return PublisherWithServices(publisher, running: [client, publisher])
         case .dns(let nameserver, let name, let port):
-            return DNSAddressPublisher(name: name, port: port, client: DNSClient(configuration: Self.resolver(nameserver)))
+            let client = DNSClient(configuration: Self.resolver(nameserver))
+            let publisher = DNSAddressPublisher(name: name, port: port, client: client)
+            return PublisherWithServices(publisher, running: [client, publisher])
         case .etcd(let endpoints, let prefix):
             let configuration: EtcdConfiguration
             do {
@@ -198,9 +202,9 @@ enum SourceSpec: Equatable {
             let (host, port) = try Instance.parseHostPort(address)
             // CONSUL_HTTP_TOKEN, CONSUL_HTTP_SSL, CONSUL_CACERT and CONSUL_DATACENTER apply where
             // the source says nothing; the agent's address is the source's.
-            let configuration: ConsulClient.Configuration
+            let configuration: ConsulConfiguration
             do {
-                configuration = try ConsulClient.Configuration(
+                configuration = try ConsulConfiguration(
                     environment: ProcessInfo.processInfo.environment,
                     host: host,
                     port: port,
@@ -219,10 +223,10 @@ enum SourceSpec: Equatable {
 
 extension SourceSpec {
     /// An explicit nameserver, or the system's `/etc/resolv.conf`.
-    static func resolver(_ nameserver: String?) -> ResolverConfiguration {
+    static func resolver(_ nameserver: String?) -> DNSConfiguration {
         if let nameserver { return .nameserver(nameserver) }
         let text = (try? String(contentsOfFile: "/etc/resolv.conf", encoding: .utf8)) ?? ""
-        return ResolverConfiguration(resolvConf: text)
+        return DNSConfiguration(resolvConf: text)
     }
 }
 

@@ -2,7 +2,7 @@ import LoadBalancer
 
 /// Where and how to ask: the nameservers and the options of `/etc/resolv.conf`, or an explicit
 /// nameserver.
-public struct ResolverConfiguration: Sendable, Hashable {
+public struct DNSConfiguration: Sendable, Hashable {
     /// Nameservers as `host:port` (IPv6 in brackets), tried in turn.
     public var nameservers: [String]
     /// Search domains for names with fewer than ``ndots`` dots.
@@ -24,14 +24,14 @@ public struct ResolverConfiguration: Sendable, Hashable {
     }
 
     /// One explicit nameserver: `host:port`, `[v6]:port`, or a bare host or IPv6 address (port 53).
-    public static func nameserver(_ address: String, timeout: Duration = .seconds(2), attempts: Int = 2) -> ResolverConfiguration {
+    public static func nameserver(_ address: String, timeout: Duration = .seconds(2), attempts: Int = 2) -> DNSConfiguration {
         let normalized: String
         if let (host, port) = try? Instance.parseHostPort(address) {
             normalized = Instance.hostPortString(host: host, port: port)
         } else {
             normalized = address.contains(":") ? "[\(address)]:53" : "\(address):53"
         }
-        return ResolverConfiguration(nameservers: [normalized], timeout: timeout, attempts: attempts)
+        return DNSConfiguration(nameservers: [normalized], timeout: timeout, attempts: attempts)
     }
 
     /// Parses the text of a `resolv.conf`: `nameserver`, `search`, `domain` and the `ndots`,
