@@ -404,7 +404,11 @@ if let sanitizer = Context.environment["LB_SANITIZER_SUBSET"] {
     for target in package.targets {
         switch target.name {
         case "LoadBalancerDNSTests":
-            target.dependencies = ["LoadBalancerDNS"]
+            target.dependencies = [
+                "LoadBalancerDNS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
             target.exclude = ["DNSIntegrationTests.swift", "LbctlDNSTests.swift", "DNSStartupTests.swift"]
         case "LoadBalancerZooKeeperTests":
             target.dependencies = [

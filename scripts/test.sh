@@ -3,7 +3,7 @@
 #
 # 1. Installs and starts the real registry servers the integration suites need (each later
 #    backend adds its server here; each test gets its own ports and data directory).
-# 2. Builds everything with warnings as errors (Swift 6 mode, strict concurrency).
+# 2. Checks the formatting (scripts/format.sh --lint), then builds everything with warnings as errors (Swift 6 mode, strict concurrency).
 # 3. Runs `swift test`: unit and integration tests (the reliability suites included).
 # 4. Runs the unit tests under ThreadSanitizer and AddressSanitizer (scripts/sanitizers.sh).
 # 5. Fuzzes each parser of untrusted input for 15 s (scripts/fuzz.sh).
@@ -12,7 +12,9 @@
 #
 # `scripts/test.sh --fast` is the tier for use while working: the build with warnings as errors
 # and the unit, static and in-process suites (no real registry servers, sanitizers, fuzzers, soak
-# or DocC). It shares the full run's build directory and flags, so switching tiers rebuilds nothing.
+# or DocC), in the same build directory. Run again, it compiles only what changed; after the full
+# run (or a plain `swift build`) it compiles the package's own modules once more (SwiftPM's build
+# and test commands keep build plans of their own), not the dependencies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,10 +22,11 @@ case "${1:-}" in
     "") ;;
     --fast)
         echo "== fast tier: build (warnings are errors), then the suites that need no registry server"
-        unset LB_DNS_INTEGRATION LB_ETCD_INTEGRATION LB_ZOOKEEPER_INTEGRATION
-        export LB_TEST_TIER=fast
-        swift build --build-tests -Xswiftc -warnings-as-errors
-        swift test --skip-build
+        scripts/format.sh --lint
+        # One command that builds and tests: SwiftPM's `swift build` and `swift test` keep build
+        # plans of their own, and each compiles the package's modules again after the other ran.
+        env -u LB_DNS_INTEGRATION -u LB_ETCD_INTEGRATION -u LB_ZOOKEEPER_INTEGRATION LB_TEST_TIER=fast \
+            swift test -Xswiftc -warnings-as-errors
         exit 0
         ;;
     *)
@@ -47,12 +50,11 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-# The integration suites must run (and fail if their server is missing), not skip.
-export LB_DNS_INTEGRATION=1
-export LB_ETCD_INTEGRATION=1
-export LB_ZOOKEEPER_INTEGRATION=1
 # Consul needs nothing installed: its suite runs against the project's own Consul-API test server
 # (the ConsulTestServer target), started in process on a port of its own by each test.
+
+echo "== format (swift-format with the committed .swift-format; scripts/format.sh fixes what it finds)"
+scripts/format.sh --lint
 
 echo "== build (warnings are errors)"
 # Every package trait is on: the default traits are all of them (Package.swift), so these plain
@@ -64,7 +66,8 @@ swift build --build-tests -Xswiftc -warnings-as-errors
 echo "== test"
 # The build above built the tests with these flags; without --skip-build, `swift test` compiled the
 # package's own modules a second time (7 minutes of a fresh run on a loaded machine).
-swift test --skip-build
+# The integration suites must run (and fail if their server is missing), not skip.
+LB_DNS_INTEGRATION=1 LB_ETCD_INTEGRATION=1 LB_ZOOKEEPER_INTEGRATION=1 swift test --skip-build
 
 echo "== unit tests under ThreadSanitizer and AddressSanitizer (the subset RELIABILITY.md lists)"
 scripts/sanitizers.sh thread address

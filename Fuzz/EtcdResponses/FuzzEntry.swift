@@ -30,7 +30,7 @@ public func fuzzEtcdResponses(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt
             precondition(table.instances.count <= range.keyValues.count)
         case 1:
             guard let response = try? Etcdserverpb_WatchResponse(serializedBytes: message) else { continue }
-            if response.canceled { continue }  // the client ends the watch with an error
+            if response.canceled { continue } // the client ends the watch with an error
             let batch = EtcdWatchBatch(revision: response.header.revision, events: response.events.map(EtcdEvent.init))
             let before = table.nextRevision
             let parsed = batch.events.map { $0.kind == .put ? try? Instance(registryValue: $0.keyValue.value) : nil }

@@ -25,7 +25,7 @@ public func fuzzZooKeeperFrames(_ data: UnsafePointer<UInt8>, _ size: Int) -> CI
                 frames += 1
             }
         } catch {
-            return 0  // a broken stream: the client drops the connection here
+            return 0 // a broken stream: the client drops the connection here
         }
     }
     return 0

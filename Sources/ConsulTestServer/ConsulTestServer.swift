@@ -533,7 +533,7 @@ public final class ConsulTestServer: Sendable {
                 }
                 authority = .read(readable)
             } else {
-                authority = .read([])  // the anonymous token, under default deny
+                authority = .read([]) // the anonymous token, under default deny
             }
         } else {
             authority = .management
@@ -894,7 +894,8 @@ public final class ConsulTestServer: Sendable {
             removed = true
             return [self.key(state, instance)]
         }
-        return removed ? Response(status: .ok, body: "", json: false) : Response(status: .notFound, body: "Unknown service ID \"\(id)\"", json: false)
+        return removed
+            ? Response(status: .ok, body: "", json: false) : Response(status: .notFound, body: "Unknown service ID \"\(id)\"", json: false)
     }
 
     /// Runs ``sweep()`` `after` from now (when a TTL that was just set runs out).

@@ -2,5 +2,7 @@
 // without it, say so before the compiler reports their modules missing (the file is named to
 // come first: the compiler stops at the first file whose imports are missing).
 #if !Consul
-#error("LoadBalancerConsul needs the package trait Consul: add \"Consul\" to the traits of your swift-loadbalancer dependency, or use its default traits")
+    #error(
+        "LoadBalancerConsul needs the package trait Consul: add \"Consul\" to the traits of your swift-loadbalancer dependency, or use its default traits"
+    )
 #endif

@@ -9,9 +9,9 @@ import ServiceLifecycle
 import Synchronization
 
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// A small client of the Consul HTTP API (`/v1`): the health query the ``ConsulPublisher`` blocks
@@ -200,9 +200,10 @@ public final class ConsulClient: Service, Sendable {
         let index = head.headers.first(name: "X-Consul-Index").flatMap {
             UInt64(String($0.filter { !$0.isWhitespace }))
         }
-        let filtered = head.headers.first(name: "X-Consul-Results-Filtered-By-ACLs").map {
-            ConsulConfiguration.parseGoBool(String($0.filter { !$0.isWhitespace })) ?? false
-        } ?? false
+        let filtered =
+            head.headers.first(name: "X-Consul-Results-Filtered-By-ACLs").map {
+                ConsulConfiguration.parseGoBool(String($0.filter { !$0.isWhitespace })) ?? false
+            } ?? false
         return ConsulHealthResult(entries: entries, index: index, filteredByACLs: filtered)
     }
 
@@ -310,9 +311,11 @@ public final class ConsulClient: Service, Sendable {
         let httpClient = try transport.client(blocking: blocking)
         var url = configuration.baseURL + path
         if !query.isEmpty {
-            url += "?" + query.map { key, value in
-                value.map { "\(key)=\(Self.percentEncoded($0))" } ?? key
-            }.joined(separator: "&")
+            url +=
+                "?"
+                + query.map { key, value in
+                    value.map { "\(key)=\(Self.percentEncoded($0))" } ?? key
+                }.joined(separator: "&")
         }
         var request = HTTPClientRequest(url: url)
         request.method = method

@@ -1,5 +1,5 @@
-#if !LB_FUZZ  // scripts/fuzz.sh compiles this file with the core's Instance sources, in one module
-import LoadBalancer
+#if !LB_FUZZ // scripts/fuzz.sh compiles this file with the core's Instance sources, in one module
+    import LoadBalancer
 #endif
 
 /// One entry of `/v1/health/service/NAME`: a service instance, the node it runs on, and its checks.
@@ -207,13 +207,18 @@ struct HealthEntryJSON: Decodable {
         var address: String
         var datacenter: String?
         enum CodingKeys: String, CodingKey {
-            case name = "Node", address = "Address", datacenter = "Datacenter"
+            case name = "Node"
+            case address = "Address"
+            case datacenter = "Datacenter"
         }
     }
     struct WeightsJSON: Decodable {
         var passing: Int?
         var warning: Int?
-        enum CodingKeys: String, CodingKey { case passing = "Passing", warning = "Warning" }
+        enum CodingKeys: String, CodingKey {
+            case passing = "Passing"
+            case warning = "Warning"
+        }
     }
     struct ServiceJSON: Decodable {
         var id: String
@@ -226,8 +231,14 @@ struct HealthEntryJSON: Decodable {
         var meta: [String: String]?
         var weights: WeightsJSON?
         enum CodingKeys: String, CodingKey {
-            case id = "ID", name = "Service", tags = "Tags", address = "Address", port = "Port", meta = "Meta"
-            case weights = "Weights", socketPath = "SocketPath"
+            case id = "ID"
+            case name = "Service"
+            case tags = "Tags"
+            case address = "Address"
+            case port = "Port"
+            case meta = "Meta"
+            case weights = "Weights"
+            case socketPath = "SocketPath"
         }
     }
     struct CheckJSON: Decodable {
@@ -238,7 +249,9 @@ struct HealthEntryJSON: Decodable {
     var service: ServiceJSON
     var checks: [CheckJSON]?
     enum CodingKeys: String, CodingKey {
-        case node = "Node", service = "Service", checks = "Checks"
+        case node = "Node"
+        case service = "Service"
+        case checks = "Checks"
     }
 
     var entry: ConsulServiceEntry {
@@ -265,7 +278,10 @@ struct RegistrationJSON: Encodable {
     struct WeightsJSON: Encodable {
         var passing: Int
         var warning: Int
-        enum CodingKeys: String, CodingKey { case passing = "Passing", warning = "Warning" }
+        enum CodingKeys: String, CodingKey {
+            case passing = "Passing"
+            case warning = "Warning"
+        }
     }
     struct CheckJSON: Encodable {
         var checkID: String?
@@ -273,7 +289,9 @@ struct RegistrationJSON: Encodable {
         var ttl: String
         var deregisterCriticalServiceAfter: String?
         enum CodingKeys: String, CodingKey {
-            case checkID = "CheckID", name = "Name", ttl = "TTL"
+            case checkID = "CheckID"
+            case name = "Name"
+            case ttl = "TTL"
             case deregisterCriticalServiceAfter = "DeregisterCriticalServiceAfter"
         }
     }
@@ -286,8 +304,14 @@ struct RegistrationJSON: Encodable {
     var weights: WeightsJSON
     var check: CheckJSON
     enum CodingKeys: String, CodingKey {
-        case id = "ID", name = "Name", address = "Address", port = "Port", tags = "Tags", meta = "Meta"
-        case weights = "Weights", check = "Check"
+        case id = "ID"
+        case name = "Name"
+        case address = "Address"
+        case port = "Port"
+        case tags = "Tags"
+        case meta = "Meta"
+        case weights = "Weights"
+        case check = "Check"
     }
 
     init(_ registration: ConsulServiceRegistration) {

@@ -234,10 +234,12 @@ public final class ConsulPublisher: InstancePublisher, Service {
     private func failed(_ error: any Error, _ state: inout BlockingLoopState) -> WatchStep {
         state.failed()
         let consulError = error as? ConsulError
-        let unavailable = consulError.map {
-            $0.code == .unavailable || $0.code == .timeout || $0.code == .rateLimited || ($0.status ?? 0) >= 500
-        } ?? false
-        broadcaster.report(error, unavailable: unavailable, message: "Consul query of \(service) failed", logger: logger, metadata: metadata)
+        let unavailable =
+            consulError.map {
+                $0.code == .unavailable || $0.code == .timeout || $0.code == .rateLimited || ($0.status ?? 0) >= 500
+            } ?? false
+        broadcaster.report(
+            error, unavailable: unavailable, message: "Consul query of \(service) failed", logger: logger, metadata: metadata)
         return .failed(atLeast: consulError?.retryAfter ?? .zero)
     }
 

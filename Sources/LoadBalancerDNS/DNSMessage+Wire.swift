@@ -30,9 +30,12 @@ extension DNSMessage {
     /// advertising `udpPayloadSize` (0 leaves EDNS0 out).
     public static func query(id: UInt16, name: String, type: DNSRecordType, udpPayloadSize: UInt16 = 4096) -> [UInt8] {
         var bytes: [UInt8] = []
-        func u16(_ value: UInt16) { bytes.append(UInt8(value >> 8)); bytes.append(UInt8(value & 0xFF)) }
+        func u16(_ value: UInt16) {
+            bytes.append(UInt8(value >> 8))
+            bytes.append(UInt8(value & 0xFF))
+        }
         u16(id)
-        u16(0x0100)  // RD
+        u16(0x0100) // RD
         u16(1)
         u16(0)
         u16(0)
@@ -41,10 +44,10 @@ extension DNSMessage {
         u16(type.rawValue)
         u16(1)
         if udpPayloadSize > 0 {
-            bytes.append(0)  // root name
+            bytes.append(0) // root name
             u16(DNSRecordType.opt.rawValue)
             u16(udpPayloadSize)
-            bytes.append(contentsOf: [0, 0, 0, 0])  // extended RCODE, version, flags
+            bytes.append(contentsOf: [0, 0, 0, 0]) // extended RCODE, version, flags
             u16(0)
         }
         return bytes
@@ -53,8 +56,14 @@ extension DNSMessage {
     /// Writes a message (tests and the fuzzer's seed corpus use it): names uncompressed.
     public func serialized() -> [UInt8] {
         var bytes: [UInt8] = []
-        func u16(_ value: UInt16) { bytes.append(UInt8(value >> 8)); bytes.append(UInt8(value & 0xFF)) }
-        func u32(_ value: UInt32) { u16(UInt16(value >> 16)); u16(UInt16(value & 0xFFFF)) }
+        func u16(_ value: UInt16) {
+            bytes.append(UInt8(value >> 8))
+            bytes.append(UInt8(value & 0xFF))
+        }
+        func u32(_ value: UInt32) {
+            u16(UInt16(value >> 16))
+            u16(UInt16(value & 0xFFFF))
+        }
         u16(id)
         u16(flags)
         u16(UInt16(questions.count))
@@ -78,7 +87,10 @@ extension DNSMessage {
             case .ipv6(let text):
                 data = IPv6.parse(text) ?? []
             case .srv(let priority, let weight, let port, let target):
-                for value in [priority, weight, port] { data.append(UInt8(value >> 8)); data.append(UInt8(value & 0xFF)) }
+                for value in [priority, weight, port] {
+                    data.append(UInt8(value >> 8))
+                    data.append(UInt8(value & 0xFF))
+                }
                 Self.appendName(target, to: &data)
             case .cname(let target):
                 Self.appendName(target, to: &data)

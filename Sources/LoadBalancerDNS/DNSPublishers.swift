@@ -117,7 +117,8 @@ public final class DNSSRVPublisher: DNSLookupPublisher {
         for record in response.answers where record.name == queried {
             guard case .srv(let priority, let weight, let port, let target) = record.data else { continue }
             guard !target.isEmpty else {
-                core.logger.debug("skipping an SRV record that says the service is not available", metadata: ["loadbalancer.dns.record": "\(record)"])
+                core.logger.debug(
+                    "skipping an SRV record that says the service is not available", metadata: ["loadbalancer.dns.record": "\(record)"])
                 continue
             }
             guard port != 0 else {

@@ -2,5 +2,7 @@
 // without it, say so before the compiler reports their modules missing (the file is named to
 // come first: the compiler stops at the first file whose imports are missing).
 #if !Etcd
-#error("LoadBalancerEtcd needs the package trait Etcd: add \"Etcd\" to the traits of your swift-loadbalancer dependency, or use its default traits")
+    #error(
+        "LoadBalancerEtcd needs the package trait Etcd: add \"Etcd\" to the traits of your swift-loadbalancer dependency, or use its default traits"
+    )
 #endif

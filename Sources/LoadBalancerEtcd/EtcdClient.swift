@@ -9,9 +9,9 @@ import ServiceLifecycle
 import Synchronization
 
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// A client of etcd's v3 API (over gRPC) with what discovery and registration need: ranges, puts,
@@ -245,8 +245,8 @@ public final class EtcdClient: Service, Sendable {
             _ = try await unary("lease revoke") { grpc, metadata, options in
                 try await Etcdserverpb_Lease.Client(wrapping: grpc).leaseRevoke(request, metadata: metadata, options: options)
             }
-        } catch where error.code == .leaseExpired {
-            return  // already gone: what revoking wanted
+        } catch  where error.code == .leaseExpired {
+            return // already gone: what revoking wanted
         }
     }
 
@@ -255,7 +255,9 @@ public final class EtcdClient: Service, Sendable {
     /// - Throws: ``EtcdError/Code/leaseExpired`` when etcd says the lease is gone, and
     ///   ``EtcdError/Code/unavailable`` when the stream to the member breaks (the next member then
     ///   becomes the preferred one; call again to go on).
-    public func keepAlive(lease id: Int64, every interval: Duration, onRenewed: @escaping @Sendable (Duration) -> Void = { _ in }) async throws(EtcdError) {
+    public func keepAlive(lease id: Int64, every interval: Duration, onRenewed: @escaping @Sendable (Duration) -> Void = { _ in })
+        async throws(EtcdError)
+    {
         try checkOpen("keep-alive")
         let (index, connection) = current()
         let metadata = try await metadata(on: connection)
@@ -554,7 +556,9 @@ public final class EtcdClient: Service, Sendable {
         return .dns(host: member.host, port: member.port)
     }
 
-    private static func security(_ tls: EtcdConfiguration.TLS?, member: EtcdConfiguration.Member) -> HTTP2ClientTransport.Posix.TransportSecurity {
+    private static func security(_ tls: EtcdConfiguration.TLS?, member: EtcdConfiguration.Member)
+        -> HTTP2ClientTransport.Posix.TransportSecurity
+    {
         guard let tls else { return .plaintext }
         return .tls { config in
             if let roots = tls.trustRootsPath {

@@ -1,5 +1,5 @@
-#if !LB_FUZZ  // scripts/fuzz.sh compiles this file with the core's Instance sources, in one module
-import LoadBalancer
+#if !LB_FUZZ // scripts/fuzz.sh compiles this file with the core's Instance sources, in one module
+    import LoadBalancer
 #endif
 
 // What the etcd client hands out, decoded from etcd's protobuf messages, and the publisher's table

@@ -46,7 +46,8 @@ public final class EtcdPublisher: InstancePublisher, Service {
     ) {
         self.prefix = prefix
         self.client = client
-        self.core = WatchingPublisherCore(backoff: backoff, staleness: staleness, logger: logger, metadata: ["loadbalancer.etcd.prefix": "\(prefix)"])
+        self.core = WatchingPublisherCore(
+            backoff: backoff, staleness: staleness, logger: logger, metadata: ["loadbalancer.etcd.prefix": "\(prefix)"])
     }
 
     /// A new subscription: the current set first (once the first list is in), then every change.
@@ -82,7 +83,7 @@ public final class EtcdPublisher: InstancePublisher, Service {
             try await client.watch(prefix: prefix, startRevision: start) { batch in
                 self.apply(batch)
             }
-        } catch where error.code == .compacted {
+        } catch  where error.code == .compacted {
             logger.info(
                 "etcd compacted past the watched revision; listing again",
                 metadata: ["loadbalancer.etcd.prefix": "\(prefix)", "loadbalancer.etcd.revision": "\(start)"]
@@ -131,7 +132,7 @@ public final class EtcdPublisher: InstancePublisher, Service {
         let changed: ([Instance], [String: [UInt8]])? = state.withLock { table in
             table.apply(batch, parsed: parsed) ? (table.ordered, table.invalid) : nil
         }
-        if case let (set, invalid)? = changed {
+        if case (let set, let invalid)? = changed {
             logger.debug(
                 "etcd instances changed",
                 metadata: ["loadbalancer.etcd.prefix": "\(prefix)", "loadbalancer.instances": "\(set.count)"]

@@ -102,7 +102,8 @@ struct PublisherNames: AsyncSequence, Sendable {
         if !update.instances.isEmpty {
             return PublisherResolutionError(
                 code: .noUsableInstances,
-                message: "none of the \(update.instances.count) instances has a usable address: \(update.instances.map(\.hostPort).joined(separator: ", "))",
+                message:
+                    "none of the \(update.instances.count) instances has a usable address: \(update.instances.map(\.hostPort).joined(separator: ", "))",
                 cause: resolutionError
             )
         }

@@ -59,9 +59,9 @@ public struct TailLatencyScenario: Sendable, Hashable {
 func seconds(_ duration: Duration) -> Double { duration.secondsValue }
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif

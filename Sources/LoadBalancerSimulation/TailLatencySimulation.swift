@@ -2,11 +2,11 @@ import LoadBalancer
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Who chooses the backend in a simulation run.
@@ -33,9 +33,10 @@ public struct SimulatedPolicy: Sendable {
     public static func balancer(
         _ name: String,
         ejection: OutlierDetector.Configuration? = nil,
-        _ make: @escaping @Sendable (
-            _ endpoints: EndpointCache<Int, Int>, _ ejection: OutlierDetector?, _ now: @escaping @Sendable () -> Duration
-        ) -> AnyBalancer<Int, Int>
+        _ make:
+            @escaping @Sendable (
+                _ endpoints: EndpointCache<Int, Int>, _ ejection: OutlierDetector?, _ now: @escaping @Sendable () -> Duration
+            ) -> AnyBalancer<Int, Int>
     ) -> SimulatedPolicy {
         SimulatedPolicy(name: name, kind: .balancer(make, ejection: ejection))
     }
@@ -310,8 +311,9 @@ enum Chooser {
                 let queued = Double(max(0, inFlight[backend] - concurrency + 1)) / Double(concurrency)
                 let cost = meanService(backend) * (1 + queued)
                 if cost < bestCost
-                    || (cost == bestCost && (inFlight[backend] < inFlight[best]
-                        || (inFlight[backend] == inFlight[best] && random.next() & 1 == 0)))
+                    || (cost == bestCost
+                        && (inFlight[backend] < inFlight[best]
+                            || (inFlight[backend] == inFlight[best] && random.next() & 1 == 0)))
                 {
                     best = backend
                     bestCost = cost

@@ -2,9 +2,9 @@ import Foundation
 import LoadBalancerEtcd
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Real etcd members on 127.0.0.1, each with ports and a data directory of its own, for the
@@ -136,9 +136,11 @@ public final class EtcdCluster: @unchecked Sendable {
 
     /// Runs etcdctl (API v3) and waits (bounded) for it to succeed.
     private static func etcdctl(_ arguments: [String]) async throws {
-        guard let binary = ["/usr/bin/etcdctl", "/usr/local/bin/etcdctl"].first(where: {
-            FileManager.default.isExecutableFile(atPath: $0)
-        }) else {
+        guard
+            let binary = ["/usr/bin/etcdctl", "/usr/local/bin/etcdctl"].first(where: {
+                FileManager.default.isExecutableFile(atPath: $0)
+            })
+        else {
             throw ClusterError("etcdctl is not installed (apt-get install etcd-client)")
         }
         try await run(binary, arguments, environment: ["ETCDCTL_API": "3"])

@@ -3,9 +3,9 @@ import LoadBalancer
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 // Helpers the integration suites share: bounded waiting, recording a publisher's updates, and
@@ -220,7 +220,9 @@ public final class LbctlProcess: Sendable {
 /// Runs the built `lbctl` to its end.
 public enum Lbctl {
     /// Runs `lbctl arguments...` and returns its exit status and output (bounded by `timeout`).
-    public static func run(_ arguments: [String], timeout: Duration = .seconds(120)) async throws -> (status: Int32, stdout: String, stderr: String) {
+    public static func run(_ arguments: [String], timeout: Duration = .seconds(120)) async throws -> (
+        status: Int32, stdout: String, stderr: String
+    ) {
         let process = try LbctlProcess(arguments)
         let status = try await process.exitStatus(timeout: timeout)
         return (status, process.stdout, process.stderr)

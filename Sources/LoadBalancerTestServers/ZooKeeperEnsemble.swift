@@ -4,9 +4,9 @@ import NIOCore
 import NIOPosix
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Real ZooKeeper servers on 127.0.0.1 (Debian's `zookeeper` 3.8, started with `java` directly,

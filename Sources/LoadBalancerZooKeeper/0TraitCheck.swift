@@ -2,5 +2,7 @@
 // without it, say so before the compiler reports their modules missing (the file is named to
 // come first: the compiler stops at the first file whose imports are missing).
 #if !ZooKeeper
-#error("LoadBalancerZooKeeper needs the package trait ZooKeeper: add \"ZooKeeper\" to the traits of your swift-loadbalancer dependency, or use its default traits")
+    #error(
+        "LoadBalancerZooKeeper needs the package trait ZooKeeper: add \"ZooKeeper\" to the traits of your swift-loadbalancer dependency, or use its default traits"
+    )
 #endif

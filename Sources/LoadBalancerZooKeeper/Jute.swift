@@ -109,7 +109,9 @@ struct JuteReader {
     var remaining: Int { bytes.count - position }
 
     mutating func int() throws(ZooKeeperDecodingError) -> Int32 {
-        guard remaining >= 4 else { throw ZooKeeperDecodingError(code: .truncated, message: "expected 4 bytes at \(position), \(remaining) left") }
+        guard remaining >= 4 else {
+            throw ZooKeeperDecodingError(code: .truncated, message: "expected 4 bytes at \(position), \(remaining) left")
+        }
         var value: UInt32 = 0
         for i in 0..<4 { value = value << 8 | UInt32(bytes[position + i]) }
         position += 4
@@ -134,7 +136,8 @@ struct JuteReader {
         if length == -1 { return nil }
         guard length >= 0 else { throw ZooKeeperDecodingError(code: .badLength, message: "negative length \(length) at \(position - 4)") }
         guard Int(length) <= remaining else {
-            throw ZooKeeperDecodingError(code: .truncated, message: "length \(length) at \(position - 4) runs past the end (\(remaining) left)")
+            throw ZooKeeperDecodingError(
+                code: .truncated, message: "length \(length) at \(position - 4) runs past the end (\(remaining) left)")
         }
         defer { position += Int(length) }
         return Array(bytes[position..<position + Int(length)])
@@ -150,7 +153,9 @@ struct JuteReader {
         if count == -1 { return [] }
         guard count >= 0 else { throw ZooKeeperDecodingError(code: .badLength, message: "negative count \(count)") }
         // Each string takes at least its 4-byte length: a count beyond that is a lie.
-        guard Int(count) <= remaining / 4 else { throw ZooKeeperDecodingError(code: .badLength, message: "count \(count) runs past the end") }
+        guard Int(count) <= remaining / 4 else {
+            throw ZooKeeperDecodingError(code: .badLength, message: "count \(count) runs past the end")
+        }
         var values: [String] = []
         values.reserveCapacity(Int(count))
         for _ in 0..<count { values.append(try string()) }

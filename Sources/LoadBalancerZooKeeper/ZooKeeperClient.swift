@@ -195,7 +195,8 @@ public final class ZooKeeperClient: Service, Sendable {
                     try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
                 }
             }
-        let frames = ZooKeeperRecords.connectRequest(lastZxid: 0, timeoutMilliseconds: 4_000, sessionID: id, password: password)
+        let frames =
+            ZooKeeperRecords.connectRequest(lastZxid: 0, timeoutMilliseconds: 4_000, sessionID: id, password: password)
             + ZooKeeperRecords.request(xid: 1, op: .closeSession, body: [])
         // Bounded: a server that never answers the close leaves the session to expire by itself.
         do {
@@ -208,7 +209,7 @@ public final class ZooKeeperClient: Service, Sendable {
                         decoder.append(chunk.readableBytesView)
                         while try decoder.next() != nil {
                             frames += 1
-                            if frames == 2 { return }  // the session, then the close's reply
+                            if frames == 2 { return } // the session, then the close's reply
                         }
                     }
                 }
@@ -317,7 +318,7 @@ public final class ZooKeeperClient: Service, Sendable {
             for ancestor in ancestors.reversed() {
                 do {
                     _ = try await send(.create, ZooKeeperRecords.create(serverPath(ancestor), data: [], mode: .persistent), watch: nil)
-                } catch where error.code == .nodeExists {
+                } catch  where error.code == .nodeExists {
                     continue
                 }
             }
@@ -351,7 +352,7 @@ public final class ZooKeeperClient: Service, Sendable {
             let body = try await send(.exists, ZooKeeperRecords.pathAndWatch(server, watch: watch), watch: watch ? (.exists, server) : nil)
             var reader = JuteReader(body)
             return try decode { () throws(ZooKeeperDecodingError) in try ZooKeeperStat(&reader) }
-        } catch where error.code == .noNode {
+        } catch  where error.code == .noNode {
             return nil
         }
     }
@@ -473,7 +474,8 @@ public final class ZooKeeperClient: Service, Sendable {
                     }
                 }
         } catch {
-            logger.debug("ZooKeeper connect failed", metadata: ["loadbalancer.zookeeper.server": "\(server)", "loadbalancer.error": "\(error)"])
+            logger.debug(
+                "ZooKeeper connect failed", metadata: ["loadbalancer.zookeeper.server": "\(server)", "loadbalancer.error": "\(error)"])
             if !Task.isCancelled {
                 emit(.connectFailed(ZooKeeperError(code: .connectionLoss, message: "cannot connect to \(server)", cause: error)))
             }
@@ -524,7 +526,9 @@ public final class ZooKeeperClient: Service, Sendable {
         } catch {
             failure = error
             if !Self.isConnectionClosed(error) && !(error is CancellationError) {
-                logger.info("ZooKeeper connection dropped", metadata: ["loadbalancer.zookeeper.server": "\(server)", "loadbalancer.error": "\(error)"])
+                logger.info(
+                    "ZooKeeper connection dropped",
+                    metadata: ["loadbalancer.zookeeper.server": "\(server)", "loadbalancer.error": "\(error)"])
             }
         }
         let (wasConnected, pending) = state.withLock { state in
@@ -636,14 +640,14 @@ public final class ZooKeeperClient: Service, Sendable {
                 state.lastReceived = .now
                 if header.zxid > 0 { state.lastZxid = max(state.lastZxid, header.zxid) }
                 switch event.type {
-                case 1, 3:  // created, data changed
+                case 1, 3: // created, data changed
                     state.dataWatches.remove(event.path)
                     state.existWatches.remove(event.path)
-                case 2:  // deleted
+                case 2: // deleted
                     state.dataWatches.remove(event.path)
                     state.existWatches.remove(event.path)
                     state.childWatches.remove(event.path)
-                case 4:  // children changed
+                case 4: // children changed
                     state.childWatches.remove(event.path)
                 default:
                     break
@@ -651,7 +655,7 @@ public final class ZooKeeperClient: Service, Sendable {
             }
             let kind: ZooKeeperWatchEvent.Kind
             switch event.type {
-            case -1: return  // a session state change, not a node event
+            case -1: return // a session state change, not a node event
             case 1: kind = .nodeCreated
             case 2: kind = .nodeDeleted
             case 3: kind = .nodeDataChanged
@@ -706,4 +710,3 @@ public final class ZooKeeperClient: Service, Sendable {
         }
     }
 }
-

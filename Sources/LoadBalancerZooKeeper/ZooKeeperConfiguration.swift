@@ -55,7 +55,8 @@ public struct ZooKeeperConfiguration: Sendable, Hashable {
                 let (host, port) = try Instance.parseHostPort(String(part))
                 servers.append(Server(host: host, port: port))
             } catch {
-                throw ZooKeeperError(code: .invalidArgument, message: "invalid server \"\(part)\" in \"\(connectString)\": \(error.message)")
+                throw ZooKeeperError(
+                    code: .invalidArgument, message: "invalid server \"\(part)\" in \"\(connectString)\": \(error.message)")
             }
         }
         guard !servers.isEmpty else {

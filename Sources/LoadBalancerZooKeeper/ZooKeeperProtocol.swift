@@ -115,12 +115,12 @@ enum ZooKeeperRecords {
     /// The session request sent first on every connection.
     static func connectRequest(lastZxid: Int64, timeoutMilliseconds: Int32, sessionID: Int64, password: [UInt8]) -> [UInt8] {
         var writer = JuteWriter()
-        writer.int(0)  // protocol version
+        writer.int(0) // protocol version
         writer.long(lastZxid)
         writer.int(timeoutMilliseconds)
         writer.long(sessionID)
         writer.buffer(password)
-        writer.bool(false)  // read-only not allowed
+        writer.bool(false) // read-only not allowed
         return writer.frame
     }
 
@@ -132,7 +132,7 @@ enum ZooKeeperRecords {
 
     static func connectResponse(_ payload: [UInt8]) throws(ZooKeeperDecodingError) -> ConnectResponse {
         var reader = JuteReader(payload)
-        _ = try reader.int()  // protocol version
+        _ = try reader.int() // protocol version
         let timeout = try reader.int()
         let session = try reader.long()
         let password = try reader.buffer() ?? []

@@ -49,7 +49,8 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
     ) {
         self.path = path
         self.client = client
-        self.core = WatchingPublisherCore(backoff: backoff, staleness: staleness, logger: logger, metadata: ["loadbalancer.zookeeper.path": "\(path)"])
+        self.core = WatchingPublisherCore(
+            backoff: backoff, staleness: staleness, logger: logger, metadata: ["loadbalancer.zookeeper.path": "\(path)"])
     }
 
     /// A new subscription: the current set first (once the first read is in), then every change.
@@ -71,7 +72,9 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
     /// publishes a `closed` error first); then ends the subscriptions.
     public func run() async throws {
         let events = client.events()
-        let state = { @Sendable in (events: events.makeAsyncIterator(), work: Work(), known: [String: Result<Instance, InstanceParseError>]()) }
+        let state = { @Sendable in
+            (events: events.makeAsyncIterator(), work: Work(), known: [String: Result<Instance, InstanceParseError>]())
+        }
         await core.run(state: state) { state, _ in
             if !state.work.isEmpty, self.client.isConnected {
                 do {
@@ -125,7 +128,7 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
             if try await client.exists(path) == nil {
                 do {
                     try await client.create(path, createParents: true)
-                } catch where error.code == .nodeExists {
+                } catch  where error.code == .nodeExists {
                     // Created meanwhile: fine.
                 }
             }
@@ -143,8 +146,8 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
             do {
                 let data = try await client.getData(childPath, watch: true).data
                 known[name] = parse(data, at: childPath)
-            } catch where error.code == .noNode {
-                known.removeValue(forKey: name)  // deleted since the listing: the child watch fires for it
+            } catch  where error.code == .noNode {
+                known.removeValue(forKey: name) // deleted since the listing: the child watch fires for it
             }
         }
         work = Work(everything: false)

@@ -2,5 +2,7 @@
 // without it, say so before the compiler reports their modules missing (the file is named to
 // come first: the compiler stops at the first file whose imports are missing).
 #if !CLI
-#error("lbctl is built with the package trait CLI (it enables every registry backend): add \"CLI\" to the traits of your swift-loadbalancer dependency, or use its default traits")
+    #error(
+        "lbctl is built with the package trait CLI (it enables every registry backend): add \"CLI\" to the traits of your swift-loadbalancer dependency, or use its default traits"
+    )
 #endif

@@ -1,5 +1,5 @@
-import Foundation
 import ArgumentParser
+import Foundation
 
 /// `lbctl`: resolve sources, drive load through balancers, and compare them.
 struct LBCtl: AsyncParsableCommand {

@@ -16,7 +16,8 @@ struct LbctlTests {
         #expect(result.status == 0, "\(result.stderr)")
         let lines = result.stdout.split(separator: "\n").map(String.init)
         #expect(lines.count == 4)
-        #expect(lines[0].split(separator: " ", omittingEmptySubsequences: true) == ["ID", "HOST", "PORT", "WEIGHT", "PRIORITY", "METADATA"])
+        #expect(
+            lines[0].split(separator: " ", omittingEmptySubsequences: true) == ["ID", "HOST", "PORT", "WEIGHT", "PRIORITY", "METADATA"])
         #expect(lines[1].split(separator: " ", omittingEmptySubsequences: true) == ["127.0.0.1:8081", "127.0.0.1", "8081", "1", "0"])
         #expect(lines[2].split(separator: " ", omittingEmptySubsequences: true) == ["[::1]:80", "::1", "80", "1", "0"])
         #expect(lines[3].split(separator: " ", omittingEmptySubsequences: true) == ["svc.example:443", "svc.example", "443", "1", "0"])
@@ -89,7 +90,9 @@ struct LbctlTests {
 
         // With retries every request succeeds: each failed attempt is retried on a fresh pick (one
         // request at a time, so round robin's next pick is always another instance).
-        let retried = try await Lbctl.run(["bench", source, "--balancer", "round-robin", "--requests", "300", "--concurrency", "1", "--retries", "2", "/"])
+        let retried = try await Lbctl.run([
+            "bench", source, "--balancer", "round-robin", "--requests", "300", "--concurrency", "1", "--retries", "2", "/",
+        ])
         #expect(retried.status == 0, "\(retried.stderr)")
         #expect(retried.stdout.contains("300 succeeded, 0 failed"), "\(retried.stdout)")
         // Picks cycle through the three instances and every other request meets the failing one
@@ -123,7 +126,10 @@ struct LbctlTests {
     func demo() async throws {
         let result = try await Lbctl.run(["demo", "--requests", "200", "--simulated-seconds", "5"])
         #expect(result.status == 0, "\(result.stderr)")
-        for name in ["round-robin", "random", "weighted-round-robin", "weighted-random", "priority", "p2c-least-outstanding", "p2c-peak-ewma", "consistent-hash", "oracle"] {
+        for name in [
+            "round-robin", "random", "weighted-round-robin", "weighted-random", "priority", "p2c-least-outstanding", "p2c-peak-ewma",
+            "consistent-hash", "oracle",
+        ] {
             #expect(result.stdout.contains(name), "\(name) missing")
         }
         #expect(result.stdout.contains("FLAKY"))

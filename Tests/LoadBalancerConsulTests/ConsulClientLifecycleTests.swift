@@ -15,7 +15,7 @@ struct ConsulClientLifecycleTests {
         #expect(consul.isShutDown)
         let error = await #expect(throws: ConsulError.self) { try await consul.healthService("web", index: nil, wait: nil) }
         #expect(error?.code == .shutDown)
-        await consul.shutdown()  // a second time does nothing
+        await consul.shutdown() // a second time does nothing
     }
 
     @Test("run() returns when its task is cancelled, and the client is shut down")

@@ -2,10 +2,11 @@ import AsyncHTTPClient
 import ConsulTestServer
 import Foundation
 import LoadBalancer
-@testable import LoadBalancerConsul
 import LoadBalancerTestServers
 import NIOSSL
 import Testing
+
+@testable import LoadBalancerConsul
 
 /// The publisher against the project's Consul-API test server (each test has its own server on its
 /// own port). Fault windows are measured over a fixed span of time: that span is the measurement,
@@ -31,7 +32,8 @@ struct ConsulPublisherTests {
             #expect(instances[0].host == "10.0.0.2")
             #expect(instances[0].weight == 3)
             #expect(instances[0].tags == ["v1"])
-            #expect(instances[0].metadata == ["zone": "a", "consul.node": "node-2", "consul.service_id": "web-1", "consul.datacenter": "dc1"])
+            #expect(
+                instances[0].metadata == ["zone": "a", "consul.node": "node-2", "consul.service_id": "web-1", "consul.datacenter": "dc1"])
             // A service address: it wins.
             #expect(instances[1].host == "10.1.1.1")
             #expect(instances[1].weight == 7)
@@ -198,7 +200,7 @@ struct ConsulPublisherTests {
             server.addService(id: "b", name: "web", address: "10.0.0.2", port: 80)
             try await waitUntil { recorder.ids == ["10.0.0.1:80", "10.0.0.2:80"] }
             let before = server.requestCount(.health)
-            try await Task.sleep(for: window)  // the measurement window
+            try await Task.sleep(for: window) // the measurement window
             let during = server.requestCount(.health) - before
             // The last good set stayed through the fault.
             #expect(recorder.ids == ["10.0.0.1:80", "10.0.0.2:80"])
@@ -273,7 +275,7 @@ struct ConsulPublisherTests {
             #expect((recorder.error?.cause as? ConsulError)?.code == .unavailable)
             #expect(recorder.ids == ["10.0.0.1:80"])
             let failuresBefore = recorder.all.filter { $0.error != nil }.count
-            try await Task.sleep(for: .seconds(2))  // the measurement window
+            try await Task.sleep(for: .seconds(2)) // the measurement window
             let failures = recorder.all.filter { $0.error != nil }.count - failuresBefore
             #expect(failures <= 12, "\(failures) failed requests in 2 s")
             #expect(recorder.ids == ["10.0.0.1:80"])
@@ -298,7 +300,8 @@ struct ConsulPublisherTests {
             try await waitUntil { recorder.latest != nil }
             #expect(recorder.ids == ["10.0.0.1:80"])
         }
-        let far = ConsulPublisher(service: "web", client: client(server, datacenter: "dc2", token: "s3cret"), configuration: fastConfiguration())
+        let far = ConsulPublisher(
+            service: "web", client: client(server, datacenter: "dc2", token: "s3cret"), configuration: fastConfiguration())
         try await withRunning(far) { recorder in
             try await waitUntil { recorder.latest != nil }
             #expect(recorder.ids == ["10.9.0.1:80"])
@@ -307,7 +310,8 @@ struct ConsulPublisherTests {
         #expect(server.requests.allSatisfy { $0.token == "s3cret" })
         #expect(server.requests.contains { $0.values("dc") == ["dc2"] })
 
-        let unknown = ConsulPublisher(service: "web", client: client(server, datacenter: "dc9", token: "s3cret"), configuration: fastConfiguration())
+        let unknown = ConsulPublisher(
+            service: "web", client: client(server, datacenter: "dc9", token: "s3cret"), configuration: fastConfiguration())
         try await withRunning(unknown) { recorder in
             try await waitUntil { recorder.error != nil }
             #expect((recorder.error?.cause as? ConsulError)?.status == 500)
@@ -393,27 +397,28 @@ struct ConsulPublisherTests {
         }
     }
 
-    @Test("the blocking-loop bookkeeping: reset on a lower index, 1 for 0, stall when nothing moved or blocked, a plain read after a failure")
+    @Test(
+        "the blocking-loop bookkeeping: reset on a lower index, 1 for 0, stall when nothing moved or blocked, a plain read after a failure")
     func loopState() {
         var state = BlockingLoopState(wait: .seconds(10))
         let fast = Duration.milliseconds(5)
         #expect(state.answered(index: 10, elapsed: fast) == .progressed)
         #expect(state.index == 10)
-        #expect(state.answered(index: 10, elapsed: .seconds(10)) == .progressed)  // the wait ended: normal
-        #expect(state.answered(index: 10, elapsed: fast) == .stalled)  // back at once, nothing moved
+        #expect(state.answered(index: 10, elapsed: .seconds(10)) == .progressed) // the wait ended: normal
+        #expect(state.answered(index: 10, elapsed: fast) == .stalled) // back at once, nothing moved
         #expect(state.stalls == 1)
         #expect(state.answered(index: 10, elapsed: fast) == .stalled)
         #expect(state.stalls == 2)
         #expect(state.answered(index: 12, elapsed: fast) == .progressed)
         #expect(state.stalls == 0)
-        #expect(state.answered(index: 4, elapsed: fast) == .reset)  // backwards: start over
+        #expect(state.answered(index: 4, elapsed: fast) == .reset) // backwards: start over
         #expect(state.index == 0)
         #expect(state.stalls == 1)
         #expect(state.answered(index: 4, elapsed: fast) == .progressed)
         #expect(state.index == 4)
-        #expect(state.answered(index: nil, elapsed: fast) == .stalled)  // no index: cannot block
+        #expect(state.answered(index: nil, elapsed: fast) == .stalled) // no index: cannot block
         #expect(state.index == 0)
-        #expect(state.answered(index: 0, elapsed: fast) == .stalled)  // 0 is never blocked on
+        #expect(state.answered(index: 0, elapsed: fast) == .stalled) // 0 is never blocked on
         #expect(state.index == 1)
         #expect(state.failed() == 1)
         #expect(state.failed() == 2)

@@ -90,7 +90,9 @@ struct ConsulRegistrarTests {
         #expect(server.service(id: "web-1") == nil)
     }
 
-    @Test("dying without deregistering: the check goes critical after the TTL, the instance leaves the passing set, then the agent removes it")
+    @Test(
+        "dying without deregistering: the check goes critical after the TTL, the instance leaves the passing set, then the agent removes it"
+    )
     func diesWithoutDeregistering() async throws {
         let server = try await ConsulTestServer.start()
         defer { Task { await server.stop() } }
@@ -112,7 +114,7 @@ struct ConsulRegistrarTests {
 
             // One TTL after the last pass the check is critical, and `?passing` drops the instance.
             try await waitUntil(.seconds(10)) { recorder.latest?.instances.isEmpty == true }
-            #expect(ContinuousClock.now - lastPass >= ttl / 2)  // the last good pass was at most a pass interval earlier
+            #expect(ContinuousClock.now - lastPass >= ttl / 2) // the last good pass was at most a pass interval earlier
             #expect(recorder.error == nil)
             // Critical for DeregisterCriticalServiceAfter: the agent removes the service. The
             // registration asked for 1 s; Consul raises it to its one-minute minimum, so the

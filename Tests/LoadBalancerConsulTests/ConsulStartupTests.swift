@@ -65,7 +65,7 @@ struct ConsulStartupTests {
             try await probe.cache.waitUntilReady(timeout: .seconds(30))
             // The publisher is now held in a blocking query; shutting the client down ends it.
             await consul.shutdown()
-            try await running.value  // ends by itself
+            try await running.value // ends by itself
             try await eventually("the closed error in band") { probe.recorder.latest?.error != nil }
             let last = try #require(probe.recorder.latest)
             #expect(last.error?.code == .closed, "\(last)")

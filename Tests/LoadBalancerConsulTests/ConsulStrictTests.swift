@@ -31,7 +31,8 @@ func raw(
     if let token { request.headers.add(name: "X-Consul-Token", value: token) }
     if let body { request.body = .bytes(ByteBuffer(string: body)) } else if method == .PUT { request.body = .bytes(ByteBuffer()) }
     let (seconds, attoseconds) = timeout.components
-    let response = try await HTTPClient.shared.execute(request, timeout: .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000))
+    let response = try await HTTPClient.shared.execute(
+        request, timeout: .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000))
     let bytes = try await response.body.collect(upTo: 1 << 20)
     return RawAnswer(status: Int(response.status.code), headers: response.headers, body: String(buffer: bytes))
 }
@@ -157,7 +158,7 @@ struct ConsulStrictTests {
     func noStarvation() async throws {
         let server = try await ConsulTestServer.start()
         defer { Task { await server.stop() } }
-        let publishers = 12  // AsyncHTTPClient's default pool has 8 connections per host
+        let publishers = 12 // AsyncHTTPClient's default pool has 8 connections per host
         for i in 0..<publishers { server.addService(id: "s\(i)", name: "svc-\(i)", address: "10.0.1.\(i + 1)", port: 80) }
         let consul = client(server)
         // A TTL long enough for a loaded machine; starved, the first pass would wait for a
@@ -307,7 +308,9 @@ struct ConsulStrictTests {
         #expect(error?.code == .invalidArgument)
         #expect(server.requests.isEmpty)
         // The agent's side.
-        let answer = try await raw(server, "/v1/agent/service/register", method: .PUT, body: #"{"Name": "web", "Port": 80, "Weights": {"Passing": 70000, "Warning": 1}}"#)
+        let answer = try await raw(
+            server, "/v1/agent/service/register", method: .PUT,
+            body: #"{"Name": "web", "Port": 80, "Weights": {"Passing": 70000, "Warning": 1}}"#)
         #expect(answer.status == 400)
         #expect(server.service(id: "web") == nil)
     }
@@ -420,9 +423,11 @@ struct ConsulStrictTests {
         #expect(server.requests.contains { request in !request.query.contains { $0.name == "passing" } })
     }
 
-    @Test("stale, consistent and cached are sent as asked", arguments: [
-        (ConsulClient.Consistency.stale, "stale"), (.consistent, "consistent"), (.cached, "cached"),
-    ])
+    @Test(
+        "stale, consistent and cached are sent as asked",
+        arguments: [
+            (ConsulClient.Consistency.stale, "stale"), (.consistent, "consistent"), (.cached, "cached"),
+        ])
     func consistency(_ consistency: ConsulClient.Consistency, _ item: String) async throws {
         let server = try await ConsulTestServer.start()
         defer { Task { await server.stop() } }

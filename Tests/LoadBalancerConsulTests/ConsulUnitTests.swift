@@ -1,6 +1,7 @@
 import LoadBalancer
-@testable import LoadBalancerConsul
 import Testing
+
+@testable import LoadBalancerConsul
 
 @Suite("Consul answers, configuration and loop rules, without a server")
 struct ConsulUnitTests {
@@ -78,7 +79,8 @@ struct ConsulUnitTests {
 
     @Test("tags match without regard to case, all of them")
     func tagCase() {
-        let entry = ConsulServiceEntry(node: "n", nodeAddress: "10.0.0.1", serviceID: "a", serviceName: "web", port: 80, tags: ["Primary", "EU"])
+        let entry = ConsulServiceEntry(
+            node: "n", nodeAddress: "10.0.0.1", serviceID: "a", serviceName: "web", port: 80, tags: ["Primary", "EU"])
         #expect(ConsulServiceEntry.instances(from: [entry], tags: ["primary", "eu"]).instances.count == 1)
         #expect(ConsulServiceEntry.instances(from: [entry], tags: ["PRIMARY"]).instances.count == 1)
         #expect(ConsulServiceEntry.instances(from: [entry], tags: ["primary", "us"]).instances.isEmpty)
@@ -163,7 +165,10 @@ struct ConsulUnitTests {
     @Test("a publisher configuration it cannot work with is an error from run()")
     func badPublisherConfiguration() async {
         let client = ConsulClient(configuration: .init(port: 1))
-        for limit in [ConsulPublisher.RateLimit(requestsPerSecond: 0, burst: 1), .init(requestsPerSecond: .nan, burst: 1), .init(requestsPerSecond: 1, burst: 0)] {
+        for limit in [
+            ConsulPublisher.RateLimit(requestsPerSecond: 0, burst: 1), .init(requestsPerSecond: .nan, burst: 1),
+            .init(requestsPerSecond: 1, burst: 0),
+        ] {
             let publisher = ConsulPublisher(service: "web", client: client, configuration: .init(rateLimit: limit))
             await #expect(throws: ConsulError.self) { try await publisher.run() }
         }
@@ -179,7 +184,10 @@ struct ConsulUnitTests {
         #expect(throws: Never.self) { try registration(passing: 65535, warning: 65535).validate() }
         // Warning 0 is Consul's "no traffic while warning".
         #expect(throws: Never.self) { try registration(passing: 1, warning: 0).validate() }
-        for bad in [registration(passing: 0), registration(passing: 65536), registration(warning: 65536), registration(warning: -1), registration(port: 0)] {
+        for bad in [
+            registration(passing: 0), registration(passing: 65536), registration(warning: 65536), registration(warning: -1),
+            registration(port: 0),
+        ] {
             let error = #expect(throws: ConsulError.self) { try bad.validate() }
             #expect(error?.code == .invalidArgument)
         }
@@ -219,15 +227,17 @@ struct ConsulEnvironmentTests {
         #expect(empty == configuration)
     }
 
-    @Test("https defaults to port 8501", arguments: [
-        (["CONSUL_HTTP_ADDR": "https://consul.internal"], "https://consul.internal:8501"),
-        (["CONSUL_HTTP_ADDR": "consul.internal", "CONSUL_HTTP_SSL": "true"], "https://consul.internal:8501"),
-        (["CONSUL_HTTP_ADDR": "http://consul.internal:8500", "CONSUL_HTTP_SSL": "1"], "https://consul.internal:8500"),
-        (["CONSUL_HTTP_ADDR": "consul.internal:9500", "CONSUL_HTTP_SSL": "false"], "http://consul.internal:9500"),
-        (["CONSUL_HTTP_ADDR": "[::1]:8600"], "http://[::1]:8600"),
-        (["CONSUL_HTTP_ADDR": "http://10.1.2.3/"], "http://10.1.2.3:8500"),
-        (["CONSUL_HTTP_SSL": "T"], "https://127.0.0.1:8501"),
-    ])
+    @Test(
+        "https defaults to port 8501",
+        arguments: [
+            (["CONSUL_HTTP_ADDR": "https://consul.internal"], "https://consul.internal:8501"),
+            (["CONSUL_HTTP_ADDR": "consul.internal", "CONSUL_HTTP_SSL": "true"], "https://consul.internal:8501"),
+            (["CONSUL_HTTP_ADDR": "http://consul.internal:8500", "CONSUL_HTTP_SSL": "1"], "https://consul.internal:8500"),
+            (["CONSUL_HTTP_ADDR": "consul.internal:9500", "CONSUL_HTTP_SSL": "false"], "http://consul.internal:9500"),
+            (["CONSUL_HTTP_ADDR": "[::1]:8600"], "http://[::1]:8600"),
+            (["CONSUL_HTTP_ADDR": "http://10.1.2.3/"], "http://10.1.2.3:8500"),
+            (["CONSUL_HTTP_SSL": "T"], "https://127.0.0.1:8501"),
+        ])
     func addresses(environment: [String: String], url: String) throws {
         #expect(try Configuration(environment: environment).baseURL == url)
     }
@@ -266,16 +276,18 @@ struct ConsulEnvironmentTests {
         #expect(partly.baseURL == "https://10.0.0.9:9501")
     }
 
-    @Test("malformed values are clear errors", arguments: [
-        ["CONSUL_HTTP_ADDR": "unix:///var/run/consul.sock"],
-        ["CONSUL_HTTP_ADDR": "ftp://consul.internal"],
-        ["CONSUL_HTTP_ADDR": "consul.internal:http"],
-        ["CONSUL_HTTP_ADDR": "consul.internal:70000"],
-        ["CONSUL_HTTP_ADDR": "consul.internal:8500/v1"],
-        ["CONSUL_HTTP_ADDR": "[::1:8500"],
-        ["CONSUL_HTTP_ADDR": "http://"],
-        ["CONSUL_HTTP_SSL": "yes"],
-    ])
+    @Test(
+        "malformed values are clear errors",
+        arguments: [
+            ["CONSUL_HTTP_ADDR": "unix:///var/run/consul.sock"],
+            ["CONSUL_HTTP_ADDR": "ftp://consul.internal"],
+            ["CONSUL_HTTP_ADDR": "consul.internal:http"],
+            ["CONSUL_HTTP_ADDR": "consul.internal:70000"],
+            ["CONSUL_HTTP_ADDR": "consul.internal:8500/v1"],
+            ["CONSUL_HTTP_ADDR": "[::1:8500"],
+            ["CONSUL_HTTP_ADDR": "http://"],
+            ["CONSUL_HTTP_SSL": "yes"],
+        ])
     func malformed(environment: [String: String]) {
         let error = #expect(throws: ConsulError.self) { try Configuration(environment: environment) }
         #expect(error?.code == .invalidArgument)

@@ -36,7 +36,7 @@ struct DNSClientLifecycleTests {
         await client.shutdown()
         let publisher = DNSSRVPublisher(name: "_http._tcp.svc.test", client: client)
         var updates = publisher.updates().makeAsyncIterator()
-        try await publisher.run()  // ends by itself
+        try await publisher.run() // ends by itself
         let only = try #require(await updates.next())
         #expect(only.error?.code == .closed, "\(only)")
         #expect((only.error?.cause as? DNSLookupError)?.code == .closed)

@@ -46,11 +46,12 @@ struct DNSIntegrationTests {
         let update = try #require(await iterator.next())
         #expect(update.error == nil)
         let summary = update.instances.map { "\($0.id) p\($0.priority) w\($0.weight) \($0.metadata["target"] ?? "")" }
-        #expect(summary == [
-            "127.0.0.11:8080 p10 w5 a.svc.test",
-            "127.0.0.12:8081 p20 w1 b.svc.test",
-            "[fd00::12]:8081 p20 w1 b.svc.test",
-        ], "\(summary)")
+        #expect(
+            summary == [
+                "127.0.0.11:8080 p10 w5 a.svc.test",
+                "127.0.0.12:8081 p20 w1 b.svc.test",
+                "[fd00::12]:8081 p20 w1 b.svc.test",
+            ], "\(summary)")
     }
 
     @Test("40 SRV records: the UDP answer is truncated and the TCP fallback gets them all")

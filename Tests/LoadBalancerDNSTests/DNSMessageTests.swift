@@ -8,8 +8,10 @@ struct DNSMessageTests {
         flags: 0x8180,
         questions: [DNSQuestion(name: "_http._tcp.svc.test", type: .srv)],
         answers: [
-            DNSRecord(name: "_http._tcp.svc.test", type: .srv, ttl: 30, data: .srv(priority: 10, weight: 5, port: 8080, target: "a.svc.test")),
-            DNSRecord(name: "_http._tcp.svc.test", type: .srv, ttl: 60, data: .srv(priority: 20, weight: 1, port: 8081, target: "b.svc.test")),
+            DNSRecord(
+                name: "_http._tcp.svc.test", type: .srv, ttl: 30, data: .srv(priority: 10, weight: 5, port: 8080, target: "a.svc.test")),
+            DNSRecord(
+                name: "_http._tcp.svc.test", type: .srv, ttl: 60, data: .srv(priority: 20, weight: 1, port: 8081, target: "b.svc.test")),
         ],
         additionals: [
             DNSRecord(name: "a.svc.test", type: .a, ttl: 30, data: .ipv4("127.0.0.11")),
@@ -50,10 +52,13 @@ struct DNSMessageTests {
             ([UInt8](), DNSParseError.Code.truncated),
             ([0, 1, 2], .truncated),
             (header() + [5, 65, 66], .truncated),
-            (header() + [0xC0, 12, 0, 1, 0, 1], .pointerOutOfRange),  // points at itself
-            (header() + [0xC0, 200, 0, 1, 0, 1], .pointerOutOfRange),  // forward, past the end
+            (header() + [0xC0, 12, 0, 1, 0, 1], .pointerOutOfRange), // points at itself
+            (header() + [0xC0, 200, 0, 1, 0, 1], .pointerOutOfRange), // forward, past the end
             (header() + [0x40, 0, 0, 1, 0, 1], .badLabelType),
-            (header() + Array(repeating: [63] + [UInt8](repeating: 97, count: 63), count: 5).flatMap { $0 } + [0, 0, 1, 0, 1], .nameTooLong),
+            (
+                header() + Array(repeating: [63] + [UInt8](repeating: 97, count: 63), count: 5).flatMap { $0 } + [0, 0, 1, 0, 1],
+                .nameTooLong
+            ),
             (header(questions: 0, answers: 1) + [0, 0, 1, 0, 1, 0, 0, 0, 1, 0, 3, 1, 2, 3], .badRecordLength),
             (header(questions: 0, answers: 1) + [0, 0, 1, 0, 1, 0, 0, 0, 1, 0, 50, 1, 2, 3, 4], .truncated),
             (header(questions: 0, answers: 1) + [0, 0, 33, 0, 1, 0, 0, 0, 1, 0, 3, 1, 2, 3], .badRecordLength),
@@ -114,13 +119,14 @@ struct DNSMessageTests {
 
     @Test("resolv.conf: nameservers, search, ndots, timeout, attempts")
     func resolvConf() {
-        let configuration = DNSConfiguration(resolvConf: """
-            # comment
-            nameserver 10.0.0.2
-            nameserver fd00::53
-            search corp.example svc.example
-            options ndots:2 timeout:3 attempts:4 rotate
-            """)
+        let configuration = DNSConfiguration(
+            resolvConf: """
+                # comment
+                nameserver 10.0.0.2
+                nameserver fd00::53
+                search corp.example svc.example
+                options ndots:2 timeout:3 attempts:4 rotate
+                """)
         #expect(configuration.nameservers == ["10.0.0.2:53", "[fd00::53]:53"])
         #expect(configuration.search == ["corp.example", "svc.example"])
         #expect(configuration.ndots == 2)

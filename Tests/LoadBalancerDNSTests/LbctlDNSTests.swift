@@ -19,11 +19,14 @@ struct LbctlDNSTests {
         ])
         let srv = try await run(["resolve", "dns+srv://\(server.nameserver)/_http._tcp.svc.test"])
         #expect(srv.status == 0, "\(srv.stderr)")
-        let rows = srv.stdout.split(separator: "\n").dropFirst().map { $0.split(separator: " ", omittingEmptySubsequences: true).map(String.init) }
-        #expect(rows.map { Array($0.prefix(5)) } == [
-            ["127.0.0.11:8080", "127.0.0.11", "8080", "5", "10"],
-            ["127.0.0.12:8081", "127.0.0.12", "8081", "1", "20"],
-        ], "\(srv.stdout)")
+        let rows = srv.stdout.split(separator: "\n").dropFirst().map {
+            $0.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
+        }
+        #expect(
+            rows.map { Array($0.prefix(5)) } == [
+                ["127.0.0.11:8080", "127.0.0.11", "8080", "5", "10"],
+                ["127.0.0.12:8081", "127.0.0.12", "8081", "1", "20"],
+            ], "\(srv.stdout)")
 
         let a = try await run(["resolve", "dns://\(server.nameserver)/a.svc.test:9000", "--json"])
         #expect(a.status == 0, "\(a.stderr)")

@@ -28,7 +28,10 @@ struct EtcdInstanceTableTests {
     @Test("a list resets the table; values that are not instances are skipped; watching starts after the list")
     func list() {
         var table = EtcdInstanceTable()
-        let range = EtcdRange(revision: 7, keyValues: [kv("/s/b", "h:2", revision: 3), kv("/s/a", "h:1", revision: 5), kv("/s/c", "not an instance", revision: 6)].map(EtcdKeyValue.init))
+        let range = EtcdRange(
+            revision: 7,
+            keyValues: [kv("/s/b", "h:2", revision: 3), kv("/s/a", "h:1", revision: 5), kv("/s/c", "not an instance", revision: 6)].map(
+                EtcdKeyValue.init))
         table.reset(to: range, parse: parse)
         #expect(table.ordered.map(\.id) == ["h:1", "h:2"])
         #expect(table.nextRevision == 8)
@@ -39,11 +42,13 @@ struct EtcdInstanceTableTests {
     func invalidValues() {
         var table = EtcdInstanceTable()
         table.reset(to: EtcdRange(revision: 1, keyValues: []), parse: parse)
-        let bad = EtcdWatchBatch(revision: 3, events: [event(.put, kv("/s/x", "bad", revision: 2)), event(.put, kv("/s/y", "bad too", revision: 3))])
+        let bad = EtcdWatchBatch(
+            revision: 3, events: [event(.put, kv("/s/x", "bad", revision: 2)), event(.put, kv("/s/y", "bad too", revision: 3))])
         _ = table.apply(bad, parsed: bad.events.map { parse($0.keyValue) })
         #expect(table.invalid.keys.sorted() == ["/s/x", "/s/y"])
         #expect(table.ordered.isEmpty)
-        let fixed = EtcdWatchBatch(revision: 5, events: [event(.put, kv("/s/x", "h:1", revision: 4)), event(.delete, kv("/s/y", "", revision: 5))])
+        let fixed = EtcdWatchBatch(
+            revision: 5, events: [event(.put, kv("/s/x", "h:1", revision: 4)), event(.delete, kv("/s/y", "", revision: 5))])
         _ = table.apply(fixed, parsed: fixed.events.map { $0.kind == .put ? parse($0.keyValue) : nil })
         #expect(table.invalid.isEmpty)
         #expect(table.ordered.map(\.id) == ["h:1"])
@@ -53,7 +58,8 @@ struct EtcdInstanceTableTests {
     func batches() {
         var table = EtcdInstanceTable()
         table.reset(to: EtcdRange(revision: 10, keyValues: [EtcdKeyValue(kv("/s/a", "h:1", revision: 10))]), parse: parse)
-        let batch = EtcdWatchBatch(revision: 12, events: [event(.put, kv("/s/b", "h:2", revision: 11)), event(.delete, kv("/s/a", "", revision: 12))])
+        let batch = EtcdWatchBatch(
+            revision: 12, events: [event(.put, kv("/s/b", "h:2", revision: 11)), event(.delete, kv("/s/a", "", revision: 12))])
         let parsed = batch.events.map { $0.kind == .put ? parse($0.keyValue) : nil }
         let changed = table.apply(batch, parsed: parsed)
         #expect(changed)

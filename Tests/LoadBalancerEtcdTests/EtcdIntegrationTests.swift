@@ -102,7 +102,9 @@ struct EtcdIntegrationTests {
             #expect(recorder.ids == ["127.0.0.1:8001"], "a registry failure never empties a good set")
             try await cluster.restart(member)
             try await client.put("/svc/b", value: "127.0.0.1:8002")
-            try await eventually("b after the restart") { recorder.ids == ["127.0.0.1:8001", "127.0.0.1:8002"] && recorder.latest?.error == nil }
+            try await eventually("b after the restart") {
+                recorder.ids == ["127.0.0.1:8001", "127.0.0.1:8002"] && recorder.latest?.error == nil
+            }
             #expect(recorder.neverEmptiedOnceFilled)
         }
     }
@@ -264,7 +266,7 @@ struct EtcdIntegrationTests {
             await #expect(throws: EtcdError.self) { try await refused.range(prefix: "/svc/") }
         }
         var untrusted = cluster.configuration
-        untrusted.tls = EtcdConfiguration.TLS(trustRootsPath: nil)  // the system's roots do not know the test CA
+        untrusted.tls = EtcdConfiguration.TLS(trustRootsPath: nil) // the system's roots do not know the test CA
         untrusted.requestTimeout = .seconds(1)
         let unverified = try EtcdClient(configuration: untrusted)
         try await withRunning(unverified) {
@@ -288,7 +290,8 @@ struct EtcdIntegrationTests {
         let registrar = EtcdRegistrar(instance: me, prefix: "/svc/", client: client, ttl: .seconds(30))
         // Services shut down in reverse order: the registrar first, the client last.
         let group = ServiceGroup(
-            configuration: .init(services: [client, publisher, cache, registrar], logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+            configuration: .init(
+                services: [client, publisher, cache, registrar], logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
         )
         let watcher = try EtcdClient(configuration: cluster.configuration)
         try await withRunning(watcher) {

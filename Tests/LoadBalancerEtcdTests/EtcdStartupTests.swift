@@ -105,7 +105,7 @@ struct EtcdStartupTests {
 
         let publisher = publisher("/svc/closed/", client)
         var updates = publisher.updates().makeAsyncIterator()
-        try await publisher.run()  // ends by itself
+        try await publisher.run() // ends by itself
         let only = try #require(await updates.next())
         #expect(only.error?.code == .closed, "\(only)")
         #expect(only.error?.cause is EtcdError)

@@ -1,14 +1,15 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Foundation
 import LoadBalancerEtcd
 import LoadBalancerLocalBackends
 import LoadBalancerTestServers
 import Synchronization
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 @Suite("lbctl with etcd sources against a real etcd", .enabled(if: EtcdCluster.enabled), .serialized, .timeLimit(.minutes(3)))
 struct LbctlEtcdTests {
@@ -33,10 +34,11 @@ struct LbctlEtcdTests {
         let result = try await Lbctl.run(["resolve", source(cluster, "/svc/web/")])
         #expect(result.status == 0, "\(result.stderr)")
         let rows = result.stdout.split(separator: "\n").dropFirst().map { $0.split(separator: " ").map(String.init) }
-        #expect(rows.map { Array($0.prefix(5)) } == [
-            ["127.0.0.1:8001", "127.0.0.1", "8001", "1", "0"],
-            ["127.0.0.2:8002", "127.0.0.2", "8002", "4", "1"],
-        ], "\(result.stdout)")
+        #expect(
+            rows.map { Array($0.prefix(5)) } == [
+                ["127.0.0.1:8001", "127.0.0.1", "8001", "1", "0"],
+                ["127.0.0.2:8002", "127.0.0.2", "8002", "4", "1"],
+            ], "\(result.stdout)")
     }
 
     @Test("resolve --watch prints each change as it happens")

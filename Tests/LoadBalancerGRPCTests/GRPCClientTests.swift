@@ -131,7 +131,8 @@ struct GRPCClientTests {
                     stop.set()
                     let result = try #require(try await group.next())
                     #expect(result.calls > 0)
-                    #expect(result.failures.isEmpty, "\(result.failures.count) of \(result.calls) calls failed: \(result.failures.prefix(3))")
+                    #expect(
+                        result.failures.isEmpty, "\(result.failures.count) of \(result.calls) calls failed: \(result.failures.prefix(3))")
                 }
             }
         }

@@ -47,7 +47,7 @@ struct ArticleExampleTests {
 
         // "Play an outage".
         publisher.fail(message: "connection refused")
-        _ = try await client.profile(of: "ada", timeout: .seconds(5))  // still served
+        _ = try await client.profile(of: "ada", timeout: .seconds(5)) // still served
         #expect(backends.requests.count == 3)
 
         try publisher.publish(parsing: ["10.0.0.3:8080"])
@@ -59,14 +59,14 @@ struct ArticleExampleTests {
 
     @Test func givesUpWhenNoInstanceIsKnown() async throws {
         let clock = ManualClock()
-        let publisher = ManualPublisher()  // never answers
+        let publisher = ManualPublisher() // never answers
         let backends = RecordingEndpointFactory<String, String> { _, _ in "" }
         let client = ProfileClient(publisher: publisher, factory: backends.factory, clock: clock)
         let running = Task { try await client.run() }
         defer { running.cancel() }
 
         let call = Task { try await client.profile(of: "ada", timeout: .seconds(5)) }
-        try await clock.waitForSleepers(count: 1)  // the readiness wait is asleep
+        try await clock.waitForSleepers(count: 1) // the readiness wait is asleep
         clock.advance(by: .seconds(5))
 
         let error = try await #require(throws: DiscoveryError.self) { try await call.value }

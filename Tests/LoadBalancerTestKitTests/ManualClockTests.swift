@@ -34,10 +34,11 @@ struct ManualClockTests {
         let clock = ManualClock()
         var sleepers: [Task<ManualClock.Instant, any Error>] = []
         for seconds in [5, 10, 15] {
-            sleepers.append(Task {
-                try await clock.sleep(until: ManualClock.Instant(offset: .seconds(seconds)))
-                return clock.now
-            })
+            sleepers.append(
+                Task {
+                    try await clock.sleep(until: ManualClock.Instant(offset: .seconds(seconds)))
+                    return clock.now
+                })
         }
         try await clock.waitForSleepers(count: 3)
         clock.advance(to: ManualClock.Instant(offset: .seconds(12)))

@@ -91,7 +91,10 @@ struct RecordingBalancerTests {
         let pick = try balancer.pick()
         let set = balancer.snapshot
         balancer.willCall(pick, slot: set.slots[pick.index])
-        balancer.record(CallRecord(pick: pick, instanceID: set.instances[pick.index].id, slot: set.slots[pick.index], outcome: .success, latency: .milliseconds(3)))
+        balancer.record(
+            CallRecord(
+                pick: pick, instanceID: set.instances[pick.index].id, slot: set.slots[pick.index], outcome: .success,
+                latency: .milliseconds(3)))
         #expect(balancer.calls.map(\.latency) == [.milliseconds(3)])
         #expect(balancer.observesCalls)
         #expect(balancer.cache == nil)

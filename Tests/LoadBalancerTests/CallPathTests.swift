@@ -120,14 +120,20 @@ struct CallPathTests {
     func ejectionVersion() async throws {
         let time = TestTime()
         let detector = OutlierDetector(
-            configuration: .defaults { $0.consecutiveFailures = 1; $0.failureRate = nil; $0.maxEjectionPercent = 50 },
+            configuration: .defaults {
+                $0.consecutiveFailures = 1
+                $0.failureRate = nil
+                $0.maxEjectionPercent = 50
+            },
             now: { time.now }
         )
         let balancer = RoundRobinBalancer(endpoints: Self.endpoints(1...4), ejection: detector)
         let before = detector.version
         let set = balancer.snapshot
         detector.record(
-            CallRecord(pick: EndpointPick(index: 0, generation: set.generation), instanceID: set.instances[0].id, slot: set.slots[0], outcome: .failure, latency: .zero)
+            CallRecord(
+                pick: EndpointPick(index: 0, generation: set.generation), instanceID: set.instances[0].id, slot: set.slots[0],
+                outcome: .failure, latency: .zero)
         )
         #expect(detector.version != before)
         let ports = try (0..<40).map { _ in set.instances[try balancer.pick().index].port }

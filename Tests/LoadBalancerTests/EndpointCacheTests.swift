@@ -74,7 +74,7 @@ struct EndpointCacheTests {
         #expect(cache.snapshot.isEmpty)
         await cache.update(with: instances([7]))
         #expect(cache.snapshot.isEmpty, "a shut-down cache ignores updates")
-        holder.withLock { $0 = nil }  // the cache and its factory's closure hold each other through it
+        holder.withLock { $0 = nil } // the cache and its factory's closure hold each other through it
     }
 
     @Test("a registry change is logged once, at info; an unchanged update logs nothing")

@@ -7,7 +7,7 @@ import Testing
 struct FailureVisibilityTests {
     @Test("registry failures alone do not make the cache ready; the status says why, and since when")
     func statusThroughFailures() async throws {
-        let publisher = ManualPublisher()  // a registry that has not answered yet
+        let publisher = ManualPublisher() // a registry that has not answered yet
         let cache = EndpointCache(publisher: publisher, factory: EndpointLedger().factory())
         let run = Task { try await cache.run() }
         defer { run.cancel() }
@@ -81,7 +81,7 @@ struct FailureVisibilityTests {
     @Test("waitUntilReady(timeout:) says why the cache is not ready, with the registry's last error as cause")
     func waitTimeoutSaysWhy() async throws {
         let clock = ManualClock()
-        let publisher = ManualPublisher()  // a registry that has not answered yet
+        let publisher = ManualPublisher() // a registry that has not answered yet
         let cache = EndpointCache(publisher: publisher, factory: EndpointLedger().factory())
         let run = Task { try await cache.run() }
         defer { run.cancel() }
@@ -152,7 +152,7 @@ struct FailureVisibilityTests {
 
     @Test("withLoadBalancer waits for a set while the registry fails; cancelling it ends it without running the body")
     func withLoadBalancerCancellable() async throws {
-        let publisher = ManualPublisher()  // a registry that has not answered yet
+        let publisher = ManualPublisher() // a registry that has not answered yet
         publisher.fail(DiscoveryError(code: .registryUnavailable, message: "down"))
         let ran = Counter()
         let call = Task {
@@ -170,7 +170,7 @@ struct FailureVisibilityTests {
 
     @Test("a cache that shuts down before it was ready releases its waiters")
     func shutdownReleasesWaiters() async throws {
-        let publisher = ManualPublisher()  // a registry that has not answered yet
+        let publisher = ManualPublisher() // a registry that has not answered yet
         let cache = EndpointCache(publisher: publisher, factory: EndpointLedger().factory())
         let run = Task { try await cache.run() }
         let waiter = Task { try await cache.waitUntilReady(timeout: .seconds(3600)) }
@@ -221,7 +221,10 @@ struct FailureVisibilityTests {
         #expect(!few.description.contains("more attempt"))
         let long = RetryError(
             reason: .notRetryable,
-            attempts: [RetryError.Attempt(number: 1, instance: nil, error: TestFailure(message: String(repeating: "x", count: 100_000)), duration: .zero)],
+            attempts: [
+                RetryError.Attempt(
+                    number: 1, instance: nil, error: TestFailure(message: String(repeating: "x", count: 100_000)), duration: .zero)
+            ],
             timeout: .seconds(1)
         )
         #expect(long.description.utf8.count < RetryError.describedAttemptLength + 100)

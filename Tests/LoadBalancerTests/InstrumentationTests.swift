@@ -72,7 +72,8 @@ struct InstrumentationTests {
         // No endpoints: counted per balancer.
         await cache.update(with: [])
         await #expect(throws: LoadBalancerError.self) { _ = try await balancer.call(0) }
-        #expect(try metrics.expectCounter("loadbalancer_no_endpoints_total", [service, ("balancer", "RoundRobinBalancer")]).totalValue == 1)
+        #expect(
+            try metrics.expectCounter("loadbalancer_no_endpoints_total", [service, ("balancer", "RoundRobinBalancer")]).totalValue == 1)
     }
 
     @Test("retries, hedges and budget refusals are counted")

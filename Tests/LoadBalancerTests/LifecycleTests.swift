@@ -51,7 +51,8 @@ struct LifecycleTests {
         let publisher = FixedPublisher(instances([1, 2]))
         let cache = EndpointCache(publisher: publisher, factory: ledger.factory())
         let group = ServiceGroup(
-            configuration: .init(services: [.init(service: cache)], logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+            configuration: .init(
+                services: [.init(service: cache)], logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
         )
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }

@@ -63,10 +63,11 @@ struct OutlierEjectionTests {
         #expect(s.detector.ejectedInstanceIDs.isEmpty)
 
         let kinds = s.detector.events.map(\.kind)
-        #expect(kinds == [
-            .ejected(.consecutiveFailures, until: .seconds(30)), .returned,
-            .ejected(.failedProbe, until: .seconds(90)), .returned,
-        ])
+        #expect(
+            kinds == [
+                .ejected(.consecutiveFailures, until: .seconds(30)), .returned,
+                .ejected(.failedProbe, until: .seconds(90)), .returned,
+            ])
     }
 
     @Test("the failure-rate rule catches an instance failing 20% of calls that 5-in-a-row misses")

@@ -72,7 +72,8 @@ struct P2CAndHashingTests {
         #expect(try histogram(balancer, 1_000)[1001, default: 0] > 0)
     }
 
-    @Test("failing fast makes an instance look expensive, not fast (no black hole)", arguments: [P2CLoadMetric.leastOutstanding, .peakEWMA()])
+    @Test(
+        "failing fast makes an instance look expensive, not fast (no black hole)", arguments: [P2CLoadMetric.leastOutstanding, .peakEWMA()])
     func noBlackHole(metric: P2CLoadMetric) async throws {
         let time = TestTime()
         let endpoints = await cache(weighted([Int](repeating: 1, count: 10)))
@@ -94,7 +95,12 @@ struct P2CAndHashingTests {
         #expect(Double(toFailing) / 20_000 < 0.10, "share to the failing instance: \(Double(toFailing) / 20_000)")
     }
 
-    @Test("exp(-x) approximation", arguments: [(0.0, 1.0), (0.001, 0.999_000_499_833_375), (0.5, 0.606_530_659_712_633), (1.0, 0.367_879_441_171_442), (5.0, 0.006_737_946_999_085), (20.0, 2.061_153_622_438_558e-9)])
+    @Test(
+        "exp(-x) approximation",
+        arguments: [
+            (0.0, 1.0), (0.001, 0.999_000_499_833_375), (0.5, 0.606_530_659_712_633), (1.0, 0.367_879_441_171_442),
+            (5.0, 0.006_737_946_999_085), (20.0, 2.061_153_622_438_558e-9),
+        ])
     func expApproximation(x: Double, expected: Double) {
         let value = P2CBalancer<Int, Int>.decayFactor(x)
         #expect(abs(value - expected) <= expected * 1e-5 + 1e-12, "exp(-\(x)) = \(value), expected \(expected)")
@@ -149,7 +155,12 @@ struct P2CAndHashingTests {
     func concurrentChurn(kind: BalancerKind) async throws {
         let endpoints = EndpointCache<Int, Int>(factory: .calling { instance, _ in instance.port })
         await endpoints.update(with: weighted([Int](repeating: 2, count: 20)))
-        let detector = OutlierDetector(endpoints, configuration: .defaults { $0.consecutiveFailures = 3; $0.maxEjectionPercent = 30 })
+        let detector = OutlierDetector(
+            endpoints,
+            configuration: .defaults {
+                $0.consecutiveFailures = 3
+                $0.maxEjectionPercent = 30
+            })
         let balancer = kind.make(endpoints, ejection: detector)
         let stop = Counter()
         let wrong = Counter()
@@ -178,7 +189,8 @@ struct P2CAndHashingTests {
                     let count = Int(generator.next() % 20) + 1
                     let weights = (0..<40).map { _ in Int(generator.next() % 4) }
                     let chosen = (0..<40).filter { _ in generator.next() % 40 < UInt64(count) }
-                    await endpoints.update(with: chosen.isEmpty ? [weighted(weights)[0]] : chosen.map { weighted(weights, priorities: weights)[$0] })
+                    await endpoints.update(
+                        with: chosen.isEmpty ? [weighted(weights)[0]] : chosen.map { weighted(weights, priorities: weights)[$0] })
                     await Task.yield()
                 }
                 stop.increment()

@@ -60,13 +60,13 @@ struct PublisherTests {
         var iterator = broadcaster.updates().makeAsyncIterator()
         _ = await iterator.next()
 
-        broadcaster.fail(DiscoveryError(code: .registryUnavailable, message: "first"))  // t = 0: the timer starts
+        broadcaster.fail(DiscoveryError(code: .registryUnavailable, message: "first")) // t = 0: the timer starts
         #expect(await iterator.next()?.instances.count == 2)
         try await waitUntil { clock.sleeperCount == 1 }
         #expect(clock.sleeperDelays == [.seconds(30)])
 
         clock.advance(by: .seconds(20))
-        broadcaster.fail(DiscoveryError(code: .registryUnavailable, message: "second"))  // t = 20 s
+        broadcaster.fail(DiscoveryError(code: .registryUnavailable, message: "second")) // t = 20 s
         let second = try #require(await iterator.next())
         #expect(second.instances.count == 2)
         #expect(second.error?.message == "second")

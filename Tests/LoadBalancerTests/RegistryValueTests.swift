@@ -75,7 +75,7 @@ struct RegistryValueTests {
             try JSONReader.parse(Array(#"{"a":{"b":[]},"a":0}"#.utf8))
                 == .object([("a", .object([("b", .array([]))])), ("a", .number(0))])
         )
-        for text in ["tru", "nul", "[1,]", "[1 2]", "\"abc", "1.", "1e", "-", "[" , "{\"a\"}", "{\"a\":}", "01"] {
+        for text in ["tru", "nul", "[1,]", "[1 2]", "\"abc", "1.", "1e", "-", "[", "{\"a\"}", "{\"a\":}", "01"] {
             #expect(throws: (any Error).self, "\(text)") { try JSONReader.parse(Array(text.utf8)) }
         }
     }

@@ -5,7 +5,9 @@ import Testing
 
 @Suite("Retry: backoff, budget, avoidance, attempt timeout, hedging", .timeLimit(.minutes(3)))
 struct RetryPoliciesTests {
-    func endpoints(_ count: Int, _ behaviour: @escaping @Sendable (Instance, Int) async throws -> String) async -> EndpointCache<Int, String> {
+    func endpoints(_ count: Int, _ behaviour: @escaping @Sendable (Instance, Int) async throws -> String) async -> EndpointCache<
+        Int, String
+    > {
         await EndpointCache(
             endpoints: instances(1...count).map { instance in
                 Endpoint<Int, String>(instance: instance) { request in try await behaviour(instance, request) }
@@ -137,7 +139,7 @@ struct RetryPoliciesTests {
         var retry = Retry(RoundRobinBalancer(cache, start: 0), maxAttempts: 3, timeout: .seconds(10), clock: clock)
         retry.attemptTimeout = .milliseconds(200)
         let call = Task { try await retry(0) }
-        try await waitUntil { clock.sleeperCount == 2 }  // the attempt timeout and the overall deadline
+        try await waitUntil { clock.sleeperCount == 2 } // the attempt timeout and the overall deadline
         #expect(clock.sleeperDelays == [.milliseconds(200), .seconds(10)])
         clock.advance(by: .milliseconds(200))
         #expect(try await call.value == "answer from 2")
@@ -164,7 +166,7 @@ struct RetryPoliciesTests {
         var retry = Retry(RoundRobinBalancer(cache, start: 0), maxAttempts: 3, timeout: .seconds(10), clock: clock)
         retry.hedging = HedgingPolicy(delay: .fixed(.milliseconds(50)))
         let call = Task { try await retry(0) }
-        try await waitUntil { entered.value == 1 && clock.sleeperCount == 2 }  // the hedge timer and the deadline
+        try await waitUntil { entered.value == 1 && clock.sleeperCount == 2 } // the hedge timer and the deadline
         #expect(clock.sleeperDelays == [.milliseconds(50), .seconds(10)])
         clock.advance(by: .milliseconds(50))
         #expect(try await call.value == "answer from 2")
@@ -187,7 +189,7 @@ struct RetryPoliciesTests {
         let call = Task { try await retry(0) }
         try await waitUntil { entered.value == 1 && clock.sleeperCount == 2 }
         clock.advance(by: .milliseconds(50))
-        try await waitUntil { clock.sleeperCount == 1 }  // the hedge timer fired and sent nothing
+        try await waitUntil { clock.sleeperCount == 1 } // the hedge timer fired and sent nothing
         clock.advance(by: .seconds(1))
         let error = try await #require(throws: RetryError.self) { try await call.value }
         #expect(error.reason == .timedOut)

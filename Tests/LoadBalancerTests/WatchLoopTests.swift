@@ -165,7 +165,8 @@ struct WatchLoopTests {
         let clock = ManualClock()
         let service = FailingLoopService(clock: clock)
         let group = ServiceGroup(
-            configuration: .init(services: [.init(service: service)], logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+            configuration: .init(
+                services: [.init(service: service)], logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
         )
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }

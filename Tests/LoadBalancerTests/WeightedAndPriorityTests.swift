@@ -102,7 +102,7 @@ struct WeightedAndPriorityTests {
         let level10 = try histogram(balancer, 40_000)
         #expect(Set(level10.keys) == [1000, 1001])
         let chi = chiSquare([level10[1000, default: 0], level10[1001, default: 0]], expectedShares: [0.25, 0.75])
-        #expect(chi < 15.1, "weights within the level: \(level10)")  // 99.99th percentile, 1 dof
+        #expect(chi < 15.1, "weights within the level: \(level10)") // 99.99th percentile, 1 dof
 
         await endpoints.update(with: Array(all[2...]))
         #expect(Set(try histogram(balancer, 1_000).keys) == [1002])
@@ -138,7 +138,7 @@ struct WeightedAndPriorityTests {
 
         // One of them comes back after its ejection time (on probation) and takes the traffic again.
         time.advance(.seconds(10))
-        report(detector, endpoints, port: 1002, .success)  // any completed call moves the detector's time
+        report(detector, endpoints, port: 1002, .success) // any completed call moves the detector's time
         #expect(detector.ejectedInstanceIDs.isEmpty)
         #expect(Set(try histogram(balancer, 1_000).keys) == [1000, 1001])
     }

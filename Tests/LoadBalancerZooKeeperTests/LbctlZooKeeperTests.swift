@@ -24,10 +24,11 @@ struct LbctlZooKeeperTests {
         let result = try await Lbctl.run(["resolve", "zk://\(ensemble.connectString)/svc/web"])
         #expect(result.status == 0, "\(result.stderr)")
         let rows = result.stdout.split(separator: "\n").dropFirst().map { $0.split(separator: " ").map(String.init) }
-        #expect(rows.map { Array($0.prefix(5)) } == [
-            ["127.0.0.1:8001", "127.0.0.1", "8001", "1", "0"],
-            ["127.0.0.2:8002", "127.0.0.2", "8002", "4", "1"],
-        ], "\(result.stdout)")
+        #expect(
+            rows.map { Array($0.prefix(5)) } == [
+                ["127.0.0.1:8001", "127.0.0.1", "8001", "1", "0"],
+                ["127.0.0.2:8002", "127.0.0.2", "8002", "4", "1"],
+            ], "\(result.stdout)")
     }
 
     @Test("resolve --watch prints each change as it happens")

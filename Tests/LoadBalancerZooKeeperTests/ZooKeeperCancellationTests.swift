@@ -83,11 +83,11 @@ private final class HandshakeOnlyHandler: ChannelInboundHandler {
             if !handshaken {
                 handshaken = true
                 var response = JuteWriter()
-                response.int(0)  // protocol version
-                response.int(30_000)  // session timeout, ms: the client drops a quiet connection after 20 s
-                response.long(0x5EED)  // session id
-                response.buffer([UInt8](repeating: 7, count: 16))  // password
-                response.bool(false)  // read-only
+                response.int(0) // protocol version
+                response.int(30_000) // session timeout, ms: the client drops a quiet connection after 20 s
+                response.long(0x5EED) // session id
+                response.buffer([UInt8](repeating: 7, count: 16)) // password
+                response.bool(false) // read-only
                 context.writeAndFlush(wrapOutboundOut(ByteBuffer(bytes: response.frame)), promise: nil)
             } else {
                 var reader = JuteReader(frame)
@@ -154,7 +154,11 @@ struct ZooKeeperCancellationTests {
             return try await client.getData("/never")
         }
         let result = await request.result
-        if case .failure(let error) = result { #expect((error as? ZooKeeperError)?.code == .cancelled, "\(error)") } else { Issue.record("it succeeded") }
+        if case .failure(let error) = result {
+            #expect((error as? ZooKeeperError)?.code == .cancelled, "\(error)")
+        } else {
+            Issue.record("it succeeded")
+        }
         #expect(client.pendingRequestCount == 0)
         #expect(server.requestXids.isEmpty)
         run.cancel()

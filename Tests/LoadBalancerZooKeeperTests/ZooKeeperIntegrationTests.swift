@@ -107,7 +107,8 @@ struct ZooKeeperIntegrationTests {
         let publisher = ZooKeeperPublisher(path: "/services/web", client: client)
         let recorder = Recorder()
         try await withRunning([
-            { try? await client.run() }, { try? await publisher.run() }, { for await update in publisher.updates() { recorder.record(update) } },
+            { try? await client.run() }, { try? await publisher.run() },
+            { for await update in publisher.updates() { recorder.record(update) } },
         ]) {
             try await connected(client)
             try await eventually("the parent created") { (try? await client.exists("/services/web")) != nil }
@@ -185,7 +186,8 @@ struct ZooKeeperIntegrationTests {
         let recorder = Recorder()
         try await withRunning([
             { try? await client.run() }, { for await event in stream { events.record(event) } }, { try? await registrar.run() },
-            { try? await watcherClient.run() }, { try? await publisher.run() }, { for await update in publisher.updates() { recorder.record(update) } },
+            { try? await watcherClient.run() }, { try? await publisher.run() },
+            { for await update in publisher.updates() { recorder.record(update) } },
         ]) {
             // The watcher can see the node before the registrar's create returns: wait for both.
             try await eventually("registered") { recorder.ids == [instance.id] && registrar.registeredNode != nil }
@@ -233,7 +235,8 @@ struct ZooKeeperIntegrationTests {
         let publisher = ZooKeeperPublisher(path: "/svc", client: watcher)
         let recorder = Recorder()
         try await withRunning([
-            { try? await watcher.run() }, { try? await publisher.run() }, { for await update in publisher.updates() { recorder.record(update) } },
+            { try? await watcher.run() }, { try? await publisher.run() },
+            { for await update in publisher.updates() { recorder.record(update) } },
         ]) {
             // Graceful shutdown of a ServiceGroup: the registrar (last) stops first and deletes its
             // node; then the client closes its session.
@@ -241,7 +244,8 @@ struct ZooKeeperIntegrationTests {
             let one = try Instance(host: "127.0.0.1", port: 9001)
             let registrar = ZooKeeperRegistrar(instance: one, path: "/svc", client: graceful)
             let group = ServiceGroup(
-                configuration: .init(services: [graceful, registrar], logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+                configuration: .init(
+                    services: [graceful, registrar], logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
             )
             let run = Task { try await group.run() }
             try await eventually("one registered") { recorder.ids == [one.id] }
@@ -293,7 +297,9 @@ struct ZooKeeperIntegrationTests {
             try await eventually("writer back", timeout: .seconds(30)) {
                 (try? await writer.create("/svc/b", data: Array("127.0.0.1:8002".utf8))) != nil
             }
-            try await eventually("b through another server", timeout: .seconds(30)) { recorder.ids == ["127.0.0.1:8001", "127.0.0.1:8002"] }
+            try await eventually("b through another server", timeout: .seconds(30)) {
+                recorder.ids == ["127.0.0.1:8001", "127.0.0.1:8002"]
+            }
             #expect(recorder.neverEmptiedOnceFilled)
         }
     }

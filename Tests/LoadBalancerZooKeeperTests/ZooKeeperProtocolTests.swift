@@ -87,7 +87,8 @@ struct ZooKeeperProtocolTests {
         #expect(try reader.int() == 4)
         #expect(try reader.string() == "/a")
         #expect(try reader.bool())
-        let connect = ZooKeeperRecords.connectRequest(lastZxid: 5, timeoutMilliseconds: 4000, sessionID: 9, password: [UInt8](repeating: 1, count: 16))
+        let connect = ZooKeeperRecords.connectRequest(
+            lastZxid: 5, timeoutMilliseconds: 4000, sessionID: 9, password: [UInt8](repeating: 1, count: 16))
         #expect(connect.count == 4 + 4 + 8 + 4 + 8 + 4 + 16 + 1)
     }
 

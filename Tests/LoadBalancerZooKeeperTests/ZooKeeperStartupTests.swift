@@ -78,7 +78,8 @@ struct ZooKeeperStartupTests {
             let blocked = Task {
                 try await withLoadBalancer(
                     publisher: other,
-                    factory: EndpointFactory<Int, String> { instance in ManagedEndpoint(Endpoint(instance: instance) { _ in instance.id }) },
+                    factory: EndpointFactory<Int, String> { instance in ManagedEndpoint(Endpoint(instance: instance) { _ in instance.id })
+                    },
                     balancer: { RoundRobinBalancer($0) }
                 ) { _ in "ran" }
             }
@@ -102,7 +103,9 @@ struct ZooKeeperStartupTests {
         configuration.connectTimeout = .milliseconds(500)
         let client = ZooKeeperClient(configuration: configuration)
         let publisher = ZooKeeperPublisher(path: "/svc/silent", client: client)
-        let (error, elapsed) = try await DiscoveryProbe(publisher).firstError(running: [{ try? await client.run() }, { try? await publisher.run() }])
+        let (error, elapsed) = try await DiscoveryProbe(publisher).firstError(running: [
+            { try? await client.run() }, { try? await publisher.run() },
+        ])
         #expect(error.code == .registryUnavailable, "\(error)")
         #expect((error.cause as? ZooKeeperError)?.code == .connectionLoss, "\(error)")
         // Not before the timeout (nothing refused the connection), and not long after it.
@@ -126,7 +129,7 @@ struct ZooKeeperStartupTests {
             #expect(client.isShutDown)
             let afterShutdown = await #expect(throws: ZooKeeperError.self) { _ = try await client.getChildren("/svc/closed") }
             #expect(afterShutdown?.code == .closed)
-            await run.value  // ends by itself
+            await run.value // ends by itself
             let last = try #require(probe.recorder.latest)
             #expect(last.error?.code == .closed, "\(last)")
             #expect((last.error?.cause as? ZooKeeperError)?.code == .closed)

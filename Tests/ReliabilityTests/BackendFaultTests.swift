@@ -52,7 +52,8 @@ struct BackendFaultTests {
         var factoryConfiguration = HTTPEndpointFactory.Configuration()
         factoryConfiguration.timeout = .seconds(2)
         let publisher = StaticPublisher(instances: try backends.map { try Instance(host: "127.0.0.1", port: $0.port) })
-        let cache = EndpointCache(publisher: publisher, factory: HTTPEndpointFactory.make(client: client, configuration: factoryConfiguration))
+        let cache = EndpointCache(
+            publisher: publisher, factory: HTTPEndpointFactory.make(client: client, configuration: factoryConfiguration))
         let detector = OutlierDetector(cache)
         let balancer = P2CBalancer(cache, metric: .leastOutstanding, ejection: detector)
         let timeout = Duration.seconds(5)
@@ -89,7 +90,9 @@ struct BackendFaultTests {
         #expect(result.longest <= timeout + .milliseconds(500), "the longest request took \(result.longest)")
         let killed = backends[2].served.total
         #expect(killed < total / 5 + 100, "the killed backend served \(killed) before it died")
-        print("backend fault: \(result.succeeded)/\(total) succeeded (\(rate * 100)%), longest \(result.longest), killed backend served \(killed)")
+        print(
+            "backend fault: \(result.succeeded)/\(total) succeeded (\(rate * 100)%), longest \(result.longest), killed backend served \(killed)"
+        )
         for backend in backends { await backend.kill() }
         try await client.shutdown()
     }

@@ -46,46 +46,52 @@ struct RegistryFaultTests {
         let faultDone = Flag()
 
         do {
-        try await withRunning(registry.services + [{ try? await cache.run() }]) {
-            for i in 0..<3 { try await registry.register(i, instances[i]) }
-            try await eventually("three backends in the set") { cache.snapshot.count == 3 }
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for _ in 0..<8 {
-                    group.addTask {
-                        // At least `total` requests, and on until the fault is handled.
-                        while !Task.isCancelled {
-                            let n = tickets.take()
-                            guard n < total || !faultDone.isSet else { return }
-                            await outcomes.measure { _ = try await retry(HTTPCall(path: "/")) }
+            try await withRunning(registry.services + [{ try? await cache.run() }]) {
+                for i in 0..<3 { try await registry.register(i, instances[i]) }
+                try await eventually("three backends in the set") { cache.snapshot.count == 3 }
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for _ in 0..<8 {
+                        group.addTask {
+                            // At least `total` requests, and on until the fault is handled.
+                            while !Task.isCancelled {
+                                let n = tickets.take()
+                                guard n < total || !faultDone.isSet else { return }
+                                await outcomes.measure { _ = try await retry(HTTPCall(path: "/")) }
+                            }
                         }
                     }
-                }
-                group.addTask {
-                    try await eventually("a quarter of the load") { outcomes.snapshot.succeeded + outcomes.snapshot.failed >= total / 4 }
-                    let faultStart = ContinuousClock.now
-                    try await registry.fault()
-                    let faultSeen = ContinuousClock.now
-                    try await eventually("registered after the recovery", timeout: .seconds(60)) {
-                        (try? await registry.register(3, instances[3])) != nil
+                    group.addTask {
+                        try await eventually("a quarter of the load") {
+                            outcomes.snapshot.succeeded + outcomes.snapshot.failed >= total / 4
+                        }
+                        let faultStart = ContinuousClock.now
+                        try await registry.fault()
+                        let faultSeen = ContinuousClock.now
+                        try await eventually("registered after the recovery", timeout: .seconds(60)) {
+                            (try? await registry.register(3, instances[3])) != nil
+                        }
+                        let registered = ContinuousClock.now
+                        try await eventually("the fourth backend in the set", timeout: .seconds(60)) { cache.snapshot.count == 4 }
+                        let inSet = ContinuousClock.now
+                        // Give the new backend some of the remaining load.
+                        try await eventually("the fourth backend served", timeout: .seconds(60)) { backends[3].served.total > 0 }
+                        print(
+                            "registry fault (\(name)): fault \(faultSeen - faultStart), registered \(registered - faultSeen) later, in the set \(inSet - registered) after that"
+                        )
+                        faultDone.set()
                     }
-                    let registered = ContinuousClock.now
-                    try await eventually("the fourth backend in the set", timeout: .seconds(60)) { cache.snapshot.count == 4 }
-                    let inSet = ContinuousClock.now
-                    // Give the new backend some of the remaining load.
-                    try await eventually("the fourth backend served", timeout: .seconds(60)) { backends[3].served.total > 0 }
-                    print("registry fault (\(name)): fault \(faultSeen - faultStart), registered \(registered - faultSeen) later, in the set \(inSet - registered) after that")
-                    faultDone.set()
+                    try await group.waitForAll()
                 }
-                try await group.waitForAll()
             }
-        }
         } catch {
             for backend in backends { await backend.kill() }
             try? await client.shutdown()
             throw error
         }
         let result = outcomes.snapshot
-        print("registry fault (\(name)): \(result.succeeded) succeeded, \(result.failed) failed, longest \(result.longest), fourth backend served \(backends[3].served.total)")
+        print(
+            "registry fault (\(name)): \(result.succeeded) succeeded, \(result.failed) failed, longest \(result.longest), fourth backend served \(backends[3].served.total)"
+        )
         #expect(result.failed == 0, "\(result.failed) requests failed: \(result.errors)")
         #expect(backends[3].served.total > 0)
         for backend in backends { await backend.kill() }
@@ -192,7 +198,9 @@ struct RegistryFaultTests {
                 service: "web",
                 client: client,
                 // A short wait: a query held when the faults begin ends soon (they apply to new requests).
-                configuration: .init(wait: .seconds(2), rateLimit: .init(requestsPerSecond: 50, burst: 10), backoff: Backoff(base: .milliseconds(100), cap: .milliseconds(800)))
+                configuration: .init(
+                    wait: .seconds(2), rateLimit: .init(requestsPerSecond: 50, burst: 10),
+                    backoff: Backoff(base: .milliseconds(100), cap: .milliseconds(800)))
             )
             let recorder = Recorder()
             return Registry(

@@ -19,7 +19,8 @@ let benchmarks: @Sendable () -> Void = {
     for count in [10, 1000] {
         for (name, make) in balancers {
             for threads in [1, 2] {
-                Benchmark("\(name) pick, \(count) endpoints, \(threads) thread\(threads == 1 ? "" : "s")", configuration: configuration) { benchmark async in
+                Benchmark("\(name) pick, \(count) endpoints, \(threads) thread\(threads == 1 ? "" : "s")", configuration: configuration) {
+                    benchmark async in
                     let balancer = await make(count)
                     benchmark.startMeasurement()
                     pickConcurrently(balancer, picks: benchmark.scaledIterations.count, threads: threads)

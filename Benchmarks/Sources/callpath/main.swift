@@ -57,7 +57,8 @@ func parse() -> Options {
         case "--balancer":
             options.balancers = value == "all" ? allBalancers : value.split(separator: ",").map(String.init)
             if let unknown = options.balancers.first(where: { !allBalancers.contains($0) && $0 != "round-robin-exact" }) {
-                usageError("unknown balancer '\(unknown)' (one of \((allBalancers + ["round-robin-exact"]).joined(separator: ", ")), or all)")
+                usageError(
+                    "unknown balancer '\(unknown)' (one of \((allBalancers + ["round-robin-exact"]).joined(separator: ", ")), or all)")
             }
         case "--threads":
             options.threads = value.split(separator: ",").map { positive(String($0), flag) }
@@ -79,9 +80,9 @@ func endpoints(_ count: Int, deadlineAware: Bool) -> [Endpoint<Int, Int>] {
     (0..<count).map { i in
         let instance = try! Instance(host: "127.0.0.1", port: 10_000 + i, weight: 1 + i % 3)
         #if CALLPATH_BEFORE
-        return Endpoint<Int, Int>(instance: instance) { $0 &+ 1 }
+            return Endpoint<Int, Int>(instance: instance) { $0 &+ 1 }
         #else
-        return Endpoint<Int, Int>(instance: instance, enforcesDeadline: deadlineAware) { $0 &+ 1 }
+            return Endpoint<Int, Int>(instance: instance, enforcesDeadline: deadlineAware) { $0 &+ 1 }
         #endif
     }
 }
@@ -98,9 +99,9 @@ func withBalancer(_ name: String, _ cache: EndpointCache<Int, Int>, _ visitor: s
     case "round-robin": await visitor.visit(RoundRobinBalancer(cache))
     case "round-robin-exact":
         #if CALLPATH_BEFORE
-        await visitor.visit(RoundRobinBalancer(cache))
+            await visitor.visit(RoundRobinBalancer(cache))
         #else
-        await visitor.visit(RoundRobinBalancer(cache, rotation: .exact))
+            await visitor.visit(RoundRobinBalancer(cache, rotation: .exact))
         #endif
     case "random": await visitor.visit(RandomBalancer(cache))
     case "weighted-round-robin": await visitor.visit(WeightedRoundRobinBalancer(cache))
@@ -208,20 +209,27 @@ func report(_ what: String, _ balancer: String, _ threads: Int, _ ops: Int, _ se
     let perSecond = Double(ops) / seconds
     let nsPerOp = seconds * 1e9 / Double(ops)
     let scaling = single.map { String(format: "%.2fx", perSecond / $0) } ?? "1.00x"
-    print(String(format: "%-12@ %-24@ T=%-3d %10.1f ns/op (wall)  %12.0f ops/s  scaling %@", what as NSString, balancer as NSString, threads, nsPerOp, perSecond, scaling as NSString))
+    print(
+        String(
+            format: "%-12@ %-24@ T=%-3d %10.1f ns/op (wall)  %12.0f ops/s  scaling %@", what as NSString, balancer as NSString, threads,
+            nsPerOp, perSecond, scaling as NSString))
     return perSecond
 }
 
 let options = parse()
 let machine = ProcessInfo.processInfo
-print("callpath: \(options.what), \(machine.activeProcessorCount) cores, \(options.endpoints) endpoints, \(options.seconds) s per cell, \(options.rounds) rounds")
+print(
+    "callpath: \(options.what), \(machine.activeProcessorCount) cores, \(options.endpoints) endpoints, \(options.seconds) s per cell, \(options.rounds) rounds"
+)
 
 if options.what == "memory" {
     let seconds = options.seconds < 10 ? 60 : options.seconds
     let cache = await EndpointCache(endpoints: endpoints(options.endpoints, deadlineAware: true))
     let plainCache = await EndpointCache(endpoints: endpoints(options.endpoints, deadlineAware: false))
     let tasks = machine.activeProcessorCount
-    for (label, retryCache) in [("plain calls", cache), ("retry (deadline-aware endpoints)", cache), ("retry (plain endpoints)", plainCache)] {
+    for (label, retryCache) in [
+        ("plain calls", cache), ("retry (deadline-aware endpoints)", cache), ("retry (plain endpoints)", plainCache),
+    ] {
         let balancer = RoundRobinBalancer(retryCache)
         let retry = Retry(balancer, maxAttempts: 3, timeout: .seconds(30))
         let before = residentMiB()
@@ -239,7 +247,10 @@ if options.what == "memory" {
         }
         sampler.cancel()
         let high = peak.withLock { $0 }
-        print(String(format: "memory: %-34@ %d tasks, %.0f s: %.0f calls/s, resident %.1f MiB before, peak %.1f MiB (+%.1f)", label as NSString, tasks, seconds, Double(ops) / seconds, before, high, high - before))
+        print(
+            String(
+                format: "memory: %-34@ %d tasks, %.0f s: %.0f calls/s, resident %.1f MiB before, peak %.1f MiB (+%.1f)", label as NSString,
+                tasks, seconds, Double(ops) / seconds, before, high, high - before))
     }
     exit(0)
 }
@@ -252,4 +263,3 @@ for round in 1...options.rounds {
         await withBalancer(name, cache, Measure(name: name, options: options))
     }
 }
-

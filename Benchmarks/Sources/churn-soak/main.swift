@@ -29,11 +29,11 @@ import LoadBalancerLocalBackends
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 // MARK: - Options
@@ -68,7 +68,9 @@ struct Options {
             case "--no-trim": options.trim = false
             case "--max-growth": options.maxGrowth = number(argument)
             case "--help", "-h":
-                print("usage: churn-soak [--seconds N (600)] [--warmup N (min(60, N/3))] [--concurrency N (16)] [--max-growth PERCENT (5)] [--no-trim]")
+                print(
+                    "usage: churn-soak [--seconds N (600)] [--warmup N (min(60, N/3))] [--concurrency N (16)] [--max-growth PERCENT (5)] [--no-trim]"
+                )
                 exit(0)
             default: fail("unknown argument '\(argument)' (see --help)")
             }
@@ -166,16 +168,16 @@ final class Outcomes: Sendable {
 /// The resident set size of this process in bytes, from /proc/self/statm; nil where there is none.
 func residentBytes() -> Int? {
     #if os(Linux)
-    // "size resident shared text lib data dt", in pages.
-    guard let file = fopen("/proc/self/statm", "r") else { return nil }
-    defer { fclose(file) }
-    var buffer = [CChar](repeating: 0, count: 128)
-    guard fgets(&buffer, Int32(buffer.count), file) != nil else { return nil }
-    let fields = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self).split(separator: " ")
-    guard fields.count > 1, let pages = Int(fields[1]) else { return nil }
-    return pages * sysconf(Int32(_SC_PAGESIZE))
+        // "size resident shared text lib data dt", in pages.
+        guard let file = fopen("/proc/self/statm", "r") else { return nil }
+        defer { fclose(file) }
+        var buffer = [CChar](repeating: 0, count: 128)
+        guard fgets(&buffer, Int32(buffer.count), file) != nil else { return nil }
+        let fields = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self).split(separator: " ")
+        guard fields.count > 1, let pages = Int(fields[1]) else { return nil }
+        return pages * sysconf(Int32(_SC_PAGESIZE))
     #else
-    return nil
+        return nil
     #endif
 }
 
@@ -187,7 +189,9 @@ func mebibytes(_ bytes: Double) -> String {
 // MARK: - The run
 
 let options = Options.parse(Array(CommandLine.arguments.dropFirst()))
-print("churn-soak: \(options.seconds) s (warm-up \(options.warmupSeconds) s), a change every \(options.interval), \(options.concurrency) workers")
+print(
+    "churn-soak: \(options.seconds) s (warm-up \(options.warmupSeconds) s), a change every \(options.interval), \(options.concurrency) workers"
+)
 
 var started: [LocalHTTPBackend] = []
 for i in 0..<12 { started.append(try await LocalHTTPBackend.start(.init(latency: .milliseconds(1), seed: UInt64(i + 1)))) }
@@ -260,7 +264,7 @@ let changes = Atomic<Int>(0)
         do {
             try await Task.sleep(until: start + options.interval * tick, clock: .continuous)
         } catch {
-            return  // cancelled: the run is over
+            return // cancelled: the run is over
         }
         let add = current.count <= 2 || (current.count < 10 && Bool.random(using: &random))
         if add {
@@ -392,7 +396,9 @@ if aliveAfterShutdown != 0 { failures.append("\(aliveAfterShutdown) endpoints st
 print(
     "shutdown: took \(shutdownTook); in flight after it: \(afterShutdown.inFlight); connections open after the client's shutdown: \(openConnections); requests in the second after: \(lateRequests)"
 )
-if afterShutdown.inFlight != 0 { failures.append("\(afterShutdown.inFlight) calls, factory calls or closes still in flight after shutdown") }
+if afterShutdown.inFlight != 0 {
+    failures.append("\(afterShutdown.inFlight) calls, factory calls or closes still in flight after shutdown")
+}
 if openConnections != 0 { failures.append("\(openConnections) connections still open") }
 if lateRequests != 0 { failures.append("\(lateRequests) requests arrived after shutdown") }
 

@@ -22,9 +22,9 @@ import LoadBalancer
 import LoadBalancerHTTP
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #endif
 
 // MARK: - Options
@@ -129,9 +129,9 @@ extension Duration {
 func processCPUSeconds() -> Double {
     var usage = rusage()
     #if canImport(Glibc)
-    getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
     #else
-    getrusage(RUSAGE_SELF, &usage)
+        getrusage(RUSAGE_SELF, &usage)
     #endif
     return cpuSeconds(usage)
 }
@@ -305,7 +305,8 @@ func runLibrary(_ options: Options, _ path: LibraryPath) async -> Measurement {
     guard endpoints.count == 1, endpoints.allSatisfy(\.enforcesDeadline) else {
         await cache.shutdown()
         try? await client.shutdown()
-        return Measurement(failure: "the factory made \(endpoints.count) endpoints, enforcing deadlines: \(endpoints.map(\.enforcesDeadline))")
+        return Measurement(
+            failure: "the factory made \(endpoints.count) endpoints, enforcing deadlines: \(endpoints.map(\.enforcesDeadline))")
     }
     let balancer = RoundRobinBalancer(cache)
     let call = HTTPCall(path: "/")

@@ -11,8 +11,8 @@
 import Foundation
 import LoadBalancer
 import LoadBalancerEtcd
-import LoadBalancerZooKeeper
 import LoadBalancerTestServers
+import LoadBalancerZooKeeper
 
 /// Every set the cache publishes, with the time it was published.
 final class SetWatcher: EndpointSetObserver, Sendable {
@@ -133,4 +133,6 @@ let samples = try await withThrowingTaskGroup(of: Void.self) { group -> [Duratio
 under.stop()
 
 let sorted = samples.sorted()
-print("\(registry) \(changes) changes (add or remove -> EndpointCache set): p50 \(ms(percentile(sorted, 0.5))), p90 \(ms(percentile(sorted, 0.9))), p99 \(ms(percentile(sorted, 0.99))), max \(ms(sorted.last!))")
+print(
+    "\(registry) \(changes) changes (add or remove -> EndpointCache set): p50 \(ms(percentile(sorted, 0.5))), p90 \(ms(percentile(sorted, 0.9))), p99 \(ms(percentile(sorted, 0.99))), max \(ms(sorted.last!))"
+)

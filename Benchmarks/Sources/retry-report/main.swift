@@ -4,9 +4,9 @@ import LoadBalancer
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Counters the workers share.
@@ -98,7 +98,9 @@ func outageRun(budget: RetryBudget?, requests: Int) async -> (attempts: Int, sec
 
 let requests = 4_000
 print("### Hedging with one slow backend\n")
-print("10 in-process backends (log-normal service time, median 5 ms, p99 20 ms; backend 0 ten times slower), round robin, \(requests) requests, 20 in flight, Retry(maxAttempts: 3) with the default budget.\n")
+print(
+    "10 in-process backends (log-normal service time, median 5 ms, p99 20 ms; backend 0 ten times slower), round robin, \(requests) requests, 20 in flight, Retry(maxAttempts: 3) with the default budget.\n"
+)
 print("| hedging | p50 | p99 | p99.9 | attempts per request |")
 print("|---|---|---|---|---|")
 for (name, policy) in [
@@ -108,7 +110,9 @@ for (name, policy) in [
 ] as [(String, HedgingPolicy?)] {
     let result = await hedgingRun(hedging: policy, requests: requests, concurrency: 20)
     func f(_ v: Double) -> String { "\((v * 10).rounded() / 10) ms" }
-    print("| \(name) | \(f(result.p50)) | \(f(result.p99)) | \(f(result.p999)) | \((Double(result.attempts) / Double(requests) * 100).rounded() / 100) |")
+    print(
+        "| \(name) | \(f(result.p50)) | \(f(result.p99)) | \(f(result.p999)) | \((Double(result.attempts) / Double(requests) * 100).rounded() / 100) |"
+    )
 }
 
 let outage = 20_000
@@ -118,5 +122,7 @@ print("| budget | attempts | attempts per request | wall time |")
 print("|---|---|---|---|")
 for (name, budget) in [("none", nil), ("default (20% + 10/s)", RetryBudget())] as [(String, RetryBudget?)] {
     let result = await outageRun(budget: budget, requests: outage)
-    print("| \(name) | \(result.attempts) | \((Double(result.attempts) / Double(outage) * 100).rounded() / 100) | \((result.seconds * 100).rounded() / 100) s |")
+    print(
+        "| \(name) | \(result.attempts) | \((Double(result.attempts) / Double(outage) * 100).rounded() / 100) | \((result.seconds * 100).rounded() / 100) s |"
+    )
 }

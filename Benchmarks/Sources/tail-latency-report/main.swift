@@ -19,7 +19,13 @@ func percent(_ share: Double, digits: Double = 100) -> String {
 
 let scenarios: [(String, TailLatencyScenario)] = [
     ("Reference scenario: backend 0 ten times slower in the middle third, backend 1 failing 20% of calls in 1 ms", .reference()),
-    ("Black hole: backend 1 failing every call in 1 ms, no slow backend", .reference { $0.failureRate = 1; $0.slowBackend = nil }),
+    (
+        "Black hole: backend 1 failing every call in 1 ms, no slow backend",
+        .reference {
+            $0.failureRate = 1
+            $0.slowBackend = nil
+        }
+    ),
 ]
 
 for (title, scenario) in scenarios {

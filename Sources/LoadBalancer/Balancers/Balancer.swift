@@ -141,7 +141,8 @@ extension Balancer {
         guard let index = set.endpoints.firstIndex(where: { !ids.contains($0.id) }) else { return nil }
         let pick = EndpointPick(index: index, generation: set.generation)
         if observesCalls { willCall(pick, slot: set.slots[index]) }
-        return EndpointLease(endpoint: set[index], pick: pick, slot: set.slots[index], isPlain: !observesCalls && cache?.hasInstruments != true)
+        return EndpointLease(
+            endpoint: set[index], pick: pick, slot: set.slots[index], isPlain: !observesCalls && cache?.hasInstruments != true)
     }
 
     /// Reports the call to ``record(_:)`` when the balancer ``observesCalls``.
@@ -259,7 +260,7 @@ extension Balancer {
             let outcome: CallRecord.Outcome = error is CancellationError ? .cancelled : .failure
             finish(lease, outcome: outcome, latency: latency)
             instruments?.called(lease.endpoint.id, outcome: outcome, latency: latency)
-            throw error  // the span (if any) records it as it ends
+            throw error // the span (if any) records it as it ends
         }
     }
 }

@@ -230,9 +230,12 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
         @usableFromInline let state: Mutex<ShardState>
         @usableFromInline let index: Int
         // 128 bytes of padding after the hot fields.
-        let padding: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
-                      UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) =
-            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        let padding:
+            (
+                UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
+                UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64
+            ) =
+                (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
         init(_ state: ShardState, index: Int) {
             self.state = Mutex(state)
@@ -578,4 +581,3 @@ enum WyRand {
         return product.high ^ product.low
     }
 }
-

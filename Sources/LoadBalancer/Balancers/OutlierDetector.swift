@@ -103,7 +103,7 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
     private static let consecutive = 0
     private static let requests = 1
     private static let failures = 2
-    private static let flags = 3  // bit 0: ejected, bit 1: probing
+    private static let flags = 3 // bit 0: ejected, bit 1: probing
     private static let probeStreak = 4
     private static let wordsPerSlot = 5
 
@@ -123,8 +123,8 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
     private struct State {
         var view = EndpointSetView(generation: 0, instances: [], slots: [])
         var idBySlot: [UInt32: String] = [:]
-        var ejections: [UInt32: Ejection] = [:]  // ejected now
-        var multipliers: [UInt32: Int] = [:]  // ejection count, decays while healthy
+        var ejections: [UInt32: Ejection] = [:] // ejected now
+        var multipliers: [UInt32: Int] = [:] // ejection count, decays while healthy
         var intervalEnd: Duration = .zero
         var events: [Event] = []
     }
@@ -375,4 +375,3 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
         changes.wrappingAdd(1, ordering: .releasing)
     }
 }
-

@@ -291,4 +291,3 @@ public struct P2CConfiguration: Sendable, Hashable {
     /// The default tuning.
     public init() {}
 }
-

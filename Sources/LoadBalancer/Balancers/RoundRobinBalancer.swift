@@ -68,7 +68,8 @@ public final class RoundRobinBalancer<Request: Sendable, Response: Sendable>: Co
         self.cache = source.cache
         self.rotation = rotation
         let exact = rotation == .exact ? ExactCounter(initialState(start)) : nil
-        self.core = BalancerCore(for: Self.self, source: source, ejection: ejection, strategy: Strategy(exact: exact), seed: nil, start: start)
+        self.core = BalancerCore(
+            for: Self.self, source: source, ejection: ejection, strategy: Strategy(exact: exact), seed: nil, start: start)
     }
 
     @usableFromInline

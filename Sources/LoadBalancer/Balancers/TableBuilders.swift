@@ -1,3 +1,5 @@
+import Synchronization
+
 /// An alias table (Vose's method) for weighted random choice in O(1).
 @usableFromInline
 package struct AliasTable: Sendable {
@@ -56,7 +58,10 @@ enum TableBuilders {
             if scaled[l] < 1 { small.append(l) } else { large.append(l) }
         }
         // What remains has probability 1 (up to rounding).
-        for i in large + small { probability[i] = 1; alias[i] = i }
+        for i in large + small {
+            probability[i] = 1
+            alias[i] = i
+        }
         var table = AliasTable()
         table.own.reserveCapacity(n)
         table.alias.reserveCapacity(n)
@@ -133,5 +138,3 @@ func expNegative(_ x: Double) -> Double {
     p = p * r + 1
     return p * Double(sign: .plus, exponent: -Int(n), significand: 1)
 }
-
-import Synchronization

@@ -213,7 +213,7 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
                 await self.apply(instances)
             }
         } catch {
-            return  // Cancelled while waiting: the set is not applied.
+            return // Cancelled while waiting: the set is not applied.
         }
         discovery.markReady()
     }
@@ -469,7 +469,7 @@ extension EndpointCache: Service {
                             await self.apply(update.instances)
                         }
                     } catch {
-                        return  // Cancelled while waiting for an update by hand.
+                        return // Cancelled while waiting for an update by hand.
                     }
                     self.discovery.record(update)
                 }

@@ -118,7 +118,8 @@ public struct RetryError: Error, Sendable, CustomStringConvertible {
             shown = attempts.map(Self.bounded)
         } else {
             let hidden = attempts.count - Self.describedHead - Self.describedTail
-            shown = attempts.prefix(Self.describedHead).map(Self.bounded)
+            shown =
+                attempts.prefix(Self.describedHead).map(Self.bounded)
                 + ["... \(hidden) more attempt\(hidden == 1 ? "" : "s") ..."]
                 + attempts.suffix(Self.describedTail).map(Self.bounded)
         }

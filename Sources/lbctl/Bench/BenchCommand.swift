@@ -77,7 +77,8 @@ struct BenchCommand: AsyncParsableCommand {
                 interval: terminal ? .milliseconds(100) : .seconds(1)
             ) { done, elapsed in
                 let seconds = elapsed.secondsValue
-                let line = "\(done)/\(total) requests, \(Int((Double(done) / max(seconds, 0.001)).rounded())) req/s, \((seconds * 10).rounded() / 10) s"
+                let line =
+                    "\(done)/\(total) requests, \(Int((Double(done) / max(seconds, 0.001)).rounded())) req/s, \((seconds * 10).rounded() / 10) s"
                 if terminal { Output.write("\r\u{1B}[K" + line) } else { print(line) }
             }
         } catch {

@@ -50,11 +50,13 @@ struct DemoCommand: AsyncParsableCommand {
         for backend in Self.backends { servers.append(try await LocalHTTPBackend.start(backend.behaviour)) }
         let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: HTTPEndpointFactory.clientConfiguration())
         let names = Dictionary(uniqueKeysWithValues: zip(servers.map { "127.0.0.1:\($0.port)" }, Self.backends.map(\.name)))
-        print("Backends on 127.0.0.1: " + zip(Self.backends, servers).map { backend, server in
-            let latency = Output.milliseconds(backend.behaviour.latency.nanosecondsValue)
-            let failures = backend.behaviour.failureRate > 0 ? ", \(Int(backend.behaviour.failureRate * 100))% 500s" : ""
-            return "\(backend.name) :\(server.port) (\(latency)\(failures))"
-        }.joined(separator: ", "))
+        print(
+            "Backends on 127.0.0.1: "
+                + zip(Self.backends, servers).map { backend, server in
+                    let latency = Output.milliseconds(backend.behaviour.latency.nanosecondsValue)
+                    let failures = backend.behaviour.failureRate > 0 ? ", \(Int(backend.behaviour.failureRate * 100))% 500s" : ""
+                    return "\(backend.name) :\(server.port) (\(latency)\(failures))"
+                }.joined(separator: ", "))
         print("\(requests) requests per balancer, \(concurrency) in flight, no retries.\n")
 
         var rows: [[String]] = []
@@ -81,9 +83,11 @@ struct DemoCommand: AsyncParsableCommand {
                     return Output.percent(Double(count) / Double(attempts))
                 }
                 rows.append(
-                    [balancer.rawValue + (ejection ? " + ejection" : ""),
-                     Output.milliseconds(report.percentile(50)), Output.milliseconds(report.percentile(99)),
-                     Output.percent(Double(report.failed) / Double(report.requests))] + shares
+                    [
+                        balancer.rawValue + (ejection ? " + ejection" : ""),
+                        Output.milliseconds(report.percentile(50)), Output.milliseconds(report.percentile(99)),
+                        Output.percent(Double(report.failed) / Double(report.requests)),
+                    ] + shares
                 )
             }
         } catch {
@@ -112,8 +116,10 @@ struct DemoCommand: AsyncParsableCommand {
             Output.table(
                 ["POLICY", "P50", "P99", "P99.9", "ERRORS", "P99.9/ORACLE"],
                 results.map {
-                    [$0.policy, Output.milliseconds(ns($0.p50)), Output.milliseconds(ns($0.p99)), Output.milliseconds(ns($0.p999)),
-                     Output.percent($0.errorRate), "\((ns($0.p999) / ns(oracle.p999) * 100).rounded() / 100)x"]
+                    [
+                        $0.policy, Output.milliseconds(ns($0.p50)), Output.milliseconds(ns($0.p99)), Output.milliseconds(ns($0.p999)),
+                        Output.percent($0.errorRate), "\((ns($0.p999) / ns(oracle.p999) * 100).rounded() / 100)x",
+                    ]
                 },
                 rightAligned: [1, 2, 3, 4, 5]
             )

@@ -125,7 +125,8 @@ struct ResolveCommand: AsyncParsableCommand {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let values = instances.map {
-            JSONInstance(id: $0.id, host: $0.host, port: $0.port, weight: $0.weight, priority: $0.priority, tags: $0.tags, metadata: $0.metadata)
+            JSONInstance(
+                id: $0.id, host: $0.host, port: $0.port, weight: $0.weight, priority: $0.priority, tags: $0.tags, metadata: $0.metadata)
         }
         return String(decoding: (try? encoder.encode(values)) ?? Data("[]".utf8), as: UTF8.self)
     }
