@@ -14,8 +14,7 @@
 # --all builds the whole package (gRPC, AsyncHTTPClient, BoringSSL included) under the sanitizer
 # and runs every suite, as scripts/test.sh does; LB_SANITIZER_ALL=thread gives every module the
 # locks ThreadSanitizer can see. It takes longer than CI's budget allows (RELIABILITY.md has the
-# figures). Reports from inside dependencies that lock with Synchronization.Mutex are filtered by
-# scripts/tsan-suppressions.txt, which says why for each.
+# figures). No report is suppressed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scope=subset
@@ -23,7 +22,6 @@ if [ "${1:-}" = "--all" ]; then
     scope=all
     shift
     export LB_DNS_INTEGRATION=1 LB_ETCD_INTEGRATION=1 LB_ZOOKEEPER_INTEGRATION=1
-    export TSAN_OPTIONS="suppressions=$PWD/scripts/tsan-suppressions.txt${TSAN_OPTIONS:+:$TSAN_OPTIONS}"
 fi
 # Time limits in the tests stretch under a sanitizer (callTimeLimit in Tests/LoadBalancerTests/DedicatedThreadExecutor.swift).
 export LB_SANITIZER_RUN=1
