@@ -151,10 +151,12 @@ public final class ManualClock: Clock, Sendable {
     ///
     /// - Parameters:
     ///   - count: How many sleepers to wait for. Default 1.
-    ///   - timeout: How long to wait, in real (continuous clock) time. Default 10 seconds.
+    ///   - timeout: How long to wait, in real (continuous clock) time. Default 60 seconds (a
+    ///     sanitizer build running a whole suite in parallel can keep a task from its first step
+    ///     for tens of seconds; a wait that succeeds returns at once).
     /// - Throws: ``TestKitError`` with code ``TestKitError/Code/timedOut`` when fewer tasks are
     ///   sleeping after `timeout`; `CancellationError` when the waiting task is cancelled.
-    public func waitForSleepers(count: Int = 1, timeout: Duration = .seconds(10)) async throws {
+    public func waitForSleepers(count: Int = 1, timeout: Duration = .seconds(60)) async throws {
         try await poll(timeout: timeout, "\(count) sleeper(s) on the manual clock", seen: { "\(sleeperCount) asleep" }) {
             sleeperCount >= count
         }
