@@ -39,36 +39,46 @@ struct CallPathTests {
         let stop = Flag()
         let mismatches = Counter()
         let leases = Counter()
+        let rounds = Counter()
         try await withThrowingTaskGroup(of: Void.self) { group in
-            // Two callers (one per core here), each bounded: under a sanitizer, with the whole suite
-            // running beside it, unbounded busy callers starved the other tests of the pool.
-            for _ in 0..<2 {
-                group.addTask {
-                    var calls = 0
-                    while !stop.isSet, calls < 100_000 {
-                        calls += 1
-                        let lease = try balancer.lease()
-                        leases.increment()
-                        // The lease's pick names the lease's endpoint in the set of that generation.
-                        let answer = try await lease.endpoint(0)
-                        if lease.endpoint.instance.port != answer { mismatches.increment() }
-                        // The pick names the same instance in the set of its generation.
-                        let set = cache.snapshot
-                        if set.generation == lease.pick.generation, set.instances[lease.pick.index].id != lease.endpoint.id {
-                            mismatches.increment()
-                        }
-                        // Nothing here suspends: let the updating task have a thread.
-                        await Task.yield()
-                    }
+            // The set churns for as long as the callers run (no wall-clock wait: on a loaded machine
+            // or under a sanitizer the callers may get a thread late, and then the churn waits too).
+            group.addTask {
+                var round = 0
+                while !stop.isSet, round < 1_000_000 {
+                    await cache.update(with: instances(round % 2 == 0 ? Array(1...4) : [2, 3, 5, 6]))
+                    rounds.increment()
+                    round += 1
+                    await Task.yield()
                 }
             }
-            for round in 0..<200 {
-                await cache.update(with: instances(round % 2 == 0 ? Array(1...4) : [2, 3, 5, 6]))
+            // Two callers (one per core here), each making a fixed number of calls.
+            try await withThrowingTaskGroup(of: Void.self) { callers in
+                for _ in 0..<2 {
+                    callers.addTask {
+                        for _ in 0..<2_000 {
+                            let lease = try balancer.lease()
+                            leases.increment()
+                            // The lease's pick names the lease's endpoint in the set of that generation.
+                            let answer = try await lease.endpoint(0)
+                            if lease.endpoint.instance.port != answer { mismatches.increment() }
+                            // The pick names the same instance in the set of its generation.
+                            let set = cache.snapshot
+                            if set.generation == lease.pick.generation, set.instances[lease.pick.index].id != lease.endpoint.id {
+                                mismatches.increment()
+                            }
+                            // Nothing here suspends: let the updating task have a thread.
+                            await Task.yield()
+                        }
+                    }
+                }
+                try await callers.waitForAll()
             }
-            try await waitUntil { leases.value > 1_000 }
             stop.set()
             try await group.waitForAll()
         }
+        #expect(leases.value == 4_000)
+        #expect(rounds.value > 0, "the set changed while the callers ran")
         #expect(mismatches.value == 0)
     }
 
