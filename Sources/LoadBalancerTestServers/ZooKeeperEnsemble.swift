@@ -110,7 +110,7 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
             }
             try await Task.sleep(for: .milliseconds(50))
         }
-        throw ClusterError("no ZooKeeper leader within \(timeout)")
+        throw ClusterError("no ZooKeeper leader within \(timeout); the servers' logs end with:\n\(logTails())")
     }
 
     /// The server a session is connected to now (its `cons` lists the session), by bounded polling.
@@ -126,6 +126,16 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
         throw ClusterError("no server lists session \(id)")
     }
 
+    /// The last lines of each running server's log, for the message of a failure.
+    func logTails(lines: Int = 15) -> String {
+        running().map { server in
+            let log = directory.appendingPathComponent("server\(server.id)/zookeeper.log")
+            let text = (try? String(contentsOf: log, encoding: .utf8)) ?? "(no log)"
+            let tail = text.split(separator: "\n").suffix(lines).joined(separator: "\n")
+            return "-- server \(server.id):\n\(tail)"
+        }.joined(separator: "\n")
+    }
+
     public func running() -> [Server] {
         lock.withLock { servers.filter { processes[$0.id] != nil } }
     }
@@ -135,9 +145,14 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
         let data = home.appendingPathComponent("data")
         try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
         var lines = [
+            // A short tick keeps short session timeouts possible (the minimum is two ticks); the
+            // limits, counted in ticks, are generous (10 s to join a leader, 5 s to keep up with
+            // it), so that a loaded machine does not turn an election into a series of them (with
+            // 2 s and 1 s, a leader-failover test once found no leader for 30 s while the other
+            // suites ran beside it; alone it takes 2 s).
             "tickTime=200",
-            "initLimit=10",
-            "syncLimit=5",
+            "initLimit=50",
+            "syncLimit=25",
             "dataDir=\(data.path)",
             "clientPort=\(server.clientPort)",
             "clientPortAddress=127.0.0.1",

@@ -190,7 +190,10 @@ struct ConsulStrictTests {
             #expect(server.service(id: "me-1")?.checks["service:me-1"]?.status == "passing")
             try await Task.sleep(for: .milliseconds(100))
         }
-        #expect((server.service(id: "me-1")?.checks["service:me-1"]?.passes ?? 0) >= passes + 6)
+        // At least one pass per TTL: a pass waits TTL/3 after the previous one was answered, so on a
+        // loaded machine (the whole suite beside it) they come every 1.5-2 s, not every second.
+        // Starved, there would be none.
+        #expect((server.service(id: "me-1")?.checks["service:me-1"]?.passes ?? 0) >= passes + 3)
         #expect(server.heldQueries == publishers)
 
         await group.triggerGracefulShutdown()
