@@ -326,10 +326,19 @@ public final class ConsulClient: Service, Sendable {
         } else if method == .PUT {
             request.body = .bytes([])
         }
+        let maxResponseSize = configuration.maxResponseSize
+        let prepared = request
         do {
-            let response = try await httpClient.execute(request, timeout: TimeAmount(timeout))
-            let body = try await response.body.collect(upTo: configuration.maxResponseSize)
-            return (Head(status: response.status, headers: response.headers), body)
+            // Cut short by ``shutdown()``: a blocking query may otherwise be held for minutes, on
+            // an `HTTPClient` the client was given (whose shutdown is its owner's) as on its own.
+            return try await signal.cuttingShort(
+                {
+                    let response = try await httpClient.execute(prepared, timeout: TimeAmount(timeout))
+                    let body = try await response.body.collect(upTo: maxResponseSize)
+                    return (Head(status: response.status, headers: response.headers), body)
+                }, with: { ConsulError(code: .shutDown, message: "the Consul client was shut down") })
+        } catch let error as ConsulError where error.code == .shutDown {
+            throw error
         } catch {
             if Task.isCancelled { throw CancellationError() }
             if transport.isShutDown {

@@ -200,6 +200,17 @@ public struct ConsulServiceRegistration: Sendable, Hashable {
 
 // MARK: - Wire shapes
 
+/// A service's `Weights`, as a health entry has them and a registration sends them (a health
+/// entry's may be missing or `null`).
+struct WeightsJSON: Codable {
+    var passing: Int?
+    var warning: Int?
+    enum CodingKeys: String, CodingKey {
+        case passing = "Passing"
+        case warning = "Warning"
+    }
+}
+
 /// The JSON of one health entry; optional where Consul may send `null`.
 struct HealthEntryJSON: Decodable {
     struct NodeJSON: Decodable {
@@ -210,14 +221,6 @@ struct HealthEntryJSON: Decodable {
             case name = "Node"
             case address = "Address"
             case datacenter = "Datacenter"
-        }
-    }
-    struct WeightsJSON: Decodable {
-        var passing: Int?
-        var warning: Int?
-        enum CodingKeys: String, CodingKey {
-            case passing = "Passing"
-            case warning = "Warning"
         }
     }
     struct ServiceJSON: Decodable {
@@ -275,14 +278,6 @@ struct HealthEntryJSON: Decodable {
 
 /// The JSON body of `PUT /v1/agent/service/register`.
 struct RegistrationJSON: Encodable {
-    struct WeightsJSON: Encodable {
-        var passing: Int
-        var warning: Int
-        enum CodingKeys: String, CodingKey {
-            case passing = "Passing"
-            case warning = "Warning"
-        }
-    }
     struct CheckJSON: Encodable {
         var checkID: String?
         var name: String?

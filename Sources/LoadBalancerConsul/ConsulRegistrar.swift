@@ -121,7 +121,10 @@ public final class ConsulRegistrar: Service {
         let rejection = await WatchLoop(backoff: configuration.backoff).run(state: { false }) { registered, _ in
             do {
                 if !registered {
-                    try await self.client.register(self.registration)
+                    // Finished even if cancelled part way: what the agent took, run() deregisters.
+                    try await registerToTheEnd { [client = self.client, registration = self.registration] in
+                        try await client.register(registration)
+                    }
                     registered = true
                     everRegistered.withLock { $0 = true }
                     self.logger.info("registered with Consul", metadata: self.metadata)
@@ -129,6 +132,9 @@ public final class ConsulRegistrar: Service {
                 try await self.client.passCheck(self.registration.checkID)
                 return .succeeded(next: self.passInterval)
             } catch is CancellationError {
+                return .stop()
+            } catch let error as ConsulError where error.code == .shutDown {
+                // Nothing will answer again; run() deregisters (or tries to) and returns.
                 return .stop()
             } catch let error as ConsulError where error.code == .invalidArgument {
                 // The agent will not take this registration, however often it is sent.

@@ -306,9 +306,9 @@ final class DNSPublisherCore: Sendable {
     /// (the last good set stays); returns when to look again.
     func refreshOnce(_ lookup: () async throws -> DNSLookupResult) async -> Duration {
         let step = await round(lookup)
-        if client.isShutDown {
+        if let closed = step.stopError as? DiscoveryError {
             // The loop would stop here; by hand, the error is published and the caller decides.
-            broadcaster.fail(closed(by: DNSLookupError(code: .closed, message: "the DNS client was shut down")))
+            broadcaster.fail(closed)
             return .zero
         }
         return failures.withLock { loop.pause(after: step, failures: &$0) } ?? .zero

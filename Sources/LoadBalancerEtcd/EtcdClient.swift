@@ -41,6 +41,8 @@ public final class EtcdClient: Service, Sendable {
     private let preferred = Atomic<Int>(0)
     private let token = Mutex<String?>(nil)
     private let stopped = Atomic<Bool>(false)
+    /// Fired with `stopped`: ends the watch and keep-alive streams, which never end by themselves.
+    private let signal = ShutdownSignal()
 
     struct Connection: Sendable {
         let member: EtcdConfiguration.Member
@@ -101,7 +103,7 @@ public final class EtcdClient: Service, Sendable {
     /// is shut down for good (``isShutDown``). A connection that fails is logged; `throws` is the
     /// signature every registry client's `run()` shares.
     public func run() async throws {
-        defer { stopped.store(true, ordering: .releasing) }
+        defer { stop() }
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 for connection in connections {
@@ -118,22 +120,35 @@ public final class EtcdClient: Service, Sendable {
                 }
             }
         } onGracefulShutdown: {
-            self.stopped.store(true, ordering: .releasing)
+            self.stop()
             for connection in self.connections { connection.grpc.beginGracefulShutdown() }
         }
     }
 
-    /// Shuts the client down: requests in flight finish, new ones fail with
-    /// ``EtcdError/Code/closed``, and ``run()`` returns once the connections have closed. Calling
-    /// it again does nothing.
+    /// Marks the client shut down and ends its watch and keep-alive streams.
+    private func stop() {
+        stopped.store(true, ordering: .releasing)
+        signal.fire()
+    }
+
+    /// Shuts the client down: requests in flight finish, watches and keep-alives end with
+    /// ``EtcdError/Code/closed`` (they would never finish), new requests fail with it, and
+    /// ``run()`` returns once the connections have closed. Calling it again does nothing.
     public func shutdown() async {
         guard stopped.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return }
+        signal.fire()
         for connection in connections { connection.grpc.beginGracefulShutdown() }
     }
 
     /// Whether the client has been shut down (``shutdown()``, graceful shutdown, or ``run()`` has
     /// returned): every request fails with ``EtcdError/Code/closed`` from then on.
     public var isShutDown: Bool { stopped.load(ordering: .acquiring) }
+
+    /// Runs a stream that ends only when it fails (a watch, a keep-alive) until ``shutdown()``,
+    /// which ends it with ``EtcdError/Code/closed``.
+    private func endedByShutdown(_ what: String, _ stream: @escaping @Sendable () async throws -> Void) async throws {
+        try await signal.cuttingShort(stream) { EtcdError(code: .closed, message: "\(what): the etcd client was shut down") }
+    }
 
     /// Throws ``EtcdError/Code/closed`` once the client is shut down.
     private func checkOpen(_ what: String) throws(EtcdError) {
@@ -254,7 +269,8 @@ public final class EtcdClient: Service, Sendable {
     ///
     /// - Throws: ``EtcdError/Code/leaseExpired`` when etcd says the lease is gone, and
     ///   ``EtcdError/Code/unavailable`` when the stream to the member breaks (the next member then
-    ///   becomes the preferred one; call again to go on).
+    ///   becomes the preferred one; call again to go on); ``EtcdError/Code/closed`` when the client
+    ///   is shut down.
     public func keepAlive(lease id: Int64, every interval: Duration, onRenewed: @escaping @Sendable (Duration) -> Void = { _ in })
         async throws(EtcdError)
     {
@@ -265,25 +281,27 @@ public final class EtcdClient: Service, Sendable {
         keepAlive.id = id
         let request = keepAlive
         do {
-            try await Etcdserverpb_Lease.Client(wrapping: connection.grpc).leaseKeepAlive(
-                metadata: metadata,
-                options: streamOptions,
-                requestProducer: { writer in
-                    while true {
-                        try await writer.write(request)
-                        try await Task.sleep(for: interval)
-                    }
-                },
-                onResponse: { response in
-                    for try await message in response.messages {
-                        guard message.ttl > 0 else {
-                            throw EtcdError(code: .leaseExpired, message: "lease \(id) has expired")
+            try await endedByShutdown("keep-alive") {
+                try await Etcdserverpb_Lease.Client(wrapping: connection.grpc).leaseKeepAlive(
+                    metadata: metadata,
+                    options: self.streamOptions,
+                    requestProducer: { writer in
+                        while true {
+                            try await writer.write(request)
+                            try await Task.sleep(for: interval)
                         }
-                        onRenewed(.seconds(message.ttl))
+                    },
+                    onResponse: { response in
+                        for try await message in response.messages {
+                            guard message.ttl > 0 else {
+                                throw EtcdError(code: .leaseExpired, message: "lease \(id) has expired")
+                            }
+                            onRenewed(.seconds(message.ttl))
+                        }
+                        throw EtcdError(code: .unavailable, message: "the keep-alive stream to \(connection.member) ended")
                     }
-                    throw EtcdError(code: .unavailable, message: "the keep-alive stream to \(connection.member) ended")
-                }
-            )
+                )
+            }
         } catch {
             throw failure(error, on: index, during: "keep-alive")
         }
@@ -300,7 +318,8 @@ public final class EtcdClient: Service, Sendable {
     /// - Throws: ``EtcdError/Code/compacted`` when `startRevision` is older than the compacted
     ///   history (list again, then watch from the list's revision + 1);
     ///   ``EtcdError/Code/unavailable`` when the member fails, loses its leader, or ends the stream
-    ///   (the next member becomes the preferred one; watch again from the next revision you need).
+    ///   (the next member becomes the preferred one; watch again from the next revision you need);
+    ///   ``EtcdError/Code/closed`` when the client is shut down.
     public func watch(
         prefix: String,
         startRevision: Int64,
@@ -324,40 +343,43 @@ public final class EtcdClient: Service, Sendable {
         let createRequest = createMessage
         let progressRequest = progressMessage
         let member = connection.member
+        let watchMetadata = metadata
         do {
-            try await Etcdserverpb_Watch.Client(wrapping: connection.grpc).watch(
-                metadata: metadata,
-                options: streamOptions,
-                requestProducer: { writer in
-                    try await writer.write(createRequest)
-                    while true {
-                        try await Task.sleep(for: progressInterval)
-                        try await writer.write(progressRequest)
-                    }
-                },
-                onResponse: { response in
-                    for try await message in response.messages {
-                        if message.canceled {
-                            if message.compactRevision > 0 {
+            try await endedByShutdown("watch") {
+                try await Etcdserverpb_Watch.Client(wrapping: connection.grpc).watch(
+                    metadata: watchMetadata,
+                    options: self.streamOptions,
+                    requestProducer: { writer in
+                        try await writer.write(createRequest)
+                        while true {
+                            try await Task.sleep(for: progressInterval)
+                            try await writer.write(progressRequest)
+                        }
+                    },
+                    onResponse: { response in
+                        for try await message in response.messages {
+                            if message.canceled {
+                                if message.compactRevision > 0 {
+                                    throw EtcdError(
+                                        code: .compacted,
+                                        message: "the watch from revision \(startRevision) was cancelled by compaction",
+                                        compactRevision: message.compactRevision
+                                    )
+                                }
                                 throw EtcdError(
-                                    code: .compacted,
-                                    message: "the watch from revision \(startRevision) was cancelled by compaction",
-                                    compactRevision: message.compactRevision
+                                    code: message.cancelReason.contains("no leader") ? .unavailable : .watchCanceled,
+                                    message: "\(member) cancelled the watch: \(message.cancelReason)"
                                 )
                             }
-                            throw EtcdError(
-                                code: message.cancelReason.contains("no leader") ? .unavailable : .watchCanceled,
-                                message: "\(member) cancelled the watch: \(message.cancelReason)"
+                            if message.created, message.events.isEmpty { continue }
+                            try await handle(
+                                EtcdWatchBatch(revision: message.header.revision, events: message.events.map(EtcdEvent.init))
                             )
                         }
-                        if message.created, message.events.isEmpty { continue }
-                        try await handle(
-                            EtcdWatchBatch(revision: message.header.revision, events: message.events.map(EtcdEvent.init))
-                        )
+                        throw EtcdError(code: .unavailable, message: "the watch stream to \(member) ended")
                     }
-                    throw EtcdError(code: .unavailable, message: "the watch stream to \(member) ended")
-                }
-            )
+                )
+            }
         } catch {
             throw failure(error, on: index, during: "watch")
         }

@@ -54,13 +54,19 @@ public final class EtcdRegistrar: Service {
     /// Registers and keeps the registration alive until cancelled or shut down; then deregisters.
     public func run() async throws {
         await WatchLoop(backoff: backoff).run { round in
+            // A round got somewhere when it registered or a keep-alive was answered: a keep-alive
+            // that fails at once, round after round, backs off as any failure does.
+            let renewed = ProgressFlag()
             do {
-                let id = try await self.registeredLease()
-                round.progressed()
-                try await self.client.keepAlive(lease: id, every: self.ttl / 3)
+                let (id, registered) = try await self.registeredLease()
+                if registered { round.progressed() }
+                try await self.client.keepAlive(lease: id, every: self.ttl / 3) { _ in renewed.set() }
                 return .failed()
             } catch {
                 if Task.isCancelled { return .stop() }
+                if renewed.isSet { round.progressed() }
+                // Nothing will answer again; run() deregisters and returns.
+                if self.client.isShutDown { return .stop() }
                 guard (error as? EtcdError)?.code == .leaseExpired else {
                     self.logger.warning(
                         "etcd registration keep-alive failed",
@@ -76,17 +82,22 @@ public final class EtcdRegistrar: Service {
         await deregister()
     }
 
-    /// The lease the instance is registered with, registering first when there is none.
-    private func registeredLease() async throws(EtcdError) -> Int64 {
-        if let id = lease.withLock({ $0 }) { return id }
-        let granted = try await client.grantLease(ttl: ttl)
-        try await client.put(key, value: instance.registryJSON, lease: granted.id)
+    /// The lease the instance is registered with, and whether this call registered it (when there
+    /// was none). A registration under way finishes even if the task is cancelled, so that
+    /// ``deregister()`` revokes what it made.
+    private func registeredLease() async throws -> (Int64, registered: Bool) {
+        if let id = lease.withLock({ $0 }) { return (id, false) }
+        let granted = try await registerToTheEnd { [client, key, instance, ttl] in
+            let granted = try await client.grantLease(ttl: ttl)
+            try await client.put(key, value: instance.registryJSON, lease: granted.id)
+            return granted
+        }
         lease.withLock { $0 = granted.id }
         logger.info(
             "registered in etcd",
             metadata: ["loadbalancer.etcd.key": "\(key)", "loadbalancer.etcd.lease": "\(granted.id)"]
         )
-        return granted.id
+        return (granted.id, true)
     }
 
     /// Revokes the lease (deleting the key), even when ``run()`` was cancelled.
@@ -96,4 +107,11 @@ public final class EtcdRegistrar: Service {
             done: "deregistered from etcd", failed: "etcd deregistration failed; the lease will expire"
         ) { [client] id in try await client.revokeLease(id) }
     }
+}
+
+/// Set once, from any thread: whether a keep-alive was answered during a round.
+private final class ProgressFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+    func set() { value.store(true, ordering: .relaxed) }
+    var isSet: Bool { value.load(ordering: .relaxed) }
 }

@@ -30,6 +30,17 @@ public func eventually(_ what: String, timeout: Duration = .seconds(20), _ condi
     }
 }
 
+/// Set once, read from any task: whether something has happened (a task's end, say), for
+/// ``eventually(_:timeout:_:)`` to wait on.
+public final class Flag: Sendable {
+    private let value = Mutex(false)
+    public init() {}
+    /// Sets the flag.
+    public func set() { value.withLock { $0 = true } }
+    /// Whether the flag has been set.
+    public var isSet: Bool { value.withLock { $0 } }
+}
+
 /// Every update of a publisher, recorded by a background reader.
 public final class Recorder: Sendable {
     private let updates = Mutex<[(update: InstanceUpdate, time: ContinuousClock.Instant)]>([])

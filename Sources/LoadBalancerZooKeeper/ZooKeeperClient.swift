@@ -103,12 +103,12 @@ public final class ZooKeeperClient: Service, Sendable {
         var send: AsyncStream<ByteBuffer>.Continuation?
         var connected = false
         var closed = false
+        /// Whether `run()` has started (it ends the subscriptions when it returns).
+        var running = false
         var pending: [Int32: Pending] = [:]
         /// Requests whose caller was cancelled before the reply came, with the watch each leaves:
         /// their replies are taken in (the watch noted) and dropped.
         var abandoned: [Int32: (kind: WatchKind, path: String)?] = [:]
-        /// Requests given an xid but not yet sent, and whether their caller was cancelled meanwhile.
-        var reserved: [Int32: Bool] = [:]
         var nextXid: Int32 = 1
         var sessionID: Int64 = 0
         var password = [UInt8](repeating: 0, count: 16)
@@ -233,6 +233,7 @@ public final class ZooKeeperClient: Service, Sendable {
         let servers = configuration.servers.shuffled()
         var index = 0
         var failuresInARow = 0
+        state.withLock { $0.running = true }
         await withGracefulShutdownHandler {
             while !Task.isCancelled, !self.state.withLock({ $0.closed }) {
                 let server = servers[index % servers.count]
@@ -264,11 +265,13 @@ public final class ZooKeeperClient: Service, Sendable {
                 try await self.send(.closeSession, [], watch: nil)
             }
         }
-        let send = state.withLock { state -> AsyncStream<ByteBuffer>.Continuation? in
+        let (send, running) = state.withLock { state -> (AsyncStream<ByteBuffer>.Continuation?, Bool) in
             state.closed = true
-            return state.send
+            return (state.send, state.running)
         }
         send?.finish()
+        // Without a `run()` to end them, end the subscriptions and requests here.
+        if !running { finish() }
     }
 
     private func finish() {
@@ -408,14 +411,15 @@ public final class ZooKeeperClient: Service, Sendable {
     private func send(_ op: ZooKeeperOp, _ body: [UInt8], watch: (kind: WatchKind, path: String)?) async throws(ZooKeeperError) -> [UInt8] {
         let xid = state.withLock { state -> Int32 in
             defer { state.nextXid = state.nextXid == Int32.max ? 1 : state.nextXid + 1 }
-            state.reserved[state.nextXid] = false
             return state.nextXid
         }
         do {
             return try await withTaskCancellationHandler {
                 try await withCheckedThrowingContinuation { continuation in
                     let failure = state.withLock { state -> ZooKeeperError? in
-                        if state.reserved.removeValue(forKey: xid) == true { return Self.cancelled() }
+                        // Cancelled before it was sent: the cancellation handler ran first, under
+                        // this same lock, and found nothing to resume.
+                        if Task.isCancelled { return Self.cancelled() }
                         if state.closed { return ZooKeeperError(code: .closed, message: "the client stopped") }
                         guard state.connected, let send = state.send else {
                             return ZooKeeperError(code: .connectionLoss, message: "not connected")
@@ -428,11 +432,9 @@ public final class ZooKeeperClient: Service, Sendable {
                 }
             } onCancel: {
                 let request = state.withLock { state -> Pending? in
-                    guard let request = state.pending.removeValue(forKey: xid) else {
-                        // Not sent yet: its send fails at once. (Already answered: nothing to do.)
-                        if state.reserved[xid] != nil { state.reserved[xid] = true }
-                        return nil
-                    }
+                    // Not sent yet: it sees the cancellation before sending. (Already answered:
+                    // nothing to do.)
+                    guard let request = state.pending.removeValue(forKey: xid) else { return nil }
                     state.abandoned[xid] = request.watch
                     return request
                 }

@@ -52,12 +52,14 @@ public final class ZooKeeperRegistrar: Service {
         await WatchLoop(backoff: backoff).run(state: state) { state, _ in
             if state.needed, self.client.isConnected {
                 do {
-                    let created = try await self.client.create(
-                        ZooKeeperPath.join(self.path, "instance-"),
-                        data: Array(self.instance.registryJSON.utf8),
-                        mode: .ephemeralSequential,
-                        createParents: true
-                    )
+                    let created = try await registerToTheEnd {
+                        try await self.client.create(
+                            ZooKeeperPath.join(self.path, "instance-"),
+                            data: Array(self.instance.registryJSON.utf8),
+                            mode: .ephemeralSequential,
+                            createParents: true
+                        )
+                    }
                     self.node.withLock { $0 = created }
                     state.needed = false
                     self.logger.info("registered in ZooKeeper", metadata: ["loadbalancer.zookeeper.path": "\(created)"])

@@ -1,6 +1,7 @@
 import ConsulTestServer
 import LoadBalancer
 import LoadBalancerConsul
+import LoadBalancerTestServers
 import Logging
 import ServiceLifecycle
 import Testing
@@ -24,6 +25,23 @@ struct ConsulRegistrarTests {
     /// A registrar of ``instance()`` as `web`, with ``options(ttl:deregisterAfter:checkID:)``.
     func makeRegistrar(_ options: ConsulRegistrationOptions, client: ConsulClient) throws -> ConsulRegistrar {
         ConsulRegistrar(instance: try instance(), service: "web", client: client, options: options)
+    }
+
+    @Test("a registrar whose client is shut down ends, instead of retrying forever")
+    func clientShutDown() async throws {
+        let server = try await ConsulTestServer.start()
+        defer { Task { await server.stop() } }
+        let consul = client(server)
+        let registrar = try makeRegistrar(options(ttl: .seconds(2)), client: consul)
+        let ended = Flag()
+        let running = Task {
+            try? await registrar.run()
+            ended.set()
+        }
+        defer { running.cancel() }
+        try await waitUntil { server.service(id: "web-1") != nil }
+        await consul.shutdown()
+        try await waitUntil(.seconds(10)) { ended.isSet }
     }
 
     @Test("registers, keeps the check passing past several TTLs, deregisters on graceful shutdown")

@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import ConsulTestServer
 import LoadBalancer
 import LoadBalancerConsul
@@ -52,20 +53,33 @@ struct ConsulStartupTests {
         #expect(elapsed >= .milliseconds(450) && elapsed < .milliseconds(2500), "\(elapsed)")
     }
 
-    @Test("a publisher over a shut-down client ends with a closed error, keeping its last good set")
-    func closedClient() async throws {
+    @Test(
+        "a publisher over a shut-down client ends with a closed error, keeping its last good set",
+        arguments: [false, true] // the client's own HTTPClient, or one it was given
+    )
+    func closedClient(givenHTTPClient: Bool) async throws {
         let server = try await ConsulTestServer.start()
         defer { Task { await server.stop() } }
         server.addService(id: "web-1", name: "web", address: "10.0.0.1", port: 80)
-        let consul = client(server)
+        // A given HTTPClient is its owner's to shut down: the client's shutdown() must still end
+        // the blocking query held on it.
+        let given = givenHTTPClient ? HTTPClient(configuration: ConsulClient.httpClientConfiguration()) : nil
+        defer { if let given { Task { try? await given.shutdown() } } }
+        let consul = client(server, httpClient: given)
         let publisher = ConsulPublisher(service: "web", client: consul, configuration: fastConfiguration(wait: .seconds(30)))
         let probe = DiscoveryProbe(publisher)
-        let running = Task { try await publisher.run() }
+        let ended = Flag()
+        let running = Task {
+            try await publisher.run()
+            ended.set()
+        }
         try await LoadBalancerTestServers.withRunning(probe.services) {
             try await probe.cache.waitUntilReady(timeout: .seconds(30))
-            // The publisher is now held in a blocking query; shutting the client down ends it.
+            try await eventually("the publisher is held in a blocking query") { server.heldQueries == 1 }
+            // Shutting the client down ends the blocking query (of up to 30 s) at once.
             await consul.shutdown()
-            try await running.value // ends by itself
+            try await eventually("the publisher ended", timeout: .seconds(10)) { ended.isSet }
+            try await running.value
             try await eventually("the closed error in band") { probe.recorder.latest?.error != nil }
             let last = try #require(probe.recorder.latest)
             #expect(last.error?.code == .closed, "\(last)")

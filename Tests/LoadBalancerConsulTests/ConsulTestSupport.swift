@@ -58,7 +58,8 @@ func client(
     _ server: ConsulTestServer,
     datacenter: String? = nil,
     token: String? = nil,
-    requestTimeout: Duration = .seconds(2)
+    requestTimeout: Duration = .seconds(2),
+    httpClient: HTTPClient? = nil
 ) -> ConsulClient {
     ConsulClient(
         configuration: .init(
@@ -67,7 +68,8 @@ func client(
             datacenter: datacenter,
             token: token,
             requestTimeout: requestTimeout
-        )
+        ),
+        httpClient: httpClient
     )
 }
 

@@ -91,6 +91,45 @@ struct EtcdStartupTests {
         #expect(elapsed >= .milliseconds(450) && elapsed < .milliseconds(2500), "\(elapsed)")
     }
 
+    @Test("shut down while a publisher watches and a registrar keeps its lease: both end, and so does run()")
+    func shutDownWhileWatching() async throws {
+        let cluster = try await EtcdCluster.start()
+        let client = try EtcdClient(configuration: cluster.configuration)
+        let instance = try Instance(host: "127.0.0.1", port: 8001)
+        let registrar = EtcdRegistrar(instance: instance, prefix: "/svc/watching/", client: client)
+        let publisher = publisher("/svc/watching/", client)
+        let recorder = Recorder()
+        let (clientEnded, registrarEnded, publisherEnded) = (Flag(), Flag(), Flag())
+        let tasks = [
+            Task {
+                try? await client.run()
+                clientEnded.set()
+            },
+            Task {
+                try? await registrar.run()
+                registrarEnded.set()
+            },
+            Task {
+                try? await publisher.run()
+                publisherEnded.set()
+            },
+            Task { await recording(publisher, into: recorder)() },
+        ]
+        defer { for task in tasks { task.cancel() } }
+        try await eventually("the registered instance is watched") { recorder.ids == [instance.id] }
+        // The publisher may see the key before the registrar has noted its lease.
+        try await eventually("the registrar holds its lease") { registrar.currentLease != nil }
+
+        // The watch and the keep-alive never end by themselves: shutdown() must end them.
+        await client.shutdown()
+        try await eventually("the publisher ended", timeout: .seconds(10)) { publisherEnded.isSet }
+        try await eventually("the registrar ended", timeout: .seconds(10)) { registrarEnded.isSet }
+        try await eventually("the client's run() returned", timeout: .seconds(10)) { clientEnded.isSet }
+        let last = try #require(recorder.latest)
+        #expect(last.error?.code == .closed, "\(last)")
+        #expect(last.instances.map(\.id) == [instance.id], "the last good set stays")
+    }
+
     @Test("a publisher over a shut-down client ends with a closed error")
     func closedClient() async throws {
         let cluster = try await EtcdCluster.start()

@@ -1,3 +1,5 @@
+import LoadBalancer
+import LoadBalancerTestServers
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -49,13 +51,15 @@ final class SilentZooKeeperServer: Sendable {
     /// The connections accepted.
     var connectionCount: Int { state.withLock { $0.connections.count } }
 
-    /// Answers request `xid` on the latest connection, late: a reply with no error and an empty body.
-    func answer(xid: Int32) async throws {
+    /// Answers request `xid` on the latest connection, late: a reply with no error and an empty
+    /// body, or the body of a create that made `created`.
+    func answer(xid: Int32, created: String? = nil) async throws {
         guard let channel = state.withLock({ $0.connections.last }) else { return }
         var reply = JuteWriter()
         reply.int(xid)
         reply.long(1)
         reply.int(0)
+        if let created { reply.string(created) }
         try await channel.writeAndFlush(ByteBuffer(bytes: reply.frame))
     }
 
@@ -139,6 +143,52 @@ struct ZooKeeperCancellationTests {
         run.cancel()
         await run.value
         await server.close()
+    }
+
+    @Test("a registrar cancelled while its create is in flight still deletes the node the create made")
+    func registrarCancelledDuringCreate() async throws {
+        let server = try await SilentZooKeeperServer.start()
+        let client = ZooKeeperClient(configuration: ZooKeeperConfiguration(servers: [.init(host: "127.0.0.1", port: server.port)]))
+        let events = client.events()
+        let run = Task { try? await client.run() }
+        var iterator = events.makeAsyncIterator()
+        _ = await iterator.next()
+        let registrar = ZooKeeperRegistrar(instance: try Instance(host: "127.0.0.1", port: 8001), path: "/svc", client: client)
+        let ended = Flag()
+        let registration = Task {
+            try? await registrar.run()
+            ended.set()
+        }
+        // The parent's create (answered), then the node's (held while the registrar is cancelled).
+        try await eventually("the parent's create") { server.requestXids.count == 1 }
+        try await server.answer(xid: server.requestXids[0], created: "/svc")
+        try await eventually("the node's create") { server.requestXids.count == 2 }
+        registration.cancel()
+        try await server.answer(xid: server.requestXids[1], created: "/svc/instance-0000000001")
+        // What the create made is deleted: a third request, whose answer ends the registrar.
+        try await eventually("the node's delete") { server.requestXids.count == 3 }
+        try await server.answer(xid: server.requestXids[2])
+        try await eventually("the registrar ended") { ended.isSet }
+        #expect(registrar.registeredNode == nil)
+        run.cancel()
+        await run.value
+        await server.close()
+    }
+
+    @Test("a client shut down before it ever ran ends its event streams")
+    func shutDownBeforeRunning() async throws {
+        let client = ZooKeeperClient(configuration: ZooKeeperConfiguration(servers: [.init(host: "127.0.0.1", port: 1)]))
+        let events = client.events()
+        await client.shutdown()
+        // Bounded: a stream that never ended would be cut at the timeout, and the test fail.
+        let ended = try await withTimeout(
+            .seconds(10), onTimeout: { ZooKeeperError(code: .operationTimeout, message: "the stream did not end") }
+        ) {
+            for await _ in events {}
+            return true
+        }
+        #expect(ended)
+        #expect(client.isShutDown)
     }
 
     @Test("a request whose task is cancelled before it is sent fails at once and sends nothing")

@@ -229,7 +229,8 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
         @usableFromInline
         func learn(_ load: InstanceLoadView, outcome: CallRecord.Outcome, latency callLatency: Duration) {
             let time = now().nanosecondsValue
-            if time - Double(Int64(bitPattern: clockView.stat(0))) >= 50_000 || time < Double(Int64(bitPattern: clockView.stat(0))) {
+            let lastTime = Double(Int64(bitPattern: clockView.stat(0)))
+            if time - lastTime >= 50_000 || time < lastTime {
                 clockView.setStat(0, UInt64(bitPattern: Int64(time)))
             }
             guard outcome != .cancelled else { return }

@@ -13,8 +13,6 @@ final class AsyncLock: Sendable {
     private struct State {
         var locked = false
         var waiters: [Waiter] = []
-        /// Waiters given an id but not queued yet, and whether they were cancelled meanwhile.
-        var arriving: [UInt64: Bool] = [:]
         var nextID: UInt64 = 0
     }
 
@@ -46,14 +44,15 @@ final class AsyncLock: Sendable {
                 return nil
             }
             defer { state.nextID &+= 1 }
-            state.arriving[state.nextID] = false
             return state.nextID
         }
         guard let id else { return }
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
                 let outcome = state.withLock { state -> Result<Void, any Error>? in
-                    if state.arriving.removeValue(forKey: id) == true { return .failure(CancellationError()) }
+                    // Cancelled before it could queue: the cancellation handler ran first, under this
+                    // same lock, and found nothing to resume.
+                    if Task.isCancelled { return .failure(CancellationError()) }
                     if !state.locked {
                         state.locked = true
                         return .success(())
@@ -65,12 +64,9 @@ final class AsyncLock: Sendable {
             }
         } onCancel: {
             let waiter = state.withLock { state -> Waiter? in
-                if let index = state.waiters.firstIndex(where: { $0.id == id }) {
-                    return state.waiters.remove(at: index)
-                }
-                // Not queued yet: it gives up when it arrives. (Already holding the lock: nothing to do.)
-                if state.arriving[id] != nil { state.arriving[id] = true }
-                return nil
+                // Not queued yet: it sees the cancellation when it arrives. (Already holding the
+                // lock: nothing to do.)
+                state.waiters.firstIndex(where: { $0.id == id }).map { state.waiters.remove(at: $0) }
             }
             waiter?.continuation.resume(throwing: CancellationError())
         }

@@ -3,7 +3,7 @@ import Synchronization
 
 /// A one-shot signal: a registry client's `shutdown()` fires it, and its `run()` waits for it, for
 /// the graceful shutdown of its service group, or for the cancellation of its task, whichever comes
-/// first. Every backend's client shares it, so all four end their `run()` for the same reasons.
+/// first, and ``cuttingShort(_:with:)`` ends the requests that would outlive the client.
 package final class ShutdownSignal: Sendable {
     private struct State {
         var fired = false
@@ -53,6 +53,24 @@ package final class ShutdownSignal: Sendable {
             let waiter = state.withLock { $0.waiters.removeValue(forKey: id) }
             waiter?.resume()
         }
+    }
+
+    /// Runs `body` until it finishes or the signal fires, whichever comes first; when the signal
+    /// fires first, `body` is cancelled and `closed()` is thrown. How a client's `shutdown()` ends
+    /// requests that would otherwise outlive it (a watch stream, a blocking query).
+    package func cuttingShort<T: Sendable>(
+        _ body: @escaping @Sendable () async throws -> T,
+        with closed: () -> any Error
+    ) async throws -> T {
+        try await withTimeout(
+            sleep: {
+                await self.wait()
+                // Cancelled rather than fired: the caller's cancellation, not a shutdown.
+                try Task.checkCancellation()
+            },
+            onTimeout: closed,
+            body
+        )
     }
 
     /// Returns once the signal has fired, the service group shuts down gracefully, or the calling

@@ -34,6 +34,12 @@ package struct WatchStep: Sendable {
     package static func stop(_ error: (any Error)? = nil) -> WatchStep {
         WatchStep(kind: .stop(error))
     }
+
+    /// The error a ``stop(_:)`` step carries; `nil` for any other step.
+    package var stopError: (any Error)? {
+        if case .stop(let error) = kind { return error }
+        return nil
+    }
 }
 
 /// The count a round of a ``WatchLoop`` sees, and can reset when it makes progress part way
