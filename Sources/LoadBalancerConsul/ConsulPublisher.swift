@@ -188,13 +188,7 @@ public final class ConsulPublisher: InstancePublisher, Service {
                 return .stop()
             } catch let error as ConsulError where error.code == .shutDown {
                 // Nothing will answer again: the last good set stays, with the reason in band.
-                return .stop(
-                    DiscoveryError(
-                        code: .closed,
-                        message: "the Consul client was shut down: \(self.service) is no longer watched",
-                        cause: error
-                    )
-                )
+                return .clientShutDown("Consul", watching: self.service, cause: error)
             } catch {
                 return self.failed(error, &state.blocking)
             }
@@ -252,10 +246,7 @@ public final class ConsulPublisher: InstancePublisher, Service {
         if instances.isEmpty {
             logger.info("Consul has no healthy instances", metadata: ["loadbalancer.consul.service": "\(service)"])
         }
-        broadcaster.publish(instances)
-        if !invalid.isEmpty {
-            broadcaster.fail(DiscoveryError(code: .invalidInstances, message: invalid.joined(separator: "; ")))
-        }
+        broadcaster.publish(instances, invalid: invalid)
     }
 }
 

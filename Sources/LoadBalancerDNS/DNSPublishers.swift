@@ -331,11 +331,6 @@ final class DNSPublisherCore: Sendable {
         return (answers, failure)
     }
 
-    /// The last update's error, when the client was shut down.
-    private func closed(by error: DNSLookupError) -> DiscoveryError {
-        DiscoveryError(code: .closed, message: "the DNS client was shut down: \(name) is no longer looked up", cause: error)
-    }
-
     /// One lookup, published or reported.
     private func round(_ lookup: () async throws -> DNSLookupResult) async -> WatchStep {
         do {
@@ -343,22 +338,19 @@ final class DNSPublisherCore: Sendable {
             if result.instances.isEmpty {
                 logger.info("DNS lookup found no instances", metadata: ["loadbalancer.dns.name": "\(name)"])
             }
-            broadcaster.publish(result.instances)
             if !result.invalid.isEmpty {
                 logger.warning(
                     "DNS records that make no instance were left out",
                     metadata: ["loadbalancer.dns.name": "\(name)", "loadbalancer.error": "\(result.invalid.joined(separator: "; "))"]
                 )
-                broadcaster.fail(
-                    DiscoveryError(code: .invalidInstances, message: result.invalid.joined(separator: "; "))
-                )
             }
+            broadcaster.publish(result.instances, invalid: result.invalid)
             return .succeeded(next: refresh.delay(ttl: result.ttl))
         } catch {
             if Task.isCancelled { return .stop() }
             if let error = error as? DNSLookupError, error.code == .closed {
                 // Nothing will answer again: the last good set stays, with the reason in band.
-                return .stop(closed(by: error))
+                return .clientShutDown("DNS", watching: name, cause: error)
             }
             let metadata: Logger.Metadata = ["loadbalancer.dns.name": "\(name)"]
             broadcaster.report(error, unavailable: true, message: "lookup of \(name) failed", logger: logger, metadata: metadata)

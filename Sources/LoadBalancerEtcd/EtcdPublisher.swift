@@ -62,10 +62,7 @@ public final class EtcdPublisher: InstancePublisher, Service {
                 return .failed()
             } catch {
                 if Task.isCancelled { return .stop() }
-                if self.client.isShutDown {
-                    let message = "the etcd client was shut down: \(self.prefix) is no longer watched"
-                    return .stop(DiscoveryError(code: .closed, message: message, cause: error))
-                }
+                if self.client.isShutDown { return .clientShutDown("etcd", watching: self.prefix, cause: error) }
                 self.report(error)
                 return .failed()
             }
@@ -113,8 +110,6 @@ public final class EtcdPublisher: InstancePublisher, Service {
 
     /// Publishes `set`, and the values that are not instances in band, if any.
     private func publish(_ set: [Instance], invalid: [String: [UInt8]]) {
-        broadcaster.publish(set)
-        guard !invalid.isEmpty else { return }
         let reasons = invalid.sorted { $0.key < $1.key }.map { key, value -> String in
             do {
                 _ = try Instance(registryValue: value)
@@ -123,7 +118,7 @@ public final class EtcdPublisher: InstancePublisher, Service {
                 return "\(key): \(error)"
             }
         }
-        broadcaster.fail(DiscoveryError(code: .invalidInstances, message: reasons.joined(separator: "; ")))
+        broadcaster.publish(set, invalid: reasons)
     }
 
     /// Applies a watch batch and publishes the new set.

@@ -81,7 +81,7 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
                     try await self.read(&state.work, into: &state.known)
                     return .succeeded()
                 } catch let error as ZooKeeperError where error.code == .closed {
-                    return .stop(self.closed(by: error))
+                    return self.closed(by: error)
                 } catch {
                     if Task.isCancelled { return .stop() }
                     state.work.everything = true
@@ -91,16 +91,16 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
             }
             // The event stream ends when the client stops.
             guard let event = await state.events.next() else {
-                return .stop(Task.isCancelled ? nil : self.closed(by: ZooKeeperError(code: .closed, message: "the client stopped")))
+                return Task.isCancelled ? .stop() : self.closed(by: ZooKeeperError(code: .closed, message: "the client stopped"))
             }
             self.take(event, into: &state.work)
             return .again
         }
     }
 
-    /// The last update's error, when the client was closed.
-    private func closed(by error: ZooKeeperError) -> DiscoveryError {
-        DiscoveryError(code: .closed, message: "the ZooKeeper client was closed: \(path) is no longer watched", cause: error)
+    /// The step that ends the loop when the client was shut down.
+    private func closed(by error: ZooKeeperError) -> WatchStep {
+        .clientShutDown("ZooKeeper", watching: path, cause: error)
     }
 
     /// Notes what `event` makes necessary to read again.
@@ -161,10 +161,7 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
             "ZooKeeper instances read",
             metadata: ["loadbalancer.zookeeper.path": "\(path)", "loadbalancer.instances": "\(set.count)"]
         )
-        broadcaster.publish(set)
-        if !invalid.isEmpty {
-            broadcaster.fail(DiscoveryError(code: .invalidInstances, message: invalid.joined(separator: "; ")))
-        }
+        broadcaster.publish(set, invalid: invalid)
     }
 
     private func parse(_ data: [UInt8], at childPath: String) -> Result<Instance, InstanceParseError> {

@@ -35,6 +35,13 @@ package struct WatchStep: Sendable {
         WatchStep(kind: .stop(error))
     }
 
+    /// Ends a publisher's loop because its registry client was shut down: the last update carries
+    /// a `DiscoveryError` with code `closed` that names the client (`"etcd"`), what is no longer
+    /// watched, and the client's own error as the cause.
+    package static func clientShutDown(_ client: String, watching what: String, cause: any Error) -> WatchStep {
+        .stop(DiscoveryError(code: .closed, message: "the \(client) client was shut down: \(what) is no longer watched", cause: cause))
+    }
+
     /// The error a ``stop(_:)`` step carries; `nil` for any other step.
     package var stopError: (any Error)? {
         if case .stop(let error) = kind { return error }
@@ -178,6 +185,13 @@ package func systemRandomBits() -> UInt64 {
 }
 
 extension InstanceBroadcaster {
+    /// Publishes a registry's answer: `instances`, then, when some of its entries made no instance,
+    /// `invalid` (one reason each) in band with code `invalidInstances`, the good ones kept.
+    package func publish(_ instances: [Instance], invalid: [String]) {
+        publish(instances)
+        if !invalid.isEmpty { fail(DiscoveryError(code: .invalidInstances, message: invalid.joined(separator: "; "))) }
+    }
+
     /// A failed round of a publisher's watch loop, in band: logged as a warning on `logger` (with
     /// `metadata` naming the publisher), and published with the last good set (`registryUnavailable`
     /// when the registry could not be reached, else `other`).
