@@ -103,14 +103,21 @@ private final class HandshakeOnlyHandler: ChannelInboundHandler {
 
 @Suite("ZooKeeper requests honour cancellation", .serialized, .timeLimit(.minutes(2)))
 struct ZooKeeperCancellationTests {
-    @Test("a cancelled request returns within 100 ms while the server stays silent; its late reply is dropped, the connection kept")
-    func cancelledRequestReturns() async throws {
+    /// A silent server, and a client whose session on it is established (its first event is
+    /// the new session), running until the returned task is cancelled.
+    func connectedToSilentServer() async throws -> (SilentZooKeeperServer, ZooKeeperClient, Task<Void, Never>) {
         let server = try await SilentZooKeeperServer.start()
         let client = ZooKeeperClient(configuration: ZooKeeperConfiguration(servers: [.init(host: "127.0.0.1", port: server.port)]))
         let events = client.events()
-        let run = Task { try? await client.run() }
+        let run = Task { _ = try? await client.run() }
         var iterator = events.makeAsyncIterator()
         #expect(await iterator.next() == .connected(sessionID: 0x5EED, newSession: true))
+        return (server, client, run)
+    }
+
+    @Test("a cancelled request returns within 100 ms while the server stays silent; its late reply is dropped, the connection kept")
+    func cancelledRequestReturns() async throws {
+        let (server, client, run) = try await connectedToSilentServer()
 
         for round in 1...2 {
             // Cancelled once the request has reached the server, which does not answer.
@@ -147,12 +154,7 @@ struct ZooKeeperCancellationTests {
 
     @Test("a registrar cancelled while its create is in flight still deletes the node the create made")
     func registrarCancelledDuringCreate() async throws {
-        let server = try await SilentZooKeeperServer.start()
-        let client = ZooKeeperClient(configuration: ZooKeeperConfiguration(servers: [.init(host: "127.0.0.1", port: server.port)]))
-        let events = client.events()
-        let run = Task { try? await client.run() }
-        var iterator = events.makeAsyncIterator()
-        _ = await iterator.next()
+        let (server, client, run) = try await connectedToSilentServer()
         let registrar = ZooKeeperRegistrar(instance: try Instance(host: "127.0.0.1", port: 8001), path: "/svc", client: client)
         let ended = Flag()
         let registration = Task {
@@ -193,12 +195,7 @@ struct ZooKeeperCancellationTests {
 
     @Test("a request whose task is cancelled before it is sent fails at once and sends nothing")
     func cancelledBeforeSending() async throws {
-        let server = try await SilentZooKeeperServer.start()
-        let client = ZooKeeperClient(configuration: ZooKeeperConfiguration(servers: [.init(host: "127.0.0.1", port: server.port)]))
-        let events = client.events()
-        let run = Task { try? await client.run() }
-        var iterator = events.makeAsyncIterator()
-        _ = await iterator.next()
+        let (server, client, run) = try await connectedToSilentServer()
         let request = Task {
             withUnsafeCurrentTask { $0?.cancel() }
             return try await client.getData("/never")
