@@ -206,17 +206,30 @@ extension Balancer {
     }
 
     /// ``run(isolation:_:_:)`` for a lease whose call is observed: timed, reported, maybe traced.
-    @usableFromInline
+    /// Inlinable on the path without instruments (P2C's every call), so that a caller's balancer
+    /// type specialises it: unspecialised generic async functions cost each call task-frame
+    /// allocations and executor checks.
+    @inlinable
     package func reported<Result>(
         isolation: isolated (any Actor)? = #isolation,
         _ lease: EndpointLease<Request, Response>,
         _ body: (Endpoint<Request, Response>) async throws -> Result
     ) async throws -> Result {
-        guard let instruments = cache?.instruments else {
-            return try await measured(lease, instruments: nil, body)
-        }
+        guard cache?.hasInstruments == true else { return try await measured(lease, body, report: nil) }
+        return try await instrumented(lease, body)
+    }
+
+    /// ``reported(isolation:_:_:)`` when the cache has instruments: metrics, and a span when
+    /// there is a tracer.
+    @usableFromInline
+    func instrumented<Result>(
+        isolation: isolated (any Actor)? = #isolation,
+        _ lease: EndpointLease<Request, Response>,
+        _ body: (Endpoint<Request, Response>) async throws -> Result
+    ) async throws -> Result {
+        guard let instruments = cache?.instruments else { return try await measured(lease, body, report: nil) }
         guard let tracer = instruments.tracer else {
-            return try await measured(lease, instruments: instruments, body)
+            return try await measured(lease, body) { instruments.called(lease.endpoint.id, outcome: $0, latency: $1) }
         }
         return try await traced(tracer, lease, instruments, body)
     }
@@ -237,29 +250,31 @@ extension Balancer {
                 span.attributes["loadbalancer.attempt"] = attempt.number
                 span.attributes["loadbalancer.hedge"] = attempt.hedge
             }
-            return try await measured(lease, instruments: instruments, body)
+            return try await measured(lease, body) { instruments.called(lease.endpoint.id, outcome: $0, latency: $1) }
         }
     }
 
-    /// Calls `body`, timing it, and reports the outcome to the balancer and the instruments.
-    private func measured<Result>(
+    /// Calls `body`, timing it, and reports the outcome to the balancer, and to `report` (the
+    /// instruments) when given.
+    @inlinable
+    func measured<Result>(
         isolation: isolated (any Actor)? = #isolation,
         _ lease: EndpointLease<Request, Response>,
-        instruments: Instruments?,
-        _ body: (Endpoint<Request, Response>) async throws -> Result
+        _ body: (Endpoint<Request, Response>) async throws -> Result,
+        report: ((CallRecord.Outcome, Duration) -> Void)?
     ) async throws -> Result {
         let start = ContinuousClock.now
         do {
             let result = try await body(lease.endpoint)
             let latency = ContinuousClock.now - start
             finish(lease, outcome: .success, latency: latency)
-            instruments?.called(lease.endpoint.id, outcome: .success, latency: latency)
+            report?(.success, latency)
             return result
         } catch {
             let latency = ContinuousClock.now - start
             let outcome: CallRecord.Outcome = error is CancellationError ? .cancelled : .failure
             finish(lease, outcome: outcome, latency: latency)
-            instruments?.called(lease.endpoint.id, outcome: outcome, latency: latency)
+            report?(outcome, latency)
             throw error // the span (if any) records it as it ends
         }
     }
