@@ -1,5 +1,4 @@
 import LoadBalancer
-import LoadBalancerTestServers
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -101,6 +100,23 @@ private final class HandshakeOnlyHandler: ChannelInboundHandler {
     }
 }
 
+/// Whether a registrar's `run()` has returned.
+private final class RegistrarEnded: Sendable {
+    let value = Atomic<Bool>(false)
+}
+
+/// Polls `condition` every 10 ms until it holds; throws after `timeout`. (This file is also in the
+/// sanitizer runs' build, which leaves the test-server helpers out.)
+private func waitFor(_ what: String, timeout: Duration = .seconds(20), _ condition: () -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while !condition() {
+        guard ContinuousClock.now < deadline else {
+            throw ZooKeeperError(code: .operationTimeout, message: "\(what) not seen within \(timeout)")
+        }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+}
+
 @Suite("ZooKeeper requests honour cancellation", .serialized, .timeLimit(.minutes(2)))
 struct ZooKeeperCancellationTests {
     /// A silent server, and a client whose session on it is established (its first event is
@@ -156,21 +172,21 @@ struct ZooKeeperCancellationTests {
     func registrarCancelledDuringCreate() async throws {
         let (server, client, run) = try await connectedToSilentServer()
         let registrar = ZooKeeperRegistrar(instance: try Instance(host: "127.0.0.1", port: 8001), path: "/svc", client: client)
-        let ended = Flag()
+        let ended = RegistrarEnded()
         let registration = Task {
             try? await registrar.run()
-            ended.set()
+            ended.value.store(true, ordering: .releasing)
         }
         // The parent's create (answered), then the node's (held while the registrar is cancelled).
-        try await eventually("the parent's create") { server.requestXids.count == 1 }
+        try await waitFor("the parent's create") { server.requestXids.count == 1 }
         try await server.answer(xid: server.requestXids[0], created: "/svc")
-        try await eventually("the node's create") { server.requestXids.count == 2 }
+        try await waitFor("the node's create") { server.requestXids.count == 2 }
         registration.cancel()
         try await server.answer(xid: server.requestXids[1], created: "/svc/instance-0000000001")
         // What the create made is deleted: a third request, whose answer ends the registrar.
-        try await eventually("the node's delete") { server.requestXids.count == 3 }
+        try await waitFor("the node's delete") { server.requestXids.count == 3 }
         try await server.answer(xid: server.requestXids[2])
-        try await eventually("the registrar ended") { ended.isSet }
+        try await waitFor("the registrar ended") { ended.value.load(ordering: .acquiring) }
         #expect(registrar.registeredNode == nil)
         run.cancel()
         await run.value
