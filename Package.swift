@@ -201,6 +201,7 @@ let package = Package(
         .target(
             name: "LoadBalancerTestServers",
             dependencies: [
+                "LoadBalancerTestKit",
                 "LoadBalancer",
                 "LoadBalancerDNS",
                 "LoadBalancerEtcd",
@@ -277,6 +278,7 @@ let package = Package(
         .testTarget(
             name: "LoadBalancerDNSTests",
             dependencies: [
+                "LoadBalancerTestKit",
                 "LoadBalancerTestServers",
                 "LoadBalancer",
                 "LoadBalancerDNS",
@@ -289,6 +291,7 @@ let package = Package(
         .testTarget(
             name: "LoadBalancerEtcdTests",
             dependencies: [
+                "LoadBalancerTestKit",
                 "LoadBalancer",
                 "LoadBalancerEtcd",
                 "LoadBalancerTestServers",
@@ -304,6 +307,7 @@ let package = Package(
         .testTarget(
             name: "LoadBalancerZooKeeperTests",
             dependencies: [
+                "LoadBalancerTestKit",
                 "LoadBalancer",
                 "LoadBalancerZooKeeper",
                 "LoadBalancerTestServers",
@@ -319,6 +323,7 @@ let package = Package(
         .testTarget(
             name: "LoadBalancerConsulTests",
             dependencies: [
+                "LoadBalancerTestKit",
                 "LoadBalancer",
                 "LoadBalancerConsul",
                 "ConsulTestServer",
@@ -336,6 +341,7 @@ let package = Package(
         .testTarget(
             name: "LoadBalancerGRPCTests",
             dependencies: [
+                "LoadBalancerTestKit",
                 "LoadBalancer",
                 "LoadBalancerGRPC",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
@@ -347,6 +353,7 @@ let package = Package(
         .testTarget(
             name: "ReliabilityTests",
             dependencies: [
+                "LoadBalancerTestKit",
                 "LoadBalancer",
                 "LoadBalancerHTTP",
                 "LoadBalancerLocalBackends",
@@ -363,6 +370,7 @@ let package = Package(
         .testTarget(
             name: "LbctlTests",
             dependencies: [
+                "LoadBalancerTestKit",
                 "LoadBalancerTestServers",
                 "lbctl",
                 "LoadBalancer",
@@ -406,6 +414,7 @@ if let sanitizer = Context.environment["LB_SANITIZER_SUBSET"] {
         case "LoadBalancerDNSTests":
             target.dependencies = [
                 "LoadBalancerDNS",
+                "LoadBalancerTestKit",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
@@ -413,6 +422,7 @@ if let sanitizer = Context.environment["LB_SANITIZER_SUBSET"] {
         case "LoadBalancerZooKeeperTests":
             target.dependencies = [
                 "LoadBalancer",
+                "LoadBalancerTestKit",
                 "LoadBalancerZooKeeper",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -105,7 +105,8 @@ public final class ManualPublisher: InstancePublisher {
     ///   - count: How many live subscriptions to wait for. Default 1.
     ///   - timeout: How long to wait, in real (continuous clock) time. Default 60 seconds (a
     ///     sanitizer build running a whole suite in parallel can keep a task from its first step
-    ///     for tens of seconds; a wait that succeeds returns at once).
+    ///     for tens of seconds; a wait that succeeds returns at once), stretched by
+    ///     ``TestTimeScale/factor``.
     /// - Throws: ``TestKitError`` with code ``TestKitError/Code/timedOut`` when fewer are live after
     ///   `timeout`; `CancellationError` when the waiting task is cancelled.
     public func waitForSubscribers(count: Int = 1, timeout: Duration = .seconds(60)) async throws {

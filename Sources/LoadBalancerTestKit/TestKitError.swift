@@ -52,6 +52,7 @@ func poll(
     seen: () -> String,
     until condition: () -> Bool
 ) async throws {
+    let timeout = TestTimeScale.scaled(timeout)
     let deadline = ContinuousClock.now.advanced(by: timeout)
     while !condition() {
         if ContinuousClock.now >= deadline {

@@ -1,5 +1,6 @@
 import Foundation
 import LoadBalancerDNS
+import LoadBalancerTestKit
 
 /// Whether the dnsmasq integration suite runs: when dnsmasq is installed, or when the test script
 /// says it must (then a missing dnsmasq fails the suite instead of skipping it).
@@ -72,7 +73,7 @@ public final class Dnsmasq: @unchecked Sendable {
         self.process = process
         // Ready when it answers a query (bounded polling).
         let client = DNSClient(configuration: .nameserver(nameserver, timeout: .milliseconds(200), attempts: 1))
-        let deadline = ContinuousClock.now + .seconds(10)
+        let deadline = ContinuousClock.now + TestTimeScale.scaled(.seconds(10))
         while ContinuousClock.now < deadline {
             guard process.isRunning else { throw DnsmasqError(message: "dnsmasq exited (port \(port) taken?)") }
             if let answer = try? await client.query("ready.lbtest", type: .a), !answer.message.answers.isEmpty { return }

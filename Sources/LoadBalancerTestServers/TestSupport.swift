@@ -1,5 +1,6 @@
 import Foundation
 import LoadBalancer
+import LoadBalancerTestKit
 import Synchronization
 
 #if canImport(Glibc)
@@ -23,6 +24,7 @@ public enum TestTier {
 
 /// Waits, by bounded polling, until `condition` holds; throws when `timeout` passes first.
 public func eventually(_ what: String, timeout: Duration = .seconds(20), _ condition: () async -> Bool) async throws {
+    let timeout = TestTimeScale.scaled(timeout)
     let deadline = ContinuousClock.now + timeout
     while !(await condition()) {
         guard ContinuousClock.now < deadline else { throw ClusterError("\(what) not met within \(timeout)") }
@@ -69,7 +71,7 @@ public final class Recorder: Sendable {
 public func killAndReap(_ pid: Int32, timeout: Duration = .seconds(10)) async {
     guard pid > 0 else { return }
     killProcess(pid)
-    let deadline = ContinuousClock.now + timeout
+    let deadline = ContinuousClock.now + TestTimeScale.scaled(timeout)
     while ContinuousClock.now < deadline {
         var status: Int32 = 0
         let result = waitpid(pid, &status, WNOHANG)
@@ -187,7 +189,7 @@ public final class LbctlProcess: Sendable {
     /// write end anyway, it is taken as complete once the exited process's bytes stop arriving.
     public func exitStatus(timeout: Duration = .seconds(120)) async throws -> Int32 {
         let pid = process.processIdentifier
-        let deadline = ContinuousClock.now + timeout
+        let deadline = ContinuousClock.now + TestTimeScale.scaled(timeout)
         var status: Int32?
         while ContinuousClock.now < deadline, status == nil {
             var raw: Int32 = 0
@@ -202,7 +204,7 @@ public final class LbctlProcess: Sendable {
         }
         guard let status else {
             killProcess(pid)
-            throw ClusterError("lbctl did not exit within \(timeout)")
+            throw ClusterError("lbctl did not exit within \(TestTimeScale.scaled(timeout))")
         }
         // Drain: until end of file, or 200 ms without a new byte (bounded by 5 s).
         let drainDeadline = ContinuousClock.now + .seconds(5)

@@ -1,9 +1,10 @@
 import ConsulTestServer
 import LoadBalancer
 import LoadBalancerConsul
+import LoadBalancerTestKit
 import Testing
 
-@Suite("ConsulClient's lifecycle", .timeLimit(.minutes(1)))
+@Suite("ConsulClient's lifecycle", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 1))))
 struct ConsulClientLifecycleTests {
     @Test("run() returns on shutdown(); every later request fails with shutDown")
     func shutdownEndsRun() async throws {

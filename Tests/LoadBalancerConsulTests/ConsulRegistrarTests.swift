@@ -1,12 +1,13 @@
 import ConsulTestServer
 import LoadBalancer
 import LoadBalancerConsul
+import LoadBalancerTestKit
 import LoadBalancerTestServers
 import Logging
 import ServiceLifecycle
 import Testing
 
-@Suite("ConsulRegistrar against the Consul-API test server", .timeLimit(.minutes(2)))
+@Suite("ConsulRegistrar against the Consul-API test server", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 2))))
 struct ConsulRegistrarTests {
     /// The instance every test registers: weight 5, two tags, one metadata key.
     func instance() throws -> Instance {

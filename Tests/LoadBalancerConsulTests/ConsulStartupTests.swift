@@ -2,10 +2,11 @@ import AsyncHTTPClient
 import ConsulTestServer
 import LoadBalancer
 import LoadBalancerConsul
+import LoadBalancerTestKit
 import LoadBalancerTestServers
 import Testing
 
-@Suite("Consul agent down at start-up", .serialized, .timeLimit(.minutes(2)))
+@Suite("Consul agent down at start-up", .serialized, .timeLimit(.minutes(TestTimeScale.scaled(minutes: 2))))
 struct ConsulStartupTests {
     @Test("started late: each failed query is an update with the error, the set comes once the agent answers")
     func startedLate() async throws {
@@ -50,7 +51,7 @@ struct ConsulStartupTests {
         #expect(error.code == .registryUnavailable, "\(error)")
         #expect((error.cause as? ConsulError)?.code == .timeout, "\(error)")
         // Not before the timeout (nothing refused the request), and not long after it.
-        #expect(elapsed >= .milliseconds(450) && elapsed < .milliseconds(2500), "\(elapsed)")
+        #expect(elapsed >= .milliseconds(450) && elapsed < TestTimeScale.scaled(.milliseconds(2500)), "\(elapsed)")
     }
 
     @Test(

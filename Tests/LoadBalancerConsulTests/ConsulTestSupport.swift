@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import ConsulTestServer
 import LoadBalancer
 import LoadBalancerConsul
+import LoadBalancerTestKit
 import Synchronization
 import Testing
 
@@ -12,6 +13,7 @@ func waitUntil(
     sourceLocation: SourceLocation = #_sourceLocation,
     _ condition: () async -> Bool
 ) async throws {
+    let timeout = TestTimeScale.scaled(timeout)
     let deadline = ContinuousClock.now + timeout
     while !(await condition()) {
         guard ContinuousClock.now < deadline else {

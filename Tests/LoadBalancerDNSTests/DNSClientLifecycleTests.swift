@@ -1,11 +1,12 @@
 import LoadBalancer
 import LoadBalancerDNS
+import LoadBalancerTestKit
 import NIOCore
 import NIOPosix
 import Synchronization
 import Testing
 
-@Suite("DNSClient's lifecycle", .timeLimit(.minutes(1)))
+@Suite("DNSClient's lifecycle", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 1))))
 struct DNSClientLifecycleTests {
     @Test("run() returns on shutdown(); every later query fails with closed")
     func shutdownEndsRun() async throws {

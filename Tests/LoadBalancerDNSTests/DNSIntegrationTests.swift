@@ -1,11 +1,13 @@
 import LoadBalancer
 import LoadBalancerDNS
+import LoadBalancerTestKit
 import LoadBalancerTestServers
 import Synchronization
 import Testing
 
 /// Waits, by bounded polling, until `condition` holds.
 func eventually(_ timeout: Duration = .seconds(15), _ condition: () async -> Bool) async throws {
+    let timeout = TestTimeScale.scaled(timeout)
     let deadline = ContinuousClock.now + timeout
     while !(await condition()) {
         guard ContinuousClock.now < deadline else {
@@ -23,7 +25,7 @@ final class Latest: Sendable {
     var error: DiscoveryError? { update.withLock { $0?.error } }
 }
 
-@Suite("DNS against a real dnsmasq", .enabled(if: DnsmasqEnvironment.enabled), .serialized, .timeLimit(.minutes(2)))
+@Suite("DNS against a real dnsmasq", .enabled(if: DnsmasqEnvironment.enabled), .serialized, .timeLimit(.minutes(TestTimeScale.scaled(minutes: 2))))
 struct DNSIntegrationTests {
     func client(_ server: Dnsmasq) -> DNSClient {
         // Generous: nothing in this suite waits on a timeout (a stopped server refuses at once), and

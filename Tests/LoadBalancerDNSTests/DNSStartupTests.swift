@@ -1,9 +1,10 @@
 import LoadBalancer
 import LoadBalancerDNS
+import LoadBalancerTestKit
 import LoadBalancerTestServers
 import Testing
 
-@Suite("DNS server down at start-up; bad records in band", .enabled(if: DnsmasqEnvironment.enabled), .serialized, .timeLimit(.minutes(2)))
+@Suite("DNS server down at start-up; bad records in band", .enabled(if: DnsmasqEnvironment.enabled), .serialized, .timeLimit(.minutes(TestTimeScale.scaled(minutes: 2))))
 struct DNSStartupTests {
     let records = [
         "srv-host=_web._tcp.svc.test,a.svc.test,8080,1,1",
@@ -60,7 +61,7 @@ struct DNSStartupTests {
         #expect(error.code == .registryUnavailable, "\(error)")
         #expect((error.cause as? DNSLookupError)?.code == .timeout, "\(error)")
         // Not before the timeout (nothing refused the query), and not long after it.
-        #expect(elapsed >= .milliseconds(450) && elapsed < .milliseconds(2500), "\(elapsed)")
+        #expect(elapsed >= .milliseconds(450) && elapsed < TestTimeScale.scaled(.milliseconds(2500)), "\(elapsed)")
     }
 
     @Test("never started: errors keep coming and waiting for readiness says why")

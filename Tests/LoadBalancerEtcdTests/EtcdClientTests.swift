@@ -1,9 +1,10 @@
 import LoadBalancerEtcd
+import LoadBalancerTestKit
 import NIOEmbedded
 import NIOPosix
 import Testing
 
-@Suite("EtcdClient without a server", .timeLimit(.minutes(1)))
+@Suite("EtcdClient without a server", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 1))))
 struct EtcdClientTests {
     @Test("an event loop group gRPC's transport cannot use is a typed error, not a crash")
     func unsupportedEventLoopGroup() throws {

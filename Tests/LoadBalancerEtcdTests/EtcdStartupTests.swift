@@ -1,9 +1,10 @@
 import LoadBalancer
 import LoadBalancerEtcd
+import LoadBalancerTestKit
 import LoadBalancerTestServers
 import Testing
 
-@Suite("etcd down at start-up", .enabled(if: EtcdCluster.enabled), .serialized, .timeLimit(.minutes(3)))
+@Suite("etcd down at start-up", .enabled(if: EtcdCluster.enabled), .serialized, .timeLimit(.minutes(TestTimeScale.scaled(minutes: 3))))
 struct EtcdStartupTests {
     /// A publisher with a short backoff, so a test sees several retries.
     func publisher(_ prefix: String, _ client: EtcdClient) -> EtcdPublisher {
@@ -88,7 +89,7 @@ struct EtcdStartupTests {
         }
         #expect(error.code == .registryUnavailable, "\(error)")
         // Not before the timeout (nothing refused the request), and not long after it.
-        #expect(elapsed >= .milliseconds(450) && elapsed < .milliseconds(2500), "\(elapsed)")
+        #expect(elapsed >= .milliseconds(450) && elapsed < TestTimeScale.scaled(.milliseconds(2500)), "\(elapsed)")
     }
 
     @Test("shut down while a publisher watches and a registrar keeps its lease: both end, and so does run()")

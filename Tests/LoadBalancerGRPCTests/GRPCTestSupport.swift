@@ -2,6 +2,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import LoadBalancer
 import LoadBalancerGRPC
+import LoadBalancerTestKit
 import Logging
 import Synchronization
 import Testing
@@ -127,7 +128,7 @@ func withClient<T: Sendable>(
 /// One `Who` call: the name of the server that answered.
 func who(_ client: GRPCClient<HTTP2ClientTransport.Posix>, timeout: Duration = .seconds(5)) async throws -> String {
     var options = CallOptions.defaults
-    options.timeout = timeout
+    options.timeout = TestTimeScale.scaled(timeout)
     return try await client.unary(
         request: ClientRequest(message: "who"),
         descriptor: WhoService.method,
@@ -190,6 +191,7 @@ func eventually(
     sourceLocation: SourceLocation = #_sourceLocation,
     _ condition: () async throws -> Bool
 ) async throws {
+    let timeout = TestTimeScale.scaled(timeout)
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
         if try await condition() { return }

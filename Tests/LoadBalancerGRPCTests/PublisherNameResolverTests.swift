@@ -1,6 +1,7 @@
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import LoadBalancer
+import LoadBalancerTestKit
 import Logging
 import Synchronization
 import Testing
@@ -39,7 +40,7 @@ func addresses(_ result: NameResolutionResult?) -> [[SocketAddress]] {
     (result?.endpoints ?? []).map(\.addresses)
 }
 
-@Suite("Publisher name resolver", .timeLimit(.minutes(1)))
+@Suite("Publisher name resolver", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 1))))
 struct PublisherNameResolverTests {
     @Test("literal hosts become socket addresses, host names are resolved, one endpoint per instance in id order")
     func endpointsFromInstances() async throws {

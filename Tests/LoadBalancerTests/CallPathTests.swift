@@ -1,10 +1,11 @@
 import LoadBalancer
+import LoadBalancerTestKit
 import Synchronization
 import Testing
 
 /// The call path's shapes: balancers over plain arrays, one snapshot per call, per-thread rotation,
 /// and `Retry` running deadline-enforcing endpoints inline.
-@Suite("Call path", .timeLimit(.minutes(3)))
+@Suite("Call path", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 3))))
 struct CallPathTests {
     static func endpoints(_ ports: some Sequence<Int>, enforcesDeadline: Bool = false) -> [Endpoint<Int, Int>] {
         instances(ports).map { instance in

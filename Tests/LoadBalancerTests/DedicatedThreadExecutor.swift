@@ -1,4 +1,5 @@
 import Foundation
+import LoadBalancerTestKit
 import Synchronization
 import Testing
 
@@ -75,9 +76,9 @@ func timeToReturn<T: Sendable>(
     return (value, returned - cancelled)
 }
 
-/// A time limit a test holds a call to: `limit` itself, or five times it in a sanitizer run
-/// (`scripts/sanitizers.sh` sets `LB_SANITIZER_RUN`), where instrumented code runs several times
-/// slower. What the test asserts (that the call returns at all, and soon) stays the same.
+/// A time limit a test holds a call to: `limit`, stretched by `LB_TEST_TIME_SCALE` in a sanitizer
+/// run (`scripts/sanitizers.sh` sets it), where instrumented code runs several times slower. What
+/// the test asserts (that the call returns at all, and soon) stays the same.
 func callTimeLimit(_ limit: Duration) -> Duration {
-    ProcessInfo.processInfo.environment["LB_SANITIZER_RUN"] == "1" ? limit * 5 : limit
+    TestTimeScale.scaled(limit)
 }

@@ -1,10 +1,11 @@
 import LoadBalancer
+import LoadBalancerTestKit
 import Logging
 import ServiceLifecycle
 import Synchronization
 import Testing
 
-@Suite("Lifecycle", .timeLimit(.minutes(3)))
+@Suite("Lifecycle", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 3))))
 struct LifecycleTests {
     @Test("withLoadBalancer runs discovery for the closure, then closes every endpoint")
     func scoped() async throws {

@@ -1,4 +1,5 @@
 import LoadBalancer
+import LoadBalancerTestKit
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -108,6 +109,7 @@ private final class RegistrarEnded: Sendable {
 /// Polls `condition` every 10 ms until it holds; throws after `timeout`. (This file is also in the
 /// sanitizer runs' build, which leaves the test-server helpers out.)
 private func waitFor(_ what: String, timeout: Duration = .seconds(20), _ condition: () -> Bool) async throws {
+    let timeout = TestTimeScale.scaled(timeout)
     let deadline = ContinuousClock.now + timeout
     while !condition() {
         guard ContinuousClock.now < deadline else {
@@ -117,7 +119,7 @@ private func waitFor(_ what: String, timeout: Duration = .seconds(20), _ conditi
     }
 }
 
-@Suite("ZooKeeper requests honour cancellation", .serialized, .timeLimit(.minutes(2)))
+@Suite("ZooKeeper requests honour cancellation", .serialized, .timeLimit(.minutes(TestTimeScale.scaled(minutes: 2))))
 struct ZooKeeperCancellationTests {
     /// A silent server, and a client whose session on it is established (its first event is
     /// the new session), running until the returned task is cancelled.

@@ -1,4 +1,5 @@
 import LoadBalancer
+import LoadBalancerTestKit
 import LoadBalancerTestServers
 import LoadBalancerZooKeeper
 import Logging
@@ -47,7 +48,7 @@ func expireSession(of client: ZooKeeperClient, through proxy: TCPProxy, ensemble
     proxy.restore()
 }
 
-@Suite("ZooKeeper against real ZooKeeper servers", .enabled(if: ZooKeeperEnsemble.enabled), .serialized, .timeLimit(.minutes(3)))
+@Suite("ZooKeeper against real ZooKeeper servers", .enabled(if: ZooKeeperEnsemble.enabled), .serialized, .timeLimit(.minutes(TestTimeScale.scaled(minutes: 3))))
 struct ZooKeeperIntegrationTests {
     @Test("the client creates, reads, watches and deletes nodes; errors are typed")
     func clientBasics() async throws {

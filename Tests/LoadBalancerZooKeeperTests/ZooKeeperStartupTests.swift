@@ -1,9 +1,10 @@
 import LoadBalancer
+import LoadBalancerTestKit
 import LoadBalancerTestServers
 import LoadBalancerZooKeeper
 import Testing
 
-@Suite("ZooKeeper down at start-up, and a closed client", .enabled(if: ZooKeeperEnsemble.enabled), .serialized, .timeLimit(.minutes(3)))
+@Suite("ZooKeeper down at start-up, and a closed client", .enabled(if: ZooKeeperEnsemble.enabled), .serialized, .timeLimit(.minutes(TestTimeScale.scaled(minutes: 3))))
 struct ZooKeeperStartupTests {
     /// A client of `ensemble` with a short connect timeout.
     func client(_ ensemble: ZooKeeperEnsemble) -> ZooKeeperClient {
@@ -109,7 +110,7 @@ struct ZooKeeperStartupTests {
         #expect(error.code == .registryUnavailable, "\(error)")
         #expect((error.cause as? ZooKeeperError)?.code == .connectionLoss, "\(error)")
         // Not before the timeout (nothing refused the connection), and not long after it.
-        #expect(elapsed >= .milliseconds(450) && elapsed < .milliseconds(2500), "\(elapsed)")
+        #expect(elapsed >= .milliseconds(450) && elapsed < TestTimeScale.scaled(.milliseconds(2500)), "\(elapsed)")
     }
 
     @Test("a publisher over a closed client ends with a closed error, keeping its last good set")

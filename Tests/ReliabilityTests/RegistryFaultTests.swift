@@ -6,6 +6,7 @@ import LoadBalancerDNS
 import LoadBalancerEtcd
 import LoadBalancerHTTP
 import LoadBalancerLocalBackends
+import LoadBalancerTestKit
 import LoadBalancerTestServers
 import LoadBalancerZooKeeper
 import Synchronization
@@ -14,7 +15,7 @@ import Testing
 /// Load through a balancer fed by a registry while the registry fails (its leader dies, it is
 /// restarted, it answers 500s): no request may fail because of it, and a backend registered after
 /// the recovery must get traffic.
-@Suite("Reliability: registry faults under load", .serialized, .timeLimit(.minutes(5)))
+@Suite("Reliability: registry faults under load", .serialized, .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
 struct RegistryFaultTests {
     /// What a test needs of a registry.
     struct Registry: Sendable {
@@ -189,7 +190,7 @@ struct RegistryFaultTests {
         await server.stop()
     }
 
-    @Test("Consul test server: 500s under load, then stopped and restarted", .timeLimit(.minutes(3)))
+    @Test("Consul test server: 500s under load, then stopped and restarted", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 3))))
     func consulFaults() async throws {
         let server = try await ConsulTestServer.start()
         try await run("Consul") {
