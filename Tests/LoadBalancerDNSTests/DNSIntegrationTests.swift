@@ -25,7 +25,9 @@ final class Latest: Sendable {
     var error: DiscoveryError? { update.withLock { $0?.error } }
 }
 
-@Suite("DNS against a real dnsmasq", .enabled(if: DnsmasqEnvironment.enabled), .serialized, .timeLimit(.minutes(TestTimeScale.scaled(minutes: 2))))
+@Suite(
+    "DNS against a real dnsmasq", .enabled(if: DnsmasqEnvironment.enabled), .serialized,
+    .timeLimit(.minutes(TestTimeScale.scaled(minutes: 2))))
 struct DNSIntegrationTests {
     func client(_ server: Dnsmasq) -> DNSClient {
         // Generous: nothing in this suite waits on a timeout (a stopped server refuses at once), and

@@ -4,7 +4,9 @@ import LoadBalancerTestKit
 import LoadBalancerTestServers
 import Testing
 
-@Suite("DNS server down at start-up; bad records in band", .enabled(if: DnsmasqEnvironment.enabled), .serialized, .timeLimit(.minutes(TestTimeScale.scaled(minutes: 2))))
+@Suite(
+    "DNS server down at start-up; bad records in band", .enabled(if: DnsmasqEnvironment.enabled), .serialized,
+    .timeLimit(.minutes(TestTimeScale.scaled(minutes: 2))))
 struct DNSStartupTests {
     let records = [
         "srv-host=_web._tcp.svc.test,a.svc.test,8080,1,1",

@@ -51,7 +51,9 @@ func recording(_ publisher: EtcdPublisher, into recorder: Recorder) -> @Sendable
     recorder.recording(publisher)
 }
 
-@Suite("etcd against real etcd servers", .enabled(if: EtcdCluster.enabled), .serialized, .timeLimit(.minutes(TestTimeScale.scaled(minutes: 3))))
+@Suite(
+    "etcd against real etcd servers", .enabled(if: EtcdCluster.enabled), .serialized, .timeLimit(.minutes(TestTimeScale.scaled(minutes: 3)))
+)
 struct EtcdIntegrationTests {
     @Test("puts and deletes propagate; a bad value is skipped; JSON carries weight and priority")
     func putsAndDeletes() async throws {

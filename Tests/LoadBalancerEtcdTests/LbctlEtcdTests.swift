@@ -12,7 +12,9 @@ import Testing
     import Darwin
 #endif
 
-@Suite("lbctl with etcd sources against a real etcd", .enabled(if: EtcdCluster.enabled), .serialized, .timeLimit(.minutes(TestTimeScale.scaled(minutes: 3))))
+@Suite(
+    "lbctl with etcd sources against a real etcd", .enabled(if: EtcdCluster.enabled), .serialized,
+    .timeLimit(.minutes(TestTimeScale.scaled(minutes: 3))))
 struct LbctlEtcdTests {
     /// Runs `body` with a client of `cluster`.
     func withClient<T: Sendable>(_ cluster: EtcdCluster, _ body: (EtcdClient) async throws -> T) async throws -> T {

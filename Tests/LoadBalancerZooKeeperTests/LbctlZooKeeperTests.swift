@@ -4,7 +4,9 @@ import LoadBalancerTestServers
 import LoadBalancerZooKeeper
 import Testing
 
-@Suite("lbctl with zk sources against a real ZooKeeper", .enabled(if: ZooKeeperEnsemble.enabled), .serialized, .timeLimit(.minutes(TestTimeScale.scaled(minutes: 3))))
+@Suite(
+    "lbctl with zk sources against a real ZooKeeper", .enabled(if: ZooKeeperEnsemble.enabled), .serialized,
+    .timeLimit(.minutes(TestTimeScale.scaled(minutes: 3))))
 struct LbctlZooKeeperTests {
     /// Runs `body` with a connected client of `ensemble`.
     func withClient<T: Sendable>(_ ensemble: ZooKeeperEnsemble, _ body: (ZooKeeperClient) async throws -> T) async throws -> T {

@@ -48,7 +48,9 @@ func expireSession(of client: ZooKeeperClient, through proxy: TCPProxy, ensemble
     proxy.restore()
 }
 
-@Suite("ZooKeeper against real ZooKeeper servers", .enabled(if: ZooKeeperEnsemble.enabled), .serialized, .timeLimit(.minutes(TestTimeScale.scaled(minutes: 3))))
+@Suite(
+    "ZooKeeper against real ZooKeeper servers", .enabled(if: ZooKeeperEnsemble.enabled), .serialized,
+    .timeLimit(.minutes(TestTimeScale.scaled(minutes: 3))))
 struct ZooKeeperIntegrationTests {
     @Test("the client creates, reads, watches and deletes nodes; errors are typed")
     func clientBasics() async throws {

@@ -4,7 +4,9 @@ import LoadBalancerTestServers
 import LoadBalancerZooKeeper
 import Testing
 
-@Suite("ZooKeeper down at start-up, and a closed client", .enabled(if: ZooKeeperEnsemble.enabled), .serialized, .timeLimit(.minutes(TestTimeScale.scaled(minutes: 3))))
+@Suite(
+    "ZooKeeper down at start-up, and a closed client", .enabled(if: ZooKeeperEnsemble.enabled), .serialized,
+    .timeLimit(.minutes(TestTimeScale.scaled(minutes: 3))))
 struct ZooKeeperStartupTests {
     /// A client of `ensemble` with a short connect timeout.
     func client(_ ensemble: ZooKeeperEnsemble) -> ZooKeeperClient {
