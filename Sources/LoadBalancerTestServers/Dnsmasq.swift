@@ -73,7 +73,8 @@ public final class Dnsmasq: @unchecked Sendable {
         self.process = process
         // Ready when it answers a query (bounded polling).
         let client = DNSClient(configuration: .nameserver(nameserver, timeout: .milliseconds(200), attempts: 1))
-        let deadline = ContinuousClock.now + TestTimeScale.scaled(.seconds(10))
+        let timeout = TestTimeScale.scaled(.seconds(10))
+        let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             guard process.isRunning else { throw DnsmasqError(message: "dnsmasq exited (port \(port) taken?)") }
             if let answer = try? await client.query("ready.lbtest", type: .a), !answer.message.answers.isEmpty { return }

@@ -110,14 +110,15 @@ public final class EtcdCluster: @unchecked Sendable {
     /// The member that is the leader now (bounded polling until one reports it).
     public func leader(timeout: Duration = .seconds(15)) async throws -> Member {
         try await withClient { client in
-            let deadline = ContinuousClock.now + TestTimeScale.scaled(timeout)
+            let timeout = TestTimeScale.scaled(timeout)
+            let deadline = ContinuousClock.now + timeout
             while ContinuousClock.now < deadline {
                 for member in self.running() {
                     if let status = try? await client.status(of: member.address), status.isLeader { return member }
                 }
                 try await Task.sleep(for: .milliseconds(50))
             }
-            throw ClusterError("no etcd leader within \(TestTimeScale.scaled(timeout))")
+            throw ClusterError("no etcd leader within \(timeout)")
         }
     }
 
@@ -157,7 +158,8 @@ public final class EtcdCluster: @unchecked Sendable {
         process.standardError = FileHandle.nullDevice
         try process.run()
         let pid = process.processIdentifier
-        let deadline = ContinuousClock.now + TestTimeScale.scaled(.seconds(20))
+        let timeout = TestTimeScale.scaled(.seconds(20))
+        let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             var status: Int32 = 0
             let result = waitpid(pid, &status, WNOHANG)
@@ -175,7 +177,7 @@ public final class EtcdCluster: @unchecked Sendable {
             try await Task.sleep(for: .milliseconds(10))
         }
         killProcess(pid)
-        throw ClusterError("\(binary) did not finish within \(TestTimeScale.scaled(.seconds(20)))")
+        throw ClusterError("\(binary) did not finish within \(timeout)")
     }
 
     /// The members running now.
@@ -224,7 +226,8 @@ public final class EtcdCluster: @unchecked Sendable {
     /// Waits until every running member answers and sees a leader (bounded).
     private func waitUntilReady(timeout: Duration = .seconds(20)) async throws {
         try await withClient { client in
-            let deadline = ContinuousClock.now + TestTimeScale.scaled(timeout)
+            let timeout = TestTimeScale.scaled(timeout)
+            let deadline = ContinuousClock.now + timeout
             while ContinuousClock.now < deadline {
                 let running = self.running()
                 for member in running where !self.isAlive(member) {
@@ -237,7 +240,7 @@ public final class EtcdCluster: @unchecked Sendable {
                 if ready == running.count { return }
                 try await Task.sleep(for: .milliseconds(50))
             }
-            throw ClusterError("etcd was not ready within \(TestTimeScale.scaled(timeout))")
+            throw ClusterError("etcd was not ready within \(timeout)")
         }
     }
 

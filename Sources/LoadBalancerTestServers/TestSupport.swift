@@ -71,7 +71,8 @@ public final class Recorder: Sendable {
 public func killAndReap(_ pid: Int32, timeout: Duration = .seconds(10)) async {
     guard pid > 0 else { return }
     killProcess(pid)
-    let deadline = ContinuousClock.now + TestTimeScale.scaled(timeout)
+    let timeout = TestTimeScale.scaled(timeout)
+    let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
         var status: Int32 = 0
         let result = waitpid(pid, &status, WNOHANG)
@@ -189,7 +190,8 @@ public final class LbctlProcess: Sendable {
     /// write end anyway, it is taken as complete once the exited process's bytes stop arriving.
     public func exitStatus(timeout: Duration = .seconds(120)) async throws -> Int32 {
         let pid = process.processIdentifier
-        let deadline = ContinuousClock.now + TestTimeScale.scaled(timeout)
+        let timeout = TestTimeScale.scaled(timeout)
+        let deadline = ContinuousClock.now + timeout
         var status: Int32?
         while ContinuousClock.now < deadline, status == nil {
             var raw: Int32 = 0
@@ -204,7 +206,7 @@ public final class LbctlProcess: Sendable {
         }
         guard let status else {
             killProcess(pid)
-            throw ClusterError("lbctl did not exit within \(TestTimeScale.scaled(timeout))")
+            throw ClusterError("lbctl did not exit within \(timeout)")
         }
         // Drain: until end of file, or 200 ms without a new byte (bounded by 5 s).
         let drainDeadline = ContinuousClock.now + .seconds(5)

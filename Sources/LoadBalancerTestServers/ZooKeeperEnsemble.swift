@@ -104,20 +104,22 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
 
     /// The server that leads the ensemble now (standalone: the only one), by bounded polling.
     public func leader(timeout: Duration = .seconds(20)) async throws -> Server {
-        let deadline = ContinuousClock.now + TestTimeScale.scaled(timeout)
+        let timeout = TestTimeScale.scaled(timeout)
+        let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             for server in running() {
                 if let mode = try? await Self.mode(of: server), mode == "leader" || mode == "standalone" { return server }
             }
             try await Task.sleep(for: .milliseconds(50))
         }
-        throw ClusterError("no ZooKeeper leader within \(TestTimeScale.scaled(timeout)); the servers' logs end with:\n\(logTails())")
+        throw ClusterError("no ZooKeeper leader within \(timeout); the servers' logs end with:\n\(logTails())")
     }
 
     /// The server a session is connected to now (its `cons` lists the session), by bounded polling.
     public func serverOf(session: Int64, timeout: Duration = .seconds(10)) async throws -> Server {
         let id = "sid=0x" + String(UInt64(bitPattern: session), radix: 16)
-        let deadline = ContinuousClock.now + TestTimeScale.scaled(timeout)
+        let timeout = TestTimeScale.scaled(timeout)
+        let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             for server in running() {
                 if let answer = try? await Self.fourLetterWord("cons", port: server.clientPort), answer.contains(id) { return server }
@@ -190,7 +192,8 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
 
     /// Waits until `server` answers `srvr` with a mode (it has joined a quorum or runs standalone).
     private func waitUntilServing(_ server: Server, timeout: Duration = .seconds(30)) async throws {
-        let deadline = ContinuousClock.now + TestTimeScale.scaled(timeout)
+        let timeout = TestTimeScale.scaled(timeout)
+        let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             if let process = lock.withLock({ processes[server.id] }), !isAlive(process) {
                 throw ClusterError("ZooKeeper server \(server.id) exited (a port of \(server.clientPort)...\(server.electionPort) taken?)")
@@ -198,7 +201,7 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
             if let mode = try? await Self.mode(of: server), ["leader", "follower", "standalone"].contains(mode) { return }
             try await Task.sleep(for: .milliseconds(50))
         }
-        throw ClusterError("ZooKeeper server \(server.id) did not serve within \(TestTimeScale.scaled(timeout))")
+        throw ClusterError("ZooKeeper server \(server.id) did not serve within \(timeout)")
     }
 
     private func isAlive(_ process: Process) -> Bool {

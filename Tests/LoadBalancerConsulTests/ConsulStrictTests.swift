@@ -163,8 +163,9 @@ struct ConsulStrictTests {
         for i in 0..<publishers { server.addService(id: "s\(i)", name: "svc-\(i)", address: "10.0.1.\(i + 1)", port: 80) }
         let consul = client(server)
         // A TTL long enough for a loaded machine; starved, the first pass would wait for a
-        // blocking query to end (60 s) and the check would lapse after 3 s.
-        let ttl = Duration.seconds(3)
+        // blocking query to end (60 s) and the check would lapse after 3 s. Under a sanitizer it
+        // stretches with the tests' other bounds (TestTimeScale).
+        let ttl = TestTimeScale.scaled(.seconds(3))
         let registrar = ConsulRegistrar(
             instance: try Instance(host: "10.0.0.9", port: 8080),
             service: "me",
