@@ -336,14 +336,14 @@ public final class ConsulClient: Service, Sendable {
                     let response = try await httpClient.execute(prepared, timeout: TimeAmount(timeout))
                     let body = try await response.body.collect(upTo: maxResponseSize)
                     return (Head(status: response.status, headers: response.headers), body)
-                }, with: { ConsulError(code: .shutDown, message: "the Consul client was shut down") })
+                }, with: { ConsulError.shutDown() })
         } catch let error as ConsulError where error.code == .shutDown {
             throw error
         } catch {
             if Task.isCancelled { throw CancellationError() }
             if transport.isShutDown {
                 // The request was cut short by ``shutdown()``: no later one will be answered.
-                throw ConsulError(code: .shutDown, message: "the Consul client was shut down", cause: error)
+                throw ConsulError.shutDown(cause: error)
             }
             if let error = error as? HTTPClientError, error == .deadlineExceeded || error == .readTimeout {
                 throw ConsulError(code: .timeout, message: "\(method) \(path) did not finish within \(timeout)", cause: error)
@@ -427,7 +427,7 @@ final class ConsulTransport: Sendable {
         return try state.withLock { state throws -> HTTPClient in
             if let external {
                 if case .shutDown = state {
-                    throw ConsulError(code: .shutDown, message: "the Consul client was shut down")
+                    throw ConsulError.shutDown()
                 }
                 return external
             }
@@ -435,7 +435,7 @@ final class ConsulTransport: Sendable {
             case .running(let short, let blockingClient):
                 return blocking ? blockingClient : short
             case .shutDown:
-                throw ConsulError(code: .shutDown, message: "the Consul client was shut down")
+                throw ConsulError.shutDown()
             case .idle:
                 var base = ConsulClient.httpClientConfiguration()
                 if configuration.tls, let path = configuration.caCertificatePath {
@@ -491,5 +491,12 @@ final class ConsulTransport: Sendable {
             return []
         }
         for client in clients { _ = client.shutdown() }
+    }
+}
+
+extension ConsulError {
+    /// The error of a request made or ended by the client's shutdown.
+    static func shutDown(cause: (any Error)? = nil) -> ConsulError {
+        ConsulError(code: .shutDown, message: "the Consul client was shut down", cause: cause)
     }
 }

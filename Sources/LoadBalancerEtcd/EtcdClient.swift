@@ -40,8 +40,8 @@ public final class EtcdClient: Service, Sendable {
     private let connections: [Connection]
     private let preferred = Atomic<Int>(0)
     private let token = Mutex<String?>(nil)
-    private let stopped = Atomic<Bool>(false)
-    /// Fired with `stopped`: ends the watch and keep-alive streams, which never end by themselves.
+    /// Fired when the client shuts down: new requests fail, and the watch and keep-alive streams
+    /// (which never end by themselves) end.
     private let signal = ShutdownSignal()
 
     struct Connection: Sendable {
@@ -103,7 +103,7 @@ public final class EtcdClient: Service, Sendable {
     /// is shut down for good (``isShutDown``). A connection that fails is logged; `throws` is the
     /// signature every registry client's `run()` shares.
     public func run() async throws {
-        defer { stop() }
+        defer { signal.fire() }
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 for connection in connections {
@@ -120,39 +120,37 @@ public final class EtcdClient: Service, Sendable {
                 }
             }
         } onGracefulShutdown: {
-            self.stop()
+            self.signal.fire()
             for connection in self.connections { connection.grpc.beginGracefulShutdown() }
         }
-    }
-
-    /// Marks the client shut down and ends its watch and keep-alive streams.
-    private func stop() {
-        stopped.store(true, ordering: .releasing)
-        signal.fire()
     }
 
     /// Shuts the client down: requests in flight finish, watches and keep-alives end with
     /// ``EtcdError/Code/closed`` (they would never finish), new requests fail with it, and
     /// ``run()`` returns once the connections have closed. Calling it again does nothing.
     public func shutdown() async {
-        guard stopped.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return }
-        signal.fire()
+        guard signal.fire() else { return }
         for connection in connections { connection.grpc.beginGracefulShutdown() }
     }
 
     /// Whether the client has been shut down (``shutdown()``, graceful shutdown, or ``run()`` has
     /// returned): every request fails with ``EtcdError/Code/closed`` from then on.
-    public var isShutDown: Bool { stopped.load(ordering: .acquiring) }
+    public var isShutDown: Bool { signal.isFired }
 
     /// Runs a stream that ends only when it fails (a watch, a keep-alive) until ``shutdown()``,
     /// which ends it with ``EtcdError/Code/closed``.
     private func endedByShutdown(_ what: String, _ stream: @escaping @Sendable () async throws -> Void) async throws {
-        try await signal.cuttingShort(stream) { EtcdError(code: .closed, message: "\(what): the etcd client was shut down") }
+        try await signal.cuttingShort(stream) { Self.closedError(what) }
+    }
+
+    /// The error of a request (`what`) made or ended by the client's shutdown.
+    private static func closedError(_ what: String, cause: (any Error)? = nil) -> EtcdError {
+        EtcdError(code: .closed, message: "\(what): the etcd client was shut down", cause: cause)
     }
 
     /// Throws ``EtcdError/Code/closed`` once the client is shut down.
     private func checkOpen(_ what: String) throws(EtcdError) {
-        if isShutDown { throw EtcdError(code: .closed, message: "\(what): the etcd client was shut down") }
+        if isShutDown { throw Self.closedError(what) }
     }
 
     /// The member requests go to now.
@@ -459,7 +457,7 @@ public final class EtcdClient: Service, Sendable {
     /// the member when it is the member's fault.
     private func failure(_ error: any Error, on index: Int, during what: String) -> EtcdError {
         if isShutDown, (error as? EtcdError)?.code != .closed {
-            return EtcdError(code: .closed, message: "\(what): the etcd client was shut down", cause: error)
+            return Self.closedError(what, cause: error)
         }
         if let error = error as? EtcdError {
             if error.code == .unavailable { moveOn(from: index) }

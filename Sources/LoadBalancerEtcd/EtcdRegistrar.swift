@@ -89,7 +89,14 @@ public final class EtcdRegistrar: Service {
         if let id = lease.withLock({ $0 }) { return (id, false) }
         let granted = try await registerToTheEnd { [client, key, instance, ttl] in
             let granted = try await client.grantLease(ttl: ttl)
-            try await client.put(key, value: instance.registryJSON, lease: granted.id)
+            do {
+                try await client.put(key, value: instance.registryJSON, lease: granted.id)
+            } catch {
+                // Half a registration: the next round grants a new lease, so this one goes now
+                // rather than lingering until its TTL runs out.
+                try? await client.revokeLease(granted.id)
+                throw error
+            }
             return granted
         }
         lease.withLock { $0 = granted.id }

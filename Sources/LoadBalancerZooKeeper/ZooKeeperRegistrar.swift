@@ -64,6 +64,8 @@ public final class ZooKeeperRegistrar: Service {
                     state.needed = false
                     self.logger.info("registered in ZooKeeper", metadata: ["loadbalancer.zookeeper.path": "\(created)"])
                     return .succeeded()
+                } catch let error as ZooKeeperError where error.code == .closed {
+                    return .stop() // the client was shut down: nothing more to register with
                 } catch {
                     if Task.isCancelled { return .stop() }
                     self.logger.warning("ZooKeeper registration failed", metadata: ["loadbalancer.error": "\(error)"])

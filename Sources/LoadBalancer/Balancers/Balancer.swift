@@ -146,6 +146,7 @@ extension Balancer {
     }
 
     /// Reports the call to ``record(_:)`` when the balancer ``observesCalls``.
+    @inlinable
     public func finish(_ lease: EndpointLease<Request, Response>, outcome: CallRecord.Outcome, latency: Duration) {
         if observesCalls { record(lease.record(outcome, latency: latency)) }
     }
@@ -215,7 +216,7 @@ extension Balancer {
         _ lease: EndpointLease<Request, Response>,
         _ body: (Endpoint<Request, Response>) async throws -> Result
     ) async throws -> Result {
-        guard cache?.hasInstruments == true else { return try await measured(lease, body, report: nil) }
+        guard cache?.hasInstruments == true else { return try await measured(lease, body, instruments: nil) }
         return try await instrumented(lease, body)
     }
 
@@ -227,9 +228,10 @@ extension Balancer {
         _ lease: EndpointLease<Request, Response>,
         _ body: (Endpoint<Request, Response>) async throws -> Result
     ) async throws -> Result {
-        guard let instruments = cache?.instruments else { return try await measured(lease, body, report: nil) }
-        guard let tracer = instruments.tracer else {
-            return try await measured(lease, body) { instruments.called(lease.endpoint.id, outcome: $0, latency: $1) }
+        // `cache` and its `instruments` are constants: `reported` found both.
+        let instruments = cache?.instruments
+        guard let instruments, let tracer = instruments.tracer else {
+            return try await measured(lease, body, instruments: instruments)
         }
         return try await traced(tracer, lease, instruments, body)
     }
@@ -250,31 +252,31 @@ extension Balancer {
                 span.attributes["loadbalancer.attempt"] = attempt.number
                 span.attributes["loadbalancer.hedge"] = attempt.hedge
             }
-            return try await measured(lease, body) { instruments.called(lease.endpoint.id, outcome: $0, latency: $1) }
+            return try await measured(lease, body, instruments: instruments)
         }
     }
 
-    /// Calls `body`, timing it, and reports the outcome to the balancer, and to `report` (the
-    /// instruments) when given.
+    /// Calls `body`, timing it, and reports the outcome to the balancer, and to `instruments`
+    /// when given.
     @inlinable
     func measured<Result>(
         isolation: isolated (any Actor)? = #isolation,
         _ lease: EndpointLease<Request, Response>,
         _ body: (Endpoint<Request, Response>) async throws -> Result,
-        report: ((CallRecord.Outcome, Duration) -> Void)?
+        instruments: Instruments?
     ) async throws -> Result {
         let start = ContinuousClock.now
         do {
             let result = try await body(lease.endpoint)
             let latency = ContinuousClock.now - start
             finish(lease, outcome: .success, latency: latency)
-            report?(.success, latency)
+            instruments?.called(lease.endpoint.id, outcome: .success, latency: latency)
             return result
         } catch {
             let latency = ContinuousClock.now - start
             let outcome: CallRecord.Outcome = error is CancellationError ? .cancelled : .failure
             finish(lease, outcome: outcome, latency: latency)
-            report?(outcome, latency)
+            instruments?.called(lease.endpoint.id, outcome: outcome, latency: latency)
             throw error // the span (if any) records it as it ends
         }
     }

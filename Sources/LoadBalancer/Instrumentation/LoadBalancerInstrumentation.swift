@@ -65,6 +65,7 @@ public struct LoadBalancerInstrumentation: Sendable {
 
 /// The live instruments of one cache: metric handles, created once and kept per balancer and per
 /// instance, and the tracer.
+@usableFromInline
 final class Instruments: Sendable {
     let service: String
     let tracer: (any Tracer)?
@@ -154,6 +155,7 @@ final class Instruments: Sendable {
     /// The name of balancer type `type` (``Balancer/name``, cached).
     func name(of type: Any.Type, _ name: () -> String) -> String { balancer(type, name).name }
 
+    @usableFromInline
     func called(_ instance: String, outcome: CallRecord.Outcome, latency: Duration) {
         guard let handles = self.instance(instance) else { return }
         handles.requests.increment()
