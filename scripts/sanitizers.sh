@@ -14,9 +14,9 @@
 # --all builds the whole package (gRPC, AsyncHTTPClient, BoringSSL included) under the sanitizer
 # and runs every suite, as scripts/test.sh does; LB_SANITIZER_ALL=thread gives every module the
 # locks ThreadSanitizer can see. It takes longer than CI's budget allows (RELIABILITY.md has the
-# figures). No report is suppressed: under ThreadSanitizer, scripts/tsan-reports.py lists every one
-# and fails the run on any with an access in the package's own code (a report with both accesses
-# inside a dependency is that dependency's Mutex, invisible to ThreadSanitizer; RELIABILITY.md).
+# figures). No report is suppressed: scripts/sanitizer-reports.py lists every one and fails the run
+# on any race with an access in the package's own code, on any memory error, and on any leak
+# allocated in a library module (RELIABILITY.md: what the others are).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scope=subset
@@ -47,9 +47,10 @@ for sanitizer in "${sanitizers[@]}"; do
     log="$build/test-output.log"
     status=0
     if [ "$scope" = all ]; then
-        # ThreadSanitizer's exit status would count the dependencies' reports too: the reports are
-        # judged below, the status is the tests'.
-        [ "$sanitizer" = thread ] && export TSAN_OPTIONS="exitcode=0${TSAN_OPTIONS:+:$TSAN_OPTIONS}"
+        # The sanitizer's exit status would count the reports outside the package too: the reports
+        # are judged below, the status is the tests'.
+        export TSAN_OPTIONS="exitcode=0${TSAN_OPTIONS:+:$TSAN_OPTIONS}"
+        export LSAN_OPTIONS="exitcode=0:$LSAN_OPTIONS"
         LB_SANITIZER_ALL="$sanitizer" swift test --sanitize="$sanitizer" --scratch-path "$build" -Xswiftc -warnings-as-errors \
             >"$log" 2>&1 || status=$?
     else
@@ -57,12 +58,14 @@ for sanitizer in "${sanitizers[@]}"; do
             >"$log" 2>&1 || status=$?
     fi
     grep -E "^(✔|✘) Test run|Executed .* tests" "$log" | tail -n 2 || true
-    if [ "$scope" = all ] && [ "$sanitizer" = thread ]; then
-        # Every module is instrumented, the dependencies too, but they keep their own
-        # Synchronization.Mutex, whose contended path ThreadSanitizer cannot see: a report with
-        # both accesses inside dependencies is listed, one that touches the package fails the run.
-        scripts/tsan-reports.py "$log" "$PWD" || {
-            echo "ThreadSanitizer reported a race in the package's code (whole log: $log)" >&2
+    if [ "$scope" = all ]; then
+        # Every module is instrumented, the dependencies too. ThreadSanitizer: they keep their own
+        # Synchronization.Mutex, whose contended path it cannot see, so a report with both accesses
+        # inside dependencies is listed and one that touches the package fails the run.
+        # LeakSanitizer: leaks of the tests' own launched processes are listed, one allocated in a
+        # library module fails the run. Any AddressSanitizer memory error fails it.
+        scripts/sanitizer-reports.py "$sanitizer" "$log" "$PWD" || {
+            echo "the $sanitizer sanitizer reported a problem in the package's code (whole log: $log)" >&2
             exit 1
         }
     elif grep -qE "WARNING: ThreadSanitizer|ERROR: AddressSanitizer|ERROR: LeakSanitizer|SUMMARY: (Thread|Address|Leak)Sanitizer" "$log"; then
