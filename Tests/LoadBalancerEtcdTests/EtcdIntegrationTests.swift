@@ -183,12 +183,15 @@ struct EtcdIntegrationTests {
         let publisher = EtcdPublisher(prefix: "/svc/", client: client)
         let recorder = Recorder()
         let instance = try Instance(host: "127.0.0.9", port: 9009, weight: 2)
-        let registrar = EtcdRegistrar(instance: instance, prefix: "/svc/", client: client, ttl: .seconds(1))
+        // A 1 s TTL (keep-alives every 333 ms), stretched under a sanitizer (TestTimeScale): under
+        // AddressSanitizer with the whole suite running, keep-alives came too late for 1 s.
+        let ttl = TestTimeScale.scaled(.seconds(1))
+        let registrar = EtcdRegistrar(instance: instance, prefix: "/svc/", client: client, ttl: ttl)
         try await withRunning(client, [{ try? await publisher.run() }, recording(publisher, into: recorder)]) {
             let registration = Task { try? await registrar.run() }
             try await eventually("registered") { recorder.latest?.instances == [instance] }
             // Three TTLs later it is still there: the keep-alive works.
-            let kept = ContinuousClock.now + .seconds(3)
+            let kept = ContinuousClock.now + ttl * 3
             while ContinuousClock.now < kept {
                 #expect(recorder.latest?.instances == [instance])
                 try await Task.sleep(for: .milliseconds(100))
