@@ -250,7 +250,10 @@ struct ConsulPublisherTests {
     func timeouts() async throws {
         // Requests are held 5 s; the client gives up after its 300 ms request timeout (plain reads)
         // or the wait plus that (blocking queries).
-        let requests = try await faultWindow(.delay(.seconds(5)), requestTimeout: .milliseconds(300), wait: .milliseconds(500)) { error in
+        // (Both stretch under a sanitizer, TestTimeScale: a slowed answer must not look like the fault.)
+        let requests = try await faultWindow(
+            .delay(.seconds(5)), requestTimeout: TestTimeScale.scaled(.milliseconds(300)), wait: TestTimeScale.scaled(.milliseconds(500))
+        ) { error in
             #expect(error?.code == .registryUnavailable)
             #expect((error?.cause as? ConsulError)?.code == .timeout)
         }

@@ -202,7 +202,7 @@ struct CallPathTests {
             try await ContinuousClock().sleep(until: try #require(CallDeadline.current), tolerance: nil)
             return 0
         }
-        let retry = Retry(RoundRobinBalancer(endpoints: [endpoint]), maxAttempts: 5, timeout: .seconds(60))
+        let retry = Retry(RoundRobinBalancer(endpoints: [endpoint]), maxAttempts: 5, timeout: TestTimeScale.scaled(.seconds(60)))
         let task = Task { try await retry(0) }
         try await waitUntil { entered.load(ordering: .relaxed) }
         let start = ContinuousClock.now

@@ -1,5 +1,6 @@
 import InMemoryTracing
 import LoadBalancer
+import LoadBalancerTestKit
 import MetricsTestKit
 import Synchronization
 import Testing
@@ -81,7 +82,7 @@ struct InstrumentationTests {
         let metrics = TestMetrics()
         let cache = await instrumentedCache([try endpoint(1, failing: true), try endpoint(2, failing: true)], metrics: metrics)
         // Long timeouts: the suite runs beside CPU-bound tests on few threads; no call may time out.
-        var retry = Retry(RoundRobinBalancer(cache), maxAttempts: 3, timeout: .seconds(60))
+        var retry = Retry(RoundRobinBalancer(cache), maxAttempts: 3, timeout: TestTimeScale.scaled(.seconds(60)))
         // A budget that allows exactly one retry in all.
         retry.budget = RetryBudget(ratio: 0, minimumPerSecond: 0.1, window: .seconds(10), now: { .zero })
         for _ in 0..<3 {
@@ -93,7 +94,7 @@ struct InstrumentationTests {
 
         let hedgedMetrics = TestMetrics()
         let slowCache = await instrumentedCache([try endpoint(1, delay: .seconds(30)), try endpoint(2)], metrics: hedgedMetrics)
-        var hedged = Retry(RoundRobinBalancer(slowCache, start: 0), maxAttempts: 2, timeout: .seconds(60))
+        var hedged = Retry(RoundRobinBalancer(slowCache, start: 0), maxAttempts: 2, timeout: TestTimeScale.scaled(.seconds(60)))
         hedged.hedging = HedgingPolicy(delay: .fixed(.milliseconds(20)))
         #expect(try await hedged(0) == (try Instance(host: "127.0.0.1", port: 9002)).id)
         #expect(try hedgedMetrics.expectCounter("loadbalancer_hedges_total", service).totalValue == 1)
@@ -115,7 +116,7 @@ struct InstrumentationTests {
         #expect(call.errors.count == 1, "the failed call records its error")
         tracer.clearFinishedSpans()
 
-        let retry = Retry(RoundRobinBalancer(cache, start: 0), maxAttempts: 3, timeout: .seconds(60))
+        let retry = Retry(RoundRobinBalancer(cache, start: 0), maxAttempts: 3, timeout: TestTimeScale.scaled(.seconds(60)))
         #expect(try await retry(0) == endpoints[1].id)
         let spans = tracer.finishedSpans
         let parent = try #require(spans.first { $0.operationName == "loadbalancer.retry" })
