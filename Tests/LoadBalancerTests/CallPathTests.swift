@@ -4,7 +4,7 @@ import Synchronization
 import Testing
 
 /// The call path's shapes: balancers over plain arrays, one snapshot per call, per-thread rotation,
-/// and `Retry` running deadline-enforcing endpoints inline.
+/// `Retry` running deadline-enforcing endpoints inline and other endpoints in one task each.
 @Suite("Call path", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 3))))
 struct CallPathTests {
     static func endpoints(_ ports: some Sequence<Int>, enforcesDeadline: Bool = false) -> [Endpoint<Int, Int>] {
@@ -212,7 +212,7 @@ struct CallPathTests {
         #expect(calls.load(ordering: .relaxed) == 1)
     }
 
-    @Test("an endpoint that does not enforce deadlines is still cut off by the timeout (supervised)")
+    @Test("an endpoint that does not enforce deadlines is still cut off by the timeout (in a task of its own)")
     func supervisedFallback() async throws {
         let endpoint = Endpoint<Int, Int>(instance: try Instance(host: "127.0.0.1", port: 1)) { _ in
             try await ContinuousClock().sleep(for: .seconds(600))
@@ -223,6 +223,123 @@ struct CallPathTests {
         let error = try await #require(throws: RetryError.self) { try await retry(0) }
         #expect(error.reason == .timedOut)
         #expect(ContinuousClock.now - start < .seconds(30))
+    }
+
+    @TaskLocal static var requestID: Int?
+
+    @Test("Retry runs a plain endpoint in a task of its own, with the call's deadline and the caller's task-locals")
+    func guardedTaskLocals() async throws {
+        let seen = Mutex<[(ContinuousClock.Instant?, Int?)]>([])
+        let endpoint = Endpoint<Int, Int>(instance: try Instance(host: "127.0.0.1", port: 1)) { request in
+            seen.withLock { $0.append((CallDeadline.current, Self.requestID)) }
+            // Answer after a suspension too: the task goes on off the caller's thread.
+            if request.isMultiple(of: 2) { await Task.yield() }
+            return request + 1
+        }
+        let retry = Retry(RoundRobinBalancer(endpoints: [endpoint]), maxAttempts: 3, timeout: .seconds(30))
+        let before = ContinuousClock.now
+        for request in 0..<20 {
+            let response = try await Self.$requestID.withValue(request) { try await retry(request) }
+            #expect(response == request + 1)
+        }
+        let calls = seen.withLock { $0 }
+        #expect(calls.count == 20)
+        #expect(calls.map(\.1) == Array(0..<20).map { Optional($0) }, "the caller's task-local reaches the attempt")
+        for (deadline, _) in calls {
+            let deadline = try #require(deadline)
+            #expect(deadline > before.advanced(by: .seconds(29)))
+            #expect(deadline <= ContinuousClock.now.advanced(by: .seconds(30)))
+        }
+        #expect(CallDeadline.current == nil, "the deadline is set only around the attempt")
+    }
+
+    @Test("in a task of its own: an attempt past its attempt timeout is cancelled and retried elsewhere, logged as cancelled")
+    func guardedAttemptTimeout() async throws {
+        // Port 1 hangs until cancelled; port 2 answers.
+        let cancelled = Atomic(0)
+        let make: @Sendable (Int) throws -> Endpoint<Int, Int> = { port in
+            Endpoint(instance: try Instance(host: "127.0.0.1", port: port)) { _ in
+                if port == 1 {
+                    do {
+                        try await ContinuousClock().sleep(for: .seconds(600))
+                    } catch {
+                        cancelled.add(1, ordering: .relaxed)
+                        throw error
+                    }
+                }
+                return port
+            }
+        }
+        var retry = Retry(
+            RoundRobinBalancer(endpoints: [try make(1), try make(2)], start: 0), maxAttempts: 3,
+            timeout: TestTimeScale.scaled(.seconds(60))
+        )
+        retry.attemptTimeout = .milliseconds(50)
+        #expect(try await retry(0) == 2)
+        #expect(cancelled.load(ordering: .relaxed) == 1)
+
+        var hanging = Retry(RoundRobinBalancer(endpoints: [try make(1)]), maxAttempts: 2, timeout: TestTimeScale.scaled(.seconds(60)))
+        hanging.attemptTimeout = .milliseconds(50)
+        let error = try await #require(throws: RetryError.self) { try await hanging(0) }
+        #expect(error.reason == .attemptsExhausted)
+        #expect(error.attempts.count == 2)
+        for attempt in error.attempts {
+            let timeout = try #require(attempt.error as? AttemptTimeoutError, "\(attempt.error)")
+            #expect(timeout.code == .cancelled)
+            #expect(timeout.timeout == .milliseconds(50))
+        }
+        #expect(cancelled.load(ordering: .relaxed) == 3)
+    }
+
+    @Test("in a task of its own: the caller's cancellation cancels the attempt, is rethrown as CancellationError, never retried")
+    func guardedCancellation() async throws {
+        let calls = Atomic(0)
+        let entered = Atomic(false)
+        let endpoint = Endpoint<Int, Int>(instance: try Instance(host: "127.0.0.1", port: 1)) { _ in
+            calls.add(1, ordering: .relaxed)
+            entered.store(true, ordering: .relaxed)
+            try await ContinuousClock().sleep(for: .seconds(600))
+            return 0
+        }
+        let retry = Retry(RoundRobinBalancer(endpoints: [endpoint]), maxAttempts: 5, timeout: TestTimeScale.scaled(.seconds(60)))
+        let task = Task { try await retry(0) }
+        try await waitUntil { entered.load(ordering: .relaxed) }
+        let start = ContinuousClock.now
+        task.cancel()
+        await #expect(throws: CancellationError.self) { try await task.value }
+        #expect(ContinuousClock.now - start < .seconds(5))
+        #expect(calls.load(ordering: .relaxed) == 1)
+    }
+
+    @Test("in a task of its own: the overall timeout waits for an attempt that ignores cancellation, then logs its error")
+    func guardedIgnoresCancellation() async throws {
+        struct Late: Error {}
+        let release = Atomic(false)
+        let sawCancellation = Atomic(false)
+        let endpoint = Endpoint<Int, Int>(instance: try Instance(host: "127.0.0.1", port: 1)) { _ in
+            // Ignores cancellation: ends only when the test releases it (bounded by a minute).
+            let until = ContinuousClock.now.advanced(by: .seconds(60))
+            while !release.load(ordering: .relaxed), ContinuousClock.now < until {
+                if Task.isCancelled { sawCancellation.store(true, ordering: .relaxed) }
+                try? await ContinuousClock().sleep(for: .milliseconds(5))
+            }
+            throw Late()
+        }
+        let retry = Retry(RoundRobinBalancer(endpoints: [endpoint]), maxAttempts: 3, timeout: .milliseconds(50))
+        let finished = Atomic(false)
+        let call = Task {
+            defer { finished.store(true, ordering: .relaxed) }
+            return try await retry(0)
+        }
+        // The deadline cancels the attempt; the call still waits for it to end.
+        try await waitUntil { sawCancellation.load(ordering: .relaxed) }
+        let finishedEarly = finished.load(ordering: .relaxed)
+        #expect(!finishedEarly)
+        release.store(true, ordering: .relaxed)
+        let error = try await #require(throws: RetryError.self) { try await call.value }
+        #expect(error.reason == .timedOut)
+        #expect(error.attempts.count == 1)
+        #expect(error.attempts.first?.error is Late)
     }
 
     @Test("the decision callback can stop with an error of its own (go-kit's error replacement)", arguments: [false, true])
@@ -246,7 +363,7 @@ struct CallPathTests {
         #expect(error.attempts.count == 1)
     }
 
-    @Test("supervised calls on ContinuousClock hold no timer once they end; a cancelled sleep is released at once")
+    @Test("calls on ContinuousClock hold no timer once they end; a cancelled sleep is released at once")
     func sharedTimer() async throws {
         let endpoint = Endpoint<Int, Int>(instance: try Instance(host: "127.0.0.1", port: 1)) { $0 }
         let retry = Retry(RoundRobinBalancer(endpoints: [endpoint]), maxAttempts: 3, timeout: .seconds(30))

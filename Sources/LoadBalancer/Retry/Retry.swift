@@ -31,8 +31,12 @@ import Tracing
 /// An attempt on an endpoint that enforces deadlines itself (``Endpoint/enforcesDeadline``, as the
 /// endpoints of `LoadBalancerHTTP` do) runs inline, in the caller's task, with its deadline in
 /// ``CallDeadline/current``: a call that succeeds at once costs little more than
-/// ``Balancer/call(_:)``, with no child task and no timer. Any other attempt runs in a child task
-/// that is cancelled when the time is up; hedging and tracing always take that path.
+/// ``Balancer/call(_:)``, with no child task and no timer. Any other attempt runs in a task of its
+/// own, started on the caller's thread (`Task.immediate` where the OS has it), with one entry in a
+/// process-wide deadline table that cancels the task when the time is up and is dropped the moment
+/// the attempt ends; the call waits for the attempt to end. Hedging, tracing and clocks other than
+/// `ContinuousClock` take the supervised path: a task group per call, with its deadline, hedge and
+/// backoff timers as child tasks.
 ///
 /// Endpoints must honour task cancellation (or the deadline they are given) for the overall
 /// timeout to end a call promptly.
@@ -107,7 +111,8 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
         guard hedging == nil, C.self == ContinuousClock.self, balancer.cache?.hasTracer != true else {
             return try await supervisedCall(request)
         }
-        // The first attempt, inline when its endpoint enforces deadlines: no child task, no timer.
+        // The first attempt without a task group: inline when its endpoint enforces deadlines,
+        // otherwise in one task cancelled at the deadline.
         let start = ContinuousClock.now
         let deadline = start.advanced(by: timeout)
         budget?.deposit()
@@ -118,16 +123,9 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
             let failure = RetryError.Attempt(number: 1, instance: nil, error: error, duration: .zero)
             return try await inlineRetries(request, deadline: deadline, failed: failure, error: error, tried: [])
         }
-        guard lease.endpoint.enforcesDeadline else {
-            // Supervise this call: hand back the lease unused.
-            balancer.finish(lease, outcome: .cancelled, latency: .zero)
-            return try await supervisedRest(request, deadline: deadline, log: [], started: 0, tried: [])
-        }
         let attemptDeadline = attemptTimeout.map { min(deadline, start.advanced(by: $0)) } ?? deadline
         do {
-            return try await CallDeadline.$current.withValue(attemptDeadline) {
-                try await balancer.run(lease) { endpoint in try await endpoint(request) }
-            }
+            return try await attempt(request, on: lease, until: attemptDeadline, deadline: deadline)
         } catch {
             let failure = attemptFailure(1, lease, error, start: start, attemptDeadline: attemptDeadline, deadline: deadline)
             return try await inlineRetries(request, deadline: deadline, failed: failure, error: error, tried: [lease.endpoint.id])
@@ -144,18 +142,69 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
         return try await traced(tracer, request, deadline: deadline)
     }
 
-    /// The rest of an inline call on the supervised path, from `started` attempts made.
-    @usableFromInline
-    func supervisedRest(
+    /// One attempt of a call without a task group, ended at `attemptDeadline` (within the call's
+    /// `deadline`): an endpoint that
+    /// enforces deadlines runs inline, in the caller's task, with the deadline in
+    /// ``CallDeadline/current``; any other runs in a task of its own that is cancelled at the
+    /// deadline (or when the caller is), and the call waits for it to end.
+    ///
+    /// - Throws: What the endpoint threw; ``AttemptTimeoutError`` (with no cause) when a task of
+    ///   its own was cancelled at an attempt deadline before the overall one.
+    @inlinable
+    func attempt(
         _ request: Request,
-        deadline: ContinuousClock.Instant,
-        log: [RetryError.Attempt],
-        started: Int,
-        tried: Set<String>
+        on lease: EndpointLease<Request, Response>,
+        until attemptDeadline: ContinuousClock.Instant,
+        deadline: ContinuousClock.Instant
     ) async throws -> Response {
-        let clockDeadline = clock.now.advanced(by: ContinuousClock.now.duration(to: deadline))
-        // The budget already has this call's deposit.
-        return try await attempts(request, deadline: clockDeadline, span: nil, log: log, started: started, tried: tried, deposits: false)
+        guard lease.endpoint.enforcesDeadline else {
+            return try await guardedAttempt(request, on: lease, until: attemptDeadline, deadline: deadline)
+        }
+        return try await CallDeadline.$current.withValue(attemptDeadline) {
+            try await balancer.run(lease) { endpoint in try await endpoint(request) }
+        }
+    }
+
+    /// An attempt on an endpoint that does not enforce deadlines: in a task cancelled at
+    /// `attemptDeadline` by ``SharedTimer`` (which drops the deadline as soon as the task ends). The
+    /// task starts on the caller's thread, so an endpoint that answers without suspending costs no
+    /// thread hop.
+    @inlinable
+    func guardedAttempt(
+        _ request: Request,
+        on lease: EndpointLease<Request, Response>,
+        until attemptDeadline: ContinuousClock.Instant,
+        deadline: ContinuousClock.Instant
+    ) async throws -> Response {
+        let balancer = self.balancer
+        let body: @Sendable () async throws -> Response = {
+            try await CallDeadline.$current.withValue(attemptDeadline) {
+                try await balancer.run(lease) { endpoint in try await endpoint(request) }
+            }
+        }
+        let task: Task<Response, any Error>
+        if #available(macOS 26.0, iOS 26.0, tvOS 26.0, watchOS 26.0, visionOS 26.0, *) {
+            task = Task.immediate(operation: body)
+        } else {
+            task = Task(operation: body)
+        }
+        let timer = SharedTimer.shared.cancel(task, at: attemptDeadline)
+        do {
+            let response = try await withTaskCancellationHandler {
+                try await task.value
+            } onCancel: {
+                task.cancel()
+            }
+            _ = SharedTimer.shared.discard(timer)
+            return response
+        } catch {
+            let timedOut = SharedTimer.shared.discard(timer)
+            if timedOut, let attemptTimeout, attemptDeadline < deadline, error is CancellationError, !Task.isCancelled {
+                // Cancelled at the attempt's own deadline, not by the caller nor at the overall one.
+                throw AttemptTimeoutError(timeout: attemptTimeout, cause: nil)
+            }
+            throw error
+        }
     }
 
     /// The record of failed inline attempt `number`: the endpoint's error, or an
@@ -170,7 +219,9 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
         deadline: ContinuousClock.Instant
     ) -> RetryError.Attempt {
         let now = ContinuousClock.now
-        let timedOut = now >= attemptDeadline && now < deadline && !(error is CancellationError && Task.isCancelled)
+        let timedOut =
+            now >= attemptDeadline && now < deadline && !(error is CancellationError && Task.isCancelled)
+            && !(error is AttemptTimeoutError)
         return RetryError.Attempt(
             number: number,
             instance: lease.endpoint.instance,
@@ -179,9 +230,7 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
         )
     }
 
-    /// The attempts of an inline call after attempt `failed` failed with `error`, while their
-    /// endpoints enforce deadlines; an attempt on an endpoint that does not hands the call over to
-    /// the supervised loop.
+    /// The attempts of a call without a task group after attempt `failed` failed with `error`.
     @usableFromInline
     func inlineRetries(
         _ request: Request,
@@ -207,17 +256,11 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
                 try await afterFailure(number, error, log: log, deadline: deadline)
                 continue
             }
-            guard lease.endpoint.enforcesDeadline else {
-                balancer.finish(lease, outcome: .cancelled, latency: .zero)
-                return try await supervisedRest(request, deadline: deadline, log: log, started: number - 1, tried: tried)
-            }
             tried.insert(lease.endpoint.id)
             let attemptStart = ContinuousClock.now
             let attemptDeadline = attemptTimeout.map { min(deadline, attemptStart.advanced(by: $0)) } ?? deadline
             do {
-                return try await CallDeadline.$current.withValue(attemptDeadline) {
-                    try await balancer.run(lease) { endpoint in try await endpoint(request) }
-                }
+                return try await attempt(request, on: lease, until: attemptDeadline, deadline: deadline)
             } catch {
                 log.append(attemptFailure(number, lease, error, start: attemptStart, attemptDeadline: attemptDeadline, deadline: deadline))
                 if Task.isCancelled { throw CancellationError() }
@@ -288,17 +331,15 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
 
     /// The attempts of one call: an event loop over attempt completions and the deadline, hedge
     /// and backoff timers, in one task group so that cancelling it cancels everything in flight.
-    /// `log`, `started` and `tried` carry what an inline start already did.
     private func attempts(
         _ request: Request,
         deadline: C.Instant,
         span: (any Span)?,
         log initialLog: [RetryError.Attempt],
         started initiallyStarted: Int,
-        tried initiallyTried: Set<String>,
-        deposits: Bool = true
+        tried initiallyTried: Set<String>
     ) async throws -> Response {
-        if deposits { budget?.deposit() }
+        budget?.deposit()
         let instruments = balancer.cache?.instruments
         var log = initialLog
         func failure(_ reason: RetryError.Reason) -> RetryError {
