@@ -177,16 +177,19 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
         deadline: ContinuousClock.Instant
     ) async throws -> Response {
         let balancer = self.balancer
-        let body: @Sendable () async throws -> Response = {
-            try await CallDeadline.$current.withValue(attemptDeadline) {
-                try await balancer.run(lease) { endpoint in try await endpoint(request) }
-            }
-        }
         let task: Task<Response, any Error>
         if #available(macOS 26.0, iOS 26.0, tvOS 26.0, watchOS 26.0, visionOS 26.0, *) {
-            task = Task.immediate(operation: body)
+            task = Task.immediate {
+                try await CallDeadline.$current.withValue(attemptDeadline) {
+                    try await balancer.run(lease) { endpoint in try await endpoint(request) }
+                }
+            }
         } else {
-            task = Task(operation: body)
+            task = Task {
+                try await CallDeadline.$current.withValue(attemptDeadline) {
+                    try await balancer.run(lease) { endpoint in try await endpoint(request) }
+                }
+            }
         }
         let timer = SharedTimer.shared.cancel(task, at: attemptDeadline)
         do {
