@@ -179,6 +179,7 @@ let package = Package(
                 "LoadBalancer",
                 .product(name: "GRPCCore", package: "grpc-swift-2", condition: .when(traits: ["GRPC"])),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport", condition: .when(traits: ["GRPC"])),
+                .product(name: "NIOCore", package: "swift-nio", condition: .when(traits: ["GRPC"])),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: sharedSettings

@@ -80,6 +80,16 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
         try pick(forHash: Self.stableHash(key))
     }
 
+    /// A lease on the endpoint for `key`: pass it to ``Balancer/finish(_:outcome:latency:)`` when
+    /// the call ends (as ``Balancer/lease()``'s).
+    ///
+    /// - Throws: ``LoadBalancerError`` (``LoadBalancerError/Code/noEndpoints``).
+    public func lease(forKey key: String) throws(LoadBalancerError) -> EndpointLease<Request, Response> {
+        let hash = Self.stableHash(key)
+        let strategy = core.strategy
+        return try core.lease { table, _ in strategy.lookup(table, hash) }
+    }
+
     /// Runs `body` with the endpoint for `key`, reporting the outcome like ``Balancer/withEndpoint(isolation:_:)``.
     public func withEndpoint<Result>(
         forKey key: String,

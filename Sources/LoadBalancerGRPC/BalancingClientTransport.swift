@@ -1,0 +1,595 @@
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import LoadBalancer
+import Logging
+import NIOCore
+import Synchronization
+
+/// A grpc-swift `ClientTransport` that balances every RPC with this library's balancers: one
+/// HTTP/2 transport per instance of an ``InstancePublisher``, and a ``Balancer`` choosing, per RPC,
+/// the instance it goes to.
+///
+/// ```swift
+/// let transport = BalancingClientTransport(
+///     publisher: publisher,
+///     configuration: .init(balancer: .p2c(.peakEWMA()), outlierDetection: .init())
+/// )
+/// try await withGRPCClient(transport: transport) { client in
+///     let greeter = Greeter.Client(wrapping: client)   // generated stubs work unchanged
+///     _ = try await greeter.sayHello(.with { $0.name = "swift" })
+/// }
+/// ```
+///
+/// Where ``NameResolvers/LoadBalancerPublisher`` only feeds grpc-swift's own round robin or
+/// pick-first, this transport gives a gRPC client P2C peak-EWMA, outlier ejection, weights and
+/// consistent hashing.
+///
+/// **Instances.** Each instance of the publisher's set gets an `HTTP2ClientTransport.Posix` of its
+/// own (pick-first over the instance's addresses), made when the instance joins the set. A new
+/// instance enters the balancer's set once its TCP connection is up (or after
+/// ``Configuration/readinessTimeout``, whichever comes first). An instance that leaves the set gets
+/// no new RPC; its open streams run on for up to ``Configuration/drainTimeout``, and then its
+/// transport closes. An RPC whose chosen instance is closing before its stream opened is sent to
+/// another instance, so set changes alone fail no RPC.
+///
+/// **What the balancer learns.** A stream counts as in flight from the pick to its end. Its outcome
+/// is the status the server ended it with: a code in ``Configuration/failureCodes`` is a failure,
+/// any other status a success; a stream that ends without a status (the transport failed, the
+/// caller stopped) is a failure, or a cancellation when the caller was cancelled. Its latency is the
+/// time from the pick to the first response message (for a unary RPC: its response), or to the
+/// end of a stream that carried no message.
+///
+/// **Retries.** grpc-swift's retry and hedging policies (``Configuration/serviceConfig``'s method
+/// configuration) apply as with any transport: each attempt is a new stream, so a fresh pick.
+/// Prefer them for gRPC: they buffer the request messages, which is what lets a streaming RPC be
+/// retried. ``Retry`` fits when calls go through this library's ``Endpoint``s instead.
+///
+/// **Affinity.** With ``BalancerChoice/consistentHash(tableSize:)``, an RPC made inside
+/// `GRPCRequestKey.$current.withValue(key) { ... }` goes to the instance of `key`'s hash, and so
+/// do its retries and hedges (grpc-swift runs them in child tasks, which inherit the key); an RPC
+/// without a key goes to a random instance.
+///
+/// Run ``connect()`` (`GRPCClient` does) for as long as RPCs are made; ``beginGracefulShutdown()``
+/// lets open streams finish and then ends it.
+public final class BalancingClientTransport: ClientTransport {
+    public typealias Bytes = GRPCNIOTransportBytes
+
+    /// Which of this library's balancers chooses each RPC's instance.
+    public struct BalancerChoice: Sendable {
+        enum Kind: Sendable {
+            case roundRobin
+            case random
+            case weightedRoundRobin
+            case weightedRandom
+            case p2c(P2CLoadMetric)
+            case consistentHash(tableSize: Int)
+        }
+        let kind: Kind
+
+        /// Each instance in turn.
+        public static let roundRobin = BalancerChoice(kind: .roundRobin)
+        /// A uniformly random instance.
+        public static let random = BalancerChoice(kind: .random)
+        /// Instances in turn, in proportion to their weights (smooth weighted round robin).
+        public static let weightedRoundRobin = BalancerChoice(kind: .weightedRoundRobin)
+        /// A random instance, in proportion to the weights.
+        public static let weightedRandom = BalancerChoice(kind: .weightedRandom)
+        /// The better of two random instances by `metric` (``P2CBalancer``).
+        public static func p2c(_ metric: P2CLoadMetric = .peakEWMA()) -> BalancerChoice {
+            BalancerChoice(kind: .p2c(metric))
+        }
+        /// The instance of the RPC's ``GRPCRequestKey`` (``ConsistentHashBalancer``, Maglev).
+        public static func consistentHash(tableSize: Int = 65_537) -> BalancerChoice {
+            BalancerChoice(kind: .consistentHash(tableSize: tableSize))
+        }
+    }
+
+    /// How the transport balances, connects and drains.
+    public struct Configuration: Sendable {
+        /// The balancer. Default ``BalancerChoice/p2c(_:)`` with peak EWMA.
+        public var balancer: BalancerChoice = .p2c()
+        /// Outlier ejection over the RPCs' outcomes; `nil` turns it off. Default `nil`.
+        public var outlierDetection: OutlierDetector.Configuration?
+        /// The status codes that count as a failed RPC for the balancer and the outlier detector.
+        /// Default: `unavailable`, `internal`, `unknown`, `deadlineExceeded`, `resourceExhausted`
+        /// (the server or the path to it is in trouble); codes such as `notFound` or
+        /// `invalidArgument` are the application's answers, and count as successes.
+        public var failureCodes: Set<RPCError.Code> = [.unavailable, .internalError, .unknown, .deadlineExceeded, .resourceExhausted]
+        /// How long a removed instance's open streams may run on before its transport is closed.
+        /// Default 30 s.
+        public var drainTimeout: Duration = .seconds(30)
+        /// How long a new instance may take to connect before it enters the set anyway (its RPCs
+        /// then wait for the connection, or fail and count against it). Default 2 s.
+        public var readinessTimeout: Duration = .seconds(2)
+        /// Method configuration (timeouts, retry and hedging policies) and retry throttling, as
+        /// grpc-swift's transports take them. Default: none.
+        public var serviceConfig = ServiceConfig()
+        /// Security of every instance's connection. Default plaintext.
+        public var transportSecurity: HTTP2ClientTransport.Posix.TransportSecurity = .plaintext
+        /// Configuration of every instance's transport (HTTP/2, backoff, keepalive, ...).
+        public var transportConfig: HTTP2ClientTransport.Posix.Config = .defaults
+
+        /// The defaults, with `balancer` and `outlierDetection` set.
+        public init(balancer: BalancerChoice = .p2c(), outlierDetection: OutlierDetector.Configuration? = nil) {
+            self.balancer = balancer
+            self.outlierDetection = outlierDetection
+        }
+    }
+
+    private enum Event: Sendable {
+        case start(Subchannel)
+        case shutdown
+    }
+
+    private struct State {
+        var connectCalled = false
+        var accepting = true
+    }
+
+    private let configuration: Configuration
+    private let logger: Logger
+    private let cache: EndpointCache<Void, Subchannel>
+    private let balancer: AnyBalancer<Void, Subchannel>
+    private let hashing: ConsistentHashBalancer<Void, Subchannel>?
+    private let methodConfigs: MethodConfigLookup
+    private let events: AsyncStream<Event>
+    private let eventSink: AsyncStream<Event>.Continuation
+    private let state = Mutex(State())
+
+    /// The throttle of ``Configuration/serviceConfig``'s `retryThrottling`, if any.
+    public let retryThrottle: RetryThrottle?
+
+    /// The outlier detector, when ``Configuration/outlierDetection`` is set (for its events and
+    /// ejection state).
+    public let outlierDetector: OutlierDetector?
+
+    /// Creates a transport over the instances of `publisher`.
+    ///
+    /// - Parameters:
+    ///   - publisher: Where instances come from. The transport does not run it: run a publisher
+    ///     that needs running (DNS, etcd, ZooKeeper, Consul) yourself.
+    ///   - configuration: Balancer, failure codes, drain and readiness, service config, security.
+    ///   - logger: Where the transport logs instances joining and leaving. Default: none.
+    ///   - instrumentation: Metrics and tracing of the balanced RPCs. Default: none.
+    public init(
+        publisher: some InstancePublisher,
+        configuration: Configuration = Configuration(),
+        logger: Logger = Logger(label: "loadbalancer.grpc", factory: { _ in SwiftLogNoOpLogHandler() }),
+        instrumentation: LoadBalancerInstrumentation? = nil
+    ) {
+        self.configuration = configuration
+        self.logger = logger
+        (events, eventSink) = AsyncStream.makeStream(of: Event.self)
+        let sink = eventSink
+        let factory = EndpointFactory<Void, Subchannel> { instance in
+            let subchannel = try Subchannel(instance: instance, configuration: configuration)
+            sink.yield(.start(subchannel))
+            if await !subchannel.waitUntilReady(timeout: configuration.readinessTimeout) {
+                logger.warning(
+                    "instance not connected within the readiness timeout; it joins the set anyway",
+                    metadata: ["loadbalancer.instance": "\(instance.id)", "loadbalancer.timeout": "\(configuration.readinessTimeout)"]
+                )
+            }
+            return ManagedEndpoint(Endpoint(instance: instance) { _ in subchannel }, close: { subchannel.close() })
+        }
+        let cache = EndpointCache(publisher: publisher, factory: factory, logger: logger, instrumentation: instrumentation)
+        self.cache = cache
+        let detector = configuration.outlierDetection.map { OutlierDetector(cache, configuration: $0) }
+        self.outlierDetector = detector
+        switch configuration.balancer.kind {
+        case .roundRobin:
+            balancer = AnyBalancer(RoundRobinBalancer(cache, ejection: detector))
+            hashing = nil
+        case .random:
+            balancer = AnyBalancer(RandomBalancer(cache, ejection: detector))
+            hashing = nil
+        case .weightedRoundRobin:
+            balancer = AnyBalancer(WeightedRoundRobinBalancer(cache, ejection: detector))
+            hashing = nil
+        case .weightedRandom:
+            balancer = AnyBalancer(WeightedRandomBalancer(cache, ejection: detector))
+            hashing = nil
+        case .p2c(let metric):
+            balancer = AnyBalancer(P2CBalancer(cache, metric: metric, ejection: detector))
+            hashing = nil
+        case .consistentHash(let tableSize):
+            let hash = ConsistentHashBalancer(cache, tableSize: tableSize, ejection: detector)
+            balancer = AnyBalancer(hash)
+            hashing = hash
+        }
+        methodConfigs = MethodConfigLookup(configuration.serviceConfig)
+        retryThrottle = configuration.serviceConfig.retryThrottling.map { RetryThrottle(policy: $0) }
+    }
+
+    /// Follows the publisher and keeps the instances' connections until ``beginGracefulShutdown()``
+    /// has been called and every stream has ended, or until the calling task is cancelled (which
+    /// closes every connection at once).
+    ///
+    /// - Throws: `RPCError` (`failedPrecondition`) when called a second time.
+    public func connect() async throws {
+        let accepting = state.withLock { state -> Bool? in
+            if state.connectCalled { return nil }
+            state.connectCalled = true
+            return state.accepting
+        }
+        guard let accepting else {
+            throw RPCError(code: .failedPrecondition, message: "connect() was already called on this transport")
+        }
+        guard accepting else { return }
+        await withTaskGroup(of: Void.self) { group in
+            let cache = self.cache
+            group.addTask { try? await cache.run() }
+            for await event in events {
+                switch event {
+                case .start(let subchannel):
+                    let drainTimeout = configuration.drainTimeout
+                    group.addTask { await subchannel.run(drainTimeout: drainTimeout) }
+                case .shutdown:
+                    // Closes every instance's transport (each drains its streams).
+                    await cache.shutdown()
+                    eventSink.finish()
+                }
+            }
+            // Cancelled, or shut down: the cache's run ends, and each transport once drained.
+            if Task.isCancelled { group.cancelAll() }
+            await group.waitForAll()
+        }
+    }
+
+    /// Stops taking new RPCs (they fail with `failedPrecondition`); open streams finish, then
+    /// ``connect()`` returns.
+    public func beginGracefulShutdown() {
+        let wasAccepting = state.withLock { state in
+            defer { state.accepting = false }
+            return state.accepting
+        }
+        guard wasAccepting else { return }
+        eventSink.yield(.shutdown)
+    }
+
+    /// The method configuration of ``Configuration/serviceConfig`` for `descriptor`: the entry
+    /// naming the method, else the one naming its service, else the default entry (no names).
+    public func config(forMethod descriptor: MethodDescriptor) -> MethodConfig? {
+        methodConfigs[descriptor]
+    }
+
+    /// Opens a stream on the instance the balancer picks and runs `closure` with it.
+    ///
+    /// - Throws: `RPCError` `failedPrecondition` once shut down, `unavailable` when there is no
+    ///   instance; what the instance's transport or `closure` throws.
+    public func withStream<T: Sendable>(
+        descriptor: MethodDescriptor,
+        options: CallOptions,
+        _ closure: (_ stream: RPCStream<Inbound, Outbound>, _ context: ClientContext) async throws -> T
+    ) async throws -> T {
+        // A pick whose instance closed before its stream opened is made again (bounded: the set
+        // cannot keep closing every instance).
+        for _ in 0..<16 {
+            guard state.withLock({ $0.accepting }) else {
+                throw RPCError(code: .failedPrecondition, message: "the transport is shutting down")
+            }
+            let lease = try await takeLease(options)
+            let subchannel = try await lease.endpoint(())
+            guard subchannel.beginStream() else {
+                balancer.finish(lease, outcome: .cancelled, latency: .zero)
+                continue
+            }
+            defer { subchannel.endStream() }
+            let observer = StreamObserver()
+            var opened = false
+            do {
+                let result = try await subchannel.transport.withStream(descriptor: descriptor, options: options) { stream, context in
+                    opened = true
+                    let observed = RPCStream(
+                        descriptor: stream.descriptor,
+                        inbound: RPCAsyncSequence(wrapping: ObservedInbound(base: stream.inbound, observer: observer)),
+                        outbound: stream.outbound
+                    )
+                    return try await closure(observed, context)
+                }
+                finish(lease, observer, error: nil)
+                return result
+            } catch let error as RPCError where !opened && error.code == .failedPrecondition {
+                // The instance's transport began shutting down between the pick and the stream.
+                balancer.finish(lease, outcome: .cancelled, latency: .zero)
+                continue
+            } catch {
+                finish(lease, observer, error: error)
+                throw error
+            }
+        }
+        throw RPCError(code: .unavailable, message: "every instance picked was closing; try again")
+    }
+
+    /// A lease for one RPC: by its key when hashing and it has one, else from the balancer.
+    /// Before discovery has answered once, the RPC waits for it (at most its timeout, else
+    /// ``Configuration/readinessTimeout``), as gRPC RPCs wait for name resolution.
+    private func takeLease(_ options: CallOptions) async throws -> EndpointLease<Void, Subchannel> {
+        do {
+            return try lease()
+        } catch {
+            guard !cache.discoveryStatus.isReady else {
+                throw RPCError(code: .unavailable, message: "no instance to send the RPC to", cause: error)
+            }
+        }
+        do {
+            try await cache.waitUntilReady(timeout: options.timeout ?? configuration.readinessTimeout)
+            return try lease()
+        } catch let error as CancellationError {
+            throw error
+        } catch {
+            throw RPCError(code: .unavailable, message: "no instance to send the RPC to", cause: error)
+        }
+    }
+
+    private func lease() throws(LoadBalancerError) -> EndpointLease<Void, Subchannel> {
+        if let hashing, let key = GRPCRequestKey.current {
+            return try hashing.lease(forKey: key)
+        }
+        return try balancer.lease()
+    }
+
+    /// Reports a stream's outcome and latency to the balancer.
+    private func finish(_ lease: EndpointLease<Void, Subchannel>, _ observer: StreamObserver, error: (any Error)?) {
+        let (code, latency) = observer.result()
+        let outcome: CallRecord.Outcome
+        if let code {
+            outcome = code.map { configuration.failureCodes.contains($0) } == true ? .failure : .success
+        } else if let error {
+            outcome = error is CancellationError || (error as? RPCError)?.code == .cancelled ? .cancelled : .failure
+        } else {
+            outcome = .success
+        }
+        balancer.finish(lease, outcome: outcome, latency: latency)
+    }
+}
+
+/// The request key a ``BalancingClientTransport`` hashes with ``BalancingClientTransport/BalancerChoice/consistentHash(tableSize:)``.
+///
+/// ```swift
+/// let profile = try await GRPCRequestKey.$current.withValue(userID) {
+///     try await profiles.get(.with { $0.userID = userID })
+/// }
+/// ```
+public enum GRPCRequestKey {
+    /// The key of the RPCs made in this task (and its child tasks, so retries and hedges too).
+    @TaskLocal public static var current: String?
+}
+
+/// The method configurations of a service config, looked up as gRPC specifies: the entry naming
+/// the method, then the one naming only its service, then the one naming neither.
+struct MethodConfigLookup: Sendable {
+    private var byMethod: [String: MethodConfig] = [:]
+    private var byService: [String: MethodConfig] = [:]
+    private var fallback: MethodConfig?
+
+    init(_ serviceConfig: ServiceConfig) {
+        for config in serviceConfig.methodConfig {
+            for name in config.names {
+                if name.service.isEmpty {
+                    if fallback == nil { fallback = config }
+                } else if name.method.isEmpty {
+                    if byService[name.service] == nil { byService[name.service] = config }
+                } else {
+                    let key = name.service + "/" + name.method
+                    if byMethod[key] == nil { byMethod[key] = config }
+                }
+            }
+        }
+    }
+
+    subscript(descriptor: MethodDescriptor) -> MethodConfig? {
+        byMethod[descriptor.service.fullyQualifiedService + "/" + descriptor.method] ?? byService[descriptor.service.fullyQualifiedService]
+            ?? fallback
+    }
+}
+
+/// What a stream showed: its status code (nil for `ok`) and when its first message came.
+final class StreamObserver: Sendable {
+    private struct State {
+        var status: RPCError.Code?? = nil
+        var firstMessage: ContinuousClock.Instant?
+    }
+    private let start = ContinuousClock.now
+    private let state = Mutex(State())
+
+    func sawMessage() {
+        let now = ContinuousClock.now
+        state.withLock { if $0.firstMessage == nil { $0.firstMessage = now } }
+    }
+
+    func sawStatus(_ status: Status) {
+        let now = ContinuousClock.now
+        state.withLock { state in
+            state.status = .some(RPCError.Code(status.code))
+            if state.firstMessage == nil { state.firstMessage = now }
+        }
+    }
+
+    /// The status seen (`.some(nil)` for `ok`, `nil` when none came) and the latency.
+    func result() -> (status: RPCError.Code??, latency: Duration) {
+        let now = ContinuousClock.now
+        return state.withLock { ($0.status, start.duration(to: $0.firstMessage ?? now)) }
+    }
+}
+
+/// A stream's response parts, passed through while ``StreamObserver`` notes the first message and
+/// the status.
+struct ObservedInbound<Base: AsyncSequence<RPCResponsePart<GRPCNIOTransportBytes>, any Error> & Sendable>: AsyncSequence, Sendable {
+    typealias Element = RPCResponsePart<GRPCNIOTransportBytes>
+    typealias Failure = any Error
+
+    let base: Base
+    let observer: StreamObserver
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        var base: Base.AsyncIterator
+        let observer: StreamObserver
+
+        mutating func next(isolation actor: isolated (any Actor)?) async throws(any Error) -> Element? {
+            let part = try await base.next(isolation: actor)
+            switch part {
+            case .message: observer.sawMessage()
+            case .status(let status, _): observer.sawStatus(status)
+            case .metadata, nil: break
+            }
+            return part
+        }
+
+        mutating func next() async throws -> Element? {
+            try await next(isolation: nil)
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(base: base.makeAsyncIterator(), observer: observer)
+    }
+}
+
+/// One instance's HTTP/2 transport: its connection, readiness, open streams and drain.
+final class Subchannel: Sendable {
+    let instance: Instance
+    let transport: HTTP2ClientTransport.Posix
+    private let signals: Signals
+
+    /// Readiness and close, shared with the connection callback made before the transport.
+    final class Signals: Sendable {
+        struct State {
+            var ready = false
+            var closing = false
+            var openStreams = 0
+            var readyWaiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+            var closeWaiter: CheckedContinuation<Void, Never>?
+            var nextWaiter: UInt64 = 0
+        }
+        let state = Mutex(State())
+
+        func markReady() {
+            let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+                state.ready = true
+                defer { state.readyWaiters = [:] }
+                return Array(state.readyWaiters.values)
+            }
+            for waiter in waiters { waiter.resume() }
+        }
+    }
+
+    init(instance: Instance, configuration: BalancingClientTransport.Configuration) throws {
+        self.instance = instance
+        let signals = Signals()
+        self.signals = signals
+        var config = configuration.transportConfig
+        let userCallback = config.channelDebuggingCallbacks.onCreateTCPConnection
+        config.channelDebuggingCallbacks.onCreateTCPConnection = { channel in
+            signals.markReady()
+            return userCallback?(channel) ?? channel.eventLoop.makeSucceededVoidFuture()
+        }
+        let target: any ResolvableTarget
+        switch HostKind(instance.host) {
+        case .ipv4: target = .ipv4(address: instance.host, port: instance.port)
+        case .ipv6: target = .ipv6(address: instance.host, port: instance.port)
+        case .hostName: target = .dns(host: instance.host, port: instance.port)
+        case .invalid:
+            throw RPCError(code: .invalidArgument, message: "instance \(instance.id): host '\(instance.host)' is not an address or a host name")
+        }
+        transport = try HTTP2ClientTransport.Posix(
+            target: target,
+            transportSecurity: configuration.transportSecurity,
+            config: config,
+            serviceConfig: ServiceConfig(loadBalancingConfig: [.pickFirst(shuffleAddressList: false)])
+        )
+    }
+
+    /// Waits until the connection is up, at most `timeout`; returns whether it is.
+    func waitUntilReady(timeout: Duration) async -> Bool {
+        let id = signals.state.withLock { state -> UInt64? in
+            if state.ready { return nil }
+            defer { state.nextWaiter += 1 }
+            return state.nextWaiter
+        }
+        guard let id else { return true }
+        let signals = self.signals
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await withCheckedContinuation { continuation in
+                    let resumeNow = signals.state.withLock { state -> Bool in
+                        if state.ready { return true }
+                        state.readyWaiters[id] = continuation
+                        return false
+                    }
+                    if resumeNow { continuation.resume() }
+                }
+            }
+            group.addTask { try? await Task.sleep(for: timeout) }
+            await group.next()
+            // Whichever came first: release the other.
+            let waiter = signals.state.withLock { $0.readyWaiters.removeValue(forKey: id) }
+            waiter?.resume()
+            group.cancelAll()
+        }
+        return signals.state.withLock { $0.ready }
+    }
+
+    /// Counts a stream about to open; `false` when the instance is closing (pick another).
+    func beginStream() -> Bool {
+        signals.state.withLock { state in
+            if state.closing { return false }
+            state.openStreams += 1
+            return true
+        }
+    }
+
+    /// Counts a stream that ended.
+    func endStream() {
+        signals.state.withLock { $0.openStreams -= 1 }
+    }
+
+    /// The instance left the set: no new streams; ``run(drainTimeout:)`` drains and closes.
+    func close() {
+        let waiter = signals.state.withLock { state -> CheckedContinuation<Void, Never>? in
+            state.closing = true
+            defer { state.closeWaiter = nil }
+            return state.closeWaiter
+        }
+        waiter?.resume()
+    }
+
+    /// Runs the transport until the instance is closed and its streams have ended (at most
+    /// `drainTimeout` after the close), or until the task is cancelled.
+    func run(drainTimeout: Duration) async {
+        let signals = self.signals
+        let transport = self.transport
+        await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                try? await transport.connect()
+                return true
+            }
+            // Wait for the close (or cancellation).
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { continuation in
+                    let resumeNow = signals.state.withLock { state -> Bool in
+                        if state.closing { return true }
+                        state.closeWaiter = continuation
+                        return false
+                    }
+                    if resumeNow { continuation.resume() }
+                }
+            } onCancel: {
+                let waiter = signals.state.withLock { state -> CheckedContinuation<Void, Never>? in
+                    defer { state.closeWaiter = nil }
+                    return state.closeWaiter
+                }
+                waiter?.resume()
+            }
+            // Open streams finish; new ones are refused. The transport's connect() returns once
+            // they have, or the drain timer cancels it.
+            transport.beginGracefulShutdown()
+            group.addTask {
+                try? await Task.sleep(for: drainTimeout)
+                return false
+            }
+            _ = await group.next()
+            group.cancelAll()
+        }
+    }
+}

@@ -1,0 +1,273 @@
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import LoadBalancer
+import LoadBalancerGRPC
+import LoadBalancerTestKit
+import Synchronization
+import Testing
+
+@Suite("BalancingClientTransport: this library's balancers under a grpc-swift client", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 3))))
+struct BalancingTransportTests {
+    /// `count` sequential `Who` calls; the answers per server name.
+    static func counts(_ client: GRPCClient<BalancingClientTransport>, _ count: Int) async throws -> [String: Int] {
+        var counts: [String: Int] = [:]
+        for _ in 0..<count { counts[try await behavingWho(client), default: 0] += 1 }
+        return counts
+    }
+
+    @Test("round robin spreads 300 unary calls evenly over three servers")
+    func roundRobinSpreads() async throws {
+        try await withBehavingServers(3) { servers in
+            let publisher = FixedPublisher(try await servers.asyncMap { try await $0.instance() })
+            try await withBalancingClient(publisher, configuration: .init(balancer: .roundRobin)) { client, _ in
+                let counts = try await Self.counts(client, 300)
+                for server in servers {
+                    #expect(counts[server.name] == 100, "\(counts)")
+                }
+            }
+        }
+    }
+
+    @Test("P2C peak-EWMA sends few calls to a server ten times slower")
+    func p2cAvoidsSlowServer() async throws {
+        try await withBehavingServers(4) { servers in
+            for server in servers { server.control.set { $0.delay = .milliseconds(2) } }
+            servers[3].control.set { $0.delay = .milliseconds(20) }
+            let publisher = FixedPublisher(try await servers.asyncMap { try await $0.instance() })
+            try await withBalancingClient(publisher, configuration: .init(balancer: .p2c(.peakEWMA()))) { client, _ in
+                // Four concurrent callers, 100 calls each.
+                let counts = try await withThrowingTaskGroup(of: [String: Int].self) { group in
+                    for _ in 0..<4 { group.addTask { try await Self.counts(client, 100) } }
+                    return try await group.reduce(into: [String: Int]()) { total, counts in total.merge(counts, uniquingKeysWith: +) }
+                }
+                #expect(counts.values.reduce(0, +) == 400)
+                // Round robin would send it 100; P2C learns it is slow within its first calls.
+                #expect(counts[servers[3].name, default: 0] <= 40, "\(counts)")
+            }
+        }
+    }
+
+    @Test("a server failing with unavailable is ejected; a server answering notFound is not (failure codes)")
+    func failureCodesAndEjection() async throws {
+        try await withBehavingServers(3) { servers in
+            servers[1].control.set { $0.failure = .unavailable }
+            servers[2].control.set { $0.failure = .notFound }
+            let publisher = FixedPublisher(try await servers.asyncMap { try await $0.instance() })
+            var detection = OutlierDetector.Configuration()
+            detection.interval = .milliseconds(100)
+            var configuration = BalancingClientTransport.Configuration(balancer: .roundRobin, outlierDetection: detection)
+            configuration.failureCodes = [.unavailable]
+            try await withBalancingClient(publisher, configuration: configuration) { client, transport in
+                let detector = try #require(transport.outlierDetector)
+                var failures: [RPCError.Code: Int] = [:]
+                func call() async {
+                    do {
+                        _ = try await behavingWho(client)
+                    } catch let error as RPCError {
+                        failures[error.code, default: 0] += 1
+                    } catch {
+                        failures[.unknown, default: 0] += 1
+                    }
+                }
+                try await eventually("server 1 is ejected") {
+                    for _ in 0..<10 { await call() }
+                    return !detector.ejectedInstanceIDs.isEmpty
+                }
+                #expect(detector.ejectedInstanceIDs == [try await servers[1].instance().id])
+                // Ejected: the next 60 calls reach only servers 0 and 2 (the ejection lasts 30 s by
+                // default, longer than these calls take).
+                let before = (servers[0].calls, servers[1].calls, servers[2].calls)
+                failures = [:]
+                for _ in 0..<60 { await call() }
+                #expect(servers[1].calls == before.1, "the ejected server got calls")
+                #expect(servers[0].calls - before.0 == 30)
+                #expect(servers[2].calls - before.2 == 30, "notFound is the application's answer, not a failure")
+                #expect(failures == [.notFound: 30], "\(failures)")
+            }
+        }
+    }
+
+    @Test("server-streaming calls are balanced; a held stream counts as in flight until it ends")
+    func streamsCountInFlight() async throws {
+        try await withBehavingServers(2) { servers in
+            let publisher = FixedPublisher(try await servers.asyncMap { try await $0.instance() })
+            try await withBalancingClient(publisher, configuration: .init(balancer: .p2c(.leastOutstanding))) { client, _ in
+                let messages = try await behavingCount(client, "5")
+                #expect(messages.count == 5)
+                let server = try #require(messages.first?.split(separator: " ").first.map(String.init))
+                #expect(messages == (0..<5).map { "\(server) \($0)" })
+
+                // Hold one stream open: least-outstanding sends every other call to the other server.
+                let held = Task { try await behavingCount(client, "hold 2") }
+                try await eventually("a stream is held") { servers.contains { $0.control.holding.load(ordering: .relaxed) == 1 } }
+                let holder = try #require(servers.first { $0.control.holding.load(ordering: .relaxed) == 1 })
+                let other = try #require(servers.first { $0.name != holder.name })
+                let counts = try await Self.counts(client, 40)
+                #expect(counts == [other.name: 40], "\(counts)")
+                holder.control.released.store(true, ordering: .relaxed)
+                let heldMessages = try await held.value
+                #expect(heldMessages == ["\(holder.name) 0", "\(holder.name) 1"])
+                // Ended: both get calls again.
+                let again = try await Self.counts(client, 40)
+                #expect(again.count == 2, "\(again)")
+            }
+        }
+    }
+
+    @Test("a removed instance gets no new calls and its open stream finishes; an added one gets calls")
+    func drainsRemovedInstance() async throws {
+        try await withBehavingServers(2) { servers in
+            let instances = try await servers.asyncMap { try await $0.instance() }
+            let publisher = FixedPublisher(instances)
+            try await withBalancingClient(publisher, configuration: .init(balancer: .roundRobin)) { client, _ in
+                _ = try await Self.counts(client, 4)
+                // A stream held open on server 1 (round robin: retry until it lands there).
+                var held: Task<[String], any Error>?
+                for _ in 0..<4 where held == nil {
+                    let task = Task { try await behavingCount(client, "hold 3") }
+                    try await eventually("a stream is held") { servers.contains { $0.control.holding.load(ordering: .relaxed) == 1 } }
+                    if servers[1].control.holding.load(ordering: .relaxed) == 1 {
+                        held = task
+                    } else {
+                        servers[0].control.released.store(true, ordering: .relaxed)
+                        _ = try await task.value
+                        servers[0].control.released.store(false, ordering: .relaxed)
+                    }
+                }
+                let stream = try #require(held)
+                publisher.replace(with: [instances[0]])
+                try await eventually("calls no longer reach server 1") {
+                    let before = servers[1].calls
+                    _ = try await Self.counts(client, 4)
+                    return servers[1].calls == before
+                }
+                let removedCalls = servers[1].calls
+                #expect(try await Self.counts(client, 20) == [servers[0].name: 20])
+                #expect(servers[1].calls == removedCalls)
+                // The held stream on the removed instance still finishes.
+                servers[1].control.released.store(true, ordering: .relaxed)
+                #expect(try await stream.value == (0..<3).map { "\(servers[1].name) \($0)" })
+
+                publisher.replace(with: instances)
+                try await eventually("the re-added server gets calls") {
+                    let before = servers[1].calls
+                    _ = try await Self.counts(client, 4)
+                    return servers[1].calls > before
+                }
+            }
+        }
+    }
+
+    @Test("with a retry policy, no call fails while servers are removed and added 30 times")
+    func changesUnderLoad() async throws {
+        try await withBehavingServers(3) { servers in
+            let instances = try await servers.asyncMap { try await $0.instance() }
+            let publisher = FixedPublisher(instances)
+            var configuration = BalancingClientTransport.Configuration(balancer: .roundRobin)
+            let retry = RetryPolicy(
+                maxAttempts: 3, initialBackoff: .milliseconds(10), maxBackoff: .milliseconds(50), backoffMultiplier: 2,
+                retryableStatusCodes: [.unavailable]
+            )
+            configuration.serviceConfig = ServiceConfig(
+                methodConfig: [MethodConfig(names: [MethodConfig.Name(service: "loadbalancer.test.Behaving")], executionPolicy: .retry(retry))]
+            )
+            try await withBalancingClient(publisher, configuration: configuration) { client, _ in
+                let stop = Flag()
+                try await withThrowingTaskGroup(of: (calls: Int, failures: [String]).self) { group in
+                    for _ in 0..<2 {
+                        group.addTask {
+                            var calls = 0
+                            var failures: [String] = []
+                            while !stop.isSet, calls < 50_000 {
+                                do {
+                                    _ = try await behavingWho(client)
+                                } catch {
+                                    failures.append("\(error)")
+                                }
+                                calls += 1
+                            }
+                            return (calls, failures)
+                        }
+                    }
+                    for round in 0..<30 {
+                        try await eventually("calls reach server 2 (round \(round))") {
+                            let before = servers[2].calls
+                            try await Task.sleep(for: .milliseconds(10))
+                            return servers[2].calls > before
+                        }
+                        publisher.replace(with: [instances[0], instances[1]])
+                        try await eventually("calls no longer reach server 2 (round \(round))") {
+                            let before = servers[2].calls
+                            try await Task.sleep(for: .milliseconds(10))
+                            return servers[2].calls == before
+                        }
+                        publisher.replace(with: instances)
+                    }
+                    stop.set()
+                    var total = 0
+                    var failures: [String] = []
+                    for try await result in group {
+                        total += result.calls
+                        failures += result.failures
+                    }
+                    #expect(total > 0)
+                    #expect(failures.isEmpty, "\(failures.count) of \(total) calls failed: \(failures.prefix(3))")
+                }
+            }
+        }
+    }
+
+    @Test("consistent hashing keeps a key's calls on one server; keys spread over all")
+    func affinity() async throws {
+        try await withBehavingServers(3) { servers in
+            let publisher = FixedPublisher(try await servers.asyncMap { try await $0.instance() })
+            try await withBalancingClient(publisher, configuration: .init(balancer: .consistentHash())) { client, _ in
+                var serverOfKey: [String: String] = [:]
+                for key in (0..<60).map({ "user-\($0)" }) {
+                    var answers = Set<String>()
+                    for _ in 0..<5 {
+                        answers.insert(try await GRPCRequestKey.$current.withValue(key) { try await behavingWho(client) })
+                    }
+                    #expect(answers.count == 1, "key \(key) went to \(answers)")
+                    serverOfKey[key] = answers.first
+                }
+                #expect(Set(serverOfKey.values).count == 3, "60 keys should reach all three servers")
+            }
+        }
+    }
+
+    @Test("after beginGracefulShutdown new calls fail with failedPrecondition and connect() returns")
+    func gracefulShutdown() async throws {
+        try await withBehavingServers(1) { servers in
+            let publisher = FixedPublisher([try await servers[0].instance()])
+            let transport = BalancingClientTransport(publisher: publisher, configuration: .init(balancer: .roundRobin))
+            let connection = Task { try await transport.connect() }
+            let client = GRPCClient(transport: transport)
+            let running = Task { try await client.runConnections() }
+            #expect(try await behavingWho(client) == servers[0].name)
+            transport.beginGracefulShutdown()
+            let error = await #expect(throws: RPCError.self) {
+                try await transport.withStream(descriptor: BehavingService.who, options: .defaults) { _, _ in 0 }
+            }
+            #expect(error?.code == .failedPrecondition)
+            try await connection.value
+            client.beginGracefulShutdown()
+            running.cancel()
+            _ = try? await running.value
+        }
+    }
+
+    @Test("method configuration is looked up by method, then service, then the default entry")
+    func methodConfigLookup() async throws {
+        let method = MethodConfig(names: [MethodConfig.Name(service: "a.S", method: "M")], timeout: .seconds(1))
+        let service = MethodConfig(names: [MethodConfig.Name(service: "a.S")], timeout: .seconds(2))
+        let fallback = MethodConfig(names: [MethodConfig.Name(service: "")], timeout: .seconds(3))
+        var configuration = BalancingClientTransport.Configuration()
+        configuration.serviceConfig = ServiceConfig(methodConfig: [fallback, service, method])
+        let transport = BalancingClientTransport(publisher: FixedPublisher([]), configuration: configuration)
+        #expect(transport.config(forMethod: MethodDescriptor(fullyQualifiedService: "a.S", method: "M"))?.timeout == .seconds(1))
+        #expect(transport.config(forMethod: MethodDescriptor(fullyQualifiedService: "a.S", method: "N"))?.timeout == .seconds(2))
+        #expect(transport.config(forMethod: MethodDescriptor(fullyQualifiedService: "b.T", method: "M"))?.timeout == .seconds(3))
+        #expect(BalancingClientTransport(publisher: FixedPublisher([])).config(forMethod: MethodDescriptor(fullyQualifiedService: "a.S", method: "M")) == nil)
+    }
+}
