@@ -135,6 +135,8 @@ public final class BalancingClientTransport: ClientTransport {
     private let events: AsyncStream<Event>
     private let eventSink: AsyncStream<Event>.Continuation
     private let state = Mutex(State())
+    /// Fired at the shutdown: the cache stops following the publisher.
+    private let stopFollowing = ShutdownSignal()
 
     /// The throttle of ``Configuration/serviceConfig``'s `retryThrottling`, if any.
     public let retryThrottle: RetryThrottle?
@@ -218,7 +220,16 @@ public final class BalancingClientTransport: ClientTransport {
         guard accepting else { return }
         await withTaskGroup(of: Void.self) { group in
             let cache = self.cache
-            group.addTask { try? await cache.run() }
+            let stopFollowing = self.stopFollowing
+            // The cache follows the publisher until the shutdown (its run() ends only when
+            // cancelled or when the publisher finishes).
+            group.addTask {
+                await withTaskGroup(of: Void.self) { following in
+                    following.addTask { try? await cache.run() }
+                    await stopFollowing.wait()
+                    following.cancelAll()
+                }
+            }
             for await event in events {
                 switch event {
                 case .start(let subchannel):
@@ -227,6 +238,7 @@ public final class BalancingClientTransport: ClientTransport {
                 case .shutdown:
                     // Closes every instance's transport (each drains its streams).
                     await cache.shutdown()
+                    _ = stopFollowing.fire()
                     eventSink.finish()
                 }
             }
