@@ -19,7 +19,8 @@ public final class Endpoint<Request: Sendable, Response: Sendable>: Sendable, Id
     ///
     /// ``Retry`` runs the attempts of such an endpoint inline, in the caller's task, with the
     /// attempt's deadline in ``CallDeadline/current``; for other endpoints it runs each attempt in a
-    /// child task that it cancels when the time is up.
+    /// task of its own (started on the caller's thread) that it cancels when the time is up: about
+    /// 2-3 µs and 3 allocations more per call.
     public let enforcesDeadline: Bool
     @usableFromInline
     let body: @Sendable (Request) async throws -> Response
