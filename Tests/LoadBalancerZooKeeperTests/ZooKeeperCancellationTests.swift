@@ -1,5 +1,7 @@
+import InMemoryLogging
 import LoadBalancer
 import LoadBalancerTestKit
+import Logging
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -101,7 +103,7 @@ private final class HandshakeOnlyHandler: ChannelInboundHandler {
     }
 }
 
-/// Whether a registrar's `run()` has returned.
+/// Whether a registrar's (or a publisher's) `run()` has returned.
 private final class RegistrarEnded: Sendable {
     let value = Atomic<Bool>(false)
 }
@@ -190,6 +192,72 @@ struct ZooKeeperCancellationTests {
         try await server.answer(xid: server.requestXids[2])
         try await waitFor("the registrar ended") { ended.value.load(ordering: .acquiring) }
         #expect(registrar.registeredNode == nil)
+        run.cancel()
+        await run.value
+        await server.close()
+    }
+
+    @Test("a registrar whose client shuts down during its create stops at once: no failure logged, no backoff")
+    func registrarStopsWhenClientShutsDown() async throws {
+        let (server, client, run) = try await connectedToSilentServer()
+        let log = InMemoryLogHandler()
+        var logger = Logger(label: "test", factory: { _ in log })
+        logger.logLevel = .trace
+        // A backoff of a minute: a registrar that took the shutdown for a failure would sleep
+        // (a random part of a minute) and log a warning before it noticed the client was gone.
+        let registrar = ZooKeeperRegistrar(
+            instance: try Instance(host: "127.0.0.1", port: 8001), path: "/svc", client: client,
+            backoff: Backoff(base: .seconds(60), cap: .seconds(60)), logger: logger
+        )
+        let ended = RegistrarEnded()
+        let registration = Task {
+            try? await registrar.run()
+            ended.value.store(true, ordering: .releasing)
+        }
+        try await waitFor("the parent's create") { server.requestXids.count == 1 }
+        await client.shutdown()
+        try await waitFor("the registrar ended", timeout: .seconds(10)) { ended.value.load(ordering: .acquiring) }
+        let warnings = log.entries.filter { $0.level >= .warning }.map { "\($0.message) \($0.metadata)" }
+        #expect(warnings.isEmpty, "\(warnings)")
+        #expect(registrar.registeredNode == nil)
+        registration.cancel()
+        run.cancel()
+        await run.value
+        await server.close()
+    }
+
+    @Test("a publisher whose client shuts down during its read ends with a closed error, reporting no lost connection")
+    func publisherEndsWhenClientShutsDown() async throws {
+        let (server, client, run) = try await connectedToSilentServer()
+        let log = InMemoryLogHandler()
+        var logger = Logger(label: "test", factory: { _ in log })
+        logger.logLevel = .trace
+        // A backoff of a minute: a publisher that took the shutdown for a lost connection would
+        // publish a registryUnavailable update and sleep before it noticed the client was gone.
+        let publisher = ZooKeeperPublisher(
+            path: "/svc", client: client, backoff: Backoff(base: .seconds(60), cap: .seconds(60)), logger: logger)
+        let received = Mutex<[InstanceUpdate]>([])
+        let updates = publisher.updates()
+        let collecting = Task {
+            for await update in updates { received.withLock { $0.append(update) } }
+        }
+        let ended = RegistrarEnded()
+        let reading = Task {
+            try? await publisher.run()
+            ended.value.store(true, ordering: .releasing)
+        }
+        try await waitFor("the publisher's first read") { server.requestXids.count == 1 }
+        await client.shutdown()
+        try await waitFor("the publisher ended", timeout: .seconds(10)) { ended.value.load(ordering: .acquiring) }
+        await collecting.value // the subscription ends with the publisher
+        let all = received.withLock { $0 }
+        #expect(all.count == 1, "\(all)")
+        #expect(all.last?.error?.code == .closed, "\(all)")
+        #expect((all.last?.error?.cause as? ZooKeeperError)?.code == .closed, "\(all)")
+        // Its one warning says the client was closed; none says a read failed.
+        let warnings = log.entries.filter { $0.level >= .warning }.map { "\($0.message)" }
+        #expect(warnings == ["the registry client was closed; the publisher stops"], "\(warnings)")
+        reading.cancel()
         run.cancel()
         await run.value
         await server.close()
