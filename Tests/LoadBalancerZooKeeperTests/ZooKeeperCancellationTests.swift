@@ -204,7 +204,7 @@ struct ZooKeeperCancellationTests {
         // What the create made is deleted: a third request, whose answer ends the registrar.
         try await waitFor("the node's delete") { server.requestXids.count == 3 }
         try await server.answer(xid: server.requestXids[2])
-        try await waitFor("the registrar ended") { ended.isSet }
+        try await waitFor("the registrar to end") { ended.isSet }
         #expect(registrar.registeredNode == nil)
         await stop(run, server)
     }
@@ -214,7 +214,7 @@ struct ZooKeeperCancellationTests {
     func shutDown(_ client: ZooKeeperClient, during what: String, on server: SilentZooKeeperServer, ended: Ended) async throws {
         try await waitFor("\(what)'s first request") { server.requestXids.count == 1 }
         await client.shutdown()
-        try await waitFor("\(what) ended", timeout: .seconds(10)) { ended.isSet }
+        try await waitFor("\(what) to end", timeout: .seconds(10)) { ended.isSet }
     }
 
     @Test("a registrar whose client shuts down during its create stops at once: no failure logged, no backoff")
