@@ -22,14 +22,10 @@ public enum TestTier {
     public static let isFast = ProcessInfo.processInfo.environment["LB_TEST_TIER"] == "fast"
 }
 
-/// Waits, by bounded polling, until `condition` holds; throws when `timeout` passes first.
+/// The test kit's `pollUntil`, every 10 ms, 20 s by default (scaled by `TestTimeScale`): throws its
+/// `TestKitError` (`timedOut`, naming `what`) when `timeout` passes first.
 public func eventually(_ what: String, timeout: Duration = .seconds(20), _ condition: () async -> Bool) async throws {
-    let timeout = TestTimeScale.scaled(timeout)
-    let deadline = ContinuousClock.now + timeout
-    while !(await condition()) {
-        guard ContinuousClock.now < deadline else { throw ClusterError("\(what) not met within \(timeout)") }
-        try await Task.sleep(for: .milliseconds(10))
-    }
+    try await pollUntil(what, timeout: timeout, interval: .milliseconds(10), condition)
 }
 
 /// Set once, read from any task: whether something has happened (a task's end, say), for
