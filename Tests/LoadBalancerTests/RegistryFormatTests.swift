@@ -215,6 +215,21 @@ struct RegistryFormatTests {
         }
     }
 
+    @Test("hosts that could not be written and read back are rejected; host:port splits on scalars, not characters")
+    func hostsSurviveEveryForm() throws {
+        for host in ["{a", "a}", "a\u{A0}b", "\u{2028}a", "a\u{85}"] {
+            expectError(.invalidHost) { try Instance(host: host, port: 1) }
+        }
+        // U+0604 joins the character after it: the ':' must still split host and port.
+        let marked = try parse("a\u{604}:80")
+        #expect(marked.host == "a\u{604}" && marked.port == 80)
+        let url = try parse("http://\u{73B}a:80/p")
+        #expect(url.host == "\u{73B}a" && url.metadata["url.path"] == "/p")
+        for format in [RegistryValueFormat.hostPort, .url(scheme: "http"), .serverSet, .curator] {
+            #expect(try parse(marked.registryValue(in: format)).hostPort == marked.hostPort, "\(format)")
+        }
+    }
+
     @Test("the URL form writes scheme, address and path")
     func urlWriting() throws {
         let instance = try Instance(host: "::1", port: 50051)

@@ -45,9 +45,10 @@ extension Instance {
 
     /// `scheme://host[:port][/path...]`, or `nil` when `text` has no `://` (then it is `host:port`).
     static func parseURL(_ text: String) throws(InstanceParseError) -> Instance? {
-        let trimmed = Substring(text).trimmingWhitespace()
-        guard let separator = trimmed.firstRange(of: "://") else { return nil }
-        let scheme = trimmed[..<separator.lowerBound]
+        // Unicode scalars, not characters: a combining mark after '/' must not hide the separator.
+        let trimmed = Substring(text).trimmingWhitespace().unicodeScalars
+        guard let separator = trimmed.firstRange(of: "://".unicodeScalars) else { return nil }
+        let scheme = Substring(trimmed[..<separator.lowerBound])
         func invalid(_ code: InstanceParseError.Code, _ message: String) -> InstanceParseError {
             InstanceParseError(code: code, input: text, message: message)
         }
@@ -60,9 +61,9 @@ extension Instance {
         }
         let rest = trimmed[separator.upperBound...]
         let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) ?? rest.endIndex
-        let authority = rest[..<authorityEnd]
-        let path = String(rest[authorityEnd...])
-        guard !authority.contains("@") else {
+        let authority = Substring(rest[..<authorityEnd])
+        let path = String(Substring(rest[authorityEnd...]))
+        guard !authority.unicodeScalars.contains("@") else {
             throw invalid(.invalidHost, "user information ('...@') in an instance URL is not supported")
         }
         let lowered = scheme.lowercased()
@@ -75,11 +76,11 @@ extension Instance {
             guard let defaultPort else {
                 throw invalid(.missingPort, "the port is missing (only http and https URLs have a default port)")
             }
-            var bare = Substring(authority)
-            if bare.hasSuffix(":") { bare = bare.dropLast() }
+            var bare = authority.unicodeScalars[...]
+            if bare.last == ":" { bare = bare.dropLast() }
             if bare.first == "[", bare.last == "]" { bare = bare.dropFirst().dropLast() }
-            try validate(host: bare, input: text)
-            host = String(bare)
+            try validate(host: Substring(bare), input: text)
+            host = String(Substring(bare))
             port = defaultPort
         } catch  where error.code == .empty {
             throw invalid(.emptyHost, "the URL has no host")
