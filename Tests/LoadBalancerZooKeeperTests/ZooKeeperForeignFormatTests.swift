@@ -154,10 +154,15 @@ struct ZooKeeperForeignFormatTests {
         let readBack = ZooKeeperPublisher(path: "/curator/services/api", client: client)
         let recorder = Recorder()
         let services: [@Sendable () async -> Void] = [
-            { try? await client.run() }, { try? await serverSet.run() }, { try? await curator.run() }, { try? await readBack.run() },
-            recorder.recording(readBack),
+            { try? await client.run() }, { try? await readBack.run() }, recorder.recording(readBack),
         ]
         try await withRunning(services) {
+            // A node left under the instance's id (as by an earlier process whose session has not
+            // expired yet): the Curator registration replaces it with its own ephemeral node.
+            try await connected(client)
+            try await client.create(
+                "/curator/services/api/f47ac10b-58cc-4372-a567-0e02b2c3d479", data: Array("stale".utf8), createParents: true)
+            let registrations = [Task { try? await serverSet.run() }, Task { try? await curator.run() }]
             try await eventually("both registered") { serverSet.registeredNode != nil && curator.registeredNode != nil }
             #expect(curator.registeredNode == "/curator/services/api/f47ac10b-58cc-4372-a567-0e02b2c3d479")
             #expect(serverSet.registeredNode?.hasPrefix("/aurora/jobs/api/member_") == true)
@@ -166,6 +171,11 @@ struct ZooKeeperForeignFormatTests {
             // Our own publisher reads the Curator form back with the same id and address.
             try await eventually("read back") { recorder.ids == [service.id] }
             #expect(recorder.latest?.instances.first?.hostPort == "127.0.0.1:8081")
+            // Deregistered on cancellation: both nodes go.
+            for registration in registrations { registration.cancel() }
+            for registration in registrations { await registration.value }
+            #expect(try await client.getChildren("/curator/services/api").children.isEmpty)
+            #expect(try await client.getChildren("/aurora/jobs/api").children.isEmpty)
         }
     }
 }
