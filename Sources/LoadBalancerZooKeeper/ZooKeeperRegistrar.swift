@@ -114,6 +114,11 @@ public final class ZooKeeperRegistrar: Service {
             return try await client.create(
                 ZooKeeperPath.join(path, prefix), data: data, mode: .ephemeralSequential, createParents: true)
         }
+        guard !instance.id.contains("/") else {
+            throw ZooKeeperError(
+                code: .invalidArgument,
+                message: "a Curator instance's node is named by its id, which must not contain '/': \"\(instance.id)\"")
+        }
         let node = ZooKeeperPath.join(path, instance.id)
         do {
             return try await client.create(node, data: data, mode: .ephemeral, createParents: true)
