@@ -317,6 +317,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "InMemoryLogging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: sharedSettings
@@ -427,6 +428,8 @@ if let sanitizer = Context.environment["LB_SANITIZER_SUBSET"] {
                 "LoadBalancerZooKeeper",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "InMemoryLogging", package: "swift-log"),
             ]
             target.exclude = ["ZooKeeperIntegrationTests.swift", "LbctlZooKeeperTests.swift", "ZooKeeperStartupTests.swift"]
         default:

@@ -4,7 +4,8 @@
 # TARGET is one of:
 #   dns             the DNS message parser (LoadBalancerDNS)
 #   zookeeper       the ZooKeeper frame decoder and reply records (LoadBalancerZooKeeper)
-#   registry-value  instance values: host:port and JSON (Instance(registryValue:))
+#   registry-value  instance values: host:port, URLs, this library's JSON, ServerSet and Curator JSON
+#                   (Instance(registryValue:options:) and Instance.registryValue(in:))
 #   consul          Consul health answers (JSON) decoded and turned into instances
 #   etcd            etcd responses (protobuf) decoded and applied to the publisher's table
 # Each target compiles only the sources it fuzzes (etcd's also needs SwiftProtobuf, compiled
@@ -26,7 +27,8 @@ case "$target" in
     registry-value)
         dir=Fuzz/RegistryValue
         sources=(Sources/LoadBalancer/Instances/Instance.swift Sources/LoadBalancer/Instances/Instance+Parsing.swift
-                 Sources/LoadBalancer/Instances/InstanceParseError.swift Sources/LoadBalancer/Instances/Instance+RegistryValue.swift)
+                 Sources/LoadBalancer/Instances/InstanceParseError.swift Sources/LoadBalancer/Instances/Instance+RegistryValue.swift
+                 Sources/LoadBalancer/Instances/Instance+RegistryFormats.swift Sources/LoadBalancer/Instances/RegistryValueFormat.swift)
         max_len=2048 ;;
     consul)
         dir=Fuzz/ConsulHealth
@@ -38,6 +40,7 @@ case "$target" in
         dir=Fuzz/EtcdResponses
         sources=(Sources/LoadBalancer/Instances/Instance.swift Sources/LoadBalancer/Instances/Instance+Parsing.swift
                  Sources/LoadBalancer/Instances/InstanceParseError.swift Sources/LoadBalancer/Instances/Instance+RegistryValue.swift
+                 Sources/LoadBalancer/Instances/Instance+RegistryFormats.swift Sources/LoadBalancer/Instances/RegistryValueFormat.swift
                  Sources/LoadBalancerEtcd/Generated/etcd.pb.swift Sources/LoadBalancerEtcd/EtcdModels.swift)
         max_len=8192 ;;
     *)

@@ -70,6 +70,9 @@ command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq
 [ -x /usr/bin/etcdctl ] || need+=(etcd-client)
 # ZooKeeper 3.8 (it pulls in a Java runtime); the tests start it with `java` directly.
 [ -f /usr/share/java/zookeeper.jar ] && [ -x /usr/bin/java ] || need+=(zookeeper)
+# kazoo, the Python ZooKeeper client the interoperability tests write and read nodes with (as
+# Finagle, Curator and go-kit do), for Debian's own python3.
+/usr/bin/python3 -c 'import kazoo' >/dev/null 2>&1 || need+=(python3-kazoo)
 if [ ${#need[@]} -gt 0 ]; then
     step "installing ${need[*]}"
     apt-get update -qq

@@ -5,11 +5,14 @@ import Synchronization
 
 /// Publishes the instances registered in etcd under a key prefix.
 ///
-/// Each key under the prefix is one instance; its value is `host:port` or the JSON object that
-/// `Instance.init(registryValue:)` reads (``EtcdRegistrar`` writes that form). A value that
-/// parses as neither is left out and reported in band, never fatal: the update carries the good
-/// instances and a `DiscoveryError` with code `invalidInstances` naming the
-/// bad keys (as the static, DNS, ZooKeeper and Consul publishers do).
+/// Each key under the prefix is one instance; its value is in one of the forms
+/// `Instance.init(registryValue:options:)` reads: `host:port`, a go-kit URL (`http://host:port`),
+/// this library's JSON object (what ``EtcdRegistrar`` writes by default), a Finagle / Aurora
+/// ServerSet member or an Apache Curator service instance. A value in none of these forms is left
+/// out and reported in band, never fatal: the update carries the good instances and a
+/// `DiscoveryError` with code `invalidInstances` naming the bad keys (as the static, DNS, ZooKeeper
+/// and Consul publishers do). A value that says its instance is not serving (a ServerSet member
+/// not `ALIVE`, a disabled Curator instance) is left out without being reported.
 ///
 /// ``run()`` lists the prefix, then watches it from the revision after the list. After a broken
 /// stream (a member died, lost its leader, or the connection dropped) it watches again from the
@@ -28,6 +31,8 @@ public final class EtcdPublisher: InstancePublisher, Service {
     private var broadcaster: InstanceBroadcaster { core.broadcaster }
     private var logger: Logger { core.logger }
     private let state = Mutex(EtcdInstanceTable())
+    /// How values are read (which ServerSet endpoint, for one).
+    public let valueOptions: RegistryValueOptions
 
     /// Creates a publisher; nothing is read until ``run()``.
     ///
@@ -36,16 +41,20 @@ public final class EtcdPublisher: InstancePublisher, Service {
     ///   - client: The etcd client (run it too).
     ///   - backoff: The pause between attempts after a failure. Default 100 ms doubling to 5 s.
     ///   - staleness: What to do with the last good set while etcd fails. Default: keep it.
+    ///   - valueOptions: How values are read, for example which ServerSet endpoint to use. Default:
+    ///     `RegistryValueOptions.defaults`.
     ///   - logger: Where to log. Default: nowhere.
     public init(
         prefix: String,
         client: EtcdClient,
         backoff: Backoff = Backoff(base: .milliseconds(100), cap: .seconds(5)),
         staleness: StalenessPolicy = .keepLastGood,
+        valueOptions: RegistryValueOptions = .defaults,
         logger: Logger = Logger(label: "loadbalancer.etcd", factory: { _ in SwiftLogNoOpLogHandler() })
     ) {
         self.prefix = prefix
         self.client = client
+        self.valueOptions = valueOptions
         self.core = WatchingPublisherCore(
             backoff: backoff, staleness: staleness, logger: logger, metadata: ["loadbalancer.etcd.prefix": "\(prefix)"])
     }
@@ -108,12 +117,15 @@ public final class EtcdPublisher: InstancePublisher, Service {
         publish(set, invalid: invalid)
     }
 
-    /// Publishes `set`, and the values that are not instances in band, if any.
+    /// Publishes `set`, and the values that are not instances in band, if any (not those that say
+    /// their instance is not serving).
     private func publish(_ set: [Instance], invalid: [String: [UInt8]]) {
-        let reasons = invalid.sorted { $0.key < $1.key }.map { key, value -> String in
+        let reasons = invalid.sorted { $0.key < $1.key }.compactMap { key, value -> String? in
             do {
-                _ = try Instance(registryValue: value)
+                _ = try Instance(registryValue: value, options: valueOptions)
                 return key
+            } catch let error as InstanceParseError where error.code == .notServing {
+                return nil
             } catch {
                 return "\(key): \(error)"
             }
@@ -138,7 +150,13 @@ public final class EtcdPublisher: InstancePublisher, Service {
 
     private func parse(_ kv: EtcdKeyValue) -> Instance? {
         do {
-            return try Instance(registryValue: kv.value)
+            return try Instance(registryValue: kv.value, options: valueOptions)
+        } catch  where error.code == .notServing {
+            logger.debug(
+                "leaving out an etcd value whose instance is not serving",
+                metadata: ["loadbalancer.etcd.key": "\(kv.key)", "loadbalancer.error": "\(error)"]
+            )
+            return nil
         } catch {
             logger.warning(
                 "skipping an etcd value that is not an instance",

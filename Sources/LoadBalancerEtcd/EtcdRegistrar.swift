@@ -3,10 +3,19 @@ import Logging
 import ServiceLifecycle
 import Synchronization
 
+#if canImport(Darwin)
+    import Darwin
+#elseif canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
 /// Registers one instance in etcd for as long as it runs.
 ///
 /// ``run()`` grants a lease of ``ttl``, puts the instance under `prefix + instance.id` with that
-/// lease (the value is `Instance.registryJSON`), and renews the lease every third of its TTL.
+/// lease (the value is the instance in ``format``: this library's JSON unless chosen), and renews
+/// the lease every third of its TTL.
 /// When the keep-alive stream breaks it renews on the next member; when the lease has expired
 /// meanwhile (etcd unreachable for longer than the TTL) it registers again with a new lease.
 /// On graceful shutdown or cancellation it revokes the lease, which deletes the key at once. If the
@@ -18,6 +27,9 @@ public final class EtcdRegistrar: Service {
     public let key: String
     /// The lease's time to live.
     public let ttl: Duration
+    /// The form of the value, for the stacks that read it.
+    public let format: RegistryValueFormat
+    private let serviceName: String?
     private let client: EtcdClient
     private let backoff: Backoff
     private let logger: Logger
@@ -30,6 +42,9 @@ public final class EtcdRegistrar: Service {
     ///   - prefix: The prefix publishers watch, for example `/services/api/`.
     ///   - client: The etcd client (run it too).
     ///   - ttl: The lease's TTL (whole seconds, at least 1). Default 10 s.
+    ///   - format: The form of the value, for the stacks that read it: this library's JSON (the
+    ///     default), `host:port` or a URL for go-kit, `.serverSet` (Finagle, Aurora) or `.curator`
+    ///     (Apache Curator; its `name` is the prefix's last non-empty segment).
     ///   - backoff: The pause between attempts after a failure. Default 100 ms doubling to 2 s.
     ///   - logger: Where to log. Default: nowhere.
     public init(
@@ -37,12 +52,15 @@ public final class EtcdRegistrar: Service {
         prefix: String,
         client: EtcdClient,
         ttl: Duration = .seconds(10),
+        format: RegistryValueFormat = .json,
         backoff: Backoff = Backoff(base: .milliseconds(100), cap: .seconds(2)),
         logger: Logger = Logger(label: "loadbalancer.etcd", factory: { _ in SwiftLogNoOpLogHandler() })
     ) {
         self.instance = instance
         self.key = prefix + instance.id
         self.ttl = max(.seconds(1), ttl)
+        self.format = format
+        self.serviceName = prefix.split(separator: "/").last.map(String.init)
         self.client = client
         self.backoff = backoff
         self.logger = logger
@@ -87,10 +105,13 @@ public final class EtcdRegistrar: Service {
     /// ``deregister()`` revokes what it made.
     private func registeredLease() async throws -> (Int64, registered: Bool) {
         if let id = lease.withLock({ $0 }) { return (id, false) }
-        let granted = try await registerToTheEnd { [client, key, instance, ttl] in
+        let value = instance.registryValue(
+            in: format, serviceName: serviceName,
+            registrationTime: wallClockMilliseconds())
+        let granted = try await registerToTheEnd { [client, key, ttl] in
             let granted = try await client.grantLease(ttl: ttl)
             do {
-                try await client.put(key, value: instance.registryJSON, lease: granted.id)
+                try await client.put(key, value: value, lease: granted.id)
             } catch {
                 // Half a registration: the next round grants a new lease, so this one goes now
                 // rather than lingering until its TTL runs out.
@@ -121,4 +142,11 @@ private final class ProgressFlag: Sendable {
     private let value = Atomic<Bool>(false)
     func set() { value.store(true, ordering: .relaxed) }
     var isSet: Bool { value.load(ordering: .relaxed) }
+}
+
+/// The wall clock, in milliseconds since 1970-01-01 UTC (Curator's `registrationTimeUTC`).
+func wallClockMilliseconds() -> Int64 {
+    var now = timespec()
+    clock_gettime(CLOCK_REALTIME, &now)
+    return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
 }

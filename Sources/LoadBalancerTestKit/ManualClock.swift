@@ -158,7 +158,7 @@ public final class ManualClock: Clock, Sendable {
     /// - Throws: ``TestKitError`` with code ``TestKitError/Code/timedOut`` when fewer tasks are
     ///   sleeping after `timeout`; `CancellationError` when the waiting task is cancelled.
     public func waitForSleepers(count: Int = 1, timeout: Duration = .seconds(60)) async throws {
-        try await poll(timeout: timeout, "\(count) sleeper(s) on the manual clock", seen: { "\(sleeperCount) asleep" }) {
+        try await pollUntil("\(count) sleeper(s) on the manual clock", timeout: timeout, seen: { "\(sleeperCount) asleep" }) {
             sleeperCount >= count
         }
     }

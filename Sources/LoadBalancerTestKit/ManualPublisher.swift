@@ -110,7 +110,7 @@ public final class ManualPublisher: InstancePublisher {
     /// - Throws: ``TestKitError`` with code ``TestKitError/Code/timedOut`` when fewer are live after
     ///   `timeout`; `CancellationError` when the waiting task is cancelled.
     public func waitForSubscribers(count: Int = 1, timeout: Duration = .seconds(60)) async throws {
-        try await poll(timeout: timeout, "\(count) subscriber(s) of the manual publisher", seen: { "\(subscriberCount) live" }) {
+        try await pollUntil("\(count) subscriber(s) of the manual publisher", timeout: timeout, seen: { "\(subscriberCount) live" }) {
             subscriberCount >= count
         }
     }

@@ -9,7 +9,8 @@ public struct TestKitError: Error, Sendable, CustomStringConvertible {
         private let wrapped: Wrapped
         private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
 
-        /// A bounded wait (``ManualClock/waitForSleepers(count:timeout:)``,
+        /// A bounded wait (``pollUntil(_:timeout:interval:seen:onTimeout:_:)``,
+        /// ``ManualClock/waitForSleepers(count:timeout:)``,
         /// ``ManualPublisher/waitForSubscribers(count:timeout:)``) ended before its condition held.
         public static let timedOut = Code(.timedOut)
         /// A ``RecordingEndpointFactory`` refused to make an endpoint, as the test asked with
@@ -38,26 +39,5 @@ public struct TestKitError: Error, Sendable, CustomStringConvertible {
     public var description: String {
         if let cause { return "\(code): \(message) (\(cause))" }
         return "\(code): \(message)"
-    }
-}
-
-/// Polls `condition` every millisecond until it holds, for at most `timeout` (on the continuous
-/// clock, whatever clock the test drives). A timeout of zero or less checks once.
-///
-/// - Throws: ``TestKitError`` with code ``TestKitError/Code/timedOut`` (its message says what was
-///   awaited and what was last seen), or `CancellationError` when the waiting task is cancelled.
-func poll(
-    timeout: Duration,
-    _ what: @autoclosure () -> String,
-    seen: () -> String,
-    until condition: () -> Bool
-) async throws {
-    let timeout = TestTimeScale.scaled(timeout)
-    let deadline = ContinuousClock.now.advanced(by: timeout)
-    while !condition() {
-        if ContinuousClock.now >= deadline {
-            throw TestKitError(code: .timedOut, message: "waited \(timeout) for \(what()); \(seen())")
-        }
-        try await Task.sleep(for: .milliseconds(1))
     }
 }

@@ -14,7 +14,8 @@
 /// write bounds as `TestTimeScale.scaled(.seconds(2))`: what the test asserts stays the same (that
 /// the event happens, that the call returns, and soon), only "soon" stretches.
 ///
-/// The waits of this kit (``ManualClock/waitForSleepers(count:timeout:)``,
+/// The waits of this kit (``pollUntil(_:timeout:interval:seen:onTimeout:_:)``,
+/// ``ManualClock/waitForSleepers(count:timeout:)``,
 /// ``ManualPublisher/waitForSubscribers(count:timeout:)``) scale their timeouts by it.
 public enum TestTimeScale {
     /// The factor from `LB_TEST_TIME_SCALE`, or 1 when it is unset. A value that is not a finite

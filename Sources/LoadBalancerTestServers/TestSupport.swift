@@ -22,14 +22,10 @@ public enum TestTier {
     public static let isFast = ProcessInfo.processInfo.environment["LB_TEST_TIER"] == "fast"
 }
 
-/// Waits, by bounded polling, until `condition` holds; throws when `timeout` passes first.
+/// The test kit's `pollUntil`, every 10 ms, 20 s by default (scaled by `TestTimeScale`): throws its
+/// `TestKitError` (`timedOut`, naming `what`) when `timeout` passes first.
 public func eventually(_ what: String, timeout: Duration = .seconds(20), _ condition: () async -> Bool) async throws {
-    let timeout = TestTimeScale.scaled(timeout)
-    let deadline = ContinuousClock.now + timeout
-    while !(await condition()) {
-        guard ContinuousClock.now < deadline else { throw ClusterError("\(what) not met within \(timeout)") }
-        try await Task.sleep(for: .milliseconds(10))
-    }
+    try await pollUntil(what, timeout: timeout, interval: .milliseconds(10), condition)
 }
 
 /// Set once, read from any task: whether something has happened (a task's end, say), for
@@ -151,32 +147,81 @@ func closeOnExec(_ pipe: Pipe) {
     }
 }
 
-/// The built `lbctl` (it sits next to the test bundle), run as a child process whose output is
-/// collected as it comes.
-public final class LbctlProcess: Sendable {
+/// A child process whose output is collected as it comes: the built `lbctl` (it sits next to the
+/// test bundle), or another program (a client no one here wrote, such as kazoo or etcdctl).
+public final class ChildProcess: Sendable {
+    /// The built `lbctl`.
     public static var executable: URL {
         URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("lbctl")
     }
 
     private let process: Process
+    private let name: String
     private let out: OutputBuffer
     private let err: OutputBuffer
+    private let input: FileHandle?
 
     /// Starts `lbctl arguments...`.
-    public init(_ arguments: [String]) throws {
+    public convenience init(_ arguments: [String]) throws {
+        try self.init(program: Self.executable.path, arguments)
+    }
+
+    /// Starts `program arguments...`.
+    ///
+    /// - Parameters:
+    ///   - program: The executable's path.
+    ///   - arguments: Its arguments.
+    ///   - environment: Its environment; `nil` inherits the test's.
+    ///   - keepInputOpen: Gives it a standard input that stays open until ``closeInput()`` (a
+    ///     program can wait for its end of file); otherwise its input is empty.
+    public init(program: String, _ arguments: [String], environment: [String: String]? = nil, keepInputOpen: Bool = false) throws {
         let process = Process()
-        process.executableURL = Self.executable
+        process.executableURL = URL(fileURLWithPath: program)
         process.arguments = arguments
+        if let environment { process.environment = environment }
         let outPipe = Pipe()
         let errPipe = Pipe()
         closeOnExec(outPipe)
         closeOnExec(errPipe)
         process.standardOutput = outPipe
         process.standardError = errPipe
+        if keepInputOpen {
+            let inPipe = Pipe()
+            closeOnExec(inPipe)
+            process.standardInput = inPipe
+            input = inPipe.fileHandleForWriting
+        } else {
+            process.standardInput = FileHandle.nullDevice
+            input = nil
+        }
         out = OutputBuffer(outPipe)
         err = OutputBuffer(errPipe)
+        name = URL(fileURLWithPath: program).lastPathComponent
         try process.run()
         self.process = process
+    }
+
+    /// Whether the process has not exited yet.
+    public var isRunning: Bool { process.isRunning }
+
+    /// Waits (bounded) until the program has printed `text` on stdout; fails early, with what it
+    /// printed on stderr, when it exits first.
+    public func waitForOutput(_ text: String, timeout: Duration = .seconds(30)) async throws {
+        let deadline = ContinuousClock.now + TestTimeScale.scaled(timeout)
+        while !stdout.contains(text) {
+            guard process.isRunning else {
+                throw ClusterError("\(name) exited before printing \"\(text)\": \(stderr)")
+            }
+            guard ContinuousClock.now < deadline else {
+                throw ClusterError("\(name) did not print \"\(text)\" within \(timeout): \(stderr)")
+            }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    /// Closes the standard input (the program sees end of file), when it was kept open.
+    public func closeInput() {
+        try? input?.close()
     }
 
     /// What it printed on stdout so far.
@@ -206,7 +251,7 @@ public final class LbctlProcess: Sendable {
         }
         guard let status else {
             killProcess(pid)
-            throw ClusterError("lbctl did not exit within \(timeout)")
+            throw ClusterError("\(name) did not exit within \(timeout)")
         }
         // Drain: until end of file, or 200 ms without a new byte (bounded by 5 s).
         let drainDeadline = ContinuousClock.now + .seconds(5)
@@ -227,6 +272,7 @@ public final class LbctlProcess: Sendable {
 
     /// Kills the process (SIGKILL) and reaps it, bounded.
     public func stop() async throws {
+        closeInput()
         killProcess(process.processIdentifier)
         _ = try await exitStatus(timeout: .seconds(10))
     }
@@ -244,5 +290,8 @@ public enum Lbctl {
     }
 }
 
+/// The built `lbctl`, as a child process.
+public typealias LbctlProcess = ChildProcess
+
 /// An lbctl that keeps running (`resolve --watch`) until stopped.
-public typealias RunningLbctl = LbctlProcess
+public typealias RunningLbctl = ChildProcess

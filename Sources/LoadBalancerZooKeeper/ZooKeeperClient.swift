@@ -102,7 +102,13 @@ public final class ZooKeeperClient: Service, Sendable {
     private struct State {
         var send: AsyncStream<ByteBuffer>.Continuation?
         var connected = false
+        /// Set by ``shutdown()`` before it sends closeSession, until `closed`: the session is being
+        /// closed. New requests fail with `.closed`, a connection that ends fails its requests with
+        /// `.closed` and is not replaced, and no `disconnected` or `connectFailed` event is sent.
+        var closing = false
         var closed = false
+        /// Second callers of ``shutdown()`` while the first closes the session: resumed once closed.
+        var closeWaiters: [CheckedContinuation<Void, Never>] = []
         /// Whether `run()` has started (it ends the subscriptions when it returns).
         var running = false
         var pending: [Int32: Pending] = [:]
@@ -235,7 +241,7 @@ public final class ZooKeeperClient: Service, Sendable {
         var failuresInARow = 0
         state.withLock { $0.running = true }
         await withGracefulShutdownHandler {
-            while !Task.isCancelled, !self.state.withLock({ $0.closed }) {
+            while !Task.isCancelled, !self.state.withLock({ $0.closing || $0.closed }) {
                 let server = servers[index % servers.count]
                 index += 1
                 let wasConnected = await self.connectAndServe(server)
@@ -257,36 +263,67 @@ public final class ZooKeeperClient: Service, Sendable {
 
     /// Shuts the client down: closes the session (the server deletes its ephemeral nodes) and the
     /// connection, and ``run()`` returns; requests fail with ``ZooKeeperError/Code/closed`` from
-    /// then on. Bounded by the session timeout. Calling it again does nothing more.
+    /// the moment it is called, requests still waiting for a reply too when the connection ends
+    /// before they are answered. Bounded by the session timeout. Calling it again while the
+    /// session closes waits for the first call; calling it once the client is closed does nothing.
     public func shutdown() async {
-        if isConnected {
-            let timeout = state.withLock { $0.negotiatedTimeout }
+        enum Step {
+            case closeSession(timeout: Duration)
+            case close
+            case waitForTheFirstCall
+            case nothing
+        }
+        let step = state.withLock { state -> Step in
+            if state.closed { return .nothing }
+            if state.closing { return .waitForTheFirstCall }
+            state.closing = true
+            return state.connected ? .closeSession(timeout: state.negotiatedTimeout) : .close
+        }
+        switch step {
+        case .nothing:
+            return
+        case .waitForTheFirstCall:
+            await withCheckedContinuation { continuation in
+                let closed = state.withLock { state in
+                    if !state.closed { state.closeWaiters.append(continuation) }
+                    return state.closed
+                }
+                if closed { continuation.resume() }
+            }
+            return
+        case .closeSession(let timeout):
             _ = try? await withTimeout(timeout, onTimeout: { Self.timedOut("closing the session", after: timeout) }) {
                 try await self.send(.closeSession, [], watch: nil)
             }
+        case .close:
+            break
         }
-        let (send, running) = state.withLock { state -> (AsyncStream<ByteBuffer>.Continuation?, Bool) in
+        let (send, running, waiters) = state.withLock { state in
             state.closed = true
-            return (state.send, state.running)
+            defer { state.closeWaiters = [] }
+            return (state.send, state.running, state.closeWaiters)
         }
         send?.finish()
         // Without a `run()` to end them, end the subscriptions and requests here.
         if !running { finish() }
+        for waiter in waiters { waiter.resume() }
     }
 
     private func finish() {
-        let (subscribers, pending) = state.withLock { state in
+        let (subscribers, pending, waiters) = state.withLock { state in
             state.closed = true
             defer {
                 state.subscribers = [:]
                 state.pending = [:]
+                state.closeWaiters = []
             }
-            return (Array(state.subscribers.values), Array(state.pending.values))
+            return (Array(state.subscribers.values), Array(state.pending.values), state.closeWaiters)
         }
         for pending in pending {
             pending.continuation.resume(throwing: ZooKeeperError(code: .closed, message: "the client stopped"))
         }
         for subscriber in subscribers { subscriber.finish() }
+        for waiter in waiters { waiter.resume() }
     }
 
     private func emit(_ event: ZooKeeperEvent) {
@@ -420,7 +457,10 @@ public final class ZooKeeperClient: Service, Sendable {
                         // Cancelled before it was sent: the cancellation handler ran first, under
                         // this same lock, and found nothing to resume.
                         if Task.isCancelled { return Self.cancelled() }
-                        if state.closed { return ZooKeeperError(code: .closed, message: "the client stopped") }
+                        // While the session closes, only the close itself goes out.
+                        if state.closed || (state.closing && op != .closeSession) {
+                            return ZooKeeperError(code: .closed, message: "the client stopped")
+                        }
                         guard state.connected, let send = state.send else {
                             return ZooKeeperError(code: .connectionLoss, message: "not connected")
                         }
@@ -533,21 +573,31 @@ public final class ZooKeeperClient: Service, Sendable {
                     metadata: ["loadbalancer.zookeeper.server": "\(server)", "loadbalancer.error": "\(error)"])
             }
         }
-        let (wasConnected, pending) = state.withLock { state in
+        let (wasConnected, closed, pending) = state.withLock { state in
             let wasConnected = state.connected
             state.connected = false
             state.send = nil
             state.abandoned = [:]
             defer { state.pending = [:] }
-            return (wasConnected, Array(state.pending.values))
+            return (wasConnected, state.closing || state.closed, Array(state.pending.values))
         }
         send.finish()
+        // A connection that ends once ``shutdown()`` has begun (closing the session, or closed)
+        // fails its requests as closed (nothing will answer them again, as no connection
+        // replaces this one), not as a lost connection a caller would retry.
+        let requestError =
+            closed
+            ? ZooKeeperError(code: .closed, message: "the client stopped")
+            : ZooKeeperError(code: .connectionLoss, message: "the connection to \(server) broke")
         for request in pending {
-            request.continuation.resume(throwing: ZooKeeperError(code: .connectionLoss, message: "the connection to \(server) broke"))
+            request.continuation.resume(throwing: requestError)
         }
-        if wasConnected {
+        if closed {
+            // Shutting down: no reconnection follows, so no `disconnected` (which promises one);
+            // the subscriptions end when `run()` returns.
+        } else if wasConnected {
             emit(.disconnected)
-        } else if !Task.isCancelled, !state.withLock({ $0.closed }), (failure as? ZooKeeperError)?.code != .sessionExpired {
+        } else if !Task.isCancelled, (failure as? ZooKeeperError)?.code != .sessionExpired {
             // Reached, but no session: the handshake went unanswered, or the server closed or broke
             // the connection before it. The cause says which.
             emit(.connectFailed(ZooKeeperError(code: .connectionLoss, message: "\(server): no session was established", cause: failure)))

@@ -91,6 +91,12 @@ public enum ZooKeeperPath {
         parent == "/" ? "/" + child : parent + "/" + child
     }
 
+    /// The last segment of `path` (empty for the root).
+    static func lastSegment(_ path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return path }
+        return String(path[path.index(after: slash)...])
+    }
+
     /// The parent of `path` (`/` for a top-level node).
     static func parent(_ path: String) -> String {
         guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return "/" }

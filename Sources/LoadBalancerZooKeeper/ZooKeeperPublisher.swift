@@ -5,11 +5,15 @@ import ServiceLifecycle
 /// Publishes the instances registered as children of a ZooKeeper node (go-kit's ZooKeeper
 /// publisher, with its semantics kept).
 ///
-/// Each child's data is one instance: `host:port` or the JSON object that
-/// `Instance.init(registryValue:)` reads (``ZooKeeperRegistrar`` writes that form). A child whose
-/// data is neither is left out and reported in band, never fatal: the update carries the good
-/// instances and a `DiscoveryError` with code `invalidInstances` naming
-/// the bad children (as the static, DNS and Consul publishers do).
+/// Each child's data is one instance, in one of the forms `Instance.init(registryValue:options:)`
+/// reads: `host:port`, a go-kit URL (`http://host:port`), this library's JSON object (what
+/// ``ZooKeeperRegistrar`` writes by default), a Finagle / Aurora ServerSet member (`member_...`
+/// nodes) or an Apache Curator service instance (the children of `basePath/serviceName`). A child
+/// whose data is in none of these forms is left out and reported in band, never fatal: the update
+/// carries the good instances and a `DiscoveryError` with code `invalidInstances` naming the bad
+/// children (as the static, DNS and Consul publishers do). A child that says its instance is not
+/// serving (a ServerSet member not `ALIVE`, a disabled Curator instance) is left out without
+/// being reported.
 ///
 /// ``run()`` creates the parent path when it is missing, reads the children with a child watch and
 /// each child's data with a data watch. After a watch event it reads only what changed (the list
@@ -31,6 +35,8 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
     private let core: WatchingPublisherCore
     private var broadcaster: InstanceBroadcaster { core.broadcaster }
     private var logger: Logger { core.logger }
+    /// How children's data is read (which ServerSet endpoint, for one).
+    public let valueOptions: RegistryValueOptions
 
     /// Creates a publisher; nothing is read until ``run()``.
     ///
@@ -39,16 +45,20 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
     ///   - client: The ZooKeeper client (run it too).
     ///   - backoff: The pause between attempts after a failure. Default 100 ms doubling to 5 s.
     ///   - staleness: What to do with the last good set while ZooKeeper fails. Default: keep it.
+    ///   - valueOptions: How children's data is read, for example which ServerSet endpoint to use.
+    ///     Default: `RegistryValueOptions.defaults`.
     ///   - logger: Where to log. Default: nowhere.
     public init(
         path: String,
         client: ZooKeeperClient,
         backoff: Backoff = Backoff(base: .milliseconds(100), cap: .seconds(5)),
         staleness: StalenessPolicy = .keepLastGood,
+        valueOptions: RegistryValueOptions = .defaults,
         logger: Logger = Logger(label: "loadbalancer.zookeeper", factory: { _ in SwiftLogNoOpLogHandler() })
     ) {
         self.path = path
         self.client = client
+        self.valueOptions = valueOptions
         self.core = WatchingPublisherCore(
             backoff: backoff, staleness: staleness, logger: logger, metadata: ["loadbalancer.zookeeper.path": "\(path)"])
     }
@@ -154,7 +164,7 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
         let sorted = known.sorted { $0.key < $1.key }
         let set = sorted.compactMap { try? $0.value.get() }
         let invalid = sorted.compactMap { child -> String? in
-            guard case .failure(let error) = child.value else { return nil }
+            guard case .failure(let error) = child.value, error.code != .notServing else { return nil }
             return "\(ZooKeeperPath.join(path, child.key)): \(error)"
         }
         logger.debug(
@@ -166,7 +176,13 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
 
     private func parse(_ data: [UInt8], at childPath: String) -> Result<Instance, InstanceParseError> {
         do {
-            return .success(try Instance(registryValue: data))
+            return .success(try Instance(registryValue: data, options: valueOptions))
+        } catch  where error.code == .notServing {
+            logger.debug(
+                "leaving out a ZooKeeper node whose instance is not serving",
+                metadata: ["loadbalancer.zookeeper.path": "\(childPath)", "loadbalancer.error": "\(error)"]
+            )
+            return .failure(error)
         } catch {
             logger.warning(
                 "skipping a ZooKeeper node that is not an instance",

@@ -3,8 +3,23 @@ import Logging
 import ServiceLifecycle
 import Synchronization
 
-/// Registers one instance in ZooKeeper for as long as it runs: an ephemeral sequential node under
-/// `path` (parents created as needed) whose data is `Instance.registryJSON`.
+#if canImport(Darwin)
+    import Darwin
+#elseif canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
+/// Registers one instance in ZooKeeper for as long as it runs: an ephemeral node under `path`
+/// (parents created as needed) whose data is the instance in ``format``.
+///
+/// The node is named as the stack that reads the format expects: an ephemeral sequential
+/// `member_NNNNNNNNNN` for a Finagle / Aurora ServerSet (`.serverSet`); an ephemeral node named
+/// by the instance id for Apache Curator (`.curator`, where `path` is `basePath/serviceName`, the
+/// last segment the Curator `name`, and the id must be a valid node name); an ephemeral
+/// sequential `instance-NNNNNNNNNN` otherwise. A Curator node left by an earlier session under
+/// the same id is replaced.
 ///
 /// The node lives as long as the client's session: if the process dies, the server deletes it
 /// when the session times out. After a session expiry the registrar creates the node again in the
@@ -14,6 +29,8 @@ public final class ZooKeeperRegistrar: Service {
     public let instance: Instance
     /// The parent node, for example `/services/api`.
     public let path: String
+    /// The form of the node's data (`RegistryValueFormat.json` unless chosen).
+    public let format: RegistryValueFormat
     private let client: ZooKeeperClient
     private let backoff: Backoff
     private let logger: Logger
@@ -25,17 +42,22 @@ public final class ZooKeeperRegistrar: Service {
     ///   - instance: What to register.
     ///   - path: The parent node publishers read, for example `/services/api`.
     ///   - client: The ZooKeeper client (run it too).
+    ///   - format: The form of the node's data, for the stacks that read it: this library's JSON
+    ///     (the default), `host:port` or a URL for go-kit, `.serverSet` for Finagle and Aurora,
+    ///     `.curator` for Apache Curator and Spring Cloud ZooKeeper.
     ///   - backoff: The pause between attempts after a failure. Default 100 ms doubling to 2 s.
     ///   - logger: Where to log. Default: nowhere.
     public init(
         instance: Instance,
         path: String,
         client: ZooKeeperClient,
+        format: RegistryValueFormat = .json,
         backoff: Backoff = Backoff(base: .milliseconds(100), cap: .seconds(2)),
         logger: Logger = Logger(label: "loadbalancer.zookeeper", factory: { _ in SwiftLogNoOpLogHandler() })
     ) {
         self.instance = instance
         self.path = path
+        self.format = format
         self.client = client
         self.backoff = backoff
         self.logger = logger
@@ -52,14 +74,7 @@ public final class ZooKeeperRegistrar: Service {
         await WatchLoop(backoff: backoff).run(state: state) { state, _ in
             if state.needed, self.client.isConnected {
                 do {
-                    let created = try await registerToTheEnd {
-                        try await self.client.create(
-                            ZooKeeperPath.join(self.path, "instance-"),
-                            data: Array(self.instance.registryJSON.utf8),
-                            mode: .ephemeralSequential,
-                            createParents: true
-                        )
-                    }
+                    let created = try await registerToTheEnd { try await self.createNode() }
                     self.node.withLock { $0 = created }
                     state.needed = false
                     self.logger.info("registered in ZooKeeper", metadata: ["loadbalancer.zookeeper.path": "\(created)"])
@@ -88,6 +103,37 @@ public final class ZooKeeperRegistrar: Service {
         await deregister()
     }
 
+    /// Creates the node, in the mode and under the name ``format`` calls for.
+    private func createNode() async throws(ZooKeeperError) -> String {
+        let data = Array(
+            instance.registryValue(
+                in: format, serviceName: ZooKeeperPath.lastSegment(path), registrationTime: wallClockMilliseconds()
+            ).utf8)
+        guard format == .curator else {
+            let prefix = format == .serverSet ? "member_" : "instance-"
+            return try await client.create(
+                ZooKeeperPath.join(path, prefix), data: data, mode: .ephemeralSequential, createParents: true)
+        }
+        guard !instance.id.contains("/") else {
+            throw ZooKeeperError(
+                code: .invalidArgument,
+                message: "a Curator instance's node is named by its id, which must not contain '/': \"\(instance.id)\"")
+        }
+        let node = ZooKeeperPath.join(path, instance.id)
+        do {
+            return try await client.create(node, data: data, mode: .ephemeral, createParents: true)
+        } catch  where error.code == .nodeExists {
+            // Left by an earlier session (not yet expired) or by this one before a lost reply:
+            // this registration replaces it.
+            do {
+                try await client.delete(node)
+            } catch  where error.code == .noNode {
+                // Gone meanwhile: fine.
+            }
+            return try await client.create(node, data: data, mode: .ephemeral, createParents: true)
+        }
+    }
+
     /// Deletes the node, even when ``run()`` was cancelled.
     private func deregister() async {
         let created = node.withLock { $0.take() }
@@ -96,4 +142,11 @@ public final class ZooKeeperRegistrar: Service {
             done: "deregistered from ZooKeeper", failed: "ZooKeeper deregistration failed; the node goes with the session"
         ) { [client] created in try await client.delete(created) }
     }
+}
+
+/// The wall clock, in milliseconds since 1970-01-01 UTC (Curator's `registrationTimeUTC`).
+func wallClockMilliseconds() -> Int64 {
+    var now = timespec()
+    clock_gettime(CLOCK_REALTIME, &now)
+    return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
 }

@@ -50,6 +50,8 @@ struct LbctlTests {
             (["resolve", "gopher://x:1"], "unknown scheme 'gopher'"),
             (["resolve", "etcd://127.0.0.1:2379"], "expected etcd://"),
             (["resolve", "consul://127.0.0.1:8500/web?color=blue"], "unknown query key 'color'"),
+            (["resolve", "zk://127.0.0.1:2181/svc?shard=1"], "unknown query key 'shard' (expected endpoint)"),
+            (["resolve", "etcd://127.0.0.1:2379/svc/?endpoint="], "malformed query item 'endpoint='"),
             (["resolve", "dns+srv://web.example"], "_service._proto.name"),
             (["bench", "static://127.0.0.1:1", "--requests", "0"], "--requests must be at least 1"),
             (["bench", "static://127.0.0.1:1", "--balancer", "fastest"], "'fastest' is invalid for '--balancer"),

@@ -79,7 +79,7 @@ struct ConsulStartupTests {
             try await eventually("the publisher is held in a blocking query") { server.heldQueries == 1 }
             // Shutting the client down ends the blocking query (of up to 30 s) at once.
             await consul.shutdown()
-            try await eventually("the publisher ended", timeout: .seconds(10)) { ended.isSet }
+            try await eventually("the publisher to end", timeout: .seconds(10)) { ended.isSet }
             try await running.value
             try await eventually("the closed error in band") { probe.recorder.latest?.error != nil }
             let last = try #require(probe.recorder.latest)

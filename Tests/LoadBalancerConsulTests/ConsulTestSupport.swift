@@ -6,25 +6,17 @@ import LoadBalancerTestKit
 import Synchronization
 import Testing
 
-/// Waits, by bounded polling, until `condition` holds; fails the test (and throws) if it does not
-/// within `timeout`.
+/// The test kit's `pollUntil` (every 10 ms, the bound scaled by `TestTimeScale`), also recording
+/// its timeout as an issue where it was called.
 func waitUntil(
     _ timeout: Duration = .seconds(15),
     sourceLocation: SourceLocation = #_sourceLocation,
     _ condition: () async -> Bool
 ) async throws {
-    let timeout = TestTimeScale.scaled(timeout)
-    let deadline = ContinuousClock.now + timeout
-    while !(await condition()) {
-        guard ContinuousClock.now < deadline else {
-            Issue.record("condition not met within \(timeout)", sourceLocation: sourceLocation)
-            throw WaitTimeout()
-        }
-        try await Task.sleep(for: .milliseconds(10))
-    }
+    try await pollUntil(
+        "the condition", timeout: timeout, interval: .milliseconds(10),
+        onTimeout: { Issue.record("\($0)", sourceLocation: sourceLocation) }, condition)
 }
-
-struct WaitTimeout: Error {}
 
 /// Every update of a publisher, recorded by a background reader.
 final class Recorder: Sendable {

@@ -5,19 +5,6 @@ import LoadBalancerTestServers
 import Synchronization
 import Testing
 
-/// Waits, by bounded polling, until `condition` holds.
-func eventually(_ timeout: Duration = .seconds(15), _ condition: () async -> Bool) async throws {
-    let timeout = TestTimeScale.scaled(timeout)
-    let deadline = ContinuousClock.now + timeout
-    while !(await condition()) {
-        guard ContinuousClock.now < deadline else {
-            Issue.record("condition not met within \(timeout)")
-            throw DnsmasqError(message: "timeout")
-        }
-        try await Task.sleep(for: .milliseconds(20))
-    }
-}
-
 /// The latest update of a publisher, kept current by a background reader.
 final class Latest: Sendable {
     let update = Mutex<InstanceUpdate?>(nil)
@@ -99,7 +86,9 @@ struct DNSIntegrationTests {
             run.cancel()
             reader.cancel()
         }
-        try await eventually { latest.instances.map(\.id) == ["127.0.0.21:8080"] }
+        try await pollUntil("the first set", timeout: .seconds(15), interval: .milliseconds(20)) {
+            latest.instances.map(\.id) == ["127.0.0.21:8080"]
+        }
 
         // dnsmasq reads SRV records only at start: restart it with a new set.
         try await server.launch([
@@ -108,11 +97,13 @@ struct DNSIntegrationTests {
             "host-record=a.svc.test,127.0.0.21",
             "host-record=b.svc.test,127.0.0.22",
         ])
-        try await eventually { latest.instances.map(\.id) == ["127.0.0.21:8080", "127.0.0.22:8081"] }
+        try await pollUntil("the set after the restart", timeout: .seconds(15), interval: .milliseconds(20)) {
+            latest.instances.map(\.id) == ["127.0.0.21:8080", "127.0.0.22:8081"]
+        }
 
         // Down: lookups fail, the last good set stays and the updates say why.
         await server.stop()
-        try await eventually { latest.error != nil }
+        try await pollUntil("a failed lookup reported", timeout: .seconds(15), interval: .milliseconds(20)) { latest.error != nil }
         #expect(latest.instances.map(\.id) == ["127.0.0.21:8080", "127.0.0.22:8081"])
         #expect(latest.error?.code == .registryUnavailable)
 
@@ -121,7 +112,9 @@ struct DNSIntegrationTests {
             "srv-host=_web._tcp.svc.test,b.svc.test,8081,1,1",
             "host-record=b.svc.test,127.0.0.22",
         ])
-        try await eventually { latest.error == nil && latest.instances.map(\.id) == ["127.0.0.22:8081"] }
+        try await pollUntil("the set once the server is back", timeout: .seconds(15), interval: .milliseconds(20)) {
+            latest.error == nil && latest.instances.map(\.id) == ["127.0.0.22:8081"]
+        }
     }
 
     @Test("NXDOMAIN is authoritative: the empty set is published")

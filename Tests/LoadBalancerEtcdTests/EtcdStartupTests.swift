@@ -123,8 +123,8 @@ struct EtcdStartupTests {
 
         // The watch and the keep-alive never end by themselves: shutdown() must end them.
         await client.shutdown()
-        try await eventually("the publisher ended", timeout: .seconds(10)) { publisherEnded.isSet }
-        try await eventually("the registrar ended", timeout: .seconds(10)) { registrarEnded.isSet }
+        try await eventually("the publisher to end", timeout: .seconds(10)) { publisherEnded.isSet }
+        try await eventually("the registrar to end", timeout: .seconds(10)) { registrarEnded.isSet }
         try await eventually("the client's run() returned", timeout: .seconds(10)) { clientEnded.isSet }
         let last = try #require(recorder.latest)
         #expect(last.error?.code == .closed, "\(last)")

@@ -184,27 +184,17 @@ var roundRobinRetryingUnavailable: ServiceConfig {
     )
 }
 
-/// Polls `condition` every 20 ms until it holds; fails the test (and throws) after `timeout`.
+/// The test kit's `pollUntil` (every 20 ms, the bound scaled by `TestTimeScale`), also recording
+/// its timeout as an issue where it was called.
 func eventually(
     _ what: String,
     timeout: Duration = .seconds(30),
     sourceLocation: SourceLocation = #_sourceLocation,
     _ condition: () async throws -> Bool
 ) async throws {
-    let timeout = TestTimeScale.scaled(timeout)
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return }
-        try await Task.sleep(for: .milliseconds(20))
-    }
-    Issue.record("timed out after \(timeout) waiting until \(what)", sourceLocation: sourceLocation)
-    throw WaitTimedOut(what: what)
-}
-
-/// Thrown by ``eventually(_:timeout:sourceLocation:_:)`` when its condition never held.
-struct WaitTimedOut: Error, CustomStringConvertible {
-    var what: String
-    var description: String { "timed out waiting until \(what)" }
+    try await pollUntil(
+        what, timeout: timeout, interval: .milliseconds(20), onTimeout: { Issue.record("\($0)", sourceLocation: sourceLocation) }, condition
+    )
 }
 
 /// A log handler that keeps messages, to wait until the resolver has seen an update.

@@ -192,14 +192,19 @@ struct CallPathTests {
         #expect(error.attempts[0].error is DeadlineExceeded)
     }
 
-    @Test("inline: the caller's cancellation is rethrown as CancellationError and never retried")
-    func inlineCancellation() async throws {
+    /// Cancels a call whose one endpoint hangs (until its deadline, or for ten minutes): the call
+    /// ends at once with `CancellationError`, after one attempt.
+    static func cancellationEndsCall(enforcesDeadline: Bool) async throws {
         let calls = Atomic(0)
         let entered = Atomic(false)
-        let endpoint = Endpoint<Int, Int>(instance: try Instance(host: "127.0.0.1", port: 1), enforcesDeadline: true) { _ in
+        let endpoint = Endpoint<Int, Int>(instance: try Instance(host: "127.0.0.1", port: 1), enforcesDeadline: enforcesDeadline) { _ in
             calls.add(1, ordering: .relaxed)
             entered.store(true, ordering: .relaxed)
-            try await ContinuousClock().sleep(until: try #require(CallDeadline.current), tolerance: nil)
+            if enforcesDeadline {
+                try await ContinuousClock().sleep(until: try #require(CallDeadline.current), tolerance: nil)
+            } else {
+                try await ContinuousClock().sleep(for: .seconds(600))
+            }
             return 0
         }
         let retry = Retry(RoundRobinBalancer(endpoints: [endpoint]), maxAttempts: 5, timeout: TestTimeScale.scaled(.seconds(60)))
@@ -210,6 +215,11 @@ struct CallPathTests {
         await #expect(throws: CancellationError.self) { try await task.value }
         #expect(ContinuousClock.now - start < .seconds(5))
         #expect(calls.load(ordering: .relaxed) == 1)
+    }
+
+    @Test("inline: the caller's cancellation is rethrown as CancellationError and never retried")
+    func inlineCancellation() async throws {
+        try await Self.cancellationEndsCall(enforcesDeadline: true)
     }
 
     @Test("an endpoint that does not enforce deadlines is still cut off by the timeout (in a task of its own)")
@@ -293,22 +303,7 @@ struct CallPathTests {
 
     @Test("in a task of its own: the caller's cancellation cancels the attempt, is rethrown as CancellationError, never retried")
     func guardedCancellation() async throws {
-        let calls = Atomic(0)
-        let entered = Atomic(false)
-        let endpoint = Endpoint<Int, Int>(instance: try Instance(host: "127.0.0.1", port: 1)) { _ in
-            calls.add(1, ordering: .relaxed)
-            entered.store(true, ordering: .relaxed)
-            try await ContinuousClock().sleep(for: .seconds(600))
-            return 0
-        }
-        let retry = Retry(RoundRobinBalancer(endpoints: [endpoint]), maxAttempts: 5, timeout: TestTimeScale.scaled(.seconds(60)))
-        let task = Task { try await retry(0) }
-        try await waitUntil { entered.load(ordering: .relaxed) }
-        let start = ContinuousClock.now
-        task.cancel()
-        await #expect(throws: CancellationError.self) { try await task.value }
-        #expect(ContinuousClock.now - start < .seconds(5))
-        #expect(calls.load(ordering: .relaxed) == 1)
+        try await Self.cancellationEndsCall(enforcesDeadline: false)
     }
 
     @Test("in a task of its own: the overall timeout waits for an attempt that ignores cancellation, then logs its error")

@@ -3,7 +3,8 @@ import LoadBalancerTestKit
 import Synchronization
 import Testing
 
-/// Waits, by bounded polling, until `condition` holds. Fails the test (and throws) if it does not within `timeout`.
+/// The test kit's `pollUntil` (every millisecond, the bound scaled by `TestTimeScale`), also
+/// recording its timeout as an issue where it was called (a caller that ignores the error still fails).
 ///
 /// The default bound is generous: under ThreadSanitizer, with every suite running in parallel on
 /// two cores, a step that takes microseconds alone has been seen to take over 10 s.
@@ -12,18 +13,8 @@ func waitUntil(
     sourceLocation: SourceLocation = #_sourceLocation,
     _ condition: () -> Bool
 ) async throws {
-    let timeout = TestTimeScale.scaled(timeout)
-    let deadline = ContinuousClock.now + timeout
-    while !condition() {
-        if ContinuousClock.now >= deadline {
-            Issue.record("condition not met within \(timeout)", sourceLocation: sourceLocation)
-            throw WaitTimeout()
-        }
-        try await Task.sleep(for: .milliseconds(1))
-    }
+    try await pollUntil("the condition", timeout: timeout, onTimeout: { Issue.record("\($0)", sourceLocation: sourceLocation) }, condition)
 }
-
-struct WaitTimeout: Error {}
 
 struct TestFailure: Error, CustomStringConvertible, Equatable {
     var message: String

@@ -34,6 +34,22 @@ struct LbctlZooKeeperTests {
             ], "\(result.stdout)")
     }
 
+    @Test("resolve zk://...?endpoint=NAME reads ServerSet members through their named additional endpoint")
+    func serverSetEndpoint() async throws {
+        let ensemble = try await ZooKeeperEnsemble.start()
+        try await withClient(ensemble) { client in
+            let member =
+                #"{"serviceEndpoint":{"host":"127.0.0.1","port":9001},"additionalEndpoints":{"http":{"host":"127.0.0.1","port":8001}},"status":"ALIVE"}"#
+            try await client.create("/finagle/web/member_0000000000", data: Array(member.utf8), createParents: true)
+        }
+        for (source, expected) in [("/finagle/web?endpoint=http", "127.0.0.1:8001"), ("/finagle/web", "127.0.0.1:9001")] {
+            let result = try await Lbctl.run(["resolve", "zk://\(ensemble.connectString)\(source)"])
+            #expect(result.status == 0, "\(result.stderr)")
+            let rows = result.stdout.split(separator: "\n").dropFirst().map { $0.split(separator: " ").map(String.init) }
+            #expect(rows.map { $0.first } == [expected], "\(result.stdout)")
+        }
+    }
+
     @Test("resolve --watch prints each change as it happens")
     func watch() async throws {
         let ensemble = try await ZooKeeperEnsemble.start()

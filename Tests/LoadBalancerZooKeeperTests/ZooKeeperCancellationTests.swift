@@ -1,5 +1,7 @@
+import InMemoryLogging
 import LoadBalancer
 import LoadBalancerTestKit
+import Logging
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -101,22 +103,35 @@ private final class HandshakeOnlyHandler: ChannelInboundHandler {
     }
 }
 
-/// Whether a registrar's `run()` has returned.
-private final class RegistrarEnded: Sendable {
-    let value = Atomic<Bool>(false)
+/// Whether a registrar's (or a publisher's) `run()` has returned.
+final class Ended: Sendable {
+    private let value = Atomic<Bool>(false)
+
+    var isSet: Bool { value.load(ordering: .acquiring) }
+
+    /// Runs `body` in a new task, noting when it has returned.
+    static func running(_ body: @escaping @Sendable () async -> Void) -> (task: Task<Void, Never>, ended: Ended) {
+        let ended = Ended()
+        let task = Task {
+            await body()
+            ended.value.store(true, ordering: .releasing)
+        }
+        return (task, ended)
+    }
 }
 
-/// Polls `condition` every 10 ms until it holds; throws after `timeout`. (This file is also in the
-/// sanitizer runs' build, which leaves the test-server helpers out.)
+/// A trace-level logger whose entries the returned handler keeps.
+private func keptLogger() -> (log: InMemoryLogHandler, logger: Logger) {
+    let log = InMemoryLogHandler()
+    var logger = Logger(label: "test", factory: { _ in log })
+    logger.logLevel = .trace
+    return (log, logger)
+}
+
+/// The test kit's `pollUntil`, every 10 ms, 20 s by default (scaled by `TestTimeScale`). (This
+/// file is also in the sanitizer runs' build, which leaves the test-server helpers out.)
 private func waitFor(_ what: String, timeout: Duration = .seconds(20), _ condition: () -> Bool) async throws {
-    let timeout = TestTimeScale.scaled(timeout)
-    let deadline = ContinuousClock.now + timeout
-    while !condition() {
-        guard ContinuousClock.now < deadline else {
-            throw ZooKeeperError(code: .operationTimeout, message: "\(what) not seen within \(timeout)")
-        }
-        try await Task.sleep(for: .milliseconds(10))
-    }
+    try await pollUntil(what, timeout: timeout, interval: .milliseconds(10), condition)
 }
 
 @Suite("ZooKeeper requests honour cancellation", .serialized, .timeLimit(.minutes(TestTimeScale.scaled(minutes: 2))))
@@ -131,6 +146,13 @@ struct ZooKeeperCancellationTests {
         var iterator = events.makeAsyncIterator()
         #expect(await iterator.next() == .connected(sessionID: 0x5EED, newSession: true))
         return (server, client, run)
+    }
+
+    /// Cancels the client's `run`, waits for the client to end, and closes `server`.
+    func stop(_ run: Task<Void, Never>, _ server: SilentZooKeeperServer) async {
+        run.cancel()
+        await run.value
+        await server.close()
     }
 
     @Test("a cancelled request returns within 100 ms while the server stays silent; its late reply is dropped, the connection kept")
@@ -165,20 +187,14 @@ struct ZooKeeperCancellationTests {
         #expect(server.connectionCount == 1)
         probe.cancel()
         _ = await probe.result
-        run.cancel()
-        await run.value
-        await server.close()
+        await stop(run, server)
     }
 
     @Test("a registrar cancelled while its create is in flight still deletes the node the create made")
     func registrarCancelledDuringCreate() async throws {
         let (server, client, run) = try await connectedToSilentServer()
         let registrar = ZooKeeperRegistrar(instance: try Instance(host: "127.0.0.1", port: 8001), path: "/svc", client: client)
-        let ended = RegistrarEnded()
-        let registration = Task {
-            try? await registrar.run()
-            ended.value.store(true, ordering: .releasing)
-        }
+        let (registration, ended) = Ended.running { try? await registrar.run() }
         // The parent's create (answered), then the node's (held while the registrar is cancelled).
         try await waitFor("the parent's create") { server.requestXids.count == 1 }
         try await server.answer(xid: server.requestXids[0], created: "/svc")
@@ -188,11 +204,63 @@ struct ZooKeeperCancellationTests {
         // What the create made is deleted: a third request, whose answer ends the registrar.
         try await waitFor("the node's delete") { server.requestXids.count == 3 }
         try await server.answer(xid: server.requestXids[2])
-        try await waitFor("the registrar ended") { ended.value.load(ordering: .acquiring) }
+        try await waitFor("the registrar to end") { ended.isSet }
         #expect(registrar.registeredNode == nil)
-        run.cancel()
-        await run.value
-        await server.close()
+        await stop(run, server)
+    }
+
+    /// Shuts `client` down once `server` has the first request of `what` (it answers none), then
+    /// waits, up to 10 s, until `what` has ended.
+    func shutDown(_ client: ZooKeeperClient, during what: String, on server: SilentZooKeeperServer, ended: Ended) async throws {
+        try await waitFor("\(what)'s first request") { server.requestXids.count == 1 }
+        await client.shutdown()
+        try await waitFor("\(what) to end", timeout: .seconds(10)) { ended.isSet }
+    }
+
+    @Test("a registrar whose client shuts down during its create stops at once: no failure logged, no backoff")
+    func registrarStopsWhenClientShutsDown() async throws {
+        let (server, client, run) = try await connectedToSilentServer()
+        let (log, logger) = keptLogger()
+        // A backoff of a minute: a registrar that took the shutdown for a failure would sleep
+        // (a random part of a minute) and log a warning before it noticed the client was gone.
+        let registrar = ZooKeeperRegistrar(
+            instance: try Instance(host: "127.0.0.1", port: 8001), path: "/svc", client: client,
+            backoff: Backoff(base: .seconds(60), cap: .seconds(60)), logger: logger
+        )
+        let (registration, ended) = Ended.running { try? await registrar.run() }
+        try await shutDown(client, during: "the registrar", on: server, ended: ended)
+        let warnings = log.entries.filter { $0.level >= .warning }.map { "\($0.message) \($0.metadata)" }
+        #expect(warnings.isEmpty, "\(warnings)")
+        #expect(registrar.registeredNode == nil)
+        registration.cancel()
+        await stop(run, server)
+    }
+
+    @Test("a publisher whose client shuts down during its read ends with a closed error, reporting no lost connection")
+    func publisherEndsWhenClientShutsDown() async throws {
+        let (server, client, run) = try await connectedToSilentServer()
+        let (log, logger) = keptLogger()
+        // A backoff of a minute: a publisher that took the shutdown for a lost connection would
+        // publish a registryUnavailable update and sleep before it noticed the client was gone.
+        let publisher = ZooKeeperPublisher(
+            path: "/svc", client: client, backoff: Backoff(base: .seconds(60), cap: .seconds(60)), logger: logger)
+        let received = Mutex<[InstanceUpdate]>([])
+        let updates = publisher.updates()
+        let collecting = Task {
+            for await update in updates { received.withLock { $0.append(update) } }
+        }
+        let (reading, ended) = Ended.running { try? await publisher.run() }
+        try await shutDown(client, during: "the publisher", on: server, ended: ended)
+        await collecting.value // the subscription ends with the publisher
+        let all = received.withLock { $0 }
+        #expect(all.count == 1, "\(all)")
+        #expect(all.last?.error?.code == .closed, "\(all)")
+        #expect((all.last?.error?.cause as? ZooKeeperError)?.code == .closed, "\(all)")
+        // Its one warning says the client was closed; none says a read failed.
+        let warnings = log.entries.filter { $0.level >= .warning }.map { "\($0.message)" }
+        #expect(warnings == ["the registry client was closed; the publisher stops"], "\(warnings)")
+        reading.cancel()
+        await stop(run, server)
     }
 
     @Test("a client shut down before it ever ran ends its event streams")
@@ -226,8 +294,6 @@ struct ZooKeeperCancellationTests {
         }
         #expect(client.pendingRequestCount == 0)
         #expect(server.requestXids.isEmpty)
-        run.cancel()
-        await run.value
-        await server.close()
+        await stop(run, server)
     }
 }

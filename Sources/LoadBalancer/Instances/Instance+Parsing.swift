@@ -15,7 +15,9 @@ extension Instance {
 
     /// Splits `host:port` or `[ipv6]:port` into its host and its port, validating both.
     public static func parseHostPort(_ input: String) throws(InstanceParseError) -> (host: String, port: Int) {
-        let text = Substring(input).trimmingWhitespace()
+        // Unicode scalars, not characters: a host's last scalar may join the ':' after it into one
+        // character (a prepended concatenation mark does), which must not hide the separator.
+        let text = Substring(input).trimmingWhitespace().unicodeScalars
         guard !text.isEmpty else {
             throw InstanceParseError(code: .empty, input: input, message: "the instance string is empty")
         }
@@ -26,20 +28,20 @@ extension Instance {
             guard let close = text.firstIndex(of: "]") else {
                 throw InstanceParseError(code: .invalidHost, input: input, message: "'[' without a closing ']'")
             }
-            host = text[text.index(after: text.startIndex)..<close]
+            host = Substring(text[text.index(after: text.startIndex)..<close])
             let rest = text[text.index(after: close)...]
             if rest.isEmpty {
                 portText = nil
             } else if rest.first == ":" {
-                portText = rest.dropFirst()
+                portText = Substring(rest.dropFirst())
             } else {
                 throw InstanceParseError(
                     code: .invalidHost,
                     input: input,
-                    message: "unexpected '\(rest)' after the bracketed address"
+                    message: "unexpected '\(Substring(rest))' after the bracketed address"
                 )
             }
-            guard host.contains(":") else {
+            guard host.unicodeScalars.contains(":") else {
                 throw InstanceParseError(
                     code: .invalidHost,
                     input: input,
@@ -47,9 +49,9 @@ extension Instance {
                 )
             }
         } else if let colon = text.lastIndex(of: ":") {
-            host = text[..<colon]
-            portText = text[text.index(after: colon)...]
-            if host.contains(":") {
+            host = Substring(text[..<colon])
+            portText = Substring(text[text.index(after: colon)...])
+            if host.unicodeScalars.contains(":") {
                 let looksLikeIPv6 = host.unicodeScalars.allSatisfy { $0 == ":" || $0 == "." || $0.properties.isASCIIHexDigit }
                 if looksLikeIPv6 {
                     throw InstanceParseError(
@@ -65,7 +67,7 @@ extension Instance {
                 )
             }
         } else {
-            host = text
+            host = Substring(text)
             portText = nil
         }
 
@@ -92,14 +94,18 @@ extension Instance {
         }
         for scalar in host.unicodeScalars {
             switch scalar {
-            case " ", "\t", "\n", "\r", "/", "?", "#", "@", "[", "]", ",":
+            // Braces too: a value starting with '{' is read as JSON.
+            case " ", "\t", "\n", "\r", "/", "?", "#", "@", "[", "]", ",", "{", "}":
                 throw InstanceParseError(
                     code: .invalidHost,
                     input: input,
                     message: "the host contains '\(scalar.escaped(asASCII: true))'"
                 )
             default:
-                if scalar.value < 0x20 || scalar.value == 0x7F {
+                if scalar.properties.isWhitespace {
+                    throw InstanceParseError(code: .invalidHost, input: input, message: "the host contains white space")
+                }
+                if scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value) {
                     throw InstanceParseError(
                         code: .invalidHost,
                         input: input,

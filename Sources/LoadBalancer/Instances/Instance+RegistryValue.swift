@@ -2,19 +2,44 @@ extension Instance {
     /// The most bytes a registry value may have (64 KiB); longer values are rejected unread.
     public static let maxRegistryValueLength = 65_536
 
-    /// Parses the value a registry (etcd, ZooKeeper) stores for one instance.
+    /// Parses the value a registry (etcd, ZooKeeper) stores for one instance, in any of the forms
+    /// this library and other stacks write.
     ///
-    /// Two forms are accepted:
-    /// - `host:port` or `[ipv6]:port`, as in ``init(parsing:)``;
-    /// - a JSON object: `{"host": "10.0.0.7", "port": 8080, "weight": 2, "priority": 1,
+    /// The forms, told apart by their shape:
+    /// - `host:port` or `[ipv6]:port`, as in ``init(parsing:)`` (go-kit's registrars write this);
+    /// - a URL, `scheme://host:port/path` (go-kit instance strings): the scheme goes into the
+    ///   metadata `url.scheme` (lowercased), what follows `host:port` (path, query) into `url.path`.
+    ///   Without a port, `http` means 80 and `https` 443; other schemes need one. User
+    ///   information (`user@`) is rejected;
+    /// - this library's JSON object: `{"host": "10.0.0.7", "port": 8080, "weight": 2, "priority": 1,
     ///   "tags": ["a"], "metadata": {"zone": "b"}, "id": "..."}`, of which `host` and `port` are
-    ///   required. Unknown fields are ignored, so registrars may add their own.
+    ///   required. Unknown fields are ignored, so registrars may add their own;
+    /// - a Finagle / Aurora ServerSet member, a JSON object with `serviceEndpoint`
+    ///   (`{"host": ..., "port": ...}`), optional `additionalEndpoints` (name to `{host, port}`),
+    ///   `status` and `shard`. The address is `serviceEndpoint`'s, or that of the additional
+    ///   endpoint ``RegistryValueOptions/serverSetEndpoint`` names. A `status` other than `ALIVE`
+    ///   throws ``InstanceParseError/Code/notServing`` (a member without `status` counts as alive).
+    ///   Metadata: `serverset.shard`, `serverset.endpoint.NAME` (`host:port`) for each additional
+    ///   endpoint, and `serverset.endpoint` (the name used, when one was chosen);
+    /// - an Apache Curator service instance, a JSON object with `address` (and no `host`), `port`
+    ///   and/or `sslPort` (the port is `port`, else `sslPort`), `id` (the instance id), `name`,
+    ///   `payload`, `serviceType`, `registrationTimeUTC`, `uriSpec` and `enabled` (`false` throws
+    ///   ``InstanceParseError/Code/notServing``). Metadata: `curator.name`, `curator.sslPort`,
+    ///   `curator.serviceType`, `curator.registrationTimeUTC`, `curator.payload` (the payload as
+    ///   compact JSON) and `curator.uriSpec` (the URI template, such as `{scheme}://{address}:{port}`).
     ///
-    /// The value must be UTF-8. The id is `id` from the JSON, else `host:port`.
+    /// The value must be UTF-8. The id is the JSON's `id` (this library's form, Curator), else
+    /// `host:port`.
     ///
-    /// - Throws: ``InstanceParseError``; malformed JSON, a missing field or a field of the wrong type
-    ///   is ``InstanceParseError/Code/malformedValue``.
-    public init(registryValue bytes: some Collection<UInt8>) throws(InstanceParseError) {
+    /// - Parameters:
+    ///   - bytes: The value, at most ``maxRegistryValueLength`` bytes.
+    ///   - options: Choices some forms offer. Default: ``RegistryValueOptions/defaults``.
+    /// - Throws: ``InstanceParseError``; a value in none of these forms, malformed JSON, a missing
+    ///   field or a field of the wrong type is ``InstanceParseError/Code/malformedValue``.
+    public init(
+        registryValue bytes: some Collection<UInt8>,
+        options: RegistryValueOptions = .defaults
+    ) throws(InstanceParseError) {
         guard bytes.count <= Self.maxRegistryValueLength else {
             throw InstanceParseError(
                 code: .malformedValue,
@@ -24,7 +49,11 @@ extension Instance {
         }
         let text = String(decoding: bytes, as: UTF8.self)
         guard let first = bytes.first(where: { !JSONReader.isSpace($0) }), first == UInt8(ascii: "{") else {
-            try self.init(parsing: text)
+            if let url = try Self.parseURL(text) {
+                self = url
+            } else {
+                try self.init(parsing: text)
+            }
             return
         }
         let value: JSONReader.Value
@@ -36,30 +65,42 @@ extension Instance {
         guard case .object(let fields) = value else {
             throw InstanceParseError(code: .malformedValue, input: text, message: "expected a JSON object")
         }
-        func field(_ name: String) -> JSONReader.Value? { fields.last(where: { $0.0 == name })?.1 }
-        func malformed(_ message: String) -> InstanceParseError {
-            InstanceParseError(code: .malformedValue, input: text, message: message)
+        let object = JSONObject(fields: fields, text: text)
+        if object["host"] == nil, object["serviceEndpoint"] != nil {
+            self = try Self.serverSetMember(object, options: options)
+        } else if object["host"] == nil, object["address"] != nil {
+            self = try Self.curatorInstance(object)
+        } else {
+            self = try Self.libraryJSON(object)
         }
-        guard case .string(let host)? = field("host") else { throw malformed("\"host\" must be a string") }
-        guard case .number(let portNumber)? = field("port"), let port = Int(exactly: portNumber) else {
+    }
+
+    /// This library's own JSON object.
+    private static func libraryJSON(_ object: JSONObject) throws(InstanceParseError) -> Instance {
+        func malformed(_ message: String) -> InstanceParseError { object.malformed(message) }
+        guard case .string(let host)? = object["host"] else {
+            throw malformed(
+                "\"host\" must be a string (and a ServerSet member needs \"serviceEndpoint\", a Curator instance \"address\")")
+        }
+        guard case .number(let portNumber)? = object["port"], let port = Int(exactly: portNumber) else {
             throw malformed("\"port\" must be an integer")
         }
         var weight = 1
-        if let raw = field("weight") {
+        if let raw = object["weight"] {
             guard case .number(let number) = raw, let value = Int(exactly: number) else {
                 throw malformed("\"weight\" must be an integer")
             }
             weight = value
         }
         var priority = 0
-        if let raw = field("priority") {
+        if let raw = object["priority"] {
             guard case .number(let number) = raw, let value = Int(exactly: number) else {
                 throw malformed("\"priority\" must be an integer")
             }
             priority = value
         }
         var tags: [String] = []
-        if let raw = field("tags") {
+        if let raw = object["tags"] {
             guard case .array(let items) = raw else { throw malformed("\"tags\" must be an array of strings") }
             for item in items {
                 guard case .string(let tag) = item else { throw malformed("\"tags\" must be an array of strings") }
@@ -67,7 +108,7 @@ extension Instance {
             }
         }
         var metadata: [String: String] = [:]
-        if let raw = field("metadata") {
+        if let raw = object["metadata"] {
             guard case .object(let pairs) = raw else { throw malformed("\"metadata\" must be an object of strings") }
             for (key, item) in pairs {
                 guard case .string(let value) = item else {
@@ -77,14 +118,14 @@ extension Instance {
             }
         }
         var id: String?
-        if let raw = field("id") {
+        if let raw = object["id"] {
             guard case .string(let value) = raw, !value.isEmpty else { throw malformed("\"id\" must be a non-empty string") }
             id = value
         }
-        try self.init(host: host, port: port, weight: weight, priority: priority, tags: tags, metadata: metadata, id: id)
+        return try Instance(host: host, port: port, weight: weight, priority: priority, tags: tags, metadata: metadata, id: id)
     }
 
-    /// The JSON form ``init(registryValue:)`` reads, for registrars to store.
+    /// This library's JSON form, which ``init(registryValue:options:)`` reads, for registrars to store.
     public var registryJSON: String {
         var parts = ["\"host\":\(JSONReader.quote(host))", "\"port\":\(port)"]
         if weight != 1 { parts.append("\"weight\":\(weight)") }

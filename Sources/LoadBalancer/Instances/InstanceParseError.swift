@@ -4,7 +4,7 @@ public struct InstanceParseError: Error, Hashable, Sendable, CustomStringConvert
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Wrapped: Hashable, Sendable {
             case empty, emptyHost, invalidHost, unbracketedIPv6, missingPort, nonNumericPort, portOutOfRange
-            case invalidWeight, malformedValue, emptyID
+            case invalidWeight, malformedValue, emptyID, notServing, missingEndpoint
         }
         private let wrapped: Wrapped
         private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
@@ -25,8 +25,16 @@ public struct InstanceParseError: Error, Hashable, Sendable, CustomStringConvert
         public static let portOutOfRange = Code(.portOutOfRange)
         /// The weight is negative.
         public static let invalidWeight = Code(.invalidWeight)
-        /// A registry value is neither `host:port` nor a JSON object with the expected fields.
+        /// A registry value is in none of the forms ``Instance/init(registryValue:options:)`` reads, or
+        /// lacks a field its form requires.
         public static let malformedValue = Code(.malformedValue)
+        /// A well-formed registry value that says its instance is not to be used: a ServerSet member
+        /// whose `status` is not `ALIVE`, or a Curator instance with `"enabled": false`. Publishers
+        /// leave such values out without reporting them as invalid.
+        public static let notServing = Code(.notServing)
+        /// A ServerSet member has no entry in `additionalEndpoints` under the name
+        /// ``RegistryValueOptions/serverSetEndpoint`` asks for.
+        public static let missingEndpoint = Code(.missingEndpoint)
         /// An explicit instance id is empty (an id is what keys an endpoint: it must name something).
         public static let emptyID = Code(.emptyID)
 

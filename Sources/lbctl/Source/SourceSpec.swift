@@ -12,16 +12,17 @@ import ServiceLifecycle
 /// static://h1:p1,h2:p2
 /// dns+srv://[NAMESERVER:PORT/]_svc._proto.name
 /// dns://[NAMESERVER:PORT/]name:port
-/// etcd://HOST:PORT[,HOST:PORT...]/prefix
-/// zk://HOST:PORT[,HOST:PORT...]/path
+/// etcd://HOST:PORT[,HOST:PORT...]/prefix[?endpoint=NAME]
+/// zk://HOST:PORT[,HOST:PORT...]/path[?endpoint=NAME]
 /// consul://HOST:PORT/service?tag=a&tag=b&dc=x&token=t
 /// ```
 enum SourceSpec: Equatable {
     case fixed([Instance])
     case dnsSRV(nameserver: String?, name: String)
     case dns(nameserver: String?, name: String, port: Int)
-    case etcd(endpoints: [String], prefix: String)
-    case zookeeper(servers: [String], path: String)
+    /// `endpoint`: the ServerSet additional endpoint to use (`RegistryValueOptions.serverSetEndpoint`).
+    case etcd(endpoints: [String], prefix: String, endpoint: String? = nil)
+    case zookeeper(servers: [String], path: String, endpoint: String? = nil)
     case consul(address: String, service: String, tags: [String], datacenter: String?, token: String?)
 
     static let help = """
@@ -29,13 +30,15 @@ enum SourceSpec: Equatable {
           static://HOST:PORT[,HOST:PORT...]
           dns+srv://[NAMESERVER:PORT/]_service._proto.name
           dns://[NAMESERVER:PORT/]name:port
-          etcd://HOST:PORT[,HOST:PORT...]/prefix
-          zk://HOST:PORT[,HOST:PORT...]/path
+          etcd://HOST:PORT[,HOST:PORT...]/prefix[?endpoint=NAME]
+          zk://HOST:PORT[,HOST:PORT...]/path[?endpoint=NAME]
           consul://HOST:PORT/service?tag=a&tag=b&dc=x&token=t
         static is a fixed list ([v6]:port for IPv6); dns+srv reads SRV records
         (priority and weight kept); dns reads A/AAAA records, one instance per
         address; etcd reads the v3 keys under a prefix; zk the children of a
-        path; consul the passing instances of a service through the agent at
+        path (values: host:port, go-kit URLs, this library's JSON, Finagle
+        ServerSet members, Curator instances; endpoint=NAME uses a ServerSet
+        member's additional endpoint NAME); consul the passing instances of a service through the agent at
         HOST:PORT (HTTP, or HTTPS with CONSUL_HTTP_SSL=true), kept current with
         blocking queries: every tag must match (case aside), dc picks the
         datacenter, token is the ACL token (else CONSUL_HTTP_TOKEN).
@@ -97,9 +100,27 @@ enum SourceSpec: Equatable {
                 throw LbctlError.usage("invalid source '\(text)': expected \(scheme)://HOST:PORT[,HOST:PORT...]/path")
             }
             let servers = try Self.parseServers(String(rest[..<slash]), source: text)
-            let path = String(rest[slash...])
+            var path = String(rest[slash...])
+            var endpoint: String?
+            if let question = path.firstIndex(of: "?") {
+                let query = path[path.index(after: question)...]
+                path = String(path[..<question])
+                for item in query.split(separator: "&") {
+                    let pair = item.split(separator: "=", maxSplits: 1).map { String($0).removingPercentEncoding ?? String($0) }
+                    guard pair.count == 2, !pair[1].isEmpty else {
+                        throw LbctlError.usage("invalid source '\(text)': malformed query item '\(item)'")
+                    }
+                    guard pair[0] == "endpoint" else {
+                        throw LbctlError.usage("invalid source '\(text)': unknown query key '\(pair[0])' (expected endpoint)")
+                    }
+                    endpoint = pair[1]
+                }
+            }
             guard path.count > 1 else { throw LbctlError.usage("invalid source '\(text)': the path is missing") }
-            self = scheme == "etcd" ? .etcd(endpoints: servers, prefix: path) : .zookeeper(servers: servers, path: path)
+            self =
+                scheme == "etcd"
+                ? .etcd(endpoints: servers, prefix: path, endpoint: endpoint)
+                : .zookeeper(servers: servers, path: path, endpoint: endpoint)
         case "consul":
             guard let slash = rest.firstIndex(of: "/") else {
                 throw LbctlError.usage("invalid source '\(text)': expected consul://HOST:PORT/service")
@@ -177,7 +198,7 @@ enum SourceSpec: Equatable {
             let client = DNSClient(configuration: Self.resolver(nameserver))
             let publisher = DNSAddressPublisher(name: name, port: port, client: client)
             return PublisherWithServices(publisher, running: [client, publisher])
-        case .etcd(let endpoints, let prefix):
+        case .etcd(let endpoints, let prefix, let endpoint):
             let configuration: EtcdConfiguration
             do {
                 configuration = try EtcdConfiguration(members: endpoints.joined(separator: ","))
@@ -185,9 +206,10 @@ enum SourceSpec: Equatable {
                 throw LbctlError.usage("invalid etcd source: \(error.message)")
             }
             let client = try EtcdClient(configuration: configuration)
-            let publisher = EtcdPublisher(prefix: prefix, client: client)
+            let publisher = EtcdPublisher(
+                prefix: prefix, client: client, valueOptions: RegistryValueOptions(serverSetEndpoint: endpoint))
             return PublisherWithServices(publisher, running: [client, publisher])
-        case .zookeeper(let servers, let path):
+        case .zookeeper(let servers, let path, let endpoint):
             let configuration: ZooKeeperConfiguration
             do {
                 configuration = try ZooKeeperConfiguration(connectString: servers.joined(separator: ","))
@@ -196,7 +218,8 @@ enum SourceSpec: Equatable {
                 throw LbctlError.usage("invalid zk source: \(error.message)")
             }
             let client = ZooKeeperClient(configuration: configuration)
-            let publisher = ZooKeeperPublisher(path: path, client: client)
+            let publisher = ZooKeeperPublisher(
+                path: path, client: client, valueOptions: RegistryValueOptions(serverSetEndpoint: endpoint))
             return PublisherWithServices(publisher, running: [client, publisher])
         case .consul(let address, let service, let tags, let datacenter, let token):
             let (host, port) = try Instance.parseHostPort(address)
