@@ -95,6 +95,16 @@ public final class BalancingClientTransport: ClientTransport {
         /// (the server or the path to it is in trouble); codes such as `notFound` or
         /// `invalidArgument` are the application's answers, and count as successes.
         public var failureCodes: Set<RPCError.Code> = [.unavailable, .internalError, .unknown, .deadlineExceeded, .resourceExhausted]
+        /// The metadata key whose value is an RPC's request key for
+        /// ``BalancerChoice/consistentHash(tableSize:)`` (for example `"x-user-id"`), used when the
+        /// RPC has no ``GRPCRequestKey``. Keys are matched in lowercase, as gRPC sends them. An RPC
+        /// without the key goes to a random instance. Default `nil`: only ``GRPCRequestKey``.
+        ///
+        /// The instance of such an RPC is chosen once its request metadata is written (grpc-swift
+        /// writes it after the client interceptors ran), so the `ClientContext` the interceptors
+        /// see has empty `remotePeer` and `localPeer`. Every retry and hedge writes the same
+        /// metadata again, so they go to the same key's instance.
+        public var affinityMetadataKey: String?
         /// How long a removed instance's open streams may run on before its transport is closed.
         /// Default 30 s.
         public var drainTimeout: Duration = .seconds(30)
@@ -132,6 +142,8 @@ public final class BalancingClientTransport: ClientTransport {
     private let balancer: AnyBalancer<Void, Subchannel>
     private let hashing: ConsistentHashBalancer<Void, Subchannel>?
     private let methodConfigs: MethodConfigLookup
+    /// ``Configuration/affinityMetadataKey``, lowercased.
+    private let affinityMetadataKey: String?
     private let events: AsyncStream<Event>
     private let eventSink: AsyncStream<Event>.Continuation
     private let state = Mutex(State())
@@ -200,6 +212,7 @@ public final class BalancingClientTransport: ClientTransport {
             hashing = hash
         }
         methodConfigs = MethodConfigLookup(configuration.serviceConfig)
+        affinityMetadataKey = configuration.affinityMetadataKey?.lowercased()
         retryThrottle = configuration.serviceConfig.retryThrottling.map { RetryThrottle(policy: $0) }
     }
 
@@ -274,13 +287,28 @@ public final class BalancingClientTransport: ClientTransport {
         options: CallOptions,
         _ closure: (_ stream: RPCStream<Inbound, Outbound>, _ context: ClientContext) async throws -> T
     ) async throws -> T {
+        let key = GRPCRequestKey.current
+        if key == nil, hashing != nil, let metadataKey = affinityMetadataKey {
+            return try await withStreamKeyedByMetadata(metadataKey, descriptor: descriptor, options: options, closure)
+        }
+        return try await withBalancedStream(descriptor: descriptor, options: options, key: key, closure)
+    }
+
+    /// Opens a stream on the instance of `key` (hashing) or the balancer's pick, and runs `body`
+    /// with it, reporting the stream's outcome and latency.
+    private func withBalancedStream<T: Sendable>(
+        descriptor: MethodDescriptor,
+        options: CallOptions,
+        key: String?,
+        _ body: (_ stream: RPCStream<Inbound, Outbound>, _ context: ClientContext) async throws -> T
+    ) async throws -> T {
         // A pick whose instance closed before its stream opened is made again (bounded: the set
         // cannot keep closing every instance).
         for _ in 0..<16 {
             guard state.withLock({ $0.accepting }) else {
                 throw RPCError(code: .failedPrecondition, message: "the transport is shutting down")
             }
-            let lease = try await takeLease(options)
+            let lease = try await takeLease(options, key: key)
             let subchannel = try await lease.endpoint(())
             guard subchannel.beginStream() else {
                 balancer.finish(lease, outcome: .cancelled, latency: .zero)
@@ -297,7 +325,7 @@ public final class BalancingClientTransport: ClientTransport {
                         inbound: RPCAsyncSequence(wrapping: ObservedInbound(base: stream.inbound, observer: observer)),
                         outbound: stream.outbound
                     )
-                    return try await closure(observed, context)
+                    return try await body(observed, context)
                 }
                 finish(lease, observer, error: nil)
                 return result
@@ -313,12 +341,56 @@ public final class BalancingClientTransport: ClientTransport {
         throw RPCError(code: .unavailable, message: "every instance picked was closing; try again")
     }
 
+    /// Runs `closure` with a stream whose instance is chosen when its request metadata is
+    /// written: by the value of `metadataKey`. Writes wait for the real stream; responses come
+    /// from it; the real stream stays open until `closure` returns.
+    private func withStreamKeyedByMetadata<T: Sendable>(
+        _ metadataKey: String,
+        descriptor: MethodDescriptor,
+        options: CallOptions,
+        _ closure: (_ stream: RPCStream<Inbound, Outbound>, _ context: ClientContext) async throws -> T
+    ) async throws -> T {
+        let metadata = DeferredValue<Metadata>()
+        let realStream = DeferredValue<RPCStream<Inbound, Outbound>>()
+        let ended = DeferredValue<Void>()
+        let stream = RPCStream(
+            descriptor: descriptor,
+            inbound: RPCAsyncSequence(wrapping: DeferredInbound(stream: realStream)),
+            outbound: RPCWriter.Closable(wrapping: DeferredOutbound(metadata: metadata, stream: realStream))
+        )
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                do {
+                    let written = try await metadata.value()
+                    let key = written[stringValues: metadataKey].first(where: { _ in true })
+                    try await self.withBalancedStream(descriptor: descriptor, options: options, key: key) { opened, _ in
+                        realStream.succeed(opened)
+                        // The stream stays open until the caller's closure is done with it.
+                        try? await ended.value()
+                    }
+                } catch {
+                    realStream.fail(error)
+                }
+            }
+            let result: Result<T, any Error>
+            do {
+                result = .success(try await closure(stream, ClientContext(descriptor: descriptor, remotePeer: "", localPeer: "")))
+            } catch {
+                result = .failure(error)
+            }
+            ended.succeed(())
+            metadata.fail(RPCError(code: .cancelled, message: "the RPC ended before writing its metadata"))
+            try await group.waitForAll()
+            return try result.get()
+        }
+    }
+
     /// A lease for one RPC: by its key when hashing and it has one, else from the balancer.
     /// Before discovery has answered once, the RPC waits for it (at most its timeout, else
     /// ``Configuration/readinessTimeout``), as gRPC RPCs wait for name resolution.
-    private func takeLease(_ options: CallOptions) async throws -> EndpointLease<Void, Subchannel> {
+    private func takeLease(_ options: CallOptions, key: String?) async throws -> EndpointLease<Void, Subchannel> {
         do {
-            return try lease()
+            return try lease(key: key)
         } catch {
             guard !cache.discoveryStatus.isReady else {
                 throw RPCError(code: .unavailable, message: "no instance to send the RPC to", cause: error)
@@ -326,7 +398,7 @@ public final class BalancingClientTransport: ClientTransport {
         }
         do {
             try await cache.waitUntilReady(timeout: options.timeout ?? configuration.readinessTimeout)
-            return try lease()
+            return try lease(key: key)
         } catch let error as CancellationError {
             throw error
         } catch {
@@ -334,8 +406,8 @@ public final class BalancingClientTransport: ClientTransport {
         }
     }
 
-    private func lease() throws(LoadBalancerError) -> EndpointLease<Void, Subchannel> {
-        if let hashing, let key = GRPCRequestKey.current {
+    private func lease(key: String?) throws(LoadBalancerError) -> EndpointLease<Void, Subchannel> {
+        if let hashing, let key {
             return try hashing.lease(forKey: key)
         }
         return try balancer.lease()
@@ -393,6 +465,109 @@ struct MethodConfigLookup: Sendable {
     subscript(descriptor: MethodDescriptor) -> MethodConfig? {
         byMethod[descriptor.service.fullyQualifiedService + "/" + descriptor.method] ?? byService[descriptor.service.fullyQualifiedService]
             ?? fallback
+    }
+}
+
+/// A value that arrives later, once: waiters suspend until it is set or failed (the first of the
+/// two wins); a waiter's cancellation ends its own wait with `CancellationError`.
+final class DeferredValue<Value: Sendable>: Sendable {
+    private struct State {
+        var result: Result<Value, any Error>?
+        var waiters: [UInt64: CheckedContinuation<Value, any Error>] = [:]
+        var nextWaiter: UInt64 = 0
+    }
+    private let state = Mutex(State())
+
+    func succeed(_ value: Value) { complete(.success(value)) }
+    func fail(_ error: any Error) { complete(.failure(error)) }
+
+    private func complete(_ result: Result<Value, any Error>) {
+        let waiters = state.withLock { state -> [CheckedContinuation<Value, any Error>] in
+            guard state.result == nil else { return [] }
+            state.result = result
+            defer { state.waiters = [:] }
+            return Array(state.waiters.values)
+        }
+        for waiter in waiters { waiter.resume(with: result) }
+    }
+
+    /// The value, once set; throws the failure, or `CancellationError` if the task is cancelled
+    /// first.
+    func value() async throws -> Value {
+        let id = state.withLock { state -> UInt64 in
+            defer { state.nextWaiter += 1 }
+            return state.nextWaiter
+        }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                let ready = state.withLock { state -> Result<Value, any Error>? in
+                    if let result = state.result { return result }
+                    if Task.isCancelled { return .failure(CancellationError()) }
+                    state.waiters[id] = continuation
+                    return nil
+                }
+                if let ready { continuation.resume(with: ready) }
+            }
+        } onCancel: {
+            let waiter = state.withLock { $0.waiters.removeValue(forKey: id) }
+            waiter?.resume(throwing: CancellationError())
+        }
+    }
+}
+
+/// The request side of a stream whose instance is not chosen yet: the first part written (the
+/// metadata) chooses it; every write then goes to the real stream once it is open.
+struct DeferredOutbound: ClosableRPCWriterProtocol {
+    typealias Element = RPCRequestPart<GRPCNIOTransportBytes>
+    let metadata: DeferredValue<Metadata>
+    let stream: DeferredValue<RPCStream<BalancingClientTransport.Inbound, BalancingClientTransport.Outbound>>
+
+    func write(_ element: Element) async throws {
+        if case .metadata(let written) = element { metadata.succeed(written) }
+        try await stream.value().outbound.write(element)
+    }
+
+    func write(contentsOf elements: some Sequence<Element>) async throws {
+        for element in elements { try await write(element) }
+    }
+
+    func finish() async {
+        // No metadata was written: there is no real stream to finish.
+        metadata.fail(RPCError(code: .cancelled, message: "the request ended before its metadata"))
+        guard let real = try? await stream.value() else { return }
+        await real.outbound.finish()
+    }
+
+    func finish(throwing error: any Error) async {
+        metadata.fail(error)
+        guard let real = try? await stream.value() else { return }
+        await real.outbound.finish(throwing: error)
+    }
+}
+
+/// The response side of a stream whose instance is not chosen yet: the real stream's parts, once
+/// it is open (or the error that kept it from opening).
+struct DeferredInbound: AsyncSequence, Sendable {
+    typealias Element = RPCResponsePart<GRPCNIOTransportBytes>
+    typealias Failure = any Error
+    let stream: DeferredValue<RPCStream<BalancingClientTransport.Inbound, BalancingClientTransport.Outbound>>
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        let stream: DeferredValue<RPCStream<BalancingClientTransport.Inbound, BalancingClientTransport.Outbound>>
+        var base: RPCAsyncSequence<Element, any Error>.AsyncIterator?
+
+        mutating func next(isolation actor: isolated (any Actor)?) async throws(any Error) -> Element? {
+            if base == nil { base = try await stream.value().inbound.makeAsyncIterator() }
+            return try await base?.next(isolation: actor)
+        }
+
+        mutating func next() async throws -> Element? {
+            try await next(isolation: nil)
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(stream: stream, base: nil)
     }
 }
 
@@ -502,7 +677,8 @@ final class Subchannel: Sendable {
         case .ipv6: target = .ipv6(address: instance.host, port: instance.port)
         case .hostName: target = .dns(host: instance.host, port: instance.port)
         case .invalid:
-            throw RPCError(code: .invalidArgument, message: "instance \(instance.id): host '\(instance.host)' is not an address or a host name")
+            throw RPCError(
+                code: .invalidArgument, message: "instance \(instance.id): host '\(instance.host)' is not an address or a host name")
         }
         transport = try HTTP2ClientTransport.Posix(
             target: target,

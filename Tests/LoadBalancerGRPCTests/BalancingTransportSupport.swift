@@ -137,11 +137,15 @@ func withBalancingClient<T: Sendable>(
 }
 
 /// One `Who` call through `client`: the name of the server that answered.
-func behavingWho<Transport: ClientTransport>(_ client: GRPCClient<Transport>, timeout: Duration = .seconds(10)) async throws -> String {
+func behavingWho<Transport: ClientTransport>(
+    _ client: GRPCClient<Transport>,
+    metadata: Metadata = [:],
+    timeout: Duration = .seconds(10)
+) async throws -> String {
     var options = CallOptions.defaults
     options.timeout = TestTimeScale.scaled(timeout)
     return try await client.unary(
-        request: ClientRequest(message: "who"),
+        request: ClientRequest(message: "who", metadata: metadata),
         descriptor: BehavingService.who,
         serializer: UTF8Serializer(),
         deserializer: UTF8Deserializer(),
