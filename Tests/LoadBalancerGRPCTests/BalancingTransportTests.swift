@@ -98,6 +98,40 @@ struct BalancingTransportTests {
         }
     }
 
+    @Test("a server failing 20% of its calls with unavailable is ejected by its failure rate")
+    func failureRateEjection() async throws {
+        try await withBehavingServers(4) { servers in
+            servers[3].control.set {
+                $0.failure = .unavailable
+                $0.failEvery = 5
+            }
+            let publisher = FixedPublisher(try await servers.asyncMap { try await $0.instance() })
+            var detection = OutlierDetector.Configuration()
+            // Only the failure-rate rule; judged on 5 calls (the server fails every fifth call, so
+            // any 5 of its calls in a row hold a failure) every 500 ms.
+            detection.interval = .milliseconds(500)
+            detection.consecutiveFailures = 0
+            detection.failureRate = .init(minimumRequests: 5)
+            try await withBalancingClient(publisher, configuration: .init(balancer: .roundRobin, outlierDetection: detection)) {
+                client, transport in
+                let detector = try #require(transport.outlierDetector)
+                let failing = try await servers[3].instance().id
+                var failures = 0
+                try await eventually("server 3 is ejected") {
+                    for _ in 0..<20 {
+                        do { _ = try await behavingWho(client) } catch { failures += 1 }
+                    }
+                    return detector.ejectedInstanceIDs.contains(failing)
+                }
+                #expect(detector.ejectedInstanceIDs == [failing])
+                #expect(failures > 0, "the failing server's failures reached the caller before its ejection")
+                let before = servers[3].calls
+                for _ in 0..<60 { #expect(try await behavingWho(client) != servers[3].name) }
+                #expect(servers[3].calls == before)
+            }
+        }
+    }
+
     @Test("server-streaming calls are balanced; a held stream counts as in flight until it ends")
     func streamsCountInFlight() async throws {
         try await withBehavingServers(2) { servers in
