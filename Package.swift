@@ -56,7 +56,9 @@ let package = Package(
         .trait(name: "Etcd", description: "LoadBalancerEtcd: etcd v3 discovery and registration over gRPC."),
         .trait(name: "ZooKeeper", description: "LoadBalancerZooKeeper: ZooKeeper discovery and registration over SwiftNIO."),
         .trait(name: "Consul", description: "LoadBalancerConsul: Consul discovery and registration over AsyncHTTPClient."),
-        .trait(name: "GRPC", description: "LoadBalancerGRPC: a grpc-swift-2 name resolver fed by any publisher."),
+        .trait(
+            name: "GRPC",
+            description: "LoadBalancerGRPC: a grpc-swift-2 name resolver fed by any publisher, and a client transport balancing every RPC."),
         .trait(
             name: "CLI",
             description: "The lbctl command and the loopback servers it and the tests share (needs every registry backend).",
@@ -172,7 +174,8 @@ let package = Package(
             ],
             swiftSettings: sharedSettings
         ),
-        // A grpc-swift-2 name resolver fed by any InstancePublisher, for gRPC clients.
+        // For gRPC clients: a grpc-swift-2 name resolver fed by any InstancePublisher, and
+        // BalancingClientTransport (this library's balancers on every RPC).
         .target(
             name: "LoadBalancerGRPC",
             dependencies: [

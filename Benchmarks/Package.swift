@@ -10,6 +10,7 @@ import PackageDescription
 //   swift run -c release registry-propagation etcd|zookeeper   # registry write to endpoint set
 //   swift run -c release churn-soak                            # 10 minutes of churn under load
 //   scripts/http-compare.sh                                    # real HTTP: hey, AHC, the library, lbctl
+//   swift run -c release grpc-compare                          # gRPC: grpc-swift round robin vs BalancingClientTransport
 let package = Package(
     name: "Benchmarks",
     platforms: [.macOS(.v15)],
@@ -17,6 +18,8 @@ let package = Package(
         .package(name: "swift-loadbalancer", path: ".."),
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
     ],
     targets: [
         .executableTarget(
@@ -90,6 +93,17 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             path: "Sources/http-compare"
+        ),
+        // gRPC: grpc-swift's round robin against BalancingClientTransport, and the transport's cost.
+        .executableTarget(
+            name: "grpc-compare",
+            dependencies: [
+                .product(name: "LoadBalancer", package: "swift-loadbalancer"),
+                .product(name: "LoadBalancerGRPC", package: "swift-loadbalancer"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+            ],
+            path: "Sources/grpc-compare"
         ),
         .executableTarget(
             name: "tail-latency-report",

@@ -6,7 +6,7 @@ import NIOCore
 import Synchronization
 
 /// A grpc-swift `ClientTransport` that balances every RPC with this library's balancers: one
-/// HTTP/2 transport per instance of an ``InstancePublisher``, and a ``Balancer`` choosing, per RPC,
+/// HTTP/2 transport per instance of an `InstancePublisher`, and a `Balancer` choosing, per RPC,
 /// the instance it goes to.
 ///
 /// ```swift
@@ -20,7 +20,7 @@ import Synchronization
 /// }
 /// ```
 ///
-/// Where ``NameResolvers/LoadBalancerPublisher`` only feeds grpc-swift's own round robin or
+/// Where `NameResolvers.LoadBalancerPublisher` only feeds grpc-swift's own round robin or
 /// pick-first, this transport gives a gRPC client P2C peak-EWMA, outlier ejection, weights and
 /// consistent hashing.
 ///
@@ -42,7 +42,7 @@ import Synchronization
 /// **Retries.** grpc-swift's retry and hedging policies (``Configuration/serviceConfig``'s method
 /// configuration) apply as with any transport: each attempt is a new stream, so a fresh pick.
 /// Prefer them for gRPC: they buffer the request messages, which is what lets a streaming RPC be
-/// retried. ``Retry`` fits when calls go through this library's ``Endpoint``s instead.
+/// retried. `Retry` fits when calls go through this library's `Endpoint`s instead.
 ///
 /// **Affinity.** With ``BalancerChoice/consistentHash(tableSize:)``, an RPC made inside
 /// `GRPCRequestKey.$current.withValue(key) { ... }` goes to the instance of `key`'s hash, and so
@@ -74,11 +74,11 @@ public final class BalancingClientTransport: ClientTransport {
         public static let weightedRoundRobin = BalancerChoice(kind: .weightedRoundRobin)
         /// A random instance, in proportion to the weights.
         public static let weightedRandom = BalancerChoice(kind: .weightedRandom)
-        /// The better of two random instances by `metric` (``P2CBalancer``).
+        /// The better of two random instances by `metric` (`P2CBalancer`).
         public static func p2c(_ metric: P2CLoadMetric = .peakEWMA()) -> BalancerChoice {
             BalancerChoice(kind: .p2c(metric))
         }
-        /// The instance of the RPC's ``GRPCRequestKey`` (``ConsistentHashBalancer``, Maglev).
+        /// The instance of the RPC's ``GRPCRequestKey`` (`ConsistentHashBalancer`, Maglev).
         public static func consistentHash(tableSize: Int = 65_537) -> BalancerChoice {
             BalancerChoice(kind: .consistentHash(tableSize: tableSize))
         }
