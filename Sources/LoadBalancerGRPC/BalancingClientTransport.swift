@@ -329,8 +329,10 @@ public final class BalancingClientTransport: ClientTransport {
                 }
                 finish(lease, observer, error: nil)
                 return result
-            } catch let error as RPCError where !opened && error.code == .failedPrecondition {
-                // The instance's transport began shutting down between the pick and the stream.
+            } catch let error as RPCError where !opened && (error.code == .failedPrecondition || subchannel.isClosing) {
+                // The instance's transport began shutting down between the pick and the stream
+                // (grpc-swift refuses the stream: failedPrecondition, or unavailable "channel is
+                // closed"). No request byte left: another instance takes the RPC.
                 balancer.finish(lease, outcome: .cancelled, latency: .zero)
                 continue
             } catch {
@@ -726,6 +728,9 @@ final class Subchannel: Sendable {
             return true
         }
     }
+
+    /// Whether the instance left the set (its transport is draining or closed).
+    var isClosing: Bool { signals.state.withLock { $0.closing } }
 
     /// Counts a stream that ended.
     func endStream() {

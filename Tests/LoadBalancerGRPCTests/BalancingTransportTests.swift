@@ -264,6 +264,30 @@ struct BalancingTransportTests {
         }
     }
 
+    @Test("grpc-swift's hedging policy applies: a call whose first attempt is on a slow server is answered by the other")
+    func hedgingPolicyApplies() async throws {
+        try await withBehavingServers(2) { servers in
+            servers[0].control.set { $0.delay = .seconds(5) }
+            let publisher = FixedPublisher(try await servers.asyncMap { try await $0.instance() })
+            // Least outstanding: a first attempt goes to either server; while it is in flight on
+            // the slow one, the hedge (a fresh pick 50 ms later) goes to the fast one.
+            var configuration = BalancingClientTransport.Configuration(balancer: .p2c(.leastOutstanding))
+            let hedging = HedgingPolicy(maxAttempts: 2, hedgingDelay: .milliseconds(50), nonFatalStatusCodes: [])
+            configuration.serviceConfig = ServiceConfig(
+                methodConfig: [
+                    MethodConfig(names: [MethodConfig.Name(service: "loadbalancer.test.Behaving")], executionPolicy: .hedge(hedging))
+                ]
+            )
+            try await withBalancingClient(publisher, configuration: configuration) { client, _ in
+                for _ in 0..<10 {
+                    let answer = try await behavingWho(client)
+                    #expect(answer == servers[1].name)
+                }
+                #expect(servers[0].calls >= 1, "no first attempt reached the slow server")
+            }
+        }
+    }
+
     @Test("consistent hashing keeps a key's calls on one server; keys spread over all")
     func affinity() async throws {
         try await withBehavingServers(3) { servers in
