@@ -8,7 +8,10 @@ struct LbctlGRPCBenchTests {
         "bad gRPC arguments: one line on stderr, exit status 2",
         arguments: [
             (["bench", "static://127.0.0.1:1", "--protocol", "ftp"], "'ftp' is invalid for '--protocol"),
-            (["bench", "static://127.0.0.1:1", "--protocol", "grpc", "--balancer", "priority"], "--balancer priority has no gRPC equivalent"),
+            (
+                ["bench", "static://127.0.0.1:1", "--protocol", "grpc", "--balancer", "priority"],
+                "--balancer priority has no gRPC equivalent"
+            ),
             (["bench", "static://127.0.0.1:1", "--protocol", "grpc", "/health"], "PATH ('/health') is for HTTP"),
             (["bench", "static://127.0.0.1:1", "--protocol", "grpc", "--retries", "5"], "--retries is at most 4 with --protocol grpc"),
             (["bench", "static://127.0.0.1:1", "--service", "users"], "--service is for --protocol grpc"),
