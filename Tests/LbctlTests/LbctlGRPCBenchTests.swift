@@ -70,6 +70,7 @@ struct LbctlGRPCBenchTests {
             #expect(withRetries.succeeded + withRetries.failed == 300)
             let attempts = withRetries.rows.values.map(\.attempts).reduce(0, +)
             #expect(attempts == 300 + withRetries.retries)
+            #expect(withRetries.retries > 0)
             let failingAttempts = try #require(withRetries.rows["127.0.0.1:\(failing.port)"])
             #expect(failingAttempts.failed == failingAttempts.attempts)
             #expect(failingAttempts.attempts == withRetries.retries + withRetries.failed, "\(retried.stdout)")
