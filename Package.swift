@@ -61,8 +61,9 @@ let package = Package(
             description: "LoadBalancerGRPC: a grpc-swift-2 name resolver fed by any publisher, and a client transport balancing every RPC."),
         .trait(
             name: "CLI",
-            description: "The lbctl command and the loopback servers it and the tests share (needs every registry backend).",
-            enabledTraits: ["HTTP", "DNS", "Etcd", "ZooKeeper", "Consul"]
+            description:
+                "The lbctl command and the loopback servers it and the tests share (needs every registry backend and the gRPC transport).",
+            enabledTraits: ["HTTP", "DNS", "Etcd", "ZooKeeper", "Consul", "GRPC"]
         ),
         .default(enabledTraits: allTraits),
     ],
@@ -221,10 +222,27 @@ let package = Package(
             dependencies: ["LoadBalancer"],
             swiftSettings: sharedSettings
         ),
-        // Small HTTP servers on loopback with set latency and failure rates, for `lbctl demo` and tests.
+        // The gRPC health-checking service's messages and stubs (code generated from
+        // Protos/health.proto), for `lbctl bench --protocol grpc` and the loopback health servers.
+        // A target of its own, under the CLI trait, so that LoadBalancerGRPC stays free of protobuf:
+        // its users never build SwiftProtobuf for it.
+        .target(
+            name: "LoadBalancerGRPCHealth",
+            dependencies: [
+                .product(name: "GRPCCore", package: "grpc-swift-2", condition: .when(traits: ["CLI"])),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf", condition: .when(traits: ["CLI"])),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf", condition: .when(traits: ["CLI"])),
+            ],
+            swiftSettings: sharedSettings
+        ),
+        // Small HTTP and gRPC health servers on loopback with set latency and failure rates, for
+        // `lbctl demo` and tests.
         .target(
             name: "LoadBalancerLocalBackends",
             dependencies: [
+                "LoadBalancerGRPCHealth",
+                .product(name: "GRPCCore", package: "grpc-swift-2", condition: .when(traits: ["CLI"])),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport", condition: .when(traits: ["CLI"])),
                 .product(name: "NIOCore", package: "swift-nio", condition: .when(traits: ["CLI"])),
                 .product(name: "NIOPosix", package: "swift-nio", condition: .when(traits: ["CLI"])),
                 .product(name: "NIOHTTP1", package: "swift-nio", condition: .when(traits: ["CLI"])),
@@ -244,6 +262,10 @@ let package = Package(
                 "LoadBalancerConsul",
                 "LoadBalancerSimulation",
                 "LoadBalancerLocalBackends",
+                // `bench --protocol grpc`: the balancing transport and the health service's stubs.
+                "LoadBalancerGRPC",
+                "LoadBalancerGRPCHealth",
+                .product(name: "GRPCCore", package: "grpc-swift-2", condition: .when(traits: ["CLI"])),
                 .product(name: "ArgumentParser", package: "swift-argument-parser", condition: .when(traits: ["CLI"])),
                 .product(name: "AsyncHTTPClient", package: "async-http-client", condition: .when(traits: ["CLI"])),
                 .product(name: "Histogram", package: "hdrhistogram-swift", condition: .when(traits: ["CLI"])),

@@ -1,6 +1,7 @@
 // swift-tools-version: 6.1
-// Builds the two protoc plugins that scripts/generate-etcd-proto.sh runs. Not part of the library:
-// the generated code is committed, so neither users nor CI build these plugins.
+// Builds the two protoc plugins that scripts/generate-etcd-proto.sh and generate-health-proto.sh
+// run. Not part of the library: the generated code is committed, so neither users nor CI build
+// these plugins.
 import PackageDescription
 
 let package = Package(

@@ -128,48 +128,76 @@ struct LoadRun {
                 group.cancelAll()
                 throw LbctlError.run("the source has no instances")
             }
-            await withTaskGroup(of: Void.self) { reporting in
-                // The progress reporter runs until the workers are done, then is cancelled.
-                reporting.addTask {
-                    while !Task.isCancelled {
-                        do { try await Task.sleep(for: interval) } catch { return }
-                        progress(stats.done, .now - start)
+            await drive(stats: stats, options: options, start: start, interval: interval, progress: progress) {
+                do {
+                    if let retry {
+                        _ = try await retry(call)
+                    } else {
+                        _ = try await balancer.call(call)
                     }
+                    return nil
+                } catch {
+                    return Self.kind(of: error)
                 }
-                await withTaskGroup(of: Void.self) { workers in
-                    for _ in 0..<max(1, options.concurrency) {
-                        workers.addTask {
-                            while true {
-                                let index = stats.claimed.add(1, ordering: .relaxed).oldValue
-                                if index >= total { return }
-                                if let rate = options.rate, rate > 0 {
-                                    let due = start + .nanoseconds(Int64(Double(index) / rate * 1e9))
-                                    try? await Task.sleep(until: due, clock: .continuous)
-                                }
-                                let began = ContinuousClock.now
-                                do {
-                                    if let retry {
-                                        _ = try await retry(call)
-                                    } else {
-                                        _ = try await balancer.call(call)
-                                    }
-                                    stats.finished(latency: .now - began, error: nil)
-                                } catch {
-                                    stats.finished(latency: nil, error: Self.kind(of: error))
-                                }
+            }
+            group.cancelAll()
+        }
+        return stats.report(requests: total, wall: ContinuousClock.now - start)
+    }
+
+    /// Sends `options.requests` requests with `options.concurrency` workers (paced by
+    /// `options.rate` from `start`), recording each in `stats`, and calls `progress` about every
+    /// `interval`. `request` makes one request and returns `nil` when it succeeded, else the kind
+    /// of its failure.
+    static func drive(
+        stats: Stats,
+        options: Options,
+        start: ContinuousClock.Instant,
+        interval: Duration,
+        progress: @escaping @Sendable (_ done: Int, _ elapsed: Duration) -> Void,
+        request: @escaping @Sendable () async -> String?
+    ) async {
+        let total = options.requests
+        await withTaskGroup(of: Void.self) { reporting in
+            // The progress reporter runs until the workers are done, then is cancelled.
+            reporting.addTask {
+                while !Task.isCancelled {
+                    do { try await Task.sleep(for: interval) } catch { return }
+                    progress(stats.done, .now - start)
+                }
+            }
+            await withTaskGroup(of: Void.self) { workers in
+                for _ in 0..<max(1, options.concurrency) {
+                    workers.addTask {
+                        while true {
+                            let index = stats.claimed.add(1, ordering: .relaxed).oldValue
+                            if index >= total { return }
+                            if let rate = options.rate, rate > 0 {
+                                let due = start + .nanoseconds(Int64(Double(index) / rate * 1e9))
+                                try? await Task.sleep(until: due, clock: .continuous)
+                            }
+                            let began = ContinuousClock.now
+                            if let failure = await request() {
+                                stats.finished(latency: nil, error: failure)
+                            } else {
+                                stats.finished(latency: .now - began, error: nil)
                             }
                         }
                     }
                 }
-                reporting.cancelAll()
             }
-            progress(stats.done, .now - start)
-            group.cancelAll()
+            reporting.cancelAll()
         }
-        let wall = ContinuousClock.now - start
-        return stats.state.withLock { state in
-            Report(
-                requests: total,
+        progress(stats.done, .now - start)
+    }
+}
+
+extension LoadRun.Stats {
+    /// The report of a run of `requests` requests that took `wall`.
+    func report(requests: Int, wall: Duration) -> LoadRun.Report {
+        state.withLock { state in
+            LoadRun.Report(
+                requests: requests,
                 succeeded: state.succeeded,
                 failed: state.failed,
                 attempts: state.perInstance.values.map(\.attempts).reduce(0, +),
@@ -180,7 +208,9 @@ struct LoadRun {
             )
         }
     }
+}
 
+extension LoadRun {
     /// A short name for the kind of an error, for the "errors by kind" table.
     static func kind(of error: any Error) -> String {
         switch error {
