@@ -164,7 +164,10 @@ public final class BalancingClientTransport: ClientTransport {
     ///     that needs running (DNS, etcd, ZooKeeper, Consul) yourself.
     ///   - configuration: Balancer, failure codes, drain and readiness, service config, security.
     ///   - logger: Where the transport logs instances joining and leaving. Default: none.
-    ///   - instrumentation: Metrics and tracing of the balanced RPCs. Default: none.
+    ///   - instrumentation: Metrics of the instances and the balanced RPCs: the set, picks, and
+    ///     per instance the RPCs, their failures (``Configuration/failureCodes``) and latency.
+    ///     RPCs get no span from the transport: grpc-swift's tracing interceptors trace them.
+    ///     Default: none.
     public init(
         publisher: some InstancePublisher,
         configuration: Configuration = Configuration(),
@@ -427,6 +430,7 @@ public final class BalancingClientTransport: ClientTransport {
             outcome = .success
         }
         balancer.finish(lease, outcome: outcome, latency: latency)
+        cache.instrumentCall(lease.endpoint.id, outcome: outcome, latency: latency)
     }
 }
 

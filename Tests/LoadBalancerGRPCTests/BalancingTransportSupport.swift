@@ -126,11 +126,12 @@ func withBehavingServers<T: Sendable>(_ count: Int, _ body: ([BehavingServer]) a
 func withBalancingClient<T: Sendable>(
     _ publisher: some InstancePublisher,
     configuration: BalancingClientTransport.Configuration,
+    instrumentation: LoadBalancerInstrumentation? = nil,
     _ body: (GRPCClient<BalancingClientTransport>, BalancingClientTransport) async throws -> T
 ) async throws -> T {
     var configuration = configuration
     configuration.transportConfig.backoff = .init(initial: .milliseconds(50), max: .milliseconds(250), multiplier: 1.6, jitter: 0.2)
-    let transport = BalancingClientTransport(publisher: publisher, configuration: configuration)
+    let transport = BalancingClientTransport(publisher: publisher, configuration: configuration, instrumentation: instrumentation)
     return try await withGRPCClient(transport: transport) { client in
         try await body(client, transport)
     }

@@ -3,6 +3,7 @@ import GRPCNIOTransportHTTP2Posix
 import LoadBalancer
 import LoadBalancerGRPC
 import LoadBalancerTestKit
+import MetricsTestKit
 import Synchronization
 import Testing
 
@@ -128,6 +129,36 @@ struct BalancingTransportTests {
                 let before = servers[3].calls
                 for _ in 0..<60 { #expect(try await behavingWho(client) != servers[3].name) }
                 #expect(servers[3].calls == before)
+            }
+        }
+    }
+
+    @Test("metrics count each instance's RPCs and failures (by the failure codes)")
+    func metrics() async throws {
+        try await withBehavingServers(3) { servers in
+            servers[1].control.set { $0.failure = .unavailable }
+            servers[2].control.set { $0.failure = .notFound }
+            let instances = try await servers.asyncMap { try await $0.instance() }
+            let metrics = TestMetrics()
+            let instrumentation = LoadBalancerInstrumentation(service: "behaving", metrics: metrics)
+            try await withBalancingClient(
+                FixedPublisher(instances), configuration: .init(balancer: .roundRobin), instrumentation: instrumentation
+            ) {
+                client, _ in
+                for _ in 0..<30 { _ = try? await behavingWho(client) }
+                let service = ("service", "behaving")
+                var requests = 0
+                for (server, instance) in zip(servers, instances) {
+                    let calls = try metrics.expectCounter("loadbalancer_requests_total", [service, ("instance", instance.id)]).totalValue
+                    #expect(calls == Int64(server.calls), "\(server.name)")
+                    requests += Int(calls)
+                }
+                #expect(requests == 30)
+                let failures = try metrics.expectCounter("loadbalancer_failures_total", [service, ("instance", instances[1].id)]).totalValue
+                #expect(failures == Int64(servers[1].calls), "unavailable is a failure")
+                #expect(servers[1].calls > 0)
+                let notFound = try? metrics.expectCounter("loadbalancer_failures_total", [service, ("instance", instances[2].id)])
+                #expect((notFound?.totalValue ?? 0) == 0, "notFound is the application's answer")
             }
         }
     }

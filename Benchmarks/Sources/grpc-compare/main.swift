@@ -27,6 +27,7 @@ struct Options {
     var concurrency = 16
     var baseMilliseconds = 1
     var costRequests = 20_000
+    var costRounds = 5
     var scenarios: Set<String> = ["slow", "failing", "cost"]
 
     init(_ arguments: [String]) {
@@ -41,6 +42,7 @@ struct Options {
             case ("--concurrency", let value?) where value > 0: concurrency = value
             case ("--base-ms", let value?) where value >= 0: baseMilliseconds = value
             case ("--cost-requests", let value?) where value > 0: costRequests = value
+            case ("--cost-rounds", let value?) where value > 0: costRounds = value
             default:
                 print(
                     "usage: grpc-compare [--scenario slow|failing|cost|all] [--requests N] [--concurrency C] [--base-ms MS] [--cost-requests N]"
@@ -317,35 +319,50 @@ try await withThrowingTaskGroup(of: Void.self) { group in
     // The transport's own cost: one server answering at once.
     for behaviour in behaviours { behaviour.set(delay: .zero, failEvery: 0) }
     if options.scenarios.contains("cost") {
-        print("### cost per unary RPC, one server answering at once (\(options.costRequests) RPCs, after 2000 warm-up)")
+        print(
+            "### cost per unary RPC, one server answering at once (\(options.costRequests) RPCs per round, after 2000 warm-up; median of \(options.costRounds) rounds, range)"
+        )
         print("")
-        print("| client | in flight | µs per RPC (wall) | CPU µs per RPC (process) | RPC/s |")
+        print("| client | in flight | µs per RPC, wall (range) | CPU µs per RPC (process) | RPC/s |")
         print("|---|---:|---:|---:|---:|")
     }
     let one = [instances[0]]
+    // Rounds alternate which transport runs first; each row is the median of its rounds.
     for concurrency in options.scenarios.contains("cost") ? [1, options.concurrency] : [] {
-        for kind in [ClientKind.grpcRoundRobin, .p2c] {
-            // A plain transport to the one server, then the balancing one over it.
-            let plain = kind == .grpcRoundRobin
-            let stats: Stats
-            if plain {
-                let transport = try HTTP2ClientTransport.Posix(
-                    target: .ipv4(address: "127.0.0.1", port: one[0].port), transportSecurity: .plaintext)
-                stats = try await withGRPCClient(transport: transport) { client in
-                    _ = await load(client, requests: 2000, concurrency: concurrency)
-                    return await load(client, requests: options.costRequests, concurrency: concurrency)
-                }
-            } else {
-                let transport = BalancingClientTransport(publisher: FixedPublisher(one), configuration: .init(balancer: .p2c()))
-                stats = try await withGRPCClient(transport: transport) { client in
-                    _ = await load(client, requests: 2000, concurrency: concurrency)
-                    return await load(client, requests: options.costRequests, concurrency: concurrency)
+        var plainRounds: [Stats] = []
+        var balancedRounds: [Stats] = []
+        for round in 0..<options.costRounds {
+            for plain in round % 2 == 0 ? [true, false] : [false, true] {
+                if plain {
+                    let transport = try HTTP2ClientTransport.Posix(
+                        target: .ipv4(address: "127.0.0.1", port: one[0].port), transportSecurity: .plaintext)
+                    plainRounds.append(
+                        try await withGRPCClient(transport: transport) { client in
+                            _ = await load(client, requests: 2000, concurrency: concurrency)
+                            return await load(client, requests: options.costRequests, concurrency: concurrency)
+                        }
+                    )
+                } else {
+                    let transport = BalancingClientTransport(publisher: FixedPublisher(one), configuration: .init(balancer: .p2c()))
+                    balancedRounds.append(
+                        try await withGRPCClient(transport: transport) { client in
+                            _ = await load(client, requests: 2000, concurrency: concurrency)
+                            return await load(client, requests: options.costRequests, concurrency: concurrency)
+                        }
+                    )
                 }
             }
+        }
+        for (label, rounds) in [
+            ("HTTP2ClientTransport (one server)", plainRounds), ("BalancingClientTransport P2C (one instance)", balancedRounds),
+        ] {
             let count = Double(options.costRequests)
-            let label = plain ? "HTTP2ClientTransport (one server)" : "BalancingClientTransport P2C (one instance)"
+            let walls = rounds.map { $0.wall.seconds * 1e6 / count }.sorted()
+            let cpus = rounds.map { $0.cpu.seconds * 1e6 / count }.sorted()
+            let median = walls[walls.count / 2]
             print(
-                "| \(label) | \(concurrency) | \(format3(stats.wall.seconds * 1e6 / count)) | \(format3(stats.cpu.seconds * 1e6 / count)) | \(Int((count / stats.wall.seconds).rounded())) |"
+                "| \(label) | \(concurrency) | \(format3(median)) (\(format3(walls.first!))-\(format3(walls.last!))) | "
+                    + "\(format3(cpus[cpus.count / 2])) | \(Int((1e6 / median).rounded())) |"
             )
         }
     }

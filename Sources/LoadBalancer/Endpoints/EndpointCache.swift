@@ -148,6 +148,12 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
     @usableFromInline
     package var hasInstruments: Bool { instruments != nil }
 
+    /// Reports a call made on a lease outside ``Balancer/withEndpoint(isolation:_:)`` (a transport
+    /// that times its own streams) to the per-instance metrics: requests, failures, latency.
+    package func instrumentCall(_ instanceID: String, outcome: CallRecord.Outcome, latency: Duration) {
+        instruments?.called(instanceID, outcome: outcome, latency: latency)
+    }
+
     /// Makes a lease with `leaser`, counting it as a pick (or a call with no endpoint) of `balancer`.
     @usableFromInline
     package func countPick<B: Balancer>(
