@@ -1,32 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates Sources/LoadBalancerEtcd/Generated/ from Protos/etcd.proto.
-#
-# Needs protoc (Debian: protobuf-compiler). Builds protoc-gen-swift and protoc-gen-grpc-swift-2
-# from the package copies in scripts/protoc-plugins (about ten minutes the first time).
+# Regenerates Sources/LoadBalancerEtcd/Generated/ from Protos/etcd.proto (client stubs only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-if ! command -v protoc >/dev/null; then
-    echo "protoc not found: apt-get install protobuf-compiler" >&2
-    exit 1
-fi
-
-plugins=scripts/protoc-plugins
-swift build --package-path "$plugins" --scratch-path "$plugins/.build" -c release \
-    --product protoc-gen-swift
-swift build --package-path "$plugins" --scratch-path "$plugins/.build" -c release \
-    --product protoc-gen-grpc-swift-2
-bin="$(swift build --package-path "$plugins" --scratch-path "$plugins/.build" -c release --show-bin-path)"
-
-out=Sources/LoadBalancerEtcd/Generated
-mkdir -p "$out"
-protoc \
-    --proto_path=Protos \
-    --plugin=protoc-gen-swift="$bin/protoc-gen-swift" \
-    --plugin=protoc-gen-grpc-swift="$bin/protoc-gen-grpc-swift-2" \
-    --swift_out="$out" \
-    --swift_opt=Visibility=Package \
-    --grpc-swift_out="$out" \
-    --grpc-swift_opt=Visibility=Package,Server=false,Client=true \
-    etcd.proto
-echo "generated: $(ls "$out")"
+exec scripts/generate-proto.sh etcd.proto Sources/LoadBalancerEtcd/Generated Visibility=Package,Server=false,Client=true

@@ -240,57 +240,14 @@ struct BalancingTransportTests {
             let instances = try await servers.asyncMap { try await $0.instance() }
             let publisher = FixedPublisher(instances)
             var configuration = BalancingClientTransport.Configuration(balancer: .roundRobin)
-            let retry = RetryPolicy(
-                maxAttempts: 3, initialBackoff: .milliseconds(10), maxBackoff: .milliseconds(50), backoffMultiplier: 2,
-                retryableStatusCodes: [.unavailable]
-            )
-            configuration.serviceConfig = ServiceConfig(
-                methodConfig: [
-                    MethodConfig(names: [MethodConfig.Name(service: "loadbalancer.test.Behaving")], executionPolicy: .retry(retry))
-                ]
-            )
+            configuration.serviceConfig = retryingUnavailable(service: "loadbalancer.test.Behaving")
             try await withBalancingClient(publisher, configuration: configuration) { client, _ in
-                let stop = Flag()
-                try await withThrowingTaskGroup(of: (calls: Int, failures: [String]).self) { group in
-                    for _ in 0..<2 {
-                        group.addTask {
-                            var calls = 0
-                            var failures: [String] = []
-                            while !stop.isSet, calls < 50_000 {
-                                do {
-                                    _ = try await behavingWho(client)
-                                } catch {
-                                    failures.append("\(error)")
-                                }
-                                calls += 1
-                            }
-                            return (calls, failures)
-                        }
-                    }
-                    for round in 0..<30 {
-                        try await eventually("calls reach server 2 (round \(round))") {
-                            let before = servers[2].calls
-                            try await Task.sleep(for: .milliseconds(10))
-                            return servers[2].calls > before
-                        }
-                        publisher.replace(with: [instances[0], instances[1]])
-                        try await eventually("calls no longer reach server 2 (round \(round))") {
-                            let before = servers[2].calls
-                            try await Task.sleep(for: .milliseconds(10))
-                            return servers[2].calls == before
-                        }
-                        publisher.replace(with: instances)
-                    }
-                    stop.set()
-                    var total = 0
-                    var failures: [String] = []
-                    for try await result in group {
-                        total += result.calls
-                        failures += result.failures
-                    }
-                    #expect(total > 0)
-                    #expect(failures.isEmpty, "\(failures.count) of \(total) calls failed: \(failures.prefix(3))")
-                }
+                let result = try await callsWhileLastComesAndGoes(
+                    publisher, instances: instances, callers: 2, callsToLast: { servers[2].calls },
+                    call: { _ = try await behavingWho(client) }
+                )
+                #expect(result.calls > 0)
+                #expect(result.failures.isEmpty, "\(result.failures.count) of \(result.calls) calls failed: \(result.failures.prefix(3))")
             }
         }
     }
@@ -344,15 +301,7 @@ struct BalancingTransportTests {
             let publisher = FixedPublisher(try await servers.asyncMap { try await $0.instance() })
             var configuration = BalancingClientTransport.Configuration(balancer: .consistentHash())
             configuration.affinityMetadataKey = "X-User-ID"
-            let retry = RetryPolicy(
-                maxAttempts: 3, initialBackoff: .milliseconds(1), maxBackoff: .milliseconds(5), backoffMultiplier: 2,
-                retryableStatusCodes: [.unavailable]
-            )
-            configuration.serviceConfig = ServiceConfig(
-                methodConfig: [
-                    MethodConfig(names: [MethodConfig.Name(service: "loadbalancer.test.Behaving")], executionPolicy: .retry(retry))
-                ]
-            )
+            configuration.serviceConfig = retryingUnavailable(service: "loadbalancer.test.Behaving", initialBackoff: .milliseconds(1))
             try await withBalancingClient(publisher, configuration: configuration) { client, _ in
                 var serverOfKey: [String: String] = [:]
                 for key in (0..<60).map({ "user-\($0)" }) {

@@ -100,41 +100,12 @@ struct GRPCClientTests {
                 }
                 // Calls run without a pause while the set changes under them, 30 times (without the
                 // retry policy, some call fails with "Stream unexpectedly closed" in most runs).
-                let stop = Flag()
-                try await withThrowingTaskGroup(of: (calls: Int, failures: [String]).self) { group in
-                    group.addTask {
-                        var calls = 0
-                        var failures: [String] = []
-                        while !stop.isSet, calls < 50_000 {
-                            do {
-                                _ = try await who(client)
-                            } catch {
-                                failures.append("\(error)")
-                            }
-                            calls += 1
-                        }
-                        return (calls, failures)
-                    }
-                    for round in 0..<30 {
-                        try await eventually("calls reach server 2 (round \(round))") {
-                            let before = servers[2].calls.value
-                            try await Task.sleep(for: .milliseconds(10))
-                            return servers[2].calls.value > before
-                        }
-                        publisher.replace(with: [instances[0], instances[1]])
-                        try await eventually("calls no longer reach server 2 (round \(round))") {
-                            let before = servers[2].calls.value
-                            try await Task.sleep(for: .milliseconds(10))
-                            return servers[2].calls.value == before
-                        }
-                        publisher.replace(with: instances)
-                    }
-                    stop.set()
-                    let result = try #require(try await group.next())
-                    #expect(result.calls > 0)
-                    #expect(
-                        result.failures.isEmpty, "\(result.failures.count) of \(result.calls) calls failed: \(result.failures.prefix(3))")
-                }
+                let result = try await callsWhileLastComesAndGoes(
+                    publisher, instances: instances, callers: 1, callsToLast: { servers[2].calls.value },
+                    call: { _ = try await who(client) }
+                )
+                #expect(result.calls > 0)
+                #expect(result.failures.isEmpty, "\(result.failures.count) of \(result.calls) calls failed: \(result.failures.prefix(3))")
             }
         }
     }

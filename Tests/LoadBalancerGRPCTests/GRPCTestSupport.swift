@@ -169,19 +169,79 @@ func callCountsAllowingUnavailable(
 
 /// A service config: round robin, and `Who` calls retried (up to 3 attempts) on `unavailable`.
 var roundRobinRetryingUnavailable: ServiceConfig {
+    retryingUnavailable(service: "loadbalancer.test.Who", loadBalancingConfig: [.roundRobin])
+}
+
+/// A service config retrying `service`'s calls (up to 3 attempts) on `unavailable`, backing off
+/// from `initialBackoff` (doubling, at most 5 times as long).
+func retryingUnavailable(
+    service: String,
+    initialBackoff: Duration = .milliseconds(10),
+    loadBalancingConfig: [ServiceConfig.LoadBalancingConfig] = []
+) -> ServiceConfig {
     let retry = RetryPolicy(
         maxAttempts: 3,
-        initialBackoff: .milliseconds(10),
-        maxBackoff: .milliseconds(50),
+        initialBackoff: initialBackoff,
+        maxBackoff: initialBackoff * 5,
         backoffMultiplier: 2,
         retryableStatusCodes: [.unavailable]
     )
     return ServiceConfig(
-        methodConfig: [
-            MethodConfig(names: [MethodConfig.Name(service: "loadbalancer.test.Who")], executionPolicy: .retry(retry))
-        ],
-        loadBalancingConfig: [.roundRobin]
+        methodConfig: [MethodConfig(names: [MethodConfig.Name(service: service)], executionPolicy: .retry(retry))],
+        loadBalancingConfig: loadBalancingConfig
     )
+}
+
+/// Makes calls without a pause (`callers` tasks each calling `call` in a loop) while `publisher`
+/// drops the last of `instances` and brings it back, 30 times: each time it waits until calls
+/// reach that instance, and after the drop until they no longer do (`callsToLast` counts the
+/// calls it served). Returns the calls made and the failures.
+func callsWhileLastComesAndGoes(
+    _ publisher: FixedPublisher,
+    instances: [Instance],
+    callers: Int,
+    callsToLast: @escaping @Sendable () -> Int,
+    call: @escaping @Sendable () async throws -> Void
+) async throws -> (calls: Int, failures: [String]) {
+    let stop = Flag()
+    return try await withThrowingTaskGroup(of: (calls: Int, failures: [String]).self) { group in
+        for _ in 0..<callers {
+            group.addTask {
+                var calls = 0
+                var failures: [String] = []
+                while !stop.isSet, calls < 50_000 {
+                    do {
+                        try await call()
+                    } catch {
+                        failures.append("\(error)")
+                    }
+                    calls += 1
+                }
+                return (calls, failures)
+            }
+        }
+        for round in 0..<30 {
+            try await eventually("calls reach the last instance (round \(round))") {
+                let before = callsToLast()
+                try await Task.sleep(for: .milliseconds(10))
+                return callsToLast() > before
+            }
+            publisher.replace(with: Array(instances.dropLast()))
+            try await eventually("calls no longer reach the last instance (round \(round))") {
+                let before = callsToLast()
+                try await Task.sleep(for: .milliseconds(10))
+                return callsToLast() == before
+            }
+            publisher.replace(with: instances)
+        }
+        stop.set()
+        var total = (calls: 0, failures: [String]())
+        for try await result in group {
+            total.calls += result.calls
+            total.failures += result.failures
+        }
+        return total
+    }
 }
 
 /// The test kit's `pollUntil` (every 20 ms, the bound scaled by `TestTimeScale`), also recording
