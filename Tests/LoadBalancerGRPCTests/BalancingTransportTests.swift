@@ -197,20 +197,7 @@ struct BalancingTransportTests {
             let publisher = FixedPublisher(instances)
             try await withBalancingClient(publisher, configuration: .init(balancer: .roundRobin)) { client, _ in
                 _ = try await Self.counts(client, 4)
-                // A stream held open on server 1 (round robin: retry until it lands there).
-                var held: Task<[String], any Error>?
-                for _ in 0..<4 where held == nil {
-                    let task = Task { try await behavingCount(client, "hold 3") }
-                    try await eventually("a stream is held") { servers.contains { $0.control.holding.load(ordering: .relaxed) == 1 } }
-                    if servers[1].control.holding.load(ordering: .relaxed) == 1 {
-                        held = task
-                    } else {
-                        servers[0].control.released.store(true, ordering: .relaxed)
-                        _ = try await task.value
-                        servers[0].control.released.store(false, ordering: .relaxed)
-                    }
-                }
-                let stream = try #require(held)
+                let stream = try await Self.holdStreamOnServerOne(servers, client)
                 publisher.replace(with: [instances[0]])
                 try await eventually("calls no longer reach server 1") {
                     let before = servers[1].calls
@@ -230,6 +217,44 @@ struct BalancingTransportTests {
                     _ = try await Self.counts(client, 4)
                     return servers[1].calls > before
                 }
+            }
+        }
+    }
+
+    /// A "hold 3" stream held open by server 1 of two (round robin: tried until one lands there).
+    static func holdStreamOnServerOne(
+        _ servers: [BehavingServer],
+        _ client: GRPCClient<BalancingClientTransport>
+    ) async throws -> Task<[String], any Error> {
+        for _ in 0..<8 {
+            let task = Task { try await behavingCount(client, "hold 3") }
+            try await eventually("a stream is held") { servers.contains { $0.control.holding.load(ordering: .relaxed) == 1 } }
+            if servers[1].control.holding.load(ordering: .relaxed) == 1 { return task }
+            servers[0].control.released.store(true, ordering: .relaxed)
+            _ = try await task.value
+            servers[0].control.released.store(false, ordering: .relaxed)
+        }
+        throw RPCError(code: .internalError, message: "no stream landed on server 1 in 8 tries")
+    }
+
+    @Test("a removed instance's stream that does not end is cut at the drain timeout")
+    func drainTimeoutCutsStream() async throws {
+        try await withBehavingServers(2) { servers in
+            let instances = try await servers.asyncMap { try await $0.instance() }
+            let publisher = FixedPublisher(instances)
+            var configuration = BalancingClientTransport.Configuration(balancer: .roundRobin)
+            configuration.drainTimeout = .milliseconds(300)
+            try await withBalancingClient(publisher, configuration: configuration) { client, _ in
+                _ = try await Self.counts(client, 4)
+                let stream = try await Self.holdStreamOnServerOne(servers, client)
+                publisher.replace(with: [instances[0]])
+                // Server 1 keeps holding the stream (for up to a minute); the drain timeout closes
+                // its connection long before, and the stream fails instead of finishing.
+                await #expect(throws: RPCError.self) { _ = try await stream.value }
+                let released = servers[1].control.released.load(ordering: .relaxed)
+                #expect(!released, "the server let the stream go by itself")
+                // Server 0 still answers.
+                #expect(try await Self.counts(client, 4) == [servers[0].name: 4])
             }
         }
     }
