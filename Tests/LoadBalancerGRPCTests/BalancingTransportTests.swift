@@ -33,23 +33,24 @@ struct BalancingTransportTests {
     @Test("P2C peak-EWMA sends few calls to a server ten times slower")
     func p2cAvoidsSlowServer() async throws {
         try await withBehavingServers(4) { servers in
-            for server in servers { server.control.set { $0.delay = .milliseconds(10) } }
-            servers[3].control.set { $0.delay = .milliseconds(100) }
+            // 100 ms and 1 s: far above the latency this machine adds to a call when every suite
+            // runs at once (up to a few hundred ms), so that the difference is the servers'.
+            for server in servers { server.control.set { $0.delay = .milliseconds(100) } }
+            servers[3].control.set { $0.delay = .seconds(1) }
             let publisher = FixedPublisher(try await servers.asyncMap { try await $0.instance() })
-            // A decay time of 1 s, not the default 10 s: each server's first call (a new HTTP/2
+            // A decay time of 2 s, not the default 10 s: each server's first call (a new HTTP/2
             // connection's first stream) is slower than the rest, and peak EWMA holds that peak
-            // for about the decay time, longer than these 400 calls take with 10 s.
-            try await withBalancingClient(publisher, configuration: .init(balancer: .p2c(.peakEWMA(decayTime: .seconds(1))))) { client, _ in
-                // Four concurrent callers, 100 calls each.
+            // for about the decay time, longer than these 200 calls take with 10 s.
+            try await withBalancingClient(publisher, configuration: .init(balancer: .p2c(.peakEWMA(decayTime: .seconds(2))))) { client, _ in
+                // Four concurrent callers, 50 calls each.
                 let counts = try await withThrowingTaskGroup(of: [String: Int].self) { group in
-                    for _ in 0..<4 { group.addTask { try await Self.counts(client, 100) } }
+                    for _ in 0..<4 { group.addTask { try await Self.counts(client, 50) } }
                     return try await group.reduce(into: [String: Int]()) { total, counts in total.merge(counts, uniquingKeysWith: +) }
                 }
-                #expect(counts.values.reduce(0, +) == 400)
-                // Round robin would send every server 100. P2C learns the slow one is slow; with
-                // a 1 s decay it probes it again now and then (more often when this machine is
-                // loaded and every call's latency grows): it gets at most half of what the least
-                // used fast server gets.
+                #expect(counts.values.reduce(0, +) == 200)
+                // Round robin would send every server 50. P2C learns the slow one is slow; as its
+                // estimate decays it probes it again now and then: it gets at most half of what
+                // the least used fast server gets.
                 let slow = counts[servers[3].name, default: 0]
                 let leastFast = servers[0..<3].map { counts[$0.name, default: 0] }.min() ?? 0
                 #expect(slow * 2 <= leastFast, "\(counts)")
@@ -109,8 +110,9 @@ struct BalancingTransportTests {
             let publisher = FixedPublisher(try await servers.asyncMap { try await $0.instance() })
             var detection = OutlierDetector.Configuration()
             // Only the failure-rate rule; judged on 5 calls (the server fails every fifth call, so
-            // any 5 of its calls in a row hold a failure) every 500 ms.
-            detection.interval = .milliseconds(500)
+            // any 5 of its calls in a row hold a failure) every 10 s: long enough for the failing
+            // server to get 5 calls even when every suite runs at once and a call takes a second.
+            detection.interval = .seconds(10)
             detection.consecutiveFailures = 0
             detection.failureRate = .init(minimumRequests: 5)
             try await withBalancingClient(publisher, configuration: .init(balancer: .roundRobin, outlierDetection: detection)) {
@@ -118,16 +120,25 @@ struct BalancingTransportTests {
                 let detector = try #require(transport.outlierDetector)
                 let failing = try await servers[3].instance().id
                 var failures = 0
-                try await eventually("server 3 is ejected") {
-                    for _ in 0..<20 {
-                        do { _ = try await behavingWho(client) } catch { failures += 1 }
+                try await eventually("server 3 is ejected", timeout: .seconds(90)) {
+                    failures += try await withThrowingTaskGroup(of: Int.self) { group in
+                        for _ in 0..<4 {
+                            group.addTask {
+                                var failed = 0
+                                for _ in 0..<10 {
+                                    do { _ = try await behavingWho(client) } catch { failed += 1 }
+                                }
+                                return failed
+                            }
+                        }
+                        return try await group.reduce(0, +)
                     }
                     return detector.ejectedInstanceIDs.contains(failing)
                 }
                 #expect(detector.ejectedInstanceIDs == [failing])
                 #expect(failures > 0, "the failing server's failures reached the caller before its ejection")
                 let before = servers[3].calls
-                for _ in 0..<60 { #expect(try await behavingWho(client) != servers[3].name) }
+                for _ in 0..<20 { #expect(try await behavingWho(client) != servers[3].name) }
                 #expect(servers[3].calls == before)
             }
         }
