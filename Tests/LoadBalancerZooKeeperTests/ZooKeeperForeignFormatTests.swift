@@ -1,32 +1,11 @@
 import Foundation
+import InMemoryLogging
 import LoadBalancer
 import LoadBalancerTestKit
 import LoadBalancerTestServers
 import LoadBalancerZooKeeper
 import Logging
-import Synchronization
 import Testing
-
-/// Keeps the errors logged (the `loadbalancer.error` metadata of each message).
-private final class ErrorLog: Sendable {
-    private let errors = Mutex<[String]>([])
-    var all: [String] { errors.withLock { $0 } }
-
-    var logger: Logger { Logger(label: "test") { _ in Handler(log: self) } }
-
-    struct Handler: LogHandler {
-        let log: ErrorLog
-        var metadata: Logger.Metadata = [:]
-        var logLevel: Logger.Level = .debug
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { metadata[key] }
-            set { metadata[key] = newValue }
-        }
-        func log(event: LogEvent) {
-            if let error = event.metadata?["loadbalancer.error"] { log.errors.withLock { $0.append("\(error)") } }
-        }
-    }
-}
 
 /// The registry value fixtures (Tests/Fixtures/RegistryValues), written from the formats' public
 /// documentation.
@@ -207,12 +186,18 @@ struct ZooKeeperForeignFormatTests {
         let ensemble = try await ZooKeeperEnsemble.start()
         defer { ensemble.destroy() }
         let client = ZooKeeperClient(configuration: ensemble.configuration())
-        let log = ErrorLog()
+        let log = InMemoryLogHandler()
+        var logger = Logger(label: "test") { _ in log }
+        logger.logLevel = .debug
         let registrar = ZooKeeperRegistrar(
             instance: try Instance(host: "127.0.0.1", port: 8080, id: "a/b"), path: "/curator/services/x", client: client,
-            format: .curator, backoff: Backoff(base: .milliseconds(10), cap: .milliseconds(50)), logger: log.logger)
+            format: .curator, backoff: Backoff(base: .milliseconds(10), cap: .milliseconds(50)), logger: logger)
         try await withRunning([{ try? await client.run() }, { try? await registrar.run() }]) {
-            try await eventually("the failure logged") { log.all.contains { $0.contains("must not contain '/'") } }
+            try await eventually("the failure logged") {
+                log.entries.contains { entry in
+                    entry.metadata["loadbalancer.error"].map { "\($0)".contains("must not contain '/'") } ?? false
+                }
+            }
             #expect(registrar.registeredNode == nil)
             #expect(try await client.exists("/curator/services/x/a") == nil)
         }
