@@ -193,27 +193,22 @@ public final class BalancingClientTransport: ClientTransport {
         self.cache = cache
         let detector = configuration.outlierDetection.map { OutlierDetector(cache, configuration: $0) }
         self.outlierDetector = detector
-        switch configuration.balancer.kind {
-        case .roundRobin:
-            balancer = AnyBalancer(RoundRobinBalancer(cache, ejection: detector))
-            hashing = nil
-        case .random:
-            balancer = AnyBalancer(RandomBalancer(cache, ejection: detector))
-            hashing = nil
-        case .weightedRoundRobin:
-            balancer = AnyBalancer(WeightedRoundRobinBalancer(cache, ejection: detector))
-            hashing = nil
-        case .weightedRandom:
-            balancer = AnyBalancer(WeightedRandomBalancer(cache, ejection: detector))
-            hashing = nil
-        case .p2c(let metric):
-            balancer = AnyBalancer(P2CBalancer(cache, metric: metric, ejection: detector))
-            hashing = nil
-        case .consistentHash(let tableSize):
-            let hash = ConsistentHashBalancer(cache, tableSize: tableSize, ejection: detector)
-            balancer = AnyBalancer(hash)
-            hashing = hash
-        }
+        let hash: ConsistentHashBalancer<Void, Subchannel>? =
+            if case .consistentHash(let tableSize) = configuration.balancer.kind {
+                ConsistentHashBalancer(cache, tableSize: tableSize, ejection: detector)
+            } else {
+                nil
+            }
+        hashing = hash
+        balancer =
+            switch configuration.balancer.kind {
+            case .roundRobin: AnyBalancer(RoundRobinBalancer(cache, ejection: detector))
+            case .random: AnyBalancer(RandomBalancer(cache, ejection: detector))
+            case .weightedRoundRobin: AnyBalancer(WeightedRoundRobinBalancer(cache, ejection: detector))
+            case .weightedRandom: AnyBalancer(WeightedRandomBalancer(cache, ejection: detector))
+            case .p2c(let metric): AnyBalancer(P2CBalancer(cache, metric: metric, ejection: detector))
+            case .consistentHash: AnyBalancer(hash!) // made above for this case
+            }
         methodConfigs = MethodConfigLookup(configuration.serviceConfig)
         affinityMetadataKey = configuration.affinityMetadataKey?.lowercased()
         retryThrottle = configuration.serviceConfig.retryThrottling.map { RetryThrottle(policy: $0) }
@@ -484,6 +479,9 @@ final class DeferredValue<Value: Sendable>: Sendable {
     }
     private let state = Mutex(State())
 
+    /// Whether the value was set or failed.
+    var isSet: Bool { state.withLock { $0.result != nil } }
+
     func succeed(_ value: Value) { complete(.success(value)) }
     func fail(_ error: any Error) { complete(.failure(error)) }
 
@@ -648,23 +646,14 @@ final class Subchannel: Sendable {
     /// Readiness and close, shared with the connection callback made before the transport.
     final class Signals: Sendable {
         struct State {
-            var ready = false
             var closing = false
             var openStreams = 0
-            var readyWaiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
-            var closeWaiter: CheckedContinuation<Void, Never>?
-            var nextWaiter: UInt64 = 0
         }
         let state = Mutex(State())
-
-        func markReady() {
-            let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-                state.ready = true
-                defer { state.readyWaiters = [:] }
-                return Array(state.readyWaiters.values)
-            }
-            for waiter in waiters { waiter.resume() }
-        }
+        /// Set when the first TCP connection is up.
+        let ready = DeferredValue<Void>()
+        /// Set when the instance leaves the set.
+        let closed = DeferredValue<Void>()
     }
 
     init(instance: Instance, configuration: BalancingClientTransport.Configuration) throws {
@@ -674,7 +663,7 @@ final class Subchannel: Sendable {
         var config = configuration.transportConfig
         let userCallback = config.channelDebuggingCallbacks.onCreateTCPConnection
         config.channelDebuggingCallbacks.onCreateTCPConnection = { channel in
-            signals.markReady()
+            signals.ready.succeed(())
             return userCallback?(channel) ?? channel.eventLoop.makeSucceededVoidFuture()
         }
         let target: any ResolvableTarget
@@ -696,32 +685,16 @@ final class Subchannel: Sendable {
 
     /// Waits until the connection is up, at most `timeout`; returns whether it is.
     func waitUntilReady(timeout: Duration) async -> Bool {
-        let id = signals.state.withLock { state -> UInt64? in
-            if state.ready { return nil }
-            defer { state.nextWaiter += 1 }
-            return state.nextWaiter
-        }
-        guard let id else { return true }
-        let signals = self.signals
+        let ready = signals.ready
+        if ready.isSet { return true }
         await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                await withCheckedContinuation { continuation in
-                    let resumeNow = signals.state.withLock { state -> Bool in
-                        if state.ready { return true }
-                        state.readyWaiters[id] = continuation
-                        return false
-                    }
-                    if resumeNow { continuation.resume() }
-                }
-            }
+            group.addTask { try? await ready.value() }
             group.addTask { try? await Task.sleep(for: timeout) }
+            // Whichever came first: the other is cancelled.
             await group.next()
-            // Whichever came first: release the other.
-            let waiter = signals.state.withLock { $0.readyWaiters.removeValue(forKey: id) }
-            waiter?.resume()
             group.cancelAll()
         }
-        return signals.state.withLock { $0.ready }
+        return ready.isSet
     }
 
     /// Counts a stream about to open; `false` when the instance is closing (pick another).
@@ -743,18 +716,14 @@ final class Subchannel: Sendable {
 
     /// The instance left the set: no new streams; ``run(drainTimeout:)`` drains and closes.
     func close() {
-        let waiter = signals.state.withLock { state -> CheckedContinuation<Void, Never>? in
-            state.closing = true
-            defer { state.closeWaiter = nil }
-            return state.closeWaiter
-        }
-        waiter?.resume()
+        signals.state.withLock { $0.closing = true }
+        signals.closed.succeed(())
     }
 
     /// Runs the transport until the instance is closed and its streams have ended (at most
     /// `drainTimeout` after the close), or until the task is cancelled.
     func run(drainTimeout: Duration) async {
-        let signals = self.signals
+        let closed = signals.closed
         let transport = self.transport
         await withTaskGroup(of: Bool.self) { group in
             group.addTask {
@@ -762,22 +731,7 @@ final class Subchannel: Sendable {
                 return true
             }
             // Wait for the close (or cancellation).
-            await withTaskCancellationHandler {
-                await withCheckedContinuation { continuation in
-                    let resumeNow = signals.state.withLock { state -> Bool in
-                        if state.closing { return true }
-                        state.closeWaiter = continuation
-                        return false
-                    }
-                    if resumeNow { continuation.resume() }
-                }
-            } onCancel: {
-                let waiter = signals.state.withLock { state -> CheckedContinuation<Void, Never>? in
-                    defer { state.closeWaiter = nil }
-                    return state.closeWaiter
-                }
-                waiter?.resume()
-            }
+            try? await closed.value()
             // Open streams finish; new ones are refused. The transport's connect() returns once
             // they have, or the drain timer cancels it.
             transport.beginGracefulShutdown()

@@ -96,10 +96,7 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
         isolation: isolated (any Actor)? = #isolation,
         _ body: (Endpoint<Request, Response>) async throws -> Result
     ) async throws -> Result {
-        let hash = Self.stableHash(key)
-        let strategy = core.strategy
-        let lease = try core.lease { table, _ in strategy.lookup(table, hash) }
-        return try await run(lease, body)
+        try await run(lease(forKey: key), body)
     }
 
     /// FNV-1a, 64-bit.
