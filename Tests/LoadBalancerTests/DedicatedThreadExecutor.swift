@@ -82,3 +82,11 @@ func timeToReturn<T: Sendable>(
 func callTimeLimit(_ limit: Duration) -> Duration {
     TestTimeScale.scaled(limit)
 }
+
+/// Runs `body` in a task on a thread of its own: long computation (a simulation) then leaves the
+/// shared pool's few threads (two on a two-core machine) to the suites running beside it.
+func onDedicatedThread<T: Sendable>(_ body: @escaping @Sendable () async -> T) async -> T {
+    let executor = DedicatedThreadExecutor()
+    defer { executor.stop() }
+    return await Task(executorPreference: executor) { await body() }.value
+}

@@ -14,7 +14,9 @@ struct TailLatencySimulationTests {
 
     @Test("peak-EWMA stays near the oracle; round robin and least-outstanding do not; ejection cuts errors")
     func referenceScenario() async throws {
-        let results = await TailLatencySimulation.run(Self.scenario, policies: TailLatencySimulation.standardPolicies())
+        let results = await onDedicatedThread {
+            await TailLatencySimulation.run(Self.scenario, policies: TailLatencySimulation.standardPolicies())
+        }
         for result in results { print(result) }
         let byName = Dictionary(uniqueKeysWithValues: results.map { ($0.policy, $0) })
         let oracle = try #require(byName["oracle"])
@@ -38,7 +40,9 @@ struct TailLatencySimulationTests {
             $0.failureRate = 1
             $0.slowBackend = nil
         }
-        let results = await TailLatencySimulation.run(scenario, policies: TailLatencySimulation.standardPolicies())
+        let results = await onDedicatedThread {
+            await TailLatencySimulation.run(scenario, policies: TailLatencySimulation.standardPolicies())
+        }
         for result in results where result.policy != "oracle" {
             print(result.policy, result.shares[1])
             #expect(result.shares[1] <= 0.1 + 0.005, "\(result.policy) sent \(result.shares[1]) to the failing backend")

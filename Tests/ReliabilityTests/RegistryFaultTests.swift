@@ -45,43 +45,69 @@ struct RegistryFaultTests {
         let tickets = Tickets()
         let total = 4_000
         let faultDone = Flag()
+        let phase = Phase()
 
         do {
-            try await withRunning(registry.services + [{ try? await cache.run() }]) {
-                for i in 0..<3 { try await registry.register(i, instances[i]) }
-                try await eventually("three backends in the set") { cache.snapshot.count == 3 }
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    for _ in 0..<8 {
-                        group.addTask {
-                            // At least `total` requests, and on until the fault is handled.
-                            while !Task.isCancelled {
-                                let n = tickets.take()
-                                guard n < total || !faultDone.isSet else { return }
-                                await outcomes.measure { _ = try await retry(HTTPCall(path: "/")) }
+            // A run that has not ended within the bound fails with where it stood, instead of
+            // waiting for the suite's time limit (a hang then says which step and which calls).
+            try await phase.bounded(
+                by: TestTimeScale.scaled(.seconds(150)),
+                describing: {
+                    let result = outcomes.snapshot
+                    return "\(result.succeeded) succeeded, \(result.failed) failed, \(cache.snapshot.count) in the set"
+                }
+            ) {
+                try await withRunning(registry.services + [{ try? await cache.run() }]) {
+                    for i in 0..<3 {
+                        phase.enter("registering backend \(i)")
+                        try await registry.register(i, instances[i])
+                    }
+                    phase.enter("waiting for three backends in the set")
+                    try await eventually("three backends in the set") { cache.snapshot.count == 3 }
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        for _ in 0..<8 {
+                            group.addTask {
+                                // At least `total` requests, and on until the fault is handled.
+                                while !Task.isCancelled {
+                                    let n = tickets.take()
+                                    guard n < total || !faultDone.isSet else { return }
+                                    await phase.tracking { await outcomes.measure { _ = try await retry(HTTPCall(path: "/")) } }
+                                }
                             }
                         }
-                    }
-                    group.addTask {
-                        try await eventually("a quarter of the load") {
-                            outcomes.snapshot.succeeded + outcomes.snapshot.failed >= total / 4
+                        group.addTask {
+                            phase.enter("load before the fault")
+                            // Bounded generously: beside the other suites on two cores the load starts slowly.
+                            try await eventually("a quarter of the load", timeout: .seconds(60)) {
+                                outcomes.snapshot.succeeded + outcomes.snapshot.failed >= total / 4
+                            }
+                            let faultStart = ContinuousClock.now
+                            phase.enter("the fault")
+                            try await registry.fault()
+                            let faultSeen = ContinuousClock.now
+                            phase.enter("registering the fourth backend")
+                            try await eventually("registered after the recovery", timeout: .seconds(60)) {
+                                (try? await registry.register(3, instances[3])) != nil
+                            }
+                            let registered = ContinuousClock.now
+                            phase.enter("waiting for the fourth backend in the set")
+                            try await eventually("the fourth backend in the set", timeout: .seconds(60)) { cache.snapshot.count == 4 }
+                            let inSet = ContinuousClock.now
+                            // Give the new backend some of the remaining load.
+                            phase.enter("waiting for the fourth backend to serve")
+                            try await eventually("the fourth backend served", timeout: .seconds(60)) { backends[3].served.total > 0 }
+                            print(
+                                "registry fault (\(name)): fault \(faultSeen - faultStart), registered \(registered - faultSeen) later, in the set \(inSet - registered) after that"
+                            )
+                            faultDone.set()
+                            phase.enter("the load's last calls")
                         }
-                        let faultStart = ContinuousClock.now
-                        try await registry.fault()
-                        let faultSeen = ContinuousClock.now
-                        try await eventually("registered after the recovery", timeout: .seconds(60)) {
-                            (try? await registry.register(3, instances[3])) != nil
-                        }
-                        let registered = ContinuousClock.now
-                        try await eventually("the fourth backend in the set", timeout: .seconds(60)) { cache.snapshot.count == 4 }
-                        let inSet = ContinuousClock.now
-                        // Give the new backend some of the remaining load.
-                        try await eventually("the fourth backend served", timeout: .seconds(60)) { backends[3].served.total > 0 }
-                        print(
-                            "registry fault (\(name)): fault \(faultSeen - faultStart), registered \(registered - faultSeen) later, in the set \(inSet - registered) after that"
-                        )
-                        faultDone.set()
+                        // Not `waitForAll()`: it waits for every task before rethrowing, and the load runs
+                        // until the fault task is done, so a fault task that failed left it running for ever.
+                        // The first error ends the group, which cancels the load.
+                        for try await _ in group {}
                     }
-                    try await group.waitForAll()
+                    phase.enter("stopping the registry's services")
                 }
             }
         } catch {
@@ -225,6 +251,59 @@ struct RegistryFaultTests {
             )
         }
         await server.stop()
+    }
+}
+
+/// Where a run stands, and the calls in flight, for the message of a run that did not end.
+final class Phase: Sendable {
+    private let state = Mutex((name: "starting", since: ContinuousClock.now, inFlight: [Int: ContinuousClock.Instant](), next: 0))
+
+    func enter(_ name: String) {
+        state.withLock {
+            $0.name = name
+            $0.since = .now
+        }
+    }
+
+    /// Runs one call, keeping its start among the calls in flight until it ends.
+    func tracking(_ call: () async -> Void) async {
+        let id = state.withLock { state in
+            defer { state.next += 1 }
+            state.inFlight[state.next] = .now
+            return state.next
+        }
+        await call()
+        _ = state.withLock { $0.inFlight.removeValue(forKey: id) }
+    }
+
+    var description: String {
+        state.withLock { state in
+            let now = ContinuousClock.now
+            let oldest = state.inFlight.values.min().map { ", the oldest for \(now - $0)" } ?? ""
+            return "at '\(state.name)' for \(now - state.since); \(state.inFlight.count) calls in flight\(oldest)"
+        }
+    }
+
+    /// Runs `body`; past `bound`, cancels it and throws an error saying where it stood.
+    func bounded(
+        by bound: Duration, describing details: @escaping @Sendable () -> String, _ body: @escaping @Sendable () async throws -> Void
+    ) async throws {
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                try await body()
+                return true
+            }
+            group.addTask {
+                try await Task.sleep(for: bound)
+                return false
+            }
+            defer { group.cancelAll() }
+            guard try await group.next() == true else {
+                let message = "the run did not end within \(bound): \(self.description); \(details())"
+                print("registry fault: \(message)")
+                throw ClusterError(message)
+            }
+        }
     }
 }
 
