@@ -181,9 +181,43 @@ extension Balancer {
     /// Sends `request` to a picked endpoint: ``withEndpoint(isolation:_:)`` calling the endpoint.
     @inlinable
     public func call(_ request: Request) async throws -> Response {
-        let lease = try lease()
+        try await call(try lease(), request)
+    }
+
+    /// Calls `lease`'s endpoint with `request`, reporting the outcome as
+    /// ``run(isolation:_:_:)`` does. Without instruments the call is timed here, in this frame:
+    /// every further async frame (a closure, `reported`, `measured`) costs each call a task-frame
+    /// allocation and an executor check, as much as the balancer's own work.
+    @inlinable
+    package func call(_ lease: EndpointLease<Request, Response>, _ request: Request) async throws -> Response {
         if lease.isPlain { return try await lease.endpoint(request) }
-        return try await reported(lease) { endpoint in try await endpoint(request) }
+        guard cache?.hasInstruments == true else {
+            let start = ContinuousClock.now
+            do {
+                let response = try await lease.endpoint(request)
+                finish(lease, startedAt: start, error: nil)
+                return response
+            } catch {
+                finish(lease, startedAt: start, error: error)
+                throw error
+            }
+        }
+        return try await instrumented(lease) { endpoint in try await endpoint(request) }
+    }
+
+    /// Ends a call timed from `start` that threw `error` (`nil`: it returned); returns its outcome
+    /// and latency.
+    @inlinable
+    @discardableResult
+    func finish(
+        _ lease: EndpointLease<Request, Response>,
+        startedAt start: ContinuousClock.Instant,
+        error: (any Error)?
+    ) -> (outcome: CallRecord.Outcome, latency: Duration) {
+        let latency = ContinuousClock.now - start
+        let outcome: CallRecord.Outcome = error == nil ? .success : error is CancellationError ? .cancelled : .failure
+        finish(lease, outcome: outcome, latency: latency)
+        return (outcome, latency)
     }
 
     /// A lease from `leaser`, counted in the cache's metrics (a pick, or a call with no endpoint).
@@ -268,14 +302,11 @@ extension Balancer {
         let start = ContinuousClock.now
         do {
             let result = try await body(lease.endpoint)
-            let latency = ContinuousClock.now - start
-            finish(lease, outcome: .success, latency: latency)
-            instruments?.called(lease.endpoint.id, outcome: .success, latency: latency)
+            let (outcome, latency) = finish(lease, startedAt: start, error: nil)
+            instruments?.called(lease.endpoint.id, outcome: outcome, latency: latency)
             return result
         } catch {
-            let latency = ContinuousClock.now - start
-            let outcome: CallRecord.Outcome = error is CancellationError ? .cancelled : .failure
-            finish(lease, outcome: outcome, latency: latency)
+            let (outcome, latency) = finish(lease, startedAt: start, error: error)
             instruments?.called(lease.endpoint.id, outcome: outcome, latency: latency)
             throw error // the span (if any) records it as it ends
         }

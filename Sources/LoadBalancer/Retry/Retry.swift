@@ -161,7 +161,7 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
             return try await guardedAttempt(request, on: lease, until: attemptDeadline, deadline: deadline)
         }
         return try await CallDeadline.$current.withValue(attemptDeadline) {
-            try await balancer.run(lease) { endpoint in try await endpoint(request) }
+            try await balancer.call(lease, request)
         }
     }
 
@@ -181,13 +181,13 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
         if #available(macOS 26.0, iOS 26.0, tvOS 26.0, watchOS 26.0, visionOS 26.0, *) {
             task = Task.immediate {
                 try await CallDeadline.$current.withValue(attemptDeadline) {
-                    try await balancer.run(lease) { endpoint in try await endpoint(request) }
+                    try await balancer.call(lease, request)
                 }
             }
         } else {
             task = Task {
                 try await CallDeadline.$current.withValue(attemptDeadline) {
-                    try await balancer.run(lease) { endpoint in try await endpoint(request) }
+                    try await balancer.call(lease, request)
                 }
             }
         }
@@ -477,13 +477,13 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
     /// One attempt on a picked endpoint, reported to the balancer, within ``attemptTimeout``.
     private func attempt(_ request: Request, on resolved: EndpointLease<Request, Response>) async throws -> Response {
         guard let attemptTimeout else {
-            return try await balancer.run(resolved) { endpoint in try await endpoint(request) }
+            return try await balancer.call(resolved, request)
         }
         let deadline = clock.now.advanced(by: attemptTimeout)
         return try await withTimeout(
             sleep: { try await self.sleep(until: deadline) },
             onTimeout: { AttemptTimeoutError(timeout: attemptTimeout, cause: nil) },
-            { try await self.balancer.run(resolved) { endpoint in try await endpoint(request) } }
+            { try await self.balancer.call(resolved, request) }
         )
     }
 
