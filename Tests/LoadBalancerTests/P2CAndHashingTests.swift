@@ -199,4 +199,54 @@ struct P2CAndHashingTests {
         }
         #expect(wrong.value == 0)
     }
+
+    /// Shares of `calls` calls through `balancer` with `inFlight` calls outstanding at every pick,
+    /// each taking `latency` (time moves by `latency / inFlight` per call), by port.
+    func sharesUnderLoad(_ balancer: P2CBalancer<Int, Int>, time: TestTime, inFlight: Int, calls: Int, latency: Duration) throws -> [Int:
+        Double]
+    {
+        var open: [EndpointLease<Int, Int>] = []
+        var counts: [Int: Int] = [:]
+        for _ in 0..<calls {
+            let lease = try balancer.lease()
+            counts[lease.endpoint.instance.port, default: 0] += 1
+            open.append(lease)
+            if open.count == inFlight {
+                time.advance(latency / inFlight)
+                balancer.finish(open.removeFirst(), outcome: .success, latency: latency)
+            }
+        }
+        return counts.mapValues { Double($0) / Double(calls) }
+    }
+
+    @Test(
+        "weighted P2C: under load, instances of equal latency get shares that follow their weights",
+        arguments: [P2CLoadMetric.leastOutstanding, .peakEWMA(decayTime: .seconds(1))], [[3, 1], [1, 2, 1, 4]]
+    )
+    func weightedShares(metric: P2CLoadMetric, weights: [Int]) async throws {
+        let time = TestTime()
+        let balancer = P2CBalancer(await cache(weighted(weights)), metric: metric, seed: 21, now: { time.now })
+        let shares = try sharesUnderLoad(balancer, time: time, inFlight: 16, calls: 40_000, latency: .milliseconds(10))
+        let total = Double(weights.reduce(0, +))
+        for (i, weight) in weights.enumerated() {
+            let share = shares[1000 + i, default: 0]
+            #expect(abs(share - Double(weight) / total) <= 0.05, "weight \(weight) of \(weights): share \(share)")
+        }
+    }
+
+    @Test("weighted P2C: equal weights pick exactly as unweighted; weight 0 only when every weight is 0")
+    func weightedEdges() async throws {
+        for metric in [P2CLoadMetric.leastOutstanding, .peakEWMA()] {
+            let ones = P2CBalancer(await cache(weighted([1, 1, 1, 1])), metric: metric, seed: 5)
+            let fives = P2CBalancer(await cache(weighted([5, 5, 5, 5])), metric: metric, seed: 5)
+            let zeros = P2CBalancer(await cache(weighted([0, 0, 0, 0])), metric: metric, seed: 5)
+            for _ in 0..<2_000 {
+                let pick = try ones.pick().index
+                #expect(try fives.pick().index == pick)
+                #expect(try zeros.pick().index == pick)
+            }
+            let someZero = P2CBalancer(await cache(weighted([1, 0, 2, 0])), metric: metric, seed: 6)
+            #expect(Set(try histogram(someZero, 2_000).keys) == [1000, 1002])
+        }
+    }
 }

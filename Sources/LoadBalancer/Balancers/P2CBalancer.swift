@@ -14,6 +14,12 @@ import Synchronization
 /// forgets failures over ``P2CConfiguration/failureDecayTime``), and a failed call never lowers the latency estimate,
 /// so an instance that fails fast looks *expensive*, not fast: no black hole.
 ///
+/// Weights (``Instance/weight``) count when the usable instances' weights differ: the two
+/// samples are drawn in proportion to weight and each cost is divided by the instance's weight,
+/// so that in balance the calls in flight, and the shares of instances of equal latency, follow the
+/// weights. A weight-0 instance is used only when every usable instance has weight 0. When all
+/// weights are equal, picks are exactly those of the unweighted balancer.
+///
 /// The balancer learns from calls made through ``Balancer/withEndpoint(isolation:_:)`` (or
 /// ``Retry``); `pick()` stays synchronous and allocation-free: it reads the snapshot's usable
 /// instances and their loads, and uses the time of a recent completed call as "now" instead of
@@ -121,6 +127,11 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
             @usableFromInline var loads: [InstanceLoad]
             /// The loads' words, which picks read without reference counting.
             @usableFromInline var views: [InstanceLoadView]
+            /// When the usable instances' weights differ: samples in proportion to weight, and each
+            /// position's weight relative to the largest (a cost is divided by it). Empty, the
+            /// unweighted path: uniform samples, costs compared as they are.
+            @usableFromInline var weighted: AliasTable
+            @usableFromInline var weights: [Double]
         }
 
         @usableFromInline let metric: LoadMetric
@@ -165,7 +176,15 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
                 byID = next
                 return loads
             }
-            return Table(usable: usable, loads: loads, views: loads.map(\.view))
+            var table = Table(usable: usable, loads: loads, views: loads.map(\.view), weighted: AliasTable(), weights: [])
+            let weights = TableBuilders.effectiveWeights(set, usable)
+            if let first = weights.first, weights.contains(where: { $0 != first }) {
+                table.weighted = TableBuilders.aliasTable(set, usable)
+                let largest = Double(weights.max() ?? 1)
+                table.weights = [Double](repeating: 0, count: set.count)
+                for (position, weight) in zip(usable, weights) { table.weights[position] = Double(weight) / largest }
+            }
+            return table
         }
 
         @usableFromInline
@@ -177,6 +196,7 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
             let n = table.usable.count
             guard n > 0 else { return nil }
             if n == 1 { return table.usable[0] }
+            if !table.weighted.isEmpty { return chooseWeighted(table, &state) }
             let r = state.next()
             let (first, rest) = r.multipliedFullWidth(by: UInt64(n))
             var second = rest.multipliedFullWidth(by: UInt64(n - 1)).high
@@ -188,6 +208,24 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
             let (loadB, healthB) = cost(table.views[b], now: pickNow)
             // loadA / healthA <= loadB / healthB, without dividing.
             return loadA * healthB <= loadB * healthA ? a : b
+        }
+
+        /// Weighted P2C: two samples in proportion to weight, and the lower cost per unit of weight
+        /// (Envoy's weighted least request divides by weight alike): in balance, calls in flight,
+        /// and so the shares of instances of equal latency, follow the weights.
+        @inlinable
+        func chooseWeighted(_ table: Table, _ state: inout PickState) -> Int? {
+            guard let a = table.weighted.pick(state.next()) else { return nil }
+            // A second draw that lands on the first sample again is drawn once more; a third same
+            // draw keeps it (an instance that heavy wins most pairs anyway).
+            var b = table.weighted.pick(state.next()) ?? a
+            if b == a { b = table.weighted.pick(state.next()) ?? a }
+            if b == a { return a }
+            let pickNow = Double(Int64(bitPattern: clockView.stat(0)))
+            let (loadA, healthA) = cost(table.views[a], now: pickNow)
+            let (loadB, healthB) = cost(table.views[b], now: pickNow)
+            // loadA / (healthA × weightA) <= loadB / (healthB × weightB), without dividing.
+            return loadA * healthB * table.weights[b] <= loadB * healthA * table.weights[a] ? a : b
         }
 
         /// The load of an instance and its health in `(0, 1]`: the cost is load / health, lower is
