@@ -142,6 +142,87 @@ struct WeightedAndPriorityTests {
         #expect(detector.ejectedInstanceIDs.isEmpty)
         #expect(Set(try histogram(balancer, 1_000).keys) == [1000, 1001])
     }
+
+    /// Envoy's documented priority loads (two levels, the second fully healthy unless given), and
+    /// its panic examples, with the default factor 1.4 and panic threshold 50%.
+    @Test(
+        "gradual failover: each level's share of the traffic follows Envoy's rule",
+        arguments: [
+            // (healthy, total per level) -> loads, panic
+            ([100, 100], [100, 100], [100, 0], [false, false]),
+            ([72, 100], [100, 100], [100, 0], [false, false]),
+            ([71, 100], [100, 100], [99, 1], [false, false]),
+            ([50, 100], [100, 100], [70, 30], [false, false]),
+            ([25, 100], [100, 100], [35, 65], [false, false]),
+            ([0, 100], [100, 100], [0, 100], [false, false]),
+            ([2, 4], [4, 4], [70, 30], [false, false]),
+            // Not enough healthy capacity in all: normalised, and levels under 50% healthy in panic.
+            ([20, 20], [100, 100], [50, 50], [true, true]),
+            ([50, 10], [100, 100], [84, 16], [false, true]),
+            ([0, 0], [4, 4], [100, 0], [true, false]),
+            // Three levels: the third takes what the first two leave.
+            ([60, 20, 100], [100, 100, 100], [84, 16, 0], [false, false, false]),
+            ([40, 20, 100], [100, 100, 100], [56, 28, 16], [false, false, false]),
+        ] as [([Int], [Int], [Int], [Bool])]
+    )
+    func priorityLoads(healthy: [Int], total: [Int], loads: [Int], panic: [Bool]) {
+        let result = PriorityBalancer<Int, Int>.priorityLoads(healthy: healthy, total: total, configuration: .init())
+        #expect(result.loads == loads)
+        #expect(result.panic == panic)
+        #expect(result.loads.reduce(0, +) == 100)
+    }
+
+    @Test("gradual failover: half of level 0 ejected sends it 70% of the picks; a level in panic uses all its instances")
+    func gradualFailover() async throws {
+        let endpoints = EndpointCache<Int, Int>(factory: .calling { instance, _ in instance.port })
+        await endpoints.update(with: weighted([1, 1, 1, 1, 1, 1, 1, 1], priorities: [0, 0, 0, 0, 1, 1, 1, 1]))
+        let detector = OutlierDetector(
+            endpoints,
+            configuration: .defaults {
+                $0.consecutiveFailures = 1
+                $0.maxEjectionPercent = 100
+                $0.baseEjectionTime = .seconds(3600)
+            }
+        )
+        let balancer = PriorityBalancer(endpoints, seed: 12, ejection: detector)
+        func levelZeroShare() throws -> Double {
+            let counts = try histogram(balancer, 20_000)
+            return Double((1000...1003).map { counts[$0, default: 0] }.reduce(0, +)) / 20_000
+        }
+        #expect(try levelZeroShare() == 1)
+        report(detector, endpoints, port: 1000, .failure)
+        #expect(try levelZeroShare() == 1, "3 of 4 healthy: 75% x 1.4 is over 100%")
+        report(detector, endpoints, port: 1001, .failure)
+        let share = try levelZeroShare()
+        #expect(abs(share - 0.7) < 0.02, "2 of 4 healthy: \(share)")
+        let counts = try histogram(balancer, 20_000)
+        #expect(counts[1000] == nil && counts[1001] == nil, "ejected instances of a level not in panic take nothing")
+
+        // 1 of 4 healthy in each level: 35% + 35% is short of 100%, so 50/50, both levels in panic.
+        for port in [1002, 1004, 1005, 1006] { report(detector, endpoints, port: port, .failure) }
+        #expect(detector.ejectedInstanceIDs.count == 6)
+        let panicked = try histogram(balancer, 20_000)
+        #expect(Set(panicked.keys) == Set(1000...1007), "levels in panic use every instance: \(panicked)")
+        let panicShare = Double((1000...1003).map { panicked[$0, default: 0] }.reduce(0, +)) / 20_000
+        #expect(abs(panicShare - 0.5) < 0.02, "\(panicShare)")
+    }
+
+    @Test("strict failover with a very large factor: a level keeps all its traffic while any of it is healthy")
+    func strictFailover() async throws {
+        let endpoints = EndpointCache<Int, Int>(factory: .calling { instance, _ in instance.port })
+        await endpoints.update(with: weighted([1, 1, 1, 1], priorities: [0, 0, 0, 1]))
+        let detector = OutlierDetector(
+            endpoints,
+            configuration: .defaults {
+                $0.consecutiveFailures = 1
+                $0.maxEjectionPercent = 100
+            })
+        let balancer = PriorityBalancer(
+            endpoints, configuration: .defaults { $0.overprovisioningFactor = .greatestFiniteMagnitude }, seed: 4, ejection: detector)
+        report(detector, endpoints, port: 1000, .failure)
+        report(detector, endpoints, port: 1001, .failure)
+        #expect(Set(try histogram(balancer, 2_000).keys) == [1002])
+    }
 }
 
 /// Reports one call on `port` to the detector, as a balancer would.

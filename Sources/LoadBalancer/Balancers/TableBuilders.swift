@@ -37,9 +37,13 @@ enum TableBuilders {
 
     /// An alias table over `positions`, in proportion to their weights.
     static func aliasTable(_ view: EndpointSetView, _ positions: [Int]) -> AliasTable {
-        let weights = effectiveWeights(view, positions)
+        aliasTable(values: positions, weights: effectiveWeights(view, positions))
+    }
+
+    /// An alias table that picks each of `values` in proportion to its weight (weight-0 values never).
+    static func aliasTable(values: [Int], weights: [UInt64]) -> AliasTable {
         // Drop zero-weight candidates (never chosen while others have weight).
-        let candidates = zip(positions, weights).filter { $0.1 > 0 }
+        let candidates = zip(values, weights).filter { $0.1 > 0 }
         let n = candidates.count
         guard n > 0 else { return AliasTable() }
         let total = candidates.reduce(0.0) { $0 + Double($1.1) }
@@ -110,11 +114,6 @@ enum TableBuilders {
         return a
     }
 
-    /// The positions of the lowest priority value among `positions`.
-    static func lowestPriorityLevel(_ view: EndpointSetView, _ positions: [Int]) -> [Int] {
-        guard let lowest = positions.map({ view.instances[$0].priority }).min() else { return [] }
-        return positions.filter { view.instances[$0].priority == lowest }
-    }
 }
 
 /// e^(−x) for x ≥ 0, without Foundation: e^(−x) = 2^(−n) · e^(−r) with n = ⌊x / ln 2⌋ and

@@ -138,54 +138,167 @@ public final class WeightedRandomBalancer<Request: Sendable, Response: Sendable>
     }
 }
 
-/// DNS SRV priority levels: all traffic goes to the instances with the lowest ``Instance/priority``
-/// value that has usable instances, chosen among them in proportion to their weights (RFC 2782).
+/// DNS SRV priority levels (RFC 2782), with Envoy's gradual failover: the level with the lowest
+/// ``Instance/priority`` value takes the traffic while enough of it is healthy, and traffic spills
+/// to the next levels in proportion as it is not; inside a level, instances are chosen in
+/// proportion to their weights.
 ///
-/// When every instance of that level is ejected (see ``OutlierDetector``) or gone, traffic falls
-/// over to the next level, and it comes back as soon as an instance of the better level is usable
-/// again. In panic mode (too few healthy instances overall) ejection is ignored.
+/// Each level's *health* is its share of healthy (not ejected, see ``OutlierDetector``) instances
+/// times ``Configuration/overprovisioningFactor``, in whole percent, capped at 100: with the
+/// default 1.4 a level keeps all its traffic until fewer than about 72% of its instances are
+/// healthy. Levels take traffic in order, each its health, until 100% is given: level 0 at 50%
+/// healthy takes 70%, the next level 30%. When the levels' health adds up to less than 100%, each
+/// level takes its health's share of the sum, and a level of which fewer than
+/// ``Configuration/panicThreshold`` are healthy is *in panic*: its traffic goes to all its
+/// instances, ejected or not (the detector's own ``OutlierDetector/Configuration/panicThreshold``
+/// is not applied: this rule, per level, replaces it). With no healthy instance at all, the first
+/// level takes the traffic on all its instances.
+///
+/// A level that comes back takes its traffic back as soon as it is healthy again. A very large
+/// factor (such as `Double.greatestFiniteMagnitude`) gives strict failover: a level keeps all the
+/// traffic while any of its instances is healthy.
 public final class PriorityBalancer<Request: Sendable, Response: Sendable>: CoreBalancer {
     @usableFromInline let core: BalancerCore<Request, Response, Strategy>
     /// The cache the balancer follows, if any.
     public let cache: EndpointCache<Request, Response>?
+    /// How traffic spreads over the levels.
+    public var configuration: Configuration { core.strategy.configuration }
+
+    /// How traffic spreads over priority levels.
+    public struct Configuration: Sendable, Hashable {
+        /// How much spare capacity each level is taken to have: a level counts as fully healthy
+        /// while its healthy share times this factor is at least 1. Default 1.4 (Envoy's).
+        public var overprovisioningFactor: Double = 1.4
+        /// When the levels together lack healthy capacity, a level with fewer than this share of
+        /// healthy instances sends its traffic to all its instances. Default 0.5.
+        public var panicThreshold: Double = 0.5
+
+        /// The default configuration.
+        public init() {}
+
+        /// The defaults, changed by `configure`.
+        public static func defaults(_ configure: (inout Configuration) -> Void) -> Configuration {
+            var configuration = Configuration()
+            configure(&configuration)
+            return configuration
+        }
+    }
 
     /// Creates a priority balancer over `endpoints`.
     ///
     /// - Parameters:
     ///   - endpoints: The endpoints to choose among.
+    ///   - configuration: How traffic spreads over the levels. Default: Envoy's (factor 1.4, panic below 50%).
     ///   - seed: Makes the picks reproducible. Default: random per thread.
     ///   - ejection: Outlier ejection to honour. Default: none.
-    public convenience init(_ endpoints: EndpointCache<Request, Response>, seed: UInt64? = nil, ejection: OutlierDetector? = nil) {
-        self.init(source: .cache(endpoints), seed: seed, ejection: ejection)
+    public convenience init(
+        _ endpoints: EndpointCache<Request, Response>,
+        configuration: Configuration = Configuration(),
+        seed: UInt64? = nil,
+        ejection: OutlierDetector? = nil
+    ) {
+        self.init(source: .cache(endpoints), configuration: configuration, seed: seed, ejection: ejection)
     }
 
     /// Creates a priority balancer over a fixed array of endpoints.
     ///
     /// - Parameters:
     ///   - endpoints: The endpoints to choose among.
+    ///   - configuration: How traffic spreads over the levels. Default: Envoy's (factor 1.4, panic below 50%).
     ///   - seed: Makes the picks reproducible. Default: random per thread.
     ///   - ejection: Outlier ejection to honour. Default: none.
-    public convenience init(endpoints: [Endpoint<Request, Response>], seed: UInt64? = nil, ejection: OutlierDetector? = nil) {
-        self.init(source: .fixed(endpoints), seed: seed, ejection: ejection)
+    public convenience init(
+        endpoints: [Endpoint<Request, Response>],
+        configuration: Configuration = Configuration(),
+        seed: UInt64? = nil,
+        ejection: OutlierDetector? = nil
+    ) {
+        self.init(source: .fixed(endpoints), configuration: configuration, seed: seed, ejection: ejection)
     }
 
-    init(source: SnapshotSource<Request, Response>, seed: UInt64?, ejection: OutlierDetector?) {
+    init(source: SnapshotSource<Request, Response>, configuration: Configuration, seed: UInt64?, ejection: OutlierDetector?) {
         self.cache = source.cache
-        self.core = BalancerCore(for: Self.self, source: source, ejection: ejection, strategy: Strategy(), seed: seed)
+        self.core = BalancerCore(
+            for: Self.self,
+            source: source,
+            ejection: ejection,
+            strategy: Strategy(configuration: configuration, ejection: ejection),
+            seed: seed
+        )
+    }
+
+    /// Each level's share of the traffic in percent (summing to 100 when there is a level), and
+    /// whether it is in panic, for levels (in order) with `healthy` of `total` instances healthy.
+    package static func priorityLoads(healthy: [Int], total: [Int], configuration: Configuration) -> (loads: [Int], panic: [Bool]) {
+        var loads = [Int](repeating: 0, count: total.count)
+        var panic = [Bool](repeating: false, count: total.count)
+        guard !total.isEmpty else { return (loads, panic) }
+        // In whole percent, as Envoy computes it (and capped, so that a huge factor cannot overflow).
+        let factor = Int(min(1_000_000_000, max(0, (configuration.overprovisioningFactor * 100).rounded())))
+        let health = zip(healthy, total).map { healthy, total in total == 0 ? 0 : min(100, healthy * factor / total) }
+        let sum = health.reduce(0, +)
+        if sum == 0 {
+            loads[0] = 100
+            panic[0] = true
+        } else if sum >= 100 {
+            var left = 100
+            for level in health.indices {
+                loads[level] = min(health[level], left)
+                left -= loads[level]
+            }
+        } else {
+            for level in health.indices {
+                loads[level] = health[level] * 100 / sum
+                panic[level] = Double(healthy[level]) < configuration.panicThreshold * Double(total[level])
+            }
+            // What rounding left over goes to the first level that takes traffic.
+            if let first = loads.firstIndex(where: { $0 > 0 }) { loads[first] += 100 - loads.reduce(0, +) }
+        }
+        return (loads, panic)
     }
 
     @usableFromInline
     struct Strategy: PickStrategy {
-        @usableFromInline init() {}
-
         @usableFromInline
-        func makeTable(_ set: EndpointSetView, usable: [Int]) -> AliasTable {
-            TableBuilders.aliasTable(set, TableBuilders.lowestPriorityLevel(set, usable))
+        struct Table: Sendable {
+            /// The levels that take traffic, by their share (indices into `members`).
+            @usableFromInline var levels: AliasTable
+            /// Per level that takes traffic: its instances that do, by weight.
+            @usableFromInline var members: [AliasTable]
+        }
+
+        let configuration: Configuration
+        let ejection: OutlierDetector?
+
+        init(configuration: Configuration, ejection: OutlierDetector?) {
+            self.configuration = configuration
+            self.ejection = ejection
+        }
+
+        /// The levels from the instances' own ejection flags (`usable` has the detector's panic
+        /// rule applied to the whole set; the levels apply theirs).
+        @usableFromInline
+        func makeTable(_ set: EndpointSetView, usable: [Int]) -> Table {
+            var byPriority: [Int: [Int]] = [:]
+            for position in set.instances.indices { byPriority[set.instances[position].priority, default: []].append(position) }
+            let levels = byPriority.keys.sorted().map { byPriority[$0]! }
+            let healthy = levels.map { level in level.filter { ejection?.isEjected(slot: set.slots[$0]) != true } }
+            let (loads, panic) = PriorityBalancer.priorityLoads(
+                healthy: healthy.map(\.count), total: levels.map(\.count), configuration: configuration)
+            var members: [AliasTable] = []
+            var shares: [UInt64] = []
+            for level in levels.indices where loads[level] > 0 {
+                members.append(TableBuilders.aliasTable(set, panic[level] ? levels[level] : healthy[level]))
+                shares.append(UInt64(loads[level]))
+            }
+            return Table(levels: TableBuilders.aliasTable(values: Array(members.indices), weights: shares), members: members)
         }
 
         @inlinable @inline(__always)
-        func choose(_ table: AliasTable, _ state: inout PickState) -> Int? {
-            table.isEmpty ? nil : table.pick(state.next())
+        func choose(_ table: Table, _ state: inout PickState) -> Int? {
+            if table.members.count == 1 { return table.members[0].pick(state.next()) }
+            guard let level = table.levels.pick(state.next()) else { return nil }
+            return table.members[level].pick(state.next())
         }
     }
 }
