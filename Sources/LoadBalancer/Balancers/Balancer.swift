@@ -188,9 +188,16 @@ extension Balancer {
     /// ``run(isolation:_:_:)`` does. Without instruments the call is timed here, in this frame:
     /// every further async frame (a closure, `reported`, `measured`) costs each call a task-frame
     /// allocation and an executor check, as much as the balancer's own work.
-    @inlinable
+    @inlinable @inline(__always)
     package func call(_ lease: EndpointLease<Request, Response>, _ request: Request) async throws -> Response {
         if lease.isPlain { return try await lease.endpoint(request) }
+        return try await observedCall(lease, request)
+    }
+
+    /// ``call(_:_:)`` for a lease whose call is reported (apart, so that the plain path stays small
+    /// enough to be inlined where it is called).
+    @inlinable
+    package func observedCall(_ lease: EndpointLease<Request, Response>, _ request: Request) async throws -> Response {
         guard cache?.hasInstruments == true else {
             let start = ContinuousClock.now
             do {
