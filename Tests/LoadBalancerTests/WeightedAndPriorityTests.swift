@@ -223,6 +223,28 @@ struct WeightedAndPriorityTests {
         report(detector, endpoints, port: 1001, .failure)
         #expect(Set(try histogram(balancer, 2_000).keys) == [1002])
     }
+
+    @Test("the default max-ejection share does not hold a failing level in: it fails over, and the last healthy level keeps the cap")
+    func ejectionCapAndLevels() async throws {
+        let endpoints = EndpointCache<Int, Int>(factory: .calling { instance, _ in instance.port })
+        await endpoints.update(with: weighted([Int](repeating: 1, count: 20), priorities: (0..<20).map { $0 < 10 ? 0 : 1 }))
+        // Default cap: 10% of 20 instances, 2 at a time.
+        let detector = OutlierDetector(endpoints, configuration: .defaults { $0.consecutiveFailures = 1 })
+        let balancer = PriorityBalancer(endpoints, seed: 8, ejection: detector)
+        for port in 1000...1009 { report(detector, endpoints, port: port, .failure) }
+        #expect(detector.ejectedInstanceIDs.count == 10, "every instance of the failing level is ejected")
+        #expect(Set(try histogram(balancer, 4_000).keys) == Set(1010...1019), "its calls failed over")
+        // Level 1 is now the only one with healthy instances: the cap (2) holds, already reached.
+        for port in 1010...1012 { report(detector, endpoints, port: port, .failure) }
+        #expect(detector.ejectedInstanceIDs.count == 10)
+
+        // In a set of one level the cap holds as before.
+        let single = EndpointCache<Int, Int>(factory: .calling { instance, _ in instance.port })
+        await single.update(with: weighted([Int](repeating: 1, count: 20)))
+        let capped = OutlierDetector(single, configuration: .defaults { $0.consecutiveFailures = 1 })
+        for port in 1000...1009 { report(capped, single, port: port, .failure) }
+        #expect(capped.ejectedInstanceIDs.count == 2)
+    }
 }
 
 /// Reports one call on `port` to the detector, as a balancer would.

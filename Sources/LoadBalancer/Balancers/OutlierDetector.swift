@@ -18,8 +18,12 @@ import Synchronization
 /// healthy instance does not fail lowers its ejection multiplier by one.
 ///
 /// At most ``Configuration/maxEjectionPercent`` of the instances are ejected at a time (at least
-/// one). When fewer than ``Configuration/panicThreshold`` of the instances are healthy, balancers
-/// ignore ejection and balance over all of them (panic mode).
+/// one), except in a set of several priority levels (``Instance/priority``): there an instance may
+/// be ejected past the cap while an instance of another level is not ejected, so that a failing
+/// level's calls can fail over (``PriorityBalancer``); the cap holds again once only one level has
+/// healthy instances left. When fewer than ``Configuration/panicThreshold`` of the instances are
+/// healthy, balancers ignore ejection and balance over all of them (panic mode;
+/// ``PriorityBalancer`` applies its own panic rule per level instead).
 ///
 /// Give the same detector to a balancer at creation (`RoundRobinBalancer(cache, ejection: detector)`);
 /// every balancer of the library honours it. Time comes from an injected clock.
@@ -341,12 +345,23 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
         return changed
     }
 
+    /// Whether an instance of another priority level than `slot`'s is not ejected: then `slot`'s
+    /// calls can fail over, and the cap does not hold `slot` in.
+    private func otherLevelIsHealthy(than slot: UInt32, state: State) -> Bool {
+        let view = state.view
+        guard let position = view.slots.firstIndex(of: slot) else { return false }
+        let level = view.instances[position].priority
+        return view.instances.indices.contains { other in
+            view.instances[other].priority != level && state.ejections[view.slots[other]] == nil
+        }
+    }
+
     /// Ejects `slot` unless the cap forbids it. Returns whether it did.
     private func eject(_ slot: UInt32, reason: Reason, at time: Duration, state: inout State) -> Bool {
         guard state.ejections[slot] == nil, state.idBySlot[slot] != nil else { return false }
         let total = state.view.count
         let cap = max(1, total * configuration.maxEjectionPercent / 100)
-        guard state.ejections.count < cap else { return false }
+        guard state.ejections.count < cap || otherLevelIsHealthy(than: slot, state: state) else { return false }
         let multiplier = (state.multipliers[slot] ?? 0) + 1
         state.multipliers[slot] = multiplier
         let length = min(configuration.baseEjectionTime * multiplier, configuration.maxEjectionTime)
