@@ -68,7 +68,16 @@ public final class ZooKeeperRegistrar: Service {
 
     /// Registers, and registers again after every session expiry, until cancelled or shut down;
     /// then deletes the node.
+    ///
+    /// - Throws: ``ZooKeeperError`` with code ``ZooKeeperError/Code/invalidArgument`` at once when
+    ///   the instance cannot be registered in ``format`` at all (a Curator id holding '/'): no
+    ///   retry could succeed.
     public func run() async throws {
+        if format == .curator, instance.id.contains("/") {
+            let error = Self.curatorIDError(instance.id)
+            logger.error("ZooKeeper registration impossible", metadata: ["loadbalancer.error": "\(error)"])
+            throw error
+        }
         let events = client.events()
         let state = { @Sendable in (events: events.makeAsyncIterator(), needed: true) }
         await WatchLoop(backoff: backoff).run(state: state) { state, _ in
@@ -103,6 +112,12 @@ public final class ZooKeeperRegistrar: Service {
         await deregister()
     }
 
+    /// Why an instance whose id holds '/' cannot be registered in the Curator form.
+    private static func curatorIDError(_ id: String) -> ZooKeeperError {
+        ZooKeeperError(
+            code: .invalidArgument, message: "a Curator instance's node is named by its id, which must not contain '/': \"\(id)\"")
+    }
+
     /// Creates the node, in the mode and under the name ``format`` calls for.
     private func createNode() async throws(ZooKeeperError) -> String {
         let data = Array(
@@ -114,11 +129,7 @@ public final class ZooKeeperRegistrar: Service {
             return try await client.create(
                 ZooKeeperPath.join(path, prefix), data: data, mode: .ephemeralSequential, createParents: true)
         }
-        guard !instance.id.contains("/") else {
-            throw ZooKeeperError(
-                code: .invalidArgument,
-                message: "a Curator instance's node is named by its id, which must not contain '/': \"\(instance.id)\"")
-        }
+        guard !instance.id.contains("/") else { throw Self.curatorIDError(instance.id) }
         let node = ZooKeeperPath.join(path, instance.id)
         do {
             return try await client.create(node, data: data, mode: .ephemeral, createParents: true)

@@ -181,7 +181,7 @@ struct ZooKeeperForeignFormatTests {
         }
     }
 
-    @Test("a Curator registration whose id holds '/' fails with a clear error and creates nothing")
+    @Test("a Curator registration whose id holds '/' fails at once with a clear error, is not retried, and creates nothing")
     func curatorIDWithSlash() async throws {
         let ensemble = try await ZooKeeperEnsemble.start()
         defer { ensemble.destroy() }
@@ -199,7 +199,15 @@ struct ZooKeeperForeignFormatTests {
                 }
             }
             #expect(registrar.registeredNode == nil)
+            try await eventually("the client connected") { client.isConnected }
             #expect(try await client.exists("/curator/services/x/a") == nil)
+        }
+        // run() itself ends at once with the typed error: no retry could succeed.
+        await #expect(throws: ZooKeeperError.self) { try await registrar.run() }
+        do {
+            try await registrar.run()
+        } catch let error as ZooKeeperError {
+            #expect(error.code == .invalidArgument)
         }
     }
 }

@@ -138,10 +138,11 @@ struct RegistryFaultTests {
                 services: [{ try? await client.run() }, { try? await publisher.run() }],
                 register: { i, instance in try await client.put("/svc/\(i)", value: instance.registryJSON) },
                 fault: {
-                    // The leader dies; the other two elect a new one; the old one comes back.
+                    // The leader dies; the other two elect a new one; the old one comes back (the
+                    // election bounded at 60 s, as the ZooKeeper one is, for a loaded machine).
                     let leader = try await cluster.leader()
                     await cluster.kill(leader)
-                    _ = try await cluster.leader()
+                    _ = try await cluster.leader(timeout: .seconds(60))
                     try await cluster.restart(leader)
                 }
             )
@@ -168,10 +169,11 @@ struct RegistryFaultTests {
                     }
                 },
                 fault: {
-                    // The leader dies; the other two elect a new one; the old one comes back.
+                    // The leader dies; the other two elect a new one; the old one comes back. Beside
+                    // the other suites on two cores an election can take longer than 20 s: 60 s.
                     let leader = try await ensemble.leader()
                     await ensemble.kill(leader)
-                    _ = try await ensemble.leader()
+                    _ = try await ensemble.leader(timeout: .seconds(60))
                     try await ensemble.restart(leader)
                 }
             )
