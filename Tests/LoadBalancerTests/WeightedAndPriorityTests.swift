@@ -13,6 +13,22 @@ func weighted(_ weights: [Int], priorities: [Int]? = nil) -> [Instance] {
     }
 }
 
+/// A cache of weight-1 instances at `priorities` (ports from 1000), and an outlier detector over it
+/// that ejects at the first failure, configured further by `configure`, on `time` (which stands
+/// still unless advanced).
+func levels(
+    _ priorities: [Int],
+    time: TestTime = TestTime(),
+    _ configure: (inout OutlierDetector.Configuration) -> Void = { _ in }
+) async -> (EndpointCache<Int, Int>, OutlierDetector) {
+    let endpoints = EndpointCache<Int, Int>(factory: .calling { instance, _ in instance.port })
+    await endpoints.update(with: weighted([Int](repeating: 1, count: priorities.count), priorities: priorities))
+    var configuration = OutlierDetector.Configuration()
+    configuration.consecutiveFailures = 1
+    configure(&configuration)
+    return (endpoints, OutlierDetector(endpoints, configuration: configuration, now: { time.now }))
+}
+
 /// Picks `n` times and counts picks per port.
 func histogram(_ balancer: some Balancer<Int, Int>, _ n: Int) throws -> [Int: Int] {
     let set = balancer.snapshot
@@ -115,18 +131,12 @@ struct WeightedAndPriorityTests {
     @Test("priority: ejected instances make traffic fall over to the next level, and it comes back")
     func priorityEjection() async throws {
         let time = TestTime()
-        let endpoints = EndpointCache<Int, Int>(factory: .calling { instance, _ in instance.port })
-        await endpoints.update(with: weighted([1, 1, 1, 1], priorities: [0, 0, 1, 1]))
-        let detector = OutlierDetector(
-            endpoints,
-            configuration: .defaults {
-                $0.consecutiveFailures = 2
-                $0.maxEjectionPercent = 100
-                $0.panicThreshold = 0
-                $0.baseEjectionTime = .seconds(10)
-            },
-            now: { time.now }
-        )
+        let (endpoints, detector) = await levels([0, 0, 1, 1], time: time) {
+            $0.consecutiveFailures = 2
+            $0.maxEjectionPercent = 100
+            $0.panicThreshold = 0
+            $0.baseEjectionTime = .seconds(10)
+        }
         let balancer = PriorityBalancer(endpoints, seed: 9, ejection: detector)
         #expect(Set(try histogram(balancer, 1_000).keys) == [1000, 1001])
 
@@ -174,16 +184,7 @@ struct WeightedAndPriorityTests {
 
     @Test("gradual failover: half of level 0 ejected sends it 70% of the picks; a level in panic uses all its instances")
     func gradualFailover() async throws {
-        let endpoints = EndpointCache<Int, Int>(factory: .calling { instance, _ in instance.port })
-        await endpoints.update(with: weighted([1, 1, 1, 1, 1, 1, 1, 1], priorities: [0, 0, 0, 0, 1, 1, 1, 1]))
-        let detector = OutlierDetector(
-            endpoints,
-            configuration: .defaults {
-                $0.consecutiveFailures = 1
-                $0.maxEjectionPercent = 100
-                $0.baseEjectionTime = .seconds(3600)
-            }
-        )
+        let (endpoints, detector) = await levels([0, 0, 0, 0, 1, 1, 1, 1]) { $0.maxEjectionPercent = 100 }
         let balancer = PriorityBalancer(endpoints, seed: 12, ejection: detector)
         func levelZeroShare() throws -> Double {
             let counts = try histogram(balancer, 20_000)
@@ -209,14 +210,7 @@ struct WeightedAndPriorityTests {
 
     @Test("strict failover with a very large factor: a level keeps all its traffic while any of it is healthy")
     func strictFailover() async throws {
-        let endpoints = EndpointCache<Int, Int>(factory: .calling { instance, _ in instance.port })
-        await endpoints.update(with: weighted([1, 1, 1, 1], priorities: [0, 0, 0, 1]))
-        let detector = OutlierDetector(
-            endpoints,
-            configuration: .defaults {
-                $0.consecutiveFailures = 1
-                $0.maxEjectionPercent = 100
-            })
+        let (endpoints, detector) = await levels([0, 0, 0, 1]) { $0.maxEjectionPercent = 100 }
         let balancer = PriorityBalancer(
             endpoints, configuration: .defaults { $0.overprovisioningFactor = .greatestFiniteMagnitude }, seed: 4, ejection: detector)
         report(detector, endpoints, port: 1000, .failure)
@@ -226,10 +220,8 @@ struct WeightedAndPriorityTests {
 
     @Test("the default max-ejection share does not hold a failing level in: it fails over, and the last healthy level keeps the cap")
     func ejectionCapAndLevels() async throws {
-        let endpoints = EndpointCache<Int, Int>(factory: .calling { instance, _ in instance.port })
-        await endpoints.update(with: weighted([Int](repeating: 1, count: 20), priorities: (0..<20).map { $0 < 10 ? 0 : 1 }))
         // Default cap: 10% of 20 instances, 2 at a time.
-        let detector = OutlierDetector(endpoints, configuration: .defaults { $0.consecutiveFailures = 1 })
+        let (endpoints, detector) = await levels((0..<20).map { $0 < 10 ? 0 : 1 })
         let balancer = PriorityBalancer(endpoints, seed: 8, ejection: detector)
         for port in 1000...1009 { report(detector, endpoints, port: port, .failure) }
         #expect(detector.ejectedInstanceIDs.count == 10, "every instance of the failing level is ejected")
@@ -239,9 +231,7 @@ struct WeightedAndPriorityTests {
         #expect(detector.ejectedInstanceIDs.count == 10)
 
         // In a set of one level the cap holds as before.
-        let single = EndpointCache<Int, Int>(factory: .calling { instance, _ in instance.port })
-        await single.update(with: weighted([Int](repeating: 1, count: 20)))
-        let capped = OutlierDetector(single, configuration: .defaults { $0.consecutiveFailures = 1 })
+        let (single, capped) = await levels([Int](repeating: 0, count: 20))
         for port in 1000...1009 { report(capped, single, port: port, .failure) }
         #expect(capped.ejectedInstanceIDs.count == 2)
     }
