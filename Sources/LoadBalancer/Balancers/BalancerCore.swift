@@ -71,12 +71,29 @@ package final class BalancerSnapshot<Request: Sendable, Response: Sendable, Tabl
     @usableFromInline package let setVersion: UInt64
     /// The ejection detector's version the table honours.
     @usableFromInline package let ejectionVersion: UInt64
+    /// With slow start: when each position's ramp began (`nil`: not ramping); `nil` when none is.
+    @usableFromInline package let ramps: [Duration?]?
+    /// When the last of `ramps` ends.
+    @usableFromInline package let rampsEnd: Duration
+    /// The balancer's ramp epoch the snapshot was built in (moved on when the ramps end).
+    @usableFromInline package let rampEpoch: UInt64
 
-    init(set: EndpointSet<Request, Response>, table: Table, setVersion: UInt64, ejectionVersion: UInt64) {
+    init(
+        set: EndpointSet<Request, Response>,
+        table: Table,
+        setVersion: UInt64,
+        ejectionVersion: UInt64,
+        ramps: [Duration?]? = nil,
+        rampsEnd: Duration = .zero,
+        rampEpoch: UInt64 = 0
+    ) {
         self.set = set
         self.table = table
         self.setVersion = setVersion
         self.ejectionVersion = ejectionVersion
+        self.ramps = ramps
+        self.rampsEnd = rampsEnd
+        self.rampEpoch = rampEpoch
     }
 }
 
@@ -206,6 +223,14 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     @usableFromInline let shardShift: UInt64
     /// The newest snapshot built, and the lock that serialises builds.
     private let newest = Mutex<Snapshot?>(nil)
+    /// Slow start, if any, and its clock.
+    @usableFromInline let slowStart: SlowStart?
+    @usableFromInline let slowStartNow: @Sendable () -> Duration
+    /// The ids usable at the last build (`nil` before the first) and the ramps under way, by id.
+    private let ramping = Mutex<(usable: Set<String>?, starts: [String: Duration])>((nil, [:]))
+    /// Moved on when the ramps of the current snapshot have all ended, so that it is rebuilt
+    /// without them (and picks stop reading the clock).
+    @usableFromInline let rampEpoch = Atomic<UInt64>(0)
 
     @usableFromInline
     struct ShardState: Sendable {
@@ -213,6 +238,7 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
         /// The versions `snapshot` was derived for (copied here, so the check reads no shared object).
         @usableFromInline var setVersion: UInt64 = .max
         @usableFromInline var ejectionVersion: UInt64 = .max
+        @usableFromInline var rampEpoch: UInt64 = .max
         @usableFromInline var pick: PickState
         /// This shard's leases, by position in `snapshot`'s set (made on first use).
         @usableFromInline var leases: [EndpointLease<Request, Response>?] = []
@@ -259,8 +285,16 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
         ejection: OutlierDetector?,
         strategy: Strategy,
         seed: UInt64?,
-        start: UInt64? = nil
+        start: UInt64? = nil,
+        slowStart: SlowStart? = nil
     ) {
+        self.slowStart = slowStart
+        if let now = slowStart?.now {
+            self.slowStartNow = now
+        } else {
+            let origin = ContinuousClock.now
+            self.slowStartNow = { ContinuousClock.now - origin }
+        }
         self.source = source
         self.cache = source.cache
         self.instruments = source.cache?.instruments
@@ -320,6 +354,53 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     func isCurrent(_ snapshot: Snapshot?) -> Bool {
         guard let snapshot else { return false }
         return snapshot.setVersion == (cache?.version ?? 0) && snapshot.ejectionVersion == (ejection?.version ?? 0)
+            && snapshot.rampEpoch == currentRampEpoch
+    }
+
+    /// The ramp epoch now (0 without slow start: no load).
+    @inlinable @inline(__always)
+    var currentRampEpoch: UInt64 { slowStart == nil ? 0 : rampEpoch.load(ordering: .relaxed) }
+
+    /// The ramps of a snapshot of `view` whose usable positions are `usable`: an id usable now and
+    /// not at the previous build starts one (not at the first build); ramps that ended, or whose
+    /// instance is no longer usable, are dropped. None when every usable instance would ramp.
+    private func ramps(_ view: EndpointSetView, usable: [Int]) -> (ramps: [Duration?]?, end: Duration) {
+        guard let slowStart else { return (nil, .zero) }
+        let now = slowStartNow()
+        let usableIDs = Set(usable.map { view.instances[$0].id })
+        return ramping.withLock { state -> ([Duration?]?, Duration) in
+            if let previous = state.usable {
+                for id in usableIDs.subtracting(previous) { state.starts[id] = now }
+            }
+            state.usable = usableIDs
+            state.starts = state.starts.filter { usableIDs.contains($0.key) && now - $0.value < slowStart.window }
+            guard !state.starts.isEmpty, state.starts.count < usableIDs.count, let latest = state.starts.values.max() else {
+                return (nil, .zero)
+            }
+            return (view.instances.map { state.starts[$0.id] }, latest + slowStart.window)
+        }
+    }
+
+    /// `first`, or with slow start a position chosen again while the chosen one is ramping and a
+    /// draw falls above its share (at most 8 draws): a ramping instance gets its share of what it
+    /// would get. Once the ramps have ended, the epoch moves on and the snapshot is rebuilt.
+    @usableFromInline
+    func rampedChoice(_ first: Int, in snapshot: Snapshot, _ state: inout PickState) -> Int {
+        guard let slowStart, let ramps = snapshot.ramps else { return first }
+        let now = slowStartNow()
+        if now >= snapshot.rampsEnd {
+            _ = rampEpoch.compareExchange(expected: snapshot.rampEpoch, desired: snapshot.rampEpoch &+ 1, ordering: .relaxed)
+            return first
+        }
+        var index = first
+        for _ in 0..<8 {
+            guard let start = ramps[index] else { return index }
+            let draw = Double(state.next() >> 11) * 0x1p-53
+            if draw < slowStart.share(after: now - start) { return index }
+            guard let next = strategy.choose(snapshot.table, &state) else { return index }
+            index = next
+        }
+        return index
     }
 
     /// The newest snapshot, built if the set or the ejections changed since the last build.
@@ -328,11 +409,15 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
         newest.withLock { newest in
             if let newest, isCurrent(newest) { return newest }
             let ejectionVersion = ejection?.version ?? 0
+            let epoch = currentRampEpoch
             let (set, setVersion) = source.current
             let view = set.view
             let usable = ejection?.usablePositions(in: view) ?? Array(view.instances.indices)
             let table = strategy.makeTable(view, usable: set.isEmpty ? [] : usable)
-            let built = Snapshot(set: set, table: table, setVersion: setVersion, ejectionVersion: ejectionVersion)
+            let (ramps, rampsEnd) = ramps(view, usable: set.isEmpty ? [] : usable)
+            let built = Snapshot(
+                set: set, table: table, setVersion: setVersion, ejectionVersion: ejectionVersion,
+                ramps: ramps, rampsEnd: rampsEnd, rampEpoch: epoch)
             newest = built
             return built
         }
@@ -345,13 +430,17 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     func withShard<Result: Sendable>(_ body: (inout ShardState, Snapshot, Int) -> Result) -> Result {
         let setVersion = cache?.version ?? 0
         let ejectionVersion = ejection?.version ?? 0
+        let epoch = currentRampEpoch
         return shardRefs[shardIndex]._withUnsafeGuaranteedRef { shard in
             shard.state.withLock { state in
-                if state.setVersion != setVersion || state.ejectionVersion != ejectionVersion || state.snapshot == nil {
+                if state.setVersion != setVersion || state.ejectionVersion != ejectionVersion || state.rampEpoch != epoch
+                    || state.snapshot == nil
+                {
                     let snapshot = currentSnapshot()
                     state.snapshot = snapshot
                     state.setVersion = snapshot.setVersion
                     state.ejectionVersion = snapshot.ejectionVersion
+                    state.rampEpoch = snapshot.rampEpoch
                     state.leases = []
                 }
                 // The shard's state holds the snapshot, and it cannot change while the shard is
@@ -368,7 +457,8 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     @inlinable
     package func pick() throws(LoadBalancerError) -> EndpointPick {
         let pick = withShard { (state: inout ShardState, snapshot: Snapshot, _: Int) -> EndpointPick? in
-            guard let index = strategy.choose(snapshot.table, &state.pick) else { return nil }
+            guard var index = strategy.choose(snapshot.table, &state.pick) else { return nil }
+            if snapshot.ramps != nil { index = rampedChoice(index, in: snapshot, &state.pick) }
             return EndpointPick(index: index, generation: snapshot.set.generation)
         }
         guard let pick else { throw .noEndpoints }
@@ -419,7 +509,8 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     ) throws(LoadBalancerError) -> EndpointLease<Request, Response> {
         let lease = withShard { (state: inout ShardState, snapshot: Snapshot, shard: Int) -> EndpointLease<Request, Response>? in
             let chosen = choose.map { $0(snapshot.table, &state.pick) } ?? strategy.choose(snapshot.table, &state.pick)
-            guard let index = chosen else { return nil }
+            guard var index = chosen else { return nil }
+            if choose == nil, snapshot.ramps != nil { index = rampedChoice(index, in: snapshot, &state.pick) }
             return makeLease(at: index, in: snapshot, shard: shard, leases: &state.leases)
         }
         guard let lease else { throw .noEndpoints }
