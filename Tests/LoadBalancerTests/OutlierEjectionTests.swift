@@ -168,16 +168,18 @@ enum BalancerKind: String, CaseIterable, Sendable, CustomStringConvertible {
 
     var description: String { rawValue }
 
-    func make(_ endpoints: EndpointCache<Int, Int>, ejection: OutlierDetector? = nil) -> AnyBalancer<Int, Int> {
+    func make(_ endpoints: EndpointCache<Int, Int>, ejection: OutlierDetector? = nil, slowStart: SlowStart? = nil) -> AnyBalancer<Int, Int>
+    {
         switch self {
-        case .roundRobin: AnyBalancer(RoundRobinBalancer(endpoints, ejection: ejection))
-        case .random: AnyBalancer(RandomBalancer(endpoints, seed: 3, ejection: ejection))
-        case .weightedRoundRobin: AnyBalancer(WeightedRoundRobinBalancer(endpoints, ejection: ejection))
-        case .weightedRandom: AnyBalancer(WeightedRandomBalancer(endpoints, seed: 3, ejection: ejection))
-        case .priority: AnyBalancer(PriorityBalancer(endpoints, seed: 3, ejection: ejection))
-        case .leastOutstanding: AnyBalancer(P2CBalancer(endpoints, metric: .leastOutstanding, seed: 3, ejection: ejection))
-        case .peakEWMA: AnyBalancer(P2CBalancer(endpoints, metric: .peakEWMA(), seed: 3, ejection: ejection))
-        case .consistentHash: AnyBalancer(ConsistentHashBalancer(endpoints, tableSize: 4_099, ejection: ejection))
+        case .roundRobin: AnyBalancer(RoundRobinBalancer(endpoints, ejection: ejection, slowStart: slowStart))
+        case .random: AnyBalancer(RandomBalancer(endpoints, seed: 3, ejection: ejection, slowStart: slowStart))
+        case .weightedRoundRobin: AnyBalancer(WeightedRoundRobinBalancer(endpoints, ejection: ejection, slowStart: slowStart))
+        case .weightedRandom: AnyBalancer(WeightedRandomBalancer(endpoints, seed: 3, ejection: ejection, slowStart: slowStart))
+        case .priority: AnyBalancer(PriorityBalancer(endpoints, seed: 3, ejection: ejection, slowStart: slowStart))
+        case .leastOutstanding:
+            AnyBalancer(P2CBalancer(endpoints, metric: .leastOutstanding, seed: 3, ejection: ejection, slowStart: slowStart))
+        case .peakEWMA: AnyBalancer(P2CBalancer(endpoints, metric: .peakEWMA(), seed: 3, ejection: ejection, slowStart: slowStart))
+        case .consistentHash: AnyBalancer(ConsistentHashBalancer(endpoints, tableSize: 4_099, ejection: ejection, slowStart: slowStart))
         }
     }
 }

@@ -374,9 +374,11 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
             }
             state.usable = usableIDs
             state.starts = state.starts.filter { usableIDs.contains($0.key) && now - $0.value < slowStart.window }
-            guard !state.starts.isEmpty, state.starts.count < usableIDs.count, let latest = state.starts.values.max() else {
-                return (nil, .zero)
+            if state.starts.count >= usableIDs.count {
+                // Every usable instance is new (a first set, or one that replaced all): none is held back.
+                state.starts = [:]
             }
+            guard let latest = state.starts.values.max() else { return (nil, .zero) }
             return (view.instances.map { state.starts[$0.id] }, latest + slowStart.window)
         }
     }
@@ -398,6 +400,30 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
             let draw = Double(state.next() >> 11) * 0x1p-53
             if draw < slowStart.share(after: now - start) { return index }
             guard let next = strategy.choose(snapshot.table, &state) else { return index }
+            index = next
+        }
+        return index
+    }
+
+    /// ``rampedChoice(_:in:_:)`` for a keyed pick: the draws come from the key's hash, so that a key
+    /// goes on reaching the same instance, and as a ramp's share grows the keys that move to the
+    /// ramping instance stay there. A key refused by a ramping instance looks up a rehash of itself.
+    @usableFromInline
+    func keyedRampedChoice(_ first: Int, hash: UInt64, in snapshot: Snapshot, _ lookup: (Strategy.Table, UInt64) -> Int?) -> Int {
+        guard let slowStart, let ramps = snapshot.ramps else { return first }
+        let now = slowStartNow()
+        if now >= snapshot.rampsEnd {
+            _ = rampEpoch.compareExchange(expected: snapshot.rampEpoch, desired: snapshot.rampEpoch &+ 1, ordering: .relaxed)
+            return first
+        }
+        var index = first
+        var key = hash
+        for _ in 0..<8 {
+            guard let start = ramps[index] else { return index }
+            let draw = Double(WyRand.mix(key ^ 0x2545_f491_4f6c_dd1d) >> 11) * 0x1p-53
+            if draw < slowStart.share(after: now - start) { return index }
+            key = WyRand.mix(key &+ WyRand.increment)
+            guard let next = lookup(snapshot.table, key) else { return index }
             index = next
         }
         return index
@@ -465,13 +491,15 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
         return pick
     }
 
-    /// Chooses with `choose` (a keyed choice, say) instead of the strategy's own.
+    /// Chooses the position `lookup` gives for `hash` (a keyed choice) instead of the strategy's own.
     @inlinable
     package func pick(
-        _ choose: (Strategy.Table) -> Int?
+        hash: UInt64,
+        _ lookup: (Strategy.Table, UInt64) -> Int?
     ) throws(LoadBalancerError) -> EndpointPick {
         let pick = withShard { (_: inout ShardState, snapshot: Snapshot, _: Int) -> EndpointPick? in
-            guard let index = choose(snapshot.table) else { return nil }
+            guard var index = lookup(snapshot.table, hash) else { return nil }
+            if snapshot.ramps != nil { index = keyedRampedChoice(index, hash: hash, in: snapshot, lookup) }
             return EndpointPick(index: index, generation: snapshot.set.generation)
         }
         guard let pick else { throw .noEndpoints }
@@ -479,22 +507,23 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     }
 
     /// Chooses an endpoint and returns the lease of the call, counting the call as in flight on a
-    /// load-aware strategy's instance. `choose` overrides the strategy's choice (keyed picks).
+    /// load-aware strategy's instance. With `keyed`, its lookup of its hash replaces the strategy's
+    /// choice (keyed picks).
     @inlinable
     package func lease(
-        _ choose: ((Strategy.Table, inout PickState) -> Int?)? = nil
+        keyed: (hash: UInt64, lookup: (Strategy.Table, UInt64) -> Int?)? = nil
     ) throws(LoadBalancerError) -> EndpointLease<Request, Response> {
-        if counts { return try countedLease(choose) }
-        return try uncountedLease(choose)
+        if counts { return try countedLease(keyed) }
+        return try uncountedLease(keyed)
     }
 
     @usableFromInline
     func countedLease(
-        _ choose: ((Strategy.Table, inout PickState) -> Int?)?
+        _ keyed: (hash: UInt64, lookup: (Strategy.Table, UInt64) -> Int?)?
     ) throws(LoadBalancerError) -> EndpointLease<Request, Response> {
-        guard let instruments = cache?.instruments else { return try uncountedLease(choose) }
+        guard let instruments = cache?.instruments else { return try uncountedLease(keyed) }
         do {
-            let lease = try uncountedLease(choose)
+            let lease = try uncountedLease(keyed)
             instruments.picked(by: balancerType) { balancerName }
             return lease
         } catch {
@@ -505,12 +534,19 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
 
     @inlinable
     func uncountedLease(
-        _ choose: ((Strategy.Table, inout PickState) -> Int?)?
+        _ keyed: (hash: UInt64, lookup: (Strategy.Table, UInt64) -> Int?)?
     ) throws(LoadBalancerError) -> EndpointLease<Request, Response> {
         let lease = withShard { (state: inout ShardState, snapshot: Snapshot, shard: Int) -> EndpointLease<Request, Response>? in
-            let chosen = choose.map { $0(snapshot.table, &state.pick) } ?? strategy.choose(snapshot.table, &state.pick)
-            guard var index = chosen else { return nil }
-            if choose == nil, snapshot.ramps != nil { index = rampedChoice(index, in: snapshot, &state.pick) }
+            var index: Int
+            if let keyed {
+                guard let found = keyed.lookup(snapshot.table, keyed.hash) else { return nil }
+                index = found
+                if snapshot.ramps != nil { index = keyedRampedChoice(index, hash: keyed.hash, in: snapshot, keyed.lookup) }
+            } else {
+                guard let chosen = strategy.choose(snapshot.table, &state.pick) else { return nil }
+                index = chosen
+                if snapshot.ramps != nil { index = rampedChoice(index, in: snapshot, &state.pick) }
+            }
             return makeLease(at: index, in: snapshot, shard: shard, leases: &state.leases)
         }
         guard let lease else { throw .noEndpoints }

@@ -24,8 +24,12 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
     ///   - endpoints: The endpoints to choose among.
     ///   - tableSize: The lookup table's size; should be a prime well above 100 × the set size.
     ///   - ejection: Outlier ejection to honour. Default: none.
-    public convenience init(_ endpoints: EndpointCache<Request, Response>, tableSize: Int = 65_537, ejection: OutlierDetector? = nil) {
-        self.init(source: .cache(endpoints), tableSize: tableSize, ejection: ejection)
+    ///   - slowStart: Ramps the share of instances new to the set or back from ejection. Default: none.
+    public convenience init(
+        _ endpoints: EndpointCache<Request, Response>, tableSize: Int = 65_537, ejection: OutlierDetector? = nil,
+        slowStart: SlowStart? = nil
+    ) {
+        self.init(source: .cache(endpoints), tableSize: tableSize, ejection: ejection, slowStart: slowStart)
     }
 
     /// Creates a consistent-hash balancer over a fixed array of endpoints.
@@ -34,13 +38,18 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
     ///   - endpoints: The endpoints to choose among.
     ///   - tableSize: The lookup table's size; should be a prime well above 100 × the set size.
     ///   - ejection: Outlier ejection to honour. Default: none.
-    public convenience init(endpoints: [Endpoint<Request, Response>], tableSize: Int = 65_537, ejection: OutlierDetector? = nil) {
-        self.init(source: .fixed(endpoints), tableSize: tableSize, ejection: ejection)
+    ///   - slowStart: Ramps the share of instances new to the set or back from ejection. Default: none.
+    public convenience init(
+        endpoints: [Endpoint<Request, Response>], tableSize: Int = 65_537, ejection: OutlierDetector? = nil, slowStart: SlowStart? = nil
+    ) {
+        self.init(source: .fixed(endpoints), tableSize: tableSize, ejection: ejection, slowStart: slowStart)
     }
 
-    init(source: SnapshotSource<Request, Response>, tableSize: Int, ejection: OutlierDetector?) {
+    init(source: SnapshotSource<Request, Response>, tableSize: Int, ejection: OutlierDetector?, slowStart: SlowStart?) {
         self.cache = source.cache
-        self.core = BalancerCore(for: Self.self, source: source, ejection: ejection, strategy: Strategy(size: max(2, tableSize)), seed: nil)
+        self.core = BalancerCore(
+            for: Self.self, source: source, ejection: ejection, strategy: Strategy(size: max(2, tableSize)), seed: nil, slowStart: slowStart
+        )
     }
 
     @usableFromInline
@@ -71,7 +80,7 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
     /// The endpoint for `key`'s hash.
     public func pick(forHash hash: UInt64) throws(LoadBalancerError) -> EndpointPick {
         let strategy = core.strategy
-        return try core.pick { table in strategy.lookup(table, hash) }
+        return try core.pick(hash: hash) { table, hash in strategy.lookup(table, hash) }
     }
 
     /// The endpoint for `key`. The same key maps to the same instance across processes and runs
@@ -87,7 +96,7 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
     public func lease(forKey key: String) throws(LoadBalancerError) -> EndpointLease<Request, Response> {
         let hash = Self.stableHash(key)
         let strategy = core.strategy
-        return try core.lease { table, _ in strategy.lookup(table, hash) }
+        return try core.lease(keyed: (hash, { table, hash in strategy.lookup(table, hash) }))
     }
 
     /// Runs `body` with the endpoint for `key`, reporting the outcome like ``Balancer/withEndpoint(isolation:_:)``.

@@ -43,6 +43,7 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
     ///   - configuration: Failure-awareness tuning.
     ///   - seed: Makes the sampling reproducible. Default: random per thread.
     ///   - ejection: Outlier ejection to honour. Default: none.
+    ///   - slowStart: Ramps the share of instances new to the set or back from ejection. Default: none.
     ///   - now: The time source for latency decay (monotonic, any origin). Default: `ContinuousClock`.
     public convenience init(
         _ endpoints: EndpointCache<Request, Response>,
@@ -50,9 +51,12 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
         configuration: P2CConfiguration = P2CConfiguration(),
         seed: UInt64? = nil,
         ejection: OutlierDetector? = nil,
+        slowStart: SlowStart? = nil,
         now: (@Sendable () -> Duration)? = nil
     ) {
-        self.init(source: .cache(endpoints), metric: metric, configuration: configuration, seed: seed, ejection: ejection, now: now)
+        self.init(
+            source: .cache(endpoints), metric: metric, configuration: configuration, seed: seed, ejection: ejection, slowStart: slowStart,
+            now: now)
     }
 
     /// Creates a P2C balancer over a fixed array of endpoints.
@@ -63,6 +67,7 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
     ///   - configuration: Failure-awareness tuning.
     ///   - seed: Makes the sampling reproducible. Default: random per thread.
     ///   - ejection: Outlier ejection to honour. Default: none.
+    ///   - slowStart: Ramps the share of instances new to the set or back from ejection. Default: none.
     ///   - now: The time source for latency decay (monotonic, any origin). Default: `ContinuousClock`.
     public convenience init(
         endpoints: [Endpoint<Request, Response>],
@@ -70,9 +75,12 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
         configuration: P2CConfiguration = P2CConfiguration(),
         seed: UInt64? = nil,
         ejection: OutlierDetector? = nil,
+        slowStart: SlowStart? = nil,
         now: (@Sendable () -> Duration)? = nil
     ) {
-        self.init(source: .fixed(endpoints), metric: metric, configuration: configuration, seed: seed, ejection: ejection, now: now)
+        self.init(
+            source: .fixed(endpoints), metric: metric, configuration: configuration, seed: seed, ejection: ejection, slowStart: slowStart,
+            now: now)
     }
 
     init(
@@ -81,6 +89,7 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
         configuration: P2CConfiguration,
         seed: UInt64?,
         ejection: OutlierDetector?,
+        slowStart: SlowStart?,
         now: (@Sendable () -> Duration)?
     ) {
         self.cache = source.cache
@@ -92,7 +101,7 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
             clock = { ContinuousClock.now - origin }
         }
         let strategy = Strategy(metric: metric, configuration: configuration, now: clock)
-        self.core = BalancerCore(for: Self.self, source: source, ejection: ejection, strategy: strategy, seed: seed)
+        self.core = BalancerCore(for: Self.self, source: source, ejection: ejection, strategy: strategy, seed: seed, slowStart: slowStart)
     }
 
     /// `true`: the balancer learns every call's latency and outcome.

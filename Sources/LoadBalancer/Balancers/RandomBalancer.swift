@@ -17,8 +17,11 @@ public final class RandomBalancer<Request: Sendable, Response: Sendable>: CoreBa
     ///   - endpoints: The endpoints to choose among.
     ///   - seed: Makes the picks reproducible (for tests). Default: a random seed per thread.
     ///   - ejection: Outlier ejection to honour. Default: none.
-    public convenience init(_ endpoints: EndpointCache<Request, Response>, seed: UInt64? = nil, ejection: OutlierDetector? = nil) {
-        self.init(source: .cache(endpoints), seed: seed, ejection: ejection)
+    ///   - slowStart: Ramps the share of instances new to the set or back from ejection. Default: none.
+    public convenience init(
+        _ endpoints: EndpointCache<Request, Response>, seed: UInt64? = nil, ejection: OutlierDetector? = nil, slowStart: SlowStart? = nil
+    ) {
+        self.init(source: .cache(endpoints), seed: seed, ejection: ejection, slowStart: slowStart)
     }
 
     /// Creates a random balancer over a fixed array of endpoints (deduplicated by id, ordered by id).
@@ -27,13 +30,16 @@ public final class RandomBalancer<Request: Sendable, Response: Sendable>: CoreBa
     ///   - endpoints: The endpoints to choose among.
     ///   - seed: Makes the picks reproducible. Default: a random seed per thread.
     ///   - ejection: Outlier ejection to honour. Default: none.
-    public convenience init(endpoints: [Endpoint<Request, Response>], seed: UInt64? = nil, ejection: OutlierDetector? = nil) {
-        self.init(source: .fixed(endpoints), seed: seed, ejection: ejection)
+    ///   - slowStart: Ramps the share of instances new to the set or back from ejection. Default: none.
+    public convenience init(
+        endpoints: [Endpoint<Request, Response>], seed: UInt64? = nil, ejection: OutlierDetector? = nil, slowStart: SlowStart? = nil
+    ) {
+        self.init(source: .fixed(endpoints), seed: seed, ejection: ejection, slowStart: slowStart)
     }
 
-    init(source: SnapshotSource<Request, Response>, seed: UInt64?, ejection: OutlierDetector?) {
+    init(source: SnapshotSource<Request, Response>, seed: UInt64?, ejection: OutlierDetector?, slowStart: SlowStart?) {
         self.cache = source.cache
-        self.core = BalancerCore(for: Self.self, source: source, ejection: ejection, strategy: Strategy(), seed: seed)
+        self.core = BalancerCore(for: Self.self, source: source, ejection: ejection, strategy: Strategy(), seed: seed, slowStart: slowStart)
     }
 
     @usableFromInline

@@ -39,13 +39,15 @@ public final class RoundRobinBalancer<Request: Sendable, Response: Sendable>: Co
     ///     one rotation from it (see ``Rotation``).
     ///   - rotation: How the rotation is kept. Default ``Rotation/perThread``.
     ///   - ejection: Outlier ejection to honour. Default: none.
+    ///   - slowStart: Ramps the share of instances new to the set or back from ejection. Default: none.
     public convenience init(
         _ endpoints: EndpointCache<Request, Response>,
         start: UInt64? = nil,
         rotation: Rotation = .perThread,
-        ejection: OutlierDetector? = nil
+        ejection: OutlierDetector? = nil,
+        slowStart: SlowStart? = nil
     ) {
-        self.init(source: .cache(endpoints), start: start, rotation: rotation, ejection: ejection)
+        self.init(source: .cache(endpoints), start: start, rotation: rotation, ejection: ejection, slowStart: slowStart)
     }
 
     /// Creates a round-robin balancer over a fixed array of endpoints (deduplicated by id, ordered by id).
@@ -55,21 +57,24 @@ public final class RoundRobinBalancer<Request: Sendable, Response: Sendable>: Co
     ///   - start: The counter's first value. Default: random per thread.
     ///   - rotation: How the rotation is kept. Default ``Rotation/perThread``.
     ///   - ejection: Outlier ejection to honour. Default: none.
+    ///   - slowStart: Ramps the share of instances new to the set or back from ejection. Default: none.
     public convenience init(
         endpoints: [Endpoint<Request, Response>],
         start: UInt64? = nil,
         rotation: Rotation = .perThread,
-        ejection: OutlierDetector? = nil
+        ejection: OutlierDetector? = nil,
+        slowStart: SlowStart? = nil
     ) {
-        self.init(source: .fixed(endpoints), start: start, rotation: rotation, ejection: ejection)
+        self.init(source: .fixed(endpoints), start: start, rotation: rotation, ejection: ejection, slowStart: slowStart)
     }
 
-    init(source: SnapshotSource<Request, Response>, start: UInt64?, rotation: Rotation, ejection: OutlierDetector?) {
+    init(source: SnapshotSource<Request, Response>, start: UInt64?, rotation: Rotation, ejection: OutlierDetector?, slowStart: SlowStart?) {
         self.cache = source.cache
         self.rotation = rotation
         let exact = rotation == .exact ? ExactCounter(initialState(start)) : nil
         self.core = BalancerCore(
-            for: Self.self, source: source, ejection: ejection, strategy: Strategy(exact: exact), seed: nil, start: start)
+            for: Self.self, source: source, ejection: ejection, strategy: Strategy(exact: exact), seed: nil, start: start,
+            slowStart: slowStart)
     }
 
     @usableFromInline

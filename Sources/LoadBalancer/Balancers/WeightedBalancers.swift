@@ -54,8 +54,11 @@ public final class WeightedRoundRobinBalancer<Request: Sendable, Response: Senda
     ///   - endpoints: The endpoints to choose among.
     ///   - start: The counter's first value. Default: random per thread.
     ///   - ejection: Outlier ejection to honour. Default: none.
-    public convenience init(_ endpoints: EndpointCache<Request, Response>, start: UInt64? = nil, ejection: OutlierDetector? = nil) {
-        self.init(source: .cache(endpoints), start: start, ejection: ejection)
+    ///   - slowStart: Ramps the share of instances new to the set or back from ejection. Default: none.
+    public convenience init(
+        _ endpoints: EndpointCache<Request, Response>, start: UInt64? = nil, ejection: OutlierDetector? = nil, slowStart: SlowStart? = nil
+    ) {
+        self.init(source: .cache(endpoints), start: start, ejection: ejection, slowStart: slowStart)
     }
 
     /// Creates a smooth weighted round-robin balancer over a fixed array of endpoints.
@@ -64,13 +67,17 @@ public final class WeightedRoundRobinBalancer<Request: Sendable, Response: Senda
     ///   - endpoints: The endpoints to choose among.
     ///   - start: The counter's first value. Default: random per thread.
     ///   - ejection: Outlier ejection to honour. Default: none.
-    public convenience init(endpoints: [Endpoint<Request, Response>], start: UInt64? = nil, ejection: OutlierDetector? = nil) {
-        self.init(source: .fixed(endpoints), start: start, ejection: ejection)
+    ///   - slowStart: Ramps the share of instances new to the set or back from ejection. Default: none.
+    public convenience init(
+        endpoints: [Endpoint<Request, Response>], start: UInt64? = nil, ejection: OutlierDetector? = nil, slowStart: SlowStart? = nil
+    ) {
+        self.init(source: .fixed(endpoints), start: start, ejection: ejection, slowStart: slowStart)
     }
 
-    init(source: SnapshotSource<Request, Response>, start: UInt64?, ejection: OutlierDetector?) {
+    init(source: SnapshotSource<Request, Response>, start: UInt64?, ejection: OutlierDetector?, slowStart: SlowStart?) {
         self.cache = source.cache
-        self.core = BalancerCore(for: Self.self, source: source, ejection: ejection, strategy: Strategy(), seed: nil, start: start)
+        self.core = BalancerCore(
+            for: Self.self, source: source, ejection: ejection, strategy: Strategy(), seed: nil, start: start, slowStart: slowStart)
     }
 
     @usableFromInline
@@ -103,8 +110,11 @@ public final class WeightedRandomBalancer<Request: Sendable, Response: Sendable>
     ///   - endpoints: The endpoints to choose among.
     ///   - seed: Makes the picks reproducible. Default: random per thread.
     ///   - ejection: Outlier ejection to honour. Default: none.
-    public convenience init(_ endpoints: EndpointCache<Request, Response>, seed: UInt64? = nil, ejection: OutlierDetector? = nil) {
-        self.init(source: .cache(endpoints), seed: seed, ejection: ejection)
+    ///   - slowStart: Ramps the share of instances new to the set or back from ejection. Default: none.
+    public convenience init(
+        _ endpoints: EndpointCache<Request, Response>, seed: UInt64? = nil, ejection: OutlierDetector? = nil, slowStart: SlowStart? = nil
+    ) {
+        self.init(source: .cache(endpoints), seed: seed, ejection: ejection, slowStart: slowStart)
     }
 
     /// Creates a weighted random balancer over a fixed array of endpoints.
@@ -113,13 +123,16 @@ public final class WeightedRandomBalancer<Request: Sendable, Response: Sendable>
     ///   - endpoints: The endpoints to choose among.
     ///   - seed: Makes the picks reproducible. Default: random per thread.
     ///   - ejection: Outlier ejection to honour. Default: none.
-    public convenience init(endpoints: [Endpoint<Request, Response>], seed: UInt64? = nil, ejection: OutlierDetector? = nil) {
-        self.init(source: .fixed(endpoints), seed: seed, ejection: ejection)
+    ///   - slowStart: Ramps the share of instances new to the set or back from ejection. Default: none.
+    public convenience init(
+        endpoints: [Endpoint<Request, Response>], seed: UInt64? = nil, ejection: OutlierDetector? = nil, slowStart: SlowStart? = nil
+    ) {
+        self.init(source: .fixed(endpoints), seed: seed, ejection: ejection, slowStart: slowStart)
     }
 
-    init(source: SnapshotSource<Request, Response>, seed: UInt64?, ejection: OutlierDetector?) {
+    init(source: SnapshotSource<Request, Response>, seed: UInt64?, ejection: OutlierDetector?, slowStart: SlowStart?) {
         self.cache = source.cache
-        self.core = BalancerCore(for: Self.self, source: source, ejection: ejection, strategy: Strategy(), seed: seed)
+        self.core = BalancerCore(for: Self.self, source: source, ejection: ejection, strategy: Strategy(), seed: seed, slowStart: slowStart)
     }
 
     @usableFromInline
@@ -191,13 +204,15 @@ public final class PriorityBalancer<Request: Sendable, Response: Sendable>: Core
     ///   - configuration: How traffic spreads over the levels. Default: Envoy's (factor 1.4, panic below 50%).
     ///   - seed: Makes the picks reproducible. Default: random per thread.
     ///   - ejection: Outlier ejection to honour. Default: none.
+    ///   - slowStart: Ramps the share of instances new to the set or back from ejection. Default: none.
     public convenience init(
         _ endpoints: EndpointCache<Request, Response>,
         configuration: Configuration = Configuration(),
         seed: UInt64? = nil,
-        ejection: OutlierDetector? = nil
+        ejection: OutlierDetector? = nil,
+        slowStart: SlowStart? = nil
     ) {
-        self.init(source: .cache(endpoints), configuration: configuration, seed: seed, ejection: ejection)
+        self.init(source: .cache(endpoints), configuration: configuration, seed: seed, ejection: ejection, slowStart: slowStart)
     }
 
     /// Creates a priority balancer over a fixed array of endpoints.
@@ -207,23 +222,29 @@ public final class PriorityBalancer<Request: Sendable, Response: Sendable>: Core
     ///   - configuration: How traffic spreads over the levels. Default: Envoy's (factor 1.4, panic below 50%).
     ///   - seed: Makes the picks reproducible. Default: random per thread.
     ///   - ejection: Outlier ejection to honour. Default: none.
+    ///   - slowStart: Ramps the share of instances new to the set or back from ejection. Default: none.
     public convenience init(
         endpoints: [Endpoint<Request, Response>],
         configuration: Configuration = Configuration(),
         seed: UInt64? = nil,
-        ejection: OutlierDetector? = nil
+        ejection: OutlierDetector? = nil,
+        slowStart: SlowStart? = nil
     ) {
-        self.init(source: .fixed(endpoints), configuration: configuration, seed: seed, ejection: ejection)
+        self.init(source: .fixed(endpoints), configuration: configuration, seed: seed, ejection: ejection, slowStart: slowStart)
     }
 
-    init(source: SnapshotSource<Request, Response>, configuration: Configuration, seed: UInt64?, ejection: OutlierDetector?) {
+    init(
+        source: SnapshotSource<Request, Response>, configuration: Configuration, seed: UInt64?, ejection: OutlierDetector?,
+        slowStart: SlowStart?
+    ) {
         self.cache = source.cache
         self.core = BalancerCore(
             for: Self.self,
             source: source,
             ejection: ejection,
             strategy: Strategy(configuration: configuration, ejection: ejection),
-            seed: seed
+            seed: seed,
+            slowStart: slowStart
         )
     }
 
