@@ -388,21 +388,7 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     /// would get. Once the ramps have ended, the epoch moves on and the snapshot is rebuilt.
     @usableFromInline
     func rampedChoice(_ first: Int, in snapshot: Snapshot, _ state: inout PickState) -> Int {
-        guard let slowStart, let ramps = snapshot.ramps else { return first }
-        let now = slowStartNow()
-        if now >= snapshot.rampsEnd {
-            _ = rampEpoch.compareExchange(expected: snapshot.rampEpoch, desired: snapshot.rampEpoch &+ 1, ordering: .relaxed)
-            return first
-        }
-        var index = first
-        for _ in 0..<8 {
-            guard let start = ramps[index] else { return index }
-            let draw = Double(state.next() >> 11) * 0x1p-53
-            if draw < slowStart.share(after: now - start) { return index }
-            guard let next = strategy.choose(snapshot.table, &state) else { return index }
-            index = next
-        }
-        return index
+        admitted(first, in: snapshot, draw: { state.next() }, again: { strategy.choose(snapshot.table, &state) })
     }
 
     /// ``rampedChoice(_:in:_:)`` for a keyed pick: the draws come from the key's hash, so that a key
@@ -410,6 +396,19 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     /// ramping instance stay there. A key refused by a ramping instance looks up a rehash of itself.
     @usableFromInline
     func keyedRampedChoice(_ first: Int, hash: UInt64, in snapshot: Snapshot, _ lookup: (Strategy.Table, UInt64) -> Int?) -> Int {
+        var key = hash
+        return admitted(
+            first, in: snapshot,
+            draw: { WyRand.mix(key ^ 0x2545_f491_4f6c_dd1d) },
+            again: {
+                key = WyRand.mix(key &+ WyRand.increment)
+                return lookup(snapshot.table, key)
+            })
+    }
+
+    /// The ramp admission both choices share: keeps `first` unless it is ramping and `draw()` falls
+    /// above its share, then tries `again()` (at most 8 draws); moves the epoch on once the ramps ended.
+    private func admitted(_ first: Int, in snapshot: Snapshot, draw: () -> UInt64, again: () -> Int?) -> Int {
         guard let slowStart, let ramps = snapshot.ramps else { return first }
         let now = slowStartNow()
         if now >= snapshot.rampsEnd {
@@ -417,13 +416,10 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
             return first
         }
         var index = first
-        var key = hash
         for _ in 0..<8 {
             guard let start = ramps[index] else { return index }
-            let draw = Double(WyRand.mix(key ^ 0x2545_f491_4f6c_dd1d) >> 11) * 0x1p-53
-            if draw < slowStart.share(after: now - start) { return index }
-            key = WyRand.mix(key &+ WyRand.increment)
-            guard let next = lookup(snapshot.table, key) else { return index }
+            if Double(draw() >> 11) * 0x1p-53 < slowStart.share(after: now - start) { return index }
+            guard let next = again() else { return index }
             index = next
         }
         return index
