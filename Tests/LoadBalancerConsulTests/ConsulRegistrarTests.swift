@@ -135,7 +135,9 @@ struct ConsulRegistrarTests {
 
             // One TTL after the last pass the check is critical, and `?passing` drops the instance.
             try await waitUntil(.seconds(10)) { recorder.latest?.instances.isEmpty == true }
-            #expect(ContinuousClock.now - lastPass >= ttl / 2) // the last good pass was at most a pass interval earlier
+            // The last good pass was at most a pass interval (TTL / 2) earlier, give or take the
+            // scheduling of a loaded machine (a pass once ran 21 ms late in CI): not dropped at once.
+            #expect(ContinuousClock.now - lastPass >= ttl / 4)
             #expect(recorder.error == nil)
             // Critical for DeregisterCriticalServiceAfter: the agent removes the service. The
             // registration asked for 1 s; Consul raises it to its one-minute minimum, so the
