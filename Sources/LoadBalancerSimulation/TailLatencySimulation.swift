@@ -62,12 +62,17 @@ public struct SimulationResult: Sendable, CustomStringConvertible {
     public var max: Duration
     /// Failed requests over all requests.
     public var errorRate: Double
-    /// Share of requests sent to each backend.
+    /// Share of requests sent to each backend (the cold instance, if any, last).
     public var shares: [Double]
+    /// Of the requests that arrived while the scenario's ``ColdInstance`` was cold, the share sent
+    /// to it; `nil` without a cold instance.
+    public var coldInstanceShare: Double?
 
-    /// The policy's name, its p50, p99 and p99.9 latencies and its error rate.
+    /// The policy's name, its p50, p99 and p99.9 latencies, its error rate and, with a cold
+    /// instance, the cold instance's share while cold.
     public var description: String {
         "\(policy): p50 \(p50) p99 \(p99) p99.9 \(p999) errors \(errorRate)"
+            + (coldInstanceShare.map { " to the cold instance while cold \($0)" } ?? "")
     }
 }
 
@@ -113,6 +118,38 @@ public enum TailLatencySimulation {
         ]
     }
 
+    /// The policies the cold-instance report compares: round robin, P2C least-outstanding and P2C
+    /// peak-EWMA (τ 10 s), each without and with `slowStart` (named with "+slow-start"), and the
+    /// oracle. The simulation's clock replaces `slowStart`'s time source.
+    public static func slowStartPolicies(_ slowStart: SlowStart = SlowStart(window: .seconds(30))) -> [SimulatedPolicy] {
+        @Sendable func ramp(_ now: @escaping @Sendable () -> Duration) -> SlowStart {
+            var ramp = slowStart
+            ramp.now = now
+            return ramp
+        }
+        return [
+            .oracle,
+            .balancer("round-robin") { e, d, _ in AnyBalancer(RoundRobinBalancer(e, start: 0, ejection: d)) },
+            .balancer("round-robin+slow-start") { e, d, now in
+                AnyBalancer(RoundRobinBalancer(e, start: 0, ejection: d, slowStart: ramp(now)))
+            },
+            .balancer("p2c-least-outstanding") { e, d, now in
+                AnyBalancer(P2CBalancer(e, metric: .leastOutstanding, seed: 7, ejection: d, now: now))
+            },
+            .balancer("p2c-least-outstanding+slow-start") { e, d, now in
+                AnyBalancer(P2CBalancer(e, metric: .leastOutstanding, seed: 7, ejection: d, slowStart: ramp(now), now: now))
+            },
+            .balancer("p2c-peak-ewma") { e, d, now in
+                AnyBalancer(P2CBalancer(e, metric: .peakEWMA(decayTime: .seconds(10)), seed: 7, ejection: d, now: now))
+            },
+            .balancer("p2c-peak-ewma+slow-start") { e, d, now in
+                AnyBalancer(
+                    P2CBalancer(e, metric: .peakEWMA(decayTime: .seconds(10)), seed: 7, ejection: d, slowStart: ramp(now), now: now)
+                )
+            },
+        ]
+    }
+
     /// Runs every policy on the scenario.
     public static func run(_ scenario: TailLatencyScenario, policies: [SimulatedPolicy]) async -> [SimulationResult] {
         let traffic = Traffic(scenario)
@@ -136,21 +173,17 @@ public enum TailLatencySimulation {
         case .oracle:
             chooser = .oracle(seed: scenario.seed)
         case .balancer(let make, let ejectionConfiguration):
-            let instances = (0..<scenario.backends).map { try! Instance(host: "127.0.0.1", port: 20_000 + $0) }
-            let endpoints = await EndpointCache(
-                endpoints: instances.map { instance in Endpoint<Int, Int>(instance: instance) { $0 } }
-            )
+            // Backend b is the instance on port 20000 + b; the cold instance joins later.
+            let count = scenario.backends + (scenario.coldInstance == nil ? 0 : 1)
+            let instances = (0..<count).map { try! Instance(host: "127.0.0.1", port: 20_000 + $0) }
+            let endpoints = EndpointCache<Int, Int>(factory: .calling { _, request in request })
+            await endpoints.update(with: Array(instances.prefix(scenario.backends)))
             let detector = ejectionConfiguration.map { OutlierDetector(endpoints, configuration: $0, now: now) }
-            let balancer = make(endpoints, detector, now)
-            let set = endpoints.snapshot
-            chooser = .balancer(
-                balancer,
-                backendOf: set.instances.map { $0.port - 20_000 },
-                slots: set.slots,
-                ids: set.instances.map(\.id)
-            )
+            var balanced = BalancedChooser(balancer: make(endpoints, detector, now), endpoints: endpoints, instances: instances)
+            balanced.refresh()
+            chooser = .balancer(balanced)
         }
-        return simulate(scenario, traffic: traffic, clock: clock, chooser: &chooser, name: policy.name)
+        return await simulate(scenario, traffic: traffic, clock: clock, chooser: &chooser, name: policy.name)
     }
 
     private static func simulate(
@@ -159,20 +192,29 @@ public enum TailLatencySimulation {
         clock: VirtualClock,
         chooser: inout Chooser,
         name: String
-    ) -> SimulationResult {
+    ) async -> SimulationResult {
         let n = traffic.arrivals.count
         let c = scenario.concurrency
         let windowStart = seconds(scenario.duration) * scenario.slowWindow.lowerBound
         let windowEnd = seconds(scenario.duration) * scenario.slowWindow.upperBound
         let meanService = scenario.meanServiceTime
-        var busy = [Int](repeating: 0, count: scenario.backends)
-        var inFlight = [Int](repeating: 0, count: scenario.backends)
-        var queues = [[Int]](repeating: [], count: scenario.backends)
-        var queueHeads = [Int](repeating: 0, count: scenario.backends)
+        // The cold instance, if any: backend `scenario.backends`, present from `joinTime`, cold until `coldEnd`.
+        let cold = scenario.coldInstance
+        let coldBackend = scenario.backends
+        let joinTime = cold.map { seconds(scenario.duration) * $0.joinsAt } ?? .infinity
+        let coldEnd = cold.map { joinTime + seconds($0.coldFor) } ?? .infinity
+        let count = scenario.backends + (cold == nil ? 0 : 1)
+        var present = scenario.backends
+        var busy = [Int](repeating: 0, count: count)
+        var inFlight = [Int](repeating: 0, count: count)
+        var queues = [[Int]](repeating: [], count: count)
+        var queueHeads = [Int](repeating: 0, count: count)
         var backendOf = [Int](repeating: 0, count: n)
         var picks = [EndpointPick](repeating: EndpointPick(index: 0, generation: 0), count: n)
         var failed = [Bool](repeating: false, count: n)
-        var sent = [Int](repeating: 0, count: scenario.backends)
+        var sent = [Int](repeating: 0, count: count)
+        var arrivedWhileCold = 0
+        var sentWhileCold = 0
         var latencies: [Double] = []
         latencies.reserveCapacity(n)
         var failures = 0
@@ -182,6 +224,17 @@ public enum TailLatencySimulation {
             backend == scenario.slowBackend && time >= windowStart && time < windowEnd
         }
 
+        func isCold(_ backend: Int, at time: Double) -> Bool {
+            cold != nil && backend == coldBackend && time >= joinTime && time < coldEnd
+        }
+
+        /// How many times slower than normal `backend` is at `time`.
+        func slowdown(_ backend: Int, at time: Double) -> Double {
+            if isSlow(backend, at: time) { return scenario.slowdown }
+            if let cold, isCold(backend, at: time) { return cold.slowdown }
+            return 1
+        }
+
         func start(_ request: Int, on backend: Int, at time: Double) {
             busy[backend] += 1
             if backend == scenario.failingBackend, traffic.uniforms[request] < scenario.failureRate {
@@ -189,7 +242,8 @@ public enum TailLatencySimulation {
                 completions.push(time + seconds(scenario.failureLatency), request)
             } else {
                 var service = exp(scenario.mu + scenario.sigma * traffic.normals[request])
-                if isSlow(backend, at: time) { service *= scenario.slowdown }
+                let factor = slowdown(backend, at: time)
+                if factor != 1 { service *= factor }
                 completions.push(time + service, request)
             }
         }
@@ -197,6 +251,12 @@ public enum TailLatencySimulation {
         var next = 0
         while next < n || !completions.isEmpty {
             let arrival = next < n ? traffic.arrivals[next] : .infinity
+            if present < count, min(arrival, completions.peekTime ?? .infinity) >= joinTime {
+                // The cold instance joins: the balancer is given the set with it.
+                clock.set(seconds: joinTime)
+                await chooser.publishAll()
+                present = count
+            }
             if let top = completions.peekTime, top <= arrival {
                 let (time, request) = completions.pop()
                 clock.set(seconds: time)
@@ -217,13 +277,18 @@ public enum TailLatencySimulation {
                 clock.set(seconds: arrival)
                 let (backend, pick) = chooser.choose(
                     inFlight: inFlight,
-                    meanService: { b in isSlow(b, at: arrival) ? meanService * scenario.slowdown : meanService },
+                    present: present,
+                    meanService: { b in meanService * slowdown(b, at: arrival) },
                     concurrency: c,
                     avoid: scenario.failingBackend
                 )
                 backendOf[request] = backend
                 picks[request] = pick
                 sent[backend] += 1
+                if arrival >= joinTime, arrival < coldEnd {
+                    arrivedWhileCold += 1
+                    if backend == coldBackend { sentWhileCold += 1 }
+                }
                 inFlight[backend] += 1
                 if busy[backend] < c {
                     start(request, on: backend, at: arrival)
@@ -247,7 +312,8 @@ public enum TailLatencySimulation {
             p999: percentile(0.999),
             max: percentile(1),
             errorRate: Double(failures) / Double(n),
-            shares: sent.map { Double($0) / Double(n) }
+            shares: sent.map { Double($0) / Double(n) },
+            coldInstanceShare: cold == nil ? nil : Double(sentWhileCold) / Double(max(1, arrivedWhileCold))
         )
     }
 }
@@ -289,25 +355,28 @@ struct Traffic: Sendable {
 
 /// Who picks, and what they learn.
 enum Chooser {
-    case balancer(AnyBalancer<Int, Int>, backendOf: [Int], slots: [UInt32], ids: [String])
+    case balancer(BalancedChooser)
     case oracle(seed: UInt64)
 
+    /// Chooses a backend among the first `present`.
     mutating func choose(
         inFlight: [Int],
+        present: Int,
         meanService: (Int) -> Double,
         concurrency: Int,
         avoid: Int?
     ) -> (backend: Int, pick: EndpointPick) {
         switch self {
-        case .balancer(let balancer, let backendOf, let slots, _):
-            let pick = try! balancer.pick()
-            balancer.willCall(pick, slot: slots[pick.index])
-            return (backendOf[pick.index], pick)
+        case .balancer(let balanced):
+            let pick = try! balanced.balancer.pick()
+            let backend = balanced.backendOf[pick.index]
+            balanced.balancer.willCall(pick, slot: balanced.slots[backend])
+            return (backend, pick)
         case .oracle(let seed):
             var random = SplitMix64(seed: seed)
             var best = -1
             var bestCost = Double.infinity
-            for backend in inFlight.indices where backend != avoid {
+            for backend in 0..<present where backend != avoid {
                 let queued = Double(max(0, inFlight[backend] - concurrency + 1)) / Double(concurrency)
                 let cost = meanService(backend) * (1 + queued)
                 if cost < bestCost
@@ -325,16 +394,53 @@ enum Chooser {
     }
 
     func completed(_ pick: EndpointPick, backend: Int, failed: Bool, latency: Double) {
-        guard case .balancer(let balancer, _, let slots, let ids) = self else { return }
-        balancer.record(
+        guard case .balancer(let balanced) = self else { return }
+        balanced.balancer.record(
             CallRecord(
                 pick: pick,
-                instanceID: ids[pick.index],
-                slot: slots[pick.index],
+                instanceID: balanced.ids[backend],
+                slot: balanced.slots[backend],
                 outcome: failed ? .failure : .success,
                 latency: .nanoseconds(Int64(latency * 1e9))
             )
         )
+    }
+
+    /// Publishes every backend's instance to the balancer (the cold instance joins).
+    mutating func publishAll() async {
+        guard case .balancer(var balanced) = self else { return }
+        await balanced.endpoints.update(with: balanced.instances)
+        balanced.refresh()
+        self = .balancer(balanced)
+    }
+}
+
+/// A balancer of the library over the cache that stands for the backends.
+struct BalancedChooser {
+    let balancer: AnyBalancer<Int, Int>
+    let endpoints: EndpointCache<Int, Int>
+    /// Every backend's instance (backend b on port 20000 + b), published or not yet.
+    let instances: [Instance]
+    /// The backend at each position of the published set.
+    var backendOf: [Int] = []
+    /// Each published backend's slot and instance id, by backend (a call picked from an older set
+    /// is recorded by them).
+    var slots: [UInt32] = []
+    var ids: [String] = []
+
+    init(balancer: AnyBalancer<Int, Int>, endpoints: EndpointCache<Int, Int>, instances: [Instance]) {
+        self.balancer = balancer
+        self.endpoints = endpoints
+        self.instances = instances
+        slots = [UInt32](repeating: 0, count: instances.count)
+        ids = instances.map(\.id)
+    }
+
+    /// Reads the published set's positions and slots.
+    mutating func refresh() {
+        let set = endpoints.snapshot
+        backendOf = set.instances.map { $0.port - 20_000 }
+        for (backend, slot) in zip(backendOf, set.slots) { slots[backend] = slot }
     }
 }
 

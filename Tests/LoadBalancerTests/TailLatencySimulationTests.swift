@@ -51,4 +51,60 @@ struct TailLatencySimulationTests {
             }
         }
     }
+
+    @Test("a cold instance joining mid-run: slow start lowers its share while cold; P2C's p99 stays within 1.2x of the run without it")
+    func coldInstance() async throws {
+        // Benchmarks' 120 s run scaled down to stay quick in a debug build: the cold instance joins
+        // at 15 s, ten times slower for 15 s, and the ramp lasts as long. No slow or failing backend.
+        let quiet = TailLatencyScenario.reference {
+            $0.duration = .seconds(45)
+            $0.slowBackend = nil
+            $0.failingBackend = nil
+        }
+        let scenario = TailLatencyScenario.reference {
+            $0 = quiet
+            $0.coldInstance = ColdInstance(joinsAt: 1.0 / 3, coldFor: .seconds(15), slowdown: 10)
+        }
+        let policies =
+            TailLatencySimulation.slowStartPolicies(SlowStart(window: .seconds(15))).filter { $0.name != "oracle" } + [
+                // Round robin needs a ramp that keeps the cold instance's share under its cold
+                // capacity (about 1.7% of calls here) until it is warm: six times as long.
+                .balancer("round-robin+slow-start-90s") { e, d, now in
+                    AnyBalancer(RoundRobinBalancer(e, start: 0, ejection: d, slowStart: SlowStart(window: .seconds(90), now: now)))
+                }
+            ]
+        let (results, baselines) = await onDedicatedThread {
+            let results = await TailLatencySimulation.run(scenario, policies: policies)
+            let baselines = await TailLatencySimulation.run(quiet, policies: policies.filter { !$0.name.contains("+slow-start") })
+            return (results, baselines)
+        }
+        for result in results + baselines { print(result) }
+        let byName = Dictionary(uniqueKeysWithValues: results.map { ($0.policy, $0) })
+        let baseline = Dictionary(uniqueKeysWithValues: baselines.map { ($0.policy, $0) })
+        // NaN (failing every comparison) for a policy that is missing.
+        func share(_ name: String) -> Double { byName[name]?.coldInstanceShare ?? .nan }
+        func p99Ratio(_ name: String, against plain: String) -> Double {
+            guard let run = byName[name], let without = baseline[plain] else { return .nan }
+            return ratio(run.p99, without.p99)
+        }
+        #expect(byName["round-robin"]?.shares.count == 11 && baseline["round-robin"]?.shares.count == 10)
+        #expect(baseline["round-robin"]?.coldInstanceShare == nil)
+
+        // Round robin gives the cold instance 1/11 of the calls and its queue grows without bound
+        // while it is cold; a ramp as long as the cold spell halves that, not enough.
+        #expect(abs(share("round-robin") - 1.0 / 11) < 0.005)
+        #expect(share("round-robin+slow-start") < share("round-robin") * 0.7)
+        #expect(p99Ratio("round-robin", against: "round-robin") > 10)
+        #expect(share("round-robin+slow-start-90s") < share("round-robin+slow-start") * 0.7)
+        #expect(p99Ratio("round-robin+slow-start-90s", against: "round-robin") <= 1.2)
+
+        // P2C sees the cold instance's queue (least-outstanding) or latency (peak EWMA) and gives
+        // it little at once; slow start lowers least-outstanding's share further.
+        #expect(share("p2c-least-outstanding+slow-start") < share("p2c-least-outstanding"))
+        for name in ["p2c-least-outstanding", "p2c-peak-ewma"] {
+            #expect(share(name) < 0.03)
+            #expect(share(name + "+slow-start") < 0.03)
+            #expect(p99Ratio(name + "+slow-start", against: name) <= 1.2, "\(name)")
+        }
+    }
 }

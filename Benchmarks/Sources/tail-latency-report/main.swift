@@ -1,6 +1,6 @@
 // Runs the tail-latency simulation (the reference scenario, and the black-hole variant in which
-// the failing backend fails every call) for every balancer and the oracle, and prints markdown
-// tables for BENCHMARKS.md.
+// the failing backend fails every call) for every balancer and the oracle, then a cold instance
+// joining mid-run with and without slow start, and prints markdown tables for BENCHMARKS.md.
 import LoadBalancer
 import LoadBalancerSimulation
 
@@ -47,3 +47,70 @@ for (title, scenario) in scenarios {
     }
     print("\n\(oracle.requests) requests, \(scenario.duration) simulated, \(ContinuousClock.now - start) of wall time.\n")
 }
+
+// A cold instance joining a third into the run, ten times slower for its first 30 s, with and
+// without slow start. No slow or failing backend: the cold instance is the only disturbance. Each
+// policy is compared with its own run on the same traffic without the cold instance.
+let quiet = TailLatencyScenario.reference {
+    $0.duration = .seconds(120)
+    $0.slowBackend = nil
+    $0.failingBackend = nil
+}
+var coldScenario = quiet
+coldScenario.coldInstance = ColdInstance(joinsAt: 1.0 / 3, coldFor: .seconds(30), slowdown: 10)
+
+/// The run's results with the cold instance, and the p99 of the same policy without it, by policy name.
+func coldRuns(_ slowStart: SlowStart) async -> (results: [SimulationResult], baselineP99: [String: Duration]) {
+    let policies = TailLatencySimulation.slowStartPolicies(slowStart)
+    let results = await TailLatencySimulation.run(coldScenario, policies: policies)
+    // Without a cold instance nothing ramps: a policy with slow start runs as the one without.
+    let baseline = await TailLatencySimulation.run(quiet, policies: policies.filter { !$0.name.hasSuffix("+slow-start") })
+    var baselineP99: [String: Duration] = [:]
+    for result in baseline { baselineP99[result.policy] = result.p99 }
+    for result in results where result.policy.hasSuffix("+slow-start") {
+        baselineP99[result.policy] = baselineP99[String(result.policy.dropLast("+slow-start".count))]
+    }
+    return (results, baselineP99)
+}
+
+let coldStart = ContinuousClock.now
+let (coldResults, baselineP99) = await coldRuns(SlowStart(window: .seconds(30)))
+print("### Cold instance joining at 40 s, ten times slower for its first 30 s: slow start (window 30 s)\n")
+print("| policy | p50 | p99 | p99.9 | to the cold instance while cold | p99 without the cold instance | p99 / without |")
+print("|---|---|---|---|---|---|---|")
+for result in coldResults {
+    let base = baselineP99[result.policy]!
+    print(
+        "| \(result.policy) | \(format(milliseconds(result.p50))) | \(format(milliseconds(result.p99))) | "
+            + "\(format(milliseconds(result.p999))) | \(percent(result.coldInstanceShare ?? 0)) | "
+            + "\(format(milliseconds(base))) | \((milliseconds(result.p99) / milliseconds(base) * 100).rounded() / 100) |"
+    )
+}
+print(
+    "\n\(coldResults[0].requests) requests, \(coldScenario.duration) simulated, 7 policies and 4 baselines in "
+        + "\(ContinuousClock.now - coldStart) of wall time.\n"
+)
+
+// Other ramps: the cold instance's share while cold and p99 / without, per load-aware policy and round robin.
+let ramps: [(String, SlowStart)] = [
+    ("window 30 s, minimum 10%, linear (the default curve)", SlowStart(window: .seconds(30))),
+    ("window 60 s", SlowStart(window: .seconds(60))),
+    ("window 120 s", SlowStart(window: .seconds(120))),
+    ("window 30 s, minimum 1%", SlowStart(window: .seconds(30), minimumShare: 0.01)),
+    ("window 30 s, minimum 1%, aggression 0.5", SlowStart(window: .seconds(30), minimumShare: 0.01, aggression: 0.5)),
+    ("window 60 s, minimum 1%, aggression 0.5", SlowStart(window: .seconds(60), minimumShare: 0.01, aggression: 0.5)),
+]
+print("### The same with other ramps: share while cold, p99 / without\n")
+print("| slow start | round-robin | p2c-least-outstanding | p2c-peak-ewma |")
+print("|---|---|---|---|")
+for (name, ramp) in ramps {
+    let (results, baseline) = await coldRuns(ramp)
+    var cells: [String] = []
+    for policy in ["round-robin+slow-start", "p2c-least-outstanding+slow-start", "p2c-peak-ewma+slow-start"] {
+        let result = results.first { $0.policy == policy }!
+        let ratio = milliseconds(result.p99) / milliseconds(baseline[policy]!)
+        cells.append("\(percent(result.coldInstanceShare ?? 0)), \((ratio * 100).rounded() / 100)×")
+    }
+    print("| \(name) | \(cells.joined(separator: " | ")) |")
+}
+print("")
