@@ -108,7 +108,7 @@ let package = Package(
             dependencies: ["LoadBalancer"],
             swiftSettings: sharedSettings
         ),
-        // An endpoint factory over AsyncHTTPClient, for HTTP services.
+        // An endpoint factory over AsyncHTTPClient, for HTTP services, and the HTTP and TCP health checks.
         .target(
             name: "LoadBalancerHTTP",
             dependencies: [
@@ -116,6 +116,8 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client", condition: .when(traits: ["HTTP"])),
                 .product(name: "NIOCore", package: "swift-nio", condition: .when(traits: ["HTTP"])),
                 .product(name: "NIOHTTP1", package: "swift-nio", condition: .when(traits: ["HTTP"])),
+                // TCPHealthCheck's connections (AsyncHTTPClient builds it anyway).
+                .product(name: "NIOPosix", package: "swift-nio", condition: .when(traits: ["HTTP"])),
             ],
             swiftSettings: sharedSettings
         ),

@@ -6,6 +6,9 @@ import NIOPosix
 /// A small HTTP server on 127.0.0.1 for demos and tests: it answers every request after a fixed
 /// latency, with 200, or with 500 for a given share of requests (decided by a seeded generator, so
 /// runs repeat). It counts what it served.
+///
+/// `GET /health` answers at once, 200 while ``isHealthy`` and 503 after ``setHealthy(_:)`` with
+/// `false`; health checks are counted apart (``healthChecksServed``).
 public final class LocalHTTPBackend: Sendable {
     /// How a backend behaves.
     public struct Behaviour: Sendable {
@@ -29,8 +32,17 @@ public final class LocalHTTPBackend: Sendable {
     private let counters: Counters
     private let connections: Connections
 
-    /// Requests answered so far, and how many of them with 500.
+    /// Requests answered so far, and how many of them with 500 (health checks not counted).
     public var served: (total: Int, failed: Int) { counters.state.withLockedValue { ($0.total, $0.failed) } }
+
+    /// `GET /health` requests answered so far.
+    public var healthChecksServed: Int { counters.state.withLockedValue { $0.healthChecks } }
+
+    /// Whether `GET /health` answers 200 (else 503). `true` at the start.
+    public var isHealthy: Bool { counters.state.withLockedValue { $0.healthy } }
+
+    /// Sets what `GET /health` answers from now on: 200 when `healthy`, else 503.
+    public func setHealthy(_ healthy: Bool) { counters.state.withLockedValue { $0.healthy = healthy } }
 
     private init(port: Int, channel: any Channel, counters: Counters, connections: Connections) {
         self.port = port
@@ -96,9 +108,19 @@ public final class LocalHTTPBackend: Sendable {
             var total = 0
             var failed = 0
             var random: UInt64
+            var healthy = true
+            var healthChecks = 0
         }
         let state: NIOLockedValueBox<State>
         init(seed: UInt64) { state = NIOLockedValueBox(State(random: seed)) }
+
+        /// Counts a health check and says whether it passes.
+        func nextHealthCheck() -> Bool {
+            state.withLockedValue { state in
+                state.healthChecks += 1
+                return state.healthy
+            }
+        }
 
         /// Counts a request and says whether it fails.
         func next(failureRate: Double) -> Bool {
@@ -124,6 +146,7 @@ public final class LocalHTTPBackend: Sendable {
         let behaviour: Behaviour
         let counters: Counters
         var keepAlive = true
+        var isHealthCheck = false
 
         init(behaviour: Behaviour, counters: Counters) {
             self.behaviour = behaviour
@@ -134,9 +157,17 @@ public final class LocalHTTPBackend: Sendable {
             switch unwrapInboundIn(data) {
             case .head(let head):
                 keepAlive = head.isKeepAlive
+                isHealthCheck = head.method == .GET && head.uri == "/health"
             case .body:
                 break
             case .end:
+                if isHealthCheck {
+                    let healthy = counters.nextHealthCheck()
+                    respond(
+                        context: context, status: healthy ? .ok : .serviceUnavailable, body: healthy ? "healthy\n" : "unhealthy\n",
+                        keepAlive: keepAlive)
+                    return
+                }
                 let fails = counters.next(failureRate: behaviour.failureRate)
                 let keepAlive = self.keepAlive
                 let delay = TimeAmount(behaviour.latency)
@@ -150,9 +181,13 @@ public final class LocalHTTPBackend: Sendable {
 
         func respond(context: ChannelHandlerContext, failed: Bool, keepAlive: Bool) {
             let body = failed ? "failed\n" : "ok \(context.localAddress?.port ?? 0)\n"
+            respond(context: context, status: failed ? .internalServerError : .ok, body: body, keepAlive: keepAlive)
+        }
+
+        func respond(context: ChannelHandlerContext, status: HTTPResponseStatus, body: String, keepAlive: Bool) {
             var headers = HTTPHeaders([("content-length", "\(body.utf8.count)"), ("content-type", "text/plain")])
             if !keepAlive { headers.add(name: "connection", value: "close") }
-            let head = HTTPResponseHead(version: .http1_1, status: failed ? .internalServerError : .ok, headers: headers)
+            let head = HTTPResponseHead(version: .http1_1, status: status, headers: headers)
             context.write(wrapOutboundOut(.head(head)), promise: nil)
             context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
             let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))

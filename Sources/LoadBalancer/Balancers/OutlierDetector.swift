@@ -25,6 +25,16 @@ import Synchronization
 /// healthy, balancers ignore ejection and balance over all of them (panic mode;
 /// ``PriorityBalancer`` applies its own panic rule per level instead).
 ///
+/// ## Active health checks
+///
+/// A ``HealthChecker`` attached to the detector adds a second judge: an instance whose active check
+/// fails (``HealthChecker/Configuration/unhealthyThreshold`` times in a row) is out of picks until
+/// it passes again, whatever the cap: the cap limits what passive ejection may guess from calls,
+/// not what a failing check shows. The panic rule counts it as unhealthy like an ejected instance.
+/// A passing check ends a passive ejection early only when
+/// ``HealthChecker/Configuration/passingCheckEndsEjection`` says so. Both judges' changes appear in
+/// ``events`` and in the cache's metrics.
+///
 /// Give the same detector to a balancer at creation (`RoundRobinBalancer(cache, ejection: detector)`);
 /// every balancer of the library honours it. Time comes from an injected clock.
 public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
@@ -94,6 +104,12 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
             case ejected(Reason, until: Duration)
             /// The instance's ejection ended: it takes traffic again, on probation.
             case returned
+            /// The instance's active health check failed ``HealthChecker/Configuration/unhealthyThreshold``
+            /// times in a row: it takes no traffic until the check passes again.
+            case failingHealthCheck
+            /// The instance's active health check passed ``HealthChecker/Configuration/healthyThreshold``
+            /// times in a row (once, for an instance not checked before): it takes traffic again.
+            case passingHealthCheck
         }
         /// The instance's id.
         public var instanceID: String
@@ -109,7 +125,8 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
     private static let failures = 2
     private static let flags = 3 // bit 0: ejected, bit 1: probing
     private static let probeStreak = 4
-    private static let wordsPerSlot = 5
+    private static let health = 5 // 1: failing its active health check (or not checked yet)
+    private static let wordsPerSlot = 6
 
     /// The rules the detector applies.
     public let configuration: Configuration
@@ -131,6 +148,13 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
         var multipliers: [UInt32: Int] = [:] // ejection count, decays while healthy
         var intervalEnd: Duration = .zero
         var events: [Event] = []
+        /// The attached health checker's view of new instances: whether they wait for a first
+        /// passing check; `nil` when no checker is attached.
+        var newInstancesWaitForCheck: Bool?
+        /// Slots whose active health check fails now (or that wait for their first check).
+        var failingChecks: Set<UInt32> = []
+        /// Told every set the detector follows (the attached health checker).
+        var setListener: (@Sendable (EndpointSetView) -> Void)?
     }
 
     private let state = Mutex(State())
@@ -200,12 +224,18 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
     @usableFromInline
     func isEjectedWord(_ slot: UInt32) -> Bool {
         guard let words = storage.words(slot) else { return false }
-        return words[Self.flags].load(ordering: .relaxed) & 1 == 1
+        return words[Self.flags].load(ordering: .relaxed) & 1 == 1 || words[Self.health].load(ordering: .relaxed) == 1
     }
 
     /// The ids of the instances ejected now.
     public var ejectedInstanceIDs: [String] {
         state.withLock { state in state.ejections.keys.compactMap { state.idBySlot[$0] }.sorted() }
+    }
+
+    /// The ids of the instances whose active health check fails now, or that wait for their first
+    /// check (empty without a ``HealthChecker``).
+    public var failingHealthCheckIDs: [String] {
+        state.withLock { state in state.failingChecks.compactMap { state.idBySlot[$0] }.sorted() }
     }
 
     /// Every ejection and return so far (the last 1,000).
@@ -226,32 +256,122 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
     /// Follows the cache's set changes: a slot given to another instance starts clean, and removed
     /// instances are forgotten. The cache calls it; do not call it yourself.
     public func endpointSetWillPublish(_ set: EndpointSetView) {
-        state.withLock { state in
+        let listener = state.withLock { state -> (@Sendable (EndpointSetView) -> Void)? in
             // An older set arriving late (an observer added during an update) changes nothing.
             if !state.idBySlot.isEmpty || state.view.generation != 0,
                 Int32(bitPattern: set.generation &- state.view.generation) < 0
             {
-                return
+                return nil
             }
             var newIDs: [UInt32: String] = [:]
             for (slot, instance) in zip(set.slots, set.instances) {
                 newIDs[slot] = instance.id
                 if state.idBySlot[slot] != instance.id {
-                    // A slot given to a new instance starts clean.
+                    // A slot given to a new instance starts clean (and, under a health checker
+                    // that says so, waits for its first passing check).
                     storage.reset(slot)
                     state.ejections[slot] = nil
                     state.multipliers[slot] = nil
+                    state.failingChecks.remove(slot)
+                    if state.newInstancesWaitForCheck == true {
+                        storage.words(slot)?[Self.health].store(1, ordering: .relaxed)
+                        state.failingChecks.insert(slot)
+                    }
                 }
             }
             for slot in state.idBySlot.keys where newIDs[slot] == nil {
                 state.ejections[slot] = nil
                 state.multipliers[slot] = nil
+                state.failingChecks.remove(slot)
                 storage.words(slot)?[Self.flags].store(0, ordering: .relaxed)
+                storage.words(slot)?[Self.health].store(0, ordering: .relaxed)
             }
             state.idBySlot = newIDs
             state.view = set
             instruments?.ejectedNow(state.ejections.count)
+            instruments?.failingHealthChecksNow(state.failingChecks.count)
+            return state.setListener
         }
+        listener?(set)
+    }
+
+    // MARK: Active health checks
+
+    /// Attaches a health checker: from now on `listener` is told every set, and (when
+    /// `newInstancesWaitForCheck`) instances new to the set wait for their first passing check, as
+    /// do the instances of the current set. Returns the current set.
+    package func attachHealthChecker(
+        newInstancesWaitForCheck: Bool,
+        listener: @escaping @Sendable (EndpointSetView) -> Void
+    ) throws(HealthCheckerError) -> EndpointSetView {
+        let view = try state.withLock { state throws(HealthCheckerError) -> EndpointSetView in
+            guard state.setListener == nil else { throw .detectorHasChecker }
+            state.newInstancesWaitForCheck = newInstancesWaitForCheck
+            state.setListener = listener
+            if newInstancesWaitForCheck {
+                for slot in state.view.slots {
+                    storage.words(slot)?[Self.health].store(1, ordering: .relaxed)
+                    state.failingChecks.insert(slot)
+                }
+            }
+            instruments?.failingHealthChecksNow(state.failingChecks.count)
+            return state.view
+        }
+        notifyObservers()
+        return view
+    }
+
+    /// Detaches the health checker: every instance's check state is forgotten (they take traffic
+    /// as passive ejection allows).
+    package func detachHealthChecker() {
+        state.withLock { state in
+            for slot in state.failingChecks { storage.words(slot)?[Self.health].store(0, ordering: .relaxed) }
+            state.failingChecks = []
+            state.newInstancesWaitForCheck = nil
+            state.setListener = nil
+            instruments?.failingHealthChecksNow(0)
+        }
+        notifyObservers()
+    }
+
+    /// The active check of the instance `id` in `slot` turned failing (`passing == false`) or
+    /// passing. Ignored when the slot holds another instance now. A passing check ends a passive
+    /// ejection when `endsEjection`.
+    package func healthCheckChanged(slot: UInt32, id: String, passing: Bool, endsEjection: Bool) {
+        let changed = state.withLock { state -> Bool in
+            guard state.idBySlot[slot] == id, state.setListener != nil, let words = storage.words(slot) else { return false }
+            let time = now()
+            var changed = false
+            if passing {
+                if state.failingChecks.remove(slot) != nil {
+                    words[Self.health].store(0, ordering: .relaxed)
+                    log(&state, slot: slot, .passingHealthCheck, at: time)
+                    changed = true
+                }
+                if endsEjection, state.ejections.removeValue(forKey: slot) != nil {
+                    words[Self.consecutive].store(0, ordering: .relaxed)
+                    words[Self.probeStreak].store(0, ordering: .relaxed)
+                    words[Self.flags].store(2, ordering: .relaxed)
+                    log(&state, slot: slot, .returned, at: time)
+                    instruments?.ejectedNow(state.ejections.count)
+                    changed = true
+                }
+            } else {
+                let wasPending = state.failingChecks.contains(slot)
+                state.failingChecks.insert(slot)
+                words[Self.health].store(1, ordering: .relaxed)
+                log(&state, slot: slot, .failingHealthCheck, at: time)
+                changed = !wasPending
+            }
+            instruments?.failingHealthChecksNow(state.failingChecks.count)
+            return changed
+        }
+        if changed { notifyObservers() }
+    }
+
+    /// Counts one check's result in the cache's metrics.
+    package func healthChecked(passed: Bool) {
+        instruments?.healthChecked(passed: passed)
     }
 
     /// Learns one call's outcome. Balancers call this from their `record(_:)`.

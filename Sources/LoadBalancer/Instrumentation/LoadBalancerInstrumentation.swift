@@ -24,6 +24,8 @@ import Tracing
 /// | `loadbalancer_ejections_total` | counter | service, instance | times an instance was ejected |
 /// | `loadbalancer_instances` | gauge | service | instances in the current set |
 /// | `loadbalancer_instances_ejected` | gauge | service | instances ejected now |
+/// | `loadbalancer_instances_failing_health_check` | gauge | service | instances out of picks by their active health check now (``HealthChecker``) |
+/// | `loadbalancer_health_checks_total` | counter | service, result (`passed`, `failed`) | active health checks made |
 /// | `loadbalancer_retries_total` | counter | service | retry attempts (attempts after the first, hedges excluded) |
 /// | `loadbalancer_hedges_total` | counter | service | hedged attempts |
 /// | `loadbalancer_retry_budget_exhausted_total` | counter | service | retries or hedges the budget refused |
@@ -93,6 +95,9 @@ final class Instruments: Sendable {
     private let state = Mutex(State())
     private let instanceCount: Gauge?
     private let ejectedCount: Gauge?
+    private let failingChecksCount: Gauge?
+    private let checksPassed: Counter?
+    private let checksFailed: Counter?
     private let retries: Counter?
     private let hedges: Counter?
     private let budgetExhausted: Counter?
@@ -108,7 +113,15 @@ final class Instruments: Sendable {
             retries = Counter(label: "loadbalancer_retries_total", dimensions: dimensions, factory: factory)
             hedges = Counter(label: "loadbalancer_hedges_total", dimensions: dimensions, factory: factory)
             budgetExhausted = Counter(label: "loadbalancer_retry_budget_exhausted_total", dimensions: dimensions, factory: factory)
+            failingChecksCount = Gauge(label: "loadbalancer_instances_failing_health_check", dimensions: dimensions, factory: factory)
+            checksPassed = Counter(
+                label: "loadbalancer_health_checks_total", dimensions: dimensions + [("result", "passed")], factory: factory)
+            checksFailed = Counter(
+                label: "loadbalancer_health_checks_total", dimensions: dimensions + [("result", "failed")], factory: factory)
         } else {
+            failingChecksCount = nil
+            checksPassed = nil
+            checksFailed = nil
             instanceCount = nil
             ejectedCount = nil
             retries = nil
@@ -165,6 +178,8 @@ final class Instruments: Sendable {
 
     func ejected(_ instance: String) { self.instance(instance)?.ejections.increment() }
     func ejectedNow(_ count: Int) { ejectedCount?.record(count) }
+    func failingHealthChecksNow(_ count: Int) { failingChecksCount?.record(count) }
+    func healthChecked(passed: Bool) { (passed ? checksPassed : checksFailed)?.increment() }
     func retried() { retries?.increment() }
     func hedged() { hedges?.increment() }
     func refusedByBudget() { budgetExhausted?.increment() }
