@@ -387,6 +387,7 @@ let package = Package(
                 "LoadBalancer",
                 "LoadBalancerHTTP",
                 "LoadBalancerLocalBackends",
+                "LoadBalancerGRPC",
                 "LoadBalancerDNS",
                 "LoadBalancerEtcd",
                 "LoadBalancerZooKeeper",
