@@ -8,7 +8,7 @@ import Synchronization
 /// timeout is not.
 ///
 /// Each instance gets a client of its own (one HTTP/2 connection, kept between checks and closed
-/// when the instance leaves the set or the ``HealthChecker`` stops). The two messages are encoded
+/// when the instance leaves the set or the `HealthChecker` stops). The two messages are encoded
 /// here (a string and an enum), so the check needs no protobuf library.
 ///
 /// ```swift
@@ -43,7 +43,7 @@ public final class GRPCHealthCheck: HealthCheck {
         self.config = config
     }
 
-    /// Asks `instance` for ``service``'s health; throws ``HealthCheckFailure`` unless it is `SERVING`.
+    /// Asks `instance` for ``service``'s health; throws `HealthCheckFailure` unless it is `SERVING`.
     public func check(_ instance: Instance, timeout: Duration) async throws {
         let client = try connection(to: instance)
         var options = CallOptions.defaults

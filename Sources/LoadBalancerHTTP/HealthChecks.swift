@@ -9,7 +9,7 @@ import NIOPosix
 ///
 /// It goes through an AsyncHTTPClient `HTTPClient` you own (the one the endpoints use, or one of
 /// its own): connections are kept and reused between checks. Shut the client down after the
-/// ``HealthChecker`` has stopped.
+/// `HealthChecker` has stopped.
 ///
 /// ```swift
 /// let check = HTTPHealthCheck(client: client, path: "/health")
@@ -54,7 +54,7 @@ public struct HTTPHealthCheck: HealthCheck {
         self.maxBodySize = maxBodySize
     }
 
-    /// `GET`s ``path`` of `instance`; throws ``HealthCheckFailure`` for a status that is not healthy.
+    /// `GET`s ``path`` of `instance`; throws `HealthCheckFailure` for a status that is not healthy.
     public func check(_ instance: Instance, timeout: Duration) async throws {
         var request = HTTPClientRequest(url: "\(scheme)://\(instance.hostPort)\(path)")
         request.headers = headers

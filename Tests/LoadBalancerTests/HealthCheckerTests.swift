@@ -279,6 +279,30 @@ struct HealthCheckerTests {
         try await run.value
     }
 
+    @Test("an instance back from a failing check ramps up again under slow start")
+    func slowStartAfterFailingCheck() async throws {
+        let s = try await Setup(count: 4) { $0.unhealthyThreshold = 1 }
+        let clock = s.clock
+        let balancer = RoundRobinBalancer(s.cache, ejection: s.detector, slowStart: SlowStart(window: .seconds(10), now: { clock.now.offset }))
+        func share() throws -> Double {
+            let set = s.cache.snapshot
+            let picks = try (0..<20_000).map { _ in set.instances[try balancer.pick().index].port }
+            return Double(picks.filter { $0 == 1000 }.count) / Double(picks.count)
+        }
+        try await s.settle(rounds: 1)
+        #expect(abs(try share() - 0.25) < 0.03, "the first set ramps nothing")
+        s.check.setFailing(1000, true)
+        try await s.round(2)
+        #expect(try share() == 0)
+        s.check.setFailing(1000, false)
+        try await s.round(3)
+        try await s.round(4)
+        #expect(try share() < 0.07, "back after two passes: 10% of its share at first")
+        for round in 5...14 { try await s.round(round) }
+        #expect(abs(try share() - 0.25) < 0.03, "the full share after the window")
+        try await s.stop()
+    }
+
     @Test("bad configurations and a second checker on one detector are typed errors")
     func errors() async throws {
         let detector = OutlierDetector()
