@@ -283,7 +283,8 @@ struct HealthCheckerTests {
     func slowStartAfterFailingCheck() async throws {
         let s = try await Setup(count: 4) { $0.unhealthyThreshold = 1 }
         let clock = s.clock
-        let balancer = RoundRobinBalancer(s.cache, ejection: s.detector, slowStart: SlowStart(window: .seconds(10), now: { clock.now.offset }))
+        let balancer = RoundRobinBalancer(
+            s.cache, ejection: s.detector, slowStart: SlowStart(window: .seconds(10), now: { clock.now.offset }))
         func share() throws -> Double {
             let set = s.cache.snapshot
             let picks = try (0..<20_000).map { _ in set.instances[try balancer.pick().index].port }
