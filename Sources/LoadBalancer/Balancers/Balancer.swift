@@ -319,3 +319,20 @@ extension Balancer {
         }
     }
 }
+
+/// A balancer that chooses by key: the same key reaches the same instance while the set allows,
+/// and a key's retries go down its own order of instances (``ConsistentHashBalancer``).
+///
+/// ``Retry/callAsFunction(_:key:)`` makes keyed calls through it.
+public protocol KeyedBalancer<Request, Response>: Balancer {
+    /// A lease on `key`'s instance for a call; pass it to ``Balancer/finish(_:outcome:latency:)``.
+    ///
+    /// - Throws: ``LoadBalancerError`` (``LoadBalancerError/Code/noEndpoints``).
+    func lease(forKey key: String) throws(LoadBalancerError) -> EndpointLease<Request, Response>
+
+    /// A lease on the first of `key`'s instances, in its order of preference, whose id is not in
+    /// `ids`, or `nil` when every usable instance is in `ids`.
+    ///
+    /// - Throws: ``LoadBalancerError`` (``LoadBalancerError/Code/noEndpoints``).
+    func lease(forKey key: String, avoiding ids: Set<String>) throws(LoadBalancerError) -> EndpointLease<Request, Response>?
+}

@@ -550,14 +550,14 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
         return lease
     }
 
-    /// A lease for a position the caller chose in the current snapshot (for picks that must avoid
-    /// some instances), or `nil` when `choose` finds none.
+    /// A lease for a position the caller chose in the current snapshot, from its set and the
+    /// strategy's table (for picks that must avoid some instances), or `nil` when `choose` finds none.
     @inlinable
     package func lease(
-        choosingIn choose: (EndpointSet<Request, Response>) -> Int?
+        choosingIn choose: (EndpointSet<Request, Response>, Strategy.Table) -> Int?
     ) throws(LoadBalancerError) -> EndpointLease<Request, Response>? {
         let lease = withShard { (state: inout ShardState, snapshot: Snapshot, shard: Int) -> EndpointLease<Request, Response>? in
-            guard let index = choose(snapshot.set) else { return nil }
+            guard let index = choose(snapshot.set, snapshot.table) else { return nil }
             return makeLease(at: index, in: snapshot, shard: shard, leases: &state.leases)
         }
         if let lease { lease.loadView?.started(shard: lease.loadShard) }

@@ -21,7 +21,7 @@ extension CoreBalancer {
     public func lease() throws(LoadBalancerError) -> EndpointLease<Request, Response> { try core.lease() }
     /// A lease of the first endpoint of the current set whose id is not in `ids`.
     public func lease(avoiding ids: Set<String>) throws(LoadBalancerError) -> EndpointLease<Request, Response>? {
-        try core.lease(choosingIn: { set in set.endpoints.firstIndex { !ids.contains($0.id) } })
+        try core.lease(choosingIn: { set, _ in set.endpoints.firstIndex { !ids.contains($0.id) } })
     }
     /// Ends a call: its outcome goes to the ejection detector, if any.
     @inlinable

@@ -132,14 +132,49 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
         }
     }
 
+    /// Sends `request` for `key`: the first attempt goes to `key`'s instance, and retries and hedges
+    /// go down `key`'s order of instances (its next instance, then the one after), each instance at
+    /// most once while others remain, so a key's calls stay on a few instances of the set.
+    ///
+    /// ```swift
+    /// let retry = Retry(ConsistentHashBalancer(cache), maxAttempts: 3, timeout: .seconds(2))
+    /// let profile = try await retry(request, key: userID)
+    /// ```
+    ///
+    /// - Throws: ``RetryError`` when every attempt failed, the decision callback said stop, or the
+    ///   timeout expired; `CancellationError` when the calling task was cancelled.
+    public func callAsFunction(_ request: Request, key: String) async throws -> Response where Base: KeyedBalancer {
+        try Task.checkCancellation()
+        guard hedging == nil, C.self == ContinuousClock.self, balancer.cache?.hasTracer != true else {
+            return try await supervisedCall(request, key: key)
+        }
+        let start = ContinuousClock.now
+        let deadline = start.advanced(by: timeout)
+        budget?.deposit()
+        let lease: EndpointLease<Request, Response>
+        do {
+            lease = try balancer.lease(forKey: key)
+        } catch {
+            let failure = RetryError.Attempt(number: 1, instance: nil, error: error, duration: .zero)
+            return try await inlineRetries(request, deadline: deadline, failed: failure, error: error, tried: [], key: key)
+        }
+        let attemptDeadline = attemptTimeout.map { min(deadline, start.advanced(by: $0)) } ?? deadline
+        do {
+            return try await attempt(request, on: lease, until: attemptDeadline, deadline: deadline)
+        } catch {
+            let failure = attemptFailure(1, lease, error, start: start, attemptDeadline: attemptDeadline, deadline: deadline)
+            return try await inlineRetries(request, deadline: deadline, failed: failure, error: error, tried: [lease.endpoint.id], key: key)
+        }
+    }
+
     /// The whole call on the supervised path (hedging, tracing, or a clock other than `ContinuousClock`).
     @usableFromInline
-    func supervisedCall(_ request: Request) async throws -> Response {
+    func supervisedCall(_ request: Request, key: String? = nil) async throws -> Response {
         let deadline = clock.now.advanced(by: timeout)
         guard let tracer = balancer.cache?.instruments?.tracer else {
-            return try await attempts(request, deadline: deadline, span: nil, log: [], started: 0, tried: [])
+            return try await attempts(request, deadline: deadline, span: nil, log: [], started: 0, tried: [], key: key)
         }
-        return try await traced(tracer, request, deadline: deadline)
+        return try await traced(tracer, request, deadline: deadline, key: key)
     }
 
     /// One attempt of a call without a task group, ended at `attemptDeadline` (within the call's
@@ -240,7 +275,8 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
         deadline: ContinuousClock.Instant,
         failed: RetryError.Attempt,
         error firstError: any Error,
-        tried initiallyTried: Set<String>
+        tried initiallyTried: Set<String>,
+        key: String? = nil
     ) async throws -> Response {
         var log = [failed]
         var tried = initiallyTried
@@ -253,7 +289,7 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
             balancer.cache?.instruments?.retried()
             let lease: EndpointLease<Request, Response>
             do {
-                lease = try self.lease(avoiding: tried)
+                lease = try self.lease(avoiding: tried, key: key)
             } catch {
                 log.append(RetryError.Attempt(number: number, instance: nil, error: error, duration: .zero))
                 try await afterFailure(number, error, log: log, deadline: deadline)
@@ -316,11 +352,11 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
     }
 
     /// The call inside a `loadbalancer.retry` span, whose children are the attempts' spans.
-    private func traced<T: Tracer>(_ tracer: T, _ request: Request, deadline: C.Instant) async throws -> Response {
+    private func traced<T: Tracer>(_ tracer: T, _ request: Request, deadline: C.Instant, key: String?) async throws -> Response {
         try await tracer.withSpan("loadbalancer.retry", ofKind: .client) { span in
             span.attributes["loadbalancer.service"] = balancer.cache?.instruments?.service
             span.attributes["loadbalancer.balancer"] = balancer.name
-            return try await attempts(request, deadline: deadline, span: span, log: [], started: 0, tried: [])
+            return try await attempts(request, deadline: deadline, span: span, log: [], started: 0, tried: [], key: key)
         }
     }
 
@@ -340,7 +376,8 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
         span: (any Span)?,
         log initialLog: [RetryError.Attempt],
         started initiallyStarted: Int,
-        tried initiallyTried: Set<String>
+        tried initiallyTried: Set<String>,
+        key: String?
     ) async throws -> Response {
         budget?.deposit()
         let instruments = balancer.cache?.instruments
@@ -372,7 +409,7 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
                 let start = clock.now
                 let picked: Result<EndpointLease<Request, Response>, LoadBalancerError>
                 do {
-                    picked = .success(try lease(avoiding: tried))
+                    picked = .success(try lease(avoiding: tried, key: key))
                 } catch {
                     picked = .failure(error)
                 }
@@ -498,8 +535,14 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
         }
     }
 
-    /// A lease that avoids the instances in `tried` while the set has others.
-    private func lease(avoiding tried: Set<String>) throws(LoadBalancerError) -> EndpointLease<Request, Response> {
+    /// A lease that avoids the instances in `tried` while the set has others; for a keyed call, the
+    /// first untried instance of the key's order (the key's own when all are tried).
+    @usableFromInline
+    func lease(avoiding tried: Set<String>, key: String?) throws(LoadBalancerError) -> EndpointLease<Request, Response> {
+        if let key, let keyed = balancer as? any KeyedBalancer<Request, Response> {
+            if avoidsTriedInstances, let untried = try keyed.lease(forKey: key, avoiding: tried) { return untried }
+            return try keyed.lease(forKey: key)
+        }
         let first = try balancer.lease()
         guard avoidsTriedInstances, !tried.isEmpty, tried.contains(first.endpoint.id) else { return first }
         for _ in 0..<8 {
