@@ -666,12 +666,7 @@ final class Subchannel: Sendable {
             signals.ready.succeed(())
             return userCallback?(channel) ?? channel.eventLoop.makeSucceededVoidFuture()
         }
-        let target: any ResolvableTarget
-        switch HostKind(instance.host) {
-        case .ipv4: target = .ipv4(address: instance.host, port: instance.port)
-        case .ipv6: target = .ipv6(address: instance.host, port: instance.port)
-        case .hostName: target = .dns(host: instance.host, port: instance.port)
-        case .invalid:
+        guard let target = HostKind.target(of: instance) else {
             throw RPCError(
                 code: .invalidArgument, message: "instance \(instance.id): host '\(instance.host)' is not an address or a host name")
         }

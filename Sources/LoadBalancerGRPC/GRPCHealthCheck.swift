@@ -71,12 +71,7 @@ public final class GRPCHealthCheck: HealthCheck {
     private func connection(to instance: Instance) throws -> GRPCClient<HTTP2ClientTransport.Posix> {
         try connections.withLock { connections in
             if let connection = connections[instance.id] { return connection.client }
-            let target: any ResolvableTarget
-            switch HostKind(instance.host) {
-            case .ipv4: target = .ipv4(address: instance.host, port: instance.port)
-            case .ipv6: target = .ipv6(address: instance.host, port: instance.port)
-            case .hostName: target = .dns(host: instance.host, port: instance.port)
-            case .invalid:
+            guard let target = HostKind.target(of: instance) else {
                 throw HealthCheckFailure("instance \(instance.id): host '\(instance.host)' is not an address or a host name")
             }
             let transport = try HTTP2ClientTransport.Posix(

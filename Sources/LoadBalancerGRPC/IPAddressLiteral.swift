@@ -1,3 +1,7 @@
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import LoadBalancer
+
 /// What kind of host an ``Instance``'s host string is, for turning it into gRPC socket addresses.
 enum HostKind: Equatable {
     /// A dotted-quad IPv4 address (`10.0.0.7`).
@@ -69,5 +73,18 @@ enum HostKind: Equatable {
             }
         }
         return compressed ? groups <= 7 : groups == 8
+    }
+}
+
+extension HostKind {
+    /// The gRPC target of `instance`'s host and port: an IPv4 or IPv6 address, or a DNS name to
+    /// resolve; `nil` for a host that is none of them.
+    static func target(of instance: Instance) -> (any ResolvableTarget)? {
+        switch HostKind(instance.host) {
+        case .ipv4: .ipv4(address: instance.host, port: instance.port)
+        case .ipv6: .ipv6(address: instance.host, port: instance.port)
+        case .hostName: .dns(host: instance.host, port: instance.port)
+        case .invalid: nil
+        }
     }
 }

@@ -653,6 +653,29 @@ package final class InstanceLoad: @unchecked Sendable {
     package var view: InstanceLoadView { InstanceLoadView(words: words) }
 }
 
+/// The loads of a load-aware strategy's instances, kept by instance id across sets, so that calls
+/// in flight and averages survive a set change.
+package final class LoadsByID: Sendable {
+    private let byID = Mutex<[String: InstanceLoad]>([:])
+
+    package init() {}
+
+    /// The load of each instance of `set`, in order: the same object for an id the last set had,
+    /// a new one otherwise. Ids no longer in the set are forgotten.
+    package func loads(for set: EndpointSetView) -> [InstanceLoad] {
+        byID.withLock { byID in
+            var next: [String: InstanceLoad] = [:]
+            let loads = set.instances.map { instance in
+                let load = byID[instance.id] ?? InstanceLoad()
+                next[instance.id] = load
+                return load
+            }
+            byID = next
+            return loads
+        }
+    }
+}
+
 /// An ``InstanceLoad``'s words, read without touching its reference count (every thread's picks
 /// read the same loads: a retain and release per read would write one shared line from all of
 /// them). Valid while the load is alive: a P2C table holds both.

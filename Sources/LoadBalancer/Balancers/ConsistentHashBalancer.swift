@@ -1,5 +1,3 @@
-import Synchronization
-
 /// Consistent hashing for affinity: the same key goes to the same instance while the set allows,
 /// and when one of N instances leaves only about 1/N of the keys move (Maglev hashing, Eisenbud et
 /// al., NSDI 2016).
@@ -109,7 +107,7 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
         @usableFromInline let bound: BoundedLoad?
         /// With a load bound: the loads of the newest table's instances, by id (calls in flight
         /// survive a set change).
-        private let loadsByID = Mutex<[String: InstanceLoad]>([:])
+        private let loadsByID = LoadsByID()
 
         init(size: Int, bound: BoundedLoad?) {
             self.size = size
@@ -120,16 +118,7 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
         func makeTable(_ set: EndpointSetView, usable: [Int]) -> Table {
             let entries = ConsistentHashBalancer.maglevTable(set, usable, size: size)
             guard bound != nil else { return Table(entries: entries, usable: usable, loads: [], views: []) }
-            let loads = loadsByID.withLock { byID in
-                var next: [String: InstanceLoad] = [:]
-                let loads = set.instances.map { instance in
-                    let load = byID[instance.id] ?? InstanceLoad()
-                    next[instance.id] = load
-                    return load
-                }
-                byID = next
-                return loads
-            }
+            let loads = loadsByID.loads(for: set)
             return Table(entries: entries, usable: usable, loads: loads, views: loads.map(\.view))
         }
 

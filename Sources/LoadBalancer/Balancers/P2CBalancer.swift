@@ -149,7 +149,7 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
         @usableFromInline let failureWeight: Double
         let now: @Sendable () -> Duration
         /// The loads of the instances of the newest table, by id.
-        private let loadsByID = Mutex<[String: InstanceLoad]>([:])
+        private let loadsByID = LoadsByID()
         /// The time (ns) of a recent completed call, the "now" of picks (written at most every
         /// 50 µs, so completions on many threads rarely write it).
         @usableFromInline let clock = InstanceLoad()
@@ -175,16 +175,7 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
 
         @usableFromInline
         func makeTable(_ set: EndpointSetView, usable: [Int]) -> Table {
-            let loads = loadsByID.withLock { byID in
-                var next: [String: InstanceLoad] = [:]
-                let loads = set.instances.map { instance in
-                    let load = byID[instance.id] ?? InstanceLoad()
-                    next[instance.id] = load
-                    return load
-                }
-                byID = next
-                return loads
-            }
+            let loads = loadsByID.loads(for: set)
             var table = Table(usable: usable, loads: loads, views: loads.map(\.view), weighted: AliasTable(), weights: [])
             let weights = TableBuilders.effectiveWeights(set, usable)
             if let first = weights.first, weights.contains(where: { $0 != first }) {
