@@ -115,6 +115,30 @@ struct LbctlGRPCBenchTests {
         }
     }
 
+    @Test("--health-check grpc keeps a NOT_SERVING server out of the transport's picks; --per-second reports the shares")
+    func benchHealthChecks() async throws {
+        try await LocalGRPCHealthBackend.withBackends([
+            .init(latency: .zero), .init(latency: .zero), .init(latency: .zero),
+        ]) { backends in
+            let ids = backends.map { "127.0.0.1:\($0.port)" }
+            backends[2].setStatus(.notServing)
+            let result = try await Lbctl.run([
+                "bench", "static://" + ids.joined(separator: ","), "--protocol", "grpc", "--balancer", "round-robin",
+                "--requests", "100", "--concurrency", "2", "--health-check", "grpc", "--health-check-interval", "0.2", "--per-second",
+            ])
+            #expect(result.status == 0, "\(result.stderr)")
+            #expect(result.stdout.contains("round-robin + grpc health checks: 100 requests"), "\(result.stdout)")
+            // The load starts once every server had its first check: the NOT_SERVING one takes none.
+            let report = try #require(BenchReport(result.stdout), "\(result.stdout)")
+            #expect(report.succeeded == 100, "\(result.stdout)")
+            #expect(report.rows[ids[2]] == nil, "\(result.stdout)")
+            #expect(result.stdout.contains("health checks (grpc Health/Check '' every 0.2 s)"), "\(result.stdout)")
+            #expect(result.stdout.contains("not passing at the end: \(ids[2])"), "\(result.stdout)")
+            let table = try #require(PerSecondTable(result.stdout), "\(result.stdout)")
+            #expect(Set(table.ids) == Set(ids.prefix(2)), "\(result.stdout)")
+        }
+    }
+
     @Test("a dead instance: every request fails, counted as attempts that opened no stream, and the run ends")
     func benchDeadInstance() async throws {
         let port = try await LocalGRPCHealthBackend.withBackend(.init(latency: .zero)) { $0.port }

@@ -143,3 +143,108 @@ func row(_ output: String, _ prefix: String) -> [String] {
     guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }) else { return [] }
     return Array(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().map(String.init))
 }
+
+@Suite("lbctl bench: slow start, priority failover and active health checks", .serialized)
+struct LbctlBenchFeatureTests {
+    @Test(
+        "bad slow-start, priority and health-check options: one line on stderr, exit status 2",
+        arguments: [
+            (["--slow-start", "0"], "--slow-start must be a positive number of seconds"),
+            (["--slow-start", "inf"], "--slow-start must be a positive number of seconds"),
+            (["--slow-start-min-share", "0.2"], "--slow-start-min-share needs --slow-start"),
+            (["--slow-start-aggression", "2"], "--slow-start-aggression needs --slow-start"),
+            (["--slow-start", "2", "--slow-start-min-share", "1.5"], "--slow-start-min-share must be between 0 and 1"),
+            (["--slow-start", "2", "--slow-start-aggression", "0"], "--slow-start-aggression must be a positive number"),
+            (["--slow-start", "2", "--protocol", "grpc"], "the gRPC balancing transport (--protocol grpc) has no slow start"),
+            (["--overprovisioning-factor", "2"], "--overprovisioning-factor needs --balancer priority"),
+            (["--priority-panic-threshold", "0.2"], "--priority-panic-threshold needs --balancer priority"),
+            (["--balancer", "priority", "--overprovisioning-factor", "0"], "--overprovisioning-factor must be above 0"),
+            (["--balancer", "priority", "--overprovisioning-factor", "nan"], "--overprovisioning-factor must be above 0"),
+            (["--balancer", "priority", "--priority-panic-threshold", "2"], "--priority-panic-threshold must be between 0 and 1"),
+            (["--health-check", "smtp"], "'smtp' is invalid for '--health-check"),
+            (["--health-check-interval", "1"], "--health-check-interval needs --health-check"),
+            (["--healthy-threshold", "1"], "--healthy-threshold needs --health-check"),
+            (["--health-check-path", "/up"], "--health-check-path needs --health-check http"),
+            (["--health-check", "tcp", "--health-check-path", "/up"], "--health-check-path is for --health-check http"),
+            (["--health-check", "http", "--health-check-path", "up"], "--health-check-path must start with '/'"),
+            (["--health-check", "http", "--health-check-service", "x"], "--health-check-service is for --health-check grpc"),
+            (["--health-check", "http", "--health-check-interval=-1"], "--health-check-interval must be a positive number of seconds"),
+            (["--health-check", "tcp", "--health-check-timeout", "0"], "--health-check-timeout must be a positive number of seconds"),
+            (["--health-check", "grpc", "--unhealthy-threshold", "0"], "--unhealthy-threshold must be at least 1"),
+            (["--health-check", "grpc", "--healthy-threshold", "0"], "--healthy-threshold must be at least 1"),
+        ]
+    )
+    func badInput(options: [String], message: String) async throws {
+        let result = try await Lbctl.run(["bench", "static://127.0.0.1:1"] + options)
+        #expect(result.status == 2)
+        #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
+        #expect(result.stderr.contains(message), "\(result.stderr)")
+        #expect(result.stderr.hasPrefix("lbctl: "))
+    }
+
+    @Test("--health-check http keeps a backend whose /health fails out of picks, and reports it")
+    func httpHealthChecks() async throws {
+        let backends = [
+            try await LocalHTTPBackend.start(.init(latency: .milliseconds(1))),
+            try await LocalHTTPBackend.start(.init(latency: .milliseconds(1))),
+            try await LocalHTTPBackend.start(.init(latency: .milliseconds(1))),
+        ]
+        defer { Task { for backend in backends { try? await backend.stop() } } }
+        backends[2].setHealthy(false)
+        let ids = backends.map { "127.0.0.1:\($0.port)" }
+        let result = try await Lbctl.run([
+            "bench", "static://" + ids.joined(separator: ","), "--requests", "200", "--concurrency", "2",
+            "--health-check", "http", "--health-check-interval", "0.2", "--unhealthy-threshold", "1", "--per-second", "/",
+        ])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("round-robin + http health checks: 200 requests"), "\(result.stdout)")
+        #expect(result.stdout.contains("200 succeeded, 0 failed"), "\(result.stdout)")
+        // The load starts after the first checks: the failing backend takes no request at all.
+        #expect(backends[2].served.total == 0)
+        #expect(backends[0].served.total == 100 && backends[1].served.total == 100, "\(result.stdout)")
+        #expect(backends[2].healthChecksServed >= 1)
+        #expect(result.stdout.contains("health checks (http GET /health every 0.2 s)"), "\(result.stdout)")
+        #expect(result.stdout.contains("not passing at the end: \(ids[2])"), "\(result.stdout)")
+        // --per-second: a table with a column per instance that took attempts.
+        let table = try #require(PerSecondTable(result.stdout), "\(result.stdout)")
+        #expect(Set(table.ids) == Set(ids.prefix(2)), "\(result.stdout)")
+        #expect(table.rows.map(\.attempts).reduce(0, +) == 200)
+    }
+
+    @Test("--health-check tcp, priority failover options and slow start run over a static set")
+    func otherOptionsRun() async throws {
+        let backends = [
+            try await LocalHTTPBackend.start(.init(latency: .milliseconds(1))),
+            try await LocalHTTPBackend.start(.init(latency: .milliseconds(1))),
+        ]
+        defer { Task { for backend in backends { try? await backend.stop() } } }
+        let source = "static://" + backends.map { "127.0.0.1:\($0.port)" }.joined(separator: ",")
+        let tcp = try await Lbctl.run([
+            "bench", source, "--requests", "100", "--health-check", "tcp", "--health-check-interval", "0.5", "--ejection", "/",
+        ])
+        #expect(tcp.status == 0, "\(tcp.stderr)")
+        #expect(tcp.stdout.contains("round-robin + ejection + tcp health checks"), "\(tcp.stdout)")
+        #expect(tcp.stdout.contains("100 succeeded, 0 failed"), "\(tcp.stdout)")
+        #expect(tcp.stdout.contains("not passing at the end: none"), "\(tcp.stdout)")
+
+        let priority = try await Lbctl.run([
+            "bench", source, "--requests", "100", "--balancer", "priority", "--overprovisioning-factor", "1e9",
+            "--priority-panic-threshold", "0.3", "/",
+        ])
+        #expect(priority.status == 0, "\(priority.stderr)")
+        #expect(priority.stdout.contains("100 succeeded, 0 failed"), "\(priority.stdout)")
+
+        // Slow start turns the per-second table on; the first set takes its full share at once.
+        let slow = try await Lbctl.run([
+            "bench", source, "--requests", "200", "--slow-start", "2", "--slow-start-min-share", "0.2", "--slow-start-aggression", "2", "/",
+        ])
+        #expect(slow.status == 0, "\(slow.stderr)")
+        #expect(slow.stdout.contains("round-robin + slow start 2 s: 200 requests"), "\(slow.stdout)")
+        let table = try #require(PerSecondTable(slow.stdout), "\(slow.stdout)")
+        #expect(table.ids.count == 2)
+        #expect(row(slow.stdout, "127.0.0.1:\(backends[0].port)").first == "100", "\(slow.stdout)")
+        let quiet = try await Lbctl.run(["bench", source, "--requests", "20", "--slow-start", "2", "--no-per-second", "/"])
+        #expect(quiet.status == 0, "\(quiet.stderr)")
+        #expect(PerSecondTable(quiet.stdout) == nil, "\(quiet.stdout)")
+    }
+}

@@ -83,6 +83,60 @@ struct LbctlEtcdTests {
         try await second.stop()
     }
 
+    @Test("bench --slow-start: an instance registered in etcd mid-run ramps up, second by second, in the report")
+    func benchSlowStartRamp() async throws {
+        let cluster = try await EtcdCluster.start()
+        var started: [LocalHTTPBackend] = []
+        for _ in 0..<4 { started.append(try await LocalHTTPBackend.start(.init(latency: .milliseconds(1)))) }
+        let backends = started
+        let ids = backends.map { "127.0.0.1:\($0.port)" }
+        defer { Task { for backend in backends { try? await backend.stop() } } }
+        try await withClient(cluster) { client in
+            for index in 0..<3 { _ = try await client.put("/svc/web/\(index)", value: ids[index]) }
+        }
+        // 2,400 requests at 200 per second: 12 s, a 4 s window. Round robin: once ramped, the
+        // newcomer takes a quarter.
+        let lbctl = try RunningLbctl([
+            "bench", source(cluster, "/svc/web/"), "--balancer", "round-robin", "--slow-start", "4", "--requests", "2400",
+            "--rate", "200", "--concurrency", "8", "/",
+        ])
+        let status: Int32
+        do {
+            // Register the fourth once the bench has made some requests.
+            try await eventually("the bench's first 200 requests", timeout: .seconds(60)) {
+                backends.prefix(3).map(\.served.total).reduce(0, +) >= 200
+            }
+            try await withClient(cluster) { client in _ = try await client.put("/svc/web/3", value: ids[3]) }
+            status = try await lbctl.exitStatus(timeout: .seconds(120))
+        } catch {
+            try await lbctl.stop()
+            throw error
+        }
+        print(lbctl.stdout)
+        #expect(status == 0, "\(lbctl.stderr)")
+        #expect(lbctl.stdout.contains("round-robin + slow start 4 s: 2400 requests"), "\(lbctl.stdout)")
+        #expect(lbctl.stdout.contains("2400 succeeded, 0 failed"), "\(lbctl.stdout)")
+        let table = try #require(PerSecondTable(lbctl.stdout), "\(lbctl.stdout)")
+        // The three first take every attempt from the start; the fourth joins later.
+        #expect(Set(table.ids.prefix(3)) == Set(ids.prefix(3)) && table.ids.last == ids[3], "\(lbctl.stdout)")
+        #expect(table.rows.map(\.attempts).reduce(0, +) == 2400)
+        let joined = try #require(table.rows.firstIndex { ($0.shares[ids[3]] ?? nil) != nil }, "\(lbctl.stdout)")
+        #expect(joined >= 1, "the fourth took attempts in the first second: \(lbctl.stdout)")
+        // Its first whole second in the set, against the last whole second of the run: it ramps
+        // (in the first at most half its weight, at most 0.5 / 3.5 = 14% of the attempts; in the
+        // last, after the 4 s window, its full quarter). Generous margins: a loaded machine's
+        // scheduling moves shares by a few percent, not by the ramp's factor of two and more.
+        let firstWhole = try #require(table.rows.dropFirst(joined + 1).first { $0.isWhole }, "\(lbctl.stdout)")
+        let lastWhole = try #require(table.rows.last { $0.isWhole }, "\(lbctl.stdout)")
+        #expect(lastWhole.from >= firstWhole.from + 4, "the run ended before the ramp did: \(lbctl.stdout)")
+        let early = table.share(ids[3], in: firstWhole)
+        let late = table.share(ids[3], in: lastWhole)
+        #expect(late > 0.18, "\(lbctl.stdout)")
+        #expect(early < late * 0.75, "\(lbctl.stdout)")
+        // The share of the joining second (a part of it) is the lowest of all.
+        #expect(table.share(ids[3], in: table.rows[joined]) <= early + 0.02, "\(lbctl.stdout)")
+    }
+
     @Test("a malformed etcd source is one line and exit status 2")
     func badSource() async throws {
         for source in ["etcd://127.0.0.1:2379", "etcd://127.0.0.1/svc", "etcd://127.0.0.1:2379,:1/svc", "etcd://127.0.0.1:2379/"] {

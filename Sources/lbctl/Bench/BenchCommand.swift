@@ -8,8 +8,39 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Drive HTTP or gRPC load through a balancer and report the distribution, latency and errors.",
-        discussion: SourceSpec.help + "\n\nBalancers: \(BalancerName.helpList).\n\n" + grpcHelp
+        discussion: SourceSpec.help + "\n\nBalancers: \(BalancerName.helpList).\n\n" + featuresHelp + "\n\n" + grpcHelp
     )
+
+    static let featuresHelp = """
+        Slow start (--slow-start SECONDS): an instance that joins the set during the run (a new \
+        registration, or one back from ejection or a failing health check) takes a share of its \
+        full weight that ramps from --slow-start-min-share (default 0.1) to 1 over the window, \
+        max(min share, (t / window)^(1 / aggression)) (default aggression 1: linear); the \
+        instances of the first set take their full share at once. It turns on the per-second \
+        report (--per-second): each instance's share of the attempts in every second of the run, \
+        where a ramp shows.
+
+        Priority failover (--balancer priority): level 0 (the lowest priority value) keeps all \
+        traffic while its healthy share x --overprovisioning-factor (default 1.4) is at least 1, \
+        then spills to the next levels in proportion; a level with fewer than \
+        --priority-panic-threshold (default 0.5) healthy sends its traffic to all its instances \
+        while the levels lack healthy capacity. A very large factor (1e9) is strict failover.
+
+        Active health checks (--health-check http|grpc|tcp): every instance is checked every \
+        --health-check-interval seconds (default 5, +-10% jitter), a check failing after \
+        --health-check-timeout (default 1); --unhealthy-threshold failures in a row (default 2) \
+        take an instance out of picks, --healthy-threshold passes (default 2) bring it back. http \
+        GETs --health-check-path (default /health; 2xx is healthy), grpc calls \
+        grpc.health.v1.Health/Check for --health-check-service (default "": the whole server), \
+        tcp opens a connection. The load starts once every instance has had its first check (an \
+        instance takes no traffic before it). Without --ejection the checks alone take instances \
+        out (passive ejection is off); with --ejection both judge, and a passing check does not \
+        end a passive ejection. Either way, when fewer than half of the instances are healthy \
+        every instance takes traffic (the detector's panic rule).
+        """
+
+    static let noGRPCSlowStart =
+        "--slow-start is for HTTP: the gRPC balancing transport (--protocol grpc) has no slow start"
 
     static let grpcHelp = """
         gRPC: with --protocol grpc each request is a grpc.health.v1.Health/Check RPC (the standard \
@@ -61,12 +92,57 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "The time limit of one request, retries included, in seconds.")
     var timeout = 5.0
 
+    @Option(
+        name: .customLong("slow-start"),
+        help: ArgumentHelp("Slow start: ramp instances that join during the run over this many seconds (HTTP only).", valueName: "seconds"))
+    var slowStartWindow: Double?
+
+    @Option(help: "With --slow-start: the share of its full weight a joining instance starts at, 0...1. Default 0.1.")
+    var slowStartMinShare: Double?
+
+    @Option(help: "With --slow-start: the ramp's shape, above 0 (1 linear, above 1 faster at first). Default 1.")
+    var slowStartAggression: Double?
+
+    @Option(help: "With --balancer priority: a level keeps all traffic while its healthy share times this is at least 1. Default 1.4.")
+    var overprovisioningFactor: Double?
+
+    @Option(help: "With --balancer priority: the healthy share, 0...1, below which a level uses all its instances. Default 0.5.")
+    var priorityPanicThreshold: Double?
+
+    @Option(help: "Active health checks: http (GET --health-check-path), grpc (Health/Check) or tcp (connect).")
+    var healthCheck: ActiveHealthChecks.Kind?
+
+    @Option(help: "With --health-check http: the path to GET. Default /health.")
+    var healthCheckPath: String?
+
+    @Option(help: "With --health-check grpc: the service asked about. Default \"\" (the whole server).")
+    var healthCheckService: String?
+
+    @Option(help: "With --health-check: seconds between two checks of an instance. Default 5.")
+    var healthCheckInterval: Double?
+
+    @Option(help: "With --health-check: seconds a check may take. Default 1.")
+    var healthCheckTimeout: Double?
+
+    @Option(help: "With --health-check: passes in a row that bring an instance back. Default 2.")
+    var healthyThreshold: Int?
+
+    @Option(help: "With --health-check: failures in a row that take an instance out. Default 2.")
+    var unhealthyThreshold: Int?
+
+    @Flag(
+        inversion: .prefixedNo,
+        help: "Report each instance's share of the attempts in every second of the run. Default: on with --slow-start."
+    )
+    var perSecond: Bool?
+
     func validate() throws {
         guard requests > 0 else { throw ValidationError("--requests must be at least 1") }
         guard concurrency > 0 else { throw ValidationError("--concurrency must be at least 1") }
         guard retries >= 0 else { throw ValidationError("--retries must not be negative") }
         guard timeout > 0, timeout.isFinite else { throw ValidationError("--timeout must be a positive number of seconds") }
         if let rate { guard rate > 0, rate.isFinite else { throw ValidationError("--rate must be positive") } }
+        try validateFeatures()
         switch loadProtocol {
         case .http:
             if let path { guard path.hasPrefix("/") else { throw ValidationError("PATH must start with '/'") } }
@@ -77,6 +153,7 @@ struct BenchCommand: AsyncParsableCommand {
                     "PATH ('\(path)') is for HTTP; --protocol grpc calls grpc.health.v1.Health/Check (name the service with --service)")
             }
             if balancer.grpcChoice == nil { throw ValidationError(BalancerName.noGRPCEquivalent(balancer)) }
+            if slowStartWindow != nil { throw ValidationError(Self.noGRPCSlowStart) }
             guard retries <= 4 else {
                 throw ValidationError("--retries is at most 4 with --protocol grpc (a gRPC retry policy makes at most 5 attempts)")
             }
@@ -95,14 +172,25 @@ struct BenchCommand: AsyncParsableCommand {
         options.retries = retries
         options.timeout = .nanoseconds(Int64(timeout * 1e9))
         options.path = path ?? "/"
-        let label = balancer.rawValue + (ejection ? " + ejection" : "")
+        options.slowStart = slowStart
+        options.priority = BalancerName.PriorityOptions(
+            overprovisioningFactor: overprovisioningFactor,
+            panicThreshold: priorityPanicThreshold
+        )
+        options.healthChecks = healthChecks
+        let label =
+            balancer.rawValue + (ejection ? " + ejection" : "")
+            + (slowStartWindow.map { " + slow start \(ActiveHealthChecks.seconds(.seconds($0))) s" } ?? "")
+            + (healthCheck.map { " + \($0.rawValue) health checks" } ?? "")
+        let perSecond = self.perSecond ?? (slowStartWindow != nil)
         let terminal = Output.isTerminal
         let total = requests
         let progress: @Sendable (Int, Duration) -> Void = { done, elapsed in
             let seconds = elapsed.secondsValue
             let line =
                 "\(done)/\(total) requests, \(Int((Double(done) / max(seconds, 0.001)).rounded())) req/s, \((seconds * 10).rounded() / 10) s"
-            if terminal { Output.write("\r\u{1B}[K" + line) } else { print(line) }
+            // Flushed also into a pipe or file: a script watching the run sees each line as it comes.
+            if terminal { Output.write("\r\u{1B}[K" + line) } else { Output.write(line + "\n") }
         }
         let interval: Duration = terminal ? .milliseconds(100) : .seconds(1)
 
@@ -115,7 +203,7 @@ struct BenchCommand: AsyncParsableCommand {
                 progress: progress
             )
             if terminal { Output.write("\r\u{1B}[K") }
-            print(Self.render(report, balancer: label))
+            print(Self.render(report, balancer: label, perSecond: perSecond))
             return
         }
 
@@ -140,10 +228,10 @@ struct BenchCommand: AsyncParsableCommand {
         }
         if terminal { Output.write("\r\u{1B}[K") }
         try await client.shutdown()
-        print(Self.render(report, balancer: label))
+        print(Self.render(report, balancer: label, perSecond: perSecond))
     }
 
-    static func render(_ report: LoadRun.Report, balancer: String) -> String {
+    static func render(_ report: LoadRun.Report, balancer: String, perSecond: Bool = false) -> String {
         let seconds = report.wall.secondsValue
         var lines: [String] = []
         lines.append(
@@ -173,6 +261,18 @@ struct BenchCommand: AsyncParsableCommand {
             )
         )
         lines.append("")
+        if let checks = report.healthChecks {
+            lines.append(
+                "health checks (\(checks.summary)): taken out of picks \(checks.failingEvents) times, brought back \(checks.passingEvents) times; "
+                    + "not passing at the end: \(checks.failingAtEnd.isEmpty ? "none" : checks.failingAtEnd.joined(separator: ", "))"
+            )
+            lines.append("")
+        }
+        if perSecond {
+            lines.append("share of attempts per second (SECOND: from-to seconds into the run; -: no attempt yet):")
+            lines.append(Self.perSecondTable(report.perSecond, wall: report.wall))
+            lines.append("")
+        }
         if report.errors.isEmpty {
             lines.append("errors by kind: none")
         } else {
@@ -180,5 +280,123 @@ struct BenchCommand: AsyncParsableCommand {
             lines.append(Output.table(["KIND", "REQUESTS"], report.errors.map { [$0.kind, "\($0.count)"] }, rightAligned: [1]))
         }
         return lines.joined(separator: "\n")
+    }
+}
+
+extension BenchCommand {
+    /// The slow-start rule of the options, if `--slow-start` is given.
+    var slowStart: SlowStart? {
+        slowStartWindow.map { window in
+            SlowStart(
+                window: .nanoseconds(Int64(window * 1e9)),
+                minimumShare: slowStartMinShare ?? 0.1,
+                aggression: slowStartAggression ?? 1
+            )
+        }
+    }
+
+    /// The health checks of the options, if `--health-check` is given.
+    var healthChecks: ActiveHealthChecks? {
+        healthCheck.map { kind in
+            var checks = ActiveHealthChecks(kind: kind)
+            if let healthCheckPath { checks.path = healthCheckPath }
+            if let healthCheckService { checks.service = healthCheckService }
+            if let healthCheckInterval { checks.configuration.interval = .nanoseconds(Int64(healthCheckInterval * 1e9)) }
+            if let healthCheckTimeout { checks.configuration.timeout = .nanoseconds(Int64(healthCheckTimeout * 1e9)) }
+            if let healthyThreshold { checks.configuration.healthyThreshold = healthyThreshold }
+            if let unhealthyThreshold { checks.configuration.unhealthyThreshold = unhealthyThreshold }
+            return checks
+        }
+    }
+
+    /// Checks the slow-start, priority and health-check options.
+    func validateFeatures() throws {
+        /// A number of seconds: positive, finite, and at most a day (so that it fits a `Duration`).
+        func seconds(_ value: Double?, _ name: String) throws {
+            guard let value else { return }
+            guard value > 0, value <= 86_400 else { throw ValidationError("\(name) must be a positive number of seconds, at most 86400") }
+        }
+        func needs(_ value: (some Any)?, _ name: String, _ required: String) throws {
+            if value != nil { throw ValidationError("\(name) needs \(required)") }
+        }
+
+        try seconds(slowStartWindow, "--slow-start")
+        if slowStartWindow == nil {
+            try needs(slowStartMinShare, "--slow-start-min-share", "--slow-start")
+            try needs(slowStartAggression, "--slow-start-aggression", "--slow-start")
+        }
+        if let slowStartMinShare {
+            guard (0...1).contains(slowStartMinShare) else { throw ValidationError("--slow-start-min-share must be between 0 and 1") }
+        }
+        if let slowStartAggression {
+            guard slowStartAggression > 0, slowStartAggression.isFinite else {
+                throw ValidationError("--slow-start-aggression must be a positive number")
+            }
+        }
+
+        if balancer != .priority {
+            try needs(overprovisioningFactor, "--overprovisioning-factor", "--balancer priority")
+            try needs(priorityPanicThreshold, "--priority-panic-threshold", "--balancer priority")
+        }
+        if let overprovisioningFactor {
+            // Infinity is allowed: strict failover.
+            guard overprovisioningFactor > 0 else { throw ValidationError("--overprovisioning-factor must be above 0") }
+        }
+        if let priorityPanicThreshold {
+            guard (0...1).contains(priorityPanicThreshold) else {
+                throw ValidationError("--priority-panic-threshold must be between 0 and 1")
+            }
+        }
+
+        if healthCheck == nil {
+            try needs(healthCheckPath, "--health-check-path", "--health-check http")
+            try needs(healthCheckService, "--health-check-service", "--health-check grpc")
+            try needs(healthCheckInterval, "--health-check-interval", "--health-check")
+            try needs(healthCheckTimeout, "--health-check-timeout", "--health-check")
+            try needs(healthyThreshold, "--healthy-threshold", "--health-check")
+            try needs(unhealthyThreshold, "--unhealthy-threshold", "--health-check")
+        }
+        if let healthCheckPath {
+            guard healthCheck == .http else { throw ValidationError("--health-check-path is for --health-check http") }
+            guard healthCheckPath.hasPrefix("/") else { throw ValidationError("--health-check-path must start with '/'") }
+        }
+        if healthCheckService != nil, healthCheck != .grpc {
+            throw ValidationError("--health-check-service is for --health-check grpc")
+        }
+        try seconds(healthCheckInterval, "--health-check-interval")
+        try seconds(healthCheckTimeout, "--health-check-timeout")
+        if let healthyThreshold { guard healthyThreshold >= 1 else { throw ValidationError("--healthy-threshold must be at least 1") } }
+        if let unhealthyThreshold {
+            guard unhealthyThreshold >= 1 else { throw ValidationError("--unhealthy-threshold must be at least 1") }
+        }
+        if let checks = healthChecks {
+            do {
+                try checks.configuration.validate()
+            } catch {
+                throw ValidationError("\(error)")
+            }
+        }
+    }
+
+    /// The per-second table: a row per second of the run, a column per instance (in the order
+    /// they took their first attempt), each cell the instance's share of that second's attempts.
+    static func perSecondTable(_ seconds: [[String: Int]], wall: Duration) -> String {
+        var firstSecond: [String: Int] = [:]
+        for (second, counts) in seconds.enumerated() {
+            for id in counts.keys where firstSecond[id] == nil { firstSecond[id] = second }
+        }
+        let ids = firstSecond.keys.sorted { (firstSecond[$0]!, $0) < (firstSecond[$1]!, $1) }
+        // The last second ends with the run (in hundredths, rounded up).
+        let end = (wall.secondsValue * 100).rounded(.up) / 100
+        let rows = seconds.enumerated().map { second, counts -> [String] in
+            let total = counts.values.reduce(0, +)
+            let to = second == seconds.count - 1 && end < Double(second + 1) ? "\(max(Double(second) + 0.01, end))" : "\(second + 1)"
+            return ["\(second)-\(to)", "\(total)"]
+                + ids.map { id in
+                    guard second >= firstSecond[id]! else { return "-" }
+                    return Output.percent(Double(counts[id] ?? 0) / Double(max(1, total)))
+                }
+        }
+        return Output.table(["SECOND", "ATTEMPTS"] + ids, rows, rightAligned: Set(1..<(2 + ids.count)))
     }
 }

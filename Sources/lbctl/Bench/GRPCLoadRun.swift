@@ -40,9 +40,11 @@ struct GRPCLoadRun {
         guard let choice = options.balancer.grpcChoice else {
             throw LbctlError.usage(BalancerName.noGRPCEquivalent(options.balancer))
         }
+        if options.slowStart != nil { throw LbctlError.usage(BenchCommand.noGRPCSlowStart) }
+        // With health checks, the transport's detector is the one the checker feeds.
         var configuration = BalancingClientTransport.Configuration(
             balancer: choice,
-            outlierDetection: options.ejection ? options.ejectionConfiguration : nil
+            outlierDetection: options.detectorConfiguration
         )
         let method = Grpc_Health_V1_Health.Method.Check.descriptor
         if options.retries > 0 {
@@ -70,9 +72,9 @@ struct GRPCLoadRun {
 
         let stats = LoadRun.Stats()
         let addresses = InstanceAddresses()
-        let transport = ObservedTransport(base: BalancingClientTransport(publisher: publisher, configuration: configuration))
-        let start = ContinuousClock.now
-        try await withThrowingTaskGroup(of: Void.self) { group in
+        let base = BalancingClientTransport(publisher: publisher, configuration: configuration)
+        let transport = ObservedTransport(base: base)
+        let outcome = try await withThrowingTaskGroup(of: Void.self, returning: ActiveHealthChecks.Outcome?.self) { group in
             if let service = publisher as? any Service { group.addTask { try await service.run() } }
             // The instances ever seen, to name the peers; the first set says whether there is any.
             let (firstSet, firstSetSink) = AsyncStream.makeStream(of: [Instance].self, bufferingPolicy: .bufferingNewest(1))
@@ -88,9 +90,10 @@ struct GRPCLoadRun {
                 group.cancelAll()
                 throw LbctlError.run("the source has no instances")
             }
-            try await withGRPCClient(transport: transport) { client in
+            defer { group.cancelAll() }
+            return try await withGRPCClient(transport: transport) { client in
                 let health = Grpc_Health_V1_Health.Client(wrapping: client)
-                await LoadRun.drive(stats: stats, options: options, start: start, interval: interval, progress: progress) {
+                let send: @Sendable () async -> String? = {
                     let log = AttemptLog()
                     var failure: String?
                     var cancelled = false
@@ -113,10 +116,30 @@ struct GRPCLoadRun {
                     }
                     return failure
                 }
+                guard let checks = options.healthChecks, let detector = base.outlierDetector else {
+                    stats.restart()
+                    await LoadRun.drive(
+                        stats: stats, options: options, start: stats.start, interval: interval, progress: progress, request: send)
+                    return nil
+                }
+                return try await checks.withChecker(detector) { checker in
+                    try await withThrowingTaskGroup(of: Void.self, returning: ActiveHealthChecks.Outcome.self) { checking in
+                        checking.addTask { try await checker.run() }
+                        await ActiveHealthChecks.waitForFirstChecks(checker, ids: first.map(\.id))
+                        stats.restart()
+                        await LoadRun.drive(
+                            stats: stats, options: options, start: stats.start, interval: interval, progress: progress, request: send)
+                        let outcome = checks.outcome(checker, detector)
+                        checking.cancelAll()
+                        try await checking.waitForAll()
+                        return outcome
+                    }
+                }
             }
-            group.cancelAll()
         }
-        return stats.report(requests: options.requests, wall: ContinuousClock.now - start)
+        var report = stats.report(requests: options.requests, wall: ContinuousClock.now - stats.start)
+        report.healthChecks = outcome
+        return report
     }
 
     /// A short name for the kind of an error, for the "errors by kind" table: `gRPC` and the status

@@ -20,6 +20,20 @@ struct LoadRun {
         var retries = 0
         var timeout: Duration = .seconds(5)
         var path = "/"
+        /// Slow start of instances new to the set (or back from ejection or a failing check).
+        var slowStart: SlowStart?
+        /// The priority balancer's failover settings.
+        var priority = BalancerName.PriorityOptions()
+        /// Active health checks, if any.
+        var healthChecks: ActiveHealthChecks?
+
+        /// The rules of the outlier detector the balancer honours: `ejectionConfiguration` with
+        /// `ejection`; with health checks alone, passive ejection off; else none.
+        var detectorConfiguration: OutlierDetector.Configuration? {
+            if ejection { return ejectionConfiguration }
+            if healthChecks != nil { return ActiveHealthChecks.checksOnlyDetector }
+            return nil
+        }
     }
 
     /// Counters shared by the workers.
@@ -34,15 +48,37 @@ struct LoadRun {
             var errors: [String: Int] = [:]
             var succeeded = 0
             var failed = 0
+            /// The start of the run.
+            var start: ContinuousClock.Instant
+            /// Per second of the run (index: whole seconds since `start`), attempts per instance.
+            var seconds: [[String: Int]] = []
         }
-        let state = Mutex(State())
+        let state: Mutex<State>
         /// Requests handed to workers so far.
         let claimed = Atomic<Int>(0)
+        init(start: ContinuousClock.Instant = .now) {
+            state = Mutex(State(start: start))
+        }
+
+        /// The start of the run.
+        var start: ContinuousClock.Instant { state.withLock { $0.start } }
+
+        /// The run starts now (after a wait before the load): its time and seconds count from here.
+        func restart() {
+            state.withLock {
+                $0.start = .now
+                $0.seconds = []
+            }
+        }
 
         func attempt(_ id: String, failed: Bool) {
+            let now = ContinuousClock.now
             state.withLock {
                 $0.perInstance[id, default: PerInstance()].attempts += 1
                 if failed { $0.perInstance[id, default: PerInstance()].failures += 1 }
+                let second = Swift.max(0, Int((now - $0.start).secondsValue))
+                while $0.seconds.count <= second { $0.seconds.append([:]) }
+                $0.seconds[second][id, default: 0] += 1
             }
         }
 
@@ -71,6 +107,10 @@ struct LoadRun {
         var perInstance: [(id: String, attempts: Int, failures: Int)]
         var errors: [(kind: String, count: Int)]
         var histogram: Histogram<UInt64>
+        /// Attempts per instance in each second of the run (the last may be partial).
+        var perSecond: [[String: Int]] = []
+        /// What the active health checks did, when there were any.
+        var healthChecks: ActiveHealthChecks.Outcome?
 
         var retries: Int { attempts - requests }
 
@@ -112,15 +152,26 @@ struct LoadRun {
             )
         }
         let cache = EndpointCache(publisher: publisher, factory: factory)
-        let detector = options.ejection ? OutlierDetector(cache, configuration: options.ejectionConfiguration) : nil
-        let balancer = options.balancer.make(cache, ejection: detector)
+        let detector = options.detectorConfiguration.map { OutlierDetector(cache, configuration: $0) }
+        let balancer = options.balancer.make(cache, ejection: detector, slowStart: options.slowStart, priority: options.priority)
         // Without retries a request is one balanced call, ended by the factory's own timeout.
         let retry = options.retries > 0 ? Retry(balancer, maxAttempts: options.retries + 1, timeout: options.timeout) : nil
         let call = HTTPCall(path: options.path)
         let total = options.requests
 
-        let start = ContinuousClock.now
-        try await withThrowingTaskGroup(of: Void.self) { group in
+        let send: @Sendable () async -> String? = {
+            do {
+                if let retry {
+                    _ = try await retry(call)
+                } else {
+                    _ = try await balancer.call(call)
+                }
+                return nil
+            } catch {
+                return Self.kind(of: error)
+            }
+        }
+        let outcome = try await withThrowingTaskGroup(of: Void.self, returning: ActiveHealthChecks.Outcome?.self) { group in
             if let service = publisher as? any Service { group.addTask { try await service.run() } }
             group.addTask { try await cache.run() }
             await cache.waitUntilReady()
@@ -128,21 +179,28 @@ struct LoadRun {
                 group.cancelAll()
                 throw LbctlError.run("the source has no instances")
             }
-            await drive(stats: stats, options: options, start: start, interval: interval, progress: progress) {
-                do {
-                    if let retry {
-                        _ = try await retry(call)
-                    } else {
-                        _ = try await balancer.call(call)
-                    }
-                    return nil
-                } catch {
-                    return Self.kind(of: error)
+            defer { group.cancelAll() }
+            guard let checks = options.healthChecks, let detector else {
+                stats.restart()
+                await drive(stats: stats, options: options, start: stats.start, interval: interval, progress: progress, request: send)
+                return nil
+            }
+            return try await checks.withChecker(detector) { checker in
+                try await withThrowingTaskGroup(of: Void.self, returning: ActiveHealthChecks.Outcome.self) { checking in
+                    checking.addTask { try await checker.run() }
+                    await ActiveHealthChecks.waitForFirstChecks(checker, ids: cache.snapshot.instances.map(\.id))
+                    stats.restart()
+                    await drive(stats: stats, options: options, start: stats.start, interval: interval, progress: progress, request: send)
+                    let outcome = checks.outcome(checker, detector)
+                    checking.cancelAll()
+                    try await checking.waitForAll()
+                    return outcome
                 }
             }
-            group.cancelAll()
         }
-        return stats.report(requests: total, wall: ContinuousClock.now - start)
+        var report = stats.report(requests: total, wall: ContinuousClock.now - stats.start)
+        report.healthChecks = outcome
+        return report
     }
 
     /// Sends `options.requests` requests with `options.concurrency` workers (paced by
@@ -204,7 +262,8 @@ extension LoadRun.Stats {
                 wall: wall,
                 perInstance: state.perInstance.map { ($0.key, $0.value.attempts, $0.value.failures) }.sorted { $0.id < $1.id },
                 errors: state.errors.map { ($0.key, $0.value) }.sorted { $0.count > $1.count },
-                histogram: state.histogram
+                histogram: state.histogram,
+                perSecond: state.seconds
             )
         }
     }

@@ -14,20 +14,42 @@ enum BalancerName: String, CaseIterable, ExpressibleByArgument {
 
     static var helpList: String { allCases.map(\.rawValue).joined(separator: ", ") }
 
+    /// The priority balancer's failover settings (`--overprovisioning-factor`,
+    /// `--priority-panic-threshold`); `nil` keeps the library's default.
+    struct PriorityOptions: Sendable, Equatable {
+        var overprovisioningFactor: Double?
+        var panicThreshold: Double?
+    }
+
+    /// The balancer of this name over `endpoints`, honouring `ejection` (and any health checker
+    /// attached to it) and ramping new instances with `slowStart`; `priority` is for `.priority` only.
     func make<Request, Response>(
         _ endpoints: EndpointCache<Request, Response>,
-        ejection: OutlierDetector?
+        ejection: OutlierDetector?,
+        slowStart: SlowStart? = nil,
+        priority: PriorityOptions = PriorityOptions()
     ) -> AnyBalancer<Request, Response> {
         switch self {
         // The CLI keeps the exact rotation: its runs are small and their split should be exact.
-        case .roundRobin: AnyBalancer(RoundRobinBalancer(endpoints, rotation: .exact, ejection: ejection))
-        case .random: AnyBalancer(RandomBalancer(endpoints, ejection: ejection))
-        case .weightedRoundRobin: AnyBalancer(WeightedRoundRobinBalancer(endpoints, ejection: ejection))
-        case .weightedRandom: AnyBalancer(WeightedRandomBalancer(endpoints, ejection: ejection))
-        case .priority: AnyBalancer(PriorityBalancer(endpoints, ejection: ejection))
-        case .p2cLeastOutstanding: AnyBalancer(P2CBalancer(endpoints, metric: .leastOutstanding, ejection: ejection))
-        case .p2cPeakEWMA: AnyBalancer(P2CBalancer(endpoints, metric: .peakEWMA(), ejection: ejection))
-        case .consistentHash: AnyBalancer(ConsistentHashBalancer(endpoints, ejection: ejection))
+        case .roundRobin: AnyBalancer(RoundRobinBalancer(endpoints, rotation: .exact, ejection: ejection, slowStart: slowStart))
+        case .random: AnyBalancer(RandomBalancer(endpoints, ejection: ejection, slowStart: slowStart))
+        case .weightedRoundRobin: AnyBalancer(WeightedRoundRobinBalancer(endpoints, ejection: ejection, slowStart: slowStart))
+        case .weightedRandom: AnyBalancer(WeightedRandomBalancer(endpoints, ejection: ejection, slowStart: slowStart))
+        case .priority:
+            AnyBalancer(
+                PriorityBalancer(
+                    endpoints,
+                    configuration: .defaults {
+                        if let factor = priority.overprovisioningFactor { $0.overprovisioningFactor = factor }
+                        if let threshold = priority.panicThreshold { $0.panicThreshold = threshold }
+                    },
+                    ejection: ejection,
+                    slowStart: slowStart
+                )
+            )
+        case .p2cLeastOutstanding: AnyBalancer(P2CBalancer(endpoints, metric: .leastOutstanding, ejection: ejection, slowStart: slowStart))
+        case .p2cPeakEWMA: AnyBalancer(P2CBalancer(endpoints, metric: .peakEWMA(), ejection: ejection, slowStart: slowStart))
+        case .consistentHash: AnyBalancer(ConsistentHashBalancer(endpoints, ejection: ejection, slowStart: slowStart))
         }
     }
 }
