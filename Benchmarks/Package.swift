@@ -7,6 +7,7 @@ import PackageDescription
 //   swift run -c release tail-latency-report                   # the tail-latency simulation
 //   swift run -c release callpath --what call --threads 1,2    # the whole call path at any thread count
 //   swift run -c release retry-report                          # hedging and retry amplification
+//   swift run -c release subsetting-report                     # subsetting: evenness and stability
 //   swift run -c release registry-propagation etcd|zookeeper   # registry write to endpoint set
 //   swift run -c release churn-soak                            # 10 minutes of churn under load
 //   scripts/http-compare.sh                                    # real HTTP: hey, AHC, the library, lbctl
@@ -59,6 +60,11 @@ let package = Package(
             name: "retry-report",
             dependencies: [.product(name: "LoadBalancer", package: "swift-loadbalancer")],
             path: "Sources/retry-report"
+        ),
+        .executableTarget(
+            name: "subsetting-report",
+            dependencies: [.product(name: "LoadBalancer", package: "swift-loadbalancer")],
+            path: "Sources/subsetting-report"
         ),
         .executableTarget(
             name: "registry-propagation",
