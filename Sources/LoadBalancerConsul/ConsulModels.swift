@@ -33,6 +33,8 @@ public struct ConsulServiceEntry: Sendable, Hashable {
     /// The status of each check of the entry, node checks included (`Checks[].Status`: `passing`,
     /// `warning`, `critical`, `maintenance`).
     public var checkStatuses: [String]
+    /// The node's metadata (`Node.Meta`).
+    public var nodeMeta: [String: String]
 
     /// Creates an entry.
     public init(
@@ -48,7 +50,8 @@ public struct ConsulServiceEntry: Sendable, Hashable {
         meta: [String: String] = [:],
         passingWeight: Int? = nil,
         warningWeight: Int? = nil,
-        checkStatuses: [String] = []
+        checkStatuses: [String] = [],
+        nodeMeta: [String: String] = [:]
     ) {
         self.node = node
         self.nodeAddress = nodeAddress
@@ -63,7 +66,11 @@ public struct ConsulServiceEntry: Sendable, Hashable {
         self.passingWeight = passingWeight
         self.warningWeight = warningWeight
         self.checkStatuses = checkStatuses
+        self.nodeMeta = nodeMeta
     }
+
+    /// The instance's zone: the service's `zone` metadata, else its node's.
+    public var zone: String? { meta["zone"] ?? nodeMeta["zone"] }
 
     /// Where to reach the instance: the service's address when set, else the node's (Consul's rule).
     public var address: String { serviceAddress.isEmpty ? nodeAddress : serviceAddress }
@@ -217,10 +224,12 @@ struct HealthEntryJSON: Decodable {
         var name: String
         var address: String
         var datacenter: String?
+        var meta: [String: String]?
         enum CodingKeys: String, CodingKey {
             case name = "Node"
             case address = "Address"
             case datacenter = "Datacenter"
+            case meta = "Meta"
         }
     }
     struct ServiceJSON: Decodable {
@@ -271,7 +280,8 @@ struct HealthEntryJSON: Decodable {
             meta: service.meta ?? [:],
             passingWeight: service.weights?.passing,
             warningWeight: service.weights?.warning,
-            checkStatuses: (checks ?? []).map(\.status)
+            checkStatuses: (checks ?? []).map(\.status),
+            nodeMeta: node.meta ?? [:]
         )
     }
 }
@@ -390,7 +400,8 @@ extension ConsulServiceEntry {
                         port: entry.port,
                         weight: max(0, weight),
                         tags: entry.tags,
-                        metadata: metadata
+                        metadata: metadata,
+                        zone: entry.zone
                     )
                 )
             } catch {

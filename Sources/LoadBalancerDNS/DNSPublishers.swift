@@ -70,6 +70,8 @@ public struct DNSRefresh: Sendable, Hashable {
 public final class DNSSRVPublisher: DNSLookupPublisher {
     /// The SRV name, for example `_http._tcp.example.com`.
     public let name: String
+    /// The zone every instance gets (DNS has none of its own), for zone-aware routing.
+    public let zone: String?
     let core: DNSPublisherCore
 
     /// Creates a publisher; nothing is looked up until `run()`.
@@ -79,15 +81,19 @@ public final class DNSSRVPublisher: DNSLookupPublisher {
     ///   - client: The resolver.
     ///   - refresh: When to look up again. Default: at the records' TTL, clamped to 1 s...5 min.
     ///   - staleness: What to do with the last good set while lookups fail. Default: keep it.
+    ///   - zone: The zone every instance gets, for zone-aware routing (a name per zone, such as
+    ///     `_http._tcp.eu-west-1a.example.com`, makes one publisher per zone). Default: none.
     ///   - logger: Where to log. Default: nowhere.
     public init(
         name: String,
         client: DNSClient,
         refresh: DNSRefresh = .ttl(),
         staleness: StalenessPolicy = .keepLastGood,
+        zone: String? = nil,
         logger: Logger = Logger(label: "loadbalancer.dns", factory: { _ in SwiftLogNoOpLogHandler() })
     ) {
         self.name = name
+        self.zone = zone
         self.core = DNSPublisherCore(name: name, client: client, refresh: refresh, staleness: staleness, logger: logger)
     }
 
@@ -145,7 +151,8 @@ public final class DNSSRVPublisher: DNSLookupPublisher {
                             port: Int(port),
                             weight: Int(weight),
                             priority: Int(priority),
-                            metadata: ["target": target]
+                            metadata: ["target": target],
+                            zone: zone
                         )
                     )
                 } catch {
@@ -183,6 +190,8 @@ public final class DNSAddressPublisher: DNSLookupPublisher {
     public let name: String
     /// The port every instance gets.
     public let port: Int
+    /// The zone every instance gets (DNS has none of its own), for zone-aware routing.
+    public let zone: String?
     let core: DNSPublisherCore
 
     /// Creates a publisher; nothing is looked up until `run()`.
@@ -193,6 +202,7 @@ public final class DNSAddressPublisher: DNSLookupPublisher {
     ///   - client: The resolver.
     ///   - refresh: When to look up again. Default: at the records' TTL, clamped to 1 s...5 min.
     ///   - staleness: What to do with the last good set while lookups fail. Default: keep it.
+    ///   - zone: The zone every instance gets, for zone-aware routing. Default: none.
     ///   - logger: Where to log. Default: nowhere.
     public init(
         name: String,
@@ -200,10 +210,12 @@ public final class DNSAddressPublisher: DNSLookupPublisher {
         client: DNSClient,
         refresh: DNSRefresh = .ttl(),
         staleness: StalenessPolicy = .keepLastGood,
+        zone: String? = nil,
         logger: Logger = Logger(label: "loadbalancer.dns", factory: { _ in SwiftLogNoOpLogHandler() })
     ) {
         self.name = name
         self.port = port
+        self.zone = zone
         self.core = DNSPublisherCore(name: name, client: client, refresh: refresh, staleness: staleness, logger: logger)
     }
 
@@ -230,7 +242,7 @@ public final class DNSAddressPublisher: DNSLookupPublisher {
                     case .ipv4(let address) where type == .a, .ipv6(let address) where type == .aaaa:
                         ttl = min(ttl ?? record.ttl, record.ttl)
                         do {
-                            instances.append(try Instance(host: address, port: port))
+                            instances.append(try Instance(host: address, port: port, zone: zone))
                         } catch {
                             invalid.append("address \(address): \(error)")
                         }

@@ -168,18 +168,22 @@ enum BalancerKind: String, CaseIterable, Sendable, CustomStringConvertible {
 
     var description: String { rawValue }
 
-    func make(_ endpoints: EndpointCache<Int, Int>, ejection: OutlierDetector? = nil, slowStart: SlowStart? = nil) -> AnyBalancer<Int, Int>
-    {
+    func make(
+        _ endpoints: EndpointCache<Int, Int>, ejection: OutlierDetector? = nil, slowStart: SlowStart? = nil, zones: ZoneAwareRouting? = nil
+    ) -> AnyBalancer<Int, Int> {
         switch self {
-        case .roundRobin: AnyBalancer(RoundRobinBalancer(endpoints, ejection: ejection, slowStart: slowStart))
-        case .random: AnyBalancer(RandomBalancer(endpoints, seed: 3, ejection: ejection, slowStart: slowStart))
-        case .weightedRoundRobin: AnyBalancer(WeightedRoundRobinBalancer(endpoints, ejection: ejection, slowStart: slowStart))
-        case .weightedRandom: AnyBalancer(WeightedRandomBalancer(endpoints, seed: 3, ejection: ejection, slowStart: slowStart))
-        case .priority: AnyBalancer(PriorityBalancer(endpoints, seed: 3, ejection: ejection, slowStart: slowStart))
+        case .roundRobin: AnyBalancer(RoundRobinBalancer(endpoints, ejection: ejection, slowStart: slowStart, zones: zones))
+        case .random: AnyBalancer(RandomBalancer(endpoints, seed: 3, ejection: ejection, slowStart: slowStart, zones: zones))
+        case .weightedRoundRobin: AnyBalancer(WeightedRoundRobinBalancer(endpoints, ejection: ejection, slowStart: slowStart, zones: zones))
+        case .weightedRandom:
+            AnyBalancer(WeightedRandomBalancer(endpoints, seed: 3, ejection: ejection, slowStart: slowStart, zones: zones))
+        case .priority: AnyBalancer(PriorityBalancer(endpoints, seed: 3, ejection: ejection, slowStart: slowStart, zones: zones))
         case .leastOutstanding:
-            AnyBalancer(P2CBalancer(endpoints, metric: .leastOutstanding, seed: 3, ejection: ejection, slowStart: slowStart))
-        case .peakEWMA: AnyBalancer(P2CBalancer(endpoints, metric: .peakEWMA(), seed: 3, ejection: ejection, slowStart: slowStart))
-        case .consistentHash: AnyBalancer(ConsistentHashBalancer(endpoints, tableSize: 4_099, ejection: ejection, slowStart: slowStart))
+            AnyBalancer(P2CBalancer(endpoints, metric: .leastOutstanding, seed: 3, ejection: ejection, slowStart: slowStart, zones: zones))
+        case .peakEWMA:
+            AnyBalancer(P2CBalancer(endpoints, metric: .peakEWMA(), seed: 3, ejection: ejection, slowStart: slowStart, zones: zones))
+        case .consistentHash:
+            AnyBalancer(ConsistentHashBalancer(endpoints, tableSize: 4_099, ejection: ejection, slowStart: slowStart, zones: zones))
         }
     }
 }

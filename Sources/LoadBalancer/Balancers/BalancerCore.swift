@@ -14,6 +14,12 @@ package protocol PickStrategy: Sendable {
     /// empty when the set is not). Builds are serialised per balancer.
     func makeTable(_ set: EndpointSetView, usable: [Int]) -> Table
 
+    /// Builds the table for the positions `scope` of `set` (a zone's, with zone-aware routing), of
+    /// which `usable` may take traffic. Default: ``makeTable(_:usable:)``, which looks at `usable`
+    /// only; a strategy that reads the instances' own ejection flags (priority levels) limits
+    /// itself to `scope`.
+    func makeTable(_ set: EndpointSetView, usable: [Int], scope: [Int]) -> Table
+
     /// Chooses a position of the set, or `nil` when there is none to choose.
     func choose(_ table: Table, _ state: inout PickState) -> Int?
 
@@ -25,6 +31,9 @@ package protocol PickStrategy: Sendable {
 }
 
 extension PickStrategy {
+    @usableFromInline package func makeTable(_ set: EndpointSetView, usable: [Int], scope: [Int]) -> Table {
+        makeTable(set, usable: usable)
+    }
     @usableFromInline package func load(_ table: Table, at index: Int) -> InstanceLoad? { nil }
     @usableFromInline package func learn(_ load: InstanceLoadView, outcome: CallRecord.Outcome, latency: Duration) {}
 }
@@ -77,6 +86,8 @@ package final class BalancerSnapshot<Request: Sendable, Response: Sendable, Tabl
     @usableFromInline package let rampsEnd: Duration
     /// The balancer's ramp epoch the snapshot was built in (moved on when the ramps end).
     @usableFromInline package let rampEpoch: UInt64
+    /// With zone-aware routing in force: a table per zone that takes calls; `nil` otherwise.
+    @usableFromInline package let zones: ZoneTables<Table>?
 
     init(
         set: EndpointSet<Request, Response>,
@@ -85,7 +96,8 @@ package final class BalancerSnapshot<Request: Sendable, Response: Sendable, Tabl
         ejectionVersion: UInt64,
         ramps: [Duration?]? = nil,
         rampsEnd: Duration = .zero,
-        rampEpoch: UInt64 = 0
+        rampEpoch: UInt64 = 0,
+        zones: ZoneTables<Table>? = nil
     ) {
         self.set = set
         self.table = table
@@ -94,6 +106,7 @@ package final class BalancerSnapshot<Request: Sendable, Response: Sendable, Tabl
         self.ramps = ramps
         self.rampsEnd = rampsEnd
         self.rampEpoch = rampEpoch
+        self.zones = zones
     }
 }
 
@@ -231,6 +244,8 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     /// Moved on when the ramps of the current snapshot have all ended, so that it is rebuilt
     /// without them (and picks stop reading the clock).
     @usableFromInline let rampEpoch = Atomic<UInt64>(0)
+    /// Zone-aware routing, if any.
+    let zoneRouting: ZoneAwareRouting?
 
     @usableFromInline
     struct ShardState: Sendable {
@@ -286,8 +301,10 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
         strategy: Strategy,
         seed: UInt64?,
         start: UInt64? = nil,
-        slowStart: SlowStart? = nil
+        slowStart: SlowStart? = nil,
+        zones: ZoneAwareRouting? = nil
     ) {
+        self.zoneRouting = zones
         self.slowStart = slowStart
         if let now = slowStart?.now {
             self.slowStartNow = now
@@ -388,7 +405,7 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     /// would get. Once the ramps have ended, the epoch moves on and the snapshot is rebuilt.
     @usableFromInline
     func rampedChoice(_ first: Int, in snapshot: Snapshot, _ state: inout PickState) -> Int {
-        admitted(first, in: snapshot, draw: { state.next() }, again: { strategy.choose(snapshot.table, &state) })
+        admitted(first, in: snapshot, draw: { state.next() }, again: { choose(snapshot, &state) })
     }
 
     /// ``rampedChoice(_:in:_:)`` for a keyed pick: the draws come from the key's hash, so that a key
@@ -439,10 +456,45 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
             let (ramps, rampsEnd) = ramps(view, usable: set.isEmpty ? [] : usable)
             let built = Snapshot(
                 set: set, table: table, setVersion: setVersion, ejectionVersion: ejectionVersion,
-                ramps: ramps, rampsEnd: rampsEnd, rampEpoch: epoch)
+                ramps: ramps, rampsEnd: rampsEnd, rampEpoch: epoch, zones: zoneTables(view, usable: set.isEmpty ? [] : usable))
             newest = built
             return built
         }
+    }
+
+    /// With zone-aware routing: the shares of the zones by ``ZoneAwareRouting``'s rule, and a table
+    /// per zone that takes calls (its usable instances); `nil` when zones do not count.
+    func zoneTables(_ view: EndpointSetView, usable: [Int]) -> ZoneTables<Strategy.Table>? {
+        guard let zoneRouting, !usable.isEmpty else { return nil }
+        var total: [String: Int] = [:]
+        var scopes: [String: [Int]] = [:]
+        for (position, instance) in view.instances.enumerated() {
+            total[instance.zone ?? "", default: 0] += 1
+            scopes[instance.zone ?? "", default: []].append(position)
+        }
+        var healthyPositions: [String: [Int]] = [:]
+        // The detector's own flags: in panic mode `usable` is every position, and zones then
+        // count every instance as healthy too.
+        for position in usable { healthyPositions[view.instances[position].zone ?? "", default: []].append(position) }
+        guard let shares = zoneRouting.shares(healthy: healthyPositions.mapValues(\.count), total: total) else { return nil }
+        var tables: [Strategy.Table] = []
+        var weights: [UInt64] = []
+        for (zone, share) in shares.sorted(by: { $0.key < $1.key }) where share > 0 {
+            guard let positions = healthyPositions[zone], !positions.isEmpty else { continue }
+            tables.append(strategy.makeTable(view, usable: positions, scope: scopes[zone] ?? positions))
+            weights.append(UInt64(share * 1_000_000_000))
+        }
+        guard !tables.isEmpty else { return nil }
+        return ZoneTables(tables: tables, choice: TableBuilders.aliasTable(values: Array(tables.indices), weights: weights))
+    }
+
+    /// The strategy's choice in `snapshot`: in a zone chosen by its share when zones count.
+    @inlinable @inline(__always)
+    func choose(_ snapshot: Snapshot, _ state: inout PickState) -> Int? {
+        guard let zones = snapshot.zones else { return strategy.choose(snapshot.table, &state) }
+        if zones.tables.count == 1 { return strategy.choose(zones.tables[0], &state) }
+        guard let zone = zones.choice.pick(state.next()) else { return nil }
+        return strategy.choose(zones.tables[zone], &state)
     }
 
     /// Runs `body` on the calling thread's shard state, refreshed to the current snapshot.
@@ -479,7 +531,7 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     @inlinable
     package func pick() throws(LoadBalancerError) -> EndpointPick {
         let pick = withShard { (state: inout ShardState, snapshot: Snapshot, _: Int) -> EndpointPick? in
-            guard var index = strategy.choose(snapshot.table, &state.pick) else { return nil }
+            guard var index = choose(snapshot, &state.pick) else { return nil }
             if snapshot.ramps != nil { index = rampedChoice(index, in: snapshot, &state.pick) }
             return EndpointPick(index: index, generation: snapshot.set.generation)
         }
@@ -539,7 +591,7 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
                 index = found
                 if snapshot.ramps != nil { index = keyedRampedChoice(index, hash: keyed.hash, in: snapshot, keyed.lookup) }
             } else {
-                guard let chosen = strategy.choose(snapshot.table, &state.pick) else { return nil }
+                guard let chosen = choose(snapshot, &state.pick) else { return nil }
                 index = chosen
                 if snapshot.ramps != nil { index = rampedChoice(index, in: snapshot, &state.pick) }
             }

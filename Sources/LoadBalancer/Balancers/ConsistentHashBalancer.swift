@@ -56,12 +56,16 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
     ///   - tableSize: The lookup table's size; should be a prime well above 100 × the set size.
     ///   - ejection: Outlier ejection to honour. Default: none.
     ///   - slowStart: Ramps the share of instances new to the set or back from ejection. Default: none.
+    ///   - zones: Keeps traffic in the client's zone while it has the capacity (Envoy's zone-aware
+    ///     routing); the balancer picks inside the zone chosen. Default: none.
     ///   - boundedLoad: Caps each instance's calls in flight. Default: none (pure affinity).
     public convenience init(
         _ endpoints: EndpointCache<Request, Response>, tableSize: Int = 65_537, ejection: OutlierDetector? = nil,
-        slowStart: SlowStart? = nil, boundedLoad: BoundedLoad? = nil
+        slowStart: SlowStart? = nil, zones: ZoneAwareRouting? = nil, boundedLoad: BoundedLoad? = nil
     ) {
-        self.init(source: .cache(endpoints), tableSize: tableSize, ejection: ejection, slowStart: slowStart, boundedLoad: boundedLoad)
+        self.init(
+            source: .cache(endpoints), tableSize: tableSize, ejection: ejection, slowStart: slowStart, zones: zones,
+            boundedLoad: boundedLoad)
     }
 
     /// Creates a consistent-hash balancer over a fixed array of endpoints.
@@ -71,22 +75,28 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
     ///   - tableSize: The lookup table's size; should be a prime well above 100 × the set size.
     ///   - ejection: Outlier ejection to honour. Default: none.
     ///   - slowStart: Ramps the share of instances new to the set or back from ejection. Default: none.
+    ///   - zones: Keeps traffic in the client's zone while it has the capacity (Envoy's zone-aware
+    ///     routing); the balancer picks inside the zone chosen. Default: none.
     ///   - boundedLoad: Caps each instance's calls in flight. Default: none (pure affinity).
     public convenience init(
         endpoints: [Endpoint<Request, Response>], tableSize: Int = 65_537, ejection: OutlierDetector? = nil, slowStart: SlowStart? = nil,
+        zones: ZoneAwareRouting? = nil,
         boundedLoad: BoundedLoad? = nil
     ) {
-        self.init(source: .fixed(endpoints), tableSize: tableSize, ejection: ejection, slowStart: slowStart, boundedLoad: boundedLoad)
+        self.init(
+            source: .fixed(endpoints), tableSize: tableSize, ejection: ejection, slowStart: slowStart, zones: zones,
+            boundedLoad: boundedLoad)
     }
 
     init(
         source: SnapshotSource<Request, Response>, tableSize: Int, ejection: OutlierDetector?, slowStart: SlowStart?,
+        zones: ZoneAwareRouting?,
         boundedLoad: BoundedLoad?
     ) {
         self.cache = source.cache
         self.core = BalancerCore(
             for: Self.self, source: source, ejection: ejection, strategy: Strategy(size: max(2, tableSize), bound: boundedLoad), seed: nil,
-            slowStart: slowStart
+            slowStart: slowStart, zones: zones
         )
     }
 

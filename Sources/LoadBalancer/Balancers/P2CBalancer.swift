@@ -44,6 +44,8 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
     ///   - seed: Makes the sampling reproducible. Default: random per thread.
     ///   - ejection: Outlier ejection to honour. Default: none.
     ///   - slowStart: Ramps the share of instances new to the set or back from ejection. Default: none.
+    ///   - zones: Keeps traffic in the client's zone while it has the capacity (Envoy's zone-aware
+    ///     routing); the balancer picks inside the zone chosen. Default: none.
     ///   - now: The time source for latency decay (monotonic, any origin). Default: `ContinuousClock`.
     public convenience init(
         _ endpoints: EndpointCache<Request, Response>,
@@ -51,11 +53,12 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
         configuration: P2CConfiguration = P2CConfiguration(),
         seed: UInt64? = nil,
         ejection: OutlierDetector? = nil,
-        slowStart: SlowStart? = nil,
+        slowStart: SlowStart? = nil, zones: ZoneAwareRouting? = nil,
         now: (@Sendable () -> Duration)? = nil
     ) {
         self.init(
             source: .cache(endpoints), metric: metric, configuration: configuration, seed: seed, ejection: ejection, slowStart: slowStart,
+            zones: zones,
             now: now)
     }
 
@@ -68,6 +71,8 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
     ///   - seed: Makes the sampling reproducible. Default: random per thread.
     ///   - ejection: Outlier ejection to honour. Default: none.
     ///   - slowStart: Ramps the share of instances new to the set or back from ejection. Default: none.
+    ///   - zones: Keeps traffic in the client's zone while it has the capacity (Envoy's zone-aware
+    ///     routing); the balancer picks inside the zone chosen. Default: none.
     ///   - now: The time source for latency decay (monotonic, any origin). Default: `ContinuousClock`.
     public convenience init(
         endpoints: [Endpoint<Request, Response>],
@@ -75,11 +80,12 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
         configuration: P2CConfiguration = P2CConfiguration(),
         seed: UInt64? = nil,
         ejection: OutlierDetector? = nil,
-        slowStart: SlowStart? = nil,
+        slowStart: SlowStart? = nil, zones: ZoneAwareRouting? = nil,
         now: (@Sendable () -> Duration)? = nil
     ) {
         self.init(
             source: .fixed(endpoints), metric: metric, configuration: configuration, seed: seed, ejection: ejection, slowStart: slowStart,
+            zones: zones,
             now: now)
     }
 
@@ -89,7 +95,7 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
         configuration: P2CConfiguration,
         seed: UInt64?,
         ejection: OutlierDetector?,
-        slowStart: SlowStart?,
+        slowStart: SlowStart?, zones: ZoneAwareRouting?,
         now: (@Sendable () -> Duration)?
     ) {
         self.cache = source.cache
@@ -101,7 +107,8 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
             clock = { ContinuousClock.now - origin }
         }
         let strategy = Strategy(metric: metric, configuration: configuration, now: clock)
-        self.core = BalancerCore(for: Self.self, source: source, ejection: ejection, strategy: strategy, seed: seed, slowStart: slowStart)
+        self.core = BalancerCore(
+            for: Self.self, source: source, ejection: ejection, strategy: strategy, seed: seed, slowStart: slowStart, zones: zones)
     }
 
     /// `true`: the balancer learns every call's latency and outcome.

@@ -18,10 +18,13 @@ public final class RandomBalancer<Request: Sendable, Response: Sendable>: CoreBa
     ///   - seed: Makes the picks reproducible (for tests). Default: a random seed per thread.
     ///   - ejection: Outlier ejection to honour. Default: none.
     ///   - slowStart: Ramps the share of instances new to the set or back from ejection. Default: none.
+    ///   - zones: Keeps traffic in the client's zone while it has the capacity (Envoy's zone-aware
+    ///     routing); the balancer picks inside the zone chosen. Default: none.
     public convenience init(
-        _ endpoints: EndpointCache<Request, Response>, seed: UInt64? = nil, ejection: OutlierDetector? = nil, slowStart: SlowStart? = nil
+        _ endpoints: EndpointCache<Request, Response>, seed: UInt64? = nil, ejection: OutlierDetector? = nil, slowStart: SlowStart? = nil,
+        zones: ZoneAwareRouting? = nil
     ) {
-        self.init(source: .cache(endpoints), seed: seed, ejection: ejection, slowStart: slowStart)
+        self.init(source: .cache(endpoints), seed: seed, ejection: ejection, slowStart: slowStart, zones: zones)
     }
 
     /// Creates a random balancer over a fixed array of endpoints (deduplicated by id, ordered by id).
@@ -31,15 +34,22 @@ public final class RandomBalancer<Request: Sendable, Response: Sendable>: CoreBa
     ///   - seed: Makes the picks reproducible. Default: a random seed per thread.
     ///   - ejection: Outlier ejection to honour. Default: none.
     ///   - slowStart: Ramps the share of instances new to the set or back from ejection. Default: none.
+    ///   - zones: Keeps traffic in the client's zone while it has the capacity (Envoy's zone-aware
+    ///     routing); the balancer picks inside the zone chosen. Default: none.
     public convenience init(
-        endpoints: [Endpoint<Request, Response>], seed: UInt64? = nil, ejection: OutlierDetector? = nil, slowStart: SlowStart? = nil
+        endpoints: [Endpoint<Request, Response>], seed: UInt64? = nil, ejection: OutlierDetector? = nil, slowStart: SlowStart? = nil,
+        zones: ZoneAwareRouting? = nil
     ) {
-        self.init(source: .fixed(endpoints), seed: seed, ejection: ejection, slowStart: slowStart)
+        self.init(source: .fixed(endpoints), seed: seed, ejection: ejection, slowStart: slowStart, zones: zones)
     }
 
-    init(source: SnapshotSource<Request, Response>, seed: UInt64?, ejection: OutlierDetector?, slowStart: SlowStart?) {
+    init(
+        source: SnapshotSource<Request, Response>, seed: UInt64?, ejection: OutlierDetector?, slowStart: SlowStart?,
+        zones: ZoneAwareRouting?
+    ) {
         self.cache = source.cache
-        self.core = BalancerCore(for: Self.self, source: source, ejection: ejection, strategy: Strategy(), seed: seed, slowStart: slowStart)
+        self.core = BalancerCore(
+            for: Self.self, source: source, ejection: ejection, strategy: Strategy(), seed: seed, slowStart: slowStart, zones: zones)
     }
 
     @usableFromInline

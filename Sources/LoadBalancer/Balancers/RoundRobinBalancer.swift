@@ -40,14 +40,16 @@ public final class RoundRobinBalancer<Request: Sendable, Response: Sendable>: Co
     ///   - rotation: How the rotation is kept. Default ``Rotation/perThread``.
     ///   - ejection: Outlier ejection to honour. Default: none.
     ///   - slowStart: Ramps the share of instances new to the set or back from ejection. Default: none.
+    ///   - zones: Keeps traffic in the client's zone while it has the capacity (Envoy's zone-aware
+    ///     routing); the balancer picks inside the zone chosen. Default: none.
     public convenience init(
         _ endpoints: EndpointCache<Request, Response>,
         start: UInt64? = nil,
         rotation: Rotation = .perThread,
         ejection: OutlierDetector? = nil,
-        slowStart: SlowStart? = nil
+        slowStart: SlowStart? = nil, zones: ZoneAwareRouting? = nil
     ) {
-        self.init(source: .cache(endpoints), start: start, rotation: rotation, ejection: ejection, slowStart: slowStart)
+        self.init(source: .cache(endpoints), start: start, rotation: rotation, ejection: ejection, slowStart: slowStart, zones: zones)
     }
 
     /// Creates a round-robin balancer over a fixed array of endpoints (deduplicated by id, ordered by id).
@@ -58,23 +60,28 @@ public final class RoundRobinBalancer<Request: Sendable, Response: Sendable>: Co
     ///   - rotation: How the rotation is kept. Default ``Rotation/perThread``.
     ///   - ejection: Outlier ejection to honour. Default: none.
     ///   - slowStart: Ramps the share of instances new to the set or back from ejection. Default: none.
+    ///   - zones: Keeps traffic in the client's zone while it has the capacity (Envoy's zone-aware
+    ///     routing); the balancer picks inside the zone chosen. Default: none.
     public convenience init(
         endpoints: [Endpoint<Request, Response>],
         start: UInt64? = nil,
         rotation: Rotation = .perThread,
         ejection: OutlierDetector? = nil,
-        slowStart: SlowStart? = nil
+        slowStart: SlowStart? = nil, zones: ZoneAwareRouting? = nil
     ) {
-        self.init(source: .fixed(endpoints), start: start, rotation: rotation, ejection: ejection, slowStart: slowStart)
+        self.init(source: .fixed(endpoints), start: start, rotation: rotation, ejection: ejection, slowStart: slowStart, zones: zones)
     }
 
-    init(source: SnapshotSource<Request, Response>, start: UInt64?, rotation: Rotation, ejection: OutlierDetector?, slowStart: SlowStart?) {
+    init(
+        source: SnapshotSource<Request, Response>, start: UInt64?, rotation: Rotation, ejection: OutlierDetector?, slowStart: SlowStart?,
+        zones: ZoneAwareRouting?
+    ) {
         self.cache = source.cache
         self.rotation = rotation
         let exact = rotation == .exact ? ExactCounter(initialState(start)) : nil
         self.core = BalancerCore(
             for: Self.self, source: source, ejection: ejection, strategy: Strategy(exact: exact), seed: nil, start: start,
-            slowStart: slowStart)
+            slowStart: slowStart, zones: zones)
     }
 
     @usableFromInline

@@ -55,10 +55,13 @@ public final class WeightedRoundRobinBalancer<Request: Sendable, Response: Senda
     ///   - start: The counter's first value. Default: random per thread.
     ///   - ejection: Outlier ejection to honour. Default: none.
     ///   - slowStart: Ramps the share of instances new to the set or back from ejection. Default: none.
+    ///   - zones: Keeps traffic in the client's zone while it has the capacity (Envoy's zone-aware
+    ///     routing); the balancer picks inside the zone chosen. Default: none.
     public convenience init(
-        _ endpoints: EndpointCache<Request, Response>, start: UInt64? = nil, ejection: OutlierDetector? = nil, slowStart: SlowStart? = nil
+        _ endpoints: EndpointCache<Request, Response>, start: UInt64? = nil, ejection: OutlierDetector? = nil, slowStart: SlowStart? = nil,
+        zones: ZoneAwareRouting? = nil
     ) {
-        self.init(source: .cache(endpoints), start: start, ejection: ejection, slowStart: slowStart)
+        self.init(source: .cache(endpoints), start: start, ejection: ejection, slowStart: slowStart, zones: zones)
     }
 
     /// Creates a smooth weighted round-robin balancer over a fixed array of endpoints.
@@ -68,16 +71,23 @@ public final class WeightedRoundRobinBalancer<Request: Sendable, Response: Senda
     ///   - start: The counter's first value. Default: random per thread.
     ///   - ejection: Outlier ejection to honour. Default: none.
     ///   - slowStart: Ramps the share of instances new to the set or back from ejection. Default: none.
+    ///   - zones: Keeps traffic in the client's zone while it has the capacity (Envoy's zone-aware
+    ///     routing); the balancer picks inside the zone chosen. Default: none.
     public convenience init(
-        endpoints: [Endpoint<Request, Response>], start: UInt64? = nil, ejection: OutlierDetector? = nil, slowStart: SlowStart? = nil
+        endpoints: [Endpoint<Request, Response>], start: UInt64? = nil, ejection: OutlierDetector? = nil, slowStart: SlowStart? = nil,
+        zones: ZoneAwareRouting? = nil
     ) {
-        self.init(source: .fixed(endpoints), start: start, ejection: ejection, slowStart: slowStart)
+        self.init(source: .fixed(endpoints), start: start, ejection: ejection, slowStart: slowStart, zones: zones)
     }
 
-    init(source: SnapshotSource<Request, Response>, start: UInt64?, ejection: OutlierDetector?, slowStart: SlowStart?) {
+    init(
+        source: SnapshotSource<Request, Response>, start: UInt64?, ejection: OutlierDetector?, slowStart: SlowStart?,
+        zones: ZoneAwareRouting?
+    ) {
         self.cache = source.cache
         self.core = BalancerCore(
-            for: Self.self, source: source, ejection: ejection, strategy: Strategy(), seed: nil, start: start, slowStart: slowStart)
+            for: Self.self, source: source, ejection: ejection, strategy: Strategy(), seed: nil, start: start, slowStart: slowStart,
+            zones: zones)
     }
 
     @usableFromInline
@@ -111,10 +121,13 @@ public final class WeightedRandomBalancer<Request: Sendable, Response: Sendable>
     ///   - seed: Makes the picks reproducible. Default: random per thread.
     ///   - ejection: Outlier ejection to honour. Default: none.
     ///   - slowStart: Ramps the share of instances new to the set or back from ejection. Default: none.
+    ///   - zones: Keeps traffic in the client's zone while it has the capacity (Envoy's zone-aware
+    ///     routing); the balancer picks inside the zone chosen. Default: none.
     public convenience init(
-        _ endpoints: EndpointCache<Request, Response>, seed: UInt64? = nil, ejection: OutlierDetector? = nil, slowStart: SlowStart? = nil
+        _ endpoints: EndpointCache<Request, Response>, seed: UInt64? = nil, ejection: OutlierDetector? = nil, slowStart: SlowStart? = nil,
+        zones: ZoneAwareRouting? = nil
     ) {
-        self.init(source: .cache(endpoints), seed: seed, ejection: ejection, slowStart: slowStart)
+        self.init(source: .cache(endpoints), seed: seed, ejection: ejection, slowStart: slowStart, zones: zones)
     }
 
     /// Creates a weighted random balancer over a fixed array of endpoints.
@@ -124,15 +137,22 @@ public final class WeightedRandomBalancer<Request: Sendable, Response: Sendable>
     ///   - seed: Makes the picks reproducible. Default: random per thread.
     ///   - ejection: Outlier ejection to honour. Default: none.
     ///   - slowStart: Ramps the share of instances new to the set or back from ejection. Default: none.
+    ///   - zones: Keeps traffic in the client's zone while it has the capacity (Envoy's zone-aware
+    ///     routing); the balancer picks inside the zone chosen. Default: none.
     public convenience init(
-        endpoints: [Endpoint<Request, Response>], seed: UInt64? = nil, ejection: OutlierDetector? = nil, slowStart: SlowStart? = nil
+        endpoints: [Endpoint<Request, Response>], seed: UInt64? = nil, ejection: OutlierDetector? = nil, slowStart: SlowStart? = nil,
+        zones: ZoneAwareRouting? = nil
     ) {
-        self.init(source: .fixed(endpoints), seed: seed, ejection: ejection, slowStart: slowStart)
+        self.init(source: .fixed(endpoints), seed: seed, ejection: ejection, slowStart: slowStart, zones: zones)
     }
 
-    init(source: SnapshotSource<Request, Response>, seed: UInt64?, ejection: OutlierDetector?, slowStart: SlowStart?) {
+    init(
+        source: SnapshotSource<Request, Response>, seed: UInt64?, ejection: OutlierDetector?, slowStart: SlowStart?,
+        zones: ZoneAwareRouting?
+    ) {
         self.cache = source.cache
-        self.core = BalancerCore(for: Self.self, source: source, ejection: ejection, strategy: Strategy(), seed: seed, slowStart: slowStart)
+        self.core = BalancerCore(
+            for: Self.self, source: source, ejection: ejection, strategy: Strategy(), seed: seed, slowStart: slowStart, zones: zones)
     }
 
     @usableFromInline
@@ -205,14 +225,17 @@ public final class PriorityBalancer<Request: Sendable, Response: Sendable>: Core
     ///   - seed: Makes the picks reproducible. Default: random per thread.
     ///   - ejection: Outlier ejection to honour. Default: none.
     ///   - slowStart: Ramps the share of instances new to the set or back from ejection. Default: none.
+    ///   - zones: Keeps traffic in the client's zone while it has the capacity (Envoy's zone-aware
+    ///     routing); the balancer picks inside the zone chosen. Default: none.
     public convenience init(
         _ endpoints: EndpointCache<Request, Response>,
         configuration: Configuration = Configuration(),
         seed: UInt64? = nil,
         ejection: OutlierDetector? = nil,
-        slowStart: SlowStart? = nil
+        slowStart: SlowStart? = nil, zones: ZoneAwareRouting? = nil
     ) {
-        self.init(source: .cache(endpoints), configuration: configuration, seed: seed, ejection: ejection, slowStart: slowStart)
+        self.init(
+            source: .cache(endpoints), configuration: configuration, seed: seed, ejection: ejection, slowStart: slowStart, zones: zones)
     }
 
     /// Creates a priority balancer over a fixed array of endpoints.
@@ -223,19 +246,22 @@ public final class PriorityBalancer<Request: Sendable, Response: Sendable>: Core
     ///   - seed: Makes the picks reproducible. Default: random per thread.
     ///   - ejection: Outlier ejection to honour. Default: none.
     ///   - slowStart: Ramps the share of instances new to the set or back from ejection. Default: none.
+    ///   - zones: Keeps traffic in the client's zone while it has the capacity (Envoy's zone-aware
+    ///     routing); the balancer picks inside the zone chosen. Default: none.
     public convenience init(
         endpoints: [Endpoint<Request, Response>],
         configuration: Configuration = Configuration(),
         seed: UInt64? = nil,
         ejection: OutlierDetector? = nil,
-        slowStart: SlowStart? = nil
+        slowStart: SlowStart? = nil, zones: ZoneAwareRouting? = nil
     ) {
-        self.init(source: .fixed(endpoints), configuration: configuration, seed: seed, ejection: ejection, slowStart: slowStart)
+        self.init(
+            source: .fixed(endpoints), configuration: configuration, seed: seed, ejection: ejection, slowStart: slowStart, zones: zones)
     }
 
     init(
         source: SnapshotSource<Request, Response>, configuration: Configuration, seed: UInt64?, ejection: OutlierDetector?,
-        slowStart: SlowStart?
+        slowStart: SlowStart?, zones: ZoneAwareRouting?
     ) {
         self.cache = source.cache
         self.core = BalancerCore(
@@ -244,7 +270,7 @@ public final class PriorityBalancer<Request: Sendable, Response: Sendable>: Core
             ejection: ejection,
             strategy: Strategy(configuration: configuration, ejection: ejection),
             seed: seed,
-            slowStart: slowStart
+            slowStart: slowStart, zones: zones
         )
     }
 
@@ -300,8 +326,14 @@ public final class PriorityBalancer<Request: Sendable, Response: Sendable>: Core
         /// rule applied to the whole set; the levels apply theirs).
         @usableFromInline
         func makeTable(_ set: EndpointSetView, usable: [Int]) -> Table {
+            makeTable(set, usable: usable, scope: Array(set.instances.indices))
+        }
+
+        /// The levels of the positions `scope` (the whole set, or a zone's).
+        @usableFromInline
+        func makeTable(_ set: EndpointSetView, usable: [Int], scope: [Int]) -> Table {
             var byPriority: [Int: [Int]] = [:]
-            for position in set.instances.indices { byPriority[set.instances[position].priority, default: []].append(position) }
+            for position in scope { byPriority[set.instances[position].priority, default: []].append(position) }
             let levels = byPriority.keys.sorted().map { byPriority[$0]! }
             let healthy = levels.map { level in level.filter { ejection?.isEjected(slot: set.slots[$0]) != true } }
             let (loads, panic) = PriorityBalancer.priorityLoads(

@@ -12,8 +12,9 @@ extension Instance {
     ///   Without a port, `http` means 80 and `https` 443; other schemes need one. User
     ///   information (`user@`) is rejected;
     /// - this library's JSON object: `{"host": "10.0.0.7", "port": 8080, "weight": 2, "priority": 1,
-    ///   "tags": ["a"], "metadata": {"zone": "b"}, "id": "..."}`, of which `host` and `port` are
-    ///   required. Unknown fields are ignored, so registrars may add their own;
+    ///   "tags": ["a"], "metadata": {"k": "v"}, "zone": "b", "id": "..."}`, of which `host` and `port` are
+    ///   required (the zone may also come as the metadata entry `zone`). Unknown fields are ignored,
+    ///   so registrars may add their own;
     /// - a Finagle / Aurora ServerSet member, a JSON object with `serviceEndpoint`
     ///   (`{"host": ..., "port": ...}`), optional `additionalEndpoints` (name to `{host, port}`),
     ///   `status` and `shard`. The address is `serviceEndpoint`'s, or that of the additional
@@ -117,12 +118,19 @@ extension Instance {
                 metadata[key] = value
             }
         }
+        // The zone: a "zone" field, or a "zone" entry of the metadata.
+        var zone = metadata["zone"]
+        if let raw = object["zone"] {
+            guard case .string(let value) = raw, !value.isEmpty else { throw malformed("\"zone\" must be a non-empty string") }
+            zone = value
+        }
         var id: String?
         if let raw = object["id"] {
             guard case .string(let value) = raw, !value.isEmpty else { throw malformed("\"id\" must be a non-empty string") }
             id = value
         }
-        return try Instance(host: host, port: port, weight: weight, priority: priority, tags: tags, metadata: metadata, id: id)
+        return try Instance(
+            host: host, port: port, weight: weight, priority: priority, tags: tags, metadata: metadata, zone: zone, id: id)
     }
 
     /// This library's JSON form, which ``init(registryValue:options:)`` reads, for registrars to store.
@@ -135,6 +143,7 @@ extension Instance {
             let pairs = metadata.sorted { $0.key < $1.key }.map { "\(JSONReader.quote($0.key)):\(JSONReader.quote($0.value))" }
             parts.append("\"metadata\":{\(pairs.joined(separator: ","))}")
         }
+        if let zone, zone != metadata["zone"] { parts.append("\"zone\":\(JSONReader.quote(zone))") }
         if id != hostPort { parts.append("\"id\":\(JSONReader.quote(id))") }
         return "{\(parts.joined(separator: ","))}"
     }

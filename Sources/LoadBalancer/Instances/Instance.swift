@@ -25,8 +25,11 @@ public struct Instance: Sendable, Hashable, Comparable, CustomStringConvertible 
     public var priority: Int
     /// Tags the registry attached to the instance (Consul tags, for example).
     public var tags: [String]
-    /// Free-form metadata (for example `zone`).
+    /// Free-form metadata.
     public var metadata: [String: String]
+    /// The zone (availability zone, rack, data centre) the instance runs in, for zone-aware routing
+    /// (``ZoneAwareRouting``); `nil` when the registry does not say.
+    public var zone: String?
 
     /// Creates an instance, validating the host and the port.
     ///
@@ -37,6 +40,7 @@ public struct Instance: Sendable, Hashable, Comparable, CustomStringConvertible 
     ///   - priority: The priority level; lower is preferred. Default 0.
     ///   - tags: Registry tags.
     ///   - metadata: Free-form metadata.
+    ///   - zone: The instance's zone, if known.
     ///   - id: The stable id. Defaults to `host:port` (``hostPort``); when given, it must not be empty.
     /// - Throws: ``InstanceParseError`` when the host is empty or invalid, the port is out of range,
     ///   the weight is negative, or `id` is empty (``InstanceParseError/Code/emptyID``).
@@ -47,6 +51,7 @@ public struct Instance: Sendable, Hashable, Comparable, CustomStringConvertible 
         priority: Int = 0,
         tags: [String] = [],
         metadata: [String: String] = [:],
+        zone: String? = nil,
         id: String? = nil
     ) throws(InstanceParseError) {
         let input = id ?? "\(host):\(port)"
@@ -74,6 +79,7 @@ public struct Instance: Sendable, Hashable, Comparable, CustomStringConvertible 
         self.priority = priority
         self.tags = tags
         self.metadata = metadata
+        self.zone = zone
         self.id = id ?? Self.hostPort(host: host, port: port)
     }
 
