@@ -41,8 +41,9 @@ public struct SimulatedPolicy: Sendable {
         SimulatedPolicy(name: name, kind: .balancer(make, ejection: ejection))
     }
 
-    /// The oracle: knows each backend's true queue and current mean service time, sends each
-    /// request where its expected completion is soonest, and never uses the failing backend.
+    /// The oracle: knows each backend's true queue and current mean service time (and, with zones,
+    /// the cross-zone penalty), sends each request where its expected completion is soonest, and
+    /// never uses a failing backend.
     public static let oracle = SimulatedPolicy(name: "oracle", kind: .oracle)
 }
 
@@ -67,13 +68,37 @@ public struct SimulationResult: Sendable, CustomStringConvertible {
     /// Of the requests that arrived while the scenario's ``ColdInstance`` was cold, the share sent
     /// to it; `nil` without a cold instance.
     public var coldInstanceShare: Double?
+    /// With the scenario's ``ZoneOutage``, each phase between two failures of the client's zone's
+    /// backends (the first while they are all healthy, the last from the last failure on); `nil`
+    /// without zones.
+    public var zonePhases: [ZonePhase]?
 
     /// The policy's name, its p50, p99 and p99.9 latencies, its error rate and, with a cold
-    /// instance, the cold instance's share while cold.
+    /// instance, the cold instance's share while cold, with zones each phase's local share.
     public var description: String {
         "\(policy): p50 \(p50) p99 \(p99) p99.9 \(p999) errors \(errorRate)"
             + (coldInstanceShare.map { " to the cold instance while cold \($0)" } ?? "")
+            + (zonePhases.map { " local by phase \($0.map(\.localShare))" } ?? "")
     }
+}
+
+/// What one policy achieved in one phase of a ``ZoneOutage``: the requests that arrived between
+/// two failures of the client's zone's backends.
+public struct ZonePhase: Sendable, Hashable {
+    /// When the phase starts, into the run.
+    public var start: Duration
+    /// The backends of the client's zone not yet failing in the phase.
+    public var healthyLocalBackends: Int
+    /// The requests that arrived in the phase.
+    public var requests: Int
+    /// The share of them sent to a backend of the client's zone.
+    public var localShare: Double
+    /// Median latency of their successful calls, arrival to completion.
+    public var p50: Duration
+    /// The 99th percentile.
+    public var p99: Duration
+    /// Their failed calls over all of them.
+    public var errorRate: Double
 }
 
 /// A deterministic discrete-event simulation of a ``TailLatencyScenario`` that drives the library's
@@ -150,6 +175,39 @@ public enum TailLatencySimulation {
         ]
     }
 
+    /// The policies the zones report compares: round robin and P2C peak-EWMA (τ 10 s), each without
+    /// and with `routing` (named with "+zones"), all with outlier ejection by `ejection`, and the
+    /// oracle (which also knows the cross-zone penalty and never uses a failing backend).
+    ///
+    /// - Parameters:
+    ///   - routing: The zone rule. Default: the client in ``ZoneOutage/localZone``, clients spread
+    ///     like the instances.
+    ///   - ejection: The outlier detector's configuration. Default: the detector's defaults but at
+    ///     most 50% of the instances ejected (its default 10% would leave all but one failing
+    ///     backend of the client's zone in the set).
+    public static func zonePolicies(
+        _ routing: ZoneAwareRouting = ZoneAwareRouting(localZone: ZoneOutage.localZone),
+        ejection: OutlierDetector.Configuration = {
+            var configuration = OutlierDetector.Configuration()
+            configuration.maxEjectionPercent = 50
+            return configuration
+        }()
+    ) -> [SimulatedPolicy] {
+        [
+            .oracle,
+            .balancer("round-robin", ejection: ejection) { e, d, _ in AnyBalancer(RoundRobinBalancer(e, start: 0, ejection: d)) },
+            .balancer("round-robin+zones", ejection: ejection) { e, d, _ in
+                AnyBalancer(RoundRobinBalancer(e, start: 0, ejection: d, zones: routing))
+            },
+            .balancer("p2c-peak-ewma", ejection: ejection) { e, d, now in
+                AnyBalancer(P2CBalancer(e, metric: .peakEWMA(decayTime: .seconds(10)), seed: 7, ejection: d, now: now))
+            },
+            .balancer("p2c-peak-ewma+zones", ejection: ejection) { e, d, now in
+                AnyBalancer(P2CBalancer(e, metric: .peakEWMA(decayTime: .seconds(10)), seed: 7, ejection: d, zones: routing, now: now))
+            },
+        ]
+    }
+
     /// Runs every policy on the scenario.
     public static func run(_ scenario: TailLatencyScenario, policies: [SimulatedPolicy]) async -> [SimulationResult] {
         let traffic = Traffic(scenario)
@@ -175,7 +233,12 @@ public enum TailLatencySimulation {
         case .balancer(let make, let ejectionConfiguration):
             // Backend b is the instance on port 20000 + b; the cold instance joins later.
             let count = scenario.backends + (scenario.coldInstance == nil ? 0 : 1)
-            let instances = (0..<count).map { try! Instance(host: "127.0.0.1", port: 20_000 + $0) }
+            let zones = scenario.zones
+            let instances = (0..<count).map { b in
+                // With zones, each backend in its zone; the cold instance, if any, in none.
+                let zone = zones.flatMap { b < scenario.backends ? ZoneOutage.name($0.zone(of: b, backends: scenario.backends)) : nil }
+                return try! Instance(host: "127.0.0.1", port: 20_000 + b, zone: zone)
+            }
             let endpoints = EndpointCache<Int, Int>(factory: .calling { _, request in request })
             await endpoints.update(with: Array(instances.prefix(scenario.backends)))
             let detector = ejectionConfiguration.map { OutlierDetector(endpoints, configuration: $0, now: now) }
@@ -219,6 +282,26 @@ public enum TailLatencySimulation {
         latencies.reserveCapacity(n)
         var failures = 0
         var completions = EventHeap()
+        // Zones: each backend's cross-zone penalty and the time it starts failing every call; the
+        // phases between those failures, by arrival.
+        let zones = scenario.zones
+        let penalty = (0..<count).map { b in
+            guard let zones, b < scenario.backends, zones.zone(of: b, backends: scenario.backends) != 0 else { return 0.0 }
+            return seconds(zones.crossZoneLatency)
+        }
+        var failsFrom = [Double](repeating: .infinity, count: count)
+        if let zones {
+            let local = (0..<scenario.backends).filter { zones.zone(of: $0, backends: scenario.backends) == 0 }
+            for (backend, share) in zip(local, zones.failuresAt) { failsFrom[backend] = seconds(scenario.duration) * share }
+        }
+        let localBackends =
+            zones.map { z in (0..<scenario.backends).filter { z.zone(of: $0, backends: scenario.backends) == 0 }.count } ?? 0
+        let phaseStarts = [0.0] + (zones?.failuresAt.prefix(localBackends).map { seconds(scenario.duration) * $0 }.sorted() ?? [])
+        func phase(at time: Double) -> Int { max(0, phaseStarts.lastIndex { $0 <= time } ?? 0) }
+        var phaseLatencies = [[Double]](repeating: [], count: phaseStarts.count)
+        var phaseRequests = [Int](repeating: 0, count: phaseStarts.count)
+        var phaseLocal = [Int](repeating: 0, count: phaseStarts.count)
+        var phaseFailures = [Int](repeating: 0, count: phaseStarts.count)
 
         func isSlow(_ backend: Int, at time: Double) -> Bool {
             backend == scenario.slowBackend && time >= windowStart && time < windowEnd
@@ -237,7 +320,7 @@ public enum TailLatencySimulation {
 
         func start(_ request: Int, on backend: Int, at time: Double) {
             busy[backend] += 1
-            if backend == scenario.failingBackend, traffic.uniforms[request] < scenario.failureRate {
+            if (backend == scenario.failingBackend && traffic.uniforms[request] < scenario.failureRate) || time >= failsFrom[backend] {
                 failed[request] = true
                 completions.push(time + seconds(scenario.failureLatency), request)
             } else {
@@ -258,15 +341,28 @@ public enum TailLatencySimulation {
                 present = count
             }
             if let top = completions.peekTime, top <= arrival {
-                let (time, request) = completions.pop()
+                let (time, event) = completions.pop()
                 clock.set(seconds: time)
+                // An event past the requests: a cross-zone response reaching the client.
+                let request = event < n ? event : event - n
                 let backend = backendOf[request]
-                busy[backend] -= 1
-                inFlight[backend] -= 1
-                let latency = time - traffic.arrivals[request]
-                if failed[request] { failures += 1 } else { latencies.append(latency) }
-                chooser.completed(picks[request], backend: backend, failed: failed[request], latency: latency)
-                if queueHeads[backend] < queues[backend].count {
+                if event < n {
+                    // The backend is done with it (the oracle's view of its queue).
+                    busy[backend] -= 1
+                    inFlight[backend] -= 1
+                }
+                if event < n, penalty[backend] > 0 {
+                    completions.push(time + penalty[backend], request + n)
+                } else {
+                    let latency = time - traffic.arrivals[request]
+                    if failed[request] { failures += 1 } else { latencies.append(latency) }
+                    if zones != nil {
+                        let p = phase(at: traffic.arrivals[request])
+                        if failed[request] { phaseFailures[p] += 1 } else { phaseLatencies[p].append(latency) }
+                    }
+                    chooser.completed(picks[request], backend: backend, failed: failed[request], latency: latency)
+                }
+                if event < n, queueHeads[backend] < queues[backend].count {
                     let waiting = queues[backend][queueHeads[backend]]
                     queueHeads[backend] += 1
                     start(waiting, on: backend, at: time)
@@ -280,7 +376,8 @@ public enum TailLatencySimulation {
                     present: present,
                     meanService: { b in meanService * slowdown(b, at: arrival) },
                     concurrency: c,
-                    avoid: scenario.failingBackend
+                    penalty: penalty,
+                    avoid: { b in b == scenario.failingBackend || arrival >= failsFrom[b] }
                 )
                 backendOf[request] = backend
                 picks[request] = pick
@@ -288,6 +385,11 @@ public enum TailLatencySimulation {
                 if arrival >= joinTime, arrival < coldEnd {
                     arrivedWhileCold += 1
                     if backend == coldBackend { sentWhileCold += 1 }
+                }
+                if zones != nil {
+                    let p = phase(at: arrival)
+                    phaseRequests[p] += 1
+                    if penalty[backend] == 0 { phaseLocal[p] += 1 }
                 }
                 inFlight[backend] += 1
                 if busy[backend] < c {
@@ -299,10 +401,25 @@ public enum TailLatencySimulation {
         }
 
         latencies.sort()
-        func percentile(_ p: Double) -> Duration {
+        func percentile(_ p: Double, of latencies: [Double]) -> Duration {
             guard !latencies.isEmpty else { return .zero }
             let index = min(latencies.count - 1, max(0, Int((p * Double(latencies.count)).rounded(.up)) - 1))
             return .nanoseconds(Int64(latencies[index] * 1e9))
+        }
+        func percentile(_ p: Double) -> Duration { percentile(p, of: latencies) }
+        let zonePhases: [ZonePhase]? = zones.map { _ in
+            phaseStarts.indices.map { p in
+                let sorted = phaseLatencies[p].sorted()
+                return ZonePhase(
+                    start: .nanoseconds(Int64(phaseStarts[p] * 1e9)),
+                    healthyLocalBackends: max(0, localBackends - p),
+                    requests: phaseRequests[p],
+                    localShare: Double(phaseLocal[p]) / Double(max(1, phaseRequests[p])),
+                    p50: percentile(0.5, of: sorted),
+                    p99: percentile(0.99, of: sorted),
+                    errorRate: Double(phaseFailures[p]) / Double(max(1, phaseRequests[p]))
+                )
+            }
         }
         return SimulationResult(
             policy: name,
@@ -313,7 +430,8 @@ public enum TailLatencySimulation {
             max: percentile(1),
             errorRate: Double(failures) / Double(n),
             shares: sent.map { Double($0) / Double(n) },
-            coldInstanceShare: cold == nil ? nil : Double(sentWhileCold) / Double(max(1, arrivedWhileCold))
+            coldInstanceShare: cold == nil ? nil : Double(sentWhileCold) / Double(max(1, arrivedWhileCold)),
+            zonePhases: zonePhases
         )
     }
 }
@@ -364,7 +482,8 @@ enum Chooser {
         present: Int,
         meanService: (Int) -> Double,
         concurrency: Int,
-        avoid: Int?
+        penalty: [Double],
+        avoid: (Int) -> Bool
     ) -> (backend: Int, pick: EndpointPick) {
         switch self {
         case .balancer(let balanced):
@@ -376,9 +495,9 @@ enum Chooser {
             var random = SplitMix64(seed: seed)
             var best = -1
             var bestCost = Double.infinity
-            for backend in 0..<present where backend != avoid {
+            for backend in 0..<present where !avoid(backend) {
                 let queued = Double(max(0, inFlight[backend] - concurrency + 1)) / Double(concurrency)
-                let cost = meanService(backend) * (1 + queued)
+                let cost = meanService(backend) * (1 + queued) + penalty[backend]
                 if cost < bestCost
                     || (cost == bestCost
                         && (inFlight[backend] < inFlight[best]

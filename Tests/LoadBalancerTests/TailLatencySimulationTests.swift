@@ -107,4 +107,46 @@ struct TailLatencySimulationTests {
             #expect(p99Ratio(name + "+slow-start", against: name) <= 1.2, "\(name)")
         }
     }
+
+    @Test(
+        "zones: with zone-aware routing ≥ 95% local while zone a is healthy, then spilling as its backends fail; the cross-zone penalty avoided"
+    )
+    func zones() async throws {
+        // 3 zones of 4 backends, the client in zone a, +5 ms to zones b and c; zone a's backends
+        // fail every call from 10, 20, 30 and 40 s on (Benchmarks runs 100 s).
+        let scenario = TailLatencyScenario.reference {
+            $0.backends = 12
+            $0.duration = .seconds(50)
+            $0.slowBackend = nil
+            $0.failingBackend = nil
+            $0.zones = ZoneOutage(zones: 3, crossZoneLatency: .milliseconds(5))
+        }
+        let results = await onDedicatedThread {
+            await TailLatencySimulation.run(scenario, policies: TailLatencySimulation.zonePolicies())
+        }
+        for result in results { print(result) }
+        let byName = Dictionary(uniqueKeysWithValues: results.map { ($0.policy, $0) })
+        // The rule with clients spread like the instances (1/3 in zone a): k of 4 local backends
+        // healthy, 12 - 4 + k in all: local share (k / (8 + k)) / (1/3), capped at 1.
+        let rule = [1.0, 9.0 / 11, 6.0 / 10, 3.0 / 9, 0]
+        for name in ["round-robin", "p2c-peak-ewma"] {
+            let plain = try #require(byName[name]?.zonePhases)
+            let zoned = try #require(byName[name + "+zones"]?.zonePhases)
+            try #require(plain.count == 5 && zoned.count == 5)
+            #expect(zoned.map(\.healthyLocalBackends) == [4, 3, 2, 1, 0])
+            #expect(zoned[0].localShare >= 0.95, "\(name)+zones: \(zoned[0].localShare) local while healthy")
+            for p in 1..<5 {
+                #expect(zoned[p].localShare < zoned[p - 1].localShare, "\(name)+zones: \(zoned.map(\.localShare))")
+            }
+            for (phase, expected) in zip(zoned, rule) {
+                #expect(abs(phase.localShare - expected) < 0.05, "\(name)+zones: \(phase.localShare) local for \(expected)")
+                #expect(phase.errorRate < 0.01, "\(name)+zones: \(phase.errorRate) errors")
+            }
+            #expect(zoned[0].p50 < plain[0].p50, "\(name): p50 \(zoned[0].p50) with zones, \(plain[0].p50) without")
+        }
+        // Round robin without zones spreads evenly: a third local while zone a is healthy.
+        let roundRobin = try #require(byName["round-robin"]?.zonePhases)
+        #expect(abs(roundRobin[0].localShare - 1.0 / 3) < 0.02)
+        #expect(roundRobin[4].localShare < 0.01)
+    }
 }

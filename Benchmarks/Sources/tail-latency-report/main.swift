@@ -1,6 +1,7 @@
 // Runs the tail-latency simulation (the reference scenario, and the black-hole variant in which
 // the failing backend fails every call) for every balancer and the oracle, then a cold instance
-// joining mid-run with and without slow start, and prints markdown tables for BENCHMARKS.md.
+// joining mid-run with and without slow start, then three zones losing the client's zone backend
+// by backend, with and without zone-aware routing, and prints markdown tables for BENCHMARKS.md.
 import LoadBalancer
 import LoadBalancerSimulation
 
@@ -114,3 +115,39 @@ for (name, ramp) in ramps {
     print("| \(name) | \(cells.joined(separator: " | ")) |")
 }
 print("")
+
+// Zones: 3 zones of 4 backends, the client in zone a, +5 ms on every call to zones b and c; zone
+// a's backends fail every call from 1/5, 2/5, 3/5 and 4/5 of the run on, one after another. Round
+// robin and P2C peak-EWMA with ejection (at most 50% ejected), without and with zone-aware routing.
+let zoneScenario = TailLatencyScenario.reference {
+    $0.backends = 12
+    $0.duration = .seconds(100)
+    $0.slowBackend = nil
+    $0.failingBackend = nil
+    $0.zones = ZoneOutage(zones: 3, crossZoneLatency: .milliseconds(5), failuresAt: [0.2, 0.4, 0.6, 0.8])
+}
+let zonesStart = ContinuousClock.now
+let zoneResults = await TailLatencySimulation.run(zoneScenario, policies: TailLatencySimulation.zonePolicies())
+print("### Zones: zone a losing its 4 backends one by one (at 20, 40, 60 and 80 s), +5 ms across zones\n")
+print("| policy | phase | zone a healthy | local (rule) | local | p50 | p99 | errors |")
+print("|---|---|---|---|---|---|---|---|")
+let routing = ZoneAwareRouting(localZone: ZoneOutage.localZone)
+for result in zoneResults {
+    let phases = result.zonePhases ?? []
+    for (index, phase) in phases.enumerated() {
+        let end = index + 1 < phases.count ? phases[index + 1].start : zoneScenario.duration
+        // The rule's local share for this phase, with every instance still in the set.
+        let healthy = ["a": phase.healthyLocalBackends, "b": 4, "c": 4]
+        let rule = routing.shares(healthy: healthy, total: ["a": 4, "b": 4, "c": 4]).map { $0["a", default: 0] } ?? 0
+        print(
+            "| \(result.policy) | \(Int(milliseconds(phase.start) / 1000))–\(Int(milliseconds(end) / 1000)) s | \(phase.healthyLocalBackends) of 4 | "
+                + (result.policy.hasSuffix("+zones") ? percent(rule, digits: 10) : "–") + " | "
+                + "\(percent(phase.localShare, digits: 10)) | \(format(milliseconds(phase.p50))) | "
+                + "\(format(milliseconds(phase.p99))) | \(percent(phase.errorRate, digits: 1000)) |"
+        )
+    }
+}
+print(
+    "\n\(zoneResults[0].requests) requests, \(zoneScenario.duration) simulated, 5 policies in "
+        + "\(ContinuousClock.now - zonesStart) of wall time.\n"
+)
