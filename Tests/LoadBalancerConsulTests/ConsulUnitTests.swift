@@ -20,6 +20,7 @@ struct ConsulUnitTests {
         #expect(entry.tags == ["blue", "v3"] && entry.meta == ["build": "2024.06"])
         #expect(entry.passingWeight == 12 && entry.warningWeight == 2)
         #expect(entry.checkStatuses == ["passing", "passing"])
+        #expect(entry.nodeMeta == ["rack": "r12"] && entry.zone == nil)
 
         let (instances, invalid) = ConsulServiceEntry.instances(from: entries, tags: ["V3"])
         #expect(invalid.isEmpty)
@@ -75,6 +76,21 @@ struct ConsulUnitTests {
         #expect(state.answered(index: HealthServiceFixtures.largeIndex + 1, elapsed: .milliseconds(3)) == .progressed)
         #expect(state.answered(index: UInt64.max, elapsed: .milliseconds(3)) == .progressed)
         #expect(state.blockingIndex == UInt64.max)
+    }
+
+    @Test("an instance's zone: the service's zone meta, else its node's, else none")
+    func zones() {
+        let service = ConsulServiceEntry(
+            node: "n", nodeAddress: "10.0.0.1", serviceID: "a", serviceName: "web", port: 80, meta: ["zone": "eu-1a"],
+            nodeMeta: ["zone": "eu-1b"])
+        var node = service
+        node.serviceID = "b"
+        node.meta = [:]
+        var none = node
+        none.serviceID = "c"
+        none.nodeMeta = [:]
+        let zones = ConsulServiceEntry.instances(from: [service, node, none], tags: []).instances.map(\.zone)
+        #expect(zones == ["eu-1a", "eu-1b", nil])
     }
 
     @Test("tags match without regard to case, all of them")
