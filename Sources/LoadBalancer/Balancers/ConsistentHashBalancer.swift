@@ -188,11 +188,18 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
             return boundedChoice(table, hash, first: first, firstLoad: firstLoad, factor: bound.factor)
         }
 
+        /// The most calls in flight an instance may carry with one more call: `factor` times the
+        /// mean over the usable instances, the new call counted, rounded up.
         @usableFromInline
-        func boundedChoice(_ table: Table, _ hash: UInt64, first: Int, firstLoad: Double, factor: Double) -> Int {
+        func capacity(_ table: Table, factor: Double) -> Double {
             var total = 0.0
             for position in table.usable { total += table.views[position].outstanding }
-            let capacity = (factor * (total + 1) / Double(table.usable.count)).rounded(.up)
+            return (factor * (total + 1) / Double(table.usable.count)).rounded(.up)
+        }
+
+        @usableFromInline
+        func boundedChoice(_ table: Table, _ hash: UInt64, first: Int, firstLoad: Double, factor: Double) -> Int {
+            let capacity = capacity(table, factor: factor)
             if firstLoad + 1 <= capacity { return first }
             var best = first
             var bestLoad = firstLoad
@@ -247,9 +254,7 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
             let untried = order.filter { !ids.contains(set.endpoints[$0].id) }
             guard let first = untried.first else { return nil }
             guard let bound = strategy.bound, !table.views.isEmpty else { return first }
-            var total = 0.0
-            for position in table.usable { total += table.views[position].outstanding }
-            let capacity = (bound.factor * (total + 1) / Double(table.usable.count)).rounded(.up)
+            let capacity = strategy.capacity(table, factor: bound.factor)
             return untried.first { table.views[$0].outstanding + 1 <= capacity }
                 ?? untried.min { table.views[$0].outstanding < table.views[$1].outstanding }
         })

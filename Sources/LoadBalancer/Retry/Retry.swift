@@ -107,29 +107,7 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
     ///   timeout expired; `CancellationError` when the calling task was cancelled.
     @inlinable
     public func callAsFunction(_ request: Request) async throws -> Response {
-        try Task.checkCancellation()
-        guard hedging == nil, C.self == ContinuousClock.self, balancer.cache?.hasTracer != true else {
-            return try await supervisedCall(request)
-        }
-        // The first attempt without a task group: inline when its endpoint enforces deadlines,
-        // otherwise in one task cancelled at the deadline.
-        let start = ContinuousClock.now
-        let deadline = start.advanced(by: timeout)
-        budget?.deposit()
-        let lease: EndpointLease<Request, Response>
-        do {
-            lease = try balancer.lease()
-        } catch {
-            let failure = RetryError.Attempt(number: 1, instance: nil, error: error, duration: .zero)
-            return try await inlineRetries(request, deadline: deadline, failed: failure, error: error, tried: [])
-        }
-        let attemptDeadline = attemptTimeout.map { min(deadline, start.advanced(by: $0)) } ?? deadline
-        do {
-            return try await attempt(request, on: lease, until: attemptDeadline, deadline: deadline)
-        } catch {
-            let failure = attemptFailure(1, lease, error, start: start, attemptDeadline: attemptDeadline, deadline: deadline)
-            return try await inlineRetries(request, deadline: deadline, failed: failure, error: error, tried: [lease.endpoint.id])
-        }
+        try await call(request, key: nil) { () throws(LoadBalancerError) in try balancer.lease() }
     }
 
     /// Sends `request` for `key`: the first attempt goes to `key`'s instance, and retries and hedges
@@ -143,7 +121,21 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
     ///
     /// - Throws: ``RetryError`` when every attempt failed, the decision callback said stop, or the
     ///   timeout expired; `CancellationError` when the calling task was cancelled.
+    @inlinable
     public func callAsFunction(_ request: Request, key: String) async throws -> Response where Base: KeyedBalancer {
+        try await call(request, key: key) { () throws(LoadBalancerError) in try balancer.lease(forKey: key) }
+    }
+
+    /// The whole call: its first attempt on `firstLease()`, without a task group (inline when the
+    /// endpoint enforces deadlines, otherwise in one task cancelled at the deadline), its retries
+    /// (down `key`'s order for a keyed call) after; the supervised path for hedging, tracing or
+    /// another clock.
+    @inlinable @inline(__always)
+    func call(
+        _ request: Request,
+        key: String?,
+        _ firstLease: () throws(LoadBalancerError) -> EndpointLease<Request, Response>
+    ) async throws -> Response {
         try Task.checkCancellation()
         guard hedging == nil, C.self == ContinuousClock.self, balancer.cache?.hasTracer != true else {
             return try await supervisedCall(request, key: key)
@@ -153,7 +145,7 @@ public struct Retry<Base: Balancer, C: Clock<Duration>>: Sendable {
         budget?.deposit()
         let lease: EndpointLease<Request, Response>
         do {
-            lease = try balancer.lease(forKey: key)
+            lease = try firstLease()
         } catch {
             let failure = RetryError.Attempt(number: 1, instance: nil, error: error, duration: .zero)
             return try await inlineRetries(request, deadline: deadline, failed: failure, error: error, tried: [], key: key)
