@@ -9,6 +9,7 @@ import PackageDescription
 //   swift run -c release retry-report                          # hedging and retry amplification
 //   swift run -c release subsetting-report                     # subsetting: evenness and stability
 //   swift run -c release registry-propagation etcd|zookeeper   # registry write to endpoint set
+//   swift run -c release scale                                 # a set change's cost at n = 100, 1,000, 10,000
 //   swift run -c release churn-soak                            # 10 minutes of churn under load
 //   scripts/http-compare.sh                                    # real HTTP: hey, AHC, the library, lbctl
 //   swift run -c release grpc-compare                          # gRPC: grpc-swift round robin vs BalancingClientTransport
@@ -21,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
+        .package(url: "https://github.com/ordo-one/malloc-interposer.git", from: "1.6.1"),
     ],
     targets: [
         .executableTarget(
@@ -55,6 +57,16 @@ let package = Package(
             name: "callpath",
             dependencies: [.product(name: "LoadBalancer", package: "swift-loadbalancer")],
             path: "Sources/callpath"
+        ),
+        // Discovery at scale: a change's cost against the set's size, for every balancer.
+        .executableTarget(
+            name: "scale",
+            dependencies: [
+                "CHeapInfo",
+                .product(name: "LoadBalancer", package: "swift-loadbalancer"),
+                .product(name: "MallocInterposerSwift", package: "malloc-interposer"),
+            ],
+            path: "Sources/scale"
         ),
         .executableTarget(
             name: "retry-report",

@@ -235,7 +235,14 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     @usableFromInline let shardRefs: [Unmanaged<Shard>]
     @usableFromInline let shardShift: UInt64
     /// The newest snapshot built, and the lock that serialises builds.
-    private let newest = Mutex<Snapshot?>(nil)
+    private let newest = Mutex<Builds>(Builds())
+
+    /// The snapshots built: the newest one picks take, and the one built for a set about to be
+    /// published (taken by picks once it is).
+    struct Builds {
+        var newest: Snapshot?
+        var upcoming: Snapshot?
+    }
     /// Slow start, if any, and its clock.
     @usableFromInline let slowStart: SlowStart?
     @usableFromInline let slowStartNow: @Sendable () -> Duration
@@ -337,14 +344,25 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
         source.cache?.addObserver(self)
     }
 
-    /// Nothing to do before a set is published: picks go on with the current one.
-    @usableFromInline package func endpointSetWillPublish(_ set: EndpointSetView) {}
+    /// Builds the snapshot of a set about to be published, off the pick path: picks go on with the
+    /// current snapshot meanwhile (they never wait for this build), and take the new one at once
+    /// when the set is published. The cache calls this from its update, outside its lock.
+    @usableFromInline package func endpointSetWillPublish(_ set: EndpointSetView) {
+        guard let publishing = cache?.publishing, publishing.set.generation == set.generation else { return }
+        newest.withLock { builds in
+            builds.upcoming = build(publishing.set, setVersion: publishing.version)
+        }
+    }
 
     /// Drops every snapshot of an older set, so that removed endpoints are not kept alive by
-    /// shards that do not pick again; the next pick of each shard takes the new set. Takes each
-    /// lock briefly, one at a time (the cache calls this outside its own lock).
+    /// shards that do not pick again; the next pick of each shard takes the new set (built before
+    /// it was published). Takes each lock briefly, one at a time (the cache calls this outside its
+    /// own lock).
     @usableFromInline package func endpointSetDidPublish(_ set: EndpointSetView) {
-        newest.withLock { $0 = nil }
+        newest.withLock { builds in
+            builds.newest = builds.upcoming.flatMap { isCurrent($0) ? $0 : nil }
+            builds.upcoming = nil
+        }
         func drop(_ state: inout ShardState) {
             state.snapshot = nil
             state.leases = []
@@ -445,21 +463,36 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     /// The newest snapshot, built if the set or the ejections changed since the last build.
     @usableFromInline
     package func currentSnapshot() -> Snapshot {
-        newest.withLock { newest in
-            if let newest, isCurrent(newest) { return newest }
-            let ejectionVersion = ejection?.version ?? 0
-            let epoch = currentRampEpoch
+        newest.withLock { builds in
+            if let newest = builds.newest, isCurrent(newest) { return newest }
+            if let upcoming = builds.upcoming, isCurrent(upcoming) {
+                // Published since it was built (a pick got here before the cache told the observers).
+                builds.newest = upcoming
+                builds.upcoming = nil
+                return upcoming
+            }
             let (set, setVersion) = source.current
-            let view = set.view
-            let usable = ejection?.usablePositions(in: view) ?? Array(view.instances.indices)
-            let table = strategy.makeTable(view, usable: set.isEmpty ? [] : usable)
-            let (ramps, rampsEnd) = ramps(view, usable: set.isEmpty ? [] : usable)
-            let built = Snapshot(
-                set: set, table: table, setVersion: setVersion, ejectionVersion: ejectionVersion,
-                ramps: ramps, rampsEnd: rampsEnd, rampEpoch: epoch, zones: zoneTables(view, usable: set.isEmpty ? [] : usable))
-            newest = built
+            let built = build(set, setVersion: setVersion)
+            builds.newest = built
             return built
         }
+    }
+
+    /// The newest snapshot built, without building one (for tests).
+    package var builtSnapshot: Snapshot? { newest.withLock { $0.newest } }
+
+    /// Derives the snapshot of `set` (whose source version is `setVersion`) under the ejections in
+    /// force now. Callers hold the `newest` lock (builds are serialised).
+    private func build(_ set: EndpointSet<Request, Response>, setVersion: UInt64) -> Snapshot {
+        let ejectionVersion = ejection?.version ?? 0
+        let epoch = currentRampEpoch
+        let view = set.view
+        let usable = set.isEmpty ? [] : ejection?.usablePositions(in: view) ?? Array(view.instances.indices)
+        let table = strategy.makeTable(view, usable: usable)
+        let (ramps, rampsEnd) = ramps(view, usable: usable)
+        return Snapshot(
+            set: set, table: table, setVersion: setVersion, ejectionVersion: ejectionVersion,
+            ramps: ramps, rampsEnd: rampsEnd, rampEpoch: epoch, zones: zoneTables(view, usable: usable))
     }
 
     /// With zone-aware routing: the shares of the zones by ``ZoneAwareRouting``'s rule, and a table
@@ -708,21 +741,41 @@ package final class InstanceLoad: @unchecked Sendable {
 /// The loads of a load-aware strategy's instances, kept by instance id across sets, so that calls
 /// in flight and averages survive a set change.
 package final class LoadsByID: Sendable {
-    private let byID = Mutex<[String: InstanceLoad]>([:])
+    /// The ids of the last set, in its order, and their loads.
+    private let last = Mutex<(ids: [String], loads: [InstanceLoad])>(([], []))
 
     package init() {}
 
     /// The load of each instance of `set`, in order: the same object for an id the last set had,
     /// a new one otherwise. Ids no longer in the set are forgotten.
+    ///
+    /// Sets ordered by id (as caches publish them) are matched by walking both in step, without
+    /// hashing an id; others through a dictionary.
     package func loads(for set: EndpointSetView) -> [InstanceLoad] {
-        byID.withLock { byID in
-            var next: [String: InstanceLoad] = [:]
-            let loads = set.instances.map { instance in
-                let load = byID[instance.id] ?? InstanceLoad()
-                next[instance.id] = load
-                return load
+        last.withLock { last in
+            var loads: [InstanceLoad] = []
+            loads.reserveCapacity(set.count)
+            var old = 0
+            // Borrowed through a buffer pointer, not copied (see EndpointCache.orderedByID).
+            let ordered = set.instances.withUnsafeBufferPointer { instances in
+                for position in instances.indices {
+                    let id = instances[position].id
+                    if position > 0, !(instances[position - 1].id < id) { return false }
+                    while old < last.ids.count, last.ids[old] < id { old += 1 }
+                    if old < last.ids.count, last.ids[old] == id {
+                        loads.append(last.loads[old])
+                    } else {
+                        loads.append(InstanceLoad())
+                    }
+                }
+                return true
             }
-            byID = next
+            if !ordered {
+                var byID: [String: InstanceLoad] = [:]
+                for (id, load) in zip(last.ids, last.loads) { byID[id] = load }
+                loads = set.instances.map { byID[$0.id] ?? InstanceLoad() }
+            }
+            last = (set.instances.map(\.id), loads)
             return loads
         }
     }

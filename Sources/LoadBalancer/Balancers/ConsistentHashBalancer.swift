@@ -301,34 +301,51 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
         let n = usable.count
         guard n > 0 else { return [] }
         let m = UInt64(size)
-        var offsets = [UInt64](repeating: 0, count: n)
+        // Each instance's next candidate entry, (offset + k × skip) mod size for its k-th, kept as
+        // a running sum (one add and compare per step instead of a multiply and a division).
+        var candidates = [UInt64](repeating: 0, count: n)
         var skips = [UInt64](repeating: 0, count: n)
-        var next = [UInt64](repeating: 0, count: n)
         for (i, position) in usable.enumerated() {
-            let id = view.instances[position].id
-            offsets[i] = WyRand.mix(stableHash(id)) % m
-            skips[i] = WyRand.mix(stableHash(id) ^ 0x9e37_79b9_7f4a_7c15) % (m - 1) + 1
+            let hash = stableHash(view.instances[position].id)
+            candidates[i] = WyRand.mix(hash) % m
+            skips[i] = WyRand.mix(hash ^ 0x9e37_79b9_7f4a_7c15) % (m - 1) + 1
         }
         var entries = [Int32](repeating: -1, count: size)
-        var filled = 0
         var claimed = [Int](repeating: 0, count: n)
-        var round = 0.0
-        outer: while true {
-            round += 1
-            for i in 0..<n {
-                if weighted {
-                    guard Double(claimed[i]) < (round * share[i]).rounded(.down) else { continue }
-                    claimed[i] += 1
+        // Which entries are taken, a bit each: the probes (about size × ln(size) of them, most of
+        // them late, when the table is nearly full) read these 8 KiB instead of the 256 KiB table.
+        var taken = [UInt64](repeating: 0, count: (size + 63) / 64)
+        // The walk reads and writes through buffer pointers: no bounds checks or uniqueness checks
+        // in the loop.
+        entries.withUnsafeMutableBufferPointer { entries in
+            taken.withUnsafeMutableBufferPointer { taken in
+                candidates.withUnsafeMutableBufferPointer { candidates in
+                    var filled = 0
+                    var round = 0.0
+                    outer: while true {
+                        round += 1
+                        for i in 0..<n {
+                            if weighted {
+                                // claimed < ⌊round × share⌋, for a whole claimed count, without a floor.
+                                guard Double(claimed[i] + 1) <= round * share[i] else { continue }
+                                claimed[i] += 1
+                            }
+                            var candidate = candidates[i]
+                            let skip = skips[i]
+                            while taken[Int(truncatingIfNeeded: candidate >> 6)] & (1 << (candidate & 63)) != 0 {
+                                candidate &+= skip
+                                if candidate >= m { candidate &-= m }
+                            }
+                            taken[Int(truncatingIfNeeded: candidate >> 6)] |= 1 << (candidate & 63)
+                            entries[Int(truncatingIfNeeded: candidate)] = Int32(truncatingIfNeeded: usable[i])
+                            candidate &+= skip
+                            if candidate >= m { candidate &-= m }
+                            candidates[i] = candidate
+                            filled += 1
+                            if filled == size { break outer }
+                        }
+                    }
                 }
-                var candidate = (offsets[i] &+ next[i] &* skips[i]) % m
-                while entries[Int(candidate)] >= 0 {
-                    next[i] &+= 1
-                    candidate = (offsets[i] &+ next[i] &* skips[i]) % m
-                }
-                entries[Int(candidate)] = Int32(usable[i])
-                next[i] &+= 1
-                filled += 1
-                if filled == size { break outer }
             }
         }
         return entries

@@ -59,6 +59,8 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
         var observers: [WeakObserver] = []
         var current = EndpointSet<Request, Response>(endpoints: [], instances: [], slots: [], generation: 0)
         var version: UInt64 = 0
+        /// The set being published and the version it will have, while observers hear of it.
+        var publishing: (set: EndpointSet<Request, Response>, version: UInt64)?
         /// Slots of removed endpoints, reused oldest first.
         var freeSlots: [UInt32] = []
         var freeSlotsHead = 0
@@ -190,14 +192,25 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
         return set[pick.index]
     }
 
+    /// The set being published and the ``version`` it will have, while its observers hear of it
+    /// (``EndpointSetObserver/endpointSetWillPublish(_:)``): a balancer builds what it derives from
+    /// the set then, before readers see it, so that no pick waits for that build.
+    package var publishing: (set: EndpointSet<Request, Response>, version: UInt64)? {
+        state.withLock { $0.publishing }
+    }
+
     /// Publishes `set`: its observers hear of it first (outside the lock, in update order), then
     /// readers see it. Callers hold the update lock.
     private func publish(_ set: EndpointSet<Request, Response>) {
-        let observers = state.withLock { $0.liveObservers() }
+        let observers = state.withLock { state in
+            state.publishing = (set, state.version &+ 1)
+            return state.liveObservers()
+        }
         for observer in observers { observer.endpointSetWillPublish(set.view) }
         state.withLock { state in
             state.current = set
             state.version &+= 1
+            state.publishing = nil
             publishedVersion.store(state.version, ordering: .releasing)
         }
         // Balancers let go of the snapshots of older sets (and so of removed endpoints) now,
@@ -224,18 +237,139 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
         discovery.markReady()
     }
 
-    private func apply(_ newInstances: [Instance]) async {
-        // Deduplicate by id (first wins) and order by id.
+    /// `instances` deduplicated by id (the first wins) and ordered by id; a set already so (as
+    /// every publisher delivers it) is checked in one pass and returned as it is.
+    static func orderedByID(_ instances: [Instance]) -> [Instance] {
+        // Read through a buffer pointer: an element is borrowed, not copied (an instance's copy
+        // retains its five strings and collections; at 10,000 instances that was most of the cost).
+        let ordered = instances.withUnsafeBufferPointer { buffer in
+            var index = 1
+            while index < buffer.count {
+                if !(buffer[index - 1].id < buffer[index].id) { return false }
+                index += 1
+            }
+            return true
+        }
+        if ordered { return instances }
         var seen = Set<String>()
-        let wanted = newInstances.filter { seen.insert($0.id).inserted }.sorted()
+        return instances.filter { seen.insert($0.id).inserted }.sorted()
+    }
 
-        let (existing, isShutDown) = state.withLock { ($0.entries, $0.isShutDown) }
+    /// What a new set changes against the published one, found by walking both in id order (no
+    /// hashing of the ids that stay): the instances to make endpoints for, the ids removed, and the
+    /// instances whose fields changed.
+    private struct Difference {
+        var added: [Instance] = []
+        var removed: [String] = []
+        var changed: [Instance] = []
+    }
+
+    private static func difference(from current: [Instance], to wanted: [Instance]) -> Difference {
+        var difference = Difference()
+        current.withUnsafeBufferPointer { current in
+            wanted.withUnsafeBufferPointer { wanted in
+                var old = 0
+                var new = 0
+                while old < current.count || new < wanted.count {
+                    if new == wanted.count {
+                        difference.removed.append(current[old].id)
+                        old += 1
+                    } else if old == current.count {
+                        difference.added.append(wanted[new])
+                        new += 1
+                    } else if current[old].id == wanted[new].id {
+                        if !sameFields(current.baseAddress! + old, wanted.baseAddress! + new) {
+                            difference.changed.append(wanted[new])
+                        }
+                        old += 1
+                        new += 1
+                    } else if current[old].id < wanted[new].id {
+                        difference.removed.append(current[old].id)
+                        old += 1
+                    } else {
+                        difference.added.append(wanted[new])
+                        new += 1
+                    }
+                }
+            }
+        }
+        return difference
+    }
+
+    /// Whether two instances are equal, read in place (comparing `Instance` values would copy both).
+    @inline(__always)
+    private static func sameFields(_ a: UnsafePointer<Instance>, _ b: UnsafePointer<Instance>) -> Bool {
+        a.pointee.port == b.pointee.port && a.pointee.weight == b.pointee.weight && a.pointee.priority == b.pointee.priority
+            && a.pointee.id == b.pointee.id && a.pointee.host == b.pointee.host && a.pointee.zone == b.pointee.zone
+            && a.pointee.tags == b.pointee.tags && a.pointee.metadata == b.pointee.metadata
+    }
+
+    /// The endpoints and slots of `wanted` (ordered by id): those of `current` for the ids that
+    /// stay (walked in step), `made`'s for the others; the instances whose factory failed are left
+    /// out of all three arrays.
+    private static func publishedArrays(
+        _ wanted: [Instance], current: EndpointSet<Request, Response>, made: [String: Entry]
+    ) -> (endpoints: [Endpoint<Request, Response>], instances: [Instance], slots: [UInt32]) {
+        var endpoints: [Endpoint<Request, Response>] = []
+        var slots: [UInt32] = []
+        endpoints.reserveCapacity(wanted.count)
+        slots.reserveCapacity(wanted.count)
+        var leftOut: [Int] = []
+        // Read once: a stored property of a generic class is found through its type's metadata.
+        let oldEndpoints = current.endpoints
+        let oldSlots = current.slots
+        // The ids that stay come in runs of consecutive old positions: each run is copied in one
+        // go (element by element, generic code looks up the endpoint type's metadata each time).
+        var run = 0..<0
+        func flush() {
+            guard !run.isEmpty else { return }
+            endpoints.append(contentsOf: oldEndpoints[run])
+            slots.append(contentsOf: oldSlots[run])
+            run = 0..<0
+        }
+        current.instances.withUnsafeBufferPointer { old in
+            wanted.withUnsafeBufferPointer { wanted in
+                var position = 0
+                for index in wanted.indices {
+                    let id = wanted[index].id
+                    while position < old.count, old[position].id < id { position += 1 }
+                    if position < old.count, old[position].id == id {
+                        if !run.isEmpty, run.upperBound == position {
+                            run = run.lowerBound..<position + 1
+                        } else {
+                            flush()
+                            run = position..<position + 1
+                        }
+                    } else if !made.isEmpty, let entry = made[id] {
+                        flush()
+                        endpoints.append(entry.managed.endpoint)
+                        slots.append(entry.slot)
+                    } else {
+                        leftOut.append(index) // Its factory failed.
+                    }
+                }
+            }
+        }
+        flush()
+        // The caller's array as it is, unless an instance is left out.
+        var instances = wanted
+        for index in leftOut.reversed() { instances.remove(at: index) }
+        return (endpoints, instances, slots)
+    }
+
+    private func apply(_ newInstances: [Instance]) async {
+        let wanted = Self.orderedByID(newInstances)
+
+        // The published set is the cache's entries (updates are serialised: it cannot change
+        // before this one publishes), ordered by id: a merge finds what changed.
+        let (current, isShutDown) = state.withLock { ($0.current, $0.isShutDown) }
         if isShutDown { return }
+        let difference = Self.difference(from: current.instances, to: wanted)
 
         // Make endpoints for new ids, outside the lock (factories may be slow).
         var made: [String: Entry] = [:]
         var failures: [String: String] = [:]
-        for instance in wanted where existing[instance.id] == nil {
+        for instance in difference.added {
             do {
                 let managed = try await factory(instance)
                 made[instance.id] = Entry(instance: instance, managed: managed)
@@ -251,7 +385,6 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
             }
         }
 
-        let wantedIDs = Set(wanted.map(\.id))
         let (removed, published, lateFactoryEndpoints) = state.withLock {
             state -> ([Entry], EndpointSet<Request, Response>?, [Entry]) in
             if state.isShutDown {
@@ -259,34 +392,24 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
                 return ([], nil, Array(made.values))
             }
             var removed: [Entry] = []
-            for (id, entry) in state.entries where !wantedIDs.contains(id) {
-                removed.append(entry)
-                state.entries[id] = nil
+            for id in difference.removed {
+                if let entry = state.entries.removeValue(forKey: id) { removed.append(entry) }
             }
-            var changed = !removed.isEmpty || !made.isEmpty
-            for instance in wanted {
-                if var entry = made[instance.id] {
-                    entry.slot = state.takeSlot()
-                    state.entries[instance.id] = entry
-                } else if state.entries[instance.id]?.instance != instance {
-                    if state.entries[instance.id] != nil {
-                        state.entries[instance.id]!.instance = instance
-                        changed = true
-                    }
-                }
+            for id in made.keys.sorted() {
+                made[id]!.slot = state.takeSlot()
+                state.entries[id] = made[id]
             }
+            for instance in difference.changed {
+                state.entries[instance.id]?.instance = instance
+            }
+            let changed = !removed.isEmpty || !made.isEmpty || !difference.changed.isEmpty
             state.factoryFailures = failures
             state.updates += 1
             var published: EndpointSet<Request, Response>? = nil
             if changed || state.updates == 1 {
                 state.generation &+= 1
-                let live = wanted.compactMap { instance in state.entries[instance.id] }
-                published = EndpointSet(
-                    endpoints: live.map(\.managed.endpoint),
-                    instances: live.map(\.instance),
-                    slots: live.map(\.slot),
-                    generation: state.generation
-                )
+                let (endpoints, instances, slots) = Self.publishedArrays(wanted, current: current, made: made)
+                published = EndpointSet(endpoints: endpoints, instances: instances, slots: slots, generation: state.generation)
             }
             // The removed endpoints' slots can be reused once they are closed; queueing them now
             // is safe because a slot is only handed out at a later update.

@@ -41,6 +41,8 @@ public final class InstanceBroadcaster: Sendable {
     }
 
     private let state = Mutex(State())
+    /// Updates dropped because a subscriber had not yet taken the one before (it gets the newest).
+    private let coalesced = Atomic<Int>(0)
     private let policy: StalenessPolicy
     private let sleep: @Sendable (Duration) async throws -> Void
 
@@ -64,6 +66,18 @@ public final class InstanceBroadcaster: Sendable {
     /// The number of live subscriptions.
     public var subscriberCount: Int { state.withLock { $0.subscribers.count } }
 
+    /// How many updates were dropped, over all subscribers, because the subscriber had not yet taken
+    /// the update before: a subscriber holds at most one update it has not taken (the newest), so a
+    /// publisher that changes faster than a subscriber applies its sets queues nothing.
+    package var coalescedUpdates: Int { coalesced.load(ordering: .relaxed) }
+
+    /// Hands `update` to each subscriber, in place of one it has not taken yet, if any.
+    private func yield(_ update: InstanceUpdate, to subscribers: Dictionary<Int, AsyncStream<InstanceUpdate>.Continuation>.Values) {
+        for continuation in subscribers {
+            if case .dropped = continuation.yield(update) { coalesced.add(1, ordering: .relaxed) }
+        }
+    }
+
     /// Publishes a whole new set. Instances are ordered by id; duplicate ids keep the first.
     ///
     /// A set equal to the current good one is not sent again.
@@ -78,7 +92,7 @@ public final class InstanceBroadcaster: Sendable {
             state.endFailures()
             state.current = update
             if unchanged { return }
-            for continuation in state.subscribers.values { continuation.yield(update) }
+            yield(update, to: state.subscribers.values)
         }
     }
 
@@ -115,7 +129,7 @@ public final class InstanceBroadcaster: Sendable {
                 }
             }
             state.current = update
-            for continuation in state.subscribers.values { continuation.yield(update) }
+            yield(update, to: state.subscribers.values)
         }
     }
 
@@ -129,7 +143,7 @@ public final class InstanceBroadcaster: Sendable {
             guard !(state.lastGood ?? []).isEmpty else { return }
             let update = Self.invalidatedUpdate(first: first, latest: nil, limit: policy.invalidateAfter)
             state.current = update
-            for continuation in state.subscribers.values { continuation.yield(update) }
+            yield(update, to: state.subscribers.values)
         }
     }
 

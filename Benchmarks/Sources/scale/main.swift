@@ -1,0 +1,392 @@
+// Discovery at scale: what a change to the instance set costs as the set grows, for every balancer.
+//
+//   swift run -c release scale [--sizes 100,1000,10000] [--balancer NAME,...|all] [--changes 200]
+//                              [--flood-seconds 2] [--rate 100] [--rate-seconds 3] [--csv FILE]
+//
+// For each size n and balancer, over an EndpointCache fed by hand with whole sets (as every
+// publisher delivers them) and endpoints made by the benchmark (the "user's endpoint objects"):
+//
+// - first: the wall and CPU time of the first set (the cache's update plus the first pick, which
+//   builds the balancer's table);
+// - memory: the heap bytes (glibc's mallinfo2) the cache and balancer hold per instance, beyond the
+//   endpoints and the instance array the caller made, after calls from as many tasks as cores
+//   (each task's thread makes its shard's leases);
+// - change: `--changes` changes, alternately one instance removed and one added back (a random one
+//   each time), each timed from the start of `cache.update(with:)` to the first pick that returns
+//   an endpoint of the new set: wall p50/p99, CPU p50/p99 (the process's CPU time: nothing else
+//   runs) and mallocs per change (the malloc interposer's count);
+// - flood: changes applied back to back for `--flood-seconds` on one task while one thread picks
+//   without pause: changes per second absorbed, and the picks' p50/p99/p99.9 (each pick timed)
+//   against the same thread picking with no changes;
+// - rate: the same with `--rate` changes per second (paced), the issue's "picks' p99 during 100
+//   changes per second" figure.
+import CHeapInfo
+import Foundation
+import LoadBalancer
+import MallocInterposerSwift
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+struct Options {
+    var sizes = [100, 1_000, 10_000]
+    var balancers = allBalancers
+    var changes = 200
+    var floodSeconds = 2.0
+    var rate = 100.0
+    var rateSeconds = 3.0
+    var csv: String?
+}
+
+let allBalancers = [
+    "round-robin", "random", "weighted-round-robin", "weighted-random", "priority",
+    "p2c-least-outstanding", "p2c-peak-ewma", "consistent-hash",
+]
+
+let usage = """
+    usage: scale [--sizes 100,1000,10000] [--balancer NAME,...|all] [--changes 200]
+                 [--flood-seconds 2] [--rate 100] [--rate-seconds 3] [--csv FILE]
+    """
+
+func usageError(_ message: String) -> Never {
+    FileHandle.standardError.write(Data("scale: \(message)\n\(usage)\n".utf8))
+    exit(2)
+}
+
+func parse() -> Options {
+    var options = Options()
+    var arguments = CommandLine.arguments.dropFirst()
+    func positive<T: LosslessStringConvertible & Comparable & Numeric>(_ value: String, _ flag: String) -> T {
+        guard let number = T(value), number > 0 else { usageError("\(flag) needs a positive number, not '\(value)'") }
+        return number
+    }
+    while let flag = arguments.popFirst() {
+        if flag == "--help" || flag == "-h" {
+            print(usage)
+            exit(0)
+        }
+        guard let value = arguments.popFirst() else { usageError("missing value for \(flag)") }
+        switch flag {
+        case "--sizes": options.sizes = value.split(separator: ",").map { positive(String($0), flag) }
+        case "--balancer":
+            options.balancers = value == "all" ? allBalancers : value.split(separator: ",").map(String.init)
+            if let unknown = options.balancers.first(where: { !allBalancers.contains($0) }) {
+                usageError("unknown balancer '\(unknown)' (one of \(allBalancers.joined(separator: ", ")), or all)")
+            }
+        case "--changes": options.changes = positive(value, flag)
+        case "--flood-seconds": options.floodSeconds = positive(value, flag)
+        case "--rate": options.rate = positive(value, flag)
+        case "--rate-seconds": options.rateSeconds = positive(value, flag)
+        case "--csv": options.csv = value
+        default: usageError("unknown flag \(flag)")
+        }
+    }
+    return options
+}
+
+// MARK: Clocks and counters
+
+/// The process's CPU time in nanoseconds.
+func cpuNanoseconds() -> UInt64 {
+    var spec = timespec()
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &spec)
+    return UInt64(spec.tv_sec) * 1_000_000_000 + UInt64(spec.tv_nsec)
+}
+
+/// Monotonic wall time in nanoseconds.
+@inline(__always)
+func wallNanoseconds() -> UInt64 {
+    var spec = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &spec)
+    return UInt64(spec.tv_sec) * 1_000_000_000 + UInt64(spec.tv_nsec)
+}
+
+func mallocs() -> Int { MallocInterposerSwift.getStatistics().mallocCount }
+
+func heapBytes() -> Int64 {
+    _ = lb_heap_trim()
+    return Int64(lb_heap_in_use())
+}
+
+func percentile(_ sorted: [UInt64], _ p: Double) -> UInt64 {
+    guard !sorted.isEmpty else { return 0 }
+    let rank = Int((p / 100 * Double(sorted.count)).rounded(.up)) - 1
+    return sorted[min(max(rank, 0), sorted.count - 1)]
+}
+
+func ms(_ nanoseconds: UInt64) -> String { String(format: "%.3f", Double(nanoseconds) / 1e6) }
+func us(_ nanoseconds: UInt64) -> String { String(format: "%.2f", Double(nanoseconds) / 1e3) }
+
+// MARK: The set
+
+func makeInstances(_ count: Int) -> [Instance] {
+    (0..<count).map { i in
+        // 10.x.y.z addresses, weights 1-3, two priority levels (a quarter on the second).
+        let host = "10.\(i >> 16 & 255).\(i >> 8 & 255).\(i & 255)"
+        return try! Instance(host: host, port: 8080, weight: 1 + i % 3, priority: i % 4 == 3 ? 1 : 0)
+    }
+}
+
+func makeEndpoints(_ instances: [Instance]) -> [String: Endpoint<Int, Int>] {
+    var byID: [String: Endpoint<Int, Int>] = [:]
+    byID.reserveCapacity(instances.count)
+    for instance in instances { byID[instance.id] = Endpoint<Int, Int>(instance: instance, enforcesDeadline: true) { $0 &+ 1 } }
+    return byID
+}
+
+/// A balancer, type-erased only outside the measured loops.
+protocol BalancerVisitor {
+    mutating func visit<B: Balancer>(_ balancer: B) async where B.Request == Int, B.Response == Int
+}
+
+func withBalancer(_ name: String, _ cache: EndpointCache<Int, Int>, _ visitor: inout some BalancerVisitor) async {
+    switch name {
+    case "round-robin": await visitor.visit(RoundRobinBalancer(cache))
+    case "random": await visitor.visit(RandomBalancer(cache))
+    case "weighted-round-robin": await visitor.visit(WeightedRoundRobinBalancer(cache))
+    case "weighted-random": await visitor.visit(WeightedRandomBalancer(cache))
+    case "priority": await visitor.visit(PriorityBalancer(cache))
+    case "p2c-least-outstanding": await visitor.visit(P2CBalancer(cache, metric: .leastOutstanding))
+    case "p2c-peak-ewma": await visitor.visit(P2CBalancer(cache, metric: .peakEWMA()))
+    case "consistent-hash": await visitor.visit(ConsistentHashBalancer(cache))
+    default: fatalError("unknown balancer \(name)")
+    }
+}
+
+final class Stop: Sendable {
+    let flag = Atomic<Bool>(false)
+    var isSet: Bool { flag.load(ordering: .relaxed) }
+}
+
+/// Picks on a thread of its own until stopped, timing each pick; returns the sorted latencies
+/// (at most `limit`, every pick's until then) and the number of picks.
+func timedPicks<B: Balancer>(_ balancer: B, until stop: Stop, started: DispatchSemaphore, limit: Int = 4_000_000) async -> (
+    [UInt64], Int
+) {
+    await withCheckedContinuation { continuation in
+        let thread = Thread {
+            var samples = [UInt64]()
+            samples.reserveCapacity(limit)
+            var count = 0
+            var sum = 0
+            started.signal()
+            while !stop.isSet {
+                for _ in 0..<64 {
+                    let start = wallNanoseconds()
+                    sum &+= (try? balancer.pick().index) ?? 0
+                    let end = wallNanoseconds()
+                    if samples.count < limit { samples.append(end &- start) }
+                }
+                count += 64
+            }
+            if sum == -1 { print("") }
+            samples.sort()
+            continuation.resume(returning: (samples, count))
+        }
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+}
+
+struct Row {
+    var n: Int
+    var balancer: String
+    var firstWall: UInt64 = 0
+    var firstCPU: UInt64 = 0
+    var bytesPerInstance: Double = 0
+    var changeWall: [UInt64] = []
+    var changeCPU: [UInt64] = []
+    var mallocsPerChange: Double = 0
+    var idleP50: UInt64 = 0
+    var idleP99: UInt64 = 0
+    var idleP999: UInt64 = 0
+    var floodRate: Double = 0
+    var floodP50: UInt64 = 0
+    var floodP99: UInt64 = 0
+    var floodP999: UInt64 = 0
+    var rateAchieved: Double = 0
+    var rateP99: UInt64 = 0
+    var rateP999: UInt64 = 0
+}
+
+struct Measure: BalancerVisitor {
+    let options: Options
+    let cache: EndpointCache<Int, Int>
+    let instances: [Instance]
+    var row: Row
+
+    /// The set with the instance at `index` left out.
+    func without(_ index: Int) -> [Instance] {
+        var set = instances
+        set.remove(at: index)
+        return set
+    }
+
+    /// Waits (spinning on picks) until a pick returns an endpoint of generation `generation` or later.
+    func pickUntilSeen<B: Balancer>(_ balancer: B, generation: UInt32) {
+        while true {
+            if let pick = try? balancer.pick(), pick.generation >= generation { return }
+        }
+    }
+
+    mutating func visit<B: Balancer>(_ balancer: B) async where B.Request == Int, B.Response == Int {
+        // First set: the update plus the first pick (the table is built then, or when published).
+        let heapBefore = heapBytes()
+        let wall0 = wallNanoseconds()
+        let cpu0 = cpuNanoseconds()
+        await cache.update(with: instances)
+        _ = try? balancer.pick()
+        row.firstCPU = cpuNanoseconds() - cpu0
+        row.firstWall = wallNanoseconds() - wall0
+        // Calls from as many tasks as cores, each over every instance twice: the shards the
+        // calling threads use make their leases (one per instance per shard), P2C its loads.
+        let tasks = ProcessInfo.processInfo.activeProcessorCount
+        let callsPerTask = 2 * instances.count
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<tasks {
+                group.addTask {
+                    for i in 0..<callsPerTask { _ = try? await balancer.call(i) }
+                }
+            }
+        }
+        row.bytesPerInstance = Double(heapBytes() - heapBefore) / Double(instances.count)
+
+        // One change at a time: removed, then added back.
+        var generator = SystemRandomNumberGenerator()
+        MallocInterposerSwift.hook()
+        var mallocTotal = 0
+        for change in 0..<options.changes {
+            let index = Int.random(in: 0..<instances.count, using: &generator)
+            let set = change % 2 == 0 ? without(index) : instances
+            let generation = cache.snapshot.generation &+ 1
+            let m0 = mallocs()
+            let c0 = cpuNanoseconds()
+            let w0 = wallNanoseconds()
+            await cache.update(with: set)
+            pickUntilSeen(balancer, generation: generation)
+            let w1 = wallNanoseconds()
+            let c1 = cpuNanoseconds()
+            mallocTotal += mallocs() - m0
+            row.changeWall.append(w1 - w0)
+            row.changeCPU.append(c1 - c0)
+        }
+        MallocInterposerSwift.unhook()
+        if options.changes % 2 == 1 { await cache.update(with: instances) }
+        row.mallocsPerChange = Double(mallocTotal) / Double(options.changes)
+        row.changeWall.sort()
+        row.changeCPU.sort()
+
+        // Picks with no changes.
+        do {
+            let stop = Stop()
+            let started = DispatchSemaphore(value: 0)
+            async let picks = timedPicks(balancer, until: stop, started: started)
+            await waitFor(started)
+            try? await Task.sleep(for: .seconds(min(1, options.floodSeconds)))
+            stop.flag.store(true, ordering: .relaxed)
+            let (samples, _) = await picks
+            row.idleP50 = percentile(samples, 50)
+            row.idleP99 = percentile(samples, 99)
+            row.idleP999 = percentile(samples, 99.9)
+        }
+
+        // A flood of changes while a thread picks.
+        do {
+            let stop = Stop()
+            let started = DispatchSemaphore(value: 0)
+            async let picks = timedPicks(balancer, until: stop, started: started)
+            await waitFor(started)
+            let end = wallNanoseconds() + UInt64(options.floodSeconds * 1e9)
+            var applied = 0
+            while wallNanoseconds() < end {
+                let index = Int.random(in: 0..<instances.count, using: &generator)
+                await cache.update(with: applied % 2 == 0 ? without(index) : instances)
+                applied += 1
+            }
+            stop.flag.store(true, ordering: .relaxed)
+            let (samples, _) = await picks
+            row.floodRate = Double(applied) / options.floodSeconds
+            row.floodP50 = percentile(samples, 50)
+            row.floodP99 = percentile(samples, 99)
+            row.floodP999 = percentile(samples, 99.9)
+            if applied % 2 == 1 { await cache.update(with: instances) }
+        }
+
+        // Paced changes while a thread picks.
+        do {
+            let stop = Stop()
+            let started = DispatchSemaphore(value: 0)
+            async let picks = timedPicks(balancer, until: stop, started: started)
+            await waitFor(started)
+            let start = wallNanoseconds()
+            let interval = UInt64(1e9 / options.rate)
+            var applied = 0
+            while true {
+                let due = start + UInt64(applied) * interval
+                let now = wallNanoseconds()
+                if now - start >= UInt64(options.rateSeconds * 1e9) { break }
+                if now < due { try? await Task.sleep(for: .nanoseconds(Int64(due - now))) }
+                let index = Int.random(in: 0..<instances.count, using: &generator)
+                await cache.update(with: applied % 2 == 0 ? without(index) : instances)
+                applied += 1
+            }
+            stop.flag.store(true, ordering: .relaxed)
+            let (samples, _) = await picks
+            row.rateAchieved = Double(applied) / options.rateSeconds
+            row.rateP99 = percentile(samples, 99)
+            row.rateP999 = percentile(samples, 99.9)
+            if applied % 2 == 1 { await cache.update(with: instances) }
+        }
+    }
+}
+
+/// Waits for `semaphore` without blocking a thread of the concurrency pool.
+func waitFor(_ semaphore: DispatchSemaphore) async {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        Thread {
+            semaphore.wait()
+            continuation.resume()
+        }.start()
+    }
+}
+
+MallocInterposerSwift.initialize()
+let options = parse()
+print(
+    "scale: \(ProcessInfo.processInfo.activeProcessorCount) cores, sizes \(options.sizes.map(String.init).joined(separator: ",")), \(options.changes) changes, flood \(options.floodSeconds) s, \(options.rate) changes/s for \(options.rateSeconds) s"
+)
+print(
+    "n,balancer,first_wall_ms,first_cpu_ms,bytes_per_instance,change_wall_p50_ms,change_wall_p99_ms,change_cpu_p50_ms,change_cpu_p99_ms,mallocs_per_change,idle_pick_p50_us,idle_pick_p99_us,idle_pick_p999_us,flood_changes_per_s,flood_pick_p50_us,flood_pick_p99_us,flood_pick_p999_us,paced_changes_per_s,paced_pick_p99_us,paced_pick_p999_us"
+)
+var lines: [String] = []
+for n in options.sizes {
+    let instances = makeInstances(n).sorted()
+    for name in options.balancers {
+        let endpoints = makeEndpoints(instances)
+        let cache = EndpointCache<Int, Int>(
+            factory: EndpointFactory { instance in
+                guard let endpoint = endpoints[instance.id] else { throw CancellationError() }
+                return ManagedEndpoint(endpoint)
+            })
+        var measure = Measure(options: options, cache: cache, instances: instances, row: Row(n: n, balancer: name))
+        await withBalancer(name, cache, &measure)
+        let row = measure.row
+        let line = [
+            "\(n)", name, ms(row.firstWall), ms(row.firstCPU), String(format: "%.0f", row.bytesPerInstance),
+            ms(percentile(row.changeWall, 50)), ms(percentile(row.changeWall, 99)),
+            ms(percentile(row.changeCPU, 50)), ms(percentile(row.changeCPU, 99)),
+            String(format: "%.1f", row.mallocsPerChange),
+            us(row.idleP50), us(row.idleP99), us(row.idleP999),
+            String(format: "%.0f", row.floodRate), us(row.floodP50), us(row.floodP99), us(row.floodP999),
+            String(format: "%.0f", row.rateAchieved), us(row.rateP99), us(row.rateP999),
+        ].joined(separator: ",")
+        print(line)
+        lines.append(line)
+        await cache.shutdown()
+    }
+}
+if let csv = options.csv {
+    try! (lines.joined(separator: "\n") + "\n").write(toFile: csv, atomically: true, encoding: .utf8)
+}
