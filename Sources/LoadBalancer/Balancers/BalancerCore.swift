@@ -741,8 +741,9 @@ package final class InstanceLoad: @unchecked Sendable {
 /// The loads of a load-aware strategy's instances, kept by instance id across sets, so that calls
 /// in flight and averages survive a set change.
 package final class LoadsByID: Sendable {
-    /// The ids of the last set, in its order, and their loads.
-    private let last = Mutex<(ids: [String], loads: [InstanceLoad])>(([], []))
+    /// The instances of the last set (its array as it was given: one reference, not a copy of its
+    /// ids) and their loads.
+    private let last = Mutex<(instances: [Instance], loads: [InstanceLoad], ordered: Bool)>(([], [], true))
 
     package init() {}
 
@@ -753,29 +754,31 @@ package final class LoadsByID: Sendable {
     /// hashing an id; others through a dictionary.
     package func loads(for set: EndpointSetView) -> [InstanceLoad] {
         last.withLock { last in
+            let ordered = Instance.isOrderedByID(set.instances)
             var loads: [InstanceLoad] = []
             loads.reserveCapacity(set.count)
-            var old = 0
-            // Borrowed through a buffer pointer, not copied (see EndpointCache.orderedByID).
-            let ordered = set.instances.withUnsafeBufferPointer { instances in
-                for position in instances.indices {
-                    let id = instances[position].id
-                    if position > 0, !(instances[position - 1].id < id) { return false }
-                    while old < last.ids.count, last.ids[old] < id { old += 1 }
-                    if old < last.ids.count, last.ids[old] == id {
-                        loads.append(last.loads[old])
-                    } else {
-                        loads.append(InstanceLoad())
+            if ordered, last.ordered {
+                let previousLoads = last.loads
+                // Borrowed through buffer pointers, not copied (see Instance.isOrderedByID).
+                set.instances.withUnsafeBufferPointer { instances in
+                    last.instances.withUnsafeBufferPointer { previous in
+                        var old = 0
+                        for instance in instances.indices {
+                            while old < previous.count, previous[old].id < instances[instance].id { old += 1 }
+                            if old < previous.count, previous[old].id == instances[instance].id {
+                                loads.append(previousLoads[old])
+                            } else {
+                                loads.append(InstanceLoad())
+                            }
+                        }
                     }
                 }
-                return true
-            }
-            if !ordered {
+            } else {
                 var byID: [String: InstanceLoad] = [:]
-                for (id, load) in zip(last.ids, last.loads) { byID[id] = load }
+                for (instance, load) in zip(last.instances, last.loads) { byID[instance.id] = load }
                 loads = set.instances.map { byID[$0.id] ?? InstanceLoad() }
             }
-            last = (set.instances.map(\.id), loads)
+            last = (set.instances, loads, ordered)
             return loads
         }
     }

@@ -19,9 +19,14 @@ import Synchronization
 /// empty set and closes every endpoint it still holds.
 ///
 /// Balancers read the cache's ``version`` (one atomic load of a word that changes only with the
-/// set) on every pick and derive their own snapshot from ``snapshot`` when it has changed, so the
-/// pick path never takes the cache's lock. Updates are serialised among themselves; no observer
-/// runs under the cache's lock.
+/// set) on every pick, so the pick path never takes the cache's lock; the built-in balancers derive
+/// their snapshot of a new set while the cache publishes it (before ``version`` moves), so no pick
+/// waits for that work. Updates are serialised among themselves; no observer runs under the
+/// cache's lock.
+///
+/// An update costs a walk of the new set beside the published one in id order (a set already
+/// ordered by id, as publishers deliver it, is neither deduplicated nor sorted again), endpoints
+/// made for new ids only, and arrays copied in runs: no hashing of the ids that stay.
 public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendable {
     /// Increases by one with every published set (never wraps in practice); balancers compare it
     /// with the version their snapshot was derived from.
@@ -237,24 +242,6 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
         discovery.markReady()
     }
 
-    /// `instances` deduplicated by id (the first wins) and ordered by id; a set already so (as
-    /// every publisher delivers it) is checked in one pass and returned as it is.
-    static func orderedByID(_ instances: [Instance]) -> [Instance] {
-        // Read through a buffer pointer: an element is borrowed, not copied (an instance's copy
-        // retains its five strings and collections; at 10,000 instances that was most of the cost).
-        let ordered = instances.withUnsafeBufferPointer { buffer in
-            var index = 1
-            while index < buffer.count {
-                if !(buffer[index - 1].id < buffer[index].id) { return false }
-                index += 1
-            }
-            return true
-        }
-        if ordered { return instances }
-        var seen = Set<String>()
-        return instances.filter { seen.insert($0.id).inserted }.sorted()
-    }
-
     /// What a new set changes against the published one, found by walking both in id order (no
     /// hashing of the ids that stay): the instances to make endpoints for, the ids removed, and the
     /// instances whose fields changed.
@@ -358,7 +345,7 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
     }
 
     private func apply(_ newInstances: [Instance]) async {
-        let wanted = Self.orderedByID(newInstances)
+        let wanted = Instance.orderedByID(newInstances)
 
         // The published set is the cache's entries (updates are serialised: it cannot change
         // before this one publishes), ordered by id: a merge finds what changed.

@@ -118,3 +118,27 @@ public struct Instance: Sendable, Hashable, Comparable, CustomStringConvertible 
         host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
     }
 }
+
+extension Instance {
+    /// `instances` deduplicated by id (the first wins) and ordered by id; a set already so (as
+    /// publishers deliver it) is checked in one pass and returned as it is.
+    package static func orderedByID(_ instances: [Instance]) -> [Instance] {
+        if isOrderedByID(instances) { return instances }
+        var seen = Set<String>()
+        return instances.filter { seen.insert($0.id).inserted }.sorted()
+    }
+
+    /// Whether the ids of `instances` increase strictly (ordered by id, no id twice).
+    package static func isOrderedByID(_ instances: [Instance]) -> Bool {
+        // Read through a buffer pointer: an element is borrowed, not copied (an instance's copy
+        // retains its five strings and collections; at 10,000 instances that was most of the cost).
+        instances.withUnsafeBufferPointer { buffer in
+            var index = 1
+            while index < buffer.count {
+                if !(buffer[index - 1].id < buffer[index].id) { return false }
+                index += 1
+            }
+            return true
+        }
+    }
+}

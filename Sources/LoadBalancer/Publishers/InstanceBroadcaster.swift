@@ -82,8 +82,7 @@ public final class InstanceBroadcaster: Sendable {
     ///
     /// A set equal to the current good one is not sent again.
     public func publish(_ instances: [Instance]) {
-        var seen = Set<String>()
-        let unique = instances.filter { seen.insert($0.id).inserted }.sorted()
+        let unique = Instance.orderedByID(instances)
         let update = InstanceUpdate(instances: unique)
         state.withLock { state in
             guard !state.finished else { return }
