@@ -99,7 +99,10 @@ enum TableBuilders {
         for (order, (position, weight)) in zip(positions, weights).enumerated() where weight > 0 {
             // Each instance's occurrences are offset by its own phase (golden-ratio spaced), so
             // instances of equal weight do not all land on the same instants.
-            let phase = (Double(order + 1) * 0.618_033_988_749_895).truncatingRemainder(dividingBy: 1)
+            // The fractional part, as `truncatingRemainder(dividingBy: 1)` gives it (exactly: the
+            // difference of a positive number and its integer part is representable), without fmod.
+            let spaced = Double(order + 1) * 0.618_033_988_749_895
+            let phase = spaced - spaced.rounded(.towardZero)
             for k in 0..<Int(weight) {
                 slots.append(((Double(k) + phase) / Double(weight), order, position))
             }

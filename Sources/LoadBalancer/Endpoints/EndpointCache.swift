@@ -243,44 +243,51 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
     }
 
     /// What a new set changes against the published one, found by walking both in id order (no
-    /// hashing of the ids that stay): the instances to make endpoints for, the ids removed, and the
-    /// instances whose fields changed.
+    /// hashing of the ids that stay): the instances to make endpoints for, the ids removed, the
+    /// instances whose fields changed, and for each wanted instance its position in the published
+    /// set (-1: new).
     private struct Difference {
         var added: [Instance] = []
         var removed: [String] = []
         var changed: [Instance] = []
+        var oldPositions: [Int32] = []
     }
 
-    private static func difference(from current: [Instance], to wanted: [Instance]) -> Difference {
+    /// The difference from `current` to `wanted`, or `nil` when `wanted` is not ordered by id (its
+    /// ids do not increase strictly): then it needs ordering first.
+    private static func difference(from current: [Instance], to wanted: [Instance]) -> Difference? {
         var difference = Difference()
-        current.withUnsafeBufferPointer { current in
+        difference.oldPositions.reserveCapacity(wanted.count)
+        // Read through buffer pointers: an element is borrowed, not copied (an instance's copy
+        // retains its five strings and collections).
+        let ordered = current.withUnsafeBufferPointer { current in
             wanted.withUnsafeBufferPointer { wanted in
                 var old = 0
-                var new = 0
-                while old < current.count || new < wanted.count {
-                    if new == wanted.count {
+                for new in wanted.indices {
+                    if new > 0, !(wanted[new - 1].id < wanted[new].id) { return false }
+                    while old < current.count, current[old].id < wanted[new].id {
                         difference.removed.append(current[old].id)
                         old += 1
-                    } else if old == current.count {
-                        difference.added.append(wanted[new])
-                        new += 1
-                    } else if current[old].id == wanted[new].id {
+                    }
+                    if old < current.count, current[old].id == wanted[new].id {
                         if !sameFields(current.baseAddress! + old, wanted.baseAddress! + new) {
                             difference.changed.append(wanted[new])
                         }
-                        old += 1
-                        new += 1
-                    } else if current[old].id < wanted[new].id {
-                        difference.removed.append(current[old].id)
+                        difference.oldPositions.append(Int32(truncatingIfNeeded: old))
                         old += 1
                     } else {
                         difference.added.append(wanted[new])
-                        new += 1
+                        difference.oldPositions.append(-1)
                     }
                 }
+                while old < current.count {
+                    difference.removed.append(current[old].id)
+                    old += 1
+                }
+                return true
             }
         }
-        return difference
+        return ordered ? difference : nil
     }
 
     /// Whether two instances are equal, read in place (comparing `Instance` values would copy both).
@@ -292,10 +299,10 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
     }
 
     /// The endpoints and slots of `wanted` (ordered by id): those of `current` for the ids that
-    /// stay (walked in step), `made`'s for the others; the instances whose factory failed are left
-    /// out of all three arrays.
+    /// stay (at `oldPositions`), `made`'s for the others; the instances whose factory failed are
+    /// left out of all three arrays.
     private static func publishedArrays(
-        _ wanted: [Instance], current: EndpointSet<Request, Response>, made: [String: Entry]
+        _ wanted: [Instance], oldPositions: [Int32], current: EndpointSet<Request, Response>, made: [String: Entry]
     ) -> (endpoints: [Endpoint<Request, Response>], instances: [Instance], slots: [UInt32]) {
         var endpoints: [Endpoint<Request, Response>] = []
         var slots: [UInt32] = []
@@ -314,27 +321,21 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
             slots.append(contentsOf: oldSlots[run])
             run = 0..<0
         }
-        current.instances.withUnsafeBufferPointer { old in
-            wanted.withUnsafeBufferPointer { wanted in
-                var position = 0
-                for index in wanted.indices {
-                    let id = wanted[index].id
-                    while position < old.count, old[position].id < id { position += 1 }
-                    if position < old.count, old[position].id == id {
-                        if !run.isEmpty, run.upperBound == position {
-                            run = run.lowerBound..<position + 1
-                        } else {
-                            flush()
-                            run = position..<position + 1
-                        }
-                    } else if !made.isEmpty, let entry = made[id] {
-                        flush()
-                        endpoints.append(entry.managed.endpoint)
-                        slots.append(entry.slot)
-                    } else {
-                        leftOut.append(index) // Its factory failed.
-                    }
+        for (index, old) in oldPositions.enumerated() {
+            if old >= 0 {
+                let position = Int(old)
+                if !run.isEmpty, run.upperBound == position {
+                    run = run.lowerBound..<position + 1
+                } else {
+                    flush()
+                    run = position..<position + 1
                 }
+            } else if let entry = made[wanted[index].id] {
+                flush()
+                endpoints.append(entry.managed.endpoint)
+                slots.append(entry.slot)
+            } else {
+                leftOut.append(index) // Its factory failed.
             }
         }
         flush()
@@ -345,13 +346,19 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
     }
 
     private func apply(_ newInstances: [Instance]) async {
-        let wanted = Instance.orderedByID(newInstances)
-
         // The published set is the cache's entries (updates are serialised: it cannot change
-        // before this one publishes), ordered by id: a merge finds what changed.
+        // before this one publishes), ordered by id: a merge finds what changed. A set that is not
+        // ordered by id (publishers deliver it so) is deduplicated and ordered first.
         let (current, isShutDown) = state.withLock { ($0.current, $0.isShutDown) }
         if isShutDown { return }
-        let difference = Self.difference(from: current.instances, to: wanted)
+        var wanted = newInstances
+        let difference: Difference
+        if let ordered = Self.difference(from: current.instances, to: wanted) {
+            difference = ordered
+        } else {
+            wanted = Instance.orderedByID(newInstances)
+            difference = Self.difference(from: current.instances, to: wanted)!
+        }
 
         // Make endpoints for new ids, outside the lock (factories may be slow).
         var made: [String: Entry] = [:]
@@ -395,7 +402,8 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
             var published: EndpointSet<Request, Response>? = nil
             if changed || state.updates == 1 {
                 state.generation &+= 1
-                let (endpoints, instances, slots) = Self.publishedArrays(wanted, current: current, made: made)
+                let (endpoints, instances, slots) = Self.publishedArrays(
+                    wanted, oldPositions: difference.oldPositions, current: current, made: made)
                 published = EndpointSet(endpoints: endpoints, instances: instances, slots: slots, generation: state.generation)
             }
             // The removed endpoints' slots can be reused once they are closed; queueing them now
