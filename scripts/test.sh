@@ -70,6 +70,10 @@ command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq
 [ -x /usr/bin/etcdctl ] || need+=(etcd-client)
 # ZooKeeper 3.8 (it pulls in a Java runtime); the tests start it with `java` directly.
 [ -f /usr/share/java/zookeeper.jar ] && [ -x /usr/bin/java ] || need+=(zookeeper)
+# Its TLS tests run the Netty server (secureClientPort), which needs netty-codec and netty-resolver
+# beside the jars its manifest names (Debian's libnetty-java, which zookeeper pulls in); the key
+# stores are made with the JRE's keytool.
+[ -f /usr/share/java/netty-codec.jar ] && [ -f /usr/share/java/netty-resolver.jar ] || need+=(libnetty-java)
 # kazoo, the Python ZooKeeper client the interoperability tests write and read nodes with (as
 # Finagle, Curator and go-kit do), for Debian's own python3.
 /usr/bin/python3 -c 'import kazoo' >/dev/null 2>&1 || need+=(python3-kazoo)

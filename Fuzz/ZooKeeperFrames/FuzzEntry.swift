@@ -3,7 +3,9 @@
 //
 // The input is a byte stream as a server might send it: the decoder splits it into frames (in
 // chunks of a size taken from the first byte, as TCP might deliver it); the first frame is read as
-// the session handshake, every later one as a reply. Any input must end in frames or a typed error.
+// the session handshake, every later one as a reply (a watch event, the answer to the credentials
+// sent with `addauth` (xid -4, accepted or refused), or a reply body: a stat, children, data, a path
+// or an ACL). Any input must end in frames or a typed error.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzZooKeeperFrames(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let bytes = Array(UnsafeBufferPointer(start: data, count: size))

@@ -1,7 +1,7 @@
 import Foundation
 
-/// A certificate authority and a server certificate for 127.0.0.1 that it signed, made with
-/// `openssl` for TLS tests (valid for two days).
+/// A certificate authority and a server certificate for 127.0.0.1 that it signed (and, when asked,
+/// a client certificate), made with `openssl` for TLS tests (valid for two days).
 public struct TestCertificates: Sendable {
     /// The CA certificate (PEM): what clients trust.
     public var caPath: String
@@ -9,9 +9,15 @@ public struct TestCertificates: Sendable {
     public var certificatePath: String
     /// The server's private key (PEM).
     public var keyPath: String
+    /// A client certificate the CA signed (PEM, `CN=client`), when `make(in:client:)` was asked for one.
+    public var clientCertificatePath: String?
+    /// The client certificate's private key (PEM).
+    public var clientKeyPath: String?
+    /// The directory holding the files.
+    public var directory: URL
 
-    /// Makes the files in `directory` (created if needed).
-    public static func make(in directory: URL) async throws -> TestCertificates {
+    /// Makes the files in `directory` (created if needed); with `client`, a client certificate too.
+    public static func make(in directory: URL, client: Bool = false) async throws -> TestCertificates {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let path = { (name: String) in directory.appendingPathComponent(name).path }
         try "subjectAltName=IP:127.0.0.1\n".write(toFile: path("san.cnf"), atomically: true, encoding: .utf8)
@@ -33,6 +39,43 @@ public struct TestCertificates: Sendable {
                 "x509", "-req", "-in", path("server.csr"), "-CA", path("ca.pem"), "-CAkey", path("ca.key"),
                 "-CAcreateserial", "-out", path("server.pem"), "-days", "2", "-extfile", path("san.cnf"),
             ])
-        return TestCertificates(caPath: path("ca.pem"), certificatePath: path("server.pem"), keyPath: path("server.key"))
+        var certificates = TestCertificates(
+            caPath: path("ca.pem"), certificatePath: path("server.pem"), keyPath: path("server.key"), directory: directory)
+        if client {
+            try await EtcdCluster.run(
+                "/usr/bin/openssl",
+                [
+                    "req", "-newkey", "rsa:2048", "-nodes", "-keyout", path("client.key"), "-out", path("client.csr"),
+                    "-subj", "/CN=client",
+                ])
+            try await EtcdCluster.run(
+                "/usr/bin/openssl",
+                [
+                    "x509", "-req", "-in", path("client.csr"), "-CA", path("ca.pem"), "-CAkey", path("ca.key"),
+                    "-CAcreateserial", "-out", path("client.pem"), "-days", "2",
+                ])
+            certificates.clientCertificatePath = path("client.pem")
+            certificates.clientKeyPath = path("client.key")
+        }
+        return certificates
+    }
+
+    /// The server's certificate and key as a PKCS#12 key store, and the CA as a PKCS#12 trust
+    /// store (made with `openssl`), both with `password`: what a Java server (ZooKeeper) reads.
+    public func javaStores(password: String) async throws -> (keyStore: String, trustStore: String) {
+        let keyStore = directory.appendingPathComponent("server.p12").path
+        let trustStore = directory.appendingPathComponent("trust.p12").path
+        try await EtcdCluster.run(
+            "/usr/bin/openssl",
+            ["pkcs12", "-export", "-in", certificatePath, "-inkey", keyPath, "-out", keyStore, "-passout", "pass:\(password)"])
+        // A trust store holds certificates without keys; Java reads openssl's when the entry is
+        // marked trusted, which keytool does (it comes with the JRE).
+        try await EtcdCluster.run(
+            "/usr/bin/keytool",
+            [
+                "-importcert", "-noprompt", "-alias", "ca", "-file", caPath, "-keystore", trustStore, "-storetype", "PKCS12",
+                "-storepass", password,
+            ])
+        return (keyStore, trustStore)
     }
 }

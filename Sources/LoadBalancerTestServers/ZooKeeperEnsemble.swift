@@ -19,11 +19,38 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
         public var clientPort: Int
         public var peerPort: Int
         public var electionPort: Int
+        /// The TLS client port (`secureClientPort`), when the ensemble was started with TLS.
+        public var securePort: Int?
         public var address: ZooKeeperConfiguration.Server { .init(host: "127.0.0.1", port: clientPort) }
+        /// The TLS client port's address (the plain one without TLS).
+        public var secureAddress: ZooKeeperConfiguration.Server { .init(host: "127.0.0.1", port: securePort ?? clientPort) }
+    }
+
+    /// Authentication and TLS settings of the servers.
+    public struct Security: Sendable {
+        /// Whether the digest scheme is available: with it, `authProvider.1` names ZooKeeper's
+        /// DigestAuthenticationProvider; without it, the JVM runs with
+        /// `zookeeper.DigestAuthenticationProvider.enabled=false`, and the server refuses
+        /// `addauth digest` (AUTHFAILED).
+        public var digest: Bool
+        /// A secure client port (Netty, `secureClientPort`) serving this CA-signed certificate
+        /// (its CA is the trust store for client certificates); `nil`: none.
+        public var tls: TestCertificates?
+        /// `ssl.clientAuth`: `none`, `want` or `need` (a client certificate the CA signed).
+        public var clientAuth: String
+
+        public init(digest: Bool = true, tls: TestCertificates? = nil, clientAuth: String = "none") {
+            self.digest = digest
+            self.tls = tls
+            self.clientAuth = clientAuth
+        }
     }
 
     /// The jar to run (its manifest names the dependencies).
     public static let jar = ["/usr/share/java/zookeeper.jar"].first { FileManager.default.fileExists(atPath: $0) }
+    /// What the Netty server (TLS) needs beyond the jar's manifest: Debian's libnetty-java (a
+    /// dependency of the zookeeper package) has them, but the manifest does not name them.
+    static let nettyJars = ["/usr/share/java/netty-codec.jar", "/usr/share/java/netty-resolver.jar"]
     static let java = ["/usr/bin/java"].first { FileManager.default.isExecutableFile(atPath: $0) }
 
     /// Whether the ZooKeeper suites run: when ZooKeeper and java are installed, or when the test
@@ -34,6 +61,10 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
 
     public let servers: [Server]
     public let directory: URL
+    public let security: Security?
+    private var stores: (keyStore: String, trustStore: String)?
+    /// The key and trust stores' password (test files only).
+    private static let storePassword = "zk-test-store"
     private let lock = NSLock()
     private var processes: [Int: Process] = [:]
 
@@ -42,20 +73,31 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
         ZooKeeperConfiguration(servers: servers.map(\.address), chroot: chroot, sessionTimeout: sessionTimeout)
     }
 
+    /// A configuration naming every server's TLS port, trusting the ensemble's CA.
+    public func secureConfiguration(sessionTimeout: Duration = .seconds(8)) -> ZooKeeperConfiguration {
+        ZooKeeperConfiguration(
+            servers: servers.map(\.secureAddress), sessionTimeout: sessionTimeout,
+            tls: .init(trustRootsPath: security?.tls?.caPath))
+    }
+
     /// The connect string, `127.0.0.1:p1,127.0.0.1:p2...`.
     public var connectString: String { servers.map { "127.0.0.1:\($0.clientPort)" }.joined(separator: ",") }
 
     /// Starts `size` servers (1: standalone) and waits (bounded) until each one serves.
-    public static func start(size: Int = 1) async throws -> ZooKeeperEnsemble {
+    /// With `security`, the servers have the digest provider (or not) and a TLS port.
+    public static func start(size: Int = 1, security: Security? = nil) async throws -> ZooKeeperEnsemble {
         guard jar != nil, java != nil else {
             throw ClusterError("ZooKeeper is not installed (apt-get install zookeeper; it needs java)")
         }
         return try await startOnFreePorts(what: "ZooKeeper") { base in
             let servers = (0..<size).map {
-                Server(id: $0 + 1, clientPort: base + 3 * $0, peerPort: base + 3 * $0 + 1, electionPort: base + 3 * $0 + 2)
+                Server(
+                    id: $0 + 1, clientPort: base + 3 * $0, peerPort: base + 3 * $0 + 1, electionPort: base + 3 * $0 + 2,
+                    securePort: security?.tls == nil ? nil : base + 3 * size + $0)
             }
-            let ensemble = ZooKeeperEnsemble(servers: servers)
+            let ensemble = ZooKeeperEnsemble(servers: servers, security: security)
             do {
+                if let tls = security?.tls { ensemble.stores = try await tls.javaStores(password: storePassword) }
                 for server in servers { try ensemble.launch(server) }
                 for server in servers { try await ensemble.waitUntilServing(server) }
                 return ensemble
@@ -66,8 +108,9 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
         }
     }
 
-    private init(servers: [Server]) {
+    private init(servers: [Server], security: Security?) {
         self.servers = servers
+        self.security = security
         self.directory = FileManager.default.temporaryDirectory.appendingPathComponent("lb-zk-\(UUID().uuidString)")
     }
 
@@ -165,6 +208,25 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
             "minSessionTimeout=400",
             "maxSessionTimeout=10000",
         ]
+        if let security {
+            if security.digest {
+                lines.append("authProvider.1=org.apache.zookeeper.server.auth.DigestAuthenticationProvider")
+            }
+            if let securePort = server.securePort, let stores {
+                lines += [
+                    "serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory",
+                    "secureClientPort=\(securePort)",
+                    "secureClientPortAddress=127.0.0.1",
+                    "ssl.keyStore.location=\(stores.keyStore)",
+                    "ssl.keyStore.password=\(Self.storePassword)",
+                    "ssl.keyStore.type=PKCS12",
+                    "ssl.trustStore.location=\(stores.trustStore)",
+                    "ssl.trustStore.password=\(Self.storePassword)",
+                    "ssl.trustStore.type=PKCS12",
+                    "ssl.clientAuth=\(security.clientAuth)",
+                ]
+            }
+        }
         if servers.count > 1 {
             try "\(server.id)\n".write(to: data.appendingPathComponent("myid"), atomically: true, encoding: .utf8)
             for peer in servers {
@@ -177,12 +239,13 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
         _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.java ?? "/usr/bin/java")
-        process.arguments = [
-            "-Xmx96m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-            "-Dzookeeper.log.dir=\(home.path)",
-            "-cp", Self.jar ?? "/usr/share/java/zookeeper.jar",
-            "org.apache.zookeeper.server.quorum.QuorumPeerMain", config.path,
-        ]
+        let jar = Self.jar ?? "/usr/share/java/zookeeper.jar"
+        var classPath = [jar]
+        if server.securePort != nil { classPath += Self.nettyJars }
+        process.arguments =
+            ["-Xmx96m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Dzookeeper.log.dir=\(home.path)"]
+            + (security?.digest == false ? ["-Dzookeeper.DigestAuthenticationProvider.enabled=false"] : [])
+            + ["-cp", classPath.joined(separator: ":"), "org.apache.zookeeper.server.quorum.QuorumPeerMain", config.path]
         let handle = try FileHandle(forWritingTo: log)
         process.standardOutput = handle
         process.standardError = handle
@@ -198,7 +261,11 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
             if let process = lock.withLock({ processes[server.id] }), !isAlive(process) {
                 throw ClusterError("ZooKeeper server \(server.id) exited (a port of \(server.clientPort)...\(server.electionPort) taken?)")
             }
-            if let mode = try? await Self.mode(of: server), ["leader", "follower", "standalone"].contains(mode) { return }
+            if let mode = try? await Self.mode(of: server), ["leader", "follower", "standalone"].contains(mode),
+                await Self.accepts(port: server.securePort)
+            {
+                return
+            }
             try await Task.sleep(for: .milliseconds(50))
         }
         throw ClusterError("ZooKeeper server \(server.id) did not serve within \(timeout)")
@@ -216,6 +283,21 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
             return String(line.dropFirst(6))
         }
         return nil
+    }
+
+    /// Whether a TCP connection to `port` succeeds (the TLS port may open after the plain one
+    /// serves); true for no port.
+    static func accepts(port: Int?) async -> Bool {
+        guard let port else { return true }
+        do {
+            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(.seconds(1))
+                .connect(host: "127.0.0.1", port: port).get()
+            try? await channel.close()
+            return true
+        } catch {
+            return false
+        }
     }
 
     /// Sends a four-letter command and reads the whole answer (bounded by 2 s).

@@ -2,6 +2,13 @@ import LoadBalancer
 import Logging
 import NIOCore
 import NIOPosix
+
+#if !LB_ZOOKEEPER_NO_TLS
+    import NIOSSL
+#else
+    /// Built without swift-nio-ssl (the sanitizer builds): no TLS context can exist.
+    enum NIOSSLContext {}
+#endif
 import ServiceLifecycle
 import Synchronization
 
@@ -17,7 +24,9 @@ public enum ZooKeeperEvent: Sendable, Hashable {
     /// A connection attempt failed while the client had no connection: the server could not be
     /// reached or did not answer the session handshake within
     /// ``ZooKeeperConfiguration/connectTimeout``, refused, or closed the connection before the
-    /// handshake. Sent for each failed attempt, at start-up too (when no session has
+    /// handshake, failed the TLS handshake (the error says so), or refused the credentials (the
+    /// error's code is ``ZooKeeperError/Code/authFailed``). Sent for each failed attempt, at
+    /// start-up too (when no session has
     /// existed yet); the client tries the next server, pausing (jittered, up to 2 s) after each
     /// round of the ensemble.
     case connectFailed(ZooKeeperError)
@@ -70,6 +79,11 @@ public enum ZooKeeperEvent: Sendable, Hashable {
 /// server says the session has expired, it starts a new session and says so
 /// (``ZooKeeperEvent/sessionExpired``, then `connected(newSession: true)`).
 ///
+/// With ``ZooKeeperConfiguration/credentials`` it authenticates on every connection before any
+/// request, and counts as connected once the server has accepted the credentials; with
+/// ``ZooKeeperConfiguration/tls`` it speaks TLS to the servers' secure client port (see
+/// <doc:ZooKeeperSecurity>).
+///
 /// A frame that does not decode is an error that drops the connection, never a crash.
 ///
 /// The client is a `Service`: ``run()`` keeps the session; requests made while disconnected fail
@@ -102,6 +116,10 @@ public final class ZooKeeperClient: Service, Sendable {
     private struct State {
         var send: AsyncStream<ByteBuffer>.Continuation?
         var connected = false
+        /// Set between the session handshake and the server's answer to the credentials: the
+        /// session is up but not usable yet (requests fail with `connectionLoss`). Holds whether
+        /// the session is new, for the `connected` event sent once the credentials are accepted.
+        var authenticatingNewSession: Bool?
         /// Set by ``shutdown()`` before it sends closeSession, until `closed`: the session is being
         /// closed. New requests fail with `.closed`, a connection that ends fails its requests with
         /// `.closed` and is not replaced, and no `disconnected` or `connectFailed` event is sent.
@@ -235,16 +253,29 @@ public final class ZooKeeperClient: Service, Sendable {
     /// returned, every request fails with ``ZooKeeperError/Code/closed``. A failed connection is
     /// an event (``events()``), not an error; `throws` is the signature every registry client's
     /// `run()` shares.
+    ///
+    /// - Throws: ``ZooKeeperError`` with code ``ZooKeeperError/Code/invalidArgument`` at once when
+    ///   the configuration cannot work at all: a TLS file that cannot be read or parsed, or a digest
+    ///   user containing ':'. No connection is attempted then, and the client is closed.
     public func run() async throws {
         let servers = configuration.servers.shuffled()
         var index = 0
         var failuresInARow = 0
         state.withLock { $0.running = true }
+        let tls: NIOSSLContext?
+        do {
+            try configuration.credentials?.validate()
+            tls = try configuration.tls.map(Self.makeTLSContext)
+        } catch {
+            logger.error("ZooKeeper client configuration unusable", metadata: ["loadbalancer.error": "\(error)"])
+            finish()
+            throw error
+        }
         await withGracefulShutdownHandler {
             while !Task.isCancelled, !self.state.withLock({ $0.closing || $0.closed }) {
                 let server = servers[index % servers.count]
                 index += 1
-                let wasConnected = await self.connectAndServe(server)
+                let wasConnected = await self.connectAndServe(server, tls: tls)
                 if wasConnected { failuresInARow = 0 } else { failuresInARow += 1 }
                 // After a full round of failed servers, pause (full jitter, the window growing to 2 s).
                 if failuresInARow > 0, failuresInARow % servers.count == 0 {
@@ -260,6 +291,51 @@ public final class ZooKeeperClient: Service, Sendable {
 
     /// The pause after each round of the ensemble that failed: 100 ms doubling to 2 s, full jitter.
     static let reconnectBackoff = Backoff(base: .milliseconds(100), cap: .seconds(2))
+
+    /// Whether `host` is an IP address literal (IPv6 hosts hold ':', names do not).
+    static func isIPAddress(_ host: String) -> Bool {
+        host.contains(":") || (!host.isEmpty && host.allSatisfy { $0 == "." || ("0"..."9").contains($0) })
+    }
+
+    /// The TLS client context of `tls` (its files read now).
+    private static func makeTLSContext(_ tls: ZooKeeperConfiguration.TLS) throws(ZooKeeperError) -> NIOSSLContext {
+        #if LB_ZOOKEEPER_NO_TLS
+            throw ZooKeeperError(code: .invalidArgument, message: "TLS: this build of LoadBalancerZooKeeper has no TLS")
+        #else
+            try makeTLSContextWithNIOSSL(tls)
+        #endif
+    }
+
+    #if !LB_ZOOKEEPER_NO_TLS
+    private static func makeTLSContextWithNIOSSL(_ tls: ZooKeeperConfiguration.TLS) throws(ZooKeeperError) -> NIOSSLContext {
+        if let name = tls.serverHostname, name.isEmpty || isIPAddress(name) {
+            throw ZooKeeperError(
+                code: .invalidArgument, message: "TLS: serverHostname must be a DNS name, not \"\(name)\" (an address is verified as connected)")
+        }
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.certificateVerification = tls.verifyHostname ? .fullVerification : .noHostnameVerification
+        do {
+            if let roots = tls.trustRootsPath {
+                configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(roots))
+            }
+            switch (tls.clientCertificatePath, tls.clientKeyPath) {
+            case (let certificate?, let key?):
+                configuration.certificateChain = try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) }
+                configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+            case (nil, nil):
+                break
+            default:
+                throw ZooKeeperError(
+                    code: .invalidArgument, message: "TLS: a client certificate needs its key, and a key its certificate")
+            }
+            return try NIOSSLContext(configuration: configuration)
+        } catch let error as ZooKeeperError {
+            throw error
+        } catch {
+            throw ZooKeeperError(code: .invalidArgument, message: "TLS: cannot load the certificates or the key", cause: error)
+        }
+    }
+    #endif
 
     /// Shuts the client down: closes the session (the server deletes its ephemeral nodes) and the
     /// connection, and ``run()`` returns; requests fail with ``ZooKeeperError/Code/closed`` from
@@ -339,15 +415,19 @@ public final class ZooKeeperClient: Service, Sendable {
     ///   - path: The node's path (absolute, relative to the chroot).
     ///   - data: The node's data. Default: empty.
     ///   - mode: Persistent or ephemeral, sequential or not. Default: persistent.
+    ///   - acl: The node's ACL (and that of the parents it creates). Default: the configuration's
+    ///     (``ZooKeeperConfiguration/defaultACL``).
     ///   - createParents: Creates missing parents first (as empty persistent nodes).
     @discardableResult
     public func create(
         _ path: String,
         data: [UInt8] = [],
         mode: ZooKeeperCreateMode = .persistent,
+        acl: [ZooKeeperACL]? = nil,
         createParents: Bool = false
     ) async throws(ZooKeeperError) -> String {
         try ZooKeeperPath.validate(path)
+        let acl = acl ?? configuration.defaultACL
         if createParents {
             var ancestors: [String] = []
             var parent = ZooKeeperPath.parent(path)
@@ -357,13 +437,15 @@ public final class ZooKeeperClient: Service, Sendable {
             }
             for ancestor in ancestors.reversed() {
                 do {
-                    _ = try await send(.create, ZooKeeperRecords.create(serverPath(ancestor), data: [], mode: .persistent), watch: nil)
+                    _ = try await send(
+                        .create, ZooKeeperRecords.create(serverPath(ancestor), data: [], mode: .persistent, acl: acl), watch: nil,
+                        path: ancestor)
                 } catch  where error.code == .nodeExists {
                     continue
                 }
             }
         }
-        let body = try await send(.create, ZooKeeperRecords.create(serverPath(path), data: data, mode: mode), watch: nil)
+        let body = try await send(.create, ZooKeeperRecords.create(serverPath(path), data: data, mode: mode, acl: acl), watch: nil, path: path)
         var reader = JuteReader(body)
         return clientPath(try decode { () throws(ZooKeeperDecodingError) in try reader.string() })
     }
@@ -371,14 +453,33 @@ public final class ZooKeeperClient: Service, Sendable {
     /// Deletes a node (`version` -1: any version).
     public func delete(_ path: String, version: Int32 = -1) async throws(ZooKeeperError) {
         try ZooKeeperPath.validate(path)
-        _ = try await send(.delete, ZooKeeperRecords.delete(serverPath(path), version: version), watch: nil)
+        _ = try await send(.delete, ZooKeeperRecords.delete(serverPath(path), version: version), watch: nil, path: path)
     }
 
     /// Sets a node's data (`version` -1: any version).
     @discardableResult
     public func setData(_ path: String, data: [UInt8], version: Int32 = -1) async throws(ZooKeeperError) -> ZooKeeperStat {
         try ZooKeeperPath.validate(path)
-        let body = try await send(.setData, ZooKeeperRecords.setData(serverPath(path), data: data, version: version), watch: nil)
+        let body = try await send(.setData, ZooKeeperRecords.setData(serverPath(path), data: data, version: version), watch: nil, path: path)
+        var reader = JuteReader(body)
+        return try decode { () throws(ZooKeeperDecodingError) in try ZooKeeperStat(&reader) }
+    }
+
+    /// The node's ACL and metadata.
+    public func getACL(_ path: String) async throws(ZooKeeperError) -> (acl: [ZooKeeperACL], stat: ZooKeeperStat) {
+        try ZooKeeperPath.validate(path)
+        let body = try await send(.getACL, ZooKeeperRecords.path(serverPath(path)), watch: nil, path: path)
+        var reader = JuteReader(body)
+        return try decode { () throws(ZooKeeperDecodingError) in try ZooKeeperRecords.aclReply(&reader) }
+    }
+
+    /// Sets the node's ACL (`version` -1: any ACL version); needs the `admin` permission on it.
+    /// How to protect a parent created before credentials were set: the permission to delete a
+    /// node is its parent's.
+    @discardableResult
+    public func setACL(_ path: String, acl: [ZooKeeperACL], version: Int32 = -1) async throws(ZooKeeperError) -> ZooKeeperStat {
+        try ZooKeeperPath.validate(path)
+        let body = try await send(.setACL, ZooKeeperRecords.setACL(serverPath(path), acl: acl, version: version), watch: nil, path: path)
         var reader = JuteReader(body)
         return try decode { () throws(ZooKeeperDecodingError) in try ZooKeeperStat(&reader) }
     }
@@ -389,7 +490,8 @@ public final class ZooKeeperClient: Service, Sendable {
         try ZooKeeperPath.validate(path)
         let server = serverPath(path)
         do {
-            let body = try await send(.exists, ZooKeeperRecords.pathAndWatch(server, watch: watch), watch: watch ? (.exists, server) : nil)
+            let body = try await send(
+                .exists, ZooKeeperRecords.pathAndWatch(server, watch: watch), watch: watch ? (.exists, server) : nil, path: path)
             var reader = JuteReader(body)
             return try decode { () throws(ZooKeeperDecodingError) in try ZooKeeperStat(&reader) }
         } catch  where error.code == .noNode {
@@ -401,7 +503,8 @@ public final class ZooKeeperClient: Service, Sendable {
     public func getData(_ path: String, watch: Bool = false) async throws(ZooKeeperError) -> (data: [UInt8], stat: ZooKeeperStat) {
         try ZooKeeperPath.validate(path)
         let server = serverPath(path)
-        let body = try await send(.getData, ZooKeeperRecords.pathAndWatch(server, watch: watch), watch: watch ? (.data, server) : nil)
+        let body = try await send(
+            .getData, ZooKeeperRecords.pathAndWatch(server, watch: watch), watch: watch ? (.data, server) : nil, path: path)
         var reader = JuteReader(body)
         return try decode { () throws(ZooKeeperDecodingError) in
             let data = try reader.buffer() ?? []
@@ -414,7 +517,8 @@ public final class ZooKeeperClient: Service, Sendable {
     public func getChildren(_ path: String, watch: Bool = false) async throws(ZooKeeperError) -> (children: [String], stat: ZooKeeperStat) {
         try ZooKeeperPath.validate(path)
         let server = serverPath(path)
-        let body = try await send(.getChildren2, ZooKeeperRecords.pathAndWatch(server, watch: watch), watch: watch ? (.child, server) : nil)
+        let body = try await send(
+            .getChildren2, ZooKeeperRecords.pathAndWatch(server, watch: watch), watch: watch ? (.child, server) : nil, path: path)
         var reader = JuteReader(body)
         return try decode { () throws(ZooKeeperDecodingError) in
             let children = try reader.strings()
@@ -445,7 +549,9 @@ public final class ZooKeeperClient: Service, Sendable {
     ///
     /// A cancelled caller gets ``ZooKeeperError/Code/cancelled`` at once, without waiting for the
     /// server; the reply, when it comes, is dropped (and the watch it sets noted).
-    private func send(_ op: ZooKeeperOp, _ body: [UInt8], watch: (kind: WatchKind, path: String)?) async throws(ZooKeeperError) -> [UInt8] {
+    private func send(
+        _ op: ZooKeeperOp, _ body: [UInt8], watch: (kind: WatchKind, path: String)?, path: String? = nil
+    ) async throws(ZooKeeperError) -> [UInt8] {
         let xid = state.withLock { state -> Int32 in
             defer { state.nextXid = state.nextXid == Int32.max ? 1 : state.nextXid + 1 }
             return state.nextXid
@@ -481,10 +587,37 @@ public final class ZooKeeperClient: Service, Sendable {
                 request?.continuation.resume(throwing: Self.cancelled())
             }
         } catch let error as ZooKeeperError {
+            if let path, error.code == .noAuth || error.code == .invalidACL {
+                throw explained(error.code, op: op, path: path)
+            }
             throw error
         } catch {
             throw ZooKeeperError(code: .connectionLoss, message: "request failed", cause: error)
         }
+    }
+
+    /// An ACL refusal, said plainly: what was refused, which node's ACL decides, and who the
+    /// session is (the user, never the password).
+    private func explained(_ code: ZooKeeperError.Code, op: ZooKeeperOp, path: String) -> ZooKeeperError {
+        let who =
+            configuration.credentials.map { "authenticated as \($0.description)" } ?? "no credentials: the session is world:anyone only"
+        if code == .invalidACL {
+            return ZooKeeperError(
+                code: code,
+                message: "the server refused the ACL for \(path) as invalid (\(who); an auth: or creator entry needs credentials)")
+        }
+        let (verb, permission, node): (String, String, String)
+        switch op {
+        case .create: (verb, permission, node) = ("create", "create", "its parent's")
+        case .delete: (verb, permission, node) = ("delete", "delete", "its parent's")
+        case .setData: (verb, permission, node) = ("set the data of", "write", "its")
+        case .setACL: (verb, permission, node) = ("set the ACL of", "admin", "its")
+        case .getACL: (verb, permission, node) = ("read the ACL of", "read or admin", "its")
+        default: (verb, permission, node) = ("read", "read", "its")
+        }
+        return ZooKeeperError(
+            code: code,
+            message: "not authorized to \(verb) \(path): \(node) ACL grants this session no \(permission) permission (\(who))")
     }
 
     private static func cancelled() -> ZooKeeperError {
@@ -504,15 +637,26 @@ public final class ZooKeeperClient: Service, Sendable {
 
     /// One connection: handshake, then requests, replies, pings and watch events until it breaks.
     /// Returns whether a session was established on it.
-    private func connectAndServe(_ server: ZooKeeperConfiguration.Server) async -> Bool {
+    private func connectAndServe(_ server: ZooKeeperConfiguration.Server, tls: NIOSSLContext?) async -> Bool {
         let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+        // SNI carries names, not addresses: for an IP address (no name given) NIOSSL checks the
+        // certificate against the address the connection reached.
+        let tlsName = configuration.tls?.serverHostname ?? server.host
+        let sniName = Self.isIPAddress(tlsName) ? nil : tlsName
         do {
             channel = try await ClientBootstrap(group: group)
                 .connectTimeout(TimeAmount(configuration.connectTimeout))
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .connect(host: server.host, port: server.port) { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                        if let tls {
+                            #if !LB_ZOOKEEPER_NO_TLS
+                                try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: sniName))
+                            #else
+                                switch tls {}
+                            #endif
+                        }
+                        return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
                     }
                 }
         } catch {
@@ -551,7 +695,7 @@ public final class ZooKeeperClient: Service, Sendable {
                             decoder.append(chunk.readableBytesView)
                             while let frame = try decoder.next() {
                                 if handshaken {
-                                    try self.handle(frame)
+                                    try self.handle(frame, server: server)
                                 } else {
                                     try self.handshake(frame, server: server)
                                     handshaken = true
@@ -567,7 +711,11 @@ public final class ZooKeeperClient: Service, Sendable {
             }
         } catch {
             failure = error
-            if !Self.isConnectionClosed(error) && !(error is CancellationError) {
+            if let error = error as? ZooKeeperError, error.code == .authFailed {
+                logger.warning(
+                    "ZooKeeper refused the credentials",
+                    metadata: ["loadbalancer.zookeeper.server": "\(server)", "loadbalancer.error": "\(error)"])
+            } else if !Self.isConnectionClosed(error) && !(error is CancellationError) {
                 logger.info(
                     "ZooKeeper connection dropped",
                     metadata: ["loadbalancer.zookeeper.server": "\(server)", "loadbalancer.error": "\(error)"])
@@ -576,6 +724,7 @@ public final class ZooKeeperClient: Service, Sendable {
         let (wasConnected, closed, pending) = state.withLock { state in
             let wasConnected = state.connected
             state.connected = false
+            state.authenticatingNewSession = nil
             state.send = nil
             state.abandoned = [:]
             defer { state.pending = [:] }
@@ -598,11 +747,33 @@ public final class ZooKeeperClient: Service, Sendable {
         } else if wasConnected {
             emit(.disconnected)
         } else if !Task.isCancelled, (failure as? ZooKeeperError)?.code != .sessionExpired {
-            // Reached, but no session: the handshake went unanswered, or the server closed or broke
-            // the connection before it. The cause says which.
-            emit(.connectFailed(ZooKeeperError(code: .connectionLoss, message: "\(server): no session was established", cause: failure)))
+            if let error = failure as? ZooKeeperError, error.code == .authFailed {
+                // The server refused the credentials (and closed the connection): said as such.
+                emit(.connectFailed(error))
+            } else if Self.isTLSError(failure) {
+                emit(
+                    .connectFailed(
+                        ZooKeeperError(
+                            code: .connectionLoss,
+                            message: "\(server): the TLS handshake failed (is the server's certificate trusted and does it name the host?)",
+                            cause: failure)))
+            } else {
+                // Reached, but no session: the handshake went unanswered, or the server closed or
+                // broke the connection before it. The cause says which.
+                emit(.connectFailed(ZooKeeperError(code: .connectionLoss, message: "\(server): no session was established", cause: failure)))
+            }
         }
         return wasConnected
+    }
+
+    /// Whether `error` comes from TLS (a handshake that failed: an untrusted certificate, a name
+    /// mismatch, a server that does not speak TLS).
+    private static func isTLSError(_ error: (any Error)?) -> Bool {
+        #if LB_ZOOKEEPER_NO_TLS
+            false
+        #else
+            error is NIOSSLError || error is BoringSSLError || error is NIOSSLExtraError
+        #endif
     }
 
     /// Before the session: ends the connection when the handshake is not answered within the
@@ -648,6 +819,7 @@ public final class ZooKeeperClient: Service, Sendable {
             emit(.sessionExpired)
             throw ZooKeeperError(code: .sessionExpired, message: "the session expired")
         }
+        let credentials = configuration.credentials
         let (newSession, watches) = state.withLock { state -> (Bool, [UInt8]?) in
             let newSession = state.sessionID != response.sessionID
             if newSession {
@@ -659,7 +831,12 @@ public final class ZooKeeperClient: Service, Sendable {
             state.password = response.password
             state.negotiatedTimeout = .milliseconds(Int64(response.timeoutMilliseconds))
             state.lastReceived = .now
-            state.connected = true
+            // With credentials, the session is usable once the server has accepted them.
+            if credentials == nil {
+                state.connected = true
+            } else {
+                state.authenticatingNewSession = newSession
+            }
             guard !newSession, !(state.dataWatches.isEmpty && state.existWatches.isEmpty && state.childWatches.isEmpty) else {
                 return (newSession, nil)
             }
@@ -671,19 +848,43 @@ public final class ZooKeeperClient: Service, Sendable {
             )
             return (false, ZooKeeperRecords.request(xid: ZooKeeperXid.setWatches, op: .setWatches, body: body))
         }
-        if let watches { state.withLock { $0.send }?.yield(ByteBuffer(bytes: watches)) }
+        let send = state.withLock { $0.send }
+        // The credentials go first: the server applies them before it reads the next request, so
+        // the watches set again (and every later request) run with the session's identities.
+        if let credentials {
+            send?.yield(ByteBuffer(bytes: ZooKeeperRecords.auth(scheme: credentials.scheme, credentials: Array("\(credentials.username):\(credentials.password)".utf8))))
+        }
+        if let watches { send?.yield(ByteBuffer(bytes: watches)) }
+        if credentials == nil {
+            connectedNow(server: server, sessionID: response.sessionID, newSession: newSession)
+        }
+    }
+
+    /// Says the session is usable: logs and emits `connected`.
+    private func connectedNow(server: ZooKeeperConfiguration.Server, sessionID: Int64, newSession: Bool) {
         logger.info(
             "ZooKeeper connected",
             metadata: [
                 "loadbalancer.zookeeper.server": "\(server)",
-                "loadbalancer.zookeeper.session": "\(String(UInt64(bitPattern: response.sessionID), radix: 16))",
+                "loadbalancer.zookeeper.session": "\(String(UInt64(bitPattern: sessionID), radix: 16))",
                 "loadbalancer.zookeeper.new_session": "\(newSession)",
             ]
         )
-        emit(.connected(sessionID: response.sessionID, newSession: newSession))
+        emit(.connected(sessionID: sessionID, newSession: newSession))
     }
 
-    private func handle(_ frame: [UInt8]) throws {
+    /// The error of credentials the server refused.
+    static func authFailed(_ credentials: ZooKeeperConfiguration.Credentials?, code: Int32) -> ZooKeeperError {
+        let who = credentials.map { "scheme \($0.scheme), user \"\($0.username)\"" } ?? "the session"
+        let answer = ZooKeeperError.Code(rawValue: code)
+        return ZooKeeperError(
+            code: answer == .authFailed ? .authFailed : answer,
+            message: "authentication failed for \(who): the server answered \(answer) and closed the connection"
+                + " (does it have the scheme's provider, authProvider / zookeeper.DigestAuthenticationProvider.enabled?)"
+        )
+    }
+
+    private func handle(_ frame: [UInt8], server: ZooKeeperConfiguration.Server) throws {
         var (header, reader) = try ZooKeeperRecords.reply(frame)
         switch header.xid {
         case ZooKeeperXid.notification:
@@ -715,6 +916,20 @@ public final class ZooKeeperClient: Service, Sendable {
             default: kind = .other(event.type)
             }
             emit(.watch(ZooKeeperWatchEvent(kind: kind, path: clientPath(event.path))))
+        case ZooKeeperXid.auth:
+            state.withLock { $0.lastReceived = .now }
+            switch ZooKeeperRecords.authOutcome(header) {
+            case .accepted:
+                let (newSession, sessionID) = state.withLock { state -> (Bool?, Int64) in
+                    defer { state.authenticatingNewSession = nil }
+                    if state.authenticatingNewSession != nil { state.connected = true }
+                    return (state.authenticatingNewSession, state.sessionID)
+                }
+                // An answer the client was not waiting for changes nothing.
+                if let newSession { connectedNow(server: server, sessionID: sessionID, newSession: newSession) }
+            case .refused(let code):
+                throw Self.authFailed(configuration.credentials, code: code)
+            }
         case ZooKeeperXid.ping, ZooKeeperXid.setWatches:
             state.withLock { state in
                 state.lastReceived = .now

@@ -9,16 +9,20 @@ enum ZooKeeperOp: Int32 {
     case exists = 3
     case getData = 4
     case setData = 5
+    case getACL = 6
+    case setACL = 7
     case getChildren2 = 12
     case ping = 11
     case closeSession = -11
     case setWatches = 101
+    case auth = 100
 }
 
 /// Reserved request ids.
 enum ZooKeeperXid {
     static let notification: Int32 = -1
     static let ping: Int32 = -2
+    static let auth: Int32 = -4
     static let setWatches: Int32 = -8
 }
 
@@ -110,6 +114,90 @@ public struct ZooKeeperWatchEvent: Sendable, Hashable {
     }
 }
 
+/// One entry of a node's access control list: an identity and what it may do.
+///
+/// ZooKeeper checks a node's ACL for reading it (`read`: data, children), writing its data
+/// (`write`), creating children under it (`create`), deleting children under it (`delete`: the
+/// permission to delete a node is its *parent's*) and changing its ACL (`admin`). An ACL is not
+/// inherited: each node has its own.
+public struct ZooKeeperACL: Sendable, Hashable, CustomStringConvertible {
+    /// What an identity may do.
+    public struct Permissions: OptionSet, Sendable, Hashable {
+        /// ZooKeeper's permission bits (`ZooDefs.Perms`).
+        public let rawValue: Int32
+        /// Permissions from ZooKeeper's bits.
+        public init(rawValue: Int32) { self.rawValue = rawValue }
+
+        /// Read the node's data and list its children.
+        public static let read = Permissions(rawValue: 1)
+        /// Set the node's data.
+        public static let write = Permissions(rawValue: 2)
+        /// Create children.
+        public static let create = Permissions(rawValue: 4)
+        /// Delete children.
+        public static let delete = Permissions(rawValue: 8)
+        /// Set the node's ACL.
+        public static let admin = Permissions(rawValue: 16)
+        /// Every permission.
+        public static let all: Permissions = [.read, .write, .create, .delete, .admin]
+    }
+
+    /// An identity: an authentication scheme and an id in it.
+    public struct Id: Sendable, Hashable, CustomStringConvertible {
+        /// The scheme: `world`, `auth`, `digest`, `ip`, `x509`, `sasl`...
+        public var scheme: String
+        /// The id in the scheme (`anyone` for `world`, `user:base64(sha1(user:password))` for
+        /// `digest`, an address or a CIDR block for `ip`).
+        public var id: String
+
+        /// An identity.
+        public init(scheme: String, id: String) {
+            self.scheme = scheme
+            self.id = id
+        }
+
+        /// Everyone (`world:anyone`), authenticated or not.
+        public static let anyone = Id(scheme: "world", id: "anyone")
+        /// The identities the creating session has authenticated as (`auth:`): the server replaces
+        /// it with them when the node is created. A session with no credentials cannot use it (the
+        /// server answers ``ZooKeeperError/Code/invalidACL``).
+        public static let creator = Id(scheme: "auth", id: "")
+
+        /// `scheme:id`.
+        public var description: String { "\(scheme):\(id)" }
+    }
+
+    /// What ``id`` may do.
+    public var permissions: Permissions
+    /// Who.
+    public var id: Id
+
+    /// An ACL entry.
+    public init(permissions: Permissions, id: Id) {
+        self.permissions = permissions
+        self.id = id
+    }
+
+    /// `scheme:id:perms`, the permissions as ZooKeeper's shell writes them (`cdrwa`).
+    public var description: String {
+        let letters: [(Permissions, Character)] = [(.create, "c"), (.delete, "d"), (.read, "r"), (.write, "w"), (.admin, "a")]
+        return "\(id):" + String(letters.compactMap { permissions.contains($0.0) ? $0.1 : nil })
+    }
+}
+
+extension Array where Element == ZooKeeperACL {
+    /// Everyone may do everything (ZooKeeper's `OPEN_ACL_UNSAFE`): what nodes get when the client
+    /// has no credentials and no ACL is configured.
+    public static var openUnsafe: [ZooKeeperACL] { [ZooKeeperACL(permissions: .all, id: .anyone)] }
+    /// The creator may do everything, nobody else anything (`CREATOR_ALL_ACL`). Needs credentials.
+    public static var creatorAll: [ZooKeeperACL] { [ZooKeeperACL(permissions: .all, id: .creator)] }
+    /// Everyone may read, nothing more (`READ_ACL_UNSAFE`).
+    public static var readUnsafe: [ZooKeeperACL] { [ZooKeeperACL(permissions: .read, id: .anyone)] }
+    /// The creator may do everything, everyone else may read: what nodes get when the client has
+    /// credentials and no ACL is configured. Needs credentials.
+    public static var creatorAllAnyoneRead: [ZooKeeperACL] { creatorAll + readUnsafe }
+}
+
 /// The records of the protocol.
 enum ZooKeeperRecords {
     /// The session request sent first on every connection.
@@ -170,6 +258,12 @@ enum ZooKeeperRecords {
         return (type, state, path)
     }
 
+    static func path(_ path: String) -> [UInt8] {
+        var writer = JuteWriter()
+        writer.string(path)
+        return writer.bytes
+    }
+
     static func pathAndWatch(_ path: String, watch: Bool) -> [UInt8] {
         var writer = JuteWriter()
         writer.string(path)
@@ -177,17 +271,77 @@ enum ZooKeeperRecords {
         return writer.bytes
     }
 
-    static func create(_ path: String, data: [UInt8], mode: ZooKeeperCreateMode) -> [UInt8] {
+    static func create(_ path: String, data: [UInt8], mode: ZooKeeperCreateMode, acl: [ZooKeeperACL]) -> [UInt8] {
         var writer = JuteWriter()
         writer.string(path)
         writer.buffer(data)
-        // One ACL: world:anyone with every permission (ZooDefs.Ids.OPEN_ACL_UNSAFE).
-        writer.int(1)
-        writer.int(31)
-        writer.string("world")
-        writer.string("anyone")
+        writeACL(acl, to: &writer)
         writer.int(mode.flags)
         return writer.bytes
+    }
+
+    static func writeACL(_ acl: [ZooKeeperACL], to writer: inout JuteWriter) {
+        writer.int(Int32(acl.count))
+        for entry in acl {
+            writer.int(entry.permissions.rawValue)
+            writer.string(entry.id.scheme)
+            writer.string(entry.id.id)
+        }
+    }
+
+    /// A vector of ACL entries (as getACL returns).
+    static func readACL(_ reader: inout JuteReader) throws(ZooKeeperDecodingError) -> [ZooKeeperACL] {
+        let count = try reader.int()
+        if count == -1 { return [] }
+        guard count >= 0 else { throw ZooKeeperDecodingError(code: .badLength, message: "negative ACL count \(count)") }
+        // Each entry takes at least 12 bytes (perms and two lengths): a count beyond that is a lie.
+        guard Int(count) <= reader.remaining / 12 else {
+            throw ZooKeeperDecodingError(code: .badLength, message: "ACL count \(count) runs past the end")
+        }
+        var acl: [ZooKeeperACL] = []
+        acl.reserveCapacity(Int(count))
+        for _ in 0..<count {
+            let permissions = ZooKeeperACL.Permissions(rawValue: try reader.int())
+            let scheme = try reader.string()
+            let id = try reader.string()
+            acl.append(ZooKeeperACL(permissions: permissions, id: .init(scheme: scheme, id: id)))
+        }
+        return acl
+    }
+
+    /// getACL's reply body: the ACL, then the node's stat.
+    static func aclReply(_ reader: inout JuteReader) throws(ZooKeeperDecodingError) -> ([ZooKeeperACL], ZooKeeperStat) {
+        let acl = try readACL(&reader)
+        return (acl, try ZooKeeperStat(&reader))
+    }
+
+    static func setACL(_ path: String, acl: [ZooKeeperACL], version: Int32) -> [UInt8] {
+        var writer = JuteWriter()
+        writer.string(path)
+        writeACL(acl, to: &writer)
+        writer.int(version)
+        return writer.bytes
+    }
+
+    /// An AuthPacket (`addauth`): type 0, the scheme, the scheme's credentials.
+    static func auth(scheme: String, credentials: [UInt8]) -> [UInt8] {
+        var writer = JuteWriter()
+        writer.int(0)
+        writer.string(scheme)
+        writer.buffer(credentials)
+        return request(xid: ZooKeeperXid.auth, op: .auth, body: writer.bytes)
+    }
+
+    /// What the server answered an AuthPacket: accepted, or the error code it sent (it closes the
+    /// connection after a refusal). The reply has no body; bytes after the header are ignored, as
+    /// ZooKeeper's own client does.
+    enum AuthOutcome: Equatable {
+        case accepted
+        case refused(Int32)
+    }
+
+    static func authOutcome(_ header: ReplyHeader) -> AuthOutcome {
+        header.error == 0 ? .accepted : .refused(header.error)
     }
 
     static func delete(_ path: String, version: Int32) -> [UInt8] {
@@ -224,6 +378,8 @@ public enum ZooKeeperFrame {
         switch header.xid {
         case ZooKeeperXid.notification:
             _ = try ZooKeeperRecords.watchEvent(&reader)
+        case ZooKeeperXid.auth:
+            _ = ZooKeeperRecords.authOutcome(header)
         default:
             if header.error == 0, reader.remaining > 0 {
                 // Try every body this client reads; one must fit if the frame is well formed, but
@@ -236,6 +392,8 @@ public enum ZooKeeperFrame {
                 if (try? data.buffer()) != nil { _ = try? ZooKeeperStat(&data) }
                 var path = reader
                 _ = try? path.string()
+                var acl = reader
+                _ = try? ZooKeeperRecords.aclReply(&acl)
             }
         }
     }

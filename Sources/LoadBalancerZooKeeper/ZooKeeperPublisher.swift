@@ -13,7 +13,9 @@ import ServiceLifecycle
 /// carries the good instances and a `DiscoveryError` with code `invalidInstances` naming the bad
 /// children (as the static, DNS and Consul publishers do). A child that says its instance is not
 /// serving (a ServerSet member not `ALIVE`, a disabled Curator instance) is left out without
-/// being reported.
+/// being reported. A child whose ACL does not let this client read it is left out and reported in
+/// the same way (its error says which permission is missing): the client's credentials
+/// (``ZooKeeperConfiguration/credentials``) are what ACLs that grant `read` to a user name.
 ///
 /// ``run()`` creates the parent path when it is missing, reads the children with a child watch and
 /// each child's data with a data watch. After a watch event it reads only what changed (the list
@@ -158,6 +160,14 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
                 known[name] = parse(data, at: childPath)
             } catch  where error.code == .noNode {
                 known.removeValue(forKey: name) // deleted since the listing: the child watch fires for it
+            } catch  where error.code == .noAuth {
+                // Its ACL does not let this client read it: left out and reported in band, as a
+                // child that is not an instance is (the others are still published). A change of
+                // its children set and a new session read it again.
+                logger.warning(
+                    "skipping a ZooKeeper node this client may not read",
+                    metadata: ["loadbalancer.zookeeper.path": "\(childPath)", "loadbalancer.error": "\(error)"])
+                known[name] = .failure(InstanceParseError(code: .malformedValue, input: "", message: error.message, cause: error))
             }
         }
         work = Work(everything: false)

@@ -21,6 +21,13 @@ import Synchronization
 /// sequential `instance-NNNNNNNNNN` otherwise. A Curator node left by an earlier session under
 /// the same id is replaced.
 ///
+/// The node and the parents it creates get the ACL ``acl`` names, else the client's
+/// (``ZooKeeperConfiguration/defaultACL``: with credentials, the creator may do everything and
+/// everyone may read). ZooKeeper checks the permission to delete a node on its *parent*: a parent
+/// that lets anyone delete (one created before credentials were set, `world:anyone` with every
+/// permission) leaves the registration open to deletion by anyone, and the registrar logs a
+/// warning saying so (``ZooKeeperClient/setACL(_:acl:version:)`` fixes it).
+///
 /// The node lives as long as the client's session: if the process dies, the server deletes it
 /// when the session times out. After a session expiry the registrar creates the node again in the
 /// new session. On graceful shutdown or cancellation it deletes the node.
@@ -31,6 +38,9 @@ public final class ZooKeeperRegistrar: Service {
     public let path: String
     /// The form of the node's data (`RegistryValueFormat.json` unless chosen).
     public let format: RegistryValueFormat
+    /// The ACL of the node and of the parents the registrar creates; `nil`: the client's
+    /// (``ZooKeeperConfiguration/defaultACL``).
+    public let acl: [ZooKeeperACL]?
     private let client: ZooKeeperClient
     private let backoff: Backoff
     private let logger: Logger
@@ -45,6 +55,8 @@ public final class ZooKeeperRegistrar: Service {
     ///   - format: The form of the node's data, for the stacks that read it: this library's JSON
     ///     (the default), `host:port` or a URL for go-kit, `.serverSet` for Finagle and Aurora,
     ///     `.curator` for Apache Curator and Spring Cloud ZooKeeper.
+    ///   - acl: The ACL of the node and of the parents the registrar creates. Default: the
+    ///     client's (``ZooKeeperConfiguration/defaultACL``).
     ///   - backoff: The pause between attempts after a failure. Default 100 ms doubling to 2 s.
     ///   - logger: Where to log. Default: nowhere.
     public init(
@@ -52,12 +64,14 @@ public final class ZooKeeperRegistrar: Service {
         path: String,
         client: ZooKeeperClient,
         format: RegistryValueFormat = .json,
+        acl: [ZooKeeperACL]? = nil,
         backoff: Backoff = Backoff(base: .milliseconds(100), cap: .seconds(2)),
         logger: Logger = Logger(label: "loadbalancer.zookeeper", factory: { _ in SwiftLogNoOpLogHandler() })
     ) {
         self.instance = instance
         self.path = path
         self.format = format
+        self.acl = acl
         self.client = client
         self.backoff = backoff
         self.logger = logger
@@ -87,6 +101,7 @@ public final class ZooKeeperRegistrar: Service {
                     self.node.withLock { $0 = created }
                     state.needed = false
                     self.logger.info("registered in ZooKeeper", metadata: ["loadbalancer.zookeeper.path": "\(created)"])
+                    await self.warnIfTheParentLetsAnyoneDelete()
                     return .succeeded()
                 } catch let error as ZooKeeperError where error.code == .closed {
                     return .stop() // the client was shut down: nothing more to register with
@@ -112,6 +127,20 @@ public final class ZooKeeperRegistrar: Service {
         await deregister()
     }
 
+    /// Logs a warning when the node is meant to be protected (its ACL is not open to everyone) but
+    /// its parent lets anyone delete its children: ZooKeeper checks deletion on the parent.
+    private func warnIfTheParentLetsAnyoneDelete() async {
+        let nodeACL = acl ?? client.configuration.defaultACL
+        let open = { (acl: [ZooKeeperACL]) in acl.contains { $0.id == .anyone && $0.permissions.contains(.delete) } }
+        guard !open(nodeACL), let parentACL = try? await client.getACL(path).acl, open(parentACL) else { return }
+        logger.warning(
+            "the ZooKeeper registration is not protected: its parent lets anyone delete its children",
+            metadata: [
+                "loadbalancer.zookeeper.path": "\(path)",
+                "loadbalancer.zookeeper.acl": "\(parentACL.map(\.description).joined(separator: ", "))",
+            ])
+    }
+
     /// Why an instance whose id holds '/' cannot be registered in the Curator form.
     private static func curatorIDError(_ id: String) -> ZooKeeperError {
         ZooKeeperError(
@@ -127,12 +156,12 @@ public final class ZooKeeperRegistrar: Service {
         guard format == .curator else {
             let prefix = format == .serverSet ? "member_" : "instance-"
             return try await client.create(
-                ZooKeeperPath.join(path, prefix), data: data, mode: .ephemeralSequential, createParents: true)
+                ZooKeeperPath.join(path, prefix), data: data, mode: .ephemeralSequential, acl: acl, createParents: true)
         }
         guard !instance.id.contains("/") else { throw Self.curatorIDError(instance.id) }
         let node = ZooKeeperPath.join(path, instance.id)
         do {
-            return try await client.create(node, data: data, mode: .ephemeral, createParents: true)
+            return try await client.create(node, data: data, mode: .ephemeral, acl: acl, createParents: true)
         } catch  where error.code == .nodeExists {
             // Left by an earlier session (not yet expired) or by this one before a lost reply:
             // this registration replaces it.
@@ -141,7 +170,7 @@ public final class ZooKeeperRegistrar: Service {
             } catch  where error.code == .noNode {
                 // Gone meanwhile: fine.
             }
-            return try await client.create(node, data: data, mode: .ephemeral, createParents: true)
+            return try await client.create(node, data: data, mode: .ephemeral, acl: acl, createParents: true)
         }
     }
 

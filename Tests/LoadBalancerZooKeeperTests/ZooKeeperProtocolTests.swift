@@ -135,3 +135,116 @@ final class AcceptCounter: Sendable {
     var channels: [any Channel] { value.withLock { $0 } }
     func increment(_ channel: any Channel) { value.withLock { $0.append(channel) } }
 }
+
+extension ZooKeeperProtocolTests {
+    @Test("SHA-1 and base64 match their test vectors; digest ids are ZooKeeper's")
+    func digestIDs() {
+        let hex = { (bytes: [UInt8]) in bytes.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined() }
+        #expect(hex(ZooKeeperDigest.sha1(Array("abc".utf8))) == "a9993e364706816aba3e25717850c26c9cd0d89d")
+        #expect(hex(ZooKeeperDigest.sha1([])) == "da39a3ee5e6b4b0d3255bfef95601890afd80709")
+        // Two blocks (56 bytes of message push the length into a second one).
+        #expect(
+            hex(ZooKeeperDigest.sha1(Array("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8)))
+                == "84983e441c3bd26ebaae4aa1f95129e5e54670f1")
+        #expect(ZooKeeperDigest.base64(Array("f".utf8)) == "Zg==")
+        #expect(ZooKeeperDigest.base64(Array("fo".utf8)) == "Zm8=")
+        #expect(ZooKeeperDigest.base64(Array("foobar".utf8)) == "Zm9vYmFy")
+        // `echo -n alice:secret | openssl sha1 -binary | base64`
+        #expect(ZooKeeperACL.Id.digest(username: "alice", password: "secret") == .init(scheme: "digest", id: "alice:aYXlLOpEooaV1cRAvUL1fp9Qt7E="))
+    }
+
+    @Test("the auth packet, ACLs on create, and the auth reply")
+    func authAndACLRecords() throws {
+        let packet = ZooKeeperRecords.auth(scheme: "digest", credentials: Array("u:p".utf8))
+        var frame = JuteReader(packet)
+        #expect(try frame.int() == Int32(packet.count - 4))
+        #expect(try frame.int() == -4) // xid
+        #expect(try frame.int() == 100) // OpCode.auth
+        #expect(try frame.int() == 0) // type
+        #expect(try frame.string() == "digest")
+        #expect(try frame.buffer() == Array("u:p".utf8))
+        #expect(frame.remaining == 0)
+
+        let acl: [ZooKeeperACL] = .creatorAllAnyoneRead
+        var create = JuteReader(ZooKeeperRecords.create("/a", data: [1], mode: .ephemeral, acl: acl))
+        #expect(try create.string() == "/a")
+        #expect(try create.buffer() == [1])
+        #expect(try ZooKeeperRecords.readACL(&create) == acl)
+        #expect(try create.int() == 1)
+        #expect(acl.map(\.description) == ["auth::cdrwa", "world:anyone:r"])
+        #expect(ZooKeeperACL.Permissions.all.rawValue == 31)
+
+        let header = { (error: Int32) in ZooKeeperRecords.ReplyHeader(xid: -4, zxid: 0, error: error) }
+        #expect(ZooKeeperRecords.authOutcome(header(0)) == .accepted)
+        #expect(ZooKeeperRecords.authOutcome(header(-115)) == .refused(-115))
+        var reply = JuteWriter()
+        reply.int(-4)
+        reply.long(0)
+        reply.int(-115)
+        #expect(throws: Never.self) { try ZooKeeperFrame.validate(reply.bytes) }
+        let error = ZooKeeperClient.authFailed(.init(username: "alice", password: "hunter2"), code: -115)
+        #expect(error.code == .authFailed)
+        #expect(error.description.contains(#"authentication failed for scheme digest, user "alice""#), "\(error)")
+        #expect(!error.description.contains("hunter2"))
+    }
+
+    @Test("an ACL vector that lies about its count is a typed error")
+    func lyingACLs() {
+        var writer = JuteWriter()
+        writer.int(1_000)
+        writer.int(31)
+        var reader = JuteReader(writer.bytes)
+        let lie = #expect(throws: ZooKeeperDecodingError.self) { try ZooKeeperRecords.readACL(&reader) }
+        #expect(lie?.code == .badLength)
+        var truncated = JuteWriter()
+        truncated.int(1)
+        truncated.int(31)
+        truncated.int(5)
+        truncated.int(0)
+        var short = JuteReader(truncated.bytes)
+        #expect(throws: ZooKeeperDecodingError.self) { try ZooKeeperRecords.readACL(&short) }
+    }
+
+    @Test("the configuration never shows the password; the default ACL follows the credentials")
+    func credentialsRedacted() {
+        var configuration = ZooKeeperConfiguration(servers: [.init(host: "127.0.0.1", port: 2181)])
+        #expect(configuration.defaultACL == .openUnsafe)
+        configuration.credentials = .init(username: "alice", password: "hunter2")
+        #expect(configuration.defaultACL == .creatorAllAnyoneRead)
+        configuration.tls = .init(trustRootsPath: "/ca.pem")
+        var dumped = ""
+        dump(configuration, to: &dumped)
+        for text in [configuration.description, String(reflecting: configuration), "\(configuration)", dumped] {
+            #expect(!text.contains("hunter2"), "\(text)")
+        }
+        #expect(configuration.description.contains(#"digest user "alice""#))
+        #expect(configuration.description.contains("tls: on (hostname verification on)"))
+        configuration.acl = .creatorAll
+        #expect(configuration.defaultACL == .creatorAll)
+    }
+
+    @Test("configurations that cannot work fail run() at once with invalidArgument")
+    func unusableConfigurations() async {
+        let server = ZooKeeperConfiguration.Server(host: "127.0.0.1", port: 1)
+        var colon = ZooKeeperConfiguration(servers: [server])
+        colon.credentials = .init(username: "a:b", password: "p")
+        var missing = ZooKeeperConfiguration(servers: [server])
+        missing.tls = .init(trustRootsPath: "/nonexistent/ca.pem")
+        var keyless = ZooKeeperConfiguration(servers: [server])
+        keyless.tls = .init(clientCertificatePath: "/nonexistent/client.pem")
+        var address = ZooKeeperConfiguration(servers: [server])
+        address.tls = .init(serverHostname: "10.0.0.1")
+        for configuration in [colon, missing, keyless, address] {
+            let client = ZooKeeperClient(configuration: configuration)
+            do {
+                try await client.run()
+                Issue.record("run() returned for \(configuration)")
+            } catch let error as ZooKeeperError {
+                #expect(error.code == .invalidArgument, "\(error)")
+            } catch {
+                Issue.record("\(error)")
+            }
+            #expect(client.isShutDown)
+        }
+    }
+}

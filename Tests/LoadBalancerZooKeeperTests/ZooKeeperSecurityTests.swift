@@ -1,0 +1,270 @@
+import Foundation
+import LoadBalancer
+import LoadBalancerTestKit
+import LoadBalancerTestServers
+import LoadBalancerZooKeeper
+import Testing
+
+/// Expects `body` to fail with a ZooKeeper error of `code` and returns it.
+@discardableResult
+func expectError(
+    _ code: ZooKeeperError.Code, sourceLocation: SourceLocation = #_sourceLocation, _ body: () async throws -> Void
+) async -> ZooKeeperError? {
+    do {
+        try await body()
+        Issue.record("expected \(code), got success", sourceLocation: sourceLocation)
+    } catch let error as ZooKeeperError {
+        #expect(error.code == code, "\(error)", sourceLocation: sourceLocation)
+        return error
+    } catch {
+        Issue.record("expected \(code), got \(error)", sourceLocation: sourceLocation)
+    }
+    return nil
+}
+
+/// A fresh directory for one test's certificates.
+func certificateDirectory() -> URL {
+    FileManager.default.temporaryDirectory.appendingPathComponent("lb-zk-tls-\(UUID().uuidString)")
+}
+
+@Suite(
+    "ZooKeeper security (digest, ACLs, TLS) against real ZooKeeper servers", .enabled(if: ZooKeeperEnsemble.enabled), .serialized,
+    .timeLimit(.minutes(TestTimeScale.scaled(minutes: 3))))
+struct ZooKeeperSecurityTests {
+    static let alice = ZooKeeperConfiguration.Credentials(username: "alice", password: "right-password")
+
+    @Test("with credentials, the registration is protected: no credentials or a wrong password cannot delete or change it")
+    func protectedRegistration() async throws {
+        let ensemble = try await ZooKeeperEnsemble.start(security: .init())
+        var owner = ensemble.configuration()
+        owner.credentials = Self.alice
+        let client = ZooKeeperClient(configuration: owner)
+        let instance = try Instance(host: "127.0.0.7", port: 7007)
+        let registrar = ZooKeeperRegistrar(instance: instance, path: "/svc/api", client: client)
+        let anonymous = ZooKeeperClient(configuration: ensemble.configuration())
+        var wrong = ensemble.configuration()
+        wrong.credentials = .init(username: "alice", password: "wrong-password")
+        let impostor = ZooKeeperClient(configuration: wrong)
+        let sameUser = ZooKeeperClient(configuration: owner)
+        try await withRunning([
+            { try? await client.run() }, { try? await registrar.run() }, { try? await anonymous.run() }, { try? await impostor.run() },
+            { try? await sameUser.run() },
+        ]) {
+            try await eventually("registered") { registrar.registeredNode != nil }
+            let node = try #require(registrar.registeredNode)
+            let expected: [ZooKeeperACL] = [
+                .init(permissions: .all, id: .digest(username: "alice", password: "right-password")),
+                .init(permissions: .read, id: .anyone),
+            ]
+            // The default with credentials, on the node and the parents the registrar created.
+            #expect(try await client.getACL(node).acl == expected)
+            #expect(try await client.getACL("/svc/api").acl == expected)
+            #expect(try await client.getACL("/svc").acl == expected)
+
+            try await connected(anonymous)
+            // Everyone may read...
+            #expect(try await anonymous.getChildren("/svc/api").children == [String(node.split(separator: "/").last ?? "")])
+            // ...but not delete (the parent's ACL decides) or change it.
+            let refused = await expectError(.noAuth) { try await anonymous.delete(node) }
+            #expect(refused?.message.contains("not authorized to delete \(node)") == true, "\(String(describing: refused))")
+            #expect(refused?.message.contains("world:anyone only") == true, "\(String(describing: refused))")
+            await expectError(.noAuth) { try await anonymous.setData(node, data: Array("127.0.0.1:1".utf8)) }
+
+            // The same user with a wrong password is another identity: refused, and the error names
+            // the user but not the password.
+            try await connected(impostor)
+            let wrongPassword = await expectError(.noAuth) { try await impostor.delete(node) }
+            #expect(wrongPassword?.description.contains(#"digest user "alice""#) == true, "\(String(describing: wrongPassword))")
+            #expect(wrongPassword?.description.contains("wrong-password") == false)
+            await expectError(.noAuth) { try await impostor.setData(node, data: Array("127.0.0.1:1".utf8)) }
+            #expect(try await client.exists(node) != nil, "still registered")
+
+            // Another session with the right credentials is the same identity: it may.
+            try await connected(sameUser)
+            try await sameUser.setData(node, data: Array("127.0.0.7:7007".utf8))
+            // Without credentials, a creator ACL is refused as such.
+            let invalid = await expectError(.invalidACL) { try await anonymous.create("/other", acl: .creatorAll) }
+            #expect(invalid?.message.contains("needs credentials") == true, "\(String(describing: invalid))")
+        }
+    }
+
+    @Test("the publisher reads nodes whose ACL grants its user read; one it may not read is left out and reported")
+    func readACLGrantedToThePublisher() async throws {
+        let ensemble = try await ZooKeeperEnsemble.start(security: .init())
+        var owner = ensemble.configuration()
+        owner.credentials = Self.alice
+        let client = ZooKeeperClient(configuration: owner)
+        let readerID = ZooKeeperACL.Id.digest(username: "reader", password: "reader-password")
+        let registered = try Instance(host: "127.0.0.8", port: 8008)
+        let registrar = ZooKeeperRegistrar(
+            instance: registered, path: "/svc", client: client,
+            acl: [.init(permissions: .all, id: .creator), .init(permissions: .read, id: readerID)])
+        var readerConfiguration = ensemble.configuration()
+        readerConfiguration.credentials = .init(username: "reader", password: "reader-password")
+        let readerClient = ZooKeeperClient(configuration: readerConfiguration)
+        let reader = ZooKeeperPublisher(path: "/svc", client: readerClient)
+        let readerUpdates = Recorder()
+        let strangerClient = ZooKeeperClient(configuration: ensemble.configuration())
+        let stranger = ZooKeeperPublisher(path: "/svc", client: strangerClient)
+        let strangerUpdates = Recorder()
+        try await withRunning([{ try? await client.run() }]) {
+            try await connected(client)
+            // The parent: listed by everyone, changed by alice only.
+            try await client.create("/svc")
+            try await client.create("/svc/open", data: Array("127.0.0.9:9009".utf8))
+            try await withRunning([
+                { try? await registrar.run() }, { try? await readerClient.run() }, { try? await reader.run() },
+                { for await update in reader.updates() { readerUpdates.record(update) } },
+                { try? await strangerClient.run() }, { try? await stranger.run() },
+                { for await update in stranger.updates() { strangerUpdates.record(update) } },
+            ]) {
+                try await eventually("registered") { registrar.registeredNode != nil }
+                let node = try #require(registrar.registeredNode)
+                try await eventually("the reader sees both") { readerUpdates.ids == [registered.id, "127.0.0.9:9009"] }
+                #expect(readerUpdates.latest?.error == nil)
+                try await eventually("the stranger sees the open one, and reports the other") {
+                    strangerUpdates.ids == ["127.0.0.9:9009"] && strangerUpdates.latest?.error?.code == .invalidInstances
+                }
+                let message = strangerUpdates.latest?.error?.message ?? ""
+                #expect(message.contains(node) && message.contains("not authorized to read"), "\(message)")
+            }
+        }
+    }
+
+    @Test("a server that refuses the credentials: a clear authFailed error, no session, no password shown")
+    func refusedCredentials() async throws {
+        // The digest provider turned off: the server answers AUTHFAILED to `addauth digest`.
+        let ensemble = try await ZooKeeperEnsemble.start(security: .init(digest: false))
+        var configuration = ensemble.configuration()
+        configuration.credentials = Self.alice
+        let client = ZooKeeperClient(configuration: configuration)
+        let events = EventLog()
+        let stream = client.events()
+        let control = ZooKeeperClient(configuration: ensemble.configuration())
+        try await withRunning([
+            { try? await client.run() }, { for await event in stream { events.record(event) } }, { try? await control.run() },
+        ]) {
+            try await connected(control) // the server serves clients without credentials
+            try await eventually("refused") {
+                events.all.contains { if case .connectFailed(let error) = $0 { error.code == .authFailed } else { false } }
+            }
+            let refusal = events.all.compactMap { event -> ZooKeeperError? in
+                if case .connectFailed(let error) = event, error.code == .authFailed { error } else { nil }
+            }.first
+            let text = "\(String(describing: refusal))"
+            #expect(text.contains(#"authentication failed for scheme digest, user "alice""#), "\(text)")
+            #expect(!text.contains("right-password"))
+            #expect(!client.isConnected)
+            #expect(!events.all.contains { if case .connected = $0 { true } else { false } })
+            await expectError(.connectionLoss) { _ = try await client.exists("/") }
+        }
+    }
+
+    @Test("TLS: a trusted server works; an untrusted certificate, a name mismatch and plain TCP are refused")
+    func tlsVerification() async throws {
+        let certificates = try await TestCertificates.make(in: certificateDirectory())
+        let ensemble = try await ZooKeeperEnsemble.start(security: .init(tls: certificates))
+        let secure = ZooKeeperClient(configuration: ensemble.secureConfiguration())
+
+        let stranger = try await TestCertificates.make(in: certificateDirectory())
+        var untrusted = ensemble.secureConfiguration()
+        untrusted.tls?.trustRootsPath = stranger.caPath
+        var otherName = ensemble.secureConfiguration()
+        otherName.tls?.serverHostname = "zookeeper.example.test"
+        var noNameCheck = otherName
+        noNameCheck.tls?.verifyHostname = false
+        var plain = ensemble.secureConfiguration()
+        plain.tls = nil
+
+        let clients = [untrusted, otherName, plain].map { ZooKeeperClient(configuration: $0) }
+        let logs = clients.map { _ in EventLog() }
+        let streams = clients.map { $0.events() }
+        let unchecked = ZooKeeperClient(configuration: noNameCheck)
+        var services: [@Sendable () async -> Void] = [{ try? await secure.run() }, { try? await unchecked.run() }]
+        for index in clients.indices {
+            let (client, log, stream) = (clients[index], logs[index], streams[index])
+            services += [{ try? await client.run() }, { for await event in stream { log.record(event) } }]
+        }
+        try await withRunning(services) {
+            try await connected(secure)
+            try await secure.create("/tls/x", data: Array("hello".utf8), createParents: true)
+            #expect(try await secure.getData("/tls/x").data == Array("hello".utf8))
+            try await connected(unchecked) // the chain is still checked; the name is not
+            for (index, what) in ["an untrusted certificate", "a name mismatch", "plain TCP to the TLS port"].enumerated() {
+                try await eventually("\(what) refused") { logs[index].all.count { if case .connectFailed = $0 { true } else { false } } >= 2 }
+                #expect(!clients[index].isConnected, "\(what)")
+                #expect(!logs[index].all.contains { if case .connected = $0 { true } else { false } }, "\(what)")
+            }
+            for index in 0..<2 {
+                guard case .connectFailed(let error) = logs[index].all.first(where: { if case .connectFailed = $0 { true } else { false } })
+                else { continue }
+                #expect(error.message.contains("TLS handshake failed"), "\(error)")
+            }
+        }
+    }
+
+    @Test("TLS with client certificates required: a client without one is refused; with one, it is x509-authenticated")
+    func tlsClientCertificate() async throws {
+        let certificates = try await TestCertificates.make(in: certificateDirectory(), client: true)
+        let ensemble = try await ZooKeeperEnsemble.start(security: .init(tls: certificates, clientAuth: "need"))
+        var withCertificate = ensemble.secureConfiguration()
+        withCertificate.tls?.clientCertificatePath = certificates.clientCertificatePath
+        withCertificate.tls?.clientKeyPath = certificates.clientKeyPath
+        let client = ZooKeeperClient(configuration: withCertificate)
+        let without = ZooKeeperClient(configuration: ensemble.secureConfiguration())
+        let events = EventLog()
+        let stream = without.events()
+        try await withRunning([
+            { try? await client.run() }, { try? await without.run() }, { for await event in stream { events.record(event) } },
+        ]) {
+            try await connected(client)
+            // The certificate is an identity: a creator ACL works without digest credentials.
+            try await client.create("/cert", acl: .creatorAll)
+            #expect(try await client.getACL("/cert").acl == [.init(permissions: .all, id: .init(scheme: "x509", id: "CN=client"))])
+            try await eventually("refused without a certificate") {
+                events.all.count { if case .connectFailed = $0 { true } else { false } } >= 2
+            }
+            #expect(!without.isConnected)
+        }
+    }
+
+    @Test("over TLS with credentials, the session survives a server restart and authenticates again")
+    func tlsSessionSurvivesRestart() async throws {
+        let certificates = try await TestCertificates.make(in: certificateDirectory())
+        let ensemble = try await ZooKeeperEnsemble.start(security: .init(tls: certificates))
+        let server = ensemble.servers[0]
+        var configuration = ensemble.secureConfiguration(sessionTimeout: .seconds(10))
+        configuration.credentials = Self.alice
+        let client = ZooKeeperClient(configuration: configuration)
+        let events = EventLog()
+        let stream = client.events()
+        let publisher = ZooKeeperPublisher(path: "/svc", client: client)
+        let recorder = Recorder()
+        try await withRunning([
+            { try? await client.run() }, { for await event in stream { events.record(event) } },
+            { try? await publisher.run() }, { for await update in publisher.updates() { recorder.record(update) } },
+        ]) {
+            try await connected(client)
+            try await eventually("the parent") { (try? await client.exists("/svc")) != nil }
+            try await client.create("/svc/a", data: Array("127.0.0.1:8001".utf8))
+            try await eventually("a") { recorder.ids == ["127.0.0.1:8001"] }
+            let session = client.sessionID
+
+            await ensemble.kill(server)
+            try await eventually("disconnected") { events.all.contains(.disconnected) }
+            #expect(recorder.ids == ["127.0.0.1:8001"], "the last good set stays")
+            try await ensemble.restart(server)
+            try await eventually("reconnected in the same session") {
+                events.all.contains(.connected(sessionID: session, newSession: false)) && client.isConnected
+            }
+            // Only alice may change /svc/a (its ACL is the creator's): the new connection
+            // authenticated again.
+            try await client.setData("/svc/a", data: Array("127.0.0.1:8011".utf8))
+            try await client.create("/svc/b", data: Array("127.0.0.1:8002".utf8))
+            try await eventually("changes after the restart") { recorder.ids == ["127.0.0.1:8002", "127.0.0.1:8011"] }
+            #expect(client.sessionID == session)
+            #expect(!events.all.contains(.sessionExpired))
+            #expect(recorder.neverEmptiedOnceFilled)
+        }
+    }
+}
