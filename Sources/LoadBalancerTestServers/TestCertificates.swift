@@ -5,7 +5,8 @@ import Foundation
 public struct TestCertificates: Sendable {
     /// The CA certificate (PEM): what clients trust.
     public var caPath: String
-    /// The server's certificate (PEM), with `IP:127.0.0.1` as its subject alternative name.
+    /// The server's certificate (PEM), with `IP:127.0.0.1` as its subject alternative name (or
+    /// `DNS:` the name `make(in:client:serverName:)` was given).
     public var certificatePath: String
     /// The server's private key (PEM).
     public var keyPath: String
@@ -17,10 +18,12 @@ public struct TestCertificates: Sendable {
     public var directory: URL
 
     /// Makes the files in `directory` (created if needed); with `client`, a client certificate too.
-    public static func make(in directory: URL, client: Bool = false) async throws -> TestCertificates {
+    /// With `serverName`, the server's certificate names that DNS name only (not 127.0.0.1).
+    public static func make(in directory: URL, client: Bool = false, serverName: String? = nil) async throws -> TestCertificates {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let path = { (name: String) in directory.appendingPathComponent(name).path }
-        try "subjectAltName=IP:127.0.0.1\n".write(toFile: path("san.cnf"), atomically: true, encoding: .utf8)
+        try "subjectAltName=\(serverName.map { "DNS:\($0)" } ?? "IP:127.0.0.1")\n".write(
+            toFile: path("san.cnf"), atomically: true, encoding: .utf8)
         try await EtcdCluster.run(
             "/usr/bin/openssl",
             [
@@ -31,7 +34,7 @@ public struct TestCertificates: Sendable {
             "/usr/bin/openssl",
             [
                 "req", "-newkey", "rsa:2048", "-nodes", "-keyout", path("server.key"), "-out", path("server.csr"),
-                "-subj", "/CN=127.0.0.1",
+                "-subj", "/CN=\(serverName ?? "127.0.0.1")",
             ])
         try await EtcdCluster.run(
             "/usr/bin/openssl",

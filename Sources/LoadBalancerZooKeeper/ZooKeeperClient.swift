@@ -2,6 +2,8 @@ import LoadBalancer
 import Logging
 import NIOCore
 import NIOPosix
+import ServiceLifecycle
+import Synchronization
 
 #if !LB_ZOOKEEPER_NO_TLS
     import NIOSSL
@@ -9,8 +11,6 @@ import NIOPosix
     /// Built without swift-nio-ssl (the sanitizer builds): no TLS context can exist.
     enum NIOSSLContext {}
 #endif
-import ServiceLifecycle
-import Synchronization
 
 /// What happens to a ``ZooKeeperClient``'s session and watches.
 public enum ZooKeeperEvent: Sendable, Hashable {
@@ -307,34 +307,35 @@ public final class ZooKeeperClient: Service, Sendable {
     }
 
     #if !LB_ZOOKEEPER_NO_TLS
-    private static func makeTLSContextWithNIOSSL(_ tls: ZooKeeperConfiguration.TLS) throws(ZooKeeperError) -> NIOSSLContext {
-        if let name = tls.serverHostname, name.isEmpty || isIPAddress(name) {
-            throw ZooKeeperError(
-                code: .invalidArgument, message: "TLS: serverHostname must be a DNS name, not \"\(name)\" (an address is verified as connected)")
-        }
-        var configuration = TLSConfiguration.makeClientConfiguration()
-        configuration.certificateVerification = tls.verifyHostname ? .fullVerification : .noHostnameVerification
-        do {
-            if let roots = tls.trustRootsPath {
-                configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(roots))
-            }
-            switch (tls.clientCertificatePath, tls.clientKeyPath) {
-            case (let certificate?, let key?):
-                configuration.certificateChain = try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) }
-                configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
-            case (nil, nil):
-                break
-            default:
+        private static func makeTLSContextWithNIOSSL(_ tls: ZooKeeperConfiguration.TLS) throws(ZooKeeperError) -> NIOSSLContext {
+            if let name = tls.serverHostname, name.isEmpty || isIPAddress(name) {
                 throw ZooKeeperError(
-                    code: .invalidArgument, message: "TLS: a client certificate needs its key, and a key its certificate")
+                    code: .invalidArgument,
+                    message: "TLS: serverHostname must be a DNS name, not \"\(name)\" (an address is verified as connected)")
             }
-            return try NIOSSLContext(configuration: configuration)
-        } catch let error as ZooKeeperError {
-            throw error
-        } catch {
-            throw ZooKeeperError(code: .invalidArgument, message: "TLS: cannot load the certificates or the key", cause: error)
+            var configuration = TLSConfiguration.makeClientConfiguration()
+            configuration.certificateVerification = tls.verifyHostname ? .fullVerification : .noHostnameVerification
+            do {
+                if let roots = tls.trustRootsPath {
+                    configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(roots))
+                }
+                switch (tls.clientCertificatePath, tls.clientKeyPath) {
+                case (let certificate?, let key?):
+                    configuration.certificateChain = try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) }
+                    configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+                case (nil, nil):
+                    break
+                default:
+                    throw ZooKeeperError(
+                        code: .invalidArgument, message: "TLS: a client certificate needs its key, and a key its certificate")
+                }
+                return try NIOSSLContext(configuration: configuration)
+            } catch let error as ZooKeeperError {
+                throw error
+            } catch {
+                throw ZooKeeperError(code: .invalidArgument, message: "TLS: cannot load the certificates or the key", cause: error)
+            }
         }
-    }
     #endif
 
     /// Shuts the client down: closes the session (the server deletes its ephemeral nodes) and the
@@ -445,7 +446,8 @@ public final class ZooKeeperClient: Service, Sendable {
                 }
             }
         }
-        let body = try await send(.create, ZooKeeperRecords.create(serverPath(path), data: data, mode: mode, acl: acl), watch: nil, path: path)
+        let body = try await send(
+            .create, ZooKeeperRecords.create(serverPath(path), data: data, mode: mode, acl: acl), watch: nil, path: path)
         var reader = JuteReader(body)
         return clientPath(try decode { () throws(ZooKeeperDecodingError) in try reader.string() })
     }
@@ -460,7 +462,8 @@ public final class ZooKeeperClient: Service, Sendable {
     @discardableResult
     public func setData(_ path: String, data: [UInt8], version: Int32 = -1) async throws(ZooKeeperError) -> ZooKeeperStat {
         try ZooKeeperPath.validate(path)
-        let body = try await send(.setData, ZooKeeperRecords.setData(serverPath(path), data: data, version: version), watch: nil, path: path)
+        let body = try await send(
+            .setData, ZooKeeperRecords.setData(serverPath(path), data: data, version: version), watch: nil, path: path)
         var reader = JuteReader(body)
         return try decode { () throws(ZooKeeperDecodingError) in try ZooKeeperStat(&reader) }
     }
@@ -760,7 +763,8 @@ public final class ZooKeeperClient: Service, Sendable {
             } else {
                 // Reached, but no session: the handshake went unanswered, or the server closed or
                 // broke the connection before it. The cause says which.
-                emit(.connectFailed(ZooKeeperError(code: .connectionLoss, message: "\(server): no session was established", cause: failure)))
+                emit(
+                    .connectFailed(ZooKeeperError(code: .connectionLoss, message: "\(server): no session was established", cause: failure)))
             }
         }
         return wasConnected
@@ -852,7 +856,10 @@ public final class ZooKeeperClient: Service, Sendable {
         // The credentials go first: the server applies them before it reads the next request, so
         // the watches set again (and every later request) run with the session's identities.
         if let credentials {
-            send?.yield(ByteBuffer(bytes: ZooKeeperRecords.auth(scheme: credentials.scheme, credentials: Array("\(credentials.username):\(credentials.password)".utf8))))
+            send?.yield(
+                ByteBuffer(
+                    bytes: ZooKeeperRecords.auth(
+                        scheme: credentials.scheme, credentials: Array("\(credentials.username):\(credentials.password)".utf8))))
         }
         if let watches { send?.yield(ByteBuffer(bytes: watches)) }
         if credentials == nil {

@@ -10,7 +10,8 @@ extension ZooKeeperACL.Id {
     /// It assumes the server's default digest algorithm, SHA-1
     /// (`zookeeper.DigestAuthenticationProvider.digestAlg` unset).
     public static func digest(username: String, password: String) -> ZooKeeperACL.Id {
-        ZooKeeperACL.Id(scheme: "digest", id: username + ":" + ZooKeeperDigest.base64(ZooKeeperDigest.sha1(Array((username + ":" + password).utf8))))
+        ZooKeeperACL.Id(
+            scheme: "digest", id: username + ":" + ZooKeeperDigest.base64(ZooKeeperDigest.sha1(Array((username + ":" + password).utf8))))
     }
 }
 
@@ -46,7 +47,10 @@ enum ZooKeeperDigest {
         }
         var out: [UInt8] = []
         for word in [h.0, h.1, h.2, h.3, h.4] {
-            out += [UInt8(word >> 24), UInt8(truncatingIfNeeded: word >> 16), UInt8(truncatingIfNeeded: word >> 8), UInt8(truncatingIfNeeded: word)]
+            out += [
+                UInt8(word >> 24), UInt8(truncatingIfNeeded: word >> 16), UInt8(truncatingIfNeeded: word >> 8),
+                UInt8(truncatingIfNeeded: word),
+            ]
         }
         return out
     }

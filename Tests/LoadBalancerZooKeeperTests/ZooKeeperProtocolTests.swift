@@ -139,7 +139,9 @@ final class AcceptCounter: Sendable {
 extension ZooKeeperProtocolTests {
     @Test("SHA-1 and base64 match their test vectors; digest ids are ZooKeeper's")
     func digestIDs() {
-        let hex = { (bytes: [UInt8]) in bytes.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined() }
+        let hex = { (bytes: [UInt8]) in
+            bytes.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+        }
         #expect(hex(ZooKeeperDigest.sha1(Array("abc".utf8))) == "a9993e364706816aba3e25717850c26c9cd0d89d")
         #expect(hex(ZooKeeperDigest.sha1([])) == "da39a3ee5e6b4b0d3255bfef95601890afd80709")
         // Two blocks (56 bytes of message push the length into a second one).
@@ -150,7 +152,9 @@ extension ZooKeeperProtocolTests {
         #expect(ZooKeeperDigest.base64(Array("fo".utf8)) == "Zm8=")
         #expect(ZooKeeperDigest.base64(Array("foobar".utf8)) == "Zm9vYmFy")
         // `echo -n alice:secret | openssl sha1 -binary | base64`
-        #expect(ZooKeeperACL.Id.digest(username: "alice", password: "secret") == .init(scheme: "digest", id: "alice:aYXlLOpEooaV1cRAvUL1fp9Qt7E="))
+        #expect(
+            ZooKeeperACL.Id.digest(username: "alice", password: "secret")
+                == .init(scheme: "digest", id: "alice:aYXlLOpEooaV1cRAvUL1fp9Qt7E="))
     }
 
     @Test("the auth packet, ACLs on create, and the auth reply")
