@@ -82,8 +82,10 @@ public struct ZooKeeperConfiguration: Sendable, Hashable, CustomStringConvertibl
         /// Whether the server's certificate must name the host. Default: on. Turning it off
         /// still checks the chain, so any certificate the roots signed is accepted for any server.
         public var verifyHostname: Bool
-        /// The name to verify the certificate against, and to send as SNI (not for IP
-        /// addresses), instead of each server's host. Default: `nil`, each server's host.
+        /// A DNS name to verify the certificate against, and to send as SNI, instead of each
+        /// server's host (for servers reached by address whose certificates name a DNS name).
+        /// Default: `nil`, each server's host. A certificate that names the connected IP address
+        /// is accepted too (swift-nio-ssl checks IP address entries against the connected address).
         public var serverHostname: String?
 
         /// TLS settings; hostname verification is on unless turned off.

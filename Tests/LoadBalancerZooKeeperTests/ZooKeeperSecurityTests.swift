@@ -1,8 +1,10 @@
 import Foundation
+import InMemoryLogging
 import LoadBalancer
 import LoadBalancerTestKit
 import LoadBalancerTestServers
 import LoadBalancerZooKeeper
+import Logging
 import Testing
 
 /// Expects `body` to fail with a ZooKeeper error of `code` and returns it.
@@ -22,9 +24,13 @@ func expectError(
     return nil
 }
 
-/// A fresh directory for one test's certificates.
+/// A fresh directory for one test's certificates (deleted with `removeCertificates`).
 func certificateDirectory() -> URL {
     FileManager.default.temporaryDirectory.appendingPathComponent("lb-zk-tls-\(UUID().uuidString)")
+}
+
+func removeCertificates(_ certificates: TestCertificates...) {
+    for certificate in certificates { try? FileManager.default.removeItem(at: certificate.directory) }
 }
 
 @Suite(
@@ -36,11 +42,13 @@ struct ZooKeeperSecurityTests {
     @Test("with credentials, the registration is protected: no credentials or a wrong password cannot delete or change it")
     func protectedRegistration() async throws {
         let ensemble = try await ZooKeeperEnsemble.start(security: .init())
+        defer { ensemble.destroy() }
         var owner = ensemble.configuration()
         owner.credentials = Self.alice
         let client = ZooKeeperClient(configuration: owner)
         let instance = try Instance(host: "127.0.0.7", port: 7007)
-        let registrar = ZooKeeperRegistrar(instance: instance, path: "/svc/api", client: client)
+        let log = InMemoryLogHandler()
+        let registrar = ZooKeeperRegistrar(instance: instance, path: "/svc/api", client: client, logger: Logger(label: "test") { _ in log })
         let anonymous = ZooKeeperClient(configuration: ensemble.configuration())
         var wrong = ensemble.configuration()
         wrong.credentials = .init(username: "alice", password: "wrong-password")
@@ -85,12 +93,28 @@ struct ZooKeeperSecurityTests {
             // Without credentials, a creator ACL is refused as such.
             let invalid = await expectError(.invalidACL) { try await anonymous.create("/other", acl: .creatorAll) }
             #expect(invalid?.message.contains("needs credentials") == true, "\(String(describing: invalid))")
+
+            // A parent created open (before credentials were set): the registrar says its node
+            // can be deleted by anyone, and it can; the protected one said nothing.
+            try await anonymous.create("/open")
+            let openLog = InMemoryLogHandler()
+            let exposed = ZooKeeperRegistrar(
+                instance: instance, path: "/open", client: sameUser, logger: Logger(label: "test") { _ in openLog })
+            try await withRunning([{ try? await exposed.run() }]) {
+                try await eventually("the warning") {
+                    openLog.entries.contains { $0.level == .warning && "\($0.message)".contains("parent lets anyone delete") }
+                }
+                let exposedNode = try #require(exposed.registeredNode)
+                try await anonymous.delete(exposedNode)
+            }
+            #expect(!log.entries.contains { "\($0.message)".contains("parent lets anyone delete") }, "\(log.entries.map(\.message))")
         }
     }
 
     @Test("the publisher reads nodes whose ACL grants its user read; one it may not read is left out and reported")
     func readACLGrantedToThePublisher() async throws {
         let ensemble = try await ZooKeeperEnsemble.start(security: .init())
+        defer { ensemble.destroy() }
         var owner = ensemble.configuration()
         owner.credentials = Self.alice
         let client = ZooKeeperClient(configuration: owner)
@@ -135,6 +159,7 @@ struct ZooKeeperSecurityTests {
     func refusedCredentials() async throws {
         // The digest provider turned off: the server answers AUTHFAILED to `addauth digest`.
         let ensemble = try await ZooKeeperEnsemble.start(security: .init(digest: false))
+        defer { ensemble.destroy() }
         var configuration = ensemble.configuration()
         configuration.credentials = Self.alice
         let client = ZooKeeperClient(configuration: configuration)
@@ -166,6 +191,7 @@ struct ZooKeeperSecurityTests {
         // that name (serverHostname), or fails the host name check, which is on by default.
         let certificates = try await TestCertificates.make(in: certificateDirectory(), serverName: "zookeeper.test")
         let ensemble = try await ZooKeeperEnsemble.start(security: .init(tls: certificates))
+        defer { ensemble.destroy() }
         var named = ensemble.secureConfiguration()
         named.tls?.serverHostname = "zookeeper.test"
         let secure = ZooKeeperClient(configuration: named)
@@ -174,6 +200,7 @@ struct ZooKeeperSecurityTests {
         let unchecked = ZooKeeperClient(configuration: noNameCheck)
 
         let stranger = try await TestCertificates.make(in: certificateDirectory(), serverName: "zookeeper.test")
+        defer { removeCertificates(certificates, stranger) }
         var untrusted = named
         untrusted.tls?.trustRootsPath = stranger.caPath
         let byAddress = ensemble.secureConfiguration()
@@ -218,6 +245,10 @@ struct ZooKeeperSecurityTests {
     func tlsClientCertificate() async throws {
         let certificates = try await TestCertificates.make(in: certificateDirectory(), client: true)
         let ensemble = try await ZooKeeperEnsemble.start(security: .init(tls: certificates, clientAuth: "need"))
+        defer {
+            ensemble.destroy()
+            removeCertificates(certificates)
+        }
         var withCertificate = ensemble.secureConfiguration()
         withCertificate.tls?.clientCertificatePath = certificates.clientCertificatePath
         withCertificate.tls?.clientKeyPath = certificates.clientKeyPath
@@ -243,6 +274,10 @@ struct ZooKeeperSecurityTests {
     func tlsSessionSurvivesRestart() async throws {
         let certificates = try await TestCertificates.make(in: certificateDirectory())
         let ensemble = try await ZooKeeperEnsemble.start(security: .init(tls: certificates))
+        defer {
+            ensemble.destroy()
+            removeCertificates(certificates)
+        }
         let server = ensemble.servers[0]
         var configuration = ensemble.secureConfiguration(sessionTimeout: .seconds(10))
         configuration.credentials = Self.alice
