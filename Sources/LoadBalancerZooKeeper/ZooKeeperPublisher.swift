@@ -39,6 +39,9 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
     private var logger: Logger { core.logger }
     /// How children's data is read (which ServerSet endpoint, for one).
     public let valueOptions: RegistryValueOptions
+    /// The ACL of the parent path when the publisher creates it; `nil`: the client's
+    /// (``ZooKeeperConfiguration/defaultACL``).
+    public let acl: [ZooKeeperACL]?
 
     /// Creates a publisher; nothing is read until ``run()``.
     ///
@@ -49,6 +52,9 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
     ///   - staleness: What to do with the last good set while ZooKeeper fails. Default: keep it.
     ///   - valueOptions: How children's data is read, for example which ServerSet endpoint to use.
     ///     Default: `RegistryValueOptions.defaults`.
+    ///   - acl: The ACL of the parent path when the publisher creates it. Default: the client's
+    ///     (``ZooKeeperConfiguration/defaultACL``; with credentials, only this user may then create
+    ///     children: give registrars of other users `create`, or create the path beforehand).
     ///   - logger: Where to log. Default: nowhere.
     public init(
         path: String,
@@ -56,11 +62,13 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
         backoff: Backoff = Backoff(base: .milliseconds(100), cap: .seconds(5)),
         staleness: StalenessPolicy = .keepLastGood,
         valueOptions: RegistryValueOptions = .defaults,
+        acl: [ZooKeeperACL]? = nil,
         logger: Logger = Logger(label: "loadbalancer.zookeeper", factory: { _ in SwiftLogNoOpLogHandler() })
     ) {
         self.path = path
         self.client = client
         self.valueOptions = valueOptions
+        self.acl = acl
         self.core = WatchingPublisherCore(
             backoff: backoff, staleness: staleness, logger: logger, metadata: ["loadbalancer.zookeeper.path": "\(path)"])
     }
@@ -139,7 +147,7 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
         if work.everything {
             if try await client.exists(path) == nil {
                 do {
-                    try await client.create(path, createParents: true)
+                    try await client.create(path, acl: acl, createParents: true)
                 } catch  where error.code == .nodeExists {
                     // Created meanwhile: fine.
                 }

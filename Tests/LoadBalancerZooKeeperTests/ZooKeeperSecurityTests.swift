@@ -152,6 +152,27 @@ struct ZooKeeperSecurityTests {
                 let message = strangerUpdates.latest?.error?.message ?? ""
                 #expect(message.contains(node) && message.contains("not authorized to read"), "\(message)")
             }
+
+            // A publisher that creates its parent as another user grants the registrars' user
+            // `create` with its `acl:`; with its client's default, alice is refused, and told why.
+            let aliceID = ZooKeeperACL.Id.digest(username: "alice", password: "right-password")
+            let otherUser = ZooKeeperClient(configuration: readerConfiguration)
+            let granting = ZooKeeperPublisher(
+                path: "/granted", client: otherUser,
+                acl: [.init(permissions: .all, id: .creator), .init(permissions: [.read, .create], id: aliceID)])
+            let closed = ZooKeeperPublisher(path: "/closed", client: otherUser)
+            try await withRunning([{ try? await otherUser.run() }, { try? await granting.run() }, { try? await closed.run() }]) {
+                try await eventually("both parents created") {
+                    let granted = try? await client.exists("/granted")
+                    let closed = try? await client.exists("/closed")
+                    return granted != nil && closed != nil
+                }
+                try await client.create("/granted/a", data: Array("127.0.0.1:1".utf8))
+                let refusal = await expectError(.noAuth) { try await client.create("/closed/a", data: Array("127.0.0.1:1".utf8)) }
+                #expect(
+                    refusal?.message.contains("not authorized to create /closed/a: its parent's ACL") == true,
+                    "\(String(describing: refusal))")
+            }
         }
     }
 
