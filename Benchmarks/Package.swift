@@ -52,16 +52,19 @@ let package = Package(
             path: "Benchmarks/DNSBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
+        // What the runners' command lines share.
+        .target(name: "BenchmarkCLI", path: "Sources/BenchmarkCLI"),
         // The whole call path at any thread count (see BENCHMARKS.md).
         .executableTarget(
             name: "callpath",
-            dependencies: [.product(name: "LoadBalancer", package: "swift-loadbalancer")],
+            dependencies: ["BenchmarkCLI", .product(name: "LoadBalancer", package: "swift-loadbalancer")],
             path: "Sources/callpath"
         ),
         // Discovery at scale: a change's cost against the set's size, for every balancer.
         .executableTarget(
             name: "scale",
             dependencies: [
+                "BenchmarkCLI",
                 "CHeapInfo",
                 .product(name: "LoadBalancer", package: "swift-loadbalancer"),
                 .product(name: "MallocInterposerSwift", package: "malloc-interposer"),

@@ -13,6 +13,7 @@
 //
 // Built with -DCALLPATH_BEFORE it compiles against the library before the call-path redesign
 // (no deadline-aware endpoints there), so both can be measured side by side.
+import BenchmarkCLI
 import Foundation
 import LoadBalancer
 import Synchronization
@@ -31,50 +32,26 @@ let usage = """
                     [--threads 1,2,4,8,16] [--seconds 2] [--endpoints 10] [--rounds 2]
     """
 
-/// Prints `message` and the usage to stderr, and exits with status 2.
-func usageError(_ message: String) -> Never {
-    FileHandle.standardError.write(Data("callpath: \(message)\n\(usage)\n".utf8))
-    exit(2)
-}
-
 func parse() -> Options {
     var options = Options()
-    var arguments = CommandLine.arguments.dropFirst()
-    func positive<T: LosslessStringConvertible & Comparable & Numeric>(_ value: String, _ flag: String) -> T {
-        guard let number = T(value), number > 0 else { usageError("\(flag) needs a positive number, not '\(value)'") }
-        return number
-    }
-    while let flag = arguments.popFirst() {
-        if flag == "--help" || flag == "-h" {
-            print(usage)
-            exit(0)
-        }
-        guard let value = arguments.popFirst() else { usageError("missing value for \(flag)") }
+    var reader = FlagReader(program: "callpath", usage: usage)
+    while let (flag, value) = reader.next() {
         switch flag {
         case "--what":
-            guard ["pick", "call", "retry", "retry-plain", "memory"].contains(value) else { usageError("unknown --what '\(value)'") }
+            guard ["pick", "call", "retry", "retry-plain", "memory"].contains(value) else { reader.fail("unknown --what '\(value)'") }
             options.what = value
-        case "--balancer":
-            options.balancers = value == "all" ? allBalancers : value.split(separator: ",").map(String.init)
-            if let unknown = options.balancers.first(where: { !allBalancers.contains($0) && $0 != "round-robin-exact" }) {
-                usageError(
-                    "unknown balancer '\(unknown)' (one of \((allBalancers + ["round-robin-exact"]).joined(separator: ", ")), or all)")
-            }
-        case "--threads":
-            options.threads = value.split(separator: ",").map { positive(String($0), flag) }
-        case "--seconds": options.seconds = positive(value, flag)
-        case "--endpoints": options.endpoints = positive(value, flag)
-        case "--rounds": options.rounds = positive(value, flag)
-        default: usageError("unknown flag \(flag)")
+        case "--balancer": options.balancers = reader.balancers(value, known: allBalancers, extra: ["round-robin-exact"])
+        case "--threads": options.threads = reader.positives(value, flag)
+        case "--seconds": options.seconds = reader.positive(value, flag)
+        case "--endpoints": options.endpoints = reader.positive(value, flag)
+        case "--rounds": options.rounds = reader.positive(value, flag)
+        default: reader.fail("unknown flag \(flag)")
         }
     }
     return options
 }
 
-let allBalancers = [
-    "round-robin", "random", "weighted-round-robin", "weighted-random", "priority",
-    "p2c-least-outstanding", "p2c-peak-ewma", "consistent-hash",
-]
+let allBalancers = allBalancerNames
 
 func endpoints(_ count: Int, deadlineAware: Bool) -> [Endpoint<Int, Int>] {
     (0..<count).map { i in

@@ -20,6 +20,7 @@
 //   against the same thread picking with no changes;
 // - rate: the same with `--rate` changes per second (paced), the issue's "picks' p99 during 100
 //   changes per second" figure.
+import BenchmarkCLI
 import CHeapInfo
 import Foundation
 import LoadBalancer
@@ -40,47 +41,26 @@ struct Options {
     var csv: String?
 }
 
-let allBalancers = [
-    "round-robin", "random", "weighted-round-robin", "weighted-random", "priority",
-    "p2c-least-outstanding", "p2c-peak-ewma", "consistent-hash",
-]
+let allBalancers = allBalancerNames
 
 let usage = """
     usage: scale [--sizes 100,1000,10000] [--balancer NAME,...|all] [--changes 200]
                  [--flood-seconds 2] [--rate 100] [--rate-seconds 3] [--csv FILE]
     """
 
-func usageError(_ message: String) -> Never {
-    FileHandle.standardError.write(Data("scale: \(message)\n\(usage)\n".utf8))
-    exit(2)
-}
-
 func parse() -> Options {
     var options = Options()
-    var arguments = CommandLine.arguments.dropFirst()
-    func positive<T: LosslessStringConvertible & Comparable & Numeric>(_ value: String, _ flag: String) -> T {
-        guard let number = T(value), number > 0 else { usageError("\(flag) needs a positive number, not '\(value)'") }
-        return number
-    }
-    while let flag = arguments.popFirst() {
-        if flag == "--help" || flag == "-h" {
-            print(usage)
-            exit(0)
-        }
-        guard let value = arguments.popFirst() else { usageError("missing value for \(flag)") }
+    var reader = FlagReader(program: "scale", usage: usage)
+    while let (flag, value) = reader.next() {
         switch flag {
-        case "--sizes": options.sizes = value.split(separator: ",").map { positive(String($0), flag) }
-        case "--balancer":
-            options.balancers = value == "all" ? allBalancers : value.split(separator: ",").map(String.init)
-            if let unknown = options.balancers.first(where: { !allBalancers.contains($0) }) {
-                usageError("unknown balancer '\(unknown)' (one of \(allBalancers.joined(separator: ", ")), or all)")
-            }
-        case "--changes": options.changes = positive(value, flag)
-        case "--flood-seconds": options.floodSeconds = positive(value, flag)
-        case "--rate": options.rate = positive(value, flag)
-        case "--rate-seconds": options.rateSeconds = positive(value, flag)
+        case "--sizes": options.sizes = reader.positives(value, flag)
+        case "--balancer": options.balancers = reader.balancers(value, known: allBalancers)
+        case "--changes": options.changes = reader.positive(value, flag)
+        case "--flood-seconds": options.floodSeconds = reader.positive(value, flag)
+        case "--rate": options.rate = reader.positive(value, flag)
+        case "--rate-seconds": options.rateSeconds = reader.positive(value, flag)
         case "--csv": options.csv = value
-        default: usageError("unknown flag \(flag)")
+        default: reader.fail("unknown flag \(flag)")
         }
     }
     return options
@@ -292,53 +272,45 @@ struct Measure: BalancerVisitor {
             row.idleP999 = percentile(samples, 99.9)
         }
 
-        // A flood of changes while a thread picks.
-        do {
-            let stop = Stop()
-            let started = DispatchSemaphore(value: 0)
-            async let picks = timedPicks(balancer, until: stop, started: started)
-            await waitFor(started)
-            let end = wallNanoseconds() + UInt64(options.floodSeconds * 1e9)
-            var applied = 0
-            while wallNanoseconds() < end {
-                let index = Int.random(in: 0..<instances.count, using: &generator)
-                await cache.update(with: applied % 2 == 0 ? without(index) : instances)
-                applied += 1
-            }
-            stop.flag.store(true, ordering: .relaxed)
-            let (samples, _) = await picks
-            row.floodRate = Double(applied) / options.floodSeconds
-            row.floodP50 = percentile(samples, 50)
-            row.floodP99 = percentile(samples, 99)
-            row.floodP999 = percentile(samples, 99.9)
-            if applied % 2 == 1 { await cache.update(with: instances) }
-        }
+        // A flood of changes while a thread picks, then 100 changes per second (paced).
+        let flood = await changesWhilePicking(balancer, seconds: options.floodSeconds, perSecond: nil)
+        row.floodRate = flood.rate
+        row.floodP50 = percentile(flood.picks, 50)
+        row.floodP99 = percentile(flood.picks, 99)
+        row.floodP999 = percentile(flood.picks, 99.9)
+        let paced = await changesWhilePicking(balancer, seconds: options.rateSeconds, perSecond: options.rate)
+        row.rateAchieved = paced.rate
+        row.rateP99 = percentile(paced.picks, 99)
+        row.rateP999 = percentile(paced.picks, 99.9)
+    }
 
-        // Paced changes while a thread picks.
-        do {
-            let stop = Stop()
-            let started = DispatchSemaphore(value: 0)
-            async let picks = timedPicks(balancer, until: stop, started: started)
-            await waitFor(started)
-            let start = wallNanoseconds()
-            let interval = UInt64(1e9 / options.rate)
-            var applied = 0
-            while true {
-                let due = start + UInt64(applied) * interval
+    /// Applies changes for `seconds`, back to back or `perSecond` of them, while a thread of its
+    /// own picks; returns the changes applied per second and the picks' latencies, sorted. Leaves
+    /// the whole set in the cache.
+    func changesWhilePicking<B: Balancer>(_ balancer: B, seconds: Double, perSecond: Double?) async -> (rate: Double, picks: [UInt64])
+    where B.Request == Int, B.Response == Int {
+        var generator = SystemRandomNumberGenerator()
+        let stop = Stop()
+        let started = DispatchSemaphore(value: 0)
+        async let picks = timedPicks(balancer, until: stop, started: started)
+        await waitFor(started)
+        let start = wallNanoseconds()
+        let length = UInt64(seconds * 1e9)
+        var applied = 0
+        while wallNanoseconds() - start < length {
+            if let perSecond {
+                let due = start + UInt64(Double(applied) * 1e9 / perSecond)
                 let now = wallNanoseconds()
-                if now - start >= UInt64(options.rateSeconds * 1e9) { break }
                 if now < due { try? await Task.sleep(for: .nanoseconds(Int64(due - now))) }
-                let index = Int.random(in: 0..<instances.count, using: &generator)
-                await cache.update(with: applied % 2 == 0 ? without(index) : instances)
-                applied += 1
             }
-            stop.flag.store(true, ordering: .relaxed)
-            let (samples, _) = await picks
-            row.rateAchieved = Double(applied) / options.rateSeconds
-            row.rateP99 = percentile(samples, 99)
-            row.rateP999 = percentile(samples, 99.9)
-            if applied % 2 == 1 { await cache.update(with: instances) }
+            let index = Int.random(in: 0..<instances.count, using: &generator)
+            await cache.update(with: applied % 2 == 0 ? without(index) : instances)
+            applied += 1
         }
+        stop.flag.store(true, ordering: .relaxed)
+        let (samples, _) = await picks
+        if applied % 2 == 1 { await cache.update(with: instances) }
+        return (Double(applied) / seconds, samples)
     }
 }
 
