@@ -72,6 +72,13 @@ public struct SimulationResult: Sendable, CustomStringConvertible {
     /// backends (the first while they are all healthy, the last from the last failure on); `nil`
     /// without zones.
     public var zonePhases: [ZonePhase]?
+    /// The latency distribution of successful requests: the latency at each probability of
+    /// ``LatencyQuantile/probabilities`` (0.01 to 0.99 by 0.01, then 0.995, 0.999 and 1), computed
+    /// as ``p50`` and the other percentiles are; empty when no request succeeded.
+    public var latencyQuantiles: [LatencyQuantile] = []
+    /// The run cut into ``ShareBucket/count`` equal spans by arrival time, with the requests sent
+    /// to each backend in each, to chart each backend's share over time.
+    public var sharesOverTime: [ShareBucket] = []
 
     /// The policy's name, its p50, p99 and p99.9 latencies, its error rate and, with a cold
     /// instance, the cold instance's share while cold, with zones each phase's local share.
@@ -79,6 +86,78 @@ public struct SimulationResult: Sendable, CustomStringConvertible {
         "\(policy): p50 \(p50) p99 \(p99) p99.9 \(p999) errors \(errorRate)"
             + (coldInstanceShare.map { " to the cold instance while cold \($0)" } ?? "")
             + (zonePhases.map { " local by phase \($0.map(\.localShare))" } ?? "")
+    }
+}
+
+/// The latency below which a share of a run's successful requests completed.
+public struct LatencyQuantile: Sendable, Hashable {
+    /// The share, in `0...1`.
+    public var probability: Double
+    /// The latency at that share.
+    public var latency: Duration
+
+    /// The probabilities ``SimulationResult/latencyQuantiles`` are given at: 0.01 to 0.99 by
+    /// 0.01, then 0.995, 0.999 and 1.
+    public static let probabilities: [Double] = (1...99).map { Double($0) / 100 } + [0.995, 0.999, 1]
+}
+
+/// The requests that arrived in one span of a run, by the backend they were sent to.
+public struct ShareBucket: Sendable, Hashable {
+    /// How many spans a run is cut into: 50.
+    public static let count = 50
+    /// When the span starts, into the run.
+    public var start: Duration
+    /// When it ends.
+    public var end: Duration
+    /// The requests that arrived in it, by backend (the order of ``SimulationResult/shares``).
+    public var requests: [Int]
+
+    /// Each backend's share of the span's requests (all 0 when none arrived).
+    public var shares: [Double] {
+        let total = requests.reduce(0, +)
+        return requests.map { total == 0 ? 0 : Double($0) / Double(total) }
+    }
+}
+
+/// The percentile of sorted latencies (seconds) as the simulation reports them: the smallest
+/// latency at or above a share `p` of them; zero when there is none.
+func percentile(_ p: Double, ofSorted latencies: [Double]) -> Duration {
+    guard !latencies.isEmpty else { return .zero }
+    let index = min(latencies.count - 1, max(0, Int((p * Double(latencies.count)).rounded(.up)) - 1))
+    return .nanoseconds(Int64(latencies[index] * 1e9))
+}
+
+/// The quantiles of sorted latencies (seconds) at ``LatencyQuantile/probabilities``.
+func quantiles(ofSorted latencies: [Double]) -> [LatencyQuantile] {
+    guard !latencies.isEmpty else { return [] }
+    return LatencyQuantile.probabilities.map { LatencyQuantile(probability: $0, latency: percentile($0, ofSorted: latencies)) }
+}
+
+/// Counts arrivals per backend in ``ShareBucket/count`` equal spans of a run.
+struct ShareTimeline {
+    let duration: Double
+    var counts: [[Int]]
+
+    init(duration: Double, backends: Int) {
+        self.duration = duration
+        counts = [[Int]](repeating: [Int](repeating: 0, count: backends), count: ShareBucket.count)
+    }
+
+    mutating func sent(_ backend: Int, at time: Double) {
+        guard duration > 0 else { return counts[0][backend] += 1 }
+        let bucket = min(ShareBucket.count - 1, max(0, Int(time / duration * Double(ShareBucket.count))))
+        counts[bucket][backend] += 1
+    }
+
+    var buckets: [ShareBucket] {
+        counts.indices.map { bucket in
+            let span = duration / Double(ShareBucket.count)
+            return ShareBucket(
+                start: .nanoseconds(Int64(Double(bucket) * span * 1e9)),
+                end: .nanoseconds(Int64(Double(bucket + 1) * span * 1e9)),
+                requests: counts[bucket]
+            )
+        }
     }
 }
 
@@ -276,6 +355,7 @@ public enum TailLatencySimulation {
         var picks = [EndpointPick](repeating: EndpointPick(index: 0, generation: 0), count: n)
         var failed = [Bool](repeating: false, count: n)
         var sent = [Int](repeating: 0, count: count)
+        var timeline = ShareTimeline(duration: seconds(scenario.duration), backends: count)
         var arrivedWhileCold = 0
         var sentWhileCold = 0
         var latencies: [Double] = []
@@ -382,6 +462,7 @@ public enum TailLatencySimulation {
                 backendOf[request] = backend
                 picks[request] = pick
                 sent[backend] += 1
+                timeline.sent(backend, at: arrival)
                 if arrival >= joinTime, arrival < coldEnd {
                     arrivedWhileCold += 1
                     if backend == coldBackend { sentWhileCold += 1 }
@@ -431,7 +512,9 @@ public enum TailLatencySimulation {
             errorRate: Double(failures) / Double(n),
             shares: sent.map { Double($0) / Double(n) },
             coldInstanceShare: cold == nil ? nil : Double(sentWhileCold) / Double(max(1, arrivedWhileCold)),
-            zonePhases: zonePhases
+            zonePhases: zonePhases,
+            latencyQuantiles: quantiles(ofSorted: latencies),
+            sharesOverTime: timeline.buckets
         )
     }
 }

@@ -1,7 +1,9 @@
 import ArgumentParser
 import AsyncHTTPClient
+import Histogram
 import LoadBalancer
 import LoadBalancerHTTP
+import LoadBalancerSimulation
 
 /// `lbctl bench SOURCE [--protocol http|grpc] --balancer NAME --requests N --concurrency C [--rate R] [--retries K] [--timeout T] [PATH | --service NAME]`
 struct BenchCommand: AsyncParsableCommand {
@@ -136,7 +138,21 @@ struct BenchCommand: AsyncParsableCommand {
     )
     var perSecond: Bool?
 
+    @Option(
+        help: ArgumentHelp(
+            "Write the set changes and every call (instance, start, latency, outcome) to this file, as JSON lines, for lbctl replay.",
+            valueName: "file"))
+    var record: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "Write an SVG chart to this file: the latency CDF (log scale) and each instance's share of the attempts over time.",
+            valueName: "file.svg"))
+    var chart: String?
+
     func validate() throws {
+        if let record { guard !record.isEmpty else { throw ValidationError("--record needs a file name") } }
+        if let chart { guard !chart.isEmpty else { throw ValidationError("--chart needs a file name") } }
         guard requests > 0 else { throw ValidationError("--requests must be at least 1") }
         guard concurrency > 0 else { throw ValidationError("--concurrency must be at least 1") }
         guard retries >= 0 else { throw ValidationError("--retries must not be negative") }
@@ -183,6 +199,18 @@ struct BenchCommand: AsyncParsableCommand {
             + (slowStartWindow.map { " + slow start \(ActiveHealthChecks.seconds(.seconds($0))) s" } ?? "")
             + (healthCheck.map { " + \($0.rawValue) health checks" } ?? "")
         let perSecond = self.perSecond ?? (slowStartWindow != nil)
+        if let record {
+            options.recorder = try Recorder(
+                path: record,
+                balancer: balancer.rawValue,
+                options: Recording.Options(
+                    source: source, protocol: loadProtocol.rawValue, path: loadProtocol == .http ? options.path : nil,
+                    service: loadProtocol == .grpc ? service ?? "" : nil, ejection: ejection, requests: requests,
+                    concurrency: concurrency, rate: rate, retries: retries, timeout: timeout, slowStart: slowStartWindow,
+                    healthCheck: healthCheck?.rawValue
+                )
+            )
+        }
         let terminal = Output.isTerminal
         let total = requests
         let progress: @Sendable (Int, Duration) -> Void = { done, elapsed in
@@ -203,6 +231,7 @@ struct BenchCommand: AsyncParsableCommand {
                 progress: progress
             )
             if terminal { Output.write("\r\u{1B}[K") }
+            try finish(report, label: label, recorder: options.recorder)
             print(Self.render(report, balancer: label, perSecond: perSecond))
             return
         }
@@ -228,7 +257,48 @@ struct BenchCommand: AsyncParsableCommand {
         }
         if terminal { Output.write("\r\u{1B}[K") }
         try await client.shutdown()
+        try finish(report, label: label, recorder: options.recorder)
         print(Self.render(report, balancer: label, perSecond: perSecond))
+    }
+
+    /// Closes the recording and writes the chart, if asked for.
+    private func finish(_ report: LoadRun.Report, label: String, recorder: Recorder?) throws {
+        try recorder?.finish()
+        if let chart { try Self.chart(report, balancer: label, source: source).write(to: chart) }
+    }
+
+    /// The chart of a run: its latency CDF and each instance's share of the attempts over time (at
+    /// most 50 spans of whole tenths of a second).
+    static func chart(_ report: LoadRun.Report, balancer: String, source: String) -> SVGChart {
+        let tenths = report.perTenth
+        let group = max(1, (tenths.count + 49) / 50)
+        let buckets = stride(from: 0, to: tenths.count, by: group).map { first in
+            tenths[first..<min(tenths.count, first + group)].reduce(into: [String: Int]()) { merged, counts in
+                merged.merge(counts, uniquingKeysWith: +)
+            }
+        }
+        let instances = report.perInstance.map(\.id)
+        let wall = report.wall.secondsValue
+        return SVGChart(
+            title: "lbctl bench: \(balancer)",
+            subtitle: "\(source): \(report.requests) requests, \(report.succeeded) succeeded, \(report.failed) failed, in \(SVGChart.trimmed(wall)) s",
+            cdf: [
+                SVGChart.CDFSeries(
+                    name: balancer,
+                    latencies: report.histogram.totalCount == 0
+                        ? [] : LatencyQuantile.probabilities.map { report.percentile($0 * 100) / 1e9 }
+                )
+            ],
+            panels: [
+                SVGChart.SharePanel(
+                    name: balancer,
+                    instances: instances,
+                    starts: buckets.indices.map { Double($0 * group) / 10 },
+                    end: max(wall, Double((buckets.count - 1) * group) / 10 + 0.001),
+                    requests: buckets.map { counts in instances.map { counts[$0] ?? 0 } }
+                )
+            ]
+        )
     }
 
     static func render(_ report: LoadRun.Report, balancer: String, perSecond: Bool = false) -> String {

@@ -81,6 +81,7 @@ struct GRPCLoadRun {
             group.addTask {
                 for await update in publisher.updates() {
                     addresses.add(update.instances)
+                    options.recorder?.set(update.instances)
                     firstSetSink.yield(update.instances)
                 }
                 firstSetSink.finish()
@@ -106,18 +107,25 @@ struct GRPCLoadRun {
                         cancelled = error is CancellationError || (error as? RPCError)?.code == .cancelled
                         failure = Self.kind(of: error)
                     }
-                    let attempts = log.peers
-                    for (index, peer) in attempts.enumerated() {
+                    let attempts = log.attempts
+                    for (index, attempt) in attempts.enumerated() {
                         let last = index == attempts.count - 1
-                        stats.attempt(
-                            peer.map(addresses.id(ofPeer:)) ?? Self.noStream,
-                            failed: last ? failure != nil && !cancelled : true
-                        )
+                        let id = attempt.peer.map(addresses.id(ofPeer:))
+                        let failed = last ? failure != nil && !cancelled : true
+                        stats.attempt(id ?? Self.noStream, failed: failed)
+                        // An attempt that opened no stream reached no instance: not recorded.
+                        if let recorder = options.recorder, let id, let ended = attempt.ended {
+                            let outcome: Recording.Outcome = last && cancelled ? .cancelled : failed ? .failure : .success
+                            recorder.call(
+                                id, began: attempt.began, ended: ended, outcome: outcome,
+                                error: outcome != .failure ? nil : last ? failure : "retried")
+                        }
                     }
                     return failure
                 }
                 guard let checks = options.healthChecks, let detector = base.outlierDetector else {
                     stats.restart()
+                    options.recorder?.begin(at: stats.start, set: first)
                     await LoadRun.drive(
                         stats: stats, options: options, start: stats.start, interval: interval, progress: progress, request: send)
                     return nil
@@ -127,6 +135,7 @@ struct GRPCLoadRun {
                         checking.addTask { try await checker.run() }
                         await ActiveHealthChecks.waitForFirstChecks(checker, ids: first.map(\.id))
                         stats.restart()
+                        options.recorder?.begin(at: stats.start, set: first)
                         await LoadRun.drive(
                             stats: stats, options: options, start: stats.start, interval: interval, progress: progress, request: send)
                         let outcome = checks.outcome(checker, detector)
@@ -165,29 +174,42 @@ struct GRPCLoadRun {
     }
 }
 
-/// The attempts of one request: per stream the transport was asked for, the peer it reached (nil
-/// when no stream opened).
+/// The attempts of one request: per stream the transport was asked for, when it began and ended
+/// and the peer it reached (nil when no stream opened).
 final class AttemptLog: Sendable {
     /// The log of the request made in this task (and its child tasks: grpc-swift's attempts).
     @TaskLocal static var current: AttemptLog?
 
-    private let state = Mutex<[String?]>([])
+    /// One attempt.
+    struct Attempt: Sendable {
+        var began: ContinuousClock.Instant
+        var ended: ContinuousClock.Instant?
+        var peer: String?
+    }
+
+    private let state = Mutex<[Attempt]>([])
 
     /// An attempt begins; returns its index.
     func began() -> Int {
-        state.withLock { peers in
-            peers.append(nil)
-            return peers.count - 1
+        state.withLock { attempts in
+            attempts.append(Attempt(began: .now))
+            return attempts.count - 1
         }
     }
 
     /// Attempt `index` opened a stream to `peer`.
     func opened(_ index: Int, peer: String) {
-        state.withLock { $0[index] = peer }
+        state.withLock { $0[index].peer = peer }
     }
 
-    /// Each attempt's peer, in order.
-    var peers: [String?] { state.withLock { $0 } }
+    /// Attempt `index` is over.
+    func ended(_ index: Int) {
+        let now = ContinuousClock.now
+        state.withLock { $0[index].ended = now }
+    }
+
+    /// Each attempt, in order.
+    var attempts: [Attempt] { state.withLock { $0 } }
 }
 
 /// A ``BalancingClientTransport`` whose streams are noted in the current ``AttemptLog``.
@@ -211,6 +233,7 @@ struct ObservedTransport: ClientTransport {
     ) async throws -> T {
         let log = AttemptLog.current
         let index = log?.began()
+        defer { if let log, let index { log.ended(index) } }
         return try await base.withStream(descriptor: descriptor, options: options) { stream, context in
             if let log, let index { log.opened(index, peer: context.remotePeer) }
             return try await closure(stream, context)

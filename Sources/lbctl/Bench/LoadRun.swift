@@ -26,6 +26,8 @@ struct LoadRun {
         var priority = BalancerName.PriorityOptions()
         /// Active health checks, if any.
         var healthChecks: ActiveHealthChecks?
+        /// Where the set changes and every call are written (`--record`), if anywhere.
+        var recorder: Recorder?
 
         /// The rules of the outlier detector the balancer honours: `ejectionConfiguration` with
         /// `ejection`; with health checks alone, passive ejection off; else none.
@@ -52,6 +54,8 @@ struct LoadRun {
             var start: ContinuousClock.Instant
             /// Per second of the run (index: whole seconds since `start`), attempts per instance.
             var seconds: [[String: Int]] = []
+            /// The same per tenth of a second (for `--chart`).
+            var tenths: [[String: Int]] = []
         }
         let state: Mutex<State>
         /// Requests handed to workers so far.
@@ -68,6 +72,7 @@ struct LoadRun {
             state.withLock {
                 $0.start = .now
                 $0.seconds = []
+                $0.tenths = []
             }
         }
 
@@ -79,6 +84,9 @@ struct LoadRun {
                 let second = Swift.max(0, Int((now - $0.start).secondsValue))
                 while $0.seconds.count <= second { $0.seconds.append([:]) }
                 $0.seconds[second][id, default: 0] += 1
+                let tenth = Swift.max(0, Int((now - $0.start).secondsValue * 10))
+                while $0.tenths.count <= tenth { $0.tenths.append([:]) }
+                $0.tenths[tenth][id, default: 0] += 1
             }
         }
 
@@ -109,6 +117,8 @@ struct LoadRun {
         var histogram: Histogram<UInt64>
         /// Attempts per instance in each second of the run (the last may be partial).
         var perSecond: [[String: Int]] = []
+        /// Attempts per instance in each tenth of a second of the run.
+        var perTenth: [[String: Int]] = []
         /// What the active health checks did, when there were any.
         var healthChecks: ActiveHealthChecks.Outcome?
 
@@ -140,12 +150,18 @@ struct LoadRun {
         let factory = EndpointFactory<HTTPCall, HTTPReply> { instance in
             ManagedEndpoint(
                 Endpoint(instance: instance, enforcesDeadline: true) { call in
+                    let began = ContinuousClock.now
                     do {
                         let reply = try await HTTPEndpointFactory.send(call, to: instance, client: client, configuration: configuration)
                         stats.attempt(instance.id, failed: false)
+                        options.recorder?.call(instance.id, began: began, ended: .now, outcome: .success)
                         return reply
                     } catch {
-                        stats.attempt(instance.id, failed: !(error is CancellationError))
+                        let cancelled = error is CancellationError
+                        stats.attempt(instance.id, failed: !cancelled)
+                        options.recorder?.call(
+                            instance.id, began: began, ended: .now, outcome: cancelled ? .cancelled : .failure,
+                            error: cancelled ? nil : Self.kind(of: error))
                         throw error
                     }
                 }
@@ -173,6 +189,12 @@ struct LoadRun {
         }
         let outcome = try await withThrowingTaskGroup(of: Void.self, returning: ActiveHealthChecks.Outcome?.self) { group in
             if let service = publisher as? any Service { group.addTask { try await service.run() } }
+            if let recorder = options.recorder {
+                // The sets the source publishes, as the cache sees them.
+                group.addTask {
+                    for await update in publisher.updates() { recorder.set(update.instances) }
+                }
+            }
             group.addTask { try await cache.run() }
             await cache.waitUntilReady()
             if cache.snapshot.isEmpty {
@@ -182,6 +204,7 @@ struct LoadRun {
             defer { group.cancelAll() }
             guard let checks = options.healthChecks, let detector else {
                 stats.restart()
+                options.recorder?.begin(at: stats.start, set: cache.snapshot.instances)
                 await drive(stats: stats, options: options, start: stats.start, interval: interval, progress: progress, request: send)
                 return nil
             }
@@ -190,6 +213,7 @@ struct LoadRun {
                     checking.addTask { try await checker.run() }
                     await ActiveHealthChecks.waitForFirstChecks(checker, ids: cache.snapshot.instances.map(\.id))
                     stats.restart()
+                    options.recorder?.begin(at: stats.start, set: cache.snapshot.instances)
                     await drive(stats: stats, options: options, start: stats.start, interval: interval, progress: progress, request: send)
                     let outcome = checks.outcome(checker, detector)
                     checking.cancelAll()
@@ -263,7 +287,8 @@ extension LoadRun.Stats {
                 perInstance: state.perInstance.map { ($0.key, $0.value.attempts, $0.value.failures) }.sorted { $0.id < $1.id },
                 errors: state.errors.map { ($0.key, $0.value) }.sorted { $0.count > $1.count },
                 histogram: state.histogram,
-                perSecond: state.seconds
+                perSecond: state.seconds,
+                perTenth: state.tenths
             )
         }
     }

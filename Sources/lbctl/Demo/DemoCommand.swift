@@ -27,7 +27,23 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(help: "Simulated seconds of the tail-latency simulation (0 skips it).")
     var simulatedSeconds = 30
 
+    @Option(
+        help: ArgumentHelp(
+            "Write an SVG chart of the tail-latency simulation to this file: each policy's latency CDF (log scale) and "
+                + "each backend's share over time under round robin and P2C peak-EWMA.",
+            valueName: "file.svg"))
+    var chart: String?
+
+    /// The policies whose shares over time the chart shows.
+    static let chartedShares = ["round-robin", "p2c-peak-ewma"]
+
     func validate() throws {
+        if let chart {
+            guard !chart.isEmpty else { throw ValidationError("--chart needs a file name") }
+            guard simulatedSeconds > 0 else {
+                throw ValidationError("--chart charts the tail-latency simulation: it needs --simulated-seconds above 0")
+            }
+        }
         guard requests > 0 else { throw ValidationError("--requests must be at least 1") }
         guard concurrency > 0 else { throw ValidationError("--concurrency must be at least 1") }
         guard simulatedSeconds >= 0 else { throw ValidationError("--simulated-seconds must not be negative") }
@@ -110,19 +126,17 @@ struct DemoCommand: AsyncParsableCommand {
         print("backend 0 is 10x slower in the middle third, backend 1 fails 20% of calls after 1 ms.\n")
         let scenario = TailLatencyScenario.reference { $0.duration = .seconds(simulatedSeconds) }
         let results = await TailLatencySimulation.run(scenario, policies: TailLatencySimulation.standardPolicies())
-        let oracle = results[0]
-        func ns(_ d: Duration) -> Double { d.nanosecondsValue }
-        print(
-            Output.table(
-                ["POLICY", "P50", "P99", "P99.9", "ERRORS", "P99.9/ORACLE"],
-                results.map {
-                    [
-                        $0.policy, Output.milliseconds(ns($0.p50)), Output.milliseconds(ns($0.p99)), Output.milliseconds(ns($0.p999)),
-                        Output.percent($0.errorRate), "\((ns($0.p999) / ns(oracle.p999) * 100).rounded() / 100)x",
-                    ]
-                },
-                rightAligned: [1, 2, 3, 4, 5]
-            )
-        )
+        print(SimulationTable.latencies(results))
+        if let chart {
+            try SVGChart(
+                title: "Tail-latency simulation: \(simulatedSeconds) s simulated",
+                subtitle: "10 backends x 4 slots, log-normal service (median 10 ms, p99 40 ms), 60% load; "
+                    + "backend 0 10x slower in the middle third, backend 1 failing 20% of calls",
+                results: results,
+                instances: (0..<scenario.backends).map { "backend \($0)" },
+                shareOf: Self.chartedShares
+            ).write(to: chart)
+            print("\nChart written to \(chart).")
+        }
     }
 }
