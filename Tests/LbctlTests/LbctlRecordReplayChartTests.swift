@@ -106,7 +106,9 @@ struct LbctlRecordReplayTests {
         try #require(first.status == 0, "\(first.stderr)")
         let second = try await Lbctl.run(["replay", path] + balancers + ["--seed", "3", "--chart", otherChart])
         try #require(second.status == 0, "\(second.stderr)")
-        #expect(first.stdout == second.stdout)
+        // Byte for byte, but for the line naming the chart's file.
+        #expect(
+            first.stdout.replacingOccurrences(of: chart, with: "FILE") == second.stdout.replacingOccurrences(of: otherChart, with: "FILE"))
         #expect(try Data(contentsOf: URL(fileURLWithPath: chart)) == Data(contentsOf: URL(fileURLWithPath: otherChart)))
         let reseeded = try await Lbctl.run(["replay", path] + balancers + ["--seed", "4"])
         #expect(reseeded.status == 0, "\(reseeded.stderr)")

@@ -95,7 +95,7 @@ struct SVGChart {
         out.append(
             "<g class=\"cdf-panel\" data-probabilities=\"\(probabilities.map { "\($0)" }.joined(separator: " "))\">")
         // Grid and axes.
-        for share in [0, 0.25, 0.5, 0.75, 0.9, 0.99, 1] {
+        for share in [0, 0.25, 0.5, 0.75, 0.9, 1] {
             let major = [0, 0.5, 1].contains(share)
             out.append(line(Self.plotLeft, y(share), Self.plotRight, y(share), stroke: major ? "#cccccc" : "#eeeeee"))
             out.append(text(Self.plotLeft - 8, y(share) + 4, Self.percentLabel(share), size: 11, anchor: "end", fill: "#444"))
@@ -268,7 +268,7 @@ struct SVGChart {
         return "\(trimmed(seconds * 1e6)) µs"
     }
 
-    static func secondsLabel(_ seconds: Double) -> String { "\(trimmed(seconds)) s" }
+    static func secondsLabel(_ seconds: Double) -> String { "\(trimmed(abs(seconds) < 1e-9 ? 0 : seconds)) s" }
 
     static func percentLabel(_ share: Double) -> String { "\(trimmed(share * 100))%" }
 
