@@ -296,7 +296,9 @@ struct ReplayModel: Sendable {
         func instance(_ member: RecordedRun.Member) -> Instance {
             let b = index[member.id]!
             let port = 20_000 + b
-            return (try? Instance(host: "127.0.0.1", port: port, weight: member.weight, priority: member.priority, zone: member.zone, id: member.id))
+            return
+                (try? Instance(
+                    host: "127.0.0.1", port: port, weight: member.weight, priority: member.priority, zone: member.zone, id: member.id))
                 ?? (try! Instance(host: "127.0.0.1", port: port))
         }
         instances = ids.map { instance(RecordedRun.Member(id: $0)) }

@@ -144,7 +144,10 @@ struct ShareTimeline {
     }
 
     mutating func sent(_ backend: Int, at time: Double) {
-        guard duration > 0 else { return counts[0][backend] += 1 }
+        guard duration > 0 else {
+            counts[0][backend] += 1
+            return
+        }
         let bucket = min(ShareBucket.count - 1, max(0, Int(time / duration * Double(ShareBucket.count))))
         counts[bucket][backend] += 1
     }

@@ -132,7 +132,8 @@ struct LbctlRecordReplayTests {
         let columns = try #require(header).split(separator: " ", omittingEmptySubsequences: true).map(String.init)
         let slowColumn = try #require(columns.firstIndex(of: slow))
         func slowShare(_ policy: String) -> Double {
-            let cells = output.split(separator: "\n").last { $0.hasPrefix(policy + " ") }?
+            let cells =
+                output.split(separator: "\n").last { $0.hasPrefix(policy + " ") }?
                 .split(separator: " ", omittingEmptySubsequences: true).map(String.init) ?? []
             return slowColumn < cells.count ? Double(cells[slowColumn].dropLast()) ?? -1 : -1
         }
@@ -156,14 +157,35 @@ struct LbctlRecordReplayTests {
             (#"{"type":"call","instance":"a","start":0,"latency":0.01,"outcome":"success"}"#, ":1: expected the header line"),
             (#"{"type":"header","version":2}"#, ":1: recording version 2 is not supported"),
             (#"{"type":"header"}"#, ":1: the header has no \"version\""),
-            (#"{"type":"header","version":1}"# + "\n" + #"{"type":"call","instance":"a","start":0,"outcome":"success"}"#, ":2: a call needs \"latency\""),
-            (#"{"type":"header","version":1}"# + "\n\n" + #"{"type":"call","instance":"a","start":"soon","latency":1,"outcome":"success"}"#, ":3: \"start\" must be a number"),
-            (#"{"type":"header","version":1}"# + "\n" + #"{"type":"call","instance":"a","start":0,"latency":-1,"outcome":"success"}"#, ":2: \"latency\" must be a finite number"),
-            (#"{"type":"header","version":1}"# + "\n" + #"{"type":"call","instance":"a","start":0,"latency":1,"outcome":"ok"}"#, ":2: \"outcome\" must be success, failure or cancelled, not \"ok\""),
+            (
+                #"{"type":"header","version":1}"# + "\n" + #"{"type":"call","instance":"a","start":0,"outcome":"success"}"#,
+                ":2: a call needs \"latency\""
+            ),
+            (
+                #"{"type":"header","version":1}"# + "\n\n"
+                    + #"{"type":"call","instance":"a","start":"soon","latency":1,"outcome":"success"}"#, ":3: \"start\" must be a number"
+            ),
+            (
+                #"{"type":"header","version":1}"# + "\n" + #"{"type":"call","instance":"a","start":0,"latency":-1,"outcome":"success"}"#,
+                ":2: \"latency\" must be a finite number"
+            ),
+            (
+                #"{"type":"header","version":1}"# + "\n" + #"{"type":"call","instance":"a","start":0,"latency":1,"outcome":"ok"}"#,
+                ":2: \"outcome\" must be success, failure or cancelled, not \"ok\""
+            ),
             (#"{"type":"header","version":1}"# + "\n" + #"{"type":"pause","at":1}"#, ":2: unknown line type \"pause\""),
-            (#"{"type":"header","version":1}"# + "\n" + #"{"type":"set","at":1,"instances":[{"id":"a"},{"id":"a"}]}"#, ":2: instance \"a\" is twice in the set"),
-            (#"{"type":"header","version":1}"# + "\n" + #"{"type":"set","at":1,"instances":[{"id":"a"}]}"#, "records no calls: nothing to replay"),
-            (#"{"type":"header","version":1}"# + "\n" + #"{"type":"call","instance":"a","start":0,"latency":1,"outcome":"success"}"# + "\n{\"type\":", ":3: not a JSON object"),
+            (
+                #"{"type":"header","version":1}"# + "\n" + #"{"type":"set","at":1,"instances":[{"id":"a"},{"id":"a"}]}"#,
+                ":2: instance \"a\" is twice in the set"
+            ),
+            (
+                #"{"type":"header","version":1}"# + "\n" + #"{"type":"set","at":1,"instances":[{"id":"a"}]}"#,
+                "records no calls: nothing to replay"
+            ),
+            (
+                #"{"type":"header","version":1}"# + "\n" + #"{"type":"call","instance":"a","start":0,"latency":1,"outcome":"success"}"#
+                    + "\n{\"type\":", ":3: not a JSON object"
+            ),
         ]
     )
     func malformed(contents: String, message: String) async throws {
@@ -187,7 +209,10 @@ struct LbctlRecordReplayTests {
             (["replay", "run.jsonl", "--balancer", "fastest"], 2, "'fastest' is invalid for '--balancer"),
             (["replay", "run.jsonl", "--seed", "x"], 2, "'x' is invalid for '--seed"),
             (["replay"], 2, "Missing expected argument '<file>'"),
-            (["bench", "static://127.0.0.1:1", "--record", "/nonexistent/dir/run.jsonl"], 2, "--record: cannot create /nonexistent/dir/run.jsonl"),
+            (
+                ["bench", "static://127.0.0.1:1", "--record", "/nonexistent/dir/run.jsonl"], 2,
+                "--record: cannot create /nonexistent/dir/run.jsonl"
+            ),
             (["demo", "--simulated-seconds", "0", "--chart", "x.svg"], 2, "--chart charts the tail-latency simulation"),
         ]
     )
@@ -276,7 +301,8 @@ struct LbctlChartTests {
             // The table prints milliseconds to 0.1 (to 1 from 100 ms).
             for (index, cell) in [(p50, cells[1]), (p99, cells[3])] {
                 let printed = try #require(milliseconds(cell))
-                #expect(abs(latencies[index] - printed) <= (printed >= 100 ? 0.51 : 0.051), "\(cells[0]): \(latencies[index]) vs \(printed)")
+                #expect(
+                    abs(latencies[index] - printed) <= (printed >= 100 ? 0.51 : 0.051), "\(cells[0]): \(latencies[index]) vs \(printed)")
             }
         }
         // Each series is drawn.

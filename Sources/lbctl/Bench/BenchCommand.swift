@@ -281,7 +281,8 @@ struct BenchCommand: AsyncParsableCommand {
         let wall = report.wall.secondsValue
         return SVGChart(
             title: "lbctl bench: \(balancer)",
-            subtitle: "\(source): \(report.requests) requests, \(report.succeeded) succeeded, \(report.failed) failed, in \(SVGChart.trimmed(wall)) s",
+            subtitle:
+                "\(source): \(report.requests) requests, \(report.succeeded) succeeded, \(report.failed) failed, in \(SVGChart.trimmed(wall)) s",
             cdf: [
                 SVGChart.CDFSeries(
                     name: balancer,

@@ -84,7 +84,10 @@ struct SVGChart {
         var out: [String] = []
         let plotTop = top + 20
         let plotBottom = plotTop + Self.cdfHeight
-        out.append(text(Self.plotLeft, top + 8, "Latency of successful requests: cumulative share (latency on a log scale)", size: 14, weight: "bold"))
+        out.append(
+            text(
+                Self.plotLeft, top + 8, "Latency of successful requests: cumulative share (latency on a log scale)", size: 14,
+                weight: "bold"))
         let values = cdf.flatMap(\.latencies).filter { $0 > 0 }
         let (lo, hi) = Self.logRange(min: values.min() ?? 1e-3, max: values.max() ?? 1)
         func x(_ seconds: Double) -> Double {
@@ -110,7 +113,8 @@ struct SVGChart {
         out.append(text((Self.plotLeft + Self.plotRight) / 2, plotBottom + 36, "latency (log scale)", size: 12, anchor: "middle"))
         out.append(
             "<text x=\"\(f(Self.plotLeft - 50))\" y=\"\(f((plotTop + plotBottom) / 2))\" font-size=\"12\" text-anchor=\"middle\" "
-                + "transform=\"rotate(-90 \(f(Self.plotLeft - 50)) \(f((plotTop + plotBottom) / 2)))\">share of requests at or below</text>")
+                + "transform=\"rotate(-90 \(f(Self.plotLeft - 50)) \(f((plotTop + plotBottom) / 2)))\">share of requests at or below</text>"
+        )
         // The series, and the legend.
         let styles = Self.styles(cdf.map(\.name))
         for (index, series) in cdf.enumerated() {
@@ -122,7 +126,8 @@ struct SVGChart {
             )
             if !points.isEmpty {
                 out.append(
-                    "<polyline points=\"\(points.joined(separator: " "))\" fill=\"none\" stroke=\"\(style.color)\" stroke-width=\"1.8\"\(dash)/>")
+                    "<polyline points=\"\(points.joined(separator: " "))\" fill=\"none\" stroke=\"\(style.color)\" stroke-width=\"1.8\"\(dash)/>"
+                )
             }
             out.append("</g>")
             let legendY = plotTop + 6 + Double(index) * 18
@@ -171,7 +176,8 @@ struct SVGChart {
             below = above
         }
         for share in [0, 0.25, 0.5, 0.75, 1] {
-            out.append(line(Self.plotLeft, y(share), Self.plotRight, y(share), stroke: "#ffffff", opacity: share == 0 || share == 1 ? 0 : 0.6))
+            out.append(
+                line(Self.plotLeft, y(share), Self.plotRight, y(share), stroke: "#ffffff", opacity: share == 0 || share == 1 ? 0 : 0.6))
             out.append(text(Self.plotLeft - 8, y(share) + 4, Self.percentLabel(share), size: 11, anchor: "end", fill: "#444"))
         }
         for tick in Self.linearTicks(start, end) {
@@ -186,11 +192,13 @@ struct SVGChart {
         for (instance, name) in shown.enumerated() {
             let legendY = plotTop + 4 + Double(instance) * 14
             out.append(
-                "<rect x=\"\(f(Self.legendLeft))\" y=\"\(f(legendY - 8))\" width=\"12\" height=\"10\" fill=\"\(Self.palette[instance % Self.palette.count])\"/>")
+                "<rect x=\"\(f(Self.legendLeft))\" y=\"\(f(legendY - 8))\" width=\"12\" height=\"10\" fill=\"\(Self.palette[instance % Self.palette.count])\"/>"
+            )
             out.append(text(Self.legendLeft + 18, legendY + 1, name, size: 11))
         }
         if panel.instances.count > shown.count {
-            out.append(text(Self.legendLeft, plotTop + 4 + Double(shown.count) * 14 + 1, "+\(panel.instances.count - shown.count) more", size: 11))
+            out.append(
+                text(Self.legendLeft, plotTop + 4 + Double(shown.count) * 14 + 1, "+\(panel.instances.count - shown.count) more", size: 11))
         }
         out.append("</g>")
         return out

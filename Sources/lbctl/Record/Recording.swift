@@ -143,7 +143,9 @@ enum Recording {
                 sets.append(
                     RecordedRun.SetChange(
                         at: duration(at),
-                        members: members.map { RecordedRun.Member(id: $0.id, weight: $0.weight ?? 1, priority: $0.priority ?? 0, zone: $0.zone) }
+                        members: members.map {
+                            RecordedRun.Member(id: $0.id, weight: $0.weight ?? 1, priority: $0.priority ?? 0, zone: $0.zone)
+                        }
                     )
                 )
             case "call":
@@ -160,7 +162,8 @@ enum Recording {
                     cancelled += 1
                 } else {
                     calls.append(
-                        RecordedRun.Call(instance: instance, start: duration(start), latency: duration(latency), failed: outcome == .failure))
+                        RecordedRun.Call(
+                            instance: instance, start: duration(start), latency: duration(latency), failed: outcome == .failure))
                 }
             default:
                 throw fail("unknown line type \"\(type)\" (expected set or call)")
@@ -283,7 +286,9 @@ final class Recorder: Sendable {
     }
 
     /// A call to `instance` ran from `began` to `ended` with `outcome` (`error`: the failure's kind).
-    func call(_ instance: String, began: ContinuousClock.Instant, ended: ContinuousClock.Instant, outcome: Recording.Outcome, error: String? = nil) {
+    func call(
+        _ instance: String, began: ContinuousClock.Instant, ended: ContinuousClock.Instant, outcome: Recording.Outcome, error: String? = nil
+    ) {
         guard let start = state.withLock({ $0.start }) else { return }
         append(
             Recording.Line(

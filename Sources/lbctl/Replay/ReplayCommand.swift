@@ -61,7 +61,8 @@ struct ReplayCommand: AsyncParsableCommand {
         let recording = try Recording.read(path: file)
         let run = recording.run
         let instances = run.instances
-        let names = balancers.isEmpty ? BalancerName.allCases : balancers.reduce(into: [BalancerName]()) { if !$0.contains($1) { $0.append($1) } }
+        let names =
+            balancers.isEmpty ? BalancerName.allCases : balancers.reduce(into: [BalancerName]()) { if !$0.contains($1) { $0.append($1) } }
         var policies: [SimulatedPolicy] = [.oracle]
         policies += names.map { $0.simulatedPolicy(seed: seed, ejection: nil) }
         if ejection {
