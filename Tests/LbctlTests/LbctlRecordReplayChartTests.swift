@@ -96,6 +96,36 @@ struct LbctlRecordReplayTests {
         #expect((starts.max() ?? 0) - (starts.min() ?? 0) >= 0.2)
     }
 
+    @Test("bench --protocol grpc --record writes every attempt, retries included, with its instance and outcome")
+    func recordGRPC() async throws {
+        try await LocalGRPCHealthBackend.withBackends([
+            .init(latency: .milliseconds(1)), .init(latency: .milliseconds(1)), .init(latency: .milliseconds(1), failureRate: 1),
+        ]) { backends in
+            let source = "static://" + backends.map { "127.0.0.1:\($0.port)" }.joined(separator: ",")
+            let path = temporaryPath("grpc.jsonl")
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            let result = try await Lbctl.run([
+                "bench", source, "--protocol", "grpc", "--balancer", "round-robin", "--requests", "60", "--concurrency", "1",
+                "--retries", "2", "--record", path,
+            ])
+            try #require(result.status == 0, "\(result.stderr)")
+            let lines = try jsonLines(path)
+            #expect((lines.first?["options"] as? [String: Any])?["protocol"] as? String == "grpc")
+            let calls = lines.filter { $0["type"] as? String == "call" }
+            // One line per attempt: the requests and their retries, as the report counts them.
+            let report = try #require(BenchReport(result.stdout), "\(result.stdout)")
+            #expect(calls.count == report.rows.values.map(\.attempts).reduce(0, +))
+            #expect(calls.count == 60 + report.retries)
+            let failing = "127.0.0.1:\(backends[2].port)"
+            for call in calls {
+                let instance = try #require(call["instance"] as? String)
+                #expect(call["outcome"] as? String == (instance == failing ? "failure" : "success"), "\(call)")
+                #expect((call["latency"] as? Double ?? -1) >= 0)
+            }
+            #expect(calls.filter { $0["instance"] as? String == failing }.count == backends[2].served.total)
+        }
+    }
+
     @Test("replay: the same seed prints the same bytes; P2C sends the recorded slow instance less than round robin")
     func replay() async throws {
         let (path, slow, _) = try await recordSlowRun()

@@ -223,13 +223,20 @@ struct BenchCommand: AsyncParsableCommand {
         let interval: Duration = terminal ? .milliseconds(100) : .seconds(1)
 
         if loadProtocol == .grpc {
-            let report = try await GRPCLoadRun.run(
-                publisher: publisher,
-                options: options,
-                service: service ?? "",
-                interval: interval,
-                progress: progress
-            )
+            let report: LoadRun.Report
+            do {
+                report = try await GRPCLoadRun.run(
+                    publisher: publisher,
+                    options: options,
+                    service: service ?? "",
+                    interval: interval,
+                    progress: progress
+                )
+            } catch {
+                // Keep what was recorded.
+                try? options.recorder?.finish()
+                throw error
+            }
             if terminal { Output.write("\r\u{1B}[K") }
             try finish(report, label: label, recorder: options.recorder)
             print(Self.render(report, balancer: label, perSecond: perSecond))
@@ -253,6 +260,7 @@ struct BenchCommand: AsyncParsableCommand {
             )
         } catch {
             try? await client.shutdown()
+            try? options.recorder?.finish()
             throw error
         }
         if terminal { Output.write("\r\u{1B}[K") }
