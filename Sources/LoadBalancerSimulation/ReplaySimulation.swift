@@ -333,9 +333,28 @@ struct ReplayModel: Sendable {
         let allCalls = everyInstance.flatMap { $0 }
         var samples = recorded
         for b in ids.indices {
-            let filled = recorded[b].indices.filter { !recorded[b][$0].isEmpty }
+            // The nearest window with calls to the instance, earlier on a tie: one pass each way.
+            var before = [Int?](repeating: nil, count: windows)
+            var after = [Int?](repeating: nil, count: windows)
+            var last: Int?
+            for w in 0..<windows {
+                if !recorded[b][w].isEmpty { last = w }
+                before[w] = last
+            }
+            last = nil
+            for w in (0..<windows).reversed() {
+                if !recorded[b][w].isEmpty { last = w }
+                after[w] = last
+            }
             for w in 0..<windows where recorded[b][w].isEmpty {
-                if let nearest = filled.min(by: { (abs($0 - w), $0) < (abs($1 - w), $1) }) {
+                let nearest: Int? =
+                    switch (before[w], after[w]) {
+                    case (let earlier?, let later?): w - earlier <= later - w ? earlier : later
+                    case (let earlier?, nil): earlier
+                    case (nil, let later?): later
+                    case (nil, nil): nil
+                    }
+                if let nearest {
                     samples[b][w] = recorded[b][nearest]
                 } else if !everyInstance[w].isEmpty {
                     samples[b][w] = everyInstance[w]

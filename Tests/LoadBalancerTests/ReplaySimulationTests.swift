@@ -99,6 +99,28 @@ struct ReplaySimulationTests {
         #expect(oracle.shares[1] == 0, "\(oracle.shares)")
     }
 
+    @Test("an instance with no recorded call in a window behaves as in the nearest window that has one")
+    func nearestWindow() async throws {
+        // 1 s windows, a call every 10 ms: "a" answers in 1 ms in the first second, has no call in
+        // the second, and answers in 30 ms in the third; "b" takes every call of the second and
+        // answers in 1 ms throughout.
+        let calls = (0..<300).map { index -> RecordedRun.Call in
+            let window = index / 100
+            let instance = window == 1 || index % 2 == 1 ? "b" : "a"
+            let latency: Duration = instance == "a" && window == 2 ? .milliseconds(30) : .milliseconds(1)
+            return RecordedRun.Call(instance: instance, start: .milliseconds(10 * index), latency: latency, failed: false)
+        }
+        let run = RecordedRun(sets: [.init(at: .zero, members: [.init(id: "a"), .init(id: "b")])], calls: calls)
+        let result = await TailLatencySimulation.replay(ReplayScenario(run), policies: [Self.roundRobin])[0]
+        // Round robin sends "a" half of each second. In the second, "a" draws from the first
+        // (as near as the third; the earlier wins): only the third second's half, a sixth of all
+        // calls, takes 30 ms.
+        func quantile(_ p: Double) -> Duration? { result.latencyQuantiles.first { $0.probability == p }?.latency }
+        #expect(near(quantile(0.8), .milliseconds(1)), "\(result.latencyQuantiles)")
+        #expect(near(quantile(0.9), .milliseconds(30)), "\(result.latencyQuantiles)")
+        #expect(abs(result.shares[0] - 0.5) < 0.01)
+    }
+
     @Test("with a limit on calls at once, calls queue behind a slow instance")
     func instanceConcurrency() async throws {
         // Every call takes 50 ms on one instance, a call every 10 ms: unlimited, 50 ms each; one

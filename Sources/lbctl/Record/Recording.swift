@@ -206,7 +206,8 @@ enum Recording {
         case is Double.Type, is Int.Type: "a number"
         case is String.Type: "a string"
         case is Bool.Type: "true or false"
-        default: "an \(type == Options.self ? "object" : "array or object")"
+        case is [Member].Type: "an array"
+        default: "an object"
         }
     }
 
