@@ -132,7 +132,8 @@ struct LbctlRecordReplayTests {
         let chart = temporaryPath("replay.svg")
         let otherChart = temporaryPath("replay-again.svg")
         defer { for file in [path, chart, otherChart] { try? FileManager.default.removeItem(atPath: file) } }
-        let balancers = ["--balancer", "round-robin", "--balancer", "p2c-peak-ewma", "--balancer", "p2c-least-outstanding"]
+        // Every balancer (the default), each also with ejection: all of them repeat.
+        let balancers = ["--ejection"]
         let first = try await Lbctl.run(["replay", path] + balancers + ["--seed", "3", "--chart", chart])
         try #require(first.status == 0, "\(first.stderr)")
         let second = try await Lbctl.run(["replay", path] + balancers + ["--seed", "3", "--chart", otherChart])
@@ -153,7 +154,7 @@ struct LbctlRecordReplayTests {
         let output = first.stdout
         #expect(output.contains("Recorded with round-robin: 300 calls to 3 instances"), "\(output)")
         #expect(row(output, "POLICY") == ["P50", "P99", "P99.9", "ERRORS", "P99.9/ORACLE"])
-        for policy in ["oracle", "round-robin", "p2c-peak-ewma", "p2c-least-outstanding"] {
+        for policy in ["oracle", "round-robin", "consistent-hash", "p2c-peak-ewma", "p2c-least-outstanding", "random+ejection"] {
             // "0.9 ms  20.6 ms  21.1 ms  0.0%  1.02x"
             #expect(row(output, policy + " ").count == 8, "\(policy): \(output)")
         }

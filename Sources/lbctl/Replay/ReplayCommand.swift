@@ -1,6 +1,7 @@
 import ArgumentParser
 import LoadBalancer
 import LoadBalancerSimulation
+import Synchronization
 
 /// `lbctl replay FILE [--balancer NAME]... [--ejection] [--seed N] [--window SECONDS] [--instance-concurrency N] [--chart FILE.svg]`
 struct ReplayCommand: AsyncParsableCommand {
@@ -118,8 +119,41 @@ extension BalancerName {
             case .priority: AnyBalancer(PriorityBalancer(e, seed: seed, ejection: d))
             case .p2cLeastOutstanding: AnyBalancer(P2CBalancer(e, metric: .leastOutstanding, seed: seed, ejection: d, now: now))
             case .p2cPeakEWMA: AnyBalancer(P2CBalancer(e, metric: .peakEWMA(), seed: seed, ejection: d, now: now))
-            case .consistentHash: AnyBalancer(ConsistentHashBalancer(e, ejection: d))
+            case .consistentHash: AnyBalancer(SeededKeysConsistentHash(ConsistentHashBalancer(e, ejection: d), seed: seed))
             }
         }
     }
+}
+
+/// Consistent hashing whose keyless picks hash a key drawn from a seeded generator (the library's
+/// balancer draws an unseeded random key), so that a replay repeats. Everything else is the
+/// wrapped balancer's.
+final class SeededKeysConsistentHash: Balancer {
+    let base: ConsistentHashBalancer<Int, Int>
+    private let state: Atomic<UInt64>
+
+    init(_ base: ConsistentHashBalancer<Int, Int>, seed: UInt64) {
+        self.base = base
+        self.state = Atomic(seed)
+    }
+
+    var cache: EndpointCache<Int, Int>? { base.cache }
+    var snapshot: EndpointSet<Int, Int> { base.snapshot }
+
+    /// The entry of the next seeded key's hash (SplitMix64).
+    func pick() throws(LoadBalancerError) -> EndpointPick {
+        var z = state.wrappingAdd(0x9E37_79B9_7F4A_7C15, ordering: .relaxed).newValue
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return try base.pick(forHash: z ^ (z >> 31))
+    }
+
+    func lease() throws(LoadBalancerError) -> EndpointLease<Int, Int> { try base.lease() }
+    func lease(avoiding ids: Set<String>) throws(LoadBalancerError) -> EndpointLease<Int, Int>? { try base.lease(avoiding: ids) }
+    func finish(_ lease: EndpointLease<Int, Int>, outcome: CallRecord.Outcome, latency: Duration) {
+        base.finish(lease, outcome: outcome, latency: latency)
+    }
+    var observesCalls: Bool { base.observesCalls }
+    func willCall(_ pick: EndpointPick, slot: UInt32) { base.willCall(pick, slot: slot) }
+    func record(_ call: CallRecord) { base.record(call) }
 }
