@@ -62,6 +62,10 @@ public struct RecordedRun: Sendable, Hashable {
     /// The calls, in any order.
     public var calls: [Call]
 
+    /// The most instances a replay takes (the simulation gives each a loopback port of its own,
+    /// from 20,000 up).
+    public static let maximumInstances = 65_535 - 20_000
+
     /// A recorded run of `sets` and `calls`.
     public init(sets: [SetChange], calls: [Call]) {
         self.sets = sets
@@ -292,6 +296,9 @@ struct ReplayModel: Sendable {
         seed = scenario.seed
         let run = scenario.run
         let ids = run.instances
+        precondition(
+            ids.count <= RecordedRun.maximumInstances,
+            "a replay takes at most \(RecordedRun.maximumInstances) instances; this run has \(ids.count)")
         let index = Dictionary(uniqueKeysWithValues: ids.enumerated().map { ($0.element, $0.offset) })
         func instance(_ member: RecordedRun.Member) -> Instance {
             let b = index[member.id]!

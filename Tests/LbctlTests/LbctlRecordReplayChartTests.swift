@@ -231,6 +231,11 @@ struct LbctlRecordReplayTests {
         #expect(message.hasPrefix(":") == result.stderr.contains(path + ":"), "\(result.stderr)")
     }
 
+    @Test("a recording naming more instances than a replay gives ports to is refused with an error, not a crash")
+    func tooManyInstances() async throws {
+        try await malformed(contents: tooManyInstancesRecording, message: "names 45536 instances: a replay takes at most 45535")
+    }
+
     @Test(
         "bad replay and record arguments: one line on stderr",
         arguments: [
@@ -417,3 +422,12 @@ struct LbctlChartTests {
         #expect(slowCounts.reduce(0, +) < 100)
     }
 }
+
+/// A recording naming more instances than a replay gives ports to (refused with an error, not a crash).
+let tooManyInstancesRecording: String = {
+    let members = (0...45_535).map { #"{"id":"i\#($0)"}"# }.joined(separator: ",")
+    let header = #"{"type":"header","version":1}"#
+    let set = #"{"type":"set","at":0,"instances":["# + members + "]}"
+    let call = #"{"type":"call","instance":"i0","start":0,"latency":1,"outcome":"success"}"#
+    return [header, set, call].joined(separator: "\n")
+}()

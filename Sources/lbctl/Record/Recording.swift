@@ -171,11 +171,17 @@ enum Recording {
         }
         guard let header else { throw LbctlError.run("\(name) is empty: expected a header line") }
         guard !calls.isEmpty else { throw LbctlError.run("\(name) records no calls: nothing to replay") }
+        let run = RecordedRun(sets: sets, calls: calls)
+        let instanceCount = run.instances.count
+        guard instanceCount <= RecordedRun.maximumInstances else {
+            throw LbctlError.run(
+                "\(name) names \(instanceCount) instances: a replay takes at most \(RecordedRun.maximumInstances)")
+        }
         return Contents(
             balancer: header.balancer ?? "unknown",
             options: header.options,
             started: header.started,
-            run: RecordedRun(sets: sets, calls: calls),
+            run: run,
             cancelled: cancelled
         )
     }
