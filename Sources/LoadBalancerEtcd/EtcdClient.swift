@@ -175,11 +175,68 @@ public final class EtcdClient: Service, Sendable {
         return try await range(request)
     }
 
-    private func range(_ request: Etcdserverpb_RangeRequest) async throws(EtcdError) -> EtcdRange {
-        let response = try await unary("range") { grpc, metadata, options in
-            try await Etcdserverpb_KV.Client(wrapping: grpc).range(request, metadata: metadata, options: options)
+    /// Reads the keys under `prefix` in pages of at most `pageSize` keys, all at the revision of
+    /// the first page (a consistent snapshot, whatever is written meanwhile), handing each page to
+    /// `handle` in key order before the next is read. Returns that revision: watch from the one
+    /// after it to see every later change.
+    ///
+    /// Each page is one `Range` request with a `limit`, continuing after the previous page's last
+    /// key, so neither etcd nor the client holds the whole prefix in one message (which gRPC caps
+    /// at 4 MiB by default). Pages may come from different members (each read is linearizable).
+    ///
+    /// - Parameters:
+    ///   - prefix: Every key that starts with it is read.
+    ///   - pageSize: The most keys in one page; at least 1.
+    ///   - handle: Called with each page (its ``EtcdRange/revision`` is the snapshot's); a prefix
+    ///     with no keys gives one empty page.
+    /// - Throws: ``EtcdError/Code/compacted`` when etcd compacted the snapshot's revision away
+    ///   before the last page was read (read again: the pages handed out so far belong to a
+    ///   snapshot that can no longer be finished); otherwise as ``range(prefix:)``.
+    public func rangePages(
+        prefix: String,
+        pageSize: Int,
+        _ handle: (EtcdRange) async -> Void
+    ) async throws(EtcdError) -> Int64 {
+        let end = Data(Self.prefixEnd(Array(prefix.utf8)))
+        var request = Etcdserverpb_RangeRequest()
+        request.key = Data(prefix.utf8)
+        request.rangeEnd = end
+        request.limit = Int64(max(1, pageSize))
+        var snapshot: Int64?
+        while true {
+            let response = try await rangeResponse(request)
+            let revision = snapshot ?? response.header.revision
+            guard let last = response.kvs.last?.key, response.more else {
+                await handle(EtcdRange(revision: revision, keyValues: response.kvs.map(EtcdKeyValue.init)))
+                return revision
+            }
+            await handle(EtcdRange(revision: revision, keyValues: response.kvs.map(EtcdKeyValue.init), more: true))
+            snapshot = revision
+            // Every later page at the first page's revision, from just after the last key read.
+            request.revision = revision
+            request.key = last + [0]
         }
-        return EtcdRange(revision: response.header.revision, keyValues: response.kvs.map(EtcdKeyValue.init))
+    }
+
+    private func range(_ request: Etcdserverpb_RangeRequest) async throws(EtcdError) -> EtcdRange {
+        let response = try await rangeResponse(request)
+        return EtcdRange(revision: response.header.revision, keyValues: response.kvs.map(EtcdKeyValue.init), more: response.more)
+    }
+
+    private func rangeResponse(_ request: Etcdserverpb_RangeRequest) async throws(EtcdError) -> Etcdserverpb_RangeResponse {
+        do {
+            return try await unary("range") { grpc, metadata, options in
+                try await Etcdserverpb_KV.Client(wrapping: grpc).range(request, metadata: metadata, options: options)
+            }
+        } catch  where request.revision > 0 && (error.cause as? RPCError)?.message.contains("required revision has been compacted") == true
+        {
+            // etcd's ErrCompacted (gRPC OUT_OF_RANGE): the revision asked for is gone.
+            throw EtcdError(
+                code: .compacted,
+                message: "the range at revision \(request.revision) was compacted away",
+                cause: error.cause
+            )
+        }
     }
 
     /// Sets `key` to `value`, attached to `lease` when given. Returns the revision of the write.

@@ -12,6 +12,8 @@ public struct EtcdRange: Sendable {
     public var revision: Int64
     /// The keys, in key order.
     public var keyValues: [EtcdKeyValue]
+    /// Whether more keys are in the range than were returned (a page of a paged read).
+    public var more: Bool = false
 }
 
 /// One key and its value.
@@ -66,6 +68,32 @@ public struct EtcdWatchBatch: Sendable {
     public var events: [EtcdEvent]
 }
 
+/// A list being read page by page: each page's values are parsed as it arrives, so the raw pages
+/// are never all held at once.
+struct EtcdListing: Sendable {
+    /// Instances by key.
+    var instances: [String: Instance] = [:]
+    /// The values that are not instances, by key.
+    var invalid: [String: [UInt8]] = [:]
+    /// How many pages were added.
+    var pages = 0
+
+    /// Adds one page; `parse` turns a value into an instance (nil: not one).
+    mutating func add(_ page: EtcdRange, parse: (EtcdKeyValue) -> Instance?) {
+        pages += 1
+        instances.reserveCapacity(instances.count + page.keyValues.count)
+        for kv in page.keyValues {
+            if let instance = parse(kv) {
+                instances[kv.key] = instance
+                invalid.removeValue(forKey: kv.key)
+            } else {
+                instances.removeValue(forKey: kv.key)
+                invalid[kv.key] = kv.value
+            }
+        }
+    }
+}
+
 /// The instances under a prefix, as a list read them and watch batches then changed them, with the
 /// revision to watch from next. The publisher's state; kept apart from it (and from gRPC) so the
 /// fuzz target decodes and applies responses exactly as the publisher does.
@@ -79,17 +107,16 @@ struct EtcdInstanceTable: Sendable {
 
     /// Replaces the table with a list's result; `parse` turns a value into an instance (nil: skip it).
     mutating func reset(to range: EtcdRange, parse: (EtcdKeyValue) -> Instance?) {
-        var listed: [String: Instance] = [:]
-        invalid = [:]
-        for kv in range.keyValues {
-            if let instance = parse(kv) {
-                listed[kv.key] = instance
-            } else {
-                invalid[kv.key] = kv.value
-            }
-        }
-        instances = listed
-        nextRevision = Self.after(range.revision)
+        var listing = EtcdListing()
+        listing.add(range, parse: parse)
+        reset(to: listing, revision: range.revision)
+    }
+
+    /// Replaces the table with a list read page by page (at `revision`).
+    mutating func reset(to listing: EtcdListing, revision: Int64) {
+        instances = listing.instances
+        invalid = listing.invalid
+        nextRevision = Self.after(revision)
     }
 
     /// Applies a watch batch whose puts were parsed beforehand (`parsed`, one per event, nil for a

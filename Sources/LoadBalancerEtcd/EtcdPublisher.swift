@@ -14,7 +14,8 @@ import Synchronization
 /// and Consul publishers do). A value that says its instance is not serving (a ServerSet member
 /// not `ALIVE`, a disabled Curator instance) is left out without being reported.
 ///
-/// ``run()`` lists the prefix, then watches it from the revision after the list. After a broken
+/// ``run()`` lists the prefix (in pages of `pageSize` keys, all at one revision), then watches it
+/// from the revision after the list. After a broken
 /// stream (a member died, lost its leader, or the connection dropped) it watches again from the
 /// revision after the last one it saw, on the next member, so no change is lost or seen twice.
 /// When etcd has compacted that revision away, it lists again. Between attempts it backs off
@@ -33,27 +34,55 @@ public final class EtcdPublisher: InstancePublisher, Service {
     private let state = Mutex(EtcdInstanceTable())
     /// How values are read (which ServerSet endpoint, for one).
     public let valueOptions: RegistryValueOptions
+    /// The most keys one request of the initial list reads (see ``init(prefix:client:pageSize:backoff:staleness:valueOptions:logger:)``).
+    public let pageSize: Int
+    /// Called after each page of a list has been parsed, with the page (tests write between pages
+    /// with it).
+    private let afterListPage: (@Sendable (EtcdRange) async -> Void)?
 
     /// Creates a publisher; nothing is read until ``run()``.
     ///
     /// - Parameters:
     ///   - prefix: The key prefix; every key that starts with it is an instance.
     ///   - client: The etcd client (run it too).
+    ///   - pageSize: The most keys one request of a list reads. The list is read in pages, all at
+    ///     the revision of the first (a consistent snapshot; what is written meanwhile comes with
+    ///     the watch that follows), so neither etcd nor the publisher holds one message with every
+    ///     key, and no answer nears gRPC's 4 MiB message limit. Default 1,000; at least 1.
     ///   - backoff: The pause between attempts after a failure. Default 100 ms doubling to 5 s.
     ///   - staleness: What to do with the last good set while etcd fails. Default: keep it.
     ///   - valueOptions: How values are read, for example which ServerSet endpoint to use. Default:
     ///     `RegistryValueOptions.defaults`.
     ///   - logger: Where to log. Default: nowhere.
-    public init(
+    public convenience init(
         prefix: String,
         client: EtcdClient,
+        pageSize: Int = 1_000,
         backoff: Backoff = Backoff(base: .milliseconds(100), cap: .seconds(5)),
         staleness: StalenessPolicy = .keepLastGood,
         valueOptions: RegistryValueOptions = .defaults,
         logger: Logger = Logger(label: "loadbalancer.etcd", factory: { _ in SwiftLogNoOpLogHandler() })
     ) {
+        self.init(
+            prefix: prefix, client: client, pageSize: pageSize, backoff: backoff, staleness: staleness,
+            valueOptions: valueOptions, logger: logger, afterListPage: nil)
+    }
+
+    /// A publisher that calls `afterListPage` after each page of a list (for tests).
+    package init(
+        prefix: String,
+        client: EtcdClient,
+        pageSize: Int,
+        backoff: Backoff = Backoff(base: .milliseconds(100), cap: .seconds(5)),
+        staleness: StalenessPolicy = .keepLastGood,
+        valueOptions: RegistryValueOptions = .defaults,
+        logger: Logger = Logger(label: "loadbalancer.etcd", factory: { _ in SwiftLogNoOpLogHandler() }),
+        afterListPage: (@Sendable (EtcdRange) async -> Void)?
+    ) {
         self.prefix = prefix
         self.client = client
+        self.pageSize = max(1, pageSize)
+        self.afterListPage = afterListPage
         self.valueOptions = valueOptions
         self.core = WatchingPublisherCore(
             backoff: backoff, staleness: staleness, logger: logger, metadata: ["loadbalancer.etcd.prefix": "\(prefix)"])
@@ -100,21 +129,41 @@ public final class EtcdPublisher: InstancePublisher, Service {
         }
     }
 
-    /// Reads the whole prefix and publishes it.
+    /// Reads the whole prefix, page by page at one revision, and publishes it. When etcd compacts
+    /// that revision away before the last page, it reads again from the start (a few times, then
+    /// the error ends the round).
     private func list() async throws(EtcdError) {
-        let range = try await client.range(prefix: prefix)
-        let (set, invalid) = state.withLock { table in
-            table.reset(to: range, parse: parse)
-            return (table.ordered, table.invalid)
+        var attempt = 0
+        while true {
+            attempt += 1
+            var listing = EtcdListing()
+            let revision: Int64
+            do {
+                revision = try await client.rangePages(prefix: prefix, pageSize: pageSize) { page in
+                    listing.add(page, parse: parse)
+                    await afterListPage?(page)
+                }
+            } catch  where error.code == .compacted && attempt < 3 {
+                logger.info(
+                    "etcd compacted the listed revision before the last page; listing again",
+                    metadata: ["loadbalancer.etcd.prefix": "\(prefix)"]
+                )
+                continue
+            }
+            let (set, invalid) = state.withLock { table in
+                table.reset(to: listing, revision: revision)
+                return (table.ordered, table.invalid)
+            }
+            logger.debug(
+                "etcd instances listed",
+                metadata: [
+                    "loadbalancer.etcd.prefix": "\(prefix)", "loadbalancer.etcd.revision": "\(revision)",
+                    "loadbalancer.etcd.pages": "\(listing.pages)", "loadbalancer.instances": "\(set.count)",
+                ]
+            )
+            publish(set, invalid: invalid)
+            return
         }
-        logger.debug(
-            "etcd instances listed",
-            metadata: [
-                "loadbalancer.etcd.prefix": "\(prefix)", "loadbalancer.etcd.revision": "\(range.revision)",
-                "loadbalancer.instances": "\(set.count)",
-            ]
-        )
-        publish(set, invalid: invalid)
     }
 
     /// Publishes `set`, and the values that are not instances in band, if any (not those that say
