@@ -120,6 +120,15 @@ public final class DNSSRVPublisher: DNSLookupPublisher {
 
         var instances: [Instance] = []
         var invalid: [String] = []
+        if response.isTruncated {
+            // Truncated even over TCP: more records than one 65,535-byte message holds. The records
+            // that came are used; the set is reported in band as incomplete.
+            // (Logged with the other records that make no instance.)
+            let records = response.answers.count(where: { $0.name == queried })
+            invalid.append(
+                "the SRV answer for \(queried) is truncated even over TCP (more records than a 65,535-byte DNS message holds): only its \(records) records are used"
+            )
+        }
         for record in response.answers where record.name == queried {
             guard case .srv(let priority, let weight, let port, let target) = record.data else { continue }
             guard !target.isEmpty else {

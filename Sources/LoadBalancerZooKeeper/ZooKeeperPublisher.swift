@@ -18,7 +18,7 @@ import ServiceLifecycle
 /// (``ZooKeeperConfiguration/credentials``) are what ACLs that grant `read` to a user name.
 ///
 /// ``run()`` creates the parent path when it is missing, reads the children with a child watch and
-/// each child's data with a data watch. After a watch event it reads only what changed (the list
+/// each child's data with a data watch (64 reads in flight at a time). After a watch event it reads only what changed (the list
 /// of children and the new ones, or the one child whose data changed), which re-arms the watch
 /// that fired; so a change costs a request or two, whatever the number of instances. After a reconnection within the session the client sets the watches again; after
 /// a session expiry the client starts a new session and this publisher reads everything again.
@@ -161,12 +161,10 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
             for name in known.keys where !current.contains(name) { known.removeValue(forKey: name) }
             for name in children where known[name] == nil { toRead.insert(name) }
         }
-        for name in toRead.sorted() {
-            let childPath = ZooKeeperPath.join(path, name)
-            do {
-                let data = try await client.getData(childPath, watch: true).data
-                known[name] = parse(data, at: childPath)
-            } catch  where error.code == .noNode {
+        for (name, data) in try await readData(toRead.sorted()) {
+            if let data {
+                known[name] = parse(data, at: ZooKeeperPath.join(path, name))
+            } else {
                 known.removeValue(forKey: name) // deleted since the listing: the child watch fires for it
             } catch  where error.code == .noAuth {
                 // Its ACL does not let this client read it: left out and reported in band, as a
@@ -190,6 +188,46 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
             metadata: ["loadbalancer.zookeeper.path": "\(path)", "loadbalancer.instances": "\(set.count)"]
         )
         broadcaster.publish(set, invalid: invalid)
+    }
+
+    /// The most data reads in flight at once.
+    static let readsInFlight = 64
+
+    /// Reads the data of the children `names`, arming a data watch on each, with up to
+    /// ``readsInFlight`` requests in flight: the server answers a session's requests in order, so
+    /// 10,000 children cost about 10,000 / 64 round trips instead of 10,000. A child deleted since
+    /// the listing has `nil` data. Results in the order of `names`.
+    private func readData(_ names: [String]) async throws(ZooKeeperError) -> [(name: String, data: [UInt8]?)] {
+        let client = self.client
+        let path = self.path
+        do {
+            return try await withThrowingTaskGroup(of: (Int, [UInt8]?).self) { group in
+                var results = [[UInt8]?](repeating: nil, count: names.count)
+                var next = 0
+                func startNext() {
+                    let index = next
+                    let childPath = ZooKeeperPath.join(path, names[index])
+                    next += 1
+                    group.addTask {
+                        do {
+                            return (index, try await client.getData(childPath, watch: true).data)
+                        } catch let error as ZooKeeperError where error.code == .noNode {
+                            return (index, nil)
+                        }
+                    }
+                }
+                while next < min(names.count, Self.readsInFlight) { startNext() }
+                while let (index, data) = try await group.next() {
+                    results[index] = data
+                    if next < names.count { startNext() }
+                }
+                return Array(zip(names, results)).map { (name: $0.0, data: $0.1) }
+            }
+        } catch let error as ZooKeeperError {
+            throw error
+        } catch {
+            throw ZooKeeperError(code: .cancelled, message: "the read of \(path)'s children was cancelled", cause: error)
+        }
     }
 
     private func parse(_ data: [UInt8], at childPath: String) -> Result<Instance, InstanceParseError> {
