@@ -48,7 +48,7 @@ let package = Package(
         // tests and the Benchmarks/ package only (a package can use another's targets only through
         // a product; the underscore says it is not for anyone else, and it may change or go in any
         // release). Built with the CLI trait.
-        .library(name: "_LoadBalancerTestServers", targets: ["LoadBalancerTestServers", "LoadBalancerLocalBackends"]),
+        .library(name: "_LoadBalancerTestServers", targets: ["LoadBalancerTestServers", "LoadBalancerLocalBackends", "ConsulTestServer"]),
     ],
     traits: [
         .trait(name: "HTTP", description: "LoadBalancerHTTP: an endpoint factory over AsyncHTTPClient."),
@@ -194,7 +194,7 @@ let package = Package(
         ),
         // A Consul-API server over SwiftNIO for the tests (no Consul can be installed here): blocking
         // queries, the passing and tag filters, agent registration with TTL checks, fault injection.
-        // Not a product: only the tests use it.
+        // Only the tests and the Benchmarks package use it (through the _LoadBalancerTestServers product).
         .target(
             name: "ConsulTestServer",
             dependencies: [

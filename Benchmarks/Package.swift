@@ -10,6 +10,7 @@ import PackageDescription
 //   swift run -c release subsetting-report                     # subsetting: evenness and stability
 //   swift run -c release registry-propagation etcd|zookeeper   # registry write to endpoint set
 //   swift run -c release scale                                 # a set change's cost at n = 100, 1,000, 10,000
+//   swift run -c release registry-scale                        # every registry at 100, 1,000, 10,000 instances
 //   swift run -c release churn-soak                            # 10 minutes of churn under load
 //   scripts/http-compare.sh                                    # real HTTP: hey, AHC, the library, lbctl
 //   swift run -c release grpc-compare                          # gRPC: grpc-swift round robin vs BalancingClientTransport
@@ -81,15 +82,39 @@ let package = Package(
             dependencies: [.product(name: "LoadBalancer", package: "swift-loadbalancer")],
             path: "Sources/subsetting-report"
         ),
-        .executableTarget(
-            name: "registry-propagation",
+        // The registries these two start (real servers on loopback), and their timing helpers.
+        .target(
+            name: "RegistryBenchSupport",
             dependencies: [
                 .product(name: "LoadBalancer", package: "swift-loadbalancer"),
                 .product(name: "LoadBalancerEtcd", package: "swift-loadbalancer"),
                 .product(name: "LoadBalancerZooKeeper", package: "swift-loadbalancer"),
                 .product(name: "_LoadBalancerTestServers", package: "swift-loadbalancer"),
             ],
+            path: "Sources/RegistryBenchSupport"
+        ),
+        .executableTarget(
+            name: "registry-propagation",
+            dependencies: [
+                "RegistryBenchSupport",
+                .product(name: "LoadBalancer", package: "swift-loadbalancer"),
+            ],
             path: "Sources/registry-propagation"
+        ),
+        // Each registry at 100, 1,000 and 10,000 instances (see BENCHMARKS.md, "Registries at scale").
+        .executableTarget(
+            name: "registry-scale",
+            dependencies: [
+                "CHeapInfo",
+                "RegistryBenchSupport",
+                .product(name: "LoadBalancer", package: "swift-loadbalancer"),
+                .product(name: "LoadBalancerEtcd", package: "swift-loadbalancer"),
+                .product(name: "LoadBalancerConsul", package: "swift-loadbalancer"),
+                .product(name: "LoadBalancerDNS", package: "swift-loadbalancer"),
+                .product(name: "_LoadBalancerTestServers", package: "swift-loadbalancer"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            path: "Sources/registry-scale"
         ),
         // glibc's mallinfo2 for the soak (the bytes malloc has handed out, beside the resident size).
         .target(name: "CHeapInfo", path: "Sources/CHeapInfo"),

@@ -10,104 +10,22 @@
 // p99 and max.
 import Foundation
 import LoadBalancer
-import LoadBalancerEtcd
-import LoadBalancerTestServers
-import LoadBalancerZooKeeper
-
-/// Every set the cache publishes, with the time it was published.
-final class SetWatcher: EndpointSetObserver, Sendable {
-    let sets: AsyncStream<(ContinuousClock.Instant, Set<String>)>
-    private let continuation: AsyncStream<(ContinuousClock.Instant, Set<String>)>.Continuation
-
-    init() {
-        (sets, continuation) = AsyncStream.makeStream()
-    }
-
-    func endpointSetWillPublish(_ set: EndpointSetView) {
-        continuation.yield((ContinuousClock.now, Set(set.instances.map(\.id))))
-    }
-}
-
-/// Runs `write` and returns the time until the first set published after its start that satisfies
-/// `condition`.
-func time(
-    _ sets: inout AsyncStream<(ContinuousClock.Instant, Set<String>)>.Iterator,
-    until condition: (Set<String>) -> Bool,
-    _ write: () async throws -> Void,
-    isolation: isolated (any Actor)? = #isolation
-) async throws -> Duration {
-    let start = ContinuousClock.now
-    try await write()
-    while let (published, ids) = await sets.next(isolation: isolation) {
-        if published >= start, condition(ids) { return published - start }
-    }
-    throw ClusterError("the cache stopped publishing")
-}
-
-func percentile(_ sorted: [Duration], _ p: Double) -> Duration {
-    sorted[min(sorted.count - 1, Int((Double(sorted.count) * p).rounded(.up)) - 1)]
-}
-
-func ms(_ d: Duration) -> String {
-    let value = Double(d.components.seconds) * 1e3 + Double(d.components.attoseconds) / 1e15
-    return String(format: "%.2f ms", value)
-}
+import RegistryBenchSupport
 
 let arguments = Array(CommandLine.arguments.dropFirst())
 let registry = arguments.first ?? "etcd"
 let changes = arguments.dropFirst().first.flatMap(Int.init) ?? 200
 let baseline = 100
 
-/// A registry under test: its services, its publisher, and how to add and remove instance `i`.
-struct Registry {
-    var services: [@Sendable () async -> Void]
-    var publisher: any InstancePublisher
-    var ready: @Sendable () async throws -> Void
-    var add: @Sendable (Int, String) async throws -> Void
-    var remove: @Sendable (Int) async throws -> Void
-    var stop: @Sendable () -> Void
-}
-
-func makeRegistry(_ name: String) async throws -> Registry {
-    switch name {
-    case "etcd":
-        let cluster = try await EtcdCluster.start()
-        let client = try EtcdClient(configuration: cluster.configuration)
-        let publisher = EtcdPublisher(prefix: "/bench/", client: client)
-        return Registry(
-            services: [{ try? await client.run() }, { try? await publisher.run() }],
-            publisher: publisher,
-            ready: {},
-            add: { i, value in try await client.put("/bench/\(i)", value: value) },
-            remove: { i in try await client.delete("/bench/\(i)") },
-            stop: { cluster.destroy() }
-        )
-    case "zookeeper":
-        let ensemble = try await ZooKeeperEnsemble.start()
-        let client = ZooKeeperClient(configuration: ensemble.configuration())
-        let publisher = ZooKeeperPublisher(path: "/bench", client: client)
-        return Registry(
-            services: [{ try? await client.run() }, { try? await publisher.run() }],
-            publisher: publisher,
-            ready: { try await eventually("connected") { client.isConnected } },
-            add: { i, value in try await client.create("/bench/\(i)", data: Array(value.utf8), createParents: true) },
-            remove: { i in try await client.delete("/bench/\(i)") },
-            stop: { ensemble.destroy() }
-        )
-    default:
-        print("unknown registry '\(name)' (expected etcd or zookeeper)")
-        exit(2)
-    }
-}
-
 let under = try await makeRegistry(registry)
 let factory = EndpointFactory<Int, Int>.calling { _, request in request }
 let cache = EndpointCache(publisher: under.publisher, factory: factory)
-let watcher = SetWatcher()
+let watcher = SetWatcher { set in Set(set.instances.map(\.id)) }
 cache.addObserver(watcher)
 
 let samples = try await withThrowingTaskGroup(of: Void.self) { group -> [Duration] in
-    for service in under.services { group.addTask { await service() } }
+    group.addTask { await under.clientService() }
+    group.addTask { await under.publisherService() }
     group.addTask { try await cache.run() }
     defer { group.cancelAll() }
     try await under.ready()
