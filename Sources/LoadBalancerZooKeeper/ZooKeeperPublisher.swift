@@ -161,18 +161,19 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
             for name in known.keys where !current.contains(name) { known.removeValue(forKey: name) }
             for name in children where known[name] == nil { toRead.insert(name) }
         }
-        for (name, data) in try await readData(toRead.sorted()) {
-            if let data {
+        for (name, read) in try await readData(toRead.sorted()) {
+            switch read {
+            case .data(let data):
                 known[name] = parse(data, at: ZooKeeperPath.join(path, name))
-            } else {
+            case .deleted:
                 known.removeValue(forKey: name) // deleted since the listing: the child watch fires for it
-            } catch  where error.code == .noAuth {
+            case .unreadable(let error):
                 // Its ACL does not let this client read it: left out and reported in band, as a
                 // child that is not an instance is (the others are still published). A change of
                 // its children set and a new session read it again.
                 logger.warning(
                     "skipping a ZooKeeper node this client may not read",
-                    metadata: ["loadbalancer.zookeeper.path": "\(childPath)", "loadbalancer.error": "\(error)"])
+                    metadata: ["loadbalancer.zookeeper.path": "\(ZooKeeperPath.join(path, name))", "loadbalancer.error": "\(error)"])
                 known[name] = .failure(InstanceParseError(code: .malformedValue, input: "", message: error.message, cause: error))
             }
         }
@@ -193,16 +194,26 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
     /// The most data reads in flight at once.
     static let readsInFlight = 64
 
+    /// What reading one child's data gave.
+    enum ChildRead: Sendable {
+        /// Its data.
+        case data([UInt8])
+        /// Deleted since the listing.
+        case deleted
+        /// Its ACL does not let this client read it (`noAuth`).
+        case unreadable(ZooKeeperError)
+    }
+
     /// Reads the data of the children `names`, arming a data watch on each, with up to
     /// ``readsInFlight`` requests in flight: the server answers a session's requests in order, so
-    /// 10,000 children cost about 10,000 / 64 round trips instead of 10,000. A child deleted since
-    /// the listing has `nil` data. Results in the order of `names`.
-    private func readData(_ names: [String]) async throws(ZooKeeperError) -> [(name: String, data: [UInt8]?)] {
+    /// 10,000 children cost about 10,000 / 64 round trips instead of 10,000. Results in the order
+    /// of `names`.
+    private func readData(_ names: [String]) async throws(ZooKeeperError) -> [(name: String, read: ChildRead)] {
         let client = self.client
         let path = self.path
         do {
-            return try await withThrowingTaskGroup(of: (Int, [UInt8]?).self) { group in
-                var results = [[UInt8]?](repeating: nil, count: names.count)
+            return try await withThrowingTaskGroup(of: (Int, ChildRead).self) { group in
+                var results = [ChildRead](repeating: .deleted, count: names.count)
                 var next = 0
                 func startNext() {
                     let index = next
@@ -210,18 +221,20 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
                     next += 1
                     group.addTask {
                         do {
-                            return (index, try await client.getData(childPath, watch: true).data)
+                            return (index, .data(try await client.getData(childPath, watch: true).data))
                         } catch let error as ZooKeeperError where error.code == .noNode {
-                            return (index, nil)
+                            return (index, .deleted)
+                        } catch let error as ZooKeeperError where error.code == .noAuth {
+                            return (index, .unreadable(error))
                         }
                     }
                 }
                 while next < min(names.count, Self.readsInFlight) { startNext() }
-                while let (index, data) = try await group.next() {
-                    results[index] = data
+                while let (index, read) = try await group.next() {
+                    results[index] = read
                     if next < names.count { startNext() }
                 }
-                return Array(zip(names, results)).map { (name: $0.0, data: $0.1) }
+                return Array(zip(names, results)).map { (name: $0.0, read: $0.1) }
             }
         } catch let error as ZooKeeperError {
             throw error
