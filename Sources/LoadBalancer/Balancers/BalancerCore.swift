@@ -2,8 +2,8 @@ import Synchronization
 
 /// How a balancer chooses: a table derived from each endpoint set, and a choice over that table.
 ///
-/// The table is built off the pick path (at the first pick after the set or the ejections
-/// changed) and never changes after; `choose` is a pure function of the table and the calling
+/// The table is built off the pick path (while the cache publishes a new set; after an ejection
+/// change, by the first pick that sees it, once for all threads) and never changes after; `choose` is a pure function of the table and the calling
 /// shard's own ``PickState``.
 @usableFromInline
 package protocol PickStrategy: Sendable {
@@ -740,25 +740,38 @@ package final class InstanceLoad: @unchecked Sendable {
 
 /// The loads of a load-aware strategy's instances, kept by instance id across sets, so that calls
 /// in flight and averages survive a set change.
-package final class LoadsByID: Sendable {
+package typealias LoadsByID = ByID<InstanceLoad>
+
+extension ByID where Value == InstanceLoad {
+    /// The load of each instance of `set`, in order: the same object for an id the last set had,
+    /// a new one otherwise.
+    package func loads(for set: EndpointSetView) -> [InstanceLoad] {
+        values(for: set) { _ in InstanceLoad() }
+    }
+}
+
+/// Values derived per instance (a load, a hash) kept by instance id from one set to the next, so
+/// that a set change makes values only for the instances it brings.
+package final class ByID<Value: Sendable>: Sendable {
     /// The instances of the last set (its array as it was given: one reference, not a copy of its
-    /// ids) and their loads.
-    private let last = Mutex<(instances: [Instance], loads: [InstanceLoad], ordered: Bool)>(([], [], true))
+    /// ids) and their values.
+    private let last = Mutex<(instances: [Instance], values: [Value], ordered: Bool)>(([], [], true))
 
     package init() {}
 
-    /// The load of each instance of `set`, in order: the same object for an id the last set had,
-    /// a new one otherwise. Ids no longer in the set are forgotten.
+    /// The value of each instance of `set`, in order: the last set's for an id it had, `make`'s
+    /// otherwise. Ids no longer in the set are forgotten.
     ///
     /// Sets ordered by id (as caches publish them) are matched by walking both in step, without
-    /// hashing an id; others through a dictionary.
-    package func loads(for set: EndpointSetView) -> [InstanceLoad] {
+    /// hashing an id (an unchanged instance's id is the same string, compared by identity);
+    /// others through a dictionary.
+    package func values(for set: EndpointSetView, make: (Instance) -> Value) -> [Value] {
         last.withLock { last in
             let ordered = Instance.isOrderedByID(set.instances)
-            var loads: [InstanceLoad] = []
-            loads.reserveCapacity(set.count)
+            var values: [Value] = []
+            values.reserveCapacity(set.count)
             if ordered, last.ordered {
-                let previousLoads = last.loads
+                let previousValues = last.values
                 // Borrowed through buffer pointers, not copied (see Instance.isOrderedByID).
                 set.instances.withUnsafeBufferPointer { instances in
                     last.instances.withUnsafeBufferPointer { previous in
@@ -766,20 +779,20 @@ package final class LoadsByID: Sendable {
                         for instance in instances.indices {
                             while old < previous.count, previous[old].id < instances[instance].id { old += 1 }
                             if old < previous.count, previous[old].id == instances[instance].id {
-                                loads.append(previousLoads[old])
+                                values.append(previousValues[old])
                             } else {
-                                loads.append(InstanceLoad())
+                                values.append(make(instances[instance]))
                             }
                         }
                     }
                 }
             } else {
-                var byID: [String: InstanceLoad] = [:]
-                for (instance, load) in zip(last.instances, last.loads) { byID[instance.id] = load }
-                loads = set.instances.map { byID[$0.id] ?? InstanceLoad() }
+                var byID: [String: Value] = [:]
+                for (instance, value) in zip(last.instances, last.values) { byID[instance.id] = value }
+                values = set.instances.map { byID[$0.id] ?? make($0) }
             }
-            last = (set.instances, loads, ordered)
-            return loads
+            last = (set.instances, values, ordered)
+            return values
         }
     }
 }

@@ -4,8 +4,8 @@
 ///
 /// The lookup table has ``tableSize`` entries (a prime; default 65,537, good for sets of up to a
 /// few hundred instances — use a larger prime, such as 655,373, for more) and is rebuilt when the
-/// set or the ejections change (off the pick path: the first pick after a change builds it once for
-/// all threads). A pick is a hash and one table read. Instances own entries in proportion to their
+/// set or the ejections change, off the pick path (see ``EndpointCache``: a new set's table is built
+/// while the cache publishes it). A pick is a hash and one table read. Instances own entries in proportion to their
 /// ``Instance/weight`` (weight-0 instances none, unless every usable instance has weight 0); with
 /// equal weights the table is Maglev's own.
 ///
@@ -53,7 +53,7 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
     ///
     /// - Parameters:
     ///   - endpoints: The endpoints to choose among.
-    ///   - tableSize: The lookup table's size; should be a prime well above 100 × the set size.
+    ///   - tableSize: The lookup table's size, well above 100 × the set size; rounded up to a prime.
     ///   - ejection: Outlier ejection to honour. Default: none.
     ///   - slowStart: Ramps the share of instances new to the set or back from ejection. Default: none.
     ///   - zones: Keeps traffic in the client's zone while it has the capacity (Envoy's zone-aware
@@ -72,7 +72,7 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
     ///
     /// - Parameters:
     ///   - endpoints: The endpoints to choose among.
-    ///   - tableSize: The lookup table's size; should be a prime well above 100 × the set size.
+    ///   - tableSize: The lookup table's size, well above 100 × the set size; rounded up to a prime.
     ///   - ejection: Outlier ejection to honour. Default: none.
     ///   - slowStart: Ramps the share of instances new to the set or back from ejection. Default: none.
     ///   - zones: Keeps traffic in the client's zone while it has the capacity (Envoy's zone-aware
@@ -95,7 +95,8 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
     ) {
         self.cache = source.cache
         self.core = BalancerCore(
-            for: Self.self, source: source, ejection: ejection, strategy: Strategy(size: max(2, tableSize), bound: boundedLoad), seed: nil,
+            for: Self.self, source: source, ejection: ejection,
+            strategy: Strategy(size: MaglevFill.prime(atLeast: tableSize), bound: boundedLoad), seed: nil,
             slowStart: slowStart, zones: zones
         )
     }
@@ -118,6 +119,8 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
         /// With a load bound: the loads of the newest table's instances, by id (calls in flight
         /// survive a set change).
         private let loadsByID = LoadsByID()
+        /// Each instance's Maglev walk (two hashes of its id), kept across sets.
+        private let walks = ByID<MaglevWalk>()
 
         init(size: Int, bound: BoundedLoad?) {
             self.size = size
@@ -126,7 +129,9 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
 
         @usableFromInline
         func makeTable(_ set: EndpointSetView, usable: [Int]) -> Table {
-            let entries = ConsistentHashBalancer.maglevTable(set, usable, size: size)
+            // The walks' starts and steps, hashed from the ids only for instances new to the set.
+            let walks = self.walks.values(for: set) { MaglevWalk(id: $0.id, size: size) }
+            let entries = ConsistentHashBalancer.maglevTable(set, usable, size: size, walks: walks)
             guard bound != nil else { return Table(entries: entries, usable: usable, loads: [], views: []) }
             let loads = loadsByID.loads(for: set)
             return Table(entries: entries, usable: usable, loads: loads, views: loads.map(\.view))
@@ -293,35 +298,39 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
     /// from two hashes of its id) and claims the next free entry, in turn, until the table is full.
     /// Weighted: in round `r` an instance claims an entry only while it has claimed fewer than
     /// `r × weight / largest weight`, so entries follow weights (equal weights: Maglev's own table).
-    static func maglevTable(_ view: EndpointSetView, _ usable: [Int], size: Int) -> [Int32] {
+    ///
+    /// `directBelow`: once no more than this many entries are free, an instance's next free entry
+    /// is found from the free entries themselves rather than by walking its permutation (the same
+    /// entry, see ``MaglevFill``); `nil` chooses by the table's size, 0 always walks.
+    ///
+    /// `walks`: each instance of `view`'s walk, if the caller keeps them (else hashed here).
+    package static func maglevTable(
+        _ view: EndpointSetView, _ usable: [Int], size: Int, walks: [MaglevWalk]? = nil, directBelow: Int? = nil
+    ) -> [Int32] {
         let weights = TableBuilders.effectiveWeights(view, usable)
         let largest = Double(weights.max() ?? 1)
         let share = weights.map { Double($0) / largest }
         let weighted = share.contains { $0 != 1 }
         let n = usable.count
         guard n > 0 else { return [] }
-        let m = UInt64(size)
         // Each instance's next candidate entry, (offset + k × skip) mod size for its k-th, kept as
         // a running sum (one add and compare per step instead of a multiply and a division).
         var candidates = [UInt64](repeating: 0, count: n)
         var skips = [UInt64](repeating: 0, count: n)
         for (i, position) in usable.enumerated() {
-            let hash = stableHash(view.instances[position].id)
-            candidates[i] = WyRand.mix(hash) % m
-            skips[i] = WyRand.mix(hash ^ 0x9e37_79b9_7f4a_7c15) % (m - 1) + 1
+            let walk = walks?[position] ?? MaglevWalk(id: view.instances[position].id, size: size)
+            candidates[i] = walk.start
+            skips[i] = walk.skip
         }
-        var entries = [Int32](repeating: -1, count: size)
-        var claimed = [Int](repeating: 0, count: n)
-        // Which entries are taken, a bit each: the probes (about size × ln(size) of them, most of
-        // them late, when the table is nearly full) read these 8 KiB instead of the 256 KiB table.
-        var taken = [UInt64](repeating: 0, count: (size + 63) / 64)
-        // The walk reads and writes through buffer pointers: no bounds checks or uniqueness checks
-        // in the loop.
-        entries.withUnsafeMutableBufferPointer { entries in
-            taken.withUnsafeMutableBufferPointer { taken in
-                candidates.withUnsafeMutableBufferPointer { candidates in
-                    var filled = 0
-                    var round = 0.0
+        let below = directBelow ?? MaglevFill.defaultDirectBelow(size: size)
+        return [Int32](unsafeUninitializedCapacity: size) { entries, count in
+            entries.initialize(repeating: -1)
+            count = size
+            var fill = MaglevFill(entries: entries, directBelow: below)
+            var claimed = [Int](repeating: 0, count: n)
+            var round = 0.0
+            candidates.withUnsafeMutableBufferPointer { candidates in
+                skips.withUnsafeBufferPointer { skips in
                     outer: while true {
                         round += 1
                         for i in 0..<n {
@@ -330,24 +339,175 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
                                 guard Double(claimed[i] + 1) <= round * share[i] else { continue }
                                 claimed[i] += 1
                             }
-                            var candidate = candidates[i]
-                            let skip = skips[i]
-                            while taken[Int(truncatingIfNeeded: candidate >> 6)] & (1 << (candidate & 63)) != 0 {
-                                candidate &+= skip
-                                if candidate >= m { candidate &-= m }
-                            }
-                            taken[Int(truncatingIfNeeded: candidate >> 6)] |= 1 << (candidate & 63)
-                            entries[Int(truncatingIfNeeded: candidate)] = Int32(truncatingIfNeeded: usable[i])
-                            candidate &+= skip
-                            if candidate >= m { candidate &-= m }
-                            candidates[i] = candidate
-                            filled += 1
-                            if filled == size { break outer }
+                            candidates[i] = fill.claim(from: candidates[i], skip: skips[i], for: Int32(truncatingIfNeeded: usable[i]))
+                            if fill.isFull { break outer }
                         }
                     }
                 }
             }
         }
-        return entries
+    }
+}
+
+/// An instance's walk of a Maglev table: the first entry it tries and its step, from two hashes of
+/// its id.
+package struct MaglevWalk: Sendable {
+    var start: UInt64
+    var skip: UInt64
+
+    init(id: String, size: Int) {
+        let m = UInt64(size)
+        let hash = ConsistentHashBalancer<Never, Never>.stableHash(id)
+        start = WyRand.mix(hash) % m
+        skip = WyRand.mix(hash ^ 0x9e37_79b9_7f4a_7c15) % (m - 1) + 1
+    }
+}
+
+/// A Maglev table being filled: which entries are taken, and each instance's claim of its next
+/// free entry along its permutation `candidate, candidate + skip, candidate + 2 × skip, ...`
+/// (mod the size, a prime).
+///
+/// Walking the permutation costs about size / free probes per claim, so the last claims dominate
+/// (about size × ln(size) probes in all, most of them when the table is nearly full). Once few
+/// entries are free, the claim is found from the free entries instead: the free entry `e` a walk
+/// would reach first is the one with the smallest step count `k = (e − candidate) × skip⁻¹ mod
+/// size`, a multiplication per free entry. Both give the same entry, so the table is the same.
+package struct MaglevFill: ~Copyable {
+    /// The table, owned by the caller.
+    private let entries: UnsafeMutableBufferPointer<Int32>
+    /// A bit per entry, set when taken: the probes read these (8 KiB for 65,537 entries) rather
+    /// than the entries. Read and written through a pointer: no bounds or uniqueness checks in the
+    /// walks.
+    private let taken: UnsafeMutableBufferPointer<UInt64>
+    private let size: UInt64
+    private let directBelow: Int
+    private var filled = 0
+    /// The free entries, once no more than `directBelow` are left (empty before).
+    private var free: [UInt64] = []
+    private var direct = false
+    /// ⌊(2⁶⁴ − 1) / size⌋, for reducing products mod the size without a division (Barrett).
+    private let reciprocal: UInt64
+
+    /// A fill of `entries` (all -1), whose count is a prime.
+    init(entries: UnsafeMutableBufferPointer<Int32>, directBelow: Int) {
+        precondition(entries.count >= 2, "a Maglev table has at least two entries")
+        self.entries = entries
+        self.taken = .allocate(capacity: (entries.count + 63) / 64)
+        taken.initialize(repeating: 0)
+        self.size = UInt64(entries.count)
+        self.directBelow = entries.count < 1 << 31 ? directBelow : 0
+        self.reciprocal = UInt64.max / UInt64(entries.count)
+    }
+
+    deinit { taken.deallocate() }
+
+    var isFull: Bool { filled == entries.count }
+
+    /// Claims for `position` the first free entry of the walk from `candidate` by `skip`, and
+    /// returns the walk's next candidate.
+    @inline(__always)
+    mutating func claim(from candidate: UInt64, skip: UInt64, for position: Int32) -> UInt64 {
+        if !direct, entries.count &- filled <= directBelow { startDirect() }
+        let entry = direct ? directClaim(from: candidate, skip: skip) : walk(from: candidate, skip: skip)
+        entries[Int(truncatingIfNeeded: entry)] = position
+        filled &+= 1
+        var next = entry &+ skip
+        if next >= size { next &-= size }
+        return next
+    }
+
+    /// The first entry of the walk whose bit is clear, marked taken.
+    @inline(__always)
+    private func walk(from start: UInt64, skip: UInt64) -> UInt64 {
+        let m = size
+        var candidate = start
+        while taken[Int(truncatingIfNeeded: candidate >> 6)] & (1 << (candidate & 63)) != 0 {
+            candidate &+= skip
+            if candidate >= m { candidate &-= m }
+        }
+        taken[Int(truncatingIfNeeded: candidate >> 6)] |= 1 << (candidate & 63)
+        return candidate
+    }
+
+    private mutating func startDirect() {
+        direct = true
+        free.reserveCapacity(entries.count - filled)
+        for word in taken.indices where taken[word] != .max {
+            var clear = ~taken[word]
+            while clear != 0 {
+                let entry = UInt64(word * 64 + clear.trailingZeroBitCount)
+                if entry < size { free.append(entry) }
+                clear &= clear &- 1
+            }
+        }
+    }
+
+    /// The free entry the walk from `candidate` by `skip` reaches first, removed from the free list.
+    private mutating func directClaim(from candidate: UInt64, skip: UInt64) -> UInt64 {
+        let inverse = Self.inverse(skip, modulo: size)
+        let m = size
+        let reciprocal = reciprocal
+        let chosen: Int = free.withUnsafeBufferPointer { free in
+            var best = UInt64.max
+            var chosen = 0
+            for index in 0..<free.count {
+                let entry = free[index]
+                let distance = entry >= candidate ? entry &- candidate : entry &+ m &- candidate
+                // distance × inverse < 2⁶², reduced mod m: the quotient from the reciprocal is
+                // at most one short.
+                let product = distance &* inverse
+                var steps = product &- product.multipliedFullWidth(by: reciprocal).high &* m
+                if steps >= m { steps &-= m }
+                if steps < best {
+                    best = steps
+                    chosen = index
+                }
+            }
+            return chosen
+        }
+        let entry = free[chosen]
+        free.swapAt(chosen, free.count - 1)
+        free.removeLast()
+        taken[Int(truncatingIfNeeded: entry >> 6)] |= 1 << (entry & 63)
+        return entry
+    }
+
+    /// The least prime at least `value` (and at least 2). Maglev's walks visit every entry only
+    /// when the size is prime: with a composite size, a walk whose skip shares a factor with it
+    /// could cycle over taken entries forever.
+    package static func prime(atLeast value: Int) -> Int {
+        var candidate = max(2, value)
+        while !isPrime(candidate) { candidate += 1 }
+        return candidate
+    }
+
+    static func isPrime(_ value: Int) -> Bool {
+        guard value >= 2 else { return false }
+        var divisor = 2
+        while divisor * divisor <= value {
+            if value % divisor == 0 { return false }
+            divisor += 1
+        }
+        return true
+    }
+
+    /// The free count below which claims are direct: about where a walk (size / free probes)
+    /// costs what a scan of the free entries (free multiplications) does, √size, for sizes whose
+    /// products fit in 64 bits.
+    static func defaultDirectBelow(size: Int) -> Int {
+        size < 1 << 31 ? max(8, Int(Double(size).squareRoot())) : 0
+    }
+
+    /// `value⁻¹ mod modulo` (the modulo a prime, `0 < value < modulo`), by the extended Euclidean
+    /// algorithm.
+    static func inverse(_ value: UInt64, modulo: UInt64) -> UInt64 {
+        var (r0, r1) = (Int64(modulo), Int64(value))
+        var (t0, t1) = (Int64(0), Int64(1))
+        while r1 != 0 {
+            let q = r0 / r1
+            (r0, r1) = (r1, r0 - q * r1)
+            (t0, t1) = (t1, t0 - q * t1)
+        }
+        return UInt64(t0 < 0 ? t0 + Int64(modulo) : t0)
     }
 }
