@@ -315,9 +315,9 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
                 }
             }
             instruments?.failingHealthChecksNow(state.failingChecks.count)
+            notifyObservers()
             return state.view
         }
-        notifyObservers()
         return view
     }
 
@@ -330,16 +330,16 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
             state.newInstancesWaitForCheck = nil
             state.setListener = nil
             instruments?.failingHealthChecksNow(0)
+            notifyObservers()
         }
-        notifyObservers()
     }
 
     /// The active check of the instance `id` in `slot` turned failing (`passing == false`) or
     /// passing. Ignored when the slot holds another instance now. A passing check ends a passive
     /// ejection when `endsEjection`.
     package func healthCheckChanged(slot: UInt32, id: String, passing: Bool, endsEjection: Bool) {
-        let changed = state.withLock { state -> Bool in
-            guard state.idBySlot[slot] == id, state.setListener != nil, let words = storage.words(slot) else { return false }
+        state.withLock { state in
+            guard state.idBySlot[slot] == id, state.setListener != nil, let words = storage.words(slot) else { return }
             let time = now()
             var changed = false
             if passing {
@@ -364,9 +364,8 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
                 changed = !wasPending
             }
             instruments?.failingHealthChecksNow(state.failingChecks.count)
-            return changed
+            if changed { notifyObservers() }
         }
-        if changed { notifyObservers() }
     }
 
     /// Counts one check's result in the cache's metrics.
@@ -403,8 +402,9 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
             }
         }
         if let ejectReason {
-            let changed = state.withLock { state in eject(call.slot, reason: ejectReason, at: now(), state: &state) }
-            if changed { notifyObservers() }
+            state.withLock { state in
+                if eject(call.slot, reason: ejectReason, at: now(), state: &state) { notifyObservers() }
+            }
         }
         checkDeadlines()
     }
@@ -412,7 +412,7 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
     private func checkDeadlines() {
         let time = now()
         guard time.wholeNanoseconds >= nextDeadline.load(ordering: .relaxed) else { return }
-        let changed = state.withLock { state -> Bool in
+        state.withLock { state in
             var changed = false
             // Returns: ejections whose time is up go on probation.
             for (slot, ejection) in state.ejections where ejection.until <= time {
@@ -432,9 +432,8 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
             if changed { instruments?.ejectedNow(state.ejections.count) }
             let nextReturn = state.ejections.values.map(\.until).min() ?? state.intervalEnd
             nextDeadline.store(min(nextReturn, state.intervalEnd).wholeNanoseconds, ordering: .relaxed)
-            return changed
+            if changed { notifyObservers() }
         }
-        if changed { notifyObservers() }
     }
 
     /// Judges the interval's failure rates, lowers healthy multipliers, and resets the counters.
@@ -506,6 +505,9 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
         if state.events.count > 1_000 { state.events.removeFirst(state.events.count - 1_000) }
     }
 
+    /// Moves ``version`` on. Called inside the critical section that made the change, so that a
+    /// reader who sees the change (``ejectedIDs``, ``events``) and then reads the version sees the
+    /// new one: a balancer's next pick honours every change a caller could have observed.
     private func notifyObservers() {
         changes.wrappingAdd(1, ordering: .releasing)
     }
