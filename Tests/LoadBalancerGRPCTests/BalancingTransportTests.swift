@@ -67,6 +67,11 @@ struct BalancingTransportTests {
             let publisher = FixedPublisher(try await servers.asyncMap { try await $0.instance() })
             var detection = OutlierDetector.Configuration()
             detection.interval = .milliseconds(100)
+            // Ejected for longer than the test can take on the most loaded machine (the default 30 s
+            // ran out once while every suite and two other builds ran: the server came back on
+            // probation and took a call).
+            detection.baseEjectionTime = .seconds(600)
+            detection.maxEjectionTime = .seconds(600)
             var configuration = BalancingClientTransport.Configuration(balancer: .roundRobin, outlierDetection: detection)
             configuration.failureCodes = [.unavailable]
             try await withBalancingClient(publisher, configuration: configuration) { client, transport in
@@ -86,16 +91,15 @@ struct BalancingTransportTests {
                     return !detector.ejectedInstanceIDs.isEmpty
                 }
                 #expect(detector.ejectedInstanceIDs == [try await servers[1].instance().id])
-                // The detector lists an ejection under its lock and then moves its version, which
-                // picks follow: on a loaded machine a call can come in between (seen once with every
-                // suite running at once). Wait until ten calls in a row miss server 1.
+                // Picks follow the detector's version, moved inside the ejection's critical
+                // section; calls already past their pick may still land. Wait until ten calls in a
+                // row miss server 1.
                 try await eventually("the ejection in effect for picks") {
                     let calls = servers[1].calls
                     for _ in 0..<10 { await call() }
                     return servers[1].calls == calls
                 }
-                // Ejected: the next 60 calls reach only servers 0 and 2 (the ejection lasts 30 s by
-                // default, longer than these calls take).
+                // Ejected: the next 60 calls reach only servers 0 and 2 (the ejection lasts 600 s).
                 let before = (servers[0].calls, servers[1].calls, servers[2].calls)
                 failures = [:]
                 for _ in 0..<60 { await call() }

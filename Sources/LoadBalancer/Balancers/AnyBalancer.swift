@@ -36,6 +36,13 @@ public struct AnyBalancer<Request: Sendable, Response: Sendable>: Balancer {
         base.finish(lease, outcome: outcome, latency: latency)
     }
 
+    /// Ends a call that ended at `end` with the wrapped balancer.
+    public func finish(
+        _ lease: EndpointLease<Request, Response>, outcome: CallRecord.Outcome, latency: Duration, endedAt end: ContinuousClock.Instant
+    ) {
+        base.finish(lease, outcome: outcome, latency: latency, endedAt: end)
+    }
+
     /// Whether the wrapped balancer learns from calls.
     public var observesCalls: Bool { base.observesCalls }
 

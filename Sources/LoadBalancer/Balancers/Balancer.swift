@@ -55,6 +55,12 @@ public protocol Balancer<Request, Response>: Sendable {
     /// Ends a call made with `lease`. Default: ``record(_:)`` when ``observesCalls``.
     func finish(_ lease: EndpointLease<Request, Response>, outcome: CallRecord.Outcome, latency: Duration)
 
+    /// Ends a call made with `lease` that ended at `end` (the instant the latency was measured
+    /// to), so that a balancer that stamps what it learns need not read the clock again. Default:
+    /// ``finish(_:outcome:latency:)``.
+    func finish(
+        _ lease: EndpointLease<Request, Response>, outcome: CallRecord.Outcome, latency: Duration, endedAt end: ContinuousClock.Instant)
+
     /// Whether the balancer learns from calls. When `false` (the default), scoped calls skip
     /// measuring latency unless metrics are on.
     var observesCalls: Bool { get }
@@ -151,6 +157,14 @@ extension Balancer {
         if observesCalls { record(lease.record(outcome, latency: latency)) }
     }
 
+    /// ``finish(_:outcome:latency:)``, the end instant unused.
+    @inlinable
+    public func finish(
+        _ lease: EndpointLease<Request, Response>, outcome: CallRecord.Outcome, latency: Duration, endedAt end: ContinuousClock.Instant
+    ) {
+        finish(lease, outcome: outcome, latency: latency)
+    }
+
     /// Picks an endpoint and returns it with the pick, both from one snapshot.
     ///
     /// - Throws: ``LoadBalancerError`` (``LoadBalancerError/Code/noEndpoints``).
@@ -221,9 +235,10 @@ extension Balancer {
         startedAt start: ContinuousClock.Instant,
         error: (any Error)?
     ) -> (outcome: CallRecord.Outcome, latency: Duration) {
-        let latency = ContinuousClock.now - start
+        let end = ContinuousClock.now
+        let latency = end - start
         let outcome: CallRecord.Outcome = error == nil ? .success : error is CancellationError ? .cancelled : .failure
-        finish(lease, outcome: outcome, latency: latency)
+        finish(lease, outcome: outcome, latency: latency, endedAt: end)
         return (outcome, latency)
     }
 

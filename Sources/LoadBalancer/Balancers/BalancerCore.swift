@@ -26,8 +26,9 @@ package protocol PickStrategy: Sendable {
     /// The per-instance load a call of position `index` reports to, if the strategy keeps one.
     func load(_ table: Table, at index: Int) -> InstanceLoad?
 
-    /// Learns the outcome of a call counted in `load` (the in-flight count is already ended).
-    func learn(_ load: InstanceLoadView, outcome: CallRecord.Outcome, latency: Duration)
+    /// Learns the outcome of a call counted in `load` (the in-flight count is already ended) that
+    /// ended at `end`, when known.
+    func learn(_ load: InstanceLoadView, outcome: CallRecord.Outcome, latency: Duration, endedAt end: ContinuousClock.Instant?)
 }
 
 extension PickStrategy {
@@ -35,7 +36,9 @@ extension PickStrategy {
         makeTable(set, usable: usable)
     }
     @usableFromInline package func load(_ table: Table, at index: Int) -> InstanceLoad? { nil }
-    @usableFromInline package func learn(_ load: InstanceLoadView, outcome: CallRecord.Outcome, latency: Duration) {}
+    @usableFromInline package func learn(
+        _ load: InstanceLoadView, outcome: CallRecord.Outcome, latency: Duration, endedAt end: ContinuousClock.Instant?
+    ) {}
 }
 
 /// The mutable part of a pick, kept per shard: a random stream and a rotation counter.
@@ -673,10 +676,12 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
 
     /// Ends a call made with `lease`: its in-flight count, what the strategy learns, the ejection.
     @inlinable
-    package func finish(_ lease: EndpointLease<Request, Response>, outcome: CallRecord.Outcome, latency: Duration) {
+    package func finish(
+        _ lease: EndpointLease<Request, Response>, outcome: CallRecord.Outcome, latency: Duration, endedAt end: ContinuousClock.Instant?
+    ) {
         if let load = lease.loadView {
             load.finished(shard: lease.loadShard)
-            strategy.learn(load, outcome: outcome, latency: latency)
+            strategy.learn(load, outcome: outcome, latency: latency, endedAt: end)
         }
         ejection?.record(lease.record(outcome, latency: latency))
     }

@@ -99,14 +99,13 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
         now: (@Sendable () -> Duration)?
     ) {
         self.cache = source.cache
-        let clock: @Sendable () -> Duration
+        let strategy: Strategy
         if let now {
-            clock = now
+            strategy = Strategy(metric: metric, configuration: configuration, now: now, origin: nil)
         } else {
             let origin = ContinuousClock.now
-            clock = { ContinuousClock.now - origin }
+            strategy = Strategy(metric: metric, configuration: configuration, now: { ContinuousClock.now - origin }, origin: origin)
         }
-        let strategy = Strategy(metric: metric, configuration: configuration, now: clock)
         self.core = BalancerCore(
             for: Self.self, source: source, ejection: ejection, strategy: strategy, seed: seed, slowStart: slowStart, zones: zones)
     }
@@ -126,7 +125,7 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
         core.ejection?.record(call)
         guard let load = core.load(for: call.pick, instanceID: call.instanceID) else { return }
         load.finished(shard: 0)
-        core.strategy.learn(load.view, outcome: call.outcome, latency: call.latency)
+        core.strategy.learn(load.view, outcome: call.outcome, latency: call.latency, endedAt: nil)
     }
 
     /// e^(−x), as the balancer computes it (for tests of its accuracy).
@@ -155,6 +154,9 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
         @usableFromInline let failureTauNanos: Double
         @usableFromInline let failureWeight: Double
         let now: @Sendable () -> Duration
+        /// When `now` is `ContinuousClock`'s time since this instant: a call's end instant gives the
+        /// time without reading the clock again.
+        let origin: ContinuousClock.Instant?
         /// The loads of the instances of the newest table, by id.
         private let loadsByID = LoadsByID()
         /// The time (ns) of a recent completed call, the "now" of picks (written at most every
@@ -171,12 +173,15 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
         /// The cost of an instance with calls in flight but no latency observed yet (Finagle's penalty).
         @inlinable static var penalty: Double { 1e12 }
 
-        init(metric: LoadMetric, configuration: P2CConfiguration, now: @escaping @Sendable () -> Duration) {
+        init(
+            metric: LoadMetric, configuration: P2CConfiguration, now: @escaping @Sendable () -> Duration, origin: ContinuousClock.Instant?
+        ) {
             self.metric = metric
             self.tauNanos = max(1, metric.decayTime.nanosecondsValue)
             self.failureTauNanos = max(1, configuration.failureDecayTime.nanosecondsValue)
             self.failureWeight = min(1, max(0, configuration.failureWeight))
             self.now = now
+            self.origin = origin
             self.clockView = clock.view
         }
 
@@ -272,8 +277,15 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
 
         /// Updates the instance's failure average and latency estimate (not for a cancelled call).
         @usableFromInline
-        func learn(_ load: InstanceLoadView, outcome: CallRecord.Outcome, latency callLatency: Duration) {
-            let time = now().nanosecondsValue
+        func learn(
+            _ load: InstanceLoadView, outcome: CallRecord.Outcome, latency callLatency: Duration, endedAt end: ContinuousClock.Instant?
+        ) {
+            let time: Double
+            if let origin, let end {
+                time = (end - origin).nanosecondsValue
+            } else {
+                time = now().nanosecondsValue
+            }
             let lastTime = Double(Int64(bitPattern: clockView.stat(0)))
             if time - lastTime >= 50_000 || time < lastTime {
                 clockView.setStat(0, UInt64(bitPattern: Int64(time)))
@@ -282,18 +294,21 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
 
             let failed = outcome == .failure
             // Failure average: decay toward 0 since its last update, then move toward this outcome.
+            // At 0 a success leaves it at 0 (its stamp is read only while it is not 0).
             let oldFailure = Double(bitPattern: load.stat(Self.failure))
-            let failureAge = time - Double(load.stat(Self.failureStamp))
-            let decayed = oldFailure * expNegative(failureAge / failureTauNanos)
-            let newFailure = decayed * (1 - failureWeight) + (failed ? failureWeight : 0)
-            load.setStat(Self.failure, newFailure.bitPattern)
-            load.setStat(Self.failureStamp, UInt64(time))
+            if oldFailure != 0 || failed {
+                let failureAge = time - Double(load.stat(Self.failureStamp))
+                let decayed = oldFailure * expNegative(failureAge / failureTauNanos)
+                let newFailure = decayed * (1 - failureWeight) + (failed ? failureWeight : 0)
+                load.setStat(Self.failure, newFailure.bitPattern)
+                load.setStat(Self.failureStamp, UInt64(time))
+            }
 
             // Latency estimate (peak EWMA). A failure never lowers it: failing fast must not look fast.
             let latency = callLatency.nanosecondsValue
             let estimate = Double(bitPattern: load.stat(Self.latency))
             let age = time - Double(load.stat(Self.latencyStamp))
-            let weight = expNegative(age / tauNanos)
+            let weight = decay(age / tauNanos)
             let current = estimate * weight
             let updated: Double
             if latency > current {

@@ -26,7 +26,14 @@ extension CoreBalancer {
     /// Ends a call: its outcome goes to the ejection detector, if any.
     @inlinable
     public func finish(_ lease: EndpointLease<Request, Response>, outcome: CallRecord.Outcome, latency: Duration) {
-        core.finish(lease, outcome: outcome, latency: latency)
+        core.finish(lease, outcome: outcome, latency: latency, endedAt: nil)
+    }
+    /// Ends a call that ended at `end`: its outcome goes to the ejection detector, if any.
+    @inlinable
+    public func finish(
+        _ lease: EndpointLease<Request, Response>, outcome: CallRecord.Outcome, latency: Duration, endedAt end: ContinuousClock.Instant
+    ) {
+        core.finish(lease, outcome: outcome, latency: latency, endedAt: end)
     }
     /// Whether calls are reported: only when there is an ``ejection`` detector to learn from them.
     @inlinable
