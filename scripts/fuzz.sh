@@ -41,6 +41,7 @@ case "$target" in
         sources=(Sources/LoadBalancer/Instances/Instance.swift Sources/LoadBalancer/Instances/Instance+Parsing.swift
                  Sources/LoadBalancer/Instances/InstanceParseError.swift Sources/LoadBalancer/Instances/Instance+RegistryValue.swift
                  Sources/LoadBalancer/Instances/Instance+RegistryFormats.swift Sources/LoadBalancer/Instances/RegistryValueFormat.swift
+                 Sources/LoadBalancer/Instances/KeyedInstanceTable.swift
                  Sources/LoadBalancerEtcd/Generated/etcd.pb.swift Sources/LoadBalancerEtcd/EtcdModels.swift)
         max_len=8192 ;;
     *)

@@ -98,8 +98,10 @@ struct EtcdListing: Sendable {
 /// revision to watch from next. The publisher's state; kept apart from it (and from gRPC) so the
 /// fuzz target decodes and applies responses exactly as the publisher does.
 struct EtcdInstanceTable: Sendable {
+    /// The instances by key, and the set they make, kept ordered by id as events change it.
+    private var table = KeyedInstanceTable()
     /// Instances by key.
-    var instances: [String: Instance] = [:]
+    var instances: [String: Instance] { table.byKey }
     /// The values that are not instances, by key (reported in band).
     var invalid: [String: [UInt8]] = [:]
     /// The revision to watch from next (the one after the last seen); nil: list first.
@@ -114,7 +116,7 @@ struct EtcdInstanceTable: Sendable {
 
     /// Replaces the table with a list read page by page (at `revision`).
     mutating func reset(to listing: EtcdListing, revision: Int64) {
-        instances = listing.instances
+        table = KeyedInstanceTable(listing.instances)
         invalid = listing.invalid
         nextRevision = Self.after(revision)
     }
@@ -129,10 +131,10 @@ struct EtcdInstanceTable: Sendable {
             nextRevision = Self.after(event.keyValue.modRevision)
             changed = true
             if let instance {
-                instances[event.keyValue.key] = instance
+                table.set(event.keyValue.key, to: instance)
                 invalid.removeValue(forKey: event.keyValue.key)
             } else {
-                instances.removeValue(forKey: event.keyValue.key)
+                table.set(event.keyValue.key, to: nil)
                 if event.kind == .put {
                     invalid[event.keyValue.key] = event.keyValue.value
                 } else {
@@ -150,8 +152,12 @@ struct EtcdInstanceTable: Sendable {
         revision == .max ? .max : revision + 1
     }
 
-    /// The instances in key order (so that of two keys naming the same instance, the first wins).
-    var ordered: [Instance] {
-        instances.sorted { $0.key < $1.key }.map(\.value)
+    /// The set: the instances ordered by id, unique by id (of two keys naming the same instance, the
+    /// smaller key's wins). Kept in order as batches apply, not sorted again per batch.
+    var ordered: [Instance] { table.ordered }
+
+    /// What changed in ``ordered`` since the last call, or since the last list (which starts anew).
+    mutating func takeChanges() -> (upserted: [Instance], removed: [String]) {
+        table.takeChanges()
     }
 }

@@ -166,9 +166,11 @@ public final class EtcdPublisher: InstancePublisher, Service {
         }
     }
 
-    /// Publishes `set`, and the values that are not instances in band, if any (not those that say
-    /// their instance is not serving).
-    private func publish(_ set: [Instance], invalid: [String: [UInt8]]) {
+    /// Publishes `set` (with what changed since the previous publish, when known), and the values
+    /// that are not instances in band, if any (not those that say their instance is not serving).
+    private func publish(
+        _ set: [Instance], changes: (upserted: [Instance], removed: [String])? = nil, invalid: [String: [UInt8]]
+    ) {
         let reasons = invalid.sorted { $0.key < $1.key }.compactMap { key, value -> String? in
             do {
                 _ = try Instance(registryValue: value, options: valueOptions)
@@ -179,21 +181,30 @@ public final class EtcdPublisher: InstancePublisher, Service {
                 return "\(key): \(error)"
             }
         }
-        broadcaster.publish(set, invalid: reasons)
+        if let changes {
+            broadcaster.publish(set, upserted: changes.upserted, removed: changes.removed, invalid: reasons)
+        } else {
+            broadcaster.publish(set, invalid: reasons)
+        }
     }
 
-    /// Applies a watch batch and publishes the new set.
+    /// Applies a watch batch and publishes the new set, with what the batch changed in it (the
+    /// table keeps the set ordered by id as events change it: no sort per batch).
     private func apply(_ batch: EtcdWatchBatch) {
         let parsed = batch.events.map { event in event.kind == .put ? parse(event.keyValue) : nil }
-        let changed: ([Instance], [String: [UInt8]])? = state.withLock { table in
-            table.apply(batch, parsed: parsed) ? (table.ordered, table.invalid) : nil
+        typealias Changed = (set: [Instance], changes: (upserted: [Instance], removed: [String]), invalid: [String: [UInt8]])
+        let changed: Changed? = state.withLock { table in
+            table.apply(batch, parsed: parsed) ? (table.ordered, table.takeChanges(), table.invalid) : nil
         }
-        if case (let set, let invalid)? = changed {
+        if let changed {
             logger.debug(
                 "etcd instances changed",
-                metadata: ["loadbalancer.etcd.prefix": "\(prefix)", "loadbalancer.instances": "\(set.count)"]
+                metadata: [
+                    "loadbalancer.etcd.prefix": "\(prefix)", "loadbalancer.instances": "\(changed.set.count)",
+                    "loadbalancer.changed": "\(changed.changes.upserted.count + changed.changes.removed.count)",
+                ]
             )
-            publish(set, invalid: invalid)
+            publish(changed.set, changes: changed.changes, invalid: changed.invalid)
         }
     }
 

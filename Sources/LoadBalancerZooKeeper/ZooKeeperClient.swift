@@ -186,6 +186,10 @@ public final class ZooKeeperClient: Service, Sendable {
     /// How many requests wait for their reply now (for tests).
     var pendingRequestCount: Int { state.withLock { $0.pending.count } }
 
+    /// How many `getData` requests the client has sent (for tests: what a publisher reads per change).
+    package var dataReadCount: Int { dataReads.load(ordering: .relaxed) }
+    private let dataReads = Atomic<Int>(0)
+
     /// Whether a session is established on a live connection now.
     public var isConnected: Bool { state.withLock { $0.connected } }
 
@@ -506,6 +510,7 @@ public final class ZooKeeperClient: Service, Sendable {
     public func getData(_ path: String, watch: Bool = false) async throws(ZooKeeperError) -> (data: [UInt8], stat: ZooKeeperStat) {
         try ZooKeeperPath.validate(path)
         let server = serverPath(path)
+        dataReads.add(1, ordering: .relaxed)
         let body = try await send(
             .getData, ZooKeeperRecords.pathAndWatch(server, watch: watch), watch: watch ? (.data, server) : nil, path: path)
         var reader = JuteReader(body)

@@ -88,12 +88,42 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
         var isEmpty: Bool { !everything && !children && data.isEmpty }
     }
 
+    /// The children read so far: the instances by child name (kept ordered by id as children come
+    /// and go, so a change costs no sort of the set) and the children that are not instances.
+    struct Children: Sendable {
+        var instances = KeyedInstanceTable()
+        var failed: [String: InstanceParseError] = [:]
+        /// Whether the table was made anew since the last publish (then what changed is not known).
+        var isNew = true
+
+        func contains(_ name: String) -> Bool { instances[name] != nil || failed[name] != nil }
+
+        /// Every child's name.
+        var names: [String] { Array(instances.byKey.keys) + Array(failed.keys) }
+
+        mutating func set(_ name: String, to read: Result<Instance, InstanceParseError>) {
+            switch read {
+            case .success(let instance):
+                failed.removeValue(forKey: name)
+                instances.set(name, to: instance)
+            case .failure(let error):
+                instances.set(name, to: nil)
+                failed[name] = error
+            }
+        }
+
+        mutating func remove(_ name: String) {
+            instances.set(name, to: nil)
+            failed.removeValue(forKey: name)
+        }
+    }
+
     /// Reads and watches until cancelled or shut down, or until the client is closed (then it
     /// publishes a `closed` error first); then ends the subscriptions.
     public func run() async throws {
         let events = client.events()
         let state = { @Sendable in
-            (events: events.makeAsyncIterator(), work: Work(), known: [String: Result<Instance, InstanceParseError>]())
+            (events: events.makeAsyncIterator(), work: Work(), known: Children())
         }
         await core.run(state: state) { state, _ in
             if !state.work.isEmpty, self.client.isConnected {
@@ -143,7 +173,7 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
     }
 
     /// Does `work` (arming the watches it reads with) and publishes the set.
-    private func read(_ work: inout Work, into known: inout [String: Result<Instance, InstanceParseError>]) async throws(ZooKeeperError) {
+    private func read(_ work: inout Work, into known: inout Children) async throws(ZooKeeperError) {
         if work.everything {
             if try await client.exists(path) == nil {
                 do {
@@ -152,21 +182,23 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
                     // Created meanwhile: fine.
                 }
             }
-            known = [:]
+            known = Children()
         }
         var toRead = work.data
         if work.everything || work.children {
+            // A child watch says only that the children changed: list them (the protocol has no
+            // other way), and read the data of the new ones only.
             let (children, _) = try await client.getChildren(path, watch: true)
             let current = Set(children)
-            for name in known.keys where !current.contains(name) { known.removeValue(forKey: name) }
-            for name in children where known[name] == nil { toRead.insert(name) }
+            for name in known.names where !current.contains(name) { known.remove(name) }
+            for name in children where !known.contains(name) { toRead.insert(name) }
         }
         for (name, read) in try await readData(toRead.sorted()) {
             switch read {
             case .data(let data):
-                known[name] = parse(data, at: ZooKeeperPath.join(path, name))
+                known.set(name, to: parse(data, at: ZooKeeperPath.join(path, name)))
             case .deleted:
-                known.removeValue(forKey: name) // deleted since the listing: the child watch fires for it
+                known.remove(name) // deleted since the listing: the child watch fires for it
             case .unreadable(let error):
                 // Its ACL does not let this client read it: left out and reported in band, as a
                 // child that is not an instance is (the others are still published). A change of
@@ -174,21 +206,29 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
                 logger.warning(
                     "skipping a ZooKeeper node this client may not read",
                     metadata: ["loadbalancer.zookeeper.path": "\(ZooKeeperPath.join(path, name))", "loadbalancer.error": "\(error)"])
-                known[name] = .failure(InstanceParseError(code: .malformedValue, input: "", message: error.message, cause: error))
+                known.set(name, to: .failure(InstanceParseError(code: .malformedValue, input: "", message: error.message, cause: error)))
             }
         }
         work = Work(everything: false)
-        let sorted = known.sorted { $0.key < $1.key }
-        let set = sorted.compactMap { try? $0.value.get() }
-        let invalid = sorted.compactMap { child -> String? in
-            guard case .failure(let error) = child.value, error.code != .notServing else { return nil }
-            return "\(ZooKeeperPath.join(path, child.key)): \(error)"
+        let set = known.instances.ordered
+        let invalid = known.failed.sorted { $0.key < $1.key }.compactMap { name, error -> String? in
+            error.code == .notServing ? nil : "\(ZooKeeperPath.join(path, name)): \(error)"
         }
+        let changes = known.instances.takeChanges()
         logger.debug(
             "ZooKeeper instances read",
-            metadata: ["loadbalancer.zookeeper.path": "\(path)", "loadbalancer.instances": "\(set.count)"]
+            metadata: [
+                "loadbalancer.zookeeper.path": "\(path)", "loadbalancer.instances": "\(set.count)",
+                "loadbalancer.changed": "\(known.isNew ? set.count : changes.upserted.count + changes.removed.count)",
+            ]
         )
-        broadcaster.publish(set, invalid: invalid)
+        if known.isNew {
+            // Read anew: what changed since the previous publish is not known.
+            known.isNew = false
+            broadcaster.publish(set, invalid: invalid)
+        } else {
+            broadcaster.publish(set, upserted: changes.upserted, removed: changes.removed, invalid: invalid)
+        }
     }
 
     /// The most data reads in flight at once.

@@ -90,6 +90,60 @@ struct EtcdIntegrationTests {
         }
     }
 
+    @Test("watch events reach the cache as what changed (added, changed, removed), applied without comparing whole sets")
+    func changeHints() async throws {
+        let cluster = try await EtcdCluster.start()
+        let client = try EtcdClient(configuration: cluster.configuration)
+        let publisher = EtcdPublisher(prefix: "/svc/hinted/", client: client)
+        let recorder = Recorder()
+        let cache = EndpointCache<Int, String>(
+            publisher: publisher,
+            factory: EndpointFactory { instance in ManagedEndpoint(Endpoint(instance: instance) { _ in instance.id }) })
+        try await withRunning(client, [{ try? await publisher.run() }, recording(publisher, into: recorder), { try? await cache.run() }]) {
+            for port in 8001...8005 {
+                try await client.put("/svc/hinted/\(port)", value: "127.0.0.1:\(port)")
+            }
+            try await eventually("five instances") { cache.snapshot.instances.count == 5 }
+            let applied = cache.updatesAppliedByHint
+            func lastUpdate(where matches: (InstanceUpdate) -> Bool) -> InstanceUpdate? { recorder.all.last(where: matches) }
+
+            try await client.put("/svc/hinted/8006", value: "127.0.0.1:8006")
+            try await eventually("added") { cache.snapshot.instances.contains { $0.id == "127.0.0.1:8006" } }
+            let added = try #require(lastUpdate { $0.instances.count == 6 })
+            #expect(added.changes?.upserted.map(\.id) == ["127.0.0.1:8006"])
+            #expect(added.changes?.removed == [])
+            #expect(added.changes?.base != nil && added.changes?.base != added.serial)
+
+            try await client.put("/svc/hinted/8002", value: #"{"host":"127.0.0.1","port":8002,"weight":3}"#)
+            try await eventually("changed") { cache.snapshot.instances.first { $0.id == "127.0.0.1:8002" }?.weight == 3 }
+            let changed = try #require(lastUpdate { $0.instances.first { $0.id == "127.0.0.1:8002" }?.weight == 3 })
+            #expect(changed.changes?.upserted.map(\.weight) == [3])
+            #expect(changed.changes?.removed == [])
+            #expect(changed.changes?.base == added.serial)
+
+            try await client.delete("/svc/hinted/8001")
+            try await eventually("removed") { !cache.snapshot.instances.contains { $0.id == "127.0.0.1:8001" } }
+            let removed = try #require(lastUpdate { !$0.instances.contains { $0.id == "127.0.0.1:8001" } })
+            #expect(removed.changes?.removed == ["127.0.0.1:8001"])
+            #expect(removed.changes?.upserted == [])
+
+            // Two keys naming one instance: the smaller key's is in the set; when it goes, the
+            // other key's takes its place (a change of fields, not a removal).
+            try await client.put("/svc/hinted/9003", value: #"{"host":"127.0.0.1","port":8003,"weight":2}"#)
+            try await client.delete("/svc/hinted/8003")
+            try await eventually("the other key's instance") {
+                cache.snapshot.instances.first { $0.id == "127.0.0.1:8003" }?.weight == 2
+            }
+            let replaced = try #require(lastUpdate { $0.instances.first { $0.id == "127.0.0.1:8003" }?.weight == 2 })
+            #expect(replaced.changes?.upserted.map(\.id) == ["127.0.0.1:8003"])
+            #expect(replaced.changes?.removed == [])
+
+            #expect(cache.updatesAppliedByHint >= applied + 4, "each change applied by what changed")
+            #expect(cache.snapshot.instances == recorder.latest?.instances)
+            #expect(cache.snapshot.endpoints.map(\.id) == recorder.latest?.instances.map(\.id))
+        }
+    }
+
     @Test("etcd down: the last good set stays, with the error in band; after a restart, changes flow again")
     func outageKeepsTheSet() async throws {
         let cluster = try await EtcdCluster.start()

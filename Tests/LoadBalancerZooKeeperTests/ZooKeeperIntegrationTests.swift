@@ -140,6 +140,61 @@ struct ZooKeeperIntegrationTests {
         }
     }
 
+    @Test("changes reach the cache as what changed; a child watch reads only new children's data, a data watch only that child's")
+    func changeHints() async throws {
+        let ensemble = try await ZooKeeperEnsemble.start()
+        let client = ZooKeeperClient(configuration: ensemble.configuration())
+        let publisher = ZooKeeperPublisher(path: "/services/hinted", client: client)
+        let recorder = Recorder()
+        let cache = EndpointCache<Int, String>(
+            publisher: publisher,
+            factory: EndpointFactory { instance in ManagedEndpoint(Endpoint(instance: instance) { _ in instance.id }) })
+        try await withRunning([
+            { try? await client.run() }, { try? await publisher.run() }, { try? await cache.run() },
+            { for await update in publisher.updates() { recorder.record(update) } },
+        ]) {
+            try await connected(client)
+            try await eventually("the parent created") { (try? await client.exists("/services/hinted")) != nil }
+            for port in 8001...8005 {
+                try await client.create("/services/hinted/n\(port)", data: Array("127.0.0.1:\(port)".utf8))
+            }
+            try await eventually("five children") { cache.snapshot.instances.count == 5 }
+            let applied = cache.updatesAppliedByHint
+            func lastUpdate(where matches: (InstanceUpdate) -> Bool) -> InstanceUpdate? { recorder.all.last(where: matches) }
+
+            // A new child: the list is read again, but only the new child's data.
+            var reads = client.dataReadCount
+            try await client.create("/services/hinted/n8006", data: Array("127.0.0.1:8006".utf8))
+            try await eventually("added") { cache.snapshot.instances.contains { $0.id == "127.0.0.1:8006" } }
+            #expect(client.dataReadCount - reads == 1, "only the new child's data is read")
+            let added = try #require(lastUpdate { $0.instances.count == 6 })
+            #expect(added.changes?.upserted.map(\.id) == ["127.0.0.1:8006"])
+            #expect(added.changes?.removed == [])
+
+            // A child's data changes: only that child is read again.
+            reads = client.dataReadCount
+            try await client.setData("/services/hinted/n8002", data: Array(#"{"host":"127.0.0.1","port":8002,"weight":4}"#.utf8))
+            try await eventually("changed") { cache.snapshot.instances.first { $0.id == "127.0.0.1:8002" }?.weight == 4 }
+            #expect(client.dataReadCount - reads == 1, "only the changed child's data is read")
+            let changed = try #require(lastUpdate { $0.instances.first { $0.id == "127.0.0.1:8002" }?.weight == 4 })
+            #expect(changed.changes?.upserted.map(\.weight) == [4])
+            #expect(changed.changes?.removed == [])
+
+            // A child leaves: no data is read.
+            reads = client.dataReadCount
+            try await client.delete("/services/hinted/n8001")
+            try await eventually("removed") { !cache.snapshot.instances.contains { $0.id == "127.0.0.1:8001" } }
+            #expect(client.dataReadCount == reads, "a removal reads no data")
+            let removed = try #require(lastUpdate { !$0.instances.contains { $0.id == "127.0.0.1:8001" } })
+            #expect(removed.changes?.removed == ["127.0.0.1:8001"])
+            #expect(removed.changes?.upserted == [])
+
+            #expect(cache.updatesAppliedByHint >= applied + 3, "each change applied by what changed")
+            #expect(cache.snapshot.instances == recorder.latest?.instances)
+            #expect(cache.snapshot.endpoints.map(\.id) == recorder.latest?.instances.map(\.id))
+        }
+    }
+
     @Test("server restart: the session survives, the set stays, watches are set again, later changes arrive")
     func reconnectWithinSession() async throws {
         let ensemble = try await ZooKeeperEnsemble.start()

@@ -2,9 +2,12 @@
 //
 //   swift run -c release scale [--sizes 100,1000,10000] [--balancer NAME,...|all] [--changes 200]
 //                              [--flood-seconds 2] [--rate 100] [--rate-seconds 3] [--csv FILE]
+//                              [--updates whole|hinted]
 //
 // For each size n and balancer, over an EndpointCache fed by hand with whole sets (as every
 // publisher delivers them) and endpoints made by the benchmark (the "user's endpoint objects"):
+// with `--updates hinted`, each change's update also says what changed (`InstanceUpdate.changes`, as the
+// etcd and ZooKeeper publishers deliver it), so the cache applies it without comparing the sets.
 //
 // - first: the wall and CPU time of the first set (the cache's update plus the first pick, which
 //   builds the balancer's table);
@@ -39,13 +42,14 @@ struct Options {
     var rate = 100.0
     var rateSeconds = 3.0
     var csv: String?
+    var hinted = false
 }
 
 let allBalancers = allBalancerNames
 
 let usage = """
     usage: scale [--sizes 100,1000,10000] [--balancer NAME,...|all] [--changes 200]
-                 [--flood-seconds 2] [--rate 100] [--rate-seconds 3] [--csv FILE]
+                 [--flood-seconds 2] [--rate 100] [--rate-seconds 3] [--csv FILE] [--updates whole|hinted]
     """
 
 func parse() -> Options {
@@ -60,6 +64,9 @@ func parse() -> Options {
         case "--rate": options.rate = reader.positive(value, flag)
         case "--rate-seconds": options.rateSeconds = reader.positive(value, flag)
         case "--csv": options.csv = value
+        case "--updates":
+            guard value == "whole" || value == "hinted" else { reader.fail("--updates is whole or hinted, not '\(value)'") }
+            options.hinted = value == "hinted"
         default: reader.fail("unknown flag \(flag)")
         }
     }
@@ -197,6 +204,32 @@ struct Measure: BalancerVisitor {
     let instances: [Instance]
     var row: Row
 
+    /// The serial of the last update (`--updates hinted`), and the index of the instance last removed.
+    var serial: UInt64 = 0
+    var removed = 0
+
+    /// Applies the whole set (with a serial, when `--updates hinted`).
+    mutating func applyWhole() async {
+        guard options.hinted else { return await cache.update(with: instances) }
+        serial += 1
+        await cache.update(with: InstanceUpdate(instances: instances, serial: serial))
+    }
+
+    /// Applies change number `change`, whose set is `set`: an even one removes the instance at
+    /// `index`, an odd one adds back the one removed before; with `--updates hinted`, as an update that
+    /// says what changed.
+    mutating func applyChange(_ change: Int, index: Int, set: [Instance]) async {
+        guard options.hinted else { return await cache.update(with: set) }
+        let base = serial
+        serial += 1
+        let changes =
+            change % 2 == 0
+            ? InstanceChanges(base: base, upserted: [], removed: [instances[index].id])
+            : InstanceChanges(base: base, upserted: [instances[removed]], removed: [])
+        if change % 2 == 0 { removed = index }
+        await cache.update(with: InstanceUpdate(instances: set, serial: serial, changes: changes))
+    }
+
     /// The set with the instance at `index` left out.
     func without(_ index: Int) -> [Instance] {
         var set = instances
@@ -216,7 +249,7 @@ struct Measure: BalancerVisitor {
         let heapBefore = heapBytes()
         let wall0 = wallNanoseconds()
         let cpu0 = cpuNanoseconds()
-        await cache.update(with: instances)
+        await applyWhole()
         _ = try? balancer.pick()
         row.firstCPU = cpuNanoseconds() - cpu0
         row.firstWall = wallNanoseconds() - wall0
@@ -244,7 +277,7 @@ struct Measure: BalancerVisitor {
             let m0 = mallocs()
             let c0 = cpuNanoseconds()
             let w0 = wallNanoseconds()
-            await cache.update(with: set)
+            await applyChange(change, index: index, set: set)
             pickUntilSeen(balancer, generation: generation)
             let w1 = wallNanoseconds()
             let c1 = cpuNanoseconds()
@@ -253,7 +286,7 @@ struct Measure: BalancerVisitor {
             row.changeCPU.append(c1 - c0)
         }
         MallocInterposerSwift.unhook()
-        if options.changes % 2 == 1 { await cache.update(with: instances) }
+        if options.changes % 2 == 1 { await applyChange(1, index: 0, set: instances) }
         row.mallocsPerChange = Double(mallocTotal) / Double(options.changes)
         row.changeWall.sort()
         row.changeCPU.sort()
@@ -287,7 +320,9 @@ struct Measure: BalancerVisitor {
     /// Applies changes for `seconds`, back to back or `perSecond` of them, while a thread of its
     /// own picks; returns the changes applied per second and the picks' latencies, sorted. Leaves
     /// the whole set in the cache.
-    func changesWhilePicking<B: Balancer>(_ balancer: B, seconds: Double, perSecond: Double?) async -> (rate: Double, picks: [UInt64])
+    mutating func changesWhilePicking<B: Balancer>(_ balancer: B, seconds: Double, perSecond: Double?) async -> (
+        rate: Double, picks: [UInt64]
+    )
     where B.Request == Int, B.Response == Int {
         var generator = SystemRandomNumberGenerator()
         let stop = Stop()
@@ -304,12 +339,12 @@ struct Measure: BalancerVisitor {
                 if now < due { try? await Task.sleep(for: .nanoseconds(Int64(due - now))) }
             }
             let index = Int.random(in: 0..<instances.count, using: &generator)
-            await cache.update(with: applied % 2 == 0 ? without(index) : instances)
+            await applyChange(applied, index: index, set: applied % 2 == 0 ? without(index) : instances)
             applied += 1
         }
         stop.flag.store(true, ordering: .relaxed)
         let (samples, _) = await picks
-        if applied % 2 == 1 { await cache.update(with: instances) }
+        if applied % 2 == 1 { await applyChange(1, index: 0, set: instances) }
         return (Double(applied) / seconds, samples)
     }
 }
@@ -327,7 +362,7 @@ func waitFor(_ semaphore: DispatchSemaphore) async {
 MallocInterposerSwift.initialize()
 let options = parse()
 print(
-    "scale: \(ProcessInfo.processInfo.activeProcessorCount) cores, sizes \(options.sizes.map(String.init).joined(separator: ",")), \(options.changes) changes, flood \(options.floodSeconds) s, \(options.rate) changes/s for \(options.rateSeconds) s"
+    "scale: \(options.hinted ? "hinted updates, " : "")\(ProcessInfo.processInfo.activeProcessorCount) cores, sizes \(options.sizes.map(String.init).joined(separator: ",")), \(options.changes) changes, flood \(options.floodSeconds) s, \(options.rate) changes/s for \(options.rateSeconds) s"
 )
 print(
     "n,balancer,first_wall_ms,first_cpu_ms,bytes_per_instance,change_wall_p50_ms,change_wall_p99_ms,change_cpu_p50_ms,change_cpu_p99_ms,mallocs_per_change,idle_pick_p50_us,idle_pick_p99_us,idle_pick_p999_us,flood_changes_per_s,flood_pick_p50_us,flood_pick_p99_us,flood_pick_p999_us,paced_changes_per_s,paced_pick_p99_us,paced_pick_p999_us"

@@ -26,7 +26,10 @@ import Synchronization
 ///
 /// An update costs a walk of the new set beside the published one in id order (a set already
 /// ordered by id, as publishers deliver it, is neither deduplicated nor sorted again), endpoints
-/// made for new ids only, and arrays copied in runs: no hashing of the ids that stay.
+/// made for new ids only, and arrays copied in runs: no hashing of the ids that stay. An update
+/// that says what changed (``InstanceUpdate/changes``, from etcd's and ZooKeeper's publishers)
+/// against the set the cache last applied costs a binary search per changed id instead of the
+/// walk; the result is the same.
 public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendable {
     /// Increases by one with every published set (never wraps in practice); balancers compare it
     /// with the version their snapshot was derived from.
@@ -70,6 +73,11 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
         var freeSlots: [UInt32] = []
         var freeSlotsHead = 0
         var nextSlot: UInt32 = 0
+        /// The ``InstanceUpdate/serial`` of the publisher's set that the published set is exactly
+        /// (every instance of it made an endpoint); `nil` when unknown.
+        var appliedSerial: UInt64?
+        /// Updates applied by their hint (``InstanceUpdate/changes``), not by a walk (for tests).
+        var appliedByHint = 0
 
         mutating func takeSlot() -> UInt32 {
             if freeSlotsHead < freeSlots.count {
@@ -234,12 +242,44 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
     public func update(with instances: [Instance]) async {
         do {
             try await updateLock.withLock {
-                await self.apply(instances)
+                await self.apply(InstanceUpdate(instances: instances))
             }
         } catch {
             return // Cancelled while waiting: the set is not applied.
         }
         discovery.markReady()
+    }
+
+    /// Applies a publisher's update as ``run()`` does: its instances, using what it says changed
+    /// (``InstanceUpdate/changes``) when that applies to the set the cache last applied, and its
+    /// error, if any, recorded in ``discoveryStatus`` (and logged).
+    ///
+    /// Use it to feed the cache from a publisher's ``InstancePublisher/updates()`` by hand. Updates
+    /// run one at a time, in call order; after ``run()`` has ended they are ignored. A task
+    /// cancelled while it waits for the update before it returns at once, its update not applied.
+    ///
+    /// - Parameter update: The update, as a publisher delivered it.
+    public func update(with update: InstanceUpdate) async {
+        logIfFailed(update)
+        do {
+            try await updateLock.withLock {
+                await self.apply(update)
+            }
+        } catch {
+            return // Cancelled while waiting: the update is not applied.
+        }
+        discovery.record(update)
+    }
+
+    private func logIfFailed(_ update: InstanceUpdate) {
+        guard let error = update.error else { return }
+        logger.warning(
+            "registry error; keeping the last good set",
+            metadata: [
+                "loadbalancer.error": "\(error)",
+                "loadbalancer.instances": "\(update.instances.count)",
+            ]
+        )
     }
 
     /// What a new set changes against the published one, found by walking both in id order (no
@@ -251,6 +291,97 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
         var removed: [String] = []
         var changed: [Instance] = []
         var oldPositions: [Int32] = []
+        /// Found from an update's hint instead of a walk: then ``oldPositions`` is empty and
+        /// ``edits`` says where the published set changes.
+        var edits: [Edit]?
+    }
+
+    /// One place where the published set changes, in id order: the instance at an old position
+    /// leaves, or an added instance (``Difference/added`` at `added`) comes in before an old
+    /// position, at a position of the new set.
+    private enum Edit {
+        case remove(old: Int)
+        case insert(beforeOld: Int, added: Int, new: Int)
+    }
+
+    /// The first index of `instances` (ordered by id) whose id is not below `id`.
+    private static func position(of id: String, in instances: UnsafeBufferPointer<Instance>) -> Int {
+        var low = 0
+        var high = instances.count
+        while low < high {
+            let middle = low + (high - low) / 2
+            if instances[middle].id < id { low = middle + 1 } else { high = middle }
+        }
+        return low
+    }
+
+    /// The difference from `current` (the published set, exactly the publisher's set that
+    /// `changes` starts from) to `wanted`, found from `changes` by binary searches, or `nil` when
+    /// the change does not fit the two sets (an id removed that is not there, a count that does
+    /// not add up, an instance not where the change puts it): then the sets are compared whole.
+    private static func difference(from current: [Instance], to wanted: [Instance], changes: InstanceChanges) -> Difference? {
+        let removedIDs = changes.removed
+        let upserted = changes.upserted
+        var difference = Difference()
+        var edits: [Edit] = []
+        edits.reserveCapacity(changes.count)
+        let fits = current.withUnsafeBufferPointer { current -> Bool in
+            wanted.withUnsafeBufferPointer { wanted -> Bool in
+                upserted.withUnsafeBufferPointer { upserted -> Bool in
+                    // Both lists in id order, walked together: old positions only grow.
+                    var r = 0
+                    var u = 0
+                    var removedBefore = 0 // removed instances at old positions below the cursor
+                    var addedBefore = 0
+                    var lastOld = -1
+                    while r < removedIDs.count || u < upserted.count {
+                        let takeRemoved: Bool
+                        if r < removedIDs.count, u < upserted.count {
+                            if removedIDs[r] == upserted[u].id { return false }
+                            takeRemoved = removedIDs[r] < upserted[u].id
+                        } else {
+                            takeRemoved = r < removedIDs.count
+                        }
+                        if takeRemoved {
+                            let id = removedIDs[r]
+                            let old = position(of: id, in: current)
+                            guard old < current.count, current[old].id == id, old > lastOld else { return false }
+                            lastOld = old
+                            edits.append(.remove(old: old))
+                            difference.removed.append(id)
+                            removedBefore += 1
+                            r += 1
+                        } else {
+                            let instance = upserted.baseAddress! + u
+                            let old = position(of: instance.pointee.id, in: current)
+                            if old < current.count, current[old].id == instance.pointee.id {
+                                guard old > lastOld else { return false }
+                                lastOld = old
+                                // A change of fields: the instance must be where the change puts it.
+                                let new = old - removedBefore + addedBefore
+                                guard new < wanted.count, sameFields(wanted.baseAddress! + new, instance) else { return false }
+                                if !sameFields(current.baseAddress! + old, instance) {
+                                    difference.changed.append(instance.pointee)
+                                }
+                            } else {
+                                guard old > lastOld else { return false }
+                                lastOld = old - 1 // The next edit may still be before `old`.
+                                let new = old - removedBefore + addedBefore
+                                guard new < wanted.count, sameFields(wanted.baseAddress! + new, instance) else { return false }
+                                edits.append(.insert(beforeOld: old, added: difference.added.count, new: new))
+                                difference.added.append(instance.pointee)
+                                addedBefore += 1
+                            }
+                            u += 1
+                        }
+                    }
+                    return current.count - removedBefore + addedBefore == wanted.count
+                }
+            }
+        }
+        guard fits else { return nil }
+        difference.edits = edits
+        return difference
     }
 
     /// The difference from `current` to `wanted`, or `nil` when `wanted` is not ordered by id (its
@@ -345,15 +476,71 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
         return (endpoints, instances, slots)
     }
 
-    private func apply(_ newInstances: [Instance]) async {
+    /// The endpoints and slots of `wanted` (ordered by id), from `current`'s with `edits` made:
+    /// the runs between edits copied whole, `made`'s endpoints inserted; the instances whose
+    /// factory failed are left out of all three arrays. The same arrays as
+    /// ``publishedArrays(_:oldPositions:current:made:)`` gives for the same change.
+    private static func publishedArrays(
+        _ wanted: [Instance], edits: [Edit], added: [Instance], current: EndpointSet<Request, Response>, made: [String: Entry]
+    ) -> (endpoints: [Endpoint<Request, Response>], instances: [Instance], slots: [UInt32]) {
+        var endpoints: [Endpoint<Request, Response>] = []
+        var slots: [UInt32] = []
+        endpoints.reserveCapacity(wanted.count)
+        slots.reserveCapacity(wanted.count)
+        var leftOut: [Int] = []
+        let oldEndpoints = current.endpoints
+        let oldSlots = current.slots
+        var cursor = 0
+        func copy(upTo end: Int) {
+            guard cursor < end else { return }
+            endpoints.append(contentsOf: oldEndpoints[cursor..<end])
+            slots.append(contentsOf: oldSlots[cursor..<end])
+            cursor = end
+        }
+        for edit in edits {
+            switch edit {
+            case .remove(let old):
+                copy(upTo: old)
+                cursor = old + 1
+            case .insert(let beforeOld, let index, let new):
+                copy(upTo: beforeOld)
+                if let entry = made[added[index].id] {
+                    endpoints.append(entry.managed.endpoint)
+                    slots.append(entry.slot)
+                } else {
+                    leftOut.append(new) // Its factory failed.
+                }
+            }
+        }
+        copy(upTo: oldEndpoints.count)
+        var instances = wanted
+        for index in leftOut.reversed() { instances.remove(at: index) }
+        return (endpoints, instances, slots)
+    }
+
+    private func apply(_ update: InstanceUpdate) async {
         // The published set is the cache's entries (updates are serialised: it cannot change
         // before this one publishes), ordered by id: a merge finds what changed. A set that is not
-        // ordered by id (publishers deliver it so) is deduplicated and ordered first.
-        let (current, isShutDown) = state.withLock { ($0.current, $0.isShutDown) }
+        // ordered by id (publishers deliver it so) is deduplicated and ordered first. An update
+        // that says what changed since the set the cache last applied is applied by that instead.
+        let (current, isShutDown, appliedSerial) = state.withLock { ($0.current, $0.isShutDown, $0.appliedSerial) }
         if isShutDown { return }
+        if let serial = update.serial, serial == appliedSerial {
+            // The very set the published one is: nothing changes (as a walk would find).
+            state.withLock { state in
+                state.updates += 1
+                state.factoryFailures = [:]
+            }
+            return
+        }
+        let newInstances = update.instances
         var wanted = newInstances
         let difference: Difference
-        if let ordered = Self.difference(from: current.instances, to: wanted) {
+        if let changes = update.changes, let base = appliedSerial, changes.base == base,
+            let hinted = Self.difference(from: current.instances, to: wanted, changes: changes)
+        {
+            difference = hinted
+        } else if let ordered = Self.difference(from: current.instances, to: wanted) {
             difference = ordered
         } else {
             wanted = Instance.orderedByID(newInstances)
@@ -399,11 +586,18 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
             let changed = !removed.isEmpty || !made.isEmpty || !difference.changed.isEmpty
             state.factoryFailures = failures
             state.updates += 1
+            // The published set is the publisher's exactly when every instance made an endpoint.
+            state.appliedSerial = failures.isEmpty ? update.serial : nil
+            if difference.edits != nil { state.appliedByHint += 1 }
             var published: EndpointSet<Request, Response>? = nil
             if changed || state.updates == 1 {
                 state.generation &+= 1
-                let (endpoints, instances, slots) = Self.publishedArrays(
-                    wanted, oldPositions: difference.oldPositions, current: current, made: made)
+                let (endpoints, instances, slots) =
+                    if let edits = difference.edits {
+                        Self.publishedArrays(wanted, edits: edits, added: difference.added, current: current, made: made)
+                    } else {
+                        Self.publishedArrays(wanted, oldPositions: difference.oldPositions, current: current, made: made)
+                    }
                 published = EndpointSet(endpoints: endpoints, instances: instances, slots: slots, generation: state.generation)
             }
             // The removed endpoints' slots can be reused once they are closed; queueing them now
@@ -530,6 +724,12 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
         observer.endpointSetWillPublish(current)
     }
 
+    /// How many updates were applied by what they said changed, without comparing the whole sets
+    /// (for tests and benchmarks).
+    package var updatesAppliedByHint: Int {
+        state.withLock { $0.appliedByHint }
+    }
+
     /// The ids whose factory failed at the last update, with the error text.
     public var factoryFailures: [String: String] {
         state.withLock { $0.factoryFailures }
@@ -579,18 +779,10 @@ extension EndpointCache: Service {
         if let publisher {
             await cancelWhenGracefulShutdown {
                 for await update in publisher.updates() {
-                    if let error = update.error {
-                        self.logger.warning(
-                            "registry error; keeping the last good set",
-                            metadata: [
-                                "loadbalancer.error": "\(error)",
-                                "loadbalancer.instances": "\(update.instances.count)",
-                            ]
-                        )
-                    }
+                    self.logIfFailed(update)
                     do {
                         try await self.updateLock.withLock {
-                            await self.apply(update.instances)
+                            await self.apply(update)
                         }
                     } catch {
                         return // Cancelled while waiting for an update by hand.

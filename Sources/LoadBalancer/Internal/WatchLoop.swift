@@ -192,6 +192,14 @@ extension InstanceBroadcaster {
         if !invalid.isEmpty { fail(DiscoveryError(code: .invalidInstances, message: invalid.joined(separator: "; "))) }
     }
 
+    /// Publishes a registry's answer with what changed since the previous publish
+    /// (``publish(_:upserted:removed:)``), then the entries that made no instance, as
+    /// ``publish(_:invalid:)`` does.
+    package func publish(_ instances: [Instance], upserted: [Instance], removed: [String], invalid: [String]) {
+        publish(instances, upserted: upserted, removed: removed)
+        if !invalid.isEmpty { fail(DiscoveryError(code: .invalidInstances, message: invalid.joined(separator: "; "))) }
+    }
+
     /// A failed round of a publisher's watch loop, in band: logged as a warning on `logger` (with
     /// `metadata` naming the publisher), and published with the last good set (`registryUnavailable`
     /// when the registry could not be reached, else `other`).

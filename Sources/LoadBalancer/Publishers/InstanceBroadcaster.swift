@@ -15,6 +15,11 @@ import Synchronization
 ///
 /// Each subscriber has a buffer of one: a subscriber that falls behind gets the newest snapshot,
 /// not every intermediate one. Nothing blocks the publisher.
+///
+/// Every update it sends carries an ``InstanceUpdate/serial`` (the same set, the same serial), and
+/// an update of ``publish(_:upserted:removed:)`` also says what changed since the set of the
+/// publish before it (``InstanceUpdate/changes``). A subscriber that skipped an update sees a base
+/// that is not the set it holds, and compares the whole sets instead (the ``EndpointCache`` does).
 public final class InstanceBroadcaster: Sendable {
     private struct State {
         var lastGood: [Instance]?
@@ -30,6 +35,16 @@ public final class InstanceBroadcaster: Sendable {
         var subscribers: [Int: AsyncStream<InstanceUpdate>.Continuation] = [:]
         var nextSubscriber = 0
         var finished = false
+        /// The last serial handed out (each new set content gets the next one).
+        var serial: UInt64 = 0
+        /// The serial of ``lastGood``, and what changed to make it, when the publisher said.
+        var lastGoodSerial: UInt64?
+        var lastGoodChanges: InstanceChanges?
+
+        mutating func nextSerial() -> UInt64 {
+            serial &+= 1
+            return serial
+        }
 
         /// Ends the run of failures, cancelling its timer.
         mutating func endFailures() {
@@ -82,15 +97,83 @@ public final class InstanceBroadcaster: Sendable {
     ///
     /// A set equal to the current good one is not sent again.
     public func publish(_ instances: [Instance]) {
-        let unique = Instance.orderedByID(instances)
-        let update = InstanceUpdate(instances: unique)
+        publish(Instance.orderedByID(instances), changes: nil)
+    }
+
+    /// Publishes a whole new set and what changed since the set of the previous publish:
+    /// subscribers get the set with ``InstanceUpdate/changes`` saying so, and an
+    /// ``EndpointCache`` applies the change without comparing the whole sets.
+    ///
+    /// ```swift
+    /// table.remove("10.0.0.7:8080")
+    /// broadcaster.publish(table.ordered, upserted: [], removed: ["10.0.0.7:8080"])
+    /// ```
+    ///
+    /// `instances` stays the set: when it is not ordered by id (or names an id twice), or the
+    /// change names an id twice, or in both lists, the hint is dropped and the set published as
+    /// ``publish(_:)`` would. The change must be exact: applied to the previous set, it gives
+    /// `instances`. An empty change is checked against the current set, as ``publish(_:)`` does.
+    ///
+    /// - Parameters:
+    ///   - instances: The whole new set, ordered by id, unique by id.
+    ///   - upserted: The instances added or changed since the previous publish (any order).
+    ///   - removed: The ids removed since the previous publish (any order).
+    public func publish(_ instances: [Instance], upserted: [Instance], removed: [String]) {
+        guard Instance.isOrderedByID(instances), let hint = Self.normalized(upserted: upserted, removed: removed) else {
+            publish(Instance.orderedByID(instances), changes: nil)
+            return
+        }
+        publish(instances, changes: hint)
+    }
+
+    /// The change ordered by id, or `nil` when it names an id twice or in both lists.
+    private static func normalized(upserted: [Instance], removed: [String]) -> (upserted: [Instance], removed: [String])? {
+        let upserted = Instance.isOrderedByID(upserted) ? upserted : upserted.sorted { $0.id < $1.id }
+        let removed = removed.sorted()
+        var u = 0
+        var r = 0
+        while u < upserted.count || r < removed.count {
+            if u > 0, u < upserted.count, !(upserted[u - 1].id < upserted[u].id) { return nil }
+            if r > 0, r < removed.count, !(removed[r - 1] < removed[r]) { return nil }
+            if u < upserted.count, r < removed.count {
+                if upserted[u].id == removed[r] { return nil }
+                if upserted[u].id < removed[r] { u += 1 } else { r += 1 }
+            } else if u < upserted.count {
+                u += 1
+            } else {
+                r += 1
+            }
+        }
+        return (upserted, removed)
+    }
+
+    /// Publishes `unique` (ordered by id, unique), with the change since the previous publish when
+    /// the publisher said what it was.
+    private func publish(_ unique: [Instance], changes hint: (upserted: [Instance], removed: [String])?) {
         state.withLock { state in
             guard !state.finished else { return }
-            let unchanged = state.current.map { $0.error == nil && $0.instances == unique } ?? false
+            let unchanged: Bool
+            if let hint, !hint.upserted.isEmpty || !hint.removed.isEmpty {
+                unchanged = false
+            } else {
+                unchanged = state.current.map { $0.error == nil && $0.instances == unique } ?? false
+            }
+            let base = state.lastGoodSerial
             state.lastGood = unique
             state.endFailures()
+            if unchanged, let current = state.current {
+                // The same set: it keeps its serial (and what changed to make it).
+                state.current = InstanceUpdate(instances: unique, serial: current.serial, changes: current.changes)
+                return
+            }
+            let serial = state.nextSerial()
+            let changes = hint.flatMap { hint in
+                base.map { InstanceChanges(base: $0, upserted: hint.upserted, removed: hint.removed) }
+            }
+            let update = InstanceUpdate(instances: unique, serial: serial, changes: changes)
+            state.lastGoodSerial = serial
+            state.lastGoodChanges = changes
             state.current = update
-            if unchanged { return }
             yield(update, to: state.subscribers.values)
         }
     }
@@ -104,7 +187,13 @@ public final class InstanceBroadcaster: Sendable {
     public func fail(_ error: DiscoveryError) {
         state.withLock { state in
             guard !state.finished else { return }
-            var update = InstanceUpdate(instances: state.lastGood ?? [], error: error)
+            // The last good set keeps its serial; an empty one (no good set yet) gets a new one.
+            var update: InstanceUpdate
+            if let lastGood = state.lastGood, let serial = state.lastGoodSerial {
+                update = InstanceUpdate(instances: lastGood, error: error, serial: serial, changes: state.lastGoodChanges)
+            } else {
+                update = InstanceUpdate(instances: state.lastGood ?? [], error: error, serial: state.nextSerial())
+            }
             if error.code != .invalidInstances {
                 if state.firstFailure == nil {
                     state.firstFailure = error
@@ -125,6 +214,7 @@ public final class InstanceBroadcaster: Sendable {
                 // Without a good set there is nothing to drop: the error stays the registry's own.
                 if state.invalidated, !(state.lastGood ?? []).isEmpty {
                     update = Self.invalidatedUpdate(first: state.firstFailure ?? error, latest: error, limit: policy.invalidateAfter)
+                    update.serial = state.nextSerial()
                 }
             }
             state.current = update
@@ -140,7 +230,8 @@ public final class InstanceBroadcaster: Sendable {
             state.timer = nil
             // Without a good set there is nothing to drop: the current update is already empty.
             guard !(state.lastGood ?? []).isEmpty else { return }
-            let update = Self.invalidatedUpdate(first: first, latest: nil, limit: policy.invalidateAfter)
+            var update = Self.invalidatedUpdate(first: first, latest: nil, limit: policy.invalidateAfter)
+            update.serial = state.nextSerial()
             state.current = update
             yield(update, to: state.subscribers.values)
         }
