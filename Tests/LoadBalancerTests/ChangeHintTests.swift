@@ -139,7 +139,7 @@ struct ChangeHintTests {
             }
             let update = try #require(await updates.next())
             #expect(update.instances == ordered())
-            await hintedCache.update(with: update)
+            await hintedCache.update(from: update)
             await walkedCache.update(with: update.instances)
             #expect(Published(hintedCache) == Published(walkedCache), "step \(step)")
             #expect(hinted.takeLog() == walked.takeLog(), "step \(step)")
@@ -163,7 +163,7 @@ struct ChangeHintTests {
         let b = Self.instance(2)
         let c = Self.instance(3)
         broadcaster.publish([a, b].sorted { $0.id < $1.id })
-        await cache.update(with: try #require(await updates.next()))
+        await cache.update(from: try #require(await updates.next()))
         _ = factory.takeLog()
 
         // Two changes before the subscriber takes one: it holds only the newest, whose change
@@ -173,14 +173,14 @@ struct ChangeHintTests {
         let newest = try #require(await updates.next())
         #expect(newest.changes?.removed == [a.id])
         #expect(newest.changes?.upserted == [])
-        await cache.update(with: newest)
+        await cache.update(from: newest)
         #expect(cache.updatesAppliedByHint == 0, "the change does not start from the applied set")
         #expect(cache.snapshot.instances == [b, c].sorted { $0.id < $1.id })
         #expect(factory.takeLog() == ["make \(c.id)", "close \(a.id)"])
 
         // The next change starts from that set: it is applied by its hint.
         broadcaster.publish([c], upserted: [], removed: [b.id])
-        await cache.update(with: try #require(await updates.next()))
+        await cache.update(from: try #require(await updates.next()))
         #expect(cache.updatesAppliedByHint == 1)
         #expect(cache.snapshot.instances == [c])
         #expect(factory.takeLog() == ["close \(b.id)"])
@@ -205,8 +205,8 @@ struct ChangeHintTests {
         for lie in lies {
             let factory = LoggingFactory()
             let cache = EndpointCache<Int, String>(factory: factory.factory)
-            await cache.update(with: InstanceUpdate(instances: start, serial: 1))
-            await cache.update(with: InstanceUpdate(instances: target, serial: 2, changes: lie))
+            await cache.update(from: InstanceUpdate(instances: start, serial: 1))
+            await cache.update(from: InstanceUpdate(instances: target, serial: 2, changes: lie))
             #expect(cache.updatesAppliedByHint == 0, "\(lie)")
             #expect(cache.snapshot.instances == target)
             #expect(cache.snapshot.endpoints.map(\.id) == target.map(\.id))
@@ -214,9 +214,9 @@ struct ChangeHintTests {
         // The true change is used.
         let factory = LoggingFactory()
         let cache = EndpointCache<Int, String>(factory: factory.factory)
-        await cache.update(with: InstanceUpdate(instances: start, serial: 1))
+        await cache.update(from: InstanceUpdate(instances: start, serial: 1))
         await cache.update(
-            with: InstanceUpdate(instances: target, serial: 2, changes: InstanceChanges(base: 1, upserted: [d], removed: [c.id])))
+            from: InstanceUpdate(instances: target, serial: 2, changes: InstanceChanges(base: 1, upserted: [d], removed: [c.id])))
         #expect(cache.updatesAppliedByHint == 1)
         #expect(cache.snapshot.endpoints.map(\.id) == target.map(\.id))
     }
@@ -228,11 +228,11 @@ struct ChangeHintTests {
         let c = Self.instance(3)
         let factory = LoggingFactory()
         let cache = EndpointCache<Int, String>(factory: factory.factory)
-        await cache.update(with: InstanceUpdate(instances: [a], serial: 1))
+        await cache.update(from: InstanceUpdate(instances: [a], serial: 1))
         await cache.update(with: [a, b].sorted { $0.id < $1.id })
         // Starts from serial 1, but the cache holds a set given by hand since.
         await cache.update(
-            with: InstanceUpdate(
+            from: InstanceUpdate(
                 instances: [a, c].sorted { $0.id < $1.id }, serial: 2, changes: InstanceChanges(base: 1, upserted: [c], removed: [])))
         #expect(cache.updatesAppliedByHint == 0)
         #expect(cache.snapshot.instances == [a, c].sorted { $0.id < $1.id })
@@ -241,14 +241,14 @@ struct ChangeHintTests {
         // (and b is tried again, as the walk always does).
         factory.breakIDs([b.id])
         await cache.update(
-            with: InstanceUpdate(
+            from: InstanceUpdate(
                 instances: [a, b, c].sorted { $0.id < $1.id }, serial: 3, changes: InstanceChanges(base: 2, upserted: [b], removed: [])))
         #expect(cache.updatesAppliedByHint == 1)
         #expect(cache.factoryFailures.keys.sorted() == [b.id])
         factory.breakIDs([])
         _ = factory.takeLog()
         await cache.update(
-            with: InstanceUpdate(
+            from: InstanceUpdate(
                 instances: [a, b].sorted { $0.id < $1.id }, serial: 4, changes: InstanceChanges(base: 3, upserted: [], removed: [c.id])))
         #expect(cache.updatesAppliedByHint == 1)
         #expect(cache.snapshot.instances == [a, b].sorted { $0.id < $1.id })
@@ -260,9 +260,9 @@ struct ChangeHintTests {
         let a = Self.instance(1)
         let factory = LoggingFactory()
         let cache = EndpointCache<Int, String>(factory: factory.factory)
-        await cache.update(with: InstanceUpdate(instances: [a], serial: 7))
+        await cache.update(from: InstanceUpdate(instances: [a], serial: 7))
         let generation = cache.snapshot.generation
-        await cache.update(with: InstanceUpdate(instances: [a], error: DiscoveryError(code: .invalidInstances, message: "bad"), serial: 7))
+        await cache.update(from: InstanceUpdate(instances: [a], error: DiscoveryError(code: .invalidInstances, message: "bad"), serial: 7))
         #expect(cache.snapshot.generation == generation)
         #expect(factory.takeLog() == ["make \(a.id)"])
         #expect(cache.discoveryStatus.lastError?.code == .invalidInstances)

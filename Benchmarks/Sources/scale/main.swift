@@ -212,7 +212,7 @@ struct Measure: BalancerVisitor {
     mutating func applyWhole() async {
         guard options.hinted else { return await cache.update(with: instances) }
         serial += 1
-        await cache.update(with: InstanceUpdate(instances: instances, serial: serial))
+        await cache.update(from: InstanceUpdate(instances: instances, serial: serial))
     }
 
     /// Applies change number `change`, whose set is `set`: an even one removes the instance at
@@ -227,7 +227,7 @@ struct Measure: BalancerVisitor {
             ? InstanceChanges(base: base, upserted: [], removed: [instances[index].id])
             : InstanceChanges(base: base, upserted: [instances[removed]], removed: [])
         if change % 2 == 0 { removed = index }
-        await cache.update(with: InstanceUpdate(instances: set, serial: serial, changes: changes))
+        await cache.update(from: InstanceUpdate(instances: set, serial: serial, changes: changes))
     }
 
     /// The set with the instance at `index` left out.

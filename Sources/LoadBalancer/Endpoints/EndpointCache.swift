@@ -259,7 +259,7 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
     /// cancelled while it waits for the update before it returns at once, its update not applied.
     ///
     /// - Parameter update: The update, as a publisher delivered it.
-    public func update(with update: InstanceUpdate) async {
+    public func update(from update: InstanceUpdate) async {
         logIfFailed(update)
         do {
             try await updateLock.withLock {

@@ -105,8 +105,9 @@ public final class InstanceBroadcaster: Sendable {
     /// ``EndpointCache`` applies the change without comparing the whole sets.
     ///
     /// ```swift
-    /// table.remove("10.0.0.7:8080")
-    /// broadcaster.publish(table.ordered, upserted: [], removed: ["10.0.0.7:8080"])
+    /// // A watch event said that 10.0.0.7:8080 left.
+    /// instances.removeAll { $0.id == "10.0.0.7:8080" }
+    /// broadcaster.publish(instances, upserted: [], removed: ["10.0.0.7:8080"])
     /// ```
     ///
     /// `instances` stays the set: when it is not ordered by id (or names an id twice), or the
