@@ -77,6 +77,9 @@ command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq
 # kazoo, the Python ZooKeeper client the interoperability tests write and read nodes with (as
 # Finagle, Curator and go-kit do), for Debian's own python3.
 /usr/bin/python3 -c 'import kazoo' >/dev/null 2>&1 || need+=(python3-kazoo)
+# tmux, the terminal that `lbctl top`'s tests drive with send-keys and read with capture-pane (the
+# fast tier skips those tests, saying so, where tmux is missing).
+command -v tmux >/dev/null 2>&1 || need+=(tmux)
 if [ ${#need[@]} -gt 0 ]; then
     step "installing ${need[*]}"
     apt-get update -qq

@@ -7,7 +7,7 @@ struct LBCtl: AsyncParsableCommand {
         commandName: "lbctl",
         abstract: "Client-side load balancing and service discovery, from the command line.",
         discussion: SourceSpec.help,
-        subcommands: [ResolveCommand.self, BenchCommand.self, DemoCommand.self, ReplayCommand.self]
+        subcommands: [ResolveCommand.self, BenchCommand.self, TopCommand.self, DemoCommand.self, ReplayCommand.self]
     )
 }
 

@@ -16,6 +16,19 @@ let benchmarks: @Sendable () -> Void = {
         maxDuration: .seconds(2),
         maxIterations: 50
     )
+    // Pick explanations (issue 24): off by default, where every pick above runs; with an observer
+    // that only counts picks; and explaining one pick in 1,000 (each explained pick allocates its
+    // explanation, so the allocations per pick show the sampling).
+    for (label, observe) in observations {
+        Benchmark("P2C peak-EWMA pick, 10 endpoints, 1 thread, \(label)", configuration: configuration) { benchmark async in
+            let balancer = P2CBalancer(await cache(10), metric: .peakEWMA())
+            let observer = observe(balancer)
+            benchmark.startMeasurement()
+            loop(balancer, benchmark.scaledIterations.count)
+            benchmark.stopMeasurement()
+            observer?.stop()
+        }
+    }
     for count in [10, 1000] {
         for (name, make) in balancers {
             for threads in [1, 2] {
@@ -30,6 +43,13 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 }
+
+/// The observations the explanation benchmarks compare.
+let observations: [(String, @Sendable (P2CBalancer<Int, Int>) -> BalancerObserver?)] = [
+    ("not observed", { _ in nil }),
+    ("observed (picks counted)", { $0.observe() }),
+    ("explaining 1 in 1000", { $0.observe(explainingEvery: 1000) }),
+]
 
 /// Each balancer, made over `count` endpoints with weights 1–3.
 let balancers: [(String, @Sendable (Int) async -> AnyBalancer<Int, Int>)] = [

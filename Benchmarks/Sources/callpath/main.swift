@@ -25,11 +25,15 @@ struct Options {
     var seconds = 2.0
     var endpoints = 10
     var rounds = 2
+    /// With an observer attached: `count` (picks counted) or `explain` (and one pick in 1,000
+    /// explained); `none` by default.
+    var observe = "none"
 }
 
 let usage = """
     usage: callpath [--what pick|call|retry|retry-plain|memory] [--balancer NAME,...|all]
                     [--threads 1,2,4,8,16] [--seconds 2] [--endpoints 10] [--rounds 2]
+                    [--observe none|count|explain]
     """
 
 func parse() -> Options {
@@ -45,6 +49,9 @@ func parse() -> Options {
         case "--seconds": options.seconds = reader.positive(value, flag)
         case "--endpoints": options.endpoints = reader.positive(value, flag)
         case "--rounds": options.rounds = reader.positive(value, flag)
+        case "--observe":
+            guard ["none", "count", "explain"].contains(value) else { reader.fail("unknown --observe '\(value)'") }
+            options.observe = value
         default: reader.fail("unknown flag \(flag)")
         }
     }
@@ -97,6 +104,16 @@ struct Measure: BalancerVisitor {
     var options: Options
 
     func visit<B: Balancer>(_ balancer: B) async where B.Request == Int, B.Response == Int {
+        #if !CALLPATH_BEFORE
+            // Kept alive until the measurements end.
+            let observer: BalancerObserver? =
+                switch options.observe {
+                case "count": (balancer as? any ObservableBalancer<Int, Int>)?.observe()
+                case "explain": (balancer as? any ObservableBalancer<Int, Int>)?.observe(explainingEvery: 1000)
+                default: nil
+                }
+            defer { observer?.stop() }
+        #endif
         var single: Double?
         for threads in options.threads {
             let ops: Int

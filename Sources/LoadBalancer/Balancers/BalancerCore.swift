@@ -29,6 +29,21 @@ package protocol PickStrategy: Sendable {
     /// Learns the outcome of a call counted in `load` (the in-flight count is already ended) that
     /// ended at `end`, when known.
     func learn(_ load: InstanceLoadView, outcome: CallRecord.Outcome, latency: Duration, endedAt end: ContinuousClock.Instant?)
+
+    /// For an observer that explains picks (never on the plain pick path): chooses exactly as
+    /// ``choose(_:_:)`` does, with the same draws, and fills in why. Default: ``choose(_:_:)``
+    /// alone (a rotation or a draw has no other reason).
+    func explainedChoice(_ table: Table, _ state: inout PickState, _ set: EndpointSetView, _ explanation: inout PickExplanation) -> Int?
+
+    /// For an observer that explains picks: where a keyed pick's `hash` falls. Default: nothing.
+    func explainKey(_ table: Table, hash: UInt64, _ set: EndpointSetView, _ explanation: inout PickExplanation)
+
+    /// For an observer: what the strategy knows of position `index` (calls in flight, latency,
+    /// success). Default: the calls in flight of ``load(_:at:)``, if any.
+    func describe(_ table: Table, at index: Int, _ state: inout InstanceState)
+
+    /// For an observer: the priority levels the table spreads traffic over. Default: none.
+    func levels(_ table: Table) -> [PriorityLevelState]
 }
 
 extension PickStrategy {
@@ -39,6 +54,16 @@ extension PickStrategy {
     @usableFromInline package func learn(
         _ load: InstanceLoadView, outcome: CallRecord.Outcome, latency: Duration, endedAt end: ContinuousClock.Instant?
     ) {}
+    @usableFromInline package func explainedChoice(
+        _ table: Table, _ state: inout PickState, _ set: EndpointSetView, _ explanation: inout PickExplanation
+    ) -> Int? {
+        choose(table, &state)
+    }
+    @usableFromInline package func explainKey(_ table: Table, hash: UInt64, _ set: EndpointSetView, _ explanation: inout PickExplanation) {}
+    @usableFromInline package func describe(_ table: Table, at index: Int, _ state: inout InstanceState) {
+        if let load = load(table, at: index) { state.inFlight = Int(load.outstanding) }
+    }
+    @usableFromInline package func levels(_ table: Table) -> [PriorityLevelState] { [] }
 }
 
 /// The mutable part of a pick, kept per shard: a random stream and a rotation counter.
@@ -230,7 +255,7 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     @usableFromInline let counts: Bool
     /// The balancer type and name that picks are counted under.
     private let balancerType: Any.Type
-    private let balancerName: String
+    let balancerName: String
     @usableFromInline package let strategy: Strategy
     /// The shards, owned here; `shardRefs` reaches them without reference counting (a retain and
     /// release per pick cost more than the rest of a round-robin pick).
@@ -256,6 +281,12 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     @usableFromInline let rampEpoch = Atomic<UInt64>(0)
     /// Zone-aware routing, if any.
     let zoneRouting: ZoneAwareRouting?
+    /// The observers attached (by id) and the explanation period each asked for (0: none).
+    let observers = Mutex<[ObjectIdentifier: Int]>([:])
+    /// The last explanations recorded, oldest first (at most `explanationLimit`).
+    let explanations = Mutex<[PickExplanation]>([])
+    /// How many explanations are kept for observers to read.
+    package static var explanationLimit: Int { 1024 }
 
     @usableFromInline
     struct ShardState: Sendable {
@@ -267,6 +298,14 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
         @usableFromInline var pick: PickState
         /// This shard's leases, by position in `snapshot`'s set (made on first use).
         @usableFromInline var leases: [EndpointLease<Request, Response>?] = []
+        /// Whether an observer is attached: picks are counted (and maybe explained) on the
+        /// observed path. Set under the shard's lock, so the plain path reads no shared word.
+        @usableFromInline var observing = false
+        /// With an observer that explains: one pick in `explainEvery` is explained; 0: none.
+        @usableFromInline var explainEvery = 0
+        @usableFromInline var explainCountdown = 0
+        /// This shard's picks while observed, by slot (summed over shards when read).
+        @usableFromInline var picksBySlot: [UInt64] = []
 
         init(snapshot: Snapshot?, pick: PickState) {
             self.snapshot = snapshot
@@ -515,13 +554,18 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
         guard let shares = zoneRouting.shares(healthy: healthyPositions.mapValues(\.count), total: total) else { return nil }
         var tables: [Strategy.Table] = []
         var weights: [UInt64] = []
+        var names: [String] = []
         for (zone, share) in shares.sorted(by: { $0.key < $1.key }) where share > 0 {
             guard let positions = healthyPositions[zone], !positions.isEmpty else { continue }
             tables.append(strategy.makeTable(view, usable: positions, scope: scopes[zone] ?? positions))
             weights.append(UInt64(share * 1_000_000_000))
+            names.append(zone)
         }
         guard !tables.isEmpty else { return nil }
-        return ZoneTables(tables: tables, choice: TableBuilders.aliasTable(values: Array(tables.indices), weights: weights))
+        let sum = Double(weights.reduce(0, +))
+        return ZoneTables(
+            tables: tables, choice: TableBuilders.aliasTable(values: Array(tables.indices), weights: weights), names: names,
+            shares: weights.map { sum > 0 ? Double($0) / sum : 0 })
     }
 
     /// The strategy's choice in `snapshot`: in a zone chosen by its share when zones count.
@@ -567,6 +611,9 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     @inlinable
     package func pick() throws(LoadBalancerError) -> EndpointPick {
         let pick = withShard { (state: inout ShardState, snapshot: Snapshot, _: Int) -> EndpointPick? in
+            if _slowPath(state.observing) {
+                return observedChoice(&state, snapshot, keyed: nil).map { EndpointPick(index: $0, generation: snapshot.set.generation) }
+            }
             guard var index = choose(snapshot, &state.pick) else { return nil }
             if snapshot.ramps != nil { index = rampedChoice(index, in: snapshot, &state.pick) }
             return EndpointPick(index: index, generation: snapshot.set.generation)
@@ -581,7 +628,11 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
         hash: UInt64,
         _ lookup: (Strategy.Table, UInt64) -> Int?
     ) throws(LoadBalancerError) -> EndpointPick {
-        let pick = withShard { (_: inout ShardState, snapshot: Snapshot, _: Int) -> EndpointPick? in
+        let pick = withShard { (state: inout ShardState, snapshot: Snapshot, _: Int) -> EndpointPick? in
+            if _slowPath(state.observing) {
+                let index = withoutActuallyEscaping(lookup) { lookup in observedChoice(&state, snapshot, keyed: (hash, lookup)) }
+                return index.map { EndpointPick(index: $0, generation: snapshot.set.generation) }
+            }
             guard var index = lookup(snapshot.table, hash) else { return nil }
             if snapshot.ramps != nil { index = keyedRampedChoice(index, hash: hash, in: snapshot, lookup) }
             return EndpointPick(index: index, generation: snapshot.set.generation)
@@ -622,6 +673,10 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     ) throws(LoadBalancerError) -> EndpointLease<Request, Response> {
         let lease = withShard { (state: inout ShardState, snapshot: Snapshot, shard: Int) -> EndpointLease<Request, Response>? in
             var index: Int
+            if _slowPath(state.observing) {
+                guard let chosen = observedChoice(&state, snapshot, keyed: keyed) else { return nil }
+                return makeLease(at: chosen, in: snapshot, shard: shard, leases: &state.leases)
+            }
             if let keyed {
                 guard let found = keyed.lookup(snapshot.table, keyed.hash) else { return nil }
                 index = found
@@ -646,6 +701,7 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     ) throws(LoadBalancerError) -> EndpointLease<Request, Response>? {
         let lease = withShard { (state: inout ShardState, snapshot: Snapshot, shard: Int) -> EndpointLease<Request, Response>? in
             guard let index = choose(snapshot.set, snapshot.table) else { return nil }
+            if _slowPath(state.observing) { countPick(&state, slot: snapshot.set.slots[index]) }
             return makeLease(at: index, in: snapshot, shard: shard, leases: &state.leases)
         }
         if let lease { lease.loadView?.started(shard: lease.loadShard) }

@@ -147,6 +147,26 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
         }
 
         /// The entry of `hash`, in the table.
+        /// Where `hash` falls: its table entry and the entry's owner.
+        @usableFromInline
+        func explainKey(_ table: Table, hash: UInt64, _ set: EndpointSetView, _ explanation: inout PickExplanation) {
+            guard !table.entries.isEmpty else { return }
+            let entry = Int(truncatingIfNeeded: WyRand.mix(hash).multipliedFullWidth(by: UInt64(table.entries.count)).high)
+            let owner = Int(table.entries[entry])
+            explanation.ring = PickExplanation.RingPosition(
+                hash: hash, entry: entry, tableSize: table.entries.count, ownerID: set.instances[owner].id, movedOn: false)
+        }
+
+        /// ``choose(_:_:)`` (a random key's entry), recording where the key fell.
+        @usableFromInline
+        func explainedChoice(
+            _ table: Table, _ state: inout PickState, _ set: EndpointSetView, _ explanation: inout PickExplanation
+        ) -> Int? {
+            let hash = state.next()
+            explainKey(table, hash: hash, set, &explanation)
+            return lookup(table, hash)
+        }
+
         @inlinable @inline(__always)
         func entry(_ table: Table, _ hash: UInt64) -> Int? {
             guard !table.entries.isEmpty else { return nil }

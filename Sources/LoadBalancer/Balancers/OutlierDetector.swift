@@ -139,6 +139,7 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
     private struct Ejection {
         var until: Duration
         var multiplier: Int
+        var reason: Reason
     }
 
     private struct State {
@@ -240,6 +241,39 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
 
     /// Every ejection and return so far (the last 1,000).
     public var events: [Event] { state.withLock { $0.events } }
+
+    /// What the detector holds about one instance now, for ``BalancerState``.
+    package struct SlotState: Sendable {
+        /// The ejection in force: until when (on the detector's clock), why, and the how-manieth.
+        package var ejection: (until: Duration, reason: Reason, count: Int)?
+        /// Back from an ejection, not yet through ``Configuration/probeSuccesses`` successes.
+        package var probation: Bool
+        /// Failing its active health check (or waiting for its first one).
+        package var failingCheck: Bool
+        /// Calls and failed calls in the current interval.
+        package var requests: UInt64
+        package var failures: UInt64
+    }
+
+    /// The state of `slots` now, the detector's time, and whether a health checker is attached:
+    /// one pass under the detector's lock (not on any pick path).
+    package func slotStates(_ slots: [UInt32]) -> (states: [SlotState], now: Duration, healthChecked: Bool) {
+        let time = now()
+        return state.withLock { state in
+            let states = slots.map { slot -> SlotState in
+                let words = storage.words(slot)
+                let ejection = state.ejections[slot].map { ($0.until, $0.reason, $0.multiplier) }
+                return SlotState(
+                    ejection: ejection,
+                    probation: ejection == nil && (words?[Self.flags].load(ordering: .relaxed) ?? 0) & 2 == 2,
+                    failingCheck: state.failingChecks.contains(slot),
+                    requests: words?[Self.requests].load(ordering: .relaxed) ?? 0,
+                    failures: words?[Self.failures].load(ordering: .relaxed) ?? 0
+                )
+            }
+            return (states, time, state.setListener != nil)
+        }
+    }
 
     /// The positions of `view` that may take traffic: the healthy ones, or all of them in panic mode
     /// (too few healthy, or none).
@@ -485,7 +519,7 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
         state.multipliers[slot] = multiplier
         let length = min(configuration.baseEjectionTime * multiplier, configuration.maxEjectionTime)
         let until = time + length
-        state.ejections[slot] = Ejection(until: until, multiplier: multiplier)
+        state.ejections[slot] = Ejection(until: until, multiplier: multiplier, reason: reason)
         if let words = storage.words(slot) {
             words[Self.flags].store(1, ordering: .relaxed)
             words[Self.consecutive].store(0, ordering: .relaxed)

@@ -240,6 +240,76 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
             return loadA * healthB * table.weights[b] <= loadB * healthA * table.weights[a] ? a : b
         }
 
+        /// ``choose(_:_:)`` with the same draws, recording the two candidates and their costs.
+        @usableFromInline
+        func explainedChoice(
+            _ table: Table, _ state: inout PickState, _ set: EndpointSetView, _ explanation: inout PickExplanation
+        ) -> Int? {
+            guard table.usable.count > 1 else { return choose(table, &state) }
+            let a: Int
+            var b: Int
+            let weighted = !table.weighted.isEmpty
+            if weighted {
+                guard let first = table.weighted.pick(state.next()) else { return nil }
+                a = first
+                b = table.weighted.pick(state.next()) ?? first
+                if b == a { b = table.weighted.pick(state.next()) ?? a }
+                if b == a { return a }
+            } else {
+                let n = table.usable.count
+                let (first, rest) = state.next().multipliedFullWidth(by: UInt64(n))
+                var second = rest.multipliedFullWidth(by: UInt64(n - 1)).high
+                if second >= first { second &+= 1 }
+                a = table.usable[Int(truncatingIfNeeded: first)]
+                b = table.usable[Int(truncatingIfNeeded: second)]
+            }
+            let pickNow = Double(Int64(bitPattern: clockView.stat(0)))
+            let (loadA, healthA) = cost(table.views[a], now: pickNow)
+            let (loadB, healthB) = cost(table.views[b], now: pickNow)
+            let weightA = weighted ? table.weights[a] : 1
+            let weightB = weighted ? table.weights[b] : 1
+            explanation.candidates = [
+                candidate(table, set, a, load: loadA, health: healthA, weight: weightA, now: pickNow),
+                candidate(table, set, b, load: loadB, health: healthB, weight: weightB, now: pickNow),
+            ]
+            return loadA * healthB * weightB <= loadB * healthA * weightA ? a : b
+        }
+
+        private func candidate(
+            _ table: Table, _ set: EndpointSetView, _ position: Int, load: Double, health: Double, weight: Double, now: Double
+        ) -> PickExplanation.Candidate {
+            let view = table.views[position]
+            return PickExplanation.Candidate(
+                instanceID: set.instances[position].id,
+                cost: load / max(health, 1e-12) / max(weight, 1e-12),
+                inFlight: Int(view.outstanding),
+                successRate: health.squareRoot(),
+                latencyEstimate: latencyEstimate(view, now: now)
+            )
+        }
+
+        /// The peak-EWMA estimate decayed to `now` (ns), or `nil` (no estimate, or least-outstanding).
+        private func latencyEstimate(_ view: InstanceLoadView, now: Double) -> Duration? {
+            guard metric.kind == .peakEWMA else { return nil }
+            let estimate = Double(bitPattern: view.stat(Self.latency))
+            guard estimate > 0 else { return nil }
+            let decayed = estimate * decay((now - Double(view.stat(Self.latencyStamp))) / tauNanos)
+            return .nanoseconds(Int64(decayed.rounded()))
+        }
+
+        /// Calls in flight, the latency estimate and the success average, decayed to now.
+        @usableFromInline
+        func describe(_ table: Table, at index: Int, _ state: inout InstanceState) {
+            let view = table.views[index]
+            let time = Double(now().nanosecondsValue)
+            state.inFlight = Int(view.outstanding)
+            state.latencyEstimate = latencyEstimate(view, now: time)
+            let failureBits = view.stat(Self.failure)
+            guard failureBits != 0 || view.stat(Self.failureStamp) != 0 else { return }
+            let failure = Double(bitPattern: failureBits)
+            state.successRate = 1 - failure * decay((time - Double(view.stat(Self.failureStamp))) / failureTauNanos)
+        }
+
         /// The load of an instance and its health in `(0, 1]`: the cost is load / health, lower is
         /// better (returned apart so that comparing two costs needs no division).
         @inlinable @inline(__always)

@@ -319,6 +319,9 @@ public final class PriorityBalancer<Request: Sendable, Response: Sendable>: Core
             @usableFromInline var levels: AliasTable
             /// Per level that takes traffic: its instances that do, by weight.
             @usableFromInline var members: [AliasTable]
+            /// Every level, for observers; and for each of `members` its level's index here.
+            var info: [PriorityLevelState] = []
+            var memberLevels: [Int] = []
         }
 
         let configuration: Configuration
@@ -347,11 +350,41 @@ public final class PriorityBalancer<Request: Sendable, Response: Sendable>: Core
                 healthy: healthy.map(\.count), total: levels.map(\.count), configuration: configuration)
             var members: [AliasTable] = []
             var shares: [UInt64] = []
+            var memberLevels: [Int] = []
             for level in levels.indices where loads[level] > 0 {
                 members.append(TableBuilders.aliasTable(set, panic[level] ? levels[level] : healthy[level]))
                 shares.append(UInt64(loads[level]))
+                memberLevels.append(level)
             }
-            return Table(levels: TableBuilders.aliasTable(values: Array(members.indices), weights: shares), members: members)
+            let priorities = byPriority.keys.sorted()
+            let info = levels.indices.map { level in
+                PriorityLevelState(
+                    priority: priorities[level], share: loads[level], panic: panic[level], healthy: healthy[level].count,
+                    total: levels[level].count)
+            }
+            return Table(
+                levels: TableBuilders.aliasTable(values: Array(members.indices), weights: shares), members: members, info: info,
+                memberLevels: memberLevels)
+        }
+
+        @usableFromInline
+        func levels(_ table: Table) -> [PriorityLevelState] { table.info }
+
+        /// ``choose(_:_:)`` with the same draws, recording the level drawn.
+        @usableFromInline
+        func explainedChoice(
+            _ table: Table, _ state: inout PickState, _ set: EndpointSetView, _ explanation: inout PickExplanation
+        ) -> Int? {
+            let member: Int
+            if table.members.count == 1 {
+                member = 0
+            } else {
+                guard let drawn = table.levels.pick(state.next()) else { return nil }
+                member = drawn
+            }
+            guard member < table.members.count else { return nil }
+            explanation.level = table.info[table.memberLevels[member]]
+            return table.members[member].pick(state.next())
         }
 
         @inlinable @inline(__always)

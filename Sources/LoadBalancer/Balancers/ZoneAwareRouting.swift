@@ -82,4 +82,8 @@ package struct ZoneTables<Table: Sendable>: Sendable {
     @usableFromInline package let tables: [Table]
     /// Chooses an index of `tables` by the zones' shares.
     @usableFromInline package let choice: AliasTable
+    /// The zones of `tables`, in order (`""` for instances without one), and their shares in `0...1`
+    /// (read by observers only).
+    package let names: [String]
+    package let shares: [Double]
 }

@@ -43,6 +43,8 @@ struct LoadRun {
         struct PerInstance {
             var attempts = 0
             var failures = 0
+            /// The attempts' latencies added up (for `lbctl top`'s mean per interval).
+            var latency: Duration = .zero
         }
         struct State {
             var perInstance: [String: PerInstance] = [:]
@@ -76,10 +78,11 @@ struct LoadRun {
             }
         }
 
-        func attempt(_ id: String, failed: Bool) {
+        func attempt(_ id: String, failed: Bool, latency: Duration = .zero) {
             let now = ContinuousClock.now
             state.withLock {
                 $0.perInstance[id, default: PerInstance()].attempts += 1
+                $0.perInstance[id, default: PerInstance()].latency += latency
                 if failed { $0.perInstance[id, default: PerInstance()].failures += 1 }
                 let second = Swift.max(0, Int((now - $0.start).secondsValue))
                 while $0.seconds.count <= second { $0.seconds.append([:]) }
@@ -103,6 +106,9 @@ struct LoadRun {
         }
 
         var done: Int { state.withLock { $0.succeeded + $0.failed } }
+
+        /// Attempts, failures and latency per instance so far.
+        var perInstance: [String: PerInstance] { state.withLock { $0.perInstance } }
     }
 
     struct Report {
@@ -142,51 +148,11 @@ struct LoadRun {
         progress: @escaping @Sendable (_ done: Int, _ elapsed: Duration) -> Void = { _, _ in }
     ) async throws -> Report {
         let stats = Stats()
-        let configuration = {
-            var configuration = HTTPEndpointFactory.Configuration()
-            configuration.timeout = options.timeout
-            return configuration
-        }()
-        let factory = EndpointFactory<HTTPCall, HTTPReply> { instance in
-            ManagedEndpoint(
-                Endpoint(instance: instance, enforcesDeadline: true) { call in
-                    let began = ContinuousClock.now
-                    do {
-                        let reply = try await HTTPEndpointFactory.send(call, to: instance, client: client, configuration: configuration)
-                        stats.attempt(instance.id, failed: false)
-                        options.recorder?.call(instance.id, began: began, ended: .now, outcome: .success)
-                        return reply
-                    } catch {
-                        let cancelled = error is CancellationError
-                        stats.attempt(instance.id, failed: !cancelled)
-                        options.recorder?.call(
-                            instance.id, began: began, ended: .now, outcome: cancelled ? .cancelled : .failure,
-                            error: cancelled ? nil : Self.kind(of: error))
-                        throw error
-                    }
-                }
-            )
-        }
-        let cache = EndpointCache(publisher: publisher, factory: factory)
+        let cache = EndpointCache(publisher: publisher, factory: factory(client: client, options: options, stats: stats))
         let detector = options.detectorConfiguration.map { OutlierDetector(cache, configuration: $0) }
         let balancer = options.balancer.make(cache, ejection: detector, slowStart: options.slowStart, priority: options.priority)
-        // Without retries a request is one balanced call, ended by the factory's own timeout.
-        let retry = options.retries > 0 ? Retry(balancer, maxAttempts: options.retries + 1, timeout: options.timeout) : nil
-        let call = HTTPCall(path: options.path)
+        let send = sender(balancer, options: options)
         let total = options.requests
-
-        let send: @Sendable () async -> String? = {
-            do {
-                if let retry {
-                    _ = try await retry(call)
-                } else {
-                    _ = try await balancer.call(call)
-                }
-                return nil
-            } catch {
-                return Self.kind(of: error)
-            }
-        }
         let outcome = try await withThrowingTaskGroup(of: Void.self, returning: ActiveHealthChecks.Outcome?.self) { group in
             if let service = publisher as? any Service { group.addTask { try await service.run() } }
             if let recorder = options.recorder {
@@ -227,6 +193,56 @@ struct LoadRun {
         return report
     }
 
+    /// The endpoint factory of a run: HTTP endpoints whose every attempt is counted in `stats`
+    /// (and recorded by `options.recorder`, if any).
+    static func factory(client: HTTPClient, options: Options, stats: Stats) -> EndpointFactory<HTTPCall, HTTPReply> {
+        let configuration = {
+            var configuration = HTTPEndpointFactory.Configuration()
+            configuration.timeout = options.timeout
+            return configuration
+        }()
+        return EndpointFactory<HTTPCall, HTTPReply> { instance in
+            ManagedEndpoint(
+                Endpoint(instance: instance, enforcesDeadline: true) { call in
+                    let began = ContinuousClock.now
+                    do {
+                        let reply = try await HTTPEndpointFactory.send(call, to: instance, client: client, configuration: configuration)
+                        stats.attempt(instance.id, failed: false, latency: .now - began)
+                        options.recorder?.call(instance.id, began: began, ended: .now, outcome: .success)
+                        return reply
+                    } catch {
+                        let cancelled = error is CancellationError
+                        stats.attempt(instance.id, failed: !cancelled, latency: .now - began)
+                        options.recorder?.call(
+                            instance.id, began: began, ended: .now, outcome: cancelled ? .cancelled : .failure,
+                            error: cancelled ? nil : Self.kind(of: error))
+                        throw error
+                    }
+                }
+            )
+        }
+    }
+
+    /// One request of a run through `balancer` (with `options.retries` retries): `nil` when it
+    /// succeeded, else the kind of its failure.
+    static func sender(_ balancer: AnyBalancer<HTTPCall, HTTPReply>, options: Options) -> @Sendable () async -> String? {
+        // Without retries a request is one balanced call, ended by the factory's own timeout.
+        let retry = options.retries > 0 ? Retry(balancer, maxAttempts: options.retries + 1, timeout: options.timeout) : nil
+        let call = HTTPCall(path: options.path)
+        return {
+            do {
+                if let retry {
+                    _ = try await retry(call)
+                } else {
+                    _ = try await balancer.call(call)
+                }
+                return nil
+            } catch {
+                return Self.kind(of: error)
+            }
+        }
+    }
+
     /// Sends `options.requests` requests with `options.concurrency` workers (paced by
     /// `options.rate` from `start`), recording each in `stats`, and calls `progress` about every
     /// `interval`. `request` makes one request and returns `nil` when it succeeded, else the kind
@@ -251,7 +267,8 @@ struct LoadRun {
             await withTaskGroup(of: Void.self) { workers in
                 for _ in 0..<max(1, options.concurrency) {
                     workers.addTask {
-                        while true {
+                        // A run stopped from outside (lbctl top) ends at its cancellation.
+                        while !Task.isCancelled {
                             let index = stats.claimed.add(1, ordering: .relaxed).oldValue
                             if index >= total { return }
                             if let rate = options.rate, rate > 0 {
