@@ -264,6 +264,42 @@ struct ObservationTests {
         hashing.finish(lease, outcome: .success, latency: .zero)
     }
 
+    @Test("zone-aware routing: each zone's share, and the zone each explained pick drew")
+    func zones() async throws {
+        let instances = (0..<6).map { i in try! Instance(host: "10.0.0.\(i + 1)", port: 1000 + i, zone: ["a", "b"][i / 3]) }
+        let endpoints = await cache(instances)
+        let time = TestTime()
+        let detector = OutlierDetector(
+            endpoints,
+            configuration: .defaults {
+                $0.consecutiveFailures = 1
+                $0.failureRate = nil
+                $0.maxEjectionPercent = 100
+                $0.panicThreshold = 0
+            }, now: { time.now })
+        let balancer = RandomBalancer(endpoints, ejection: detector, zones: ZoneAwareRouting(localZone: "a"))
+        let observer = balancer.observe(explainingEvery: 1)
+        #expect(observer.state().zoneShares == ["a": 1])
+        // Two of zone a's three instances out: the zone keeps what its one healthy instance can
+        // carry, the rest spills to zone b.
+        report(detector, endpoints, port: 1000, .failure)
+        report(detector, endpoints, port: 1001, .failure)
+        let state = observer.state()
+        let shareA = try #require(state.zoneShares["a"])
+        let shareB = try #require(state.zoneShares["b"])
+        #expect(shareA > 0 && shareA < 1 && abs(shareA + shareB - 1) < 1e-9, "\(state.zoneShares)")
+        for _ in 0..<300 { _ = try balancer.pick() }
+        let explanations = observer.explanations()
+        #expect(explanations.count == 300)
+        for explanation in explanations {
+            let zone = try #require(explanation.zone)
+            #expect(zone.name == (explanation.instanceID.hasSuffix(":1002") ? "a" : "b"), "\(explanation)")
+            #expect(zone.share == (zone.name == "a" ? shareA : shareB))
+        }
+        let fromA = explanations.count { $0.zone?.name == "a" }
+        #expect(abs(Double(fromA) / 300 - shareA) < 0.15, "\(fromA) of 300 against \(shareA)")
+    }
+
     @Test("an explained pick is a span `loadbalancer.pick` with the event `loadbalancer.pick`")
     func spans() async throws {
         let tracer = InMemoryTracer()
