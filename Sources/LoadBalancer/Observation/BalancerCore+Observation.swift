@@ -6,56 +6,78 @@ import Tracing
 extension BalancerCore {
     // MARK: The observed pick path
 
-    /// A pick while an observer is attached: the strategy's choice (explained when this pick is
-    /// sampled), counted in the shard's own counters. Never inlined into the plain path.
-    @usableFromInline
+    /// A pick while an observer is attached: the strategy's choice, counted in the shard's own
+    /// counters (explained when this pick is sampled). Kept out of the plain path (never inlined
+    /// there), but inlinable, so that a caller's concrete balancer specialises it: unspecialised,
+    /// generic code would cost the counted pick several times the pick.
+    @inlinable @inline(never)
     func observedChoice(
         _ state: inout ShardState,
         _ snapshot: Snapshot,
         keyed: (hash: UInt64, lookup: (Strategy.Table, UInt64) -> Int?)?
     ) -> Int? {
-        var explanation: PickExplanation?
         if state.explainEvery > 0 {
-            state.explainCountdown -= 1
+            state.explainCountdown &-= 1
             if state.explainCountdown <= 0 {
                 state.explainCountdown = state.explainEvery
-                explanation = PickExplanation(balancer: balancerName, instanceID: "")
+                return explainedChoice(&state, snapshot, keyed: keyed)
             }
         }
         var index: Int
         if let keyed {
             guard let found = keyed.lookup(snapshot.table, keyed.hash) else { return nil }
             index = found
-            if explanation != nil { strategy.explainKey(snapshot.table, hash: keyed.hash, snapshot.set.view, &explanation!) }
             if snapshot.ramps != nil { index = keyedRampedChoice(index, hash: keyed.hash, in: snapshot, keyed.lookup) }
-        } else if explanation != nil {
-            guard let chosen = explainedChoose(snapshot, &state.pick, &explanation!) else { return nil }
-            index = chosen
-            if snapshot.ramps != nil { index = rampedChoice(index, in: snapshot, &state.pick) }
-            if index != chosen { explanation!.slowStartMovedOn = true }
         } else {
             guard let chosen = choose(snapshot, &state.pick) else { return nil }
             index = chosen
             if snapshot.ramps != nil { index = rampedChoice(index, in: snapshot, &state.pick) }
         }
         countPick(&state, slot: snapshot.set.slots[index])
-        if var explanation {
-            explanation.instanceID = snapshot.set.instances[index].id
-            if let ring = explanation.ring, ring.ownerID != explanation.instanceID { explanation.ring!.movedOn = true }
-            record(explanation)
+        return index
+    }
+
+    /// A sampled pick: chosen as ``observedChoice(_:_:keyed:)`` chooses (the same draws), counted,
+    /// and explained.
+    @usableFromInline
+    func explainedChoice(
+        _ state: inout ShardState,
+        _ snapshot: Snapshot,
+        keyed: (hash: UInt64, lookup: (Strategy.Table, UInt64) -> Int?)?
+    ) -> Int? {
+        var explanation = PickExplanation(balancer: balancerName, instanceID: "")
+        var index: Int
+        if let keyed {
+            guard let found = keyed.lookup(snapshot.table, keyed.hash) else { return nil }
+            index = found
+            strategy.explainKey(snapshot.table, hash: keyed.hash, snapshot.set.view, &explanation)
+            if snapshot.ramps != nil { index = keyedRampedChoice(index, hash: keyed.hash, in: snapshot, keyed.lookup) }
+        } else {
+            guard let chosen = explainedChoose(snapshot, &state.pick, &explanation) else { return nil }
+            index = chosen
+            if snapshot.ramps != nil { index = rampedChoice(index, in: snapshot, &state.pick) }
+            if index != chosen { explanation.slowStartMovedOn = true }
         }
+        countPick(&state, slot: snapshot.set.slots[index])
+        explanation.instanceID = snapshot.set.instances[index].id
+        if let ring = explanation.ring, ring.ownerID != explanation.instanceID { explanation.ring!.movedOn = true }
+        record(explanation)
         return index
     }
 
     /// Counts a pick of `slot` in the shard's counters (the shard is locked: plain adds).
-    @usableFromInline
+    @inlinable @inline(__always)
     func countPick(_ state: inout ShardState, slot: UInt32) {
         let slot = Int(slot)
-        if slot >= state.picksBySlot.count {
-            // At least 16 words, so that two shards' counters rarely share a cache line.
-            state.picksBySlot.append(contentsOf: repeatElement(0, count: max(16, slot + 1) - state.picksBySlot.count))
-        }
+        if _slowPath(slot >= state.picksBySlot.count) { growCounters(&state.picksBySlot, to: slot + 1) }
         state.picksBySlot[slot] &+= 1
+    }
+
+    /// Grows a shard's counters to hold `count` slots (at least 16 words, so that two shards'
+    /// counters rarely share a cache line).
+    @usableFromInline
+    func growCounters(_ counters: inout [UInt64], to count: Int) {
+        counters.append(contentsOf: repeatElement(0, count: max(16, count) - counters.count))
     }
 
     /// ``choose(_:_:)``, explained: the zone drawn (with zone-aware routing) and the strategy's reason.
