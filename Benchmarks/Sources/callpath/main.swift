@@ -3,6 +3,10 @@
 //
 //   swift run -c release callpath [--what pick|call|retry|retry-plain|memory] [--balancer NAME|all]
 //                                 [--threads 1,2,4,8,16] [--seconds 2] [--endpoints 10] [--rounds 2]
+//                                 [--observe none|count|explain]
+//
+// --observe attaches a BalancerObserver to the balancer for the run: `count` counts picks per
+// instance (the observed path), `explain` also explains one pick in 1,000.
 //
 // Wall time per op = wall time / all ops (Go's RunParallel definition): if the work scaled
 // perfectly with cores it would fall as 1/threads. "pick" runs on threads (one per count); the

@@ -64,7 +64,11 @@ struct TopView {
             var lines = [header(state, load: load).joined(separator: "  ")]
             for instance in rows {
                 let cells = cells(instance, state: state, load: load[instance.id] ?? Load(), slow: slow.contains(instance.id))
-                lines.append("  " + zip(Self.columns, cells).map { "\($0.lowercased())=\($1)" }.joined(separator: " "))
+                // key=value, a value with spaces in quotes.
+                lines.append(
+                    "  "
+                        + zip(Self.columns, cells).map { "\($0.lowercased())=\($1.contains(" ") ? "\"\($1)\"" : $1)" }.joined(
+                            separator: " "))
             }
             if explain { lines += explanations.suffix(5).map { "  explain: \($0)" } }
             return lines.joined(separator: "\n") + "\n"
