@@ -17,8 +17,8 @@ let benchmarks: @Sendable () -> Void = {
         maxIterations: 50
     )
     // Pick explanations (issue 24): off by default, where every pick above runs; with an observer
-    // that only counts picks; and explaining one pick in 1,000 (each explained pick allocates its
-    // explanation, so the allocations per pick show the sampling).
+    // that only counts picks; explaining one pick in 1,000; and explaining every pick (each
+    // explained pick allocates its explanation: the allocations per pick show what sampling saves).
     for (label, observe) in observations {
         Benchmark("P2C peak-EWMA pick, 10 endpoints, 1 thread, \(label)", configuration: configuration) { benchmark async in
             let balancer = P2CBalancer(await cache(10), metric: .peakEWMA())
@@ -49,6 +49,7 @@ let observations: [(String, @Sendable (P2CBalancer<Int, Int>) -> BalancerObserve
     ("not observed", { _ in nil }),
     ("observed (picks counted)", { $0.observe() }),
     ("explaining 1 in 1000", { $0.observe(explainingEvery: 1000) }),
+    ("explaining every pick", { $0.observe(explainingEvery: 1) }),
 ]
 
 /// Each balancer, made over `count` endpoints with weights 1–3.
