@@ -23,7 +23,8 @@ public protocol ObservableBalancer<Request, Response>: Balancer {
 }
 
 extension ObservableBalancer {
-    /// Starts observing the balancer without explaining picks: ``observe(explainingEvery:)`` with `nil`.
+    /// Starts observing the balancer without explaining picks: ``ObservableBalancer/observe(explainingEvery:)``
+    /// with `nil`.
     public func observe() -> BalancerObserver { observe(explainingEvery: nil) }
 }
 
