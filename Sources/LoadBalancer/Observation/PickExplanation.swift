@@ -96,9 +96,9 @@ public struct PickExplanation: Sendable, Hashable, CustomStringConvertible {
             parts.append("p2c " + text.joined(separator: " vs "))
         }
         if let ring {
-            let where_ = Double(ring.entry) / Double(max(1, ring.tableSize))
+            let around = Double(ring.entry) / Double(max(1, ring.tableSize))
             parts.append(
-                "hash \(String(ring.hash, radix: 16)) at entry \(ring.entry)/\(ring.tableSize) (\(Self.percent(where_)) round the ring) owned by \(ring.ownerID)"
+                "hash \(String(ring.hash, radix: 16)) at entry \(ring.entry)/\(ring.tableSize) (\(Self.percent(around)) round the ring) owned by \(ring.ownerID)"
                     + (ring.movedOn ? ", moved on" : ""))
         }
         if slowStartMovedOn { parts.append("slow start moved on from the first choice") }
