@@ -236,6 +236,30 @@ struct LbctlTopTests {
         #expect(idleServers.allSatisfy { $0.served.total == 0 })
     }
 
+    @Test("--health-check: the instance failing its check is shown failing and out of picks, the others passing")
+    func healthChecks() async throws {
+        let (source, servers) = try await backends()
+        defer { Task { for server in servers { try? await server.stop() } } }
+        servers[1].setHealthy(false)
+        let result = try await Lbctl.run([
+            "top", source, "--no-load", "--json", "--health-check", "http", "--health-check-interval", "0.2", "--frames", "6",
+            "--interval", "0.3",
+        ])
+        #expect(result.status == 0, "\(result.stderr)")
+        let frames = try result.stdout.split(separator: "\n").map { try JSONDecoder().decode(Frame.self, from: Data($0.utf8)) }
+        #expect(frames.count == 6)
+        let unhealthy = "127.0.0.1:\(servers[1].port)"
+        let last = try #require(frames.last)
+        let row = try #require(last.instances.first { $0.id == unhealthy })
+        #expect(row.health == "failing" && !row.usable && row.state.contains("failing check"), "\(result.stdout)")
+        // Each healthy backend passes its check in some frame (a check may time out on a busy machine).
+        for server in [servers[0], servers[2]] {
+            let id = "127.0.0.1:\(server.port)"
+            #expect(frames.contains { $0.instances.contains { $0.id == id && $0.health == "passing" && $0.usable } }, "\(result.stdout)")
+        }
+        #expect(servers.allSatisfy { $0.served.total == 0 } && servers[1].healthChecksServed > 0)
+    }
+
     @Test(
         "bad top arguments: one line on stderr, exit status 2",
         arguments: [
