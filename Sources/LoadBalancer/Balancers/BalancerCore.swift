@@ -283,9 +283,10 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     let zoneRouting: ZoneAwareRouting?
     /// The observers attached (by id) and the explanation period each asked for (0: none).
     let observers = Mutex<[ObjectIdentifier: Int]>([:])
-    /// The last explanations recorded, oldest first (at most `explanationLimit`).
+    /// The explanations recorded and not yet taken, oldest first (trimmed to the newest
+    /// `explanationLimit` whenever twice that many are kept).
     let explanations = Mutex<[PickExplanation]>([])
-    /// How many explanations are kept for observers to read.
+    /// How many explanations an observer reads at most (the newest).
     package static var explanationLimit: Int { 1024 }
 
     @usableFromInline
