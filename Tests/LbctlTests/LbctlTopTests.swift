@@ -4,6 +4,12 @@ import LoadBalancerTestKit
 import LoadBalancerTestServers
 import Testing
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// tmux, for driving `lbctl top` on a real (pseudo) terminal: the first of the usual places.
 private let tmuxPath: String? = ["/usr/bin/tmux", "/usr/local/bin/tmux", "/opt/homebrew/bin/tmux"].first {
     FileManager.default.isExecutableFile(atPath: $0)
@@ -23,9 +29,14 @@ private struct TmuxSession {
         return process.stdout
     }
 
-    /// Starts a detached session running `command` in a 200 x 50 terminal.
+    /// Starts a detached session running `command` in a 200 x 50 terminal. The pane stays on
+    /// screen after the command ends (`remain-on-exit`, set before the session starts), with no
+    /// process left behind it.
     func start(_ command: String) async throws {
-        try await run(["new-session", "-d", "-s", "top", "-x", "200", "-y", "50", command])
+        try await run([
+            "start-server", ";", "set-option", "-g", "remain-on-exit", "on", ";",
+            "new-session", "-d", "-s", "top", "-x", "200", "-y", "50", command,
+        ])
     }
 
     /// The screen's text now (`escapes`: with the colour sequences).
@@ -45,15 +56,40 @@ private struct TmuxSession {
         throw ClusterError("the screen never showed \(what); it shows:\n\(last)")
     }
 
+    /// Ends the session: the pane's processes first (killed, should lbctl still run), then the server.
     func kill() async {
-        _ = try? await run(["kill-server"])
+        if let pids = try? await run(["list-panes", "-a", "-F", "#{pane_pid} #{pane_dead}"]) {
+            for line in pids.split(separator: "\n") {
+                let fields = line.split(separator: " ")
+                guard fields.count == 2, fields[1] == "0", let pid = Int32(fields[0]) else { continue }
+                killProcessGroup(pid)
+            }
+        }
+        // The server, by its pid: it inherits the test process's blocked signals, SIGTERM among
+        // them, and `kill-server` asks it to end with SIGTERM.
+        if let pid = try? await run(["display-message", "-p", "-t", "top", "#{pid}"]).trimmingCharacters(in: .whitespacesAndNewlines),
+            let server = Int32(pid)
+        {
+            killProcess(server)
+        }
     }
+}
+
+/// Kills `pid` and its process group (a pane's shell and what it runs).
+private func killProcessGroup(_ pid: Int32) {
+    _ = kill(-pid, SIGKILL)
+    _ = kill(pid, SIGKILL)
+}
+
+/// Kills `pid` (SIGKILL).
+private func killProcess(_ pid: Int32) {
+    _ = kill(pid, SIGKILL)
 }
 
 /// The shell command of a session: lbctl top, then its exit status and the terminal's settings.
 private func topCommand(_ arguments: [String]) -> String {
     let quoted = ([LbctlProcess.executable.path, "top"] + arguments).map { "'\($0)'" }.joined(separator: " ")
-    return "\(quoted); echo lbctl-exit=$?; stty -a; sleep 120"
+    return "\(quoted); echo lbctl-exit=$?; stty -a"
 }
 
 /// Whether `stty -a`'s output on `screen` shows canonical mode and echo on (the terminal restored).
