@@ -73,12 +73,27 @@ public struct TestCertificates: Sendable {
             ["pkcs12", "-export", "-in", certificatePath, "-inkey", keyPath, "-out", keyStore, "-passout", "pass:\(password)"])
         // A trust store holds certificates without keys; Java reads openssl's when the entry is
         // marked trusted, which keytool does (it comes with the JRE).
-        try await EtcdCluster.run(
-            "/usr/bin/keytool",
-            [
-                "-importcert", "-noprompt", "-alias", "ca", "-file", caPath, "-keystore", trustStore, "-storetype", "PKCS12",
-                "-storepass", password,
-            ])
-        return (keyStore, trustStore)
+        // keytool starts a JVM; one run of the whole suite saw it exit 1 (its output was not kept)
+        // while several ZooKeeper JVMs started. It gets three tries, each on a fresh file, and its
+        // output names the cause if all fail.
+        let log = directory.appendingPathComponent("keytool.log").path
+        var failure: (any Error)?
+        for _ in 0..<3 {
+            try? FileManager.default.removeItem(atPath: trustStore)
+            do {
+                try await EtcdCluster.run(
+                    "/bin/sh",
+                    [
+                        "-c", "exec /usr/bin/keytool \"$@\" >>\"$0\" 2>&1", log,
+                        "-importcert", "-noprompt", "-alias", "ca", "-file", caPath, "-keystore", trustStore, "-storetype", "PKCS12",
+                        "-storepass", password,
+                    ])
+                return (keyStore, trustStore)
+            } catch {
+                failure = error
+            }
+        }
+        let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        throw ClusterError("keytool failed three times: \(failure.map { "\($0)" } ?? "") output: \(output)")
     }
 }

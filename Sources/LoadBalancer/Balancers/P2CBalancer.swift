@@ -305,7 +305,9 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
             state.inFlight = Int(view.outstanding)
             state.latencyEstimate = latencyEstimate(view, now: time)
             let failureBits = view.stat(Self.failure)
-            guard failureBits != 0 || view.stat(Self.failureStamp) != 0 else { return }
+            // A learned call stamps the latency; a failure also the failure average (a success at
+            // average 0 leaves it, and its stamp, alone).
+            guard failureBits != 0 || view.stat(Self.failureStamp) != 0 || view.stat(Self.latencyStamp) != 0 else { return }
             let failure = Double(bitPattern: failureBits)
             state.successRate = 1 - failure * decay((time - Double(view.stat(Self.failureStamp))) / failureTauNanos)
         }
@@ -378,7 +380,7 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
             let latency = callLatency.nanosecondsValue
             let estimate = Double(bitPattern: load.stat(Self.latency))
             let age = time - Double(load.stat(Self.latencyStamp))
-            let weight = decay(age / tauNanos)
+            let weight = expNegative(age / tauNanos)
             let current = estimate * weight
             let updated: Double
             if latency > current {
