@@ -234,10 +234,10 @@ package enum SnapshotSource<Request: Sendable, Response: Sendable>: Sendable {
 /// ## Scaling
 ///
 /// Nothing a pick or a call writes is shared by all threads. State is split over shards (a power
-/// of two, chosen by the calling thread's stack address): each holds, behind a lock of its own on
+/// of two, chosen by the calling thread's stack address): each holds, behind a flag of its own on
 /// cache lines of its own, the snapshot it last used, its random stream and rotation counter, and
-/// its leases. A pick locks its shard (uncontended unless two threads land on one shard), checks
-/// two versions (the source's and the ejection detector's: plain loads of words that change only
+/// its leases. A pick takes its shard's flag (one atomic exchange; a pick that finds it held, when
+/// two threads land on one shard, takes the next shard), checks two versions (the source's and the ejection detector's: plain loads of words that change only
 /// with the set), and chooses. When a version has moved, the shard takes the balancer's newest
 /// snapshot, which the first shard to need it builds.
 @usableFromInline
@@ -314,11 +314,21 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
         }
     }
 
-    /// One shard: a lock and its state, followed by padding so that two shards' hot words never
-    /// share a cache line.
+    /// One shard: its state, a flag held while a thread uses it, and padding so that two shards'
+    /// hot words never share a cache line.
+    ///
+    /// The flag is only ever tried, never waited on: taking it is one atomic exchange and giving
+    /// it back a plain store (release), where a `Mutex` costs two atomic read-modify-writes and a
+    /// thread-id read, most of a round-robin pick (callpath, BENCHMARKS.md "The shard's flag"). A
+    /// pick that finds its shard held takes the next free one; the rare paths that must reach one
+    /// given shard (dropping snapshots, attaching an observer) retry until it is free. The state
+    /// is reached through a pointer, so that no dynamic exclusivity check runs per pick.
     @usableFromInline
-    final class Shard: Sendable {
-        @usableFromInline let state: Mutex<ShardState>
+    final class Shard: @unchecked Sendable {
+        /// Set while a thread uses `state`.
+        @usableFromInline let held = Atomic<Bool>(false)
+        /// Read and written only by the thread that set `held`.
+        @usableFromInline let state: UnsafeMutablePointer<ShardState>
         @usableFromInline let index: Int
         // 128 bytes of padding after the hot fields.
         let padding:
@@ -329,8 +339,31 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
                 (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
         init(_ state: ShardState, index: Int) {
-            self.state = Mutex(state)
+            self.state = .allocate(capacity: 1)
+            self.state.initialize(to: state)
             self.index = index
+        }
+
+        deinit {
+            state.deinitialize(count: 1)
+            state.deallocate()
+        }
+
+        /// Runs `body` on the state if no other thread holds it; `nil` when one does.
+        @inlinable @inline(__always)
+        func withStateIfFree<Result>(_ body: (inout ShardState) -> Result) -> Result? {
+            guard !held.exchange(true, ordering: .acquiring) else { return nil }
+            defer { held.store(false, ordering: .releasing) }
+            return body(&state.pointee)
+        }
+
+        /// Runs `body` on the state, waiting (spinning) while another thread holds it: for paths
+        /// off the pick path, which wait at most for one pick (or one snapshot build).
+        func withState<Result>(_ body: (inout ShardState) -> Result) -> Result {
+            while true {
+                if let result = withStateIfFree(body) { return result }
+                while held.load(ordering: .relaxed) {}
+            }
         }
     }
 
@@ -412,7 +445,7 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
             state.setVersion = .max
         }
         for shard in shards {
-            shard.state.withLock { drop(&$0) }
+            shard.withState { drop(&$0) }
         }
     }
 
@@ -586,24 +619,34 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
         let setVersion = cache?.version ?? 0
         let ejectionVersion = ejection?.version ?? 0
         let epoch = currentRampEpoch
-        return shardRefs[shardIndex]._withUnsafeGuaranteedRef { shard in
-            shard.state.withLock { state in
-                if state.setVersion != setVersion || state.ejectionVersion != ejectionVersion || state.rampEpoch != epoch
-                    || state.snapshot == nil
-                {
-                    let snapshot = currentSnapshot()
-                    state.snapshot = snapshot
-                    state.setVersion = snapshot.setVersion
-                    state.ejectionVersion = snapshot.ejectionVersion
-                    state.rampEpoch = snapshot.rampEpoch
-                    state.leases = []
+        let count = shardRefs.count
+        var index = shardIndex
+        while true {
+            for _ in 0..<count {
+                let result = shardRefs[index]._withUnsafeGuaranteedRef { shard in
+                    shard.withStateIfFree { state in
+                        if state.setVersion != setVersion || state.ejectionVersion != ejectionVersion || state.rampEpoch != epoch
+                            || state.snapshot == nil
+                        {
+                            let snapshot = currentSnapshot()
+                            state.snapshot = snapshot
+                            state.setVersion = snapshot.setVersion
+                            state.ejectionVersion = snapshot.ejectionVersion
+                            state.rampEpoch = snapshot.rampEpoch
+                            state.leases = []
+                        }
+                        // The shard's state holds the snapshot, and it cannot change while the shard is
+                        // held: borrow it without a reference count (a retain here would write the shared
+                        // snapshot's count from every thread on every pick).
+                        return Unmanaged.passUnretained(state.snapshot.unsafelyUnwrapped)._withUnsafeGuaranteedRef { snapshot in
+                            body(&state, snapshot, shard.index)
+                        }
+                    }
                 }
-                // The shard's state holds the snapshot, and it cannot change while the shard is
-                // locked: borrow it without a reference count (a retain here would write the shared
-                // snapshot's count from every thread on every pick).
-                return Unmanaged.passUnretained(state.snapshot.unsafelyUnwrapped)._withUnsafeGuaranteedRef { snapshot in
-                    body(&state, snapshot, shard.index)
-                }
+                if let result { return result }
+                // Another thread holds this shard (two threads whose stacks map to one shard, or
+                // a thread preempted in its pick): take the next.
+                index = index &+ 1 == count ? 0 : index &+ 1
             }
         }
     }

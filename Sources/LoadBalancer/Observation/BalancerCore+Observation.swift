@@ -156,7 +156,7 @@ extension BalancerCore {
 
     private func setObserving(_ observing: Bool, explainEvery: Int) {
         for shard in shards {
-            shard.state.withLock { state in
+            shard.withState { state in
                 state.observing = observing
                 if state.explainEvery != explainEvery {
                     state.explainEvery = explainEvery
@@ -178,7 +178,7 @@ extension BalancerCore {
     package func pickTotals() -> [UInt64] {
         var totals: [UInt64] = []
         for shard in shards {
-            shard.state.withLock { state in
+            shard.withState { state in
                 if totals.count < state.picksBySlot.count {
                     totals.append(contentsOf: repeatElement(0, count: state.picksBySlot.count - totals.count))
                 }
