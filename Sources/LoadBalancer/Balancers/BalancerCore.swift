@@ -349,21 +349,27 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
             state.deallocate()
         }
 
-        /// Runs `body` on the state if no other thread holds it; `nil` when one does.
+        /// Takes the shard if no other thread holds it; `false` when one does. A taken shard's
+        /// `state` is the caller's until ``release()``.
         @inlinable @inline(__always)
-        func withStateIfFree<Result>(_ body: (inout ShardState) -> Result) -> Result? {
-            guard !held.exchange(true, ordering: .acquiring) else { return nil }
-            defer { held.store(false, ordering: .releasing) }
-            return body(&state.pointee)
+        func tryHold() -> Bool {
+            !held.exchange(true, ordering: .acquiring)
+        }
+
+        /// Gives the shard back.
+        @inlinable @inline(__always)
+        func release() {
+            held.store(false, ordering: .releasing)
         }
 
         /// Runs `body` on the state, waiting (spinning) while another thread holds it: for paths
         /// off the pick path, which wait at most for one pick (or one snapshot build).
         func withState<Result>(_ body: (inout ShardState) -> Result) -> Result {
-            while true {
-                if let result = withStateIfFree(body) { return result }
+            while !tryHold() {
                 while held.load(ordering: .relaxed) {}
             }
+            defer { release() }
+            return body(&state.pointee)
         }
     }
 
@@ -621,32 +627,29 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
         let epoch = currentRampEpoch
         let count = shardRefs.count
         var index = shardIndex
-        while true {
-            for _ in 0..<count {
-                let result = shardRefs[index]._withUnsafeGuaranteedRef { shard in
-                    shard.withStateIfFree { state in
-                        if state.setVersion != setVersion || state.ejectionVersion != ejectionVersion || state.rampEpoch != epoch
-                            || state.snapshot == nil
-                        {
-                            let snapshot = currentSnapshot()
-                            state.snapshot = snapshot
-                            state.setVersion = snapshot.setVersion
-                            state.ejectionVersion = snapshot.ejectionVersion
-                            state.rampEpoch = snapshot.rampEpoch
-                            state.leases = []
-                        }
-                        // The shard's state holds the snapshot, and it cannot change while the shard is
-                        // held: borrow it without a reference count (a retain here would write the shared
-                        // snapshot's count from every thread on every pick).
-                        return Unmanaged.passUnretained(state.snapshot.unsafelyUnwrapped)._withUnsafeGuaranteedRef { snapshot in
-                            body(&state, snapshot, shard.index)
-                        }
-                    }
-                }
-                if let result { return result }
-                // Another thread holds this shard (two threads whose stacks map to one shard, or
-                // a thread preempted in its pick): take the next.
-                index = index &+ 1 == count ? 0 : index &+ 1
+        // A shard another thread holds (two threads whose stacks map to one shard, or a thread
+        // preempted in its pick) is passed for the next.
+        while !shardRefs[index]._withUnsafeGuaranteedRef({ $0.tryHold() }) {
+            index = index &+ 1 == count ? 0 : index &+ 1
+        }
+        return shardRefs[index]._withUnsafeGuaranteedRef { shard in
+            defer { shard.release() }
+            let state = shard.state
+            if state.pointee.setVersion != setVersion || state.pointee.ejectionVersion != ejectionVersion
+                || state.pointee.rampEpoch != epoch || state.pointee.snapshot == nil
+            {
+                let snapshot = currentSnapshot()
+                state.pointee.snapshot = snapshot
+                state.pointee.setVersion = snapshot.setVersion
+                state.pointee.ejectionVersion = snapshot.ejectionVersion
+                state.pointee.rampEpoch = snapshot.rampEpoch
+                state.pointee.leases = []
+            }
+            // The shard's state holds the snapshot, and it cannot change while the shard is held:
+            // borrow it without a reference count (a retain here would write the shared snapshot's
+            // count from every thread on every pick).
+            return Unmanaged.passUnretained(state.pointee.snapshot.unsafelyUnwrapped)._withUnsafeGuaranteedRef { snapshot in
+                body(&state.pointee, snapshot, shard.index)
             }
         }
     }
@@ -872,7 +875,7 @@ package final class ByID<Value: Sendable>: Sendable {
     /// others through a dictionary.
     package func values(for set: EndpointSetView, make: (Instance) -> Value) -> [Value] {
         last.withLock { last in
-            let ordered = Instance.isOrderedByID(set.instances)
+            let ordered = set.isKnownOrderedByID || Instance.isOrderedByID(set.instances)
             var values: [Value] = []
             values.reserveCapacity(set.count)
             if ordered, last.ordered {

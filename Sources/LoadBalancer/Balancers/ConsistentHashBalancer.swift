@@ -346,7 +346,7 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
         return [Int32](unsafeUninitializedCapacity: size) { entries, count in
             entries.initialize(repeating: -1)
             count = size
-            var fill = MaglevFill(entries: entries, directBelow: below)
+            let fill = MaglevFill(entries: entries, directBelow: below)
             var claimed = [Int](repeating: 0, count: n)
             var round = 0.0
             candidates.withUnsafeMutableBufferPointer { candidates in
@@ -392,7 +392,11 @@ package struct MaglevWalk: Sendable {
 /// entries are free, the claim is found from the free entries instead: the free entry `e` a walk
 /// would reach first is the one with the smallest step count `k = (e − candidate) × skip⁻¹ mod
 /// size`, a multiplication per free entry. Both give the same entry, so the table is the same.
-package struct MaglevFill: ~Copyable {
+///
+/// A class (one allocation per build), not a noncopyable struct with a `deinit`: Swift 6.3.1
+/// crashes compiling that struct under ThreadSanitizer ("Invalid bitcast" in LLVM's verifier),
+/// and the class fills a 65,537-entry table no slower (BENCHMARKS.md, session 15).
+package final class MaglevFill {
     /// The table, owned by the caller.
     private let entries: UnsafeMutableBufferPointer<Int32>
     /// A bit per entry, set when taken: the probes read these (8 KiB for 65,537 entries) rather
@@ -426,7 +430,7 @@ package struct MaglevFill: ~Copyable {
     /// Claims for `position` the first free entry of the walk from `candidate` by `skip`, and
     /// returns the walk's next candidate.
     @inline(__always)
-    mutating func claim(from candidate: UInt64, skip: UInt64, for position: Int32) -> UInt64 {
+    func claim(from candidate: UInt64, skip: UInt64, for position: Int32) -> UInt64 {
         if !direct, entries.count &- filled <= directBelow { startDirect() }
         let entry = direct ? directClaim(from: candidate, skip: skip) : walk(from: candidate, skip: skip)
         entries[Int(truncatingIfNeeded: entry)] = position
@@ -449,7 +453,7 @@ package struct MaglevFill: ~Copyable {
         return candidate
     }
 
-    private mutating func startDirect() {
+    private func startDirect() {
         direct = true
         free.reserveCapacity(entries.count - filled)
         for word in taken.indices where taken[word] != .max {
@@ -463,7 +467,7 @@ package struct MaglevFill: ~Copyable {
     }
 
     /// The free entry the walk from `candidate` by `skip` reaches first, removed from the free list.
-    private mutating func directClaim(from candidate: UInt64, skip: UInt64) -> UInt64 {
+    private func directClaim(from candidate: UInt64, skip: UInt64) -> UInt64 {
         let inverse = Self.inverse(skip, modulo: size)
         let m = size
         let reciprocal = reciprocal

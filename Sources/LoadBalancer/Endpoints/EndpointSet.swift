@@ -25,11 +25,14 @@ public final class EndpointSet<Request: Sendable, Response: Sendable>: Sendable 
         self.instances = instances
         self.slots = slots
         self.generation = generation
+        assert(Instance.isOrderedByID(instances), "an endpoint set's instances are ordered by id")
     }
 
     /// The set without its endpoints, for balancers that derive tables from it.
     package var view: EndpointSetView {
-        EndpointSetView(generation: generation, instances: instances, slots: slots)
+        var view = EndpointSetView(generation: generation, instances: instances, slots: slots)
+        view.isKnownOrderedByID = true
+        return view
     }
 
     /// The number of endpoints.
@@ -71,6 +74,10 @@ public struct EndpointSetView: Sendable {
     public var instances: [Instance]
     /// Each instance's stable slot.
     public var slots: [UInt32]
+    /// Whether `instances` is known to be ordered by id without looking: a view of an
+    /// ``EndpointSet`` is (a set is ordered when it is made); one made with the public initialiser
+    /// is checked where the order matters.
+    package var isKnownOrderedByID = false
 
     /// Creates a view.
     public init(generation: UInt32, instances: [Instance], slots: [UInt32]) {
