@@ -73,26 +73,13 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "With --protocol grpc: the service name each health check asks about. Default: \"\" (the whole server).")
     var service: String?
 
-    @Option(help: "The balancer: \(BalancerName.helpList).")
-    var balancer: BalancerName = .roundRobin
-
-    @Flag(help: "Add passive outlier ejection to the balancer.")
-    var ejection = false
+    @OptionGroup var load: LoadOptions<BenchLoadDefaults>
 
     @Option(help: "How many requests to send.")
     var requests = 1000
 
-    @Option(help: "How many requests in flight at once.")
-    var concurrency = 8
-
-    @Option(help: "Requests per second (open loop). Default: as fast as the concurrency allows.")
-    var rate: Double?
-
     @Option(help: "Retries per request (each on a fresh pick).")
     var retries = 0
-
-    @Option(help: "The time limit of one request, retries included, in seconds.")
-    var timeout = 5.0
 
     @Option(
         name: .customLong("slow-start"),
@@ -111,26 +98,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "With --balancer priority: the healthy share, 0...1, below which a level uses all its instances. Default 0.5.")
     var priorityPanicThreshold: Double?
 
-    @Option(help: "Active health checks: http (GET --health-check-path), grpc (Health/Check) or tcp (connect).")
-    var healthCheck: ActiveHealthChecks.Kind?
-
-    @Option(help: "With --health-check http: the path to GET. Default /health.")
-    var healthCheckPath: String?
-
-    @Option(help: "With --health-check grpc: the service asked about. Default \"\" (the whole server).")
-    var healthCheckService: String?
-
-    @Option(help: "With --health-check: seconds between two checks of an instance. Default 5.")
-    var healthCheckInterval: Double?
-
-    @Option(help: "With --health-check: seconds a check may take. Default 1.")
-    var healthCheckTimeout: Double?
-
-    @Option(help: "With --health-check: passes in a row that bring an instance back. Default 2.")
-    var healthyThreshold: Int?
-
-    @Option(help: "With --health-check: failures in a row that take an instance out. Default 2.")
-    var unhealthyThreshold: Int?
+    @OptionGroup var health: HealthCheckOptions
 
     @Flag(
         inversion: .prefixedNo,
@@ -154,10 +122,7 @@ struct BenchCommand: AsyncParsableCommand {
         if let record { guard !record.isEmpty else { throw ValidationError("--record needs a file name") } }
         if let chart { guard !chart.isEmpty else { throw ValidationError("--chart needs a file name") } }
         guard requests > 0 else { throw ValidationError("--requests must be at least 1") }
-        guard concurrency > 0 else { throw ValidationError("--concurrency must be at least 1") }
         guard retries >= 0 else { throw ValidationError("--retries must not be negative") }
-        guard timeout > 0, timeout.isFinite else { throw ValidationError("--timeout must be a positive number of seconds") }
-        if let rate { guard rate > 0, rate.isFinite else { throw ValidationError("--rate must be positive") } }
         try validateFeatures()
         switch loadProtocol {
         case .http:
@@ -168,7 +133,7 @@ struct BenchCommand: AsyncParsableCommand {
                 throw ValidationError(
                     "PATH ('\(path)') is for HTTP; --protocol grpc calls grpc.health.v1.Health/Check (name the service with --service)")
             }
-            if balancer.grpcChoice == nil { throw ValidationError(BalancerName.noGRPCEquivalent(balancer)) }
+            if load.balancer.grpcChoice == nil { throw ValidationError(BalancerName.noGRPCEquivalent(load.balancer)) }
             if slowStartWindow != nil { throw ValidationError(Self.noGRPCSlowStart) }
             guard retries <= 4 else {
                 throw ValidationError("--retries is at most 4 with --protocol grpc (a gRPC retry policy makes at most 5 attempts)")
@@ -179,35 +144,26 @@ struct BenchCommand: AsyncParsableCommand {
     func run() async throws {
         let spec = try SourceSpec(parsing: source)
         let publisher = try spec.makePublisher()
-        var options = LoadRun.Options()
-        options.balancer = balancer
-        options.ejection = ejection
+        var options = load.runOptions(path: path, healthChecks: health.healthChecks)
         options.requests = requests
-        options.concurrency = concurrency
-        options.rate = rate
         options.retries = retries
-        options.timeout = .nanoseconds(Int64(timeout * 1e9))
-        options.path = path ?? "/"
         options.slowStart = slowStart
         options.priority = BalancerName.PriorityOptions(
             overprovisioningFactor: overprovisioningFactor,
             panicThreshold: priorityPanicThreshold
         )
-        options.healthChecks = healthChecks
         let label =
-            balancer.rawValue + (ejection ? " + ejection" : "")
-            + (slowStartWindow.map { " + slow start \(ActiveHealthChecks.seconds(.seconds($0))) s" } ?? "")
-            + (healthCheck.map { " + \($0.rawValue) health checks" } ?? "")
+            load.label + (slowStartWindow.map { " + slow start \(ActiveHealthChecks.seconds(.seconds($0))) s" } ?? "") + health.label
         let perSecond = self.perSecond ?? (slowStartWindow != nil)
         if let record {
             options.recorder = try Recorder(
                 path: record,
-                balancer: balancer.rawValue,
+                balancer: load.balancer.rawValue,
                 options: Recording.Options(
                     source: source, protocol: loadProtocol.rawValue, path: loadProtocol == .http ? options.path : nil,
-                    service: loadProtocol == .grpc ? service ?? "" : nil, ejection: ejection, requests: requests,
-                    concurrency: concurrency, rate: rate, retries: retries, timeout: timeout, slowStart: slowStartWindow,
-                    healthCheck: healthCheck?.rawValue
+                    service: loadProtocol == .grpc ? service ?? "" : nil, ejection: load.ejection, requests: requests,
+                    concurrency: load.concurrency, rate: load.rate, retries: retries, timeout: load.timeout, slowStart: slowStartWindow,
+                    healthCheck: health.healthCheck?.rawValue
                 )
             )
         }
@@ -243,12 +199,7 @@ struct BenchCommand: AsyncParsableCommand {
             return
         }
 
-        // As many connections per instance as requests in flight: AsyncHTTPClient's default of 8
-        // would queue the rest.
-        let client = HTTPClient(
-            eventLoopGroupProvider: .singleton,
-            configuration: HTTPEndpointFactory.clientConfiguration(concurrency: concurrency)
-        )
+        let client = load.httpClient()
         let report: LoadRun.Report
         do {
             report = try await LoadRun.run(
@@ -374,35 +325,12 @@ extension BenchCommand {
         }
     }
 
-    /// The health checks of the options, if `--health-check` is given.
-    var healthChecks: ActiveHealthChecks? {
-        healthCheck.map { kind in
-            var checks = ActiveHealthChecks(kind: kind)
-            if let healthCheckPath { checks.path = healthCheckPath }
-            if let healthCheckService { checks.service = healthCheckService }
-            if let healthCheckInterval { checks.configuration.interval = .nanoseconds(Int64(healthCheckInterval * 1e9)) }
-            if let healthCheckTimeout { checks.configuration.timeout = .nanoseconds(Int64(healthCheckTimeout * 1e9)) }
-            if let healthyThreshold { checks.configuration.healthyThreshold = healthyThreshold }
-            if let unhealthyThreshold { checks.configuration.unhealthyThreshold = unhealthyThreshold }
-            return checks
-        }
-    }
-
-    /// Checks the slow-start, priority and health-check options.
+    /// Checks the slow-start and priority options (the health-check options check themselves).
     func validateFeatures() throws {
-        /// A number of seconds: positive, finite, and at most a day (so that it fits a `Duration`).
-        func seconds(_ value: Double?, _ name: String) throws {
-            guard let value else { return }
-            guard value > 0, value <= 86_400 else { throw ValidationError("\(name) must be a positive number of seconds, at most 86400") }
-        }
-        func needs(_ value: (some Any)?, _ name: String, _ required: String) throws {
-            if value != nil { throw ValidationError("\(name) needs \(required)") }
-        }
-
-        try seconds(slowStartWindow, "--slow-start")
+        try OptionChecks.seconds(slowStartWindow, "--slow-start")
         if slowStartWindow == nil {
-            try needs(slowStartMinShare, "--slow-start-min-share", "--slow-start")
-            try needs(slowStartAggression, "--slow-start-aggression", "--slow-start")
+            try OptionChecks.needs(slowStartMinShare, "--slow-start-min-share", "--slow-start")
+            try OptionChecks.needs(slowStartAggression, "--slow-start-aggression", "--slow-start")
         }
         if let slowStartMinShare {
             guard (0...1).contains(slowStartMinShare) else { throw ValidationError("--slow-start-min-share must be between 0 and 1") }
@@ -413,9 +341,9 @@ extension BenchCommand {
             }
         }
 
-        if balancer != .priority {
-            try needs(overprovisioningFactor, "--overprovisioning-factor", "--balancer priority")
-            try needs(priorityPanicThreshold, "--priority-panic-threshold", "--balancer priority")
+        if load.balancer != .priority {
+            try OptionChecks.needs(overprovisioningFactor, "--overprovisioning-factor", "--balancer priority")
+            try OptionChecks.needs(priorityPanicThreshold, "--priority-panic-threshold", "--balancer priority")
         }
         if let overprovisioningFactor {
             // Infinity is allowed: strict failover.
@@ -424,35 +352,6 @@ extension BenchCommand {
         if let priorityPanicThreshold {
             guard (0...1).contains(priorityPanicThreshold) else {
                 throw ValidationError("--priority-panic-threshold must be between 0 and 1")
-            }
-        }
-
-        if healthCheck == nil {
-            try needs(healthCheckPath, "--health-check-path", "--health-check http")
-            try needs(healthCheckService, "--health-check-service", "--health-check grpc")
-            try needs(healthCheckInterval, "--health-check-interval", "--health-check")
-            try needs(healthCheckTimeout, "--health-check-timeout", "--health-check")
-            try needs(healthyThreshold, "--healthy-threshold", "--health-check")
-            try needs(unhealthyThreshold, "--unhealthy-threshold", "--health-check")
-        }
-        if let healthCheckPath {
-            guard healthCheck == .http else { throw ValidationError("--health-check-path is for --health-check http") }
-            guard healthCheckPath.hasPrefix("/") else { throw ValidationError("--health-check-path must start with '/'") }
-        }
-        if healthCheckService != nil, healthCheck != .grpc {
-            throw ValidationError("--health-check-service is for --health-check grpc")
-        }
-        try seconds(healthCheckInterval, "--health-check-interval")
-        try seconds(healthCheckTimeout, "--health-check-timeout")
-        if let healthyThreshold { guard healthyThreshold >= 1 else { throw ValidationError("--healthy-threshold must be at least 1") } }
-        if let unhealthyThreshold {
-            guard unhealthyThreshold >= 1 else { throw ValidationError("--unhealthy-threshold must be at least 1") }
-        }
-        if let checks = healthChecks {
-            do {
-                try checks.configuration.validate()
-            } catch {
-                throw ValidationError("\(error)")
             }
         }
     }

@@ -34,6 +34,12 @@ struct TopCommand: AsyncParsableCommand {
         pick in --explain-every and shows why it went where it went (P2C's two candidates and \
         their costs, the priority level or zone drawn, a hash's ring position). --frames N stops \
         after N intervals.
+
+        Active health checks (--health-check http|tcp) take the options lbctl bench takes: \
+        --health-check-path (http, default /health), --health-check-interval (default 5 seconds), \
+        --health-check-timeout (default 1), --unhealthy-threshold and --healthy-threshold (default \
+        2 each). grpc checks (and --health-check-service) are for lbctl bench only. Without \
+        --ejection only the checks take instances out.
         """
 
     /// How rows are sorted.
@@ -50,23 +56,10 @@ struct TopCommand: AsyncParsableCommand {
     @Argument(help: "The HTTP path to request, for example /health (default /).")
     var path: String?
 
-    @Option(help: "The balancer: \(BalancerName.helpList).")
-    var balancer: BalancerName = .roundRobin
-
-    @Flag(help: "Add passive outlier ejection to the balancer.")
-    var ejection = false
+    @OptionGroup var load: LoadOptions<TopLoadDefaults>
 
     @Flag(help: "Send no requests: watch the set, ejections and health checks only.")
     var noLoad = false
-
-    @Option(help: "How many requests in flight at once.")
-    var concurrency = 4
-
-    @Option(help: "Requests per second (open loop). Default: as fast as the concurrency allows.")
-    var rate: Double?
-
-    @Option(help: "The time limit of one request, in seconds.")
-    var timeout = 5.0
 
     @Option(help: "Seconds between two refreshes.")
     var interval = 1.0
@@ -86,72 +79,38 @@ struct TopCommand: AsyncParsableCommand {
     @Option(help: "With --explain: explain one pick in this many.")
     var explainEvery = 100
 
-    @Option(help: "Active health checks: http (GET --health-check-path) or tcp (connect).")
-    var healthCheck: ActiveHealthChecks.Kind?
-
-    @Option(help: "With --health-check http: the path to GET. Default /health.")
-    var healthCheckPath: String?
-
-    @Option(help: "With --health-check: seconds between two checks of an instance. Default 5.")
-    var healthCheckInterval: Double?
+    @OptionGroup var health: HealthCheckOptions
 
     func validate() throws {
-        guard concurrency > 0 else { throw ValidationError("--concurrency must be at least 1") }
-        guard timeout > 0, timeout <= 86_400 else { throw ValidationError("--timeout must be a positive number of seconds") }
         guard interval >= 0.05, interval <= 3600 else { throw ValidationError("--interval must be between 0.05 and 3600 seconds") }
-        if let rate { guard rate > 0, rate.isFinite else { throw ValidationError("--rate must be positive") } }
         if let frames { guard frames > 0 else { throw ValidationError("--frames must be at least 1") } }
         guard explainEvery > 0 else { throw ValidationError("--explain-every must be at least 1") }
         if let path { guard path.hasPrefix("/") else { throw ValidationError("PATH must start with '/'") } }
         if noLoad {
             if path != nil { throw ValidationError("PATH is for the load; --no-load sends none") }
-            if rate != nil { throw ValidationError("--rate is for the load; --no-load sends none") }
+            if load.rate != nil { throw ValidationError("--rate is for the load; --no-load sends none") }
         }
-        if healthCheck == .grpc { throw ValidationError("lbctl top checks with http or tcp; grpc is for lbctl bench --protocol grpc") }
-        if healthCheck == nil {
-            if healthCheckPath != nil { throw ValidationError("--health-check-path needs --health-check http") }
-            if healthCheckInterval != nil { throw ValidationError("--health-check-interval needs --health-check") }
-        }
-        if let healthCheckInterval {
-            guard healthCheckInterval > 0, healthCheckInterval <= 86_400 else {
-                throw ValidationError("--health-check-interval must be a positive number of seconds, at most 86400")
-            }
+        if health.healthCheck == .grpc {
+            throw ValidationError("lbctl top checks with http or tcp; grpc is for lbctl bench --protocol grpc")
         }
     }
 
     func run() async throws {
         let spec = try SourceSpec(parsing: source)
         let publisher = try spec.makePublisher()
-        var options = LoadRun.Options()
-        options.balancer = balancer
-        options.ejection = ejection
-        options.concurrency = concurrency
-        options.rate = rate
-        options.timeout = .nanoseconds(Int64(timeout * 1e9))
-        options.path = path ?? "/"
+        var options = load.runOptions(path: path, healthChecks: health.healthChecks)
         options.requests = .max
-        options.healthChecks = healthCheck.map { kind in
-            var checks = ActiveHealthChecks(kind: kind)
-            if let healthCheckPath { checks.path = healthCheckPath }
-            if let healthCheckInterval { checks.configuration.interval = .nanoseconds(Int64(healthCheckInterval * 1e9)) }
-            return checks
-        }
         let mode: TopView.Mode = json ? .json : Output.isTerminal ? .table : .plain
-        let label =
-            balancer.rawValue + (ejection ? " + ejection" : "") + (healthCheck.map { " + \($0.rawValue) health checks" } ?? "")
-            + (noLoad ? " (no load)" : "")
+        let label = load.label + health.label + (noLoad ? " (no load)" : "")
         var view = TopView(mode: mode, source: source, label: label, sort: sort, explain: explain)
 
-        let client = HTTPClient(
-            eventLoopGroupProvider: .singleton,
-            configuration: HTTPEndpointFactory.clientConfiguration(concurrency: concurrency)
-        )
+        let client = load.httpClient()
         let stats = LoadRun.Stats()
         let cache = EndpointCache(publisher: publisher, factory: LoadRun.factory(client: client, options: options, stats: stats))
         let detector = options.detectorConfiguration.map { OutlierDetector(cache, configuration: $0) }
         let balanced = options.balancer.make(cache, ejection: detector, slowStart: nil, priority: options.priority)
         guard let observer = balanced.observe(explainingEvery: explain ? explainEvery : nil) else {
-            throw LbctlError.run("the balancer \(balancer.rawValue) cannot be observed")
+            throw LbctlError.run("the balancer \(load.balancer.rawValue) cannot be observed")
         }
         defer { observer.stop() }
         let send = LoadRun.sender(balanced, options: options)
