@@ -296,6 +296,22 @@ struct LbctlTopTests {
         #expect(servers.allSatisfy { $0.served.total == 0 } && servers[1].healthChecksServed > 0)
     }
 
+    @Test("--health-check takes bench's timeout and thresholds")
+    func healthCheckSettings() async throws {
+        let (source, servers) = try await backends()
+        defer { Task { for server in servers { try? await server.stop() } } }
+        let result = try await Lbctl.run([
+            "top", source, "--no-load", "--json", "--health-check", "http", "--health-check-interval", "0.2", "--health-check-timeout",
+            "0.5",
+            "--healthy-threshold", "1", "--unhealthy-threshold", "1", "--frames", "2", "--interval", "0.3",
+        ])
+        #expect(result.status == 0, "\(result.stderr)")
+        let frames = try result.stdout.split(separator: "\n").map { try JSONDecoder().decode(Frame.self, from: Data($0.utf8)) }
+        #expect(frames.count == 2 && frames.allSatisfy { $0.instances.count == 3 }, "\(result.stdout)")
+        #expect(result.stdout.contains(#""label":"round-robin + http health checks (no load)""#), "\(result.stdout)")
+        #expect(servers.allSatisfy { $0.served.total == 0 } && servers.allSatisfy { $0.healthChecksServed > 0 })
+    }
+
     @Test(
         "bad top arguments: one line on stderr, exit status 2",
         arguments: [
@@ -304,6 +320,18 @@ struct LbctlTopTests {
             (["top", "static://127.0.0.1:1", "--no-load", "/x"], "PATH is for the load"),
             (["top", "static://127.0.0.1:1", "--explain-every", "0"], "--explain-every must be at least 1"),
             (["top", "static://127.0.0.1:1", "--health-check", "grpc"], "checks with http or tcp"),
+            (["top", "static://127.0.0.1:1", "--health-check", "grpc", "--health-check-service", "x"], "checks with http or tcp"),
+            (["top", "static://127.0.0.1:1", "--health-check-timeout", "1"], "--health-check-timeout needs --health-check"),
+            (
+                ["top", "static://127.0.0.1:1", "--health-check", "tcp", "--health-check-path", "/up"],
+                "--health-check-path is for --health-check http"
+            ),
+            (
+                ["top", "static://127.0.0.1:1", "--health-check", "http", "--unhealthy-threshold", "0"],
+                "--unhealthy-threshold must be at least 1"
+            ),
+            (["top", "static://127.0.0.1:1", "--concurrency", "0"], "--concurrency must be at least 1"),
+            (["top", "static://127.0.0.1:1", "--timeout", "0"], "--timeout must be a positive number of seconds"),
             (["top", "static://127.0.0.1:1", "--sort", "size"], "'size' is invalid for '--sort"),
             (["top", "static://nope"], "invalid instance \"nope\""),
         ]
