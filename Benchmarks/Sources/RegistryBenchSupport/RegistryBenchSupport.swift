@@ -46,6 +46,13 @@ public func percentile(_ sorted: [Duration], _ p: Double) -> Duration {
     sorted[min(sorted.count - 1, max(0, Int((Double(sorted.count) * p).rounded(.up)) - 1))]
 }
 
+/// The CPU time this process has used so far (every thread, user and system).
+public func processCPUTime() -> Duration {
+    var time = timespec()
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &time)
+    return .seconds(Int64(time.tv_sec)) + .nanoseconds(Int64(time.tv_nsec))
+}
+
 /// `d` in milliseconds.
 public func milliseconds(_ d: Duration) -> Double {
     Double(d.components.seconds) * 1e3 + Double(d.components.attoseconds) / 1e15
@@ -70,6 +77,11 @@ public struct Registry: Sendable {
     public var add: @Sendable (Int, String) async throws -> Void
     /// Removes instance `i`.
     public var remove: @Sendable (Int) async throws -> Void
+    /// Registers instance `i` somewhere no publisher watches (the same write as ``add``, for the
+    /// writer's own CPU cost).
+    public var addOutside: @Sendable (Int, String) async throws -> Void
+    /// Removes what ``addOutside`` registered as `i`.
+    public var removeOutside: @Sendable (Int) async throws -> Void
     /// One read of everything registered, as a single request (etcd: one Range of the whole
     /// prefix; ZooKeeper: the list of children). Returns how many there are.
     public var readAll: @Sendable () async throws -> Int
@@ -95,6 +107,8 @@ public func makeRegistry(_ name: String, etcdPageSize: Int = 1_000) async throws
             ready: {},
             add: { i, value in try await client.put("/bench/\(i)", value: value) },
             remove: { i in try await client.delete("/bench/\(i)") },
+            addOutside: { i, value in try await client.put("/outside/\(i)", value: value) },
+            removeOutside: { i in try await client.delete("/outside/\(i)") },
             readAll: { try await client.range(prefix: "/bench/").keyValues.count },
             readEveryChild: nil,
             stop: { cluster.destroy() }
@@ -110,9 +124,12 @@ public func makeRegistry(_ name: String, etcdPageSize: Int = 1_000) async throws
             ready: {
                 try await eventually("connected") { client.isConnected }
                 if try await client.exists("/bench") == nil { _ = try await client.create("/bench", createParents: true) }
+                if try await client.exists("/outside") == nil { _ = try await client.create("/outside", createParents: true) }
             },
             add: { i, value in _ = try await client.create("/bench/\(i)", data: Array(value.utf8)) },
             remove: { i in try await client.delete("/bench/\(i)") },
+            addOutside: { i, value in _ = try await client.create("/outside/\(i)", data: Array(value.utf8)) },
+            removeOutside: { i in try await client.delete("/outside/\(i)") },
             readAll: { try await client.getChildren("/bench").children.count },
             readEveryChild: { inFlight in
                 let children = try await client.getChildren("/bench").children

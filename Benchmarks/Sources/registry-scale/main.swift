@@ -13,7 +13,9 @@
 //     every instance, and the growth of the process's resident set meanwhile (peak minus before);
 //   - `changes` changes with the publisher feeding an EndpointCache, alternately the registration
 //     of a new instance and the removal of the previous one, each timed from just before the write
-//     to the cache publishing a set that holds it: p50, p99, max.
+//     to the cache publishing a set that holds it: p50, p99, max; and the process's CPU time per
+//     change over them, next to that of the same writes under a path no publisher watches (the
+//     writer's own share).
 // Consul: the project's ConsulTestServer (in process) with n passing instances of one service; the
 //   /v1/health/service answer: its bytes, the time of the raw HTTP fetch, the time of the client's
 //   fetch and decode (ConsulClient.healthService), the difference (the decode), and the growth of
@@ -137,6 +139,10 @@ struct WatchedRegistryFigures {
     var p50: Duration
     var p99: Duration
     var max: Duration
+    /// The process's CPU time per change (the write, the publisher, the cache), and per write of
+    /// the same kind where no publisher watches (the writer alone).
+    var cpuPerChange: Duration
+    var writerCPUPerChange: Duration
 }
 
 func measureWatched(_ name: String, n: Int, changes: Int) async throws -> WatchedRegistryFigures {
@@ -198,6 +204,7 @@ func measureWatched(_ name: String, n: Int, changes: Int) async throws -> Watche
         var sets = watcher.sets.makeAsyncIterator()
         while let (_, summary) = await sets.next(), summary.count < n {}
         var samples: [Duration] = []
+        let cpuStart = processCPUTime()
         for i in 0..<changes {
             if i % 2 == 0 {
                 probe.set("127.0.0.1", 20_000 + i)
@@ -207,10 +214,22 @@ func measureWatched(_ name: String, n: Int, changes: Int) async throws -> Watche
                 samples.append(try await time(&sets, until: { !$0.holds }) { try await registry.remove(i - 1) })
             }
         }
+        let cpu = processCPUTime() - cpuStart
+        // The same writes where nothing watches: what the writer costs by itself.
+        let writerStart = processCPUTime()
+        for i in 0..<changes {
+            if i % 2 == 0 {
+                try await registry.addOutside(i, "127.0.0.1:\(20_000 + i)")
+            } else {
+                try await registry.removeOutside(i - 1)
+            }
+        }
+        let writerCPU = processCPUTime() - writerStart
         samples.sort()
         return WatchedRegistryFigures(
             n: n, register: register, readAll: readAll, firstRead: firstRead, firstReadMemory: firstReadMemory,
-            everyChild: everyChild, p50: percentile(samples, 0.5), p99: percentile(samples, 0.99), max: samples.last!
+            everyChild: everyChild, p50: percentile(samples, 0.5), p99: percentile(samples, 0.99), max: samples.last!,
+            cpuPerChange: cpu / changes, writerCPUPerChange: writerCPU / changes
         )
     }
 }
@@ -220,18 +239,21 @@ func reportWatched(
 ) async throws {
     print("\n## \(title)\n")
     print(
-        "| n | register (64 in flight) | \(readAllLabel) | \(firstReadLabel) | its memory (RSS growth) | change p50 | change p99 | change max |"
+        "| n | register (64 in flight) | \(readAllLabel) | \(firstReadLabel) | its memory (RSS growth) | change p50 | change p99 | change max | CPU per change | writer's CPU per write |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     var everyChild: [(Int, Duration, Duration)] = []
     for n in sizes {
         let f = try await measureWatched(name, n: n, changes: changes)
         if let (oneByOne, pipelined) = f.everyChild { everyChild.append((n, oneByOne, pipelined)) }
         print(
-            "| \(n) | \(seconds(f.register)) | \(ms(f.readAll)) | \(ms(f.firstRead)) | \(mib(f.firstReadMemory)) | \(ms(f.p50)) | \(ms(f.p99)) | \(ms(f.max)) |"
+            "| \(n) | \(seconds(f.register)) | \(ms(f.readAll)) | \(ms(f.firstRead)) | \(mib(f.firstReadMemory)) | \(ms(f.p50)) | \(ms(f.p99)) | \(ms(f.max)) | \(ms(f.cpuPerChange)) | \(ms(f.writerCPUPerChange)) |"
         )
     }
     print("(\(changes) changes per size, alternately a registration and a removal)")
+    print(
+        "(CPU per change: this process's CPU time, every thread, over the changes, divided by their number: the write, the"
+            + " publisher and the cache; the writer's: the same writes under a path nothing watches)")
     if !everyChild.isEmpty {
         print("\n| n | children + every child's data, 1 read at a time | 64 reads in flight |")
         print("|---|---|---|")
