@@ -8,22 +8,14 @@ extension Duration {
     }
 
     /// Nanoseconds, fractions kept.
-    ///
-    /// From the attoseconds' two words, without `components` (two 128-bit divisions, a few tens of
-    /// nanoseconds: P2C converts two durations per call).
-    @inlinable
-    package var nanosecondsValue: Double { attosecondsValue * 1e-9 }
+    package var nanosecondsValue: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) * 1e9 + Double(attoseconds) / 1e9
+    }
 
     /// Seconds, fractions kept.
-    @inlinable
-    package var secondsValue: Double { attosecondsValue * 1e-18 }
-
-    /// The attoseconds as a `Double` (rounded to 53 bits).
-    @inlinable
-    package var attosecondsValue: Double {
-        let attoseconds = self.attoseconds
-        let high = Int64(truncatingIfNeeded: attoseconds >> 64)
-        let low = UInt64(truncatingIfNeeded: attoseconds)
-        return Double(high) * 0x1p64 + Double(low)
+    package var secondsValue: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) + Double(attoseconds) / 1e18
     }
 }
