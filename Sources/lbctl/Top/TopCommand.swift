@@ -91,7 +91,7 @@ struct TopCommand: AsyncParsableCommand {
             if load.rate != nil { throw ValidationError("--rate is for the load; --no-load sends none") }
         }
         if health.healthCheck == .grpc {
-            throw ValidationError("lbctl top checks with http or tcp; grpc is for lbctl bench --protocol grpc")
+            throw ValidationError("lbctl top checks with http or tcp; grpc health checks are lbctl bench's")
         }
     }
 
