@@ -80,7 +80,13 @@ struct ActiveHealthChecks: Sendable {
     static func waitForFirstChecks(_ checker: HealthChecker<ContinuousClock>, ids: some Sequence<String>) async {
         let ids = Set(ids)
         let configuration = checker.configuration
-        let deadline = ContinuousClock.now + min(configuration.initialJitter, configuration.interval) + configuration.timeout + .seconds(1)
+        // The first check of each instance comes within the initial jitter, and may take its
+        // timeout; a loaded machine can add seconds to the first connections (gRPC's most), so the
+        // wait allows a few more rounds before the load starts on what is known.
+        let rounds = Double(max(configuration.healthyThreshold, configuration.unhealthyThreshold) + 2)
+        let deadline =
+            ContinuousClock.now + min(configuration.initialJitter, configuration.interval)
+            + (configuration.interval + configuration.timeout) * rounds + .seconds(5)
         while ContinuousClock.now < deadline, !Task.isCancelled {
             let statuses = checker.statuses
             if ids.allSatisfy({ statuses[$0].map { $0.health != .unchecked } ?? false }) { return }
