@@ -303,11 +303,13 @@ struct LbctlTopTests {
         let result = try await Lbctl.run([
             "top", source, "--no-load", "--json", "--health-check", "http", "--health-check-interval", "0.2", "--health-check-timeout",
             "0.5",
-            "--healthy-threshold", "1", "--unhealthy-threshold", "1", "--frames", "2", "--interval", "0.3",
+            // Ten frames (3 s): every server's first check (within the 0.2 s jitter) is in by then
+            // even on a loaded machine; two frames (0.6 s) missed one in a CI run.
+            "--healthy-threshold", "1", "--unhealthy-threshold", "1", "--frames", "10", "--interval", "0.3",
         ])
         #expect(result.status == 0, "\(result.stderr)")
         let frames = try result.stdout.split(separator: "\n").map { try JSONDecoder().decode(Frame.self, from: Data($0.utf8)) }
-        #expect(frames.count == 2 && frames.allSatisfy { $0.instances.count == 3 }, "\(result.stdout)")
+        #expect(frames.count == 10 && frames.allSatisfy { $0.instances.count == 3 }, "\(result.stdout)")
         #expect(result.stdout.contains(#""label":"round-robin + http health checks (no load)""#), "\(result.stdout)")
         #expect(servers.allSatisfy { $0.served.total == 0 } && servers.allSatisfy { $0.healthChecksServed > 0 })
     }
