@@ -114,6 +114,21 @@ struct LbctlTopTests {
         for server in servers { try? await server.stop() }
     }
 
+    /// Runs `body` with a tmux session, then kills the session and stops `servers`, whether `body`
+    /// threw or not.
+    private func withSession(tmux: String, servers: [LocalHTTPBackend], _ body: (TmuxSession) async throws -> Void) async throws {
+        let session = TmuxSession(tmux: tmux)
+        do {
+            try await body(session)
+        } catch {
+            await session.kill()
+            await stop(servers)
+            throw error
+        }
+        await session.kill()
+        await stop(servers)
+    }
+
     @Test(
         "on a terminal: a refreshing table of every instance, the ejected one in red; q quits and restores the terminal",
         .enabled(
@@ -123,8 +138,7 @@ struct LbctlTopTests {
     func terminal() async throws {
         let tmux = try #require(tmuxPath, "tmux is needed to test lbctl top on a terminal (scripts/test.sh installs it)")
         let (source, servers) = try await backends()
-        let session = TmuxSession(tmux: tmux)
-        do {
+        try await withSession(tmux: tmux, servers: servers) { session in
             try await session.start(
                 topCommand([source, "--balancer", "round-robin", "--ejection", "--interval", "0.2", "--concurrency", "2", "--rate", "100"]))
             let ids = servers.map { "127.0.0.1:\($0.port)" }
@@ -147,13 +161,7 @@ struct LbctlTopTests {
             let after = try await session.waitForScreen("lbctl's exit") { $0.contains("lbctl-exit=") }
             #expect(after.contains("lbctl-exit=0"), "\(after)")
             #expect(terminalRestored(after), "raw mode left on:\n\(after)")
-        } catch {
-            await session.kill()
-            await stop(servers)
-            throw error
         }
-        await session.kill()
-        await stop(servers)
     }
 
     @Test(
@@ -165,8 +173,7 @@ struct LbctlTopTests {
     func interrupt() async throws {
         let tmux = try #require(tmuxPath, "tmux is needed to test lbctl top on a terminal (scripts/test.sh installs it)")
         let (source, servers) = try await backends()
-        let session = TmuxSession(tmux: tmux)
-        do {
+        try await withSession(tmux: tmux, servers: servers) { session in
             try await session.start(topCommand([source, "--balancer", "p2c-peak-ewma", "--no-load", "--interval", "0.2"]))
             let ids = servers.map { "127.0.0.1:\($0.port)" }
             _ = try await session.waitForScreen("a row per instance") { screen in ids.allSatisfy(screen.contains) }
@@ -175,13 +182,7 @@ struct LbctlTopTests {
             #expect(after.contains("lbctl-exit=0"), "\(after)")
             #expect(terminalRestored(after), "raw mode left on:\n\(after)")
             #expect(servers.allSatisfy { $0.served.total == 0 }, "--no-load sends nothing")
-        } catch {
-            await session.kill()
-            await stop(servers)
-            throw error
         }
-        await session.kill()
-        await stop(servers)
     }
 
     private struct Frame: Decodable {

@@ -617,6 +617,22 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
         return strategy.choose(zones.tables[zone], &state)
     }
 
+    /// A pick's choice: `keyed`'s lookup of its hash, or else the strategy's choice (``choose(_:_:)``),
+    /// moved on by slow start's ramps while any are in force.
+    @inlinable @inline(__always)
+    func plainChoice(
+        _ snapshot: Snapshot,
+        _ state: inout PickState,
+        keyed: (hash: UInt64, lookup: (Strategy.Table, UInt64) -> Int?)?
+    ) -> Int? {
+        if let keyed {
+            guard let found = keyed.lookup(snapshot.table, keyed.hash) else { return nil }
+            return snapshot.ramps == nil ? found : keyedRampedChoice(found, hash: keyed.hash, in: snapshot, keyed.lookup)
+        }
+        guard let chosen = choose(snapshot, &state) else { return nil }
+        return snapshot.ramps == nil ? chosen : rampedChoice(chosen, in: snapshot, &state)
+    }
+
     /// Runs `body` on the calling thread's shard state, refreshed to the current snapshot.
     /// `body` does not throw (a pick that finds no endpoint returns `nil`), so that nothing is
     /// wrapped on the way out.
@@ -661,8 +677,7 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
             if _slowPath(state.observing) {
                 return observedChoice(&state, snapshot, keyed: nil).map { EndpointPick(index: $0, generation: snapshot.set.generation) }
             }
-            guard var index = choose(snapshot, &state.pick) else { return nil }
-            if snapshot.ramps != nil { index = rampedChoice(index, in: snapshot, &state.pick) }
+            guard let index = plainChoice(snapshot, &state.pick, keyed: nil) else { return nil }
             return EndpointPick(index: index, generation: snapshot.set.generation)
         }
         guard let pick else { throw .noEndpoints }
@@ -719,21 +734,14 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
         _ keyed: (hash: UInt64, lookup: (Strategy.Table, UInt64) -> Int?)?
     ) throws(LoadBalancerError) -> EndpointLease<Request, Response> {
         let lease = withShard { (state: inout ShardState, snapshot: Snapshot, shard: Int) -> EndpointLease<Request, Response>? in
-            var index: Int
-            if _slowPath(state.observing) {
-                guard let chosen = observedChoice(&state, snapshot, keyed: keyed) else { return nil }
-                return makeLease(at: chosen, in: snapshot, shard: shard, leases: &state.leases)
-            }
-            if let keyed {
-                guard let found = keyed.lookup(snapshot.table, keyed.hash) else { return nil }
-                index = found
-                if snapshot.ramps != nil { index = keyedRampedChoice(index, hash: keyed.hash, in: snapshot, keyed.lookup) }
-            } else {
-                guard let chosen = choose(snapshot, &state.pick) else { return nil }
-                index = chosen
-                if snapshot.ramps != nil { index = rampedChoice(index, in: snapshot, &state.pick) }
-            }
-            return makeLease(at: index, in: snapshot, shard: shard, leases: &state.leases)
+            let chosen =
+                if _slowPath(state.observing) {
+                    observedChoice(&state, snapshot, keyed: keyed)
+                } else {
+                    plainChoice(snapshot, &state.pick, keyed: keyed)
+                }
+            guard let chosen else { return nil }
+            return makeLease(at: chosen, in: snapshot, shard: shard, leases: &state.leases)
         }
         guard let lease else { throw .noEndpoints }
         lease.loadView?.started(shard: lease.loadShard)

@@ -208,35 +208,40 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
             let n = table.usable.count
             guard n > 0 else { return nil }
             if n == 1 { return table.usable[0] }
-            if !table.weighted.isEmpty { return chooseWeighted(table, &state) }
-            let r = state.next()
-            let (first, rest) = r.multipliedFullWidth(by: UInt64(n))
-            var second = rest.multipliedFullWidth(by: UInt64(n - 1)).high
-            if second >= first { second &+= 1 }
-            let a = table.usable[Int(truncatingIfNeeded: first)]
-            let b = table.usable[Int(truncatingIfNeeded: second)]
-            let pickNow = Double(Int64(bitPattern: clockView.stat(0)))
-            let (loadA, healthA) = cost(table.views[a], now: pickNow)
-            let (loadB, healthB) = cost(table.views[b], now: pickNow)
-            // loadA / healthA <= loadB / healthB, without dividing.
-            return loadA * healthB <= loadB * healthA ? a : b
-        }
-
-        /// Weighted P2C: two samples in proportion to weight, and the lower cost per unit of weight
-        /// (Envoy's weighted least request divides by weight alike): in balance, calls in flight,
-        /// and so the shares of instances of equal latency, follow the weights.
-        @inlinable
-        func chooseWeighted(_ table: Table, _ state: inout PickState) -> Int? {
-            guard let a = table.weighted.pick(state.next()) else { return nil }
-            // A second draw that lands on the first sample again is drawn once more; a third same
-            // draw keeps it (an instance that heavy wins most pairs anyway).
-            var b = table.weighted.pick(state.next()) ?? a
-            if b == a { b = table.weighted.pick(state.next()) ?? a }
+            guard let (a, b) = candidates(table, &state) else { return nil }
             if b == a { return a }
             let pickNow = Double(Int64(bitPattern: clockView.stat(0)))
-            let (loadA, healthA) = cost(table.views[a], now: pickNow)
-            let (loadB, healthB) = cost(table.views[b], now: pickNow)
+            return cheaper(table, a, cost(table.views[a], now: pickNow), b, cost(table.views[b], now: pickNow))
+        }
+
+        /// A pick's two candidates (of two or more usable positions): two distinct positions drawn
+        /// uniformly, or, weighted, two drawn in proportion to weight (a second draw that lands on
+        /// the first sample is drawn once more; a third same draw keeps it: then both are one, and
+        /// an instance that heavy wins most pairs anyway).
+        @inlinable @inline(__always)
+        func candidates(_ table: Table, _ state: inout PickState) -> (Int, Int)? {
+            if !table.weighted.isEmpty {
+                guard let a = table.weighted.pick(state.next()) else { return nil }
+                var b = table.weighted.pick(state.next()) ?? a
+                if b == a { b = table.weighted.pick(state.next()) ?? a }
+                return (a, b)
+            }
+            let n = table.usable.count
+            let (first, rest) = state.next().multipliedFullWidth(by: UInt64(n))
+            var second = rest.multipliedFullWidth(by: UInt64(n - 1)).high
+            if second >= first { second &+= 1 }
+            return (table.usable[Int(truncatingIfNeeded: first)], table.usable[Int(truncatingIfNeeded: second)])
+        }
+
+        /// The candidate of lower cost (load / health), `a` on a tie. Weighted P2C compares the cost
+        /// per unit of weight (Envoy's weighted least request divides by weight alike): in balance,
+        /// calls in flight, and so the shares of instances of equal latency, follow the weights.
+        @inlinable @inline(__always)
+        func cheaper(_ table: Table, _ a: Int, _ costA: (Double, Double), _ b: Int, _ costB: (Double, Double)) -> Int {
+            let (loadA, healthA) = costA
+            let (loadB, healthB) = costB
             // loadA / (healthA × weightA) <= loadB / (healthB × weightB), without dividing.
+            if table.weighted.isEmpty { return loadA * healthB <= loadB * healthA ? a : b }
             return loadA * healthB * table.weights[b] <= loadB * healthA * table.weights[a] ? a : b
         }
 
@@ -246,33 +251,17 @@ public final class P2CBalancer<Request: Sendable, Response: Sendable>: CoreBalan
             _ table: Table, _ state: inout PickState, _ set: EndpointSetView, _ explanation: inout PickExplanation
         ) -> Int? {
             guard table.usable.count > 1 else { return choose(table, &state) }
-            let a: Int
-            var b: Int
-            let weighted = !table.weighted.isEmpty
-            if weighted {
-                guard let first = table.weighted.pick(state.next()) else { return nil }
-                a = first
-                b = table.weighted.pick(state.next()) ?? first
-                if b == a { b = table.weighted.pick(state.next()) ?? a }
-                if b == a { return a }
-            } else {
-                let n = table.usable.count
-                let (first, rest) = state.next().multipliedFullWidth(by: UInt64(n))
-                var second = rest.multipliedFullWidth(by: UInt64(n - 1)).high
-                if second >= first { second &+= 1 }
-                a = table.usable[Int(truncatingIfNeeded: first)]
-                b = table.usable[Int(truncatingIfNeeded: second)]
-            }
+            guard let (a, b) = candidates(table, &state) else { return nil }
+            if b == a { return a }
             let pickNow = Double(Int64(bitPattern: clockView.stat(0)))
-            let (loadA, healthA) = cost(table.views[a], now: pickNow)
-            let (loadB, healthB) = cost(table.views[b], now: pickNow)
-            let weightA = weighted ? table.weights[a] : 1
-            let weightB = weighted ? table.weights[b] : 1
+            let costA = cost(table.views[a], now: pickNow)
+            let costB = cost(table.views[b], now: pickNow)
+            let weighted = !table.weighted.isEmpty
             explanation.candidates = [
-                candidate(table, set, a, load: loadA, health: healthA, weight: weightA, now: pickNow),
-                candidate(table, set, b, load: loadB, health: healthB, weight: weightB, now: pickNow),
+                candidate(table, set, a, load: costA.0, health: costA.1, weight: weighted ? table.weights[a] : 1, now: pickNow),
+                candidate(table, set, b, load: costB.0, health: costB.1, weight: weighted ? table.weights[b] : 1, now: pickNow),
             ]
-            return loadA * healthB * weightB <= loadB * healthA * weightA ? a : b
+            return cheaper(table, a, costA, b, costB)
         }
 
         private func candidate(

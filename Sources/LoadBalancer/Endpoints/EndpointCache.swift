@@ -283,17 +283,17 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
     }
 
     /// What a new set changes against the published one, found by walking both in id order (no
-    /// hashing of the ids that stay): the instances to make endpoints for, the ids removed, the
-    /// instances whose fields changed, and for each wanted instance its position in the published
-    /// set (-1: new).
+    /// hashing of the ids that stay) or from an update's hint: the instances to make endpoints
+    /// for, the ids removed, the instances whose fields changed, and where the published set
+    /// changes.
     private struct Difference {
         var added: [Instance] = []
         var removed: [String] = []
         var changed: [Instance] = []
-        var oldPositions: [Int32] = []
-        /// Found from an update's hint instead of a walk: then ``oldPositions`` is empty and
-        /// ``edits`` says where the published set changes.
-        var edits: [Edit]?
+        /// The places where the published set changes, in id order.
+        var edits: [Edit] = []
+        /// Found from an update's hint (``InstanceUpdate/changes``), not by a walk.
+        var byHint = false
     }
 
     /// One place where the published set changes, in id order: the instance at an old position
@@ -306,13 +306,7 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
 
     /// The first index of `instances` (ordered by id) whose id is not below `id`.
     private static func position(of id: String, in instances: UnsafeBufferPointer<Instance>) -> Int {
-        var low = 0
-        var high = instances.count
-        while low < high {
-            let middle = low + (high - low) / 2
-            if instances[middle].id < id { low = middle + 1 } else { high = middle }
-        }
-        return low
+        partitionPoint(count: instances.count) { instances[$0].id < id }
     }
 
     /// The difference from `current` (the published set, exactly the publisher's set that
@@ -323,8 +317,8 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
         let removedIDs = changes.removed
         let upserted = changes.upserted
         var difference = Difference()
-        var edits: [Edit] = []
-        edits.reserveCapacity(changes.count)
+        difference.byHint = true
+        difference.edits.reserveCapacity(changes.count)
         let fits = current.withUnsafeBufferPointer { current -> Bool in
             wanted.withUnsafeBufferPointer { wanted -> Bool in
                 upserted.withUnsafeBufferPointer { upserted -> Bool in
@@ -347,7 +341,7 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
                             let old = position(of: id, in: current)
                             guard old < current.count, current[old].id == id, old > lastOld else { return false }
                             lastOld = old
-                            edits.append(.remove(old: old))
+                            difference.edits.append(.remove(old: old))
                             difference.removed.append(id)
                             removedBefore += 1
                             r += 1
@@ -368,7 +362,7 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
                                 lastOld = old - 1 // The next edit may still be before `old`.
                                 let new = old - removedBefore + addedBefore
                                 guard new < wanted.count, sameFields(wanted.baseAddress! + new, instance) else { return false }
-                                edits.append(.insert(beforeOld: old, added: difference.added.count, new: new))
+                                difference.edits.append(.insert(beforeOld: old, added: difference.added.count, new: new))
                                 difference.added.append(instance.pointee)
                                 addedBefore += 1
                             }
@@ -379,16 +373,13 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
                 }
             }
         }
-        guard fits else { return nil }
-        difference.edits = edits
-        return difference
+        return fits ? difference : nil
     }
 
     /// The difference from `current` to `wanted`, or `nil` when `wanted` is not ordered by id (its
     /// ids do not increase strictly): then it needs ordering first.
     private static func difference(from current: [Instance], to wanted: [Instance]) -> Difference? {
         var difference = Difference()
-        difference.oldPositions.reserveCapacity(wanted.count)
         // Read through buffer pointers: an element is borrowed, not copied (an instance's copy
         // retains its five strings and collections).
         let ordered = current.withUnsafeBufferPointer { current in
@@ -397,6 +388,7 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
                 for new in wanted.indices {
                     if new > 0, !(wanted[new - 1].id < wanted[new].id) { return false }
                     while old < current.count, current[old].id < wanted[new].id {
+                        difference.edits.append(.remove(old: old))
                         difference.removed.append(current[old].id)
                         old += 1
                     }
@@ -404,14 +396,14 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
                         if !sameFields(current.baseAddress! + old, wanted.baseAddress! + new) {
                             difference.changed.append(wanted[new])
                         }
-                        difference.oldPositions.append(Int32(truncatingIfNeeded: old))
                         old += 1
                     } else {
+                        difference.edits.append(.insert(beforeOld: old, added: difference.added.count, new: new))
                         difference.added.append(wanted[new])
-                        difference.oldPositions.append(-1)
                     }
                 }
                 while old < current.count {
+                    difference.edits.append(.remove(old: old))
                     difference.removed.append(current[old].id)
                     old += 1
                 }
@@ -429,57 +421,10 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
             && a.pointee.tags == b.pointee.tags && a.pointee.metadata == b.pointee.metadata
     }
 
-    /// The endpoints and slots of `wanted` (ordered by id): those of `current` for the ids that
-    /// stay (at `oldPositions`), `made`'s for the others; the instances whose factory failed are
-    /// left out of all three arrays.
-    private static func publishedArrays(
-        _ wanted: [Instance], oldPositions: [Int32], current: EndpointSet<Request, Response>, made: [String: Entry]
-    ) -> (endpoints: [Endpoint<Request, Response>], instances: [Instance], slots: [UInt32]) {
-        var endpoints: [Endpoint<Request, Response>] = []
-        var slots: [UInt32] = []
-        endpoints.reserveCapacity(wanted.count)
-        slots.reserveCapacity(wanted.count)
-        var leftOut: [Int] = []
-        // Read once: a stored property of a generic class is found through its type's metadata.
-        let oldEndpoints = current.endpoints
-        let oldSlots = current.slots
-        // The ids that stay come in runs of consecutive old positions: each run is copied in one
-        // go (element by element, generic code looks up the endpoint type's metadata each time).
-        var run = 0..<0
-        func flush() {
-            guard !run.isEmpty else { return }
-            endpoints.append(contentsOf: oldEndpoints[run])
-            slots.append(contentsOf: oldSlots[run])
-            run = 0..<0
-        }
-        for (index, old) in oldPositions.enumerated() {
-            if old >= 0 {
-                let position = Int(old)
-                if !run.isEmpty, run.upperBound == position {
-                    run = run.lowerBound..<position + 1
-                } else {
-                    flush()
-                    run = position..<position + 1
-                }
-            } else if let entry = made[wanted[index].id] {
-                flush()
-                endpoints.append(entry.managed.endpoint)
-                slots.append(entry.slot)
-            } else {
-                leftOut.append(index) // Its factory failed.
-            }
-        }
-        flush()
-        // The caller's array as it is, unless an instance is left out.
-        var instances = wanted
-        for index in leftOut.reversed() { instances.remove(at: index) }
-        return (endpoints, instances, slots)
-    }
-
     /// The endpoints and slots of `wanted` (ordered by id), from `current`'s with `edits` made:
-    /// the runs between edits copied whole, `made`'s endpoints inserted; the instances whose
-    /// factory failed are left out of all three arrays. The same arrays as
-    /// ``publishedArrays(_:oldPositions:current:made:)`` gives for the same change.
+    /// the runs between edits copied whole (element by element, generic code would look up the
+    /// endpoint type's metadata each time), `made`'s endpoints inserted; the instances whose
+    /// factory failed are left out of all three arrays.
     private static func publishedArrays(
         _ wanted: [Instance], edits: [Edit], added: [Instance], current: EndpointSet<Request, Response>, made: [String: Entry]
     ) -> (endpoints: [Endpoint<Request, Response>], instances: [Instance], slots: [UInt32]) {
@@ -488,6 +433,7 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
         endpoints.reserveCapacity(wanted.count)
         slots.reserveCapacity(wanted.count)
         var leftOut: [Int] = []
+        // Read once: a stored property of a generic class is found through its type's metadata.
         let oldEndpoints = current.endpoints
         let oldSlots = current.slots
         var cursor = 0
@@ -588,16 +534,12 @@ public final class EndpointCache<Request: Sendable, Response: Sendable>: Sendabl
             state.updates += 1
             // The published set is the publisher's exactly when every instance made an endpoint.
             state.appliedSerial = failures.isEmpty ? update.serial : nil
-            if difference.edits != nil { state.appliedByHint += 1 }
+            if difference.byHint { state.appliedByHint += 1 }
             var published: EndpointSet<Request, Response>? = nil
             if changed || state.updates == 1 {
                 state.generation &+= 1
-                let (endpoints, instances, slots) =
-                    if let edits = difference.edits {
-                        Self.publishedArrays(wanted, edits: edits, added: difference.added, current: current, made: made)
-                    } else {
-                        Self.publishedArrays(wanted, oldPositions: difference.oldPositions, current: current, made: made)
-                    }
+                let (endpoints, instances, slots) = Self.publishedArrays(
+                    wanted, edits: difference.edits, added: difference.added, current: current, made: made)
                 published = EndpointSet(endpoints: endpoints, instances: instances, slots: slots, generation: state.generation)
             }
             // The removed endpoints' slots can be reused once they are closed; queueing them now

@@ -94,25 +94,11 @@ package struct KeyedInstanceTable: Sendable {
 
     /// The first index of `instances` (ordered by id) whose id is not below `id`.
     private static func position(of id: String, in instances: [Instance]) -> Int {
-        instances.withUnsafeBufferPointer { instances in
-            var low = 0
-            var high = instances.count
-            while low < high {
-                let middle = low + (high - low) / 2
-                if instances[middle].id < id { low = middle + 1 } else { high = middle }
-            }
-            return low
-        }
+        instances.withUnsafeBufferPointer { instances in partitionPoint(count: instances.count) { instances[$0].id < id } }
     }
 
     /// The first index of `keys` (increasing) not below `key`.
     private static func insertionPoint(of key: String, in keys: [String]) -> Int {
-        var low = 0
-        var high = keys.count
-        while low < high {
-            let middle = low + (high - low) / 2
-            if keys[middle] < key { low = middle + 1 } else { high = middle }
-        }
-        return low
+        partitionPoint(count: keys.count) { keys[$0] < key }
     }
 }

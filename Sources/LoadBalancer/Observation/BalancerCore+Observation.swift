@@ -23,16 +23,7 @@ extension BalancerCore {
                 return explainedChoice(&state, snapshot, keyed: keyed)
             }
         }
-        var index: Int
-        if let keyed {
-            guard let found = keyed.lookup(snapshot.table, keyed.hash) else { return nil }
-            index = found
-            if snapshot.ramps != nil { index = keyedRampedChoice(index, hash: keyed.hash, in: snapshot, keyed.lookup) }
-        } else {
-            guard let chosen = choose(snapshot, &state.pick) else { return nil }
-            index = chosen
-            if snapshot.ramps != nil { index = rampedChoice(index, in: snapshot, &state.pick) }
-        }
+        guard let index = plainChoice(snapshot, &state.pick, keyed: keyed) else { return nil }
         countPick(&state, slot: snapshot.set.slots[index])
         return index
     }

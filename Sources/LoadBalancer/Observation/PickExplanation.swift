@@ -114,7 +114,7 @@ public struct PickExplanation: Sendable, Hashable, CustomStringConvertible {
     }
 
     static func milliseconds(_ duration: Duration) -> String {
-        let ms = Double(duration.components.seconds) * 1e3 + Double(duration.components.attoseconds) / 1e15
+        let ms = duration.nanosecondsValue / 1e6
         return "\((ms * 100).rounded() / 100) ms"
     }
 }

@@ -131,19 +131,14 @@ public final class InstanceBroadcaster: Sendable {
     private static func normalized(upserted: [Instance], removed: [String]) -> (upserted: [Instance], removed: [String])? {
         let upserted = Instance.isOrderedByID(upserted) ? upserted : upserted.sorted { $0.id < $1.id }
         let removed = removed.sorted()
+        // Sorted, each list is unique when its ids increase strictly.
+        guard Instance.isOrderedByID(upserted), zip(removed, removed.dropFirst()).allSatisfy({ $0 < $1 }) else { return nil }
+        // No id in both: the two ordered lists walked together never meet on one id.
         var u = 0
         var r = 0
-        while u < upserted.count || r < removed.count {
-            if u > 0, u < upserted.count, !(upserted[u - 1].id < upserted[u].id) { return nil }
-            if r > 0, r < removed.count, !(removed[r - 1] < removed[r]) { return nil }
-            if u < upserted.count, r < removed.count {
-                if upserted[u].id == removed[r] { return nil }
-                if upserted[u].id < removed[r] { u += 1 } else { r += 1 }
-            } else if u < upserted.count {
-                u += 1
-            } else {
-                r += 1
-            }
+        while u < upserted.count, r < removed.count {
+            if upserted[u].id == removed[r] { return nil }
+            if upserted[u].id < removed[r] { u += 1 } else { r += 1 }
         }
         return (upserted, removed)
     }

@@ -115,7 +115,7 @@ struct TopView {
         second += "  requests \(Self.number(Double(attempts) / seconds, digits: 0))/s"
         if attempts > 0 {
             second += "  success \(Output.percent(Double(attempts - failures) / Double(attempts)))"
-            second += "  mean \(Output.milliseconds(Double((latency / attempts).nanoseconds)))"
+            second += "  mean \(Output.milliseconds((latency / attempts).nanosecondsValue))"
         }
         if let inFlight = state.inFlight { second += "  in flight \(inFlight)" }
         second += "  panic \(state.panic ? "YES" : "no")"
@@ -146,8 +146,8 @@ struct TopView {
             Self.number(Double(instance.picks) / seconds, digits: 0),
             Self.number(Double(load.attempts) / seconds, digits: 0),
             load.attempts == 0 ? "-" : Output.percent(Double(load.failures) / Double(load.attempts)),
-            load.mean.map { Output.milliseconds(Double($0.nanoseconds)) } ?? "-",
-            instance.latencyEstimate.map { Output.milliseconds(Double($0.nanoseconds)) } ?? "-",
+            load.mean.map { Output.milliseconds($0.nanosecondsValue) } ?? "-",
+            instance.latencyEstimate.map { Output.milliseconds($0.nanosecondsValue) } ?? "-",
             instance.inFlight.map(String.init) ?? "-",
             instance.successRate.map { Output.percent($0) } ?? "-",
             String(instance.priority),
@@ -189,8 +189,8 @@ struct TopView {
     /// twice the median of all instances that have one (and at least 1 ms more).
     private func slowIDs(_ state: BalancerState, load: [String: Load]) -> Set<String> {
         let latencies = state.instances.compactMap { instance -> (String, Double)? in
-            if let mean = load[instance.id]?.mean { return (instance.id, Double(mean.nanoseconds)) }
-            return instance.latencyEstimate.map { (instance.id, Double($0.nanoseconds)) }
+            if let mean = load[instance.id]?.mean { return (instance.id, mean.nanosecondsValue) }
+            return instance.latencyEstimate.map { (instance.id, $0.nanosecondsValue) }
         }
         guard latencies.count >= 2 else { return [] }
         let sorted = latencies.map(\.1).sorted()
@@ -295,8 +295,8 @@ struct TopView {
                     share: instance.share,
                     requests: counts.attempts,
                     failures: counts.failures,
-                    meanLatencyMs: counts.mean.map { Double($0.nanoseconds) / 1e6 },
-                    latencyEstimateMs: instance.latencyEstimate.map { Double($0.nanoseconds) / 1e6 },
+                    meanLatencyMs: counts.mean.map { $0.nanosecondsValue / 1e6 },
+                    latencyEstimateMs: instance.latencyEstimate.map { $0.nanosecondsValue / 1e6 },
                     inFlight: instance.inFlight,
                     successRate: instance.successRate,
                     usable: instance.usable,
@@ -322,12 +322,5 @@ struct TopView {
     static func number(_ value: Double, digits: Int) -> String {
         guard value.isFinite else { return "-" }
         return String(format: "%.\(digits)f", value)
-    }
-}
-
-extension Duration {
-    /// Whole nanoseconds.
-    fileprivate var nanoseconds: Int64 {
-        components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000
     }
 }
