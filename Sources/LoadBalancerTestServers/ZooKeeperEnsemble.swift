@@ -244,6 +244,10 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
         if server.securePort != nil { classPath += Self.nettyJars }
         process.arguments =
             ["-Xmx96m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Dzookeeper.log.dir=\(home.path)"]
+            // An election round that hears from no peer waits twice as long before the next, up to
+            // 60 s by default: on a loaded machine, where peers start or answer late, an ensemble
+            // could go without a leader for longer than a test waits. Capped at 1 s.
+            + ["-Dzookeeper.fastleader.maxNotificationInterval=1000"]
             + (security?.digest == false ? ["-Dzookeeper.DigestAuthenticationProvider.enabled=false"] : [])
             + ["-cp", classPath.joined(separator: ":"), "org.apache.zookeeper.server.quorum.QuorumPeerMain", config.path]
         let handle = try FileHandle(forWritingTo: log)
