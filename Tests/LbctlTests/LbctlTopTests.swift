@@ -324,6 +324,7 @@ struct LbctlTopTests {
             (["top", "static://127.0.0.1:1", "--explain-every", "0"], "--explain-every must be at least 1"),
             (["top", "static://127.0.0.1:1", "--health-check", "grpc"], "checks with http or tcp"),
             (["top", "static://127.0.0.1:1", "--health-check", "grpc", "--health-check-service", "x"], "checks with http or tcp"),
+            (["top", "static://127.0.0.1:1", "--health-check-service", "x"], "grpc health checks are lbctl bench's"),
             (["top", "static://127.0.0.1:1", "--health-check-timeout", "1"], "--health-check-timeout needs --health-check"),
             (
                 ["top", "static://127.0.0.1:1", "--health-check", "tcp", "--health-check-path", "/up"],
@@ -344,5 +345,15 @@ struct LbctlTopTests {
         #expect(result.status == 2, "\(result.stderr)")
         #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
         #expect(result.stderr.contains(message), "\(result.stderr)")
+    }
+
+    @Test("top's help offers the health-check options it takes, not bench's gRPC service")
+    func healthCheckHelp() async throws {
+        let top = try await Lbctl.run(["top", "--help"])
+        #expect(top.status == 0, "\(top.stderr)")
+        #expect(top.stdout.contains("--health-check-timeout"), "\(top.stdout)")
+        #expect(!top.stdout.contains("--health-check-service"), "\(top.stdout)")
+        let bench = try await Lbctl.run(["bench", "--help"])
+        #expect(bench.stdout.contains("--health-check-service <health-check-service>"), "\(bench.stdout)")
     }
 }

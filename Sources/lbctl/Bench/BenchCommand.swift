@@ -98,7 +98,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "With --balancer priority: the healthy share, 0...1, below which a level uses all its instances. Default 0.5.")
     var priorityPanicThreshold: Double?
 
-    @OptionGroup var health: HealthCheckOptions
+    @OptionGroup var health: HealthCheckOptions<BenchHealthChecks>
 
     @Flag(
         inversion: .prefixedNo,

@@ -1,16 +1,43 @@
 import ArgumentParser
 import LoadBalancer
 
+/// What differs between the commands that take ``HealthCheckOptions``: whether they check with gRPC.
+protocol HealthCheckKinds {
+    /// Whether `--health-check grpc` (and `--health-check-service`) is taken.
+    static var grpc: Bool { get }
+    /// `--health-check`'s help.
+    static var help: String { get }
+    /// The error for `--health-check grpc` where it is not taken.
+    static var grpcRefusal: String { get }
+}
+
+/// `lbctl bench`'s checks: http, grpc or tcp.
+enum BenchHealthChecks: HealthCheckKinds {
+    static let grpc = true
+    static let help = "Active health checks: http (GET --health-check-path), grpc (Health/Check) or tcp (connect)."
+    static let grpcRefusal = ""
+}
+
+/// `lbctl top`'s checks: http or tcp.
+enum TopHealthChecks: HealthCheckKinds {
+    static let grpc = false
+    static let help = "Active health checks: http (GET --health-check-path) or tcp (connect)."
+    static let grpcRefusal = "lbctl top checks with http or tcp; grpc health checks are lbctl bench's"
+}
+
 /// The active health check options of `lbctl bench` and `lbctl top` (`--health-check` and its
 /// settings), checked and turned into ``ActiveHealthChecks`` in one place.
-struct HealthCheckOptions: ParsableArguments {
-    @Option(help: "Active health checks: http (GET --health-check-path), grpc (Health/Check; lbctl bench only) or tcp (connect).")
+struct HealthCheckOptions<Kinds: HealthCheckKinds>: ParsableArguments {
+    @Option(help: ArgumentHelp(Kinds.help))
     var healthCheck: ActiveHealthChecks.Kind?
 
     @Option(help: "With --health-check http: the path to GET. Default /health.")
     var healthCheckPath: String?
 
-    @Option(help: "With --health-check grpc: the service asked about. Default \"\" (the whole server).")
+    @Option(
+        help: ArgumentHelp(
+            "With --health-check grpc: the service asked about. Default \"\" (the whole server).",
+            visibility: Kinds.grpc ? .default : .private))
     var healthCheckService: String?
 
     @Option(help: "With --health-check: seconds between two checks of an instance. Default 5.")
@@ -43,6 +70,7 @@ struct HealthCheckOptions: ParsableArguments {
     var label: String { healthCheck.map { " + \($0.rawValue) health checks" } ?? "" }
 
     func validate() throws {
+        if !Kinds.grpc, healthCheck == .grpc || healthCheckService != nil { throw ValidationError(Kinds.grpcRefusal) }
         if healthCheck == nil {
             try OptionChecks.needs(healthCheckPath, "--health-check-path", "--health-check http")
             try OptionChecks.needs(healthCheckService, "--health-check-service", "--health-check grpc")

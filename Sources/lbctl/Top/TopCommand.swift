@@ -38,7 +38,7 @@ struct TopCommand: AsyncParsableCommand {
         Active health checks (--health-check http|tcp) take the options lbctl bench takes: \
         --health-check-path (http, default /health), --health-check-interval (default 5 seconds), \
         --health-check-timeout (default 1), --unhealthy-threshold and --healthy-threshold (default \
-        2 each). grpc checks (and --health-check-service) are for lbctl bench only. Without \
+        2 each). grpc checks are lbctl bench's. Without \
         --ejection only the checks take instances out.
         """
 
@@ -79,7 +79,7 @@ struct TopCommand: AsyncParsableCommand {
     @Option(help: "With --explain: explain one pick in this many.")
     var explainEvery = 100
 
-    @OptionGroup var health: HealthCheckOptions
+    @OptionGroup var health: HealthCheckOptions<TopHealthChecks>
 
     func validate() throws {
         guard interval >= 0.05, interval <= 3600 else { throw ValidationError("--interval must be between 0.05 and 3600 seconds") }
@@ -89,9 +89,6 @@ struct TopCommand: AsyncParsableCommand {
         if noLoad {
             if path != nil { throw ValidationError("PATH is for the load; --no-load sends none") }
             if load.rate != nil { throw ValidationError("--rate is for the load; --no-load sends none") }
-        }
-        if health.healthCheck == .grpc {
-            throw ValidationError("lbctl top checks with http or tcp; grpc health checks are lbctl bench's")
         }
     }
 
