@@ -431,9 +431,11 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     /// when the set is published. The cache calls this from its update, outside its lock.
     @usableFromInline package func endpointSetWillPublish(_ set: EndpointSetView) {
         guard let publishing = cache?.publishing, publishing.set.generation == set.generation else { return }
-        newest.withLock { builds in
-            builds.upcoming = build(publishing.set, setVersion: publishing.version)
-        }
+        // Built outside the lock: a pick that takes the newest snapshot meanwhile (its shard's
+        // first pick after the previous set was published) must not wait for this build, which
+        // at 10,000 instances takes milliseconds.
+        let upcoming = build(publishing.set, setVersion: publishing.version)
+        newest.withLock { $0.upcoming = upcoming }
     }
 
     /// Drops every snapshot of an older set, so that removed endpoints are not kept alive by
@@ -564,7 +566,9 @@ package final class BalancerCore<Request: Sendable, Response: Sendable, Strategy
     package var builtSnapshot: Snapshot? { newest.withLock { $0.newest } }
 
     /// Derives the snapshot of `set` (whose source version is `setVersion`) under the ejections in
-    /// force now. Callers hold the `newest` lock (builds are serialised).
+    /// force now. Builds of the picks are serialised by the `newest` lock; the build of a set about
+    /// to be published runs beside them (what builds share, the per-id memos, slow start's ramps
+    /// and the detector's state, is behind locks of their own).
     private func build(_ set: EndpointSet<Request, Response>, setVersion: UInt64) -> Snapshot {
         let ejectionVersion = ejection?.version ?? 0
         let epoch = currentRampEpoch
