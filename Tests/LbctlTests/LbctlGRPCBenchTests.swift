@@ -122,9 +122,14 @@ struct LbctlGRPCBenchTests {
         ]) { backends in
             let ids = backends.map { "127.0.0.1:\($0.port)" }
             backends[2].setStatus(.notServing)
+            // Checks may take 5 s: a first check (a new connection) that outlasts the default 1 s
+            // on a loaded machine fails a SERVING server at once, and with two of three failing
+            // the detector's panic rightly sends calls to all three, the NOT_SERVING one too (two
+            // fresh-clone CI runs sent it 2 calls so).
             let result = try await Lbctl.run([
                 "bench", "static://" + ids.joined(separator: ","), "--protocol", "grpc", "--balancer", "round-robin",
-                "--requests", "100", "--concurrency", "2", "--health-check", "grpc", "--health-check-interval", "0.2", "--per-second",
+                "--requests", "100", "--concurrency", "2", "--health-check", "grpc", "--health-check-interval", "0.2",
+                "--health-check-timeout", "5", "--per-second",
             ])
             #expect(result.status == 0, "\(result.stderr)")
             #expect(result.stdout.contains("round-robin + grpc health checks: 100 requests"), "\(result.stdout)")
