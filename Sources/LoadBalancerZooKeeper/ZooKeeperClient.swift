@@ -32,7 +32,8 @@ public enum ZooKeeperEvent: Sendable, Hashable {
     case connectFailed(ZooKeeperError)
     /// The server said the session has expired; the client starts a new one.
     case sessionExpired
-    /// A watch fired (watches are one-shot: read again with `watch: true` to re-arm it).
+    /// A watch fired. Watches set by reads are one-shot (read again with `watch: true` to re-arm
+    /// one); those of ``ZooKeeperClient/addWatch(_:mode:)`` stay and fire again.
     case watch(ZooKeeperWatchEvent)
 
     /// Events are equal when their cases and values are; two ``connectFailed(_:)`` events are equal
@@ -75,7 +76,9 @@ public enum ZooKeeperEvent: Sendable, Hashable {
 /// time (shuffled order), pings at a third of the negotiated session timeout, and treats a
 /// connection that stays quiet for two thirds of it as dead. On a new connection it presents its
 /// session id and password and the last transaction id it has seen; within the same session it
-/// sets its watches again (`SetWatches`), so changes made while it was away still fire. When the
+/// sets its watches again (`SetWatches`; `SetWatches2` when it has persistent watches, see
+/// ``addWatch(_:mode:)``), so changes made while it was away still fire (for one-shot watches:
+/// persistent watches are set again without the changes they missed). When the
 /// server says the session has expired, it starts a new session and says so
 /// (``ZooKeeperEvent/sessionExpired``, then `connected(newSession: true)`).
 ///
@@ -98,7 +101,7 @@ public final class ZooKeeperClient: Service, Sendable {
     private let state: Mutex<State>
 
     private enum WatchKind {
-        case data, exists, child
+        case data, exists, child, persistent, persistentRecursive
     }
 
     /// Who a reply is for.
@@ -142,8 +145,48 @@ public final class ZooKeeperClient: Service, Sendable {
         var dataWatches: Set<String> = []
         var existWatches: Set<String> = []
         var childWatches: Set<String> = []
+        /// Persistent watches (``addWatch(_:mode:)``): not consumed by their events, set again
+        /// after a reconnection (SetWatches2) until removed or the session ends.
+        var persistentWatches: Set<String> = []
+        var persistentRecursiveWatches: Set<String> = []
+        /// Who holds each persistent watch taken with ``holdWatch(_:mode:holder:)``, by server path:
+        /// the watch is removed when the last holder lets it go.
+        var watchHolders: [String: Set<ObjectIdentifier>] = [:]
         var subscribers: [Int: AsyncStream<ZooKeeperEvent>.Continuation] = [:]
         var nextSubscriber = 0
+
+        /// Whether any watch is set (to set again after a reconnection).
+        var hasWatches: Bool {
+            !(dataWatches.isEmpty && existWatches.isEmpty && childWatches.isEmpty && persistentWatches.isEmpty
+                && persistentRecursiveWatches.isEmpty)
+        }
+
+        /// Forgets every watch: the session they belonged to is gone.
+        mutating func forgetWatches() {
+            dataWatches = []
+            existWatches = []
+            childWatches = []
+            persistentWatches = []
+            persistentRecursiveWatches = []
+        }
+
+        /// Forgets the watches of `kind` on `path` (a server path), as the server has removed them.
+        mutating func forgetWatches(on path: String, kind: ZooKeeperWatcherKind) {
+            switch kind {
+            case .children:
+                childWatches.remove(path)
+            case .data:
+                dataWatches.remove(path)
+                existWatches.remove(path)
+            case .any:
+                childWatches.remove(path)
+                dataWatches.remove(path)
+                existWatches.remove(path)
+                persistentWatches.remove(path)
+                persistentRecursiveWatches.remove(path)
+                watchHolders.removeValue(forKey: path)
+            }
+        }
     }
 
     /// Creates a client; it connects once ``run()`` runs.
@@ -189,6 +232,10 @@ public final class ZooKeeperClient: Service, Sendable {
     /// How many `getData` requests the client has sent (for tests: what a publisher reads per change).
     package var dataReadCount: Int { dataReads.load(ordering: .relaxed) }
     private let dataReads = Atomic<Int>(0)
+    /// How many `getChildren` requests the client has sent (for tests: whether a change lists the
+    /// children again).
+    package var childrenListCount: Int { childrenLists.load(ordering: .relaxed) }
+    private let childrenLists = Atomic<Int>(0)
 
     /// Whether a session is established on a live connection now.
     public var isConnected: Bool { state.withLock { $0.connected } }
@@ -525,6 +572,7 @@ public final class ZooKeeperClient: Service, Sendable {
     public func getChildren(_ path: String, watch: Bool = false) async throws(ZooKeeperError) -> (children: [String], stat: ZooKeeperStat) {
         try ZooKeeperPath.validate(path)
         let server = serverPath(path)
+        childrenLists.add(1, ordering: .relaxed)
         let body = try await send(
             .getChildren2, ZooKeeperRecords.pathAndWatch(server, watch: watch), watch: watch ? (.child, server) : nil, path: path)
         var reader = JuteReader(body)
@@ -532,6 +580,92 @@ public final class ZooKeeperClient: Service, Sendable {
             let children = try reader.strings()
             return (children, try ZooKeeperStat(&reader))
         }
+    }
+
+    /// Sets a persistent watch on `path` (ZooKeeper 3.6 and later; the node need not exist): unlike
+    /// the watches reads leave, it is not consumed by its events, and it stays until
+    /// ``removeWatches(_:kind:)`` or the end of the session. With
+    /// ``ZooKeeperAddWatchMode/persistentRecursive`` it fires for every node below `path` as well
+    /// (``ZooKeeperWatchEvent/Kind/nodeCreated``, ``ZooKeeperWatchEvent/Kind/nodeDeleted``,
+    /// ``ZooKeeperWatchEvent/Kind/nodeDataChanged``, never `nodeChildrenChanged`).
+    ///
+    /// After a reconnection within the session the client sets it again (SetWatches2), but the
+    /// server does not replay the changes made meanwhile for persistent watches as it does for the
+    /// one-shot ones: read again after ``ZooKeeperEvent/connected(sessionID:newSession:)``. Setting
+    /// the same watch twice is harmless. The watch belongs to the session: everything that uses
+    /// this client shares it.
+    ///
+    /// - Throws: ``ZooKeeperError`` with code ``ZooKeeperError/Code/unimplemented`` when the server
+    ///   does not know the operation (before 3.6; such a server may also close the connection),
+    ///   ``ZooKeeperError/Code/noAuth`` when the node's ACL grants no `read`, and the errors of
+    ///   every request.
+    public func addWatch(_ path: String, mode: ZooKeeperAddWatchMode) async throws(ZooKeeperError) {
+        try ZooKeeperPath.validate(path)
+        let server = serverPath(path)
+        do {
+            _ = try await send(
+                .addWatch, ZooKeeperRecords.addWatch(server, mode: mode),
+                watch: (mode == .persistent ? .persistent : .persistentRecursive, server), path: path)
+        } catch  where error.code == .unimplemented {
+            throw ZooKeeperError(
+                code: .unimplemented,
+                message: "the server does not support addWatch on \(path): persistent watches need ZooKeeper 3.6 or later",
+                cause: error)
+        }
+    }
+
+    /// Removes this session's watches of `kind` on `path` (``ZooKeeperWatcherKind/any``: every
+    /// one, persistent ones included); the client stops setting them again after reconnections.
+    ///
+    /// - Throws: ``ZooKeeperError`` with code ``ZooKeeperError/Code/noWatcher`` when the server has
+    ///   no such watch, and the errors of every request.
+    public func removeWatches(_ path: String, kind: ZooKeeperWatcherKind = .any) async throws(ZooKeeperError) {
+        try ZooKeeperPath.validate(path)
+        let server = serverPath(path)
+        // Forgotten first: a reconnection meanwhile does not set it again.
+        state.withLock { $0.forgetWatches(on: server, kind: kind) }
+        _ = try await send(.removeWatches, ZooKeeperRecords.removeWatches(server, kind: kind), watch: nil, path: path)
+    }
+
+    /// Sets a persistent watch on `path` for `holder` (``addWatch(_:mode:)``), noting who holds
+    /// it, so that ``releaseWatch(_:holder:)`` removes it only when its last holder lets it go.
+    package func holdWatch(_ path: String, mode: ZooKeeperAddWatchMode, holder: ObjectIdentifier) async throws(ZooKeeperError) {
+        // Noted first: a caller cancelled while the request is out still lets go of what its
+        // answer sets.
+        let server = serverPath(path)
+        state.withLock { _ = $0.watchHolders[server, default: []].insert(holder) }
+        try await addWatch(path, mode: mode)
+    }
+
+    /// Lets go of `holder`'s persistent watch on `path`. When no holder is left, the client forgets
+    /// the watch and asks the server to remove it without waiting for the answer (so it can be
+    /// called from a cancelled task); when the client is not connected, the server forgets it with
+    /// the connection, and the client no longer sets it again.
+    package func releaseWatch(_ path: String, holder: ObjectIdentifier) {
+        let server = serverPath(path)
+        state.withLock { state in
+            guard var holders = state.watchHolders[server], holders.remove(holder) != nil else { return }
+            guard holders.isEmpty else {
+                state.watchHolders[server] = holders
+                return
+            }
+            state.forgetWatches(on: server, kind: .any)
+            guard state.connected, !state.closing, !state.closed, let send = state.send else { return }
+            let xid = state.nextXid
+            state.nextXid = state.nextXid == Int32.max ? 1 : state.nextXid + 1
+            // Its reply is taken in and dropped, as a cancelled request's is.
+            state.abandoned.updateValue(nil, forKey: xid)
+            send.yield(
+                ByteBuffer(
+                    bytes: ZooKeeperRecords.request(xid: xid, op: .removeWatches, body: ZooKeeperRecords.removeWatches(server, kind: .any)))
+            )
+        }
+    }
+
+    /// Whether the client sets a persistent watch on `path` again after a reconnection (for tests).
+    package func hasPersistentWatch(_ path: String) -> Bool {
+        let server = serverPath(path)
+        return state.withLock { $0.persistentWatches.contains(server) || $0.persistentRecursiveWatches.contains(server) }
     }
 
     private func decode<T>(_ body: () throws(ZooKeeperDecodingError) -> T) throws(ZooKeeperError) -> T {
@@ -820,9 +954,7 @@ public final class ZooKeeperClient: Service, Sendable {
             state.withLock { state in
                 state.sessionID = 0
                 state.password = [UInt8](repeating: 0, count: 16)
-                state.dataWatches = []
-                state.existWatches = []
-                state.childWatches = []
+                state.forgetWatches()
             }
             logger.warning("ZooKeeper session expired", metadata: ["loadbalancer.zookeeper.server": "\(server)"])
             emit(.sessionExpired)
@@ -831,11 +963,7 @@ public final class ZooKeeperClient: Service, Sendable {
         let credentials = configuration.credentials
         let (newSession, watches) = state.withLock { state -> (Bool, [UInt8]?) in
             let newSession = state.sessionID != response.sessionID
-            if newSession {
-                state.dataWatches = []
-                state.existWatches = []
-                state.childWatches = []
-            }
+            if newSession { state.forgetWatches() }
             state.sessionID = response.sessionID
             state.password = response.password
             state.negotiatedTimeout = .milliseconds(Int64(response.timeoutMilliseconds))
@@ -846,16 +974,29 @@ public final class ZooKeeperClient: Service, Sendable {
             } else {
                 state.authenticatingNewSession = newSession
             }
-            guard !newSession, !(state.dataWatches.isEmpty && state.existWatches.isEmpty && state.childWatches.isEmpty) else {
-                return (newSession, nil)
+            guard !newSession, state.hasWatches else { return (newSession, nil) }
+            if state.persistentWatches.isEmpty && state.persistentRecursiveWatches.isEmpty {
+                // No persistent watch: SetWatches, which servers before 3.6 know too.
+                let body = ZooKeeperRecords.setWatches(
+                    relativeZxid: state.lastZxid,
+                    data: state.dataWatches.sorted(),
+                    exist: state.existWatches.sorted(),
+                    child: state.childWatches.sorted()
+                )
+                return (false, ZooKeeperRecords.request(xid: ZooKeeperXid.setWatches, op: .setWatches, body: body))
             }
-            let body = ZooKeeperRecords.setWatches(
+            // The server sets persistent watches again without replaying what changed while the
+            // client was away (it does so for the one-shot ones): whoever holds one reads again
+            // after `connected`.
+            let body = ZooKeeperRecords.setWatches2(
                 relativeZxid: state.lastZxid,
                 data: state.dataWatches.sorted(),
                 exist: state.existWatches.sorted(),
-                child: state.childWatches.sorted()
+                child: state.childWatches.sorted(),
+                persistent: state.persistentWatches.sorted(),
+                persistentRecursive: state.persistentRecursiveWatches.sorted()
             )
-            return (false, ZooKeeperRecords.request(xid: ZooKeeperXid.setWatches, op: .setWatches, body: body))
+            return (false, ZooKeeperRecords.request(xid: ZooKeeperXid.setWatches, op: .setWatches2, body: body))
         }
         let send = state.withLock { $0.send }
         // The credentials go first: the server applies them before it reads the next request, so
@@ -969,6 +1110,8 @@ public final class ZooKeeperClient: Service, Sendable {
                     case (.child, 0): state.childWatches.insert(watch.path)
                     case (.exists, 0): state.dataWatches.insert(watch.path)
                     case (.exists, ZooKeeperError.Code.noNode.rawValue): state.existWatches.insert(watch.path)
+                    case (.persistent, 0): state.persistentWatches.insert(watch.path)
+                    case (.persistentRecursive, 0): state.persistentRecursiveWatches.insert(watch.path)
                     default: break
                     }
                 }

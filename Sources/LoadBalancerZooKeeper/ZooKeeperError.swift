@@ -12,6 +12,9 @@ public struct ZooKeeperError: Error, Sendable, CustomStringConvertible {
         public static let connectionLoss = Code(rawValue: -4)
         /// The server could not decode the request.
         public static let marshallingError = Code(rawValue: -5)
+        /// The server does not know the operation (a server older than the operation, such as
+        /// `addWatch` before ZooKeeper 3.6).
+        public static let unimplemented = Code(rawValue: -6)
         /// The operation timed out on the server.
         public static let operationTimeout = Code(rawValue: -7)
         /// The server rejected the request's arguments.
@@ -24,6 +27,8 @@ public struct ZooKeeperError: Error, Sendable, CustomStringConvertible {
         public static let badVersion = Code(rawValue: -103)
         /// Ephemeral nodes cannot have children.
         public static let noChildrenForEphemerals = Code(rawValue: -108)
+        /// There is no such watch to remove.
+        public static let noWatcher = Code(rawValue: -121)
         /// The node already exists.
         public static let nodeExists = Code(rawValue: -110)
         /// The node has children, so it cannot be deleted.
@@ -48,6 +53,8 @@ public struct ZooKeeperError: Error, Sendable, CustomStringConvertible {
             switch self {
             case .connectionLoss: "connectionLoss"
             case .marshallingError: "marshallingError"
+            case .unimplemented: "unimplemented"
+            case .noWatcher: "noWatcher"
             case .operationTimeout: "operationTimeout"
             case .badArguments: "badArguments"
             case .noNode: "noNode"

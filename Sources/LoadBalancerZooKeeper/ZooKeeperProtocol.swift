@@ -13,8 +13,11 @@ enum ZooKeeperOp: Int32 {
     case setACL = 7
     case getChildren2 = 12
     case ping = 11
+    case removeWatches = 18
     case closeSession = -11
     case setWatches = 101
+    case setWatches2 = 105
+    case addWatch = 106
     case auth = 100
 }
 
@@ -83,6 +86,44 @@ public enum ZooKeeperCreateMode: Sendable, Hashable {
         case .ephemeral: 1
         case .persistentSequential: 2
         case .ephemeralSequential: 3
+        }
+    }
+}
+
+/// The kind of watch ``ZooKeeperClient/addWatch(_:mode:)`` sets (ZooKeeper 3.6 and later): one that
+/// stays after it fires, until it is removed or the session ends.
+public enum ZooKeeperAddWatchMode: Sendable, Hashable {
+    /// Fires for the node's own changes (created, deleted, data changed) and its children's set
+    /// (children changed), as a data watch and a child watch would, without being consumed.
+    case persistent
+    /// Fires for the node and every node below it, at any depth: created, deleted, data changed
+    /// (never children changed: a child's creation or deletion is an event of its own).
+    case persistentRecursive
+
+    /// `AddWatchMode`'s number on the wire.
+    var rawValue: Int32 {
+        switch self {
+        case .persistent: 0
+        case .persistentRecursive: 1
+        }
+    }
+}
+
+/// Which watches ``ZooKeeperClient/removeWatches(_:kind:)`` removes (ZooKeeper's `WatcherType`).
+public enum ZooKeeperWatcherKind: Sendable, Hashable {
+    /// The child watch.
+    case children
+    /// The data (and exists) watch.
+    case data
+    /// Every watch this session has on the node, persistent ones included.
+    case any
+
+    /// `WatcherType`'s number on the wire.
+    var rawValue: Int32 {
+        switch self {
+        case .children: 1
+        case .data: 2
+        case .any: 3
         }
     }
 }
@@ -365,6 +406,37 @@ enum ZooKeeperRecords {
         writer.strings(data)
         writer.strings(exist)
         writer.strings(child)
+        return writer.bytes
+    }
+
+    /// SetWatches2 (ZooKeeper 3.6+): SetWatches's three lists, then the persistent and the
+    /// persistent recursive watches.
+    static func setWatches2(
+        relativeZxid: Int64, data: [String], exist: [String], child: [String], persistent: [String], persistentRecursive: [String]
+    ) -> [UInt8] {
+        var writer = JuteWriter()
+        writer.long(relativeZxid)
+        writer.strings(data)
+        writer.strings(exist)
+        writer.strings(child)
+        writer.strings(persistent)
+        writer.strings(persistentRecursive)
+        return writer.bytes
+    }
+
+    /// AddWatchRequest: the path, then the mode.
+    static func addWatch(_ path: String, mode: ZooKeeperAddWatchMode) -> [UInt8] {
+        var writer = JuteWriter()
+        writer.string(path)
+        writer.int(mode.rawValue)
+        return writer.bytes
+    }
+
+    /// RemoveWatchesRequest: the path, then the watcher type.
+    static func removeWatches(_ path: String, kind: ZooKeeperWatcherKind) -> [UInt8] {
+        var writer = JuteWriter()
+        writer.string(path)
+        writer.int(kind.rawValue)
         return writer.bytes
     }
 }

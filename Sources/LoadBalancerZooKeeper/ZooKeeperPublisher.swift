@@ -1,6 +1,7 @@
 import LoadBalancer
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 /// Publishes the instances registered as children of a ZooKeeper node (go-kit's ZooKeeper
 /// publisher, with its semantics kept).
@@ -17,12 +18,26 @@ import ServiceLifecycle
 /// the same way (its error says which permission is missing): the client's credentials
 /// (``ZooKeeperConfiguration/credentials``) are what ACLs that grant `read` to a user name.
 ///
-/// ``run()`` creates the parent path when it is missing, reads the children with a child watch and
-/// each child's data with a data watch (64 reads in flight at a time). After a watch event it reads only what changed (the list
-/// of children and the new ones, or the one child whose data changed), which re-arms the watch
-/// that fired; so a change costs a request or two, whatever the number of instances. After a reconnection within the session the client sets the watches again; after
-/// a session expiry the client starts a new session and this publisher reads everything again.
-/// Failures back off and keep the last good set, with the error in band.
+/// ``run()`` creates the parent path when it is missing. On ZooKeeper 3.6 and later it sets a
+/// persistent recursive watch on the path (``ZooKeeperClient/addWatch(_:mode:)``) first, then lists
+/// the children and reads each child's data once (64 reads in flight at a time); events that come
+/// meanwhile are applied after that first set. From then on each event of a child costs one request,
+/// whatever the number of instances: a child created or changed is read (its data), a child deleted
+/// is removed (no request); events of deeper nodes are ignored, and the deletion of the path itself
+/// reads everything again (as the parent is created again, the set is empty). Each change is
+/// published as what changed (`upserted`, `removed`), so an `EndpointCache` applies it without a
+/// diff of the whole set.
+///
+/// On an older server (which answers ``ZooKeeperError/Code/unimplemented``) it watches as
+/// go-kit's publisher does: the children with a child watch and each child's data with a data
+/// watch; after an event it reads what changed (the list of children and the new children's data,
+/// or the one child whose data changed), which re-arms the watch that fired, so a change of the
+/// children costs a listing of all of them.
+///
+/// After a reconnection (the client sets the watches again, but ZooKeeper does not replay what a
+/// persistent watch missed meanwhile) and after a session expiry (the client starts a new session)
+/// this publisher reads everything again. Failures back off and keep the last good set, with the
+/// error in band. When ``run()`` returns, the persistent watch is removed.
 ///
 /// When ZooKeeper cannot be reached (at start-up too, before any session), each failed connection
 /// attempt of the client (``ZooKeeperEvent/connectFailed(_:)``, within
@@ -42,6 +57,12 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
     /// The ACL of the parent path when the publisher creates it; `nil`: the client's
     /// (``ZooKeeperConfiguration/defaultACL``).
     public let acl: [ZooKeeperACL]?
+    /// Whether ``run()`` tries a persistent recursive watch first (tests turn it off to exercise
+    /// the watches of servers before 3.6).
+    private let tryPersistentWatch: Bool
+    /// Whether the publisher watches with a persistent recursive watch now (for tests).
+    package var usesPersistentWatch: Bool { persistent.load(ordering: .relaxed) }
+    private let persistent = Atomic<Bool>(false)
 
     /// Creates a publisher; nothing is read until ``run()``.
     ///
@@ -56,7 +77,7 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
     ///     (``ZooKeeperConfiguration/defaultACL``; with credentials, only this user may then create
     ///     children: give registrars of other users `create`, or create the path beforehand).
     ///   - logger: Where to log. Default: nowhere.
-    public init(
+    public convenience init(
         path: String,
         client: ZooKeeperClient,
         backoff: Backoff = Backoff(base: .milliseconds(100), cap: .seconds(5)),
@@ -65,10 +86,28 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
         acl: [ZooKeeperACL]? = nil,
         logger: Logger = Logger(label: "loadbalancer.zookeeper", factory: { _ in SwiftLogNoOpLogHandler() })
     ) {
+        self.init(
+            path: path, client: client, backoff: backoff, staleness: staleness, valueOptions: valueOptions, acl: acl, logger: logger,
+            persistentWatch: true)
+    }
+
+    /// A publisher that, with `persistentWatch` false, never tries a persistent watch: it watches
+    /// as it does on servers before 3.6 (for tests).
+    package init(
+        path: String,
+        client: ZooKeeperClient,
+        backoff: Backoff = Backoff(base: .milliseconds(100), cap: .seconds(5)),
+        staleness: StalenessPolicy = .keepLastGood,
+        valueOptions: RegistryValueOptions = .defaults,
+        acl: [ZooKeeperACL]? = nil,
+        logger: Logger = Logger(label: "loadbalancer.zookeeper", factory: { _ in SwiftLogNoOpLogHandler() }),
+        persistentWatch: Bool
+    ) {
         self.path = path
         self.client = client
         self.valueOptions = valueOptions
         self.acl = acl
+        self.tryPersistentWatch = persistentWatch
         self.core = WatchingPublisherCore(
             backoff: backoff, staleness: staleness, logger: logger, metadata: ["loadbalancer.zookeeper.path": "\(path)"])
     }
@@ -82,10 +121,22 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
         var everything = true
         /// The list of children (their set changed).
         var children = false
-        /// Children whose data changed.
+        /// Children whose data changed (or, under a persistent watch, that were created).
         var data: Set<String> = []
+        /// Children deleted (under a persistent watch: the event says which).
+        var removed: Set<String> = []
 
-        var isEmpty: Bool { !everything && !children && data.isEmpty }
+        var isEmpty: Bool { !everything && !children && data.isEmpty && removed.isEmpty }
+    }
+
+    /// How the publisher watches.
+    enum WatchMode: Sendable {
+        /// Not known yet: a persistent recursive watch is tried at the next full read.
+        case undecided
+        /// One persistent recursive watch on the path (ZooKeeper 3.6+).
+        case persistentRecursive
+        /// A child watch on the path and a data watch on each child (servers before 3.6).
+        case oneShot
     }
 
     /// The children read so far: the instances by child name (kept ordered by id as children come
@@ -122,13 +173,19 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
     /// publishes a `closed` error first); then ends the subscriptions.
     public func run() async throws {
         let events = client.events()
+        let mode: WatchMode = tryPersistentWatch ? .undecided : .oneShot
         let state = { @Sendable in
-            (events: events.makeAsyncIterator(), work: Work(), known: Children())
+            (events: events.makeAsyncIterator(), work: Work(), known: Children(), mode: mode)
+        }
+        // However the loop ends: the persistent watch goes (without waiting for the server).
+        defer {
+            client.releaseWatch(path, holder: ObjectIdentifier(self))
+            persistent.store(false, ordering: .relaxed)
         }
         await core.run(state: state) { state, _ in
             if !state.work.isEmpty, self.client.isConnected {
                 do {
-                    try await self.read(&state.work, into: &state.known)
+                    try await self.read(&state.work, into: &state.known, mode: &state.mode)
                     return .succeeded()
                 } catch let error as ZooKeeperError where error.code == .closed {
                     return self.closed(by: error)
@@ -143,7 +200,7 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
             guard let event = await state.events.next() else {
                 return Task.isCancelled ? .stop() : self.closed(by: ZooKeeperError(code: .closed, message: "the client stopped"))
             }
-            self.take(event, into: &state.work)
+            self.take(event, into: &state.work, mode: state.mode)
             return .again
         }
     }
@@ -154,7 +211,7 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
     }
 
     /// Notes what `event` makes necessary to read again.
-    private func take(_ event: ZooKeeperEvent, into work: inout Work) {
+    private func take(_ event: ZooKeeperEvent, into work: inout Work, mode: WatchMode) {
         switch event {
         case .connected, .sessionExpired:
             work.everything = true
@@ -162,6 +219,28 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
             report(ZooKeeperError(code: .connectionLoss, message: "disconnected from ZooKeeper"))
         case .connectFailed(let error):
             report(error)
+        case .watch(let watch) where mode == .persistentRecursive:
+            if watch.path == path {
+                switch watch.kind {
+                case .nodeDeleted: work.everything = true // the parent is gone: created again, empty
+                case .nodeChildrenChanged: work.children = true // a child watch left from before
+                default: break
+                }
+            } else if ZooKeeperPath.parent(watch.path) == path {
+                // A direct child; the last event of a child decides what is done with it.
+                let name = String(watch.path.dropFirst(path == "/" ? 1 : path.count + 1))
+                switch watch.kind {
+                case .nodeCreated, .nodeDataChanged:
+                    work.data.insert(name)
+                    work.removed.remove(name)
+                case .nodeDeleted:
+                    work.removed.insert(name)
+                    work.data.remove(name)
+                default:
+                    break
+                }
+            }
+        // Else a deeper node (below a child): not an instance, left alone.
         case .watch(let watch):
             if watch.path == path {
                 work.children = true
@@ -172,8 +251,9 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
         }
     }
 
-    /// Does `work` (arming the watches it reads with) and publishes the set.
-    private func read(_ work: inout Work, into known: inout Children) async throws(ZooKeeperError) {
+    /// Does `work` (arming the watches it reads with, or under a persistent watch reading without
+    /// watches) and publishes the set.
+    private func read(_ work: inout Work, into known: inout Children, mode: inout WatchMode) async throws(ZooKeeperError) {
         if work.everything {
             if try await client.exists(path) == nil {
                 do {
@@ -182,18 +262,37 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
                     // Created meanwhile: fine.
                 }
             }
+            if mode != .oneShot {
+                // The watch first, then the listing: nothing that changes after the listing is
+                // missed, and an event for what the listing already saw costs one harmless read.
+                do {
+                    try await client.holdWatch(path, mode: .persistentRecursive, holder: ObjectIdentifier(self))
+                    mode = .persistentRecursive
+                    persistent.store(true, ordering: .relaxed)
+                } catch  where error.code == .unimplemented {
+                    mode = .oneShot
+                    logger.notice(
+                        "ZooKeeper has no persistent watches (a server before 3.6): watching with child and data watches",
+                        metadata: ["loadbalancer.zookeeper.path": "\(path)", "loadbalancer.error": "\(error)"])
+                }
+            }
             known = Children()
         }
+        let watchEach = mode != .persistentRecursive
         var toRead = work.data
         if work.everything || work.children {
             // A child watch says only that the children changed: list them (the protocol has no
-            // other way), and read the data of the new ones only.
-            let (children, _) = try await client.getChildren(path, watch: true)
+            // other way), and read the data of the new ones only. (Under a persistent watch, only
+            // at the start and after a reconnection.)
+            let (children, _) = try await client.getChildren(path, watch: watchEach)
             let current = Set(children)
             for name in known.names where !current.contains(name) { known.remove(name) }
             for name in children where !known.contains(name) { toRead.insert(name) }
+        } else {
+            // A persistent watch's deletions: the listing, when there is one, already has them.
+            for name in work.removed { known.remove(name) }
         }
-        for (name, read) in try await readData(toRead.sorted()) {
+        for (name, read) in try await readData(toRead.sorted(), watch: watchEach) {
             switch read {
             case .data(let data):
                 known.set(name, to: parse(data, at: ZooKeeperPath.join(path, name)))
@@ -244,11 +343,11 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
         case unreadable(ZooKeeperError)
     }
 
-    /// Reads the data of the children `names`, arming a data watch on each, with up to
+    /// Reads the data of the children `names`, arming a data watch on each when `watch`, with up to
     /// ``readsInFlight`` requests in flight: the server answers a session's requests in order, so
     /// 10,000 children cost about 10,000 / 64 round trips instead of 10,000. Results in the order
     /// of `names`.
-    private func readData(_ names: [String]) async throws(ZooKeeperError) -> [(name: String, read: ChildRead)] {
+    private func readData(_ names: [String], watch: Bool) async throws(ZooKeeperError) -> [(name: String, read: ChildRead)] {
         let client = self.client
         let path = self.path
         do {
@@ -261,7 +360,7 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
                     next += 1
                     group.addTask {
                         do {
-                            return (index, .data(try await client.getData(childPath, watch: true).data))
+                            return (index, .data(try await client.getData(childPath, watch: watch).data))
                         } catch let error as ZooKeeperError where error.code == .noNode {
                             return (index, .deleted)
                         } catch let error as ZooKeeperError where error.code == .noAuth {
