@@ -116,6 +116,26 @@ public final class ZooKeeperClient: Service, Sendable {
         var watch: (kind: WatchKind, path: String)?
     }
 
+    /// Where a subscription's events go.
+    private enum Subscriber: Sendable {
+        case stream(AsyncStream<ZooKeeperEvent>.Continuation)
+        case queue(ZooKeeperEventQueue)
+
+        func yield(_ event: ZooKeeperEvent) {
+            switch self {
+            case .stream(let continuation): continuation.yield(event)
+            case .queue(let queue): queue.append(event)
+            }
+        }
+
+        func finish() {
+            switch self {
+            case .stream(let continuation): continuation.finish()
+            case .queue(let queue): queue.finish()
+            }
+        }
+    }
+
     private struct State {
         var send: AsyncStream<ByteBuffer>.Continuation?
         var connected = false
@@ -152,7 +172,7 @@ public final class ZooKeeperClient: Service, Sendable {
         /// Who holds each persistent watch taken with ``holdWatch(_:mode:holder:)``, by server path:
         /// the watch is removed when the last holder lets it go.
         var watchHolders: [String: Set<ObjectIdentifier>] = [:]
-        var subscribers: [Int: AsyncStream<ZooKeeperEvent>.Continuation] = [:]
+        var subscribers: [Int: Subscriber] = [:]
         var nextSubscriber = 0
 
         /// Whether any watch is set (to set again after a reconnection).
@@ -215,7 +235,7 @@ public final class ZooKeeperClient: Service, Sendable {
         let id = state.withLock { state -> Int in
             let id = state.nextSubscriber
             state.nextSubscriber += 1
-            state.subscribers[id] = continuation
+            state.subscribers[id] = .stream(continuation)
             if state.connected { continuation.yield(.connected(sessionID: state.sessionID, newSession: false)) }
             if state.closed { continuation.finish() }
             return id
@@ -224,6 +244,25 @@ public final class ZooKeeperClient: Service, Sendable {
             _ = self?.state.withLock { $0.subscribers.removeValue(forKey: id) }
         }
         return stream
+    }
+
+    /// A new subscription to the client's events, taken in batches (what ``events()`` gives, with
+    /// every event that came since the last take at once); end it with ``endEvents(_:)``.
+    package func eventQueue() -> ZooKeeperEventQueue {
+        state.withLock { state in
+            let queue = ZooKeeperEventQueue(id: state.nextSubscriber)
+            state.nextSubscriber += 1
+            state.subscribers[queue.id] = .queue(queue)
+            if state.connected { queue.append(.connected(sessionID: state.sessionID, newSession: false)) }
+            if state.closed { queue.finish() }
+            return queue
+        }
+    }
+
+    /// Ends a subscription of ``eventQueue()``.
+    package func endEvents(_ queue: ZooKeeperEventQueue) {
+        _ = state.withLock { $0.subscribers.removeValue(forKey: queue.id) }
+        queue.finish()
     }
 
     /// How many requests wait for their reply now (for tests).
