@@ -20,13 +20,20 @@ import Synchronization
 ///
 /// ``run()`` creates the parent path when it is missing. On ZooKeeper 3.6 and later it sets a
 /// persistent recursive watch on the path (``ZooKeeperClient/addWatch(_:mode:)``) first, then lists
-/// the children and reads each child's data once (64 reads in flight at a time); events that come
-/// meanwhile are applied after that first set. From then on each event of a child costs one request,
-/// whatever the number of instances: a child created or changed is read (its data), a child deleted
-/// is removed (no request); events of deeper nodes are ignored, and the deletion of the path itself
-/// reads everything again (as the parent is created again, the set is empty). Each change is
-/// published as what changed (`upserted`, `removed`), so an `EndpointCache` applies it without a
-/// diff of the whole set.
+/// the children (with a child watch) and reads each child's data once (64 reads in flight at a
+/// time). From then on it takes the events in batches (every event that came while it read) and
+/// reads once per batch: a child created or changed is read (its data, one request), a child
+/// deleted is removed (no request); events of deeper nodes are ignored, and the deletion of the
+/// path itself reads everything again (as the parent is created again, the set is empty). Each
+/// change is published as what changed (`upserted`, `removed`), so an `EndpointCache` applies it
+/// without a diff of the whole set.
+///
+/// The child watch is there for the children the persistent watch does not report: servers with
+/// the fix of CVE-2024-23944 send a persistent watch no event of a node whose ACL does not let the
+/// session read it. When it fires, the children are listed again (which sets it again), and a
+/// child that appeared is read (and, unreadable, reported as below). That listing costs the
+/// whole list of names, so it waits up to ten times what the last one took (at most a second);
+/// the changes the persistent watch reported are published meanwhile.
 ///
 /// On an older server (which answers ``ZooKeeperError/Code/unimplemented``) it watches as
 /// go-kit's publisher does: the children with a child watch and each child's data with a data
@@ -119,14 +126,28 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
     private struct Work {
         /// Everything: at the start, after a reconnection and after a session expiry.
         var everything = true
-        /// The list of children (their set changed).
+        /// The list of children (their set changed), once ``listingDue`` has come.
         var children = false
+        /// When the list of children is to be read (set when ``children`` becomes true).
+        var listingDue = ContinuousClock.Instant.now
         /// Children whose data changed (or, under a persistent watch, that were created).
         var data: Set<String> = []
         /// Children deleted (under a persistent watch: the event says which).
         var removed: Set<String> = []
 
-        var isEmpty: Bool { !everything && !children && data.isEmpty && removed.isEmpty }
+        /// Whether something is to be read now (else the loop waits for events, or for
+        /// ``listingDue``).
+        func isDue(at now: ContinuousClock.Instant) -> Bool {
+            everything || !data.isEmpty || !removed.isEmpty || (children && listingDue <= now)
+        }
+
+        /// Notes that the children are to be listed, `pause` from now at the latest (a listing
+        /// already pending keeps its time).
+        mutating func listChildren(after pause: Duration) {
+            let due = ContinuousClock.now + pause
+            listingDue = children ? min(listingDue, due) : due
+            children = true
+        }
     }
 
     /// How the publisher watches.
@@ -172,20 +193,28 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
     /// Reads and watches until cancelled or shut down, or until the client is closed (then it
     /// publishes a `closed` error first); then ends the subscriptions.
     public func run() async throws {
-        let events = client.events()
+        let events = client.eventQueue()
         let mode: WatchMode = tryPersistentWatch ? .undecided : .oneShot
         let state = { @Sendable in
-            (events: events.makeAsyncIterator(), work: Work(), known: Children(), mode: mode)
+            (work: Work(), known: Children(), mode: mode, listing: Duration.zero)
         }
-        // However the loop ends: the persistent watch goes (without waiting for the server).
+        // However the loop ends: the subscription and the persistent watch go (without waiting for
+        // the server).
         defer {
+            client.endEvents(events)
             client.releaseWatch(path, holder: ObjectIdentifier(self))
             persistent.store(false, ordering: .relaxed)
         }
         await core.run(state: state) { state, _ in
-            if !state.work.isEmpty, self.client.isConnected {
+            // What came during the last read first (the `connected` of the subscription, before
+            // the first): one read for all of it.
+            for event in events.available() {
+                self.take(event, into: &state.work, mode: state.mode, listingPause: Self.listingPause(after: state.listing))
+            }
+            let connected = self.client.isConnected
+            if connected, state.work.isDue(at: .now) {
                 do {
-                    try await self.read(&state.work, into: &state.known, mode: &state.mode)
+                    try await self.read(&state.work, into: &state.known, mode: &state.mode, listing: &state.listing)
                     return .succeeded()
                 } catch let error as ZooKeeperError where error.code == .closed {
                     return self.closed(by: error)
@@ -196,13 +225,28 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
                     return .failed()
                 }
             }
-            // The event stream ends when the client stops.
-            guard let event = await state.events.next() else {
+            // Every event that came meanwhile at once: a burst costs one read. A listing put off
+            // (see `listingPause(after:)`) ends the wait when it is due.
+            let due = connected && state.work.children ? state.work.listingDue : nil
+            guard let batch = await events.next(until: due) else {
                 return Task.isCancelled ? .stop() : self.closed(by: ZooKeeperError(code: .closed, message: "the client stopped"))
             }
-            self.take(event, into: &state.work, mode: state.mode)
+            for event in batch {
+                self.take(event, into: &state.work, mode: state.mode, listingPause: Self.listingPause(after: state.listing))
+            }
             return .again
         }
+    }
+
+    /// How long a listing of the children may wait after a child watch fired, under a persistent
+    /// recursive watch: ten times what the last listing took, at most a second. The persistent
+    /// watch has already said which children came, went or changed; the listing is there for the
+    /// children it does not report (those whose ACL does not let this session read them), and
+    /// it re-arms the child watch. Put off so, listings take at most about a tenth of the
+    /// publisher's time however fast children come and go, and each costs the whole list (10,000
+    /// names at 10,000 instances).
+    static func listingPause(after listing: Duration) -> Duration {
+        min(listing * 10, .seconds(1))
     }
 
     /// The step that ends the loop when the client was shut down.
@@ -211,7 +255,7 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
     }
 
     /// Notes what `event` makes necessary to read again.
-    private func take(_ event: ZooKeeperEvent, into work: inout Work, mode: WatchMode) {
+    private func take(_ event: ZooKeeperEvent, into work: inout Work, mode: WatchMode, listingPause: Duration) {
         switch event {
         case .connected, .sessionExpired:
             work.everything = true
@@ -222,9 +266,14 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
         case .watch(let watch) where mode == .persistentRecursive:
             if watch.path == path {
                 switch watch.kind {
-                case .nodeDeleted: work.everything = true // the parent is gone: created again, empty
-                case .nodeChildrenChanged: work.children = true // a child watch left from before
-                default: break
+                case .nodeDeleted:
+                    work.everything = true // the parent is gone: created again, empty
+                case .nodeChildrenChanged:
+                    // The child watch beside the persistent one: a child came or went that the
+                    // persistent watch may not have reported (one this session may not read).
+                    work.listChildren(after: listingPause)
+                default:
+                    break
                 }
             } else if ZooKeeperPath.parent(watch.path) == path {
                 // A direct child; the last event of a child decides what is done with it.
@@ -243,17 +292,20 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
         // Else a deeper node (below a child): not an instance, left alone.
         case .watch(let watch):
             if watch.path == path {
-                work.children = true
+                work.listChildren(after: .zero)
             } else if ZooKeeperPath.parent(watch.path) == path {
                 let name = String(watch.path.dropFirst(path == "/" ? 1 : path.count + 1))
-                if watch.kind == .nodeDataChanged { work.data.insert(name) } else { work.children = true }
+                if watch.kind == .nodeDataChanged { work.data.insert(name) } else { work.listChildren(after: .zero) }
             }
         }
     }
 
-    /// Does `work` (arming the watches it reads with, or under a persistent watch reading without
-    /// watches) and publishes the set.
-    private func read(_ work: inout Work, into known: inout Children, mode: inout WatchMode) async throws(ZooKeeperError) {
+    /// Does the `work` that is due (arming the watches it reads with, or under a persistent watch
+    /// reading the children's data without watches) and publishes the set; a listing not due yet
+    /// stays in `work`. `listing` is how long the last listing took.
+    private func read(
+        _ work: inout Work, into known: inout Children, mode: inout WatchMode, listing: inout Duration
+    ) async throws(ZooKeeperError) {
         if work.everything {
             if try await client.exists(path) == nil {
                 do {
@@ -280,16 +332,22 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
         }
         let watchEach = mode != .persistentRecursive
         var toRead = work.data
-        if work.everything || work.children {
+        let list = work.everything || (work.children && work.listingDue <= .now)
+        if list {
             // A child watch says only that the children changed: list them (the protocol has no
-            // other way), and read the data of the new ones only. (Under a persistent watch, only
-            // at the start and after a reconnection.)
-            let (children, _) = try await client.getChildren(path, watch: watchEach)
+            // other way), and read the data of the new ones only. The child watch is set in every
+            // mode: beside a persistent recursive watch it is what reports the children this
+            // session may not read, of which servers with the fix of CVE-2024-23944 (3.8.4,
+            // 3.9.2, Debian's 3.8.0-11+deb12u2) send no event. (The listing comes after the
+            // persistent watch is set, so that the server records the child watch as such.)
+            let start = ContinuousClock.now
+            let (children, _) = try await client.getChildren(path, watch: true)
+            listing = .now - start
             let current = Set(children)
             for name in known.names where !current.contains(name) { known.remove(name) }
             for name in children where !known.contains(name) { toRead.insert(name) }
         } else {
-            // A persistent watch's deletions: the listing, when there is one, already has them.
+            // A persistent watch's deletions: a listing, when there is one, already has them.
             for name in work.removed { known.remove(name) }
         }
         for (name, read) in try await readData(toRead.sorted(), watch: watchEach) {
@@ -297,7 +355,7 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
             case .data(let data):
                 known.set(name, to: parse(data, at: ZooKeeperPath.join(path, name)))
             case .deleted:
-                known.remove(name) // deleted since the listing: the child watch fires for it
+                known.remove(name) // deleted since the listing or the event: its own event follows
             case .unreadable(let error):
                 // Its ACL does not let this client read it: left out and reported in band, as a
                 // child that is not an instance is (the others are still published). A change of
@@ -308,7 +366,14 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
                 known.set(name, to: .failure(InstanceParseError(code: .malformedValue, input: "", message: error.message, cause: error)))
             }
         }
+        let pending = work.children && !list
+        let due = work.listingDue
         work = Work(everything: false)
+        if pending {
+            // Not due yet: it stays, with its time.
+            work.children = true
+            work.listingDue = due
+        }
         let set = known.instances.ordered
         let invalid = known.failed.sorted { $0.key < $1.key }.compactMap { name, error -> String? in
             error.code == .notServing ? nil : "\(ZooKeeperPath.join(path, name)): \(error)"

@@ -339,6 +339,7 @@ struct ZooKeeperPersistentWatchTests {
                 let setAgain = server.seen.withLock { $0.setWatches[0] }
                 #expect(setAgain.op == 105)
                 #expect(setAgain.lists.count == 5)
+                #expect(setAgain.lists[2] == ["/svc"], "the child watch beside the persistent one")
                 #expect(setAgain.lists.last == ["/svc"])
                 try await eventually("read again without a") {
                     server.requests(.getChildren2).count > lists && recorder.ids == ["127.0.0.1:8002", "127.0.0.1:8003"]
@@ -355,6 +356,30 @@ struct ZooKeeperPersistentWatchTests {
             let connections = server.connectionCount
             _ = try await client.exists("/svc")
             #expect(server.connectionCount == connections && client.isConnected)
+        }
+        await server.close()
+    }
+
+    @Test(
+        "under the persistent watch, the child watch's event lists the children: a child no event named (one the session may not read) is found"
+    )
+    func childWatchBesideThePersistentOne() async throws {
+        let server = try await ScriptedZooKeeperServer.start(addWatch: true, nodes: ["/svc": "", "/svc/a": "127.0.0.1:8001"])
+        let client = ZooKeeperClient(configuration: server.configuration)
+        let publisher = ZooKeeperPublisher(path: "/svc", client: client)
+        let recorder = Recorder()
+        try await withRunning([{ try? await client.run() }, { try? await publisher.run() }, recorder.recording(publisher)]) {
+            try await eventually("a") { recorder.ids == ["127.0.0.1:8001"] }
+            #expect(publisher.usesPersistentWatch)
+            let lists = server.requests(.getChildren2).count
+            // What a server with the fix of CVE-2024-23944 sends for a child this session may not
+            // read: no event of the child, only the parent's child watch.
+            server.setNode("/svc/b", "127.0.0.1:8002")
+            try await server.notify(4, "/svc")
+            try await eventually("b") { recorder.ids == ["127.0.0.1:8001", "127.0.0.1:8002"] }
+            #expect(server.requests(.getChildren2).count == lists + 1)
+            #expect(server.requests(.getData) == ["/svc/a", "/svc/b"], "only the new child read")
+            #expect(recorder.latest?.changes?.upserted.map(\.id) == ["127.0.0.1:8002"])
         }
         await server.close()
     }

@@ -176,6 +176,42 @@ struct ZooKeeperSecurityTests {
         }
     }
 
+    @Test(
+        "a child the publisher may not read, created and deleted after its first listing: reported, then no longer (no event of the persistent watch names it)"
+    )
+    func unreadableChildAfterTheFirstListing() async throws {
+        let ensemble = try await ZooKeeperEnsemble.start(security: .init())
+        defer { ensemble.destroy() }
+        var owner = ensemble.configuration()
+        owner.credentials = Self.alice
+        let client = ZooKeeperClient(configuration: owner)
+        let strangerClient = ZooKeeperClient(configuration: ensemble.configuration())
+        let stranger = ZooKeeperPublisher(path: "/svc", client: strangerClient)
+        let updates = Recorder()
+        try await withRunning([{ try? await client.run() }, { try? await strangerClient.run() }]) {
+            try await connected(client)
+            // Readable by everyone (alice's default ACL: she may do everything, everyone may read).
+            try await client.create("/svc")
+            try await client.create("/svc/open", data: Array("127.0.0.9:9009".utf8))
+            try await withRunning([{ try? await stranger.run() }, updates.recording(stranger)]) {
+                try await eventually("the open one") { updates.ids == ["127.0.0.9:9009"] && stranger.usesPersistentWatch }
+                #expect(updates.latest?.error == nil)
+                // Only alice may read it: the server sends the stranger's persistent watch no event
+                // of it (where it has the fix of CVE-2024-23944); its child watch on /svc fires.
+                let closed = try await client.create(
+                    "/svc/closed", data: Array("127.0.0.8:8008".utf8), acl: [.init(permissions: .all, id: .creator)])
+                try await eventually("reported") { updates.latest?.error?.code == .invalidInstances }
+                #expect(updates.ids == ["127.0.0.9:9009"])
+                let message = updates.latest?.error?.message ?? ""
+                #expect(message.contains(closed) && message.contains("not authorized to read"), "\(message)")
+                try await client.delete(closed)
+                try await eventually("no longer reported") { updates.latest.map { $0.error == nil } ?? false }
+                #expect(updates.ids == ["127.0.0.9:9009"])
+                #expect(updates.neverEmptiedOnceFilled)
+            }
+        }
+    }
+
     @Test("a server that refuses the credentials: a clear authFailed error, no session, no password shown")
     func refusedCredentials() async throws {
         // The digest provider turned off: the server answers AUTHFAILED to `addauth digest`.
