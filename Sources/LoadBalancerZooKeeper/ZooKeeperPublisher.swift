@@ -214,7 +214,7 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
             let connected = self.client.isConnected
             if connected, state.work.isDue(at: .now) {
                 do {
-                    try await self.read(&state.work, into: &state.known, mode: &state.mode, listing: &state.listing)
+                    try await self.read(&state.work, into: &state.known, mode: &state.mode, listing: &state.listing, events: events)
                     return .succeeded()
                 } catch let error as ZooKeeperError where error.code == .closed {
                     return self.closed(by: error)
@@ -302,9 +302,10 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
 
     /// Does the `work` that is due (arming the watches it reads with, or under a persistent watch
     /// reading the children's data without watches) and publishes the set; a listing not due yet
-    /// stays in `work`. `listing` is how long the last listing took.
+    /// stays in `work`. `listing` is how long the last listing took; `events`, the subscription,
+    /// whose events up to a listing's answer that listing takes in.
     private func read(
-        _ work: inout Work, into known: inout Children, mode: inout WatchMode, listing: inout Duration
+        _ work: inout Work, into known: inout Children, mode: inout WatchMode, listing: inout Duration, events: ZooKeeperEventQueue
     ) async throws(ZooKeeperError) {
         if work.everything {
             if try await client.exists(path) == nil {
@@ -332,6 +333,8 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
         }
         let watchEach = mode != .persistentRecursive
         var toRead = work.data
+        // An event before the listing's answer that asks for everything again (a new session).
+        var readAgain = false
         let list = work.everything || (work.children && work.listingDue <= .now)
         if list {
             // A child watch says only that the children changed: list them (the protocol has no
@@ -346,6 +349,17 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
             let current = Set(children)
             for name in known.names where !current.contains(name) { known.remove(name) }
             for name in children where !known.contains(name) { toRead.insert(name) }
+            // The server sends a session's events before its answers to later requests, and the
+            // client queues each event before it hands over the answers that follow it: what is
+            // queued now came before this listing, which holds what those events say of the set
+            // of children (and answers the child watch's event among them). The children they
+            // name are read after it, once each, rather than again for their events next round.
+            for event in events.available() {
+                var before = Work(everything: false)
+                take(event, into: &before, mode: mode, listingPause: .zero)
+                toRead.formUnion(before.data)
+                readAgain = readAgain || before.everything
+            }
         } else {
             // A persistent watch's deletions: a listing, when there is one, already has them.
             for name in work.removed { known.remove(name) }
@@ -368,7 +382,7 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
         }
         let pending = work.children && !list
         let due = work.listingDue
-        work = Work(everything: false)
+        work = Work(everything: readAgain)
         if pending {
             // Not due yet: it stays, with its time.
             work.children = true
