@@ -144,7 +144,11 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
         /// Notes that the children are to be listed, `pause` from now at the latest (a listing
         /// already pending keeps its time).
         mutating func listChildren(after pause: Duration) {
-            let due = ContinuousClock.now + pause
+            listChildren(at: .now + pause)
+        }
+
+        /// Notes that the children are to be listed at `due` at the latest.
+        mutating func listChildren(at due: ContinuousClock.Instant) {
             listingDue = children ? min(listingDue, due) : due
             children = true
         }
@@ -333,8 +337,8 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
         }
         let watchEach = mode != .persistentRecursive
         var toRead = work.data
-        // An event before the listing's answer that asks for everything again (a new session).
-        var readAgain = false
+        // What the events queued at the listing's answer leave for the next round.
+        var later = Work(everything: false)
         let list = work.everything || (work.children && work.listingDue <= .now)
         if list {
             // A child watch says only that the children changed: list them (the protocol has no
@@ -349,17 +353,17 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
             let current = Set(children)
             for name in known.names where !current.contains(name) { known.remove(name) }
             for name in children where !known.contains(name) { toRead.insert(name) }
-            // The server sends a session's events before its answers to later requests, and the
-            // client queues each event before it hands over the answers that follow it: what is
-            // queued now came before this listing, which holds what those events say of the set
-            // of children (and answers the child watch's event among them). The children they
-            // name are read after it, once each, rather than again for their events next round.
+            // The events queued now: those the server sent before this listing's answer (it sends
+            // a session's events before its answers to later requests), and maybe some sent after
+            // it. The children created or changed they name are read now, after the listing,
+            // which covers either (rather than once by the listing and again for the event next
+            // round); the rest (a deletion, the child watch's event, a new session) may be newer
+            // than the listing and waits for the next round.
             for event in events.available() {
-                var before = Work(everything: false)
-                take(event, into: &before, mode: mode, listingPause: .zero)
-                toRead.formUnion(before.data)
-                readAgain = readAgain || before.everything
+                take(event, into: &later, mode: mode, listingPause: Self.listingPause(after: listing))
             }
+            toRead.formUnion(later.data)
+            later.data = []
         } else {
             // A persistent watch's deletions: a listing, when there is one, already has them.
             for name in work.removed { known.remove(name) }
@@ -380,14 +384,11 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
                 known.set(name, to: .failure(InstanceParseError(code: .malformedValue, input: "", message: error.message, cause: error)))
             }
         }
-        let pending = work.children && !list
-        let due = work.listingDue
-        work = Work(everything: readAgain)
-        if pending {
+        if work.children && !list {
             // Not due yet: it stays, with its time.
-            work.children = true
-            work.listingDue = due
+            later.listChildren(at: work.listingDue)
         }
+        work = later
         let set = known.instances.ordered
         let invalid = known.failed.sorted { $0.key < $1.key }.compactMap { name, error -> String? in
             error.code == .notServing ? nil : "\(ZooKeeperPath.join(path, name)): \(error)"
