@@ -306,8 +306,9 @@ public final class ZooKeeperPublisher: InstancePublisher, Service {
 
     /// Does the `work` that is due (arming the watches it reads with, or under a persistent watch
     /// reading the children's data without watches) and publishes the set; a listing not due yet
-    /// stays in `work`. `listing` is how long the last listing took; `events`, the subscription,
-    /// whose events up to a listing's answer that listing takes in.
+    /// stays in `work`. `listing` is how long the last listing took; `events`, the subscription:
+    /// of what it holds at a listing's answer, the creations and data changes are read in the same
+    /// round, the rest is left in `work` for the next.
     private func read(
         _ work: inout Work, into known: inout Children, mode: inout WatchMode, listing: inout Duration, events: ZooKeeperEventQueue
     ) async throws(ZooKeeperError) {
