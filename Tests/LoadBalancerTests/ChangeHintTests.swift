@@ -9,18 +9,6 @@ import Testing
 /// starts from the set the cache last applied.
 @Suite("Change hints")
 struct ChangeHintTests {
-    /// A deterministic generator (SplitMix64), so that a failing sequence can be replayed.
-    struct SeededGenerator: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     /// A factory that logs what it makes, refuses and closes, and refuses the ids in `broken`.
     final class LoggingFactory: Sendable {
         private let state = Mutex<(log: [String], broken: Set<String>)>(([], []))
@@ -81,7 +69,7 @@ struct ChangeHintTests {
     @Test(
         "random changes applied by their hints give the same sets, factory calls and closes as the whole-set walk", arguments: [1, 2, 3, 4])
     func hintedEqualsWalk(seed: UInt64) async throws {
-        var random = SeededGenerator(state: seed)
+        var random = SplitMix(seed: seed)
         let hinted = LoggingFactory()
         let walked = LoggingFactory()
         let hintedCache = EndpointCache<Int, String>(factory: hinted.factory)
@@ -327,7 +315,7 @@ struct ChangeHintTests {
 
     @Test("the keyed table keeps the set ordered by id (smallest key wins an id) and says what changed", arguments: [11, 12, 13])
     func keyedTable(seed: UInt64) {
-        var random = SeededGenerator(state: seed)
+        var random = SplitMix(seed: seed)
         var table = KeyedInstanceTable()
         var model: [String: Instance] = [:]
         func expected() -> [Instance] {

@@ -3,26 +3,27 @@ import LoadBalancer
 
 /// What differs between the commands that take ``HealthCheckOptions``: whether they check with gRPC.
 protocol HealthCheckKinds {
-    /// Whether `--health-check grpc` (and `--health-check-service`) is taken.
-    static var grpc: Bool { get }
     /// `--health-check`'s help.
     static var help: String { get }
-    /// The error for `--health-check grpc` where it is not taken.
-    static var grpcRefusal: String { get }
+    /// Why `--health-check grpc` (and `--health-check-service`) is refused; `nil` where it is taken.
+    static var grpcRefusal: String? { get }
+}
+
+extension HealthCheckKinds {
+    /// Whether `--health-check grpc` (and `--health-check-service`) is taken.
+    static var grpc: Bool { grpcRefusal == nil }
 }
 
 /// `lbctl bench`'s checks: http, grpc or tcp.
 enum BenchHealthChecks: HealthCheckKinds {
-    static let grpc = true
     static let help = "Active health checks: http (GET --health-check-path), grpc (Health/Check) or tcp (connect)."
-    static let grpcRefusal = ""
+    static let grpcRefusal: String? = nil
 }
 
 /// `lbctl top`'s checks: http or tcp.
 enum TopHealthChecks: HealthCheckKinds {
-    static let grpc = false
     static let help = "Active health checks: http (GET --health-check-path) or tcp (connect)."
-    static let grpcRefusal = "lbctl top checks with http or tcp; grpc health checks are lbctl bench's"
+    static let grpcRefusal: String? = "lbctl top checks with http or tcp; grpc health checks are lbctl bench's"
 }
 
 /// The active health check options of `lbctl bench` and `lbctl top` (`--health-check` and its
@@ -70,7 +71,7 @@ struct HealthCheckOptions<Kinds: HealthCheckKinds>: ParsableArguments {
     var label: String { healthCheck.map { " + \($0.rawValue) health checks" } ?? "" }
 
     func validate() throws {
-        if !Kinds.grpc, healthCheck == .grpc || healthCheckService != nil { throw ValidationError(Kinds.grpcRefusal) }
+        if let refusal = Kinds.grpcRefusal, healthCheck == .grpc || healthCheckService != nil { throw ValidationError(refusal) }
         if healthCheck == nil {
             try OptionChecks.needs(healthCheckPath, "--health-check-path", "--health-check http")
             try OptionChecks.needs(healthCheckService, "--health-check-service", "--health-check grpc")
