@@ -207,11 +207,37 @@ struct LbctlBenchFeatureTests {
         #expect(backends[0].served.total == 100 && backends[1].served.total == 100, "\(result.stdout)")
         #expect(backends[2].healthChecksServed >= 1)
         #expect(result.stdout.contains("health checks (http GET /health every 0.2 s)"), "\(result.stdout)")
-        #expect(result.stdout.contains("not passing at the end: \(ids[2])"), "\(result.stdout)")
+        #expect(result.stdout.contains("not passing at the start: \(ids[2]); not passing at the end: \(ids[2])"), "\(result.stdout)")
         // --per-second: a table with a column per instance that took attempts.
         let table = try #require(PerSecondTable(result.stdout), "\(result.stdout)")
         #expect(Set(table.ids) == Set(ids.prefix(2)), "\(result.stdout)")
         #expect(table.rows.map(\.attempts).reduce(0, +) == 200)
+    }
+
+    @Test("--health-check with two of three failing from the start: the report says the detector's panic had every instance take calls")
+    func healthCheckPanicReported() async throws {
+        let backends = [
+            try await LocalHTTPBackend.start(.init(latency: .milliseconds(1))),
+            try await LocalHTTPBackend.start(.init(latency: .milliseconds(1))),
+            try await LocalHTTPBackend.start(.init(latency: .milliseconds(1))),
+        ]
+        defer { Task { for backend in backends { try? await backend.stop() } } }
+        backends[1].setHealthy(false)
+        backends[2].setHealthy(false)
+        let ids = backends.map { "127.0.0.1:\($0.port)" }
+        let result = try await Lbctl.run([
+            "bench", "static://" + ids.joined(separator: ","), "--requests", "90", "--concurrency", "1",
+            "--health-check", "http", "--health-check-interval", "0.2", "--unhealthy-threshold", "1", "/",
+        ])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(
+            result.stdout.contains(
+                "not passing at the start: \([ids[1], ids[2]].sorted().joined(separator: ", ")) "
+                    + "(too few passing: every instance took calls until enough passed)"),
+            "\(result.stdout)")
+        // One of three passing is below the panic threshold (half): round robin over all three
+        // (each a third, within the per-thread rotation's evenness).
+        #expect(backends.allSatisfy { (20...40).contains($0.served.total) }, "\(backends.map(\.served.total)) \(result.stdout)")
     }
 
     @Test("--health-check tcp, priority failover options and slow start run over a static set")
@@ -228,7 +254,7 @@ struct LbctlBenchFeatureTests {
         #expect(tcp.status == 0, "\(tcp.stderr)")
         #expect(tcp.stdout.contains("round-robin + ejection + tcp health checks"), "\(tcp.stdout)")
         #expect(tcp.stdout.contains("100 succeeded, 0 failed"), "\(tcp.stdout)")
-        #expect(tcp.stdout.contains("not passing at the end: none"), "\(tcp.stdout)")
+        #expect(tcp.stdout.contains("not passing at the start: none; not passing at the end: none"), "\(tcp.stdout)")
 
         let priority = try await Lbctl.run([
             "bench", source, "--requests", "100", "--balancer", "priority", "--overprovisioning-factor", "1e9",

@@ -294,7 +294,9 @@ struct BenchCommand: AsyncParsableCommand {
         if let checks = report.healthChecks {
             lines.append(
                 "health checks (\(checks.summary)): taken out of picks \(checks.failingEvents) times, brought back \(checks.passingEvents) times; "
-                    + "not passing at the end: \(checks.failingAtEnd.isEmpty ? "none" : checks.failingAtEnd.joined(separator: ", "))"
+                    + "not passing at the start: \(checks.start.notPassing.isEmpty ? "none" : checks.start.notPassing.joined(separator: ", "))"
+                    + (checks.start.panic ? " (too few passing: every instance took calls until enough passed)" : "")
+                    + "; not passing at the end: \(checks.failingAtEnd.isEmpty ? "none" : checks.failingAtEnd.joined(separator: ", "))"
             )
             lines.append("")
         }

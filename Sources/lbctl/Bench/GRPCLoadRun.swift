@@ -133,12 +133,12 @@ struct GRPCLoadRun {
                 return try await checks.withChecker(detector) { checker in
                     try await withThrowingTaskGroup(of: Void.self, returning: ActiveHealthChecks.Outcome.self) { checking in
                         checking.addTask { try await checker.run() }
-                        await ActiveHealthChecks.waitForFirstChecks(checker, ids: first.map(\.id))
+                        let start = await ActiveHealthChecks.waitForFirstChecks(checker, ids: first.map(\.id), detector: detector)
                         stats.restart()
                         options.recorder?.begin(at: stats.start, set: first)
                         await LoadRun.drive(
                             stats: stats, options: options, start: stats.start, interval: interval, progress: progress, request: send)
-                        let outcome = checks.outcome(checker, detector)
+                        let outcome = checks.outcome(checker, detector, start: start)
                         checking.cancelAll()
                         try await checking.waitForAll()
                         return outcome

@@ -76,8 +76,12 @@ struct ActiveHealthChecks: Sendable {
     }
 
     /// Waits until every instance of `ids` has had its first check (new instances take no traffic
-    /// before it), or until the first checks are overdue: the load starts on a judged set.
-    static func waitForFirstChecks(_ checker: HealthChecker<ContinuousClock>, ids: some Sequence<String>) async {
+    /// before it), or until the first checks are overdue: the load starts on a judged set. Returns
+    /// the instances not passing when the load starts, and whether so few pass that the detector's
+    /// panic rule has every instance take calls.
+    static func waitForFirstChecks(
+        _ checker: HealthChecker<ContinuousClock>, ids: some Sequence<String>, detector: OutlierDetector
+    ) async -> Start {
         let ids = Set(ids)
         let configuration = checker.configuration
         // The first check of each instance comes within the initial jitter, and may take its
@@ -89,14 +93,31 @@ struct ActiveHealthChecks: Sendable {
             + (configuration.interval + configuration.timeout) * rounds + .seconds(5)
         while ContinuousClock.now < deadline, !Task.isCancelled {
             let statuses = checker.statuses
-            if ids.allSatisfy({ statuses[$0].map { $0.health != .unchecked } ?? false }) { return }
+            if ids.allSatisfy({ statuses[$0].map { $0.health != .unchecked } ?? false }) { break }
             try? await Task.sleep(for: .milliseconds(10))
         }
+        let statuses = checker.statuses
+        let notPassing = ids.filter { statuses[$0]?.health != .healthy }.sorted()
+        let passing = ids.count - notPassing.count
+        return Start(
+            notPassing: notPassing,
+            panic: !ids.isEmpty && (passing == 0 || Double(passing) < detector.configuration.panicThreshold * Double(ids.count)))
+    }
+
+    /// The checks' verdict when the load starts (see ``waitForFirstChecks(_:ids:detector:)``).
+    struct Start: Sendable {
+        /// Instances whose check was not passing (failing, or not checked yet).
+        var notPassing: [String]
+        /// Whether fewer than the detector's panic threshold passed: then every instance took
+        /// calls until enough passed.
+        var panic: Bool
     }
 
     /// What the checks did during a run, for the report.
     struct Outcome: Sendable {
         var summary: String
+        /// The checks' verdict when the load started.
+        var start: Start
         /// Instances whose check was failing at the end of the run.
         var failingAtEnd: [String]
         /// Times an instance was taken out by failing checks, and brought back by passing ones.
@@ -105,10 +126,11 @@ struct ActiveHealthChecks: Sendable {
     }
 
     /// The outcome so far (call before stopping the checker: it forgets every state when it stops).
-    func outcome(_ checker: HealthChecker<ContinuousClock>, _ detector: OutlierDetector) -> Outcome {
+    func outcome(_ checker: HealthChecker<ContinuousClock>, _ detector: OutlierDetector, start: Start) -> Outcome {
         let events = detector.events
         return Outcome(
             summary: summary,
+            start: start,
             failingAtEnd: checker.statuses.filter { $0.value.health != .healthy }.map(\.key).sorted(),
             failingEvents: events.filter { $0.kind == .failingHealthCheck }.count,
             passingEvents: events.filter { $0.kind == .passingHealthCheck }.count
