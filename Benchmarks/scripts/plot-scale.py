@@ -22,6 +22,7 @@ COLUMNS = [
     "mallocs_per_change", "idle_pick_p50_us", "idle_pick_p99_us", "idle_pick_p999_us",
     "flood_changes_per_s", "flood_pick_p50_us", "flood_pick_p99_us", "flood_pick_p999_us",
     "paced_changes_per_s", "paced_pick_p99_us", "paced_pick_p999_us",
+    "control_changes_per_s", "control_pick_p99_us", "control_pick_p999_us",
 ]
 
 
@@ -31,7 +32,8 @@ def load(path):
         for row in csv.reader(handle):
             if not row or row[0] == "n":
                 continue
-            if len(row) != len(COLUMNS):
+            # Files written before the control columns have three fields fewer.
+            if len(row) not in (len(COLUMNS), len(COLUMNS) - 3):
                 raise SystemExit(f"{path}: a row has {len(row)} fields, expected {len(COLUMNS)}: {row}")
             record = dict(zip(COLUMNS, row))
             series[record["balancer"]].append(record)

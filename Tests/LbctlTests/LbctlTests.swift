@@ -197,7 +197,11 @@ struct LbctlBenchFeatureTests {
         let ids = backends.map { "127.0.0.1:\($0.port)" }
         let result = try await Lbctl.run([
             "bench", "static://" + ids.joined(separator: ","), "--requests", "200", "--concurrency", "2",
-            "--health-check", "http", "--health-check-interval", "0.2", "--unhealthy-threshold", "1", "--per-second", "/",
+            // Checks may take 5 s: a healthy backend's first check outlasting the default 1 s on a
+            // loaded machine would fail it, and with two of three failing the detector's panic
+            // would rightly send the failing one calls (as the grpc test saw).
+            "--health-check", "http", "--health-check-interval", "0.2", "--health-check-timeout", "5", "--unhealthy-threshold", "1",
+            "--per-second", "/",
         ])
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stdout.contains("round-robin + http health checks: 200 requests"), "\(result.stdout)")
@@ -227,7 +231,8 @@ struct LbctlBenchFeatureTests {
         let ids = backends.map { "127.0.0.1:\($0.port)" }
         let result = try await Lbctl.run([
             "bench", "static://" + ids.joined(separator: ","), "--requests", "90", "--concurrency", "1",
-            "--health-check", "http", "--health-check-interval", "0.2", "--unhealthy-threshold", "1", "/",
+            // Checks may take 5 s, so that the healthy backend's first check passes on a loaded machine.
+            "--health-check", "http", "--health-check-interval", "0.2", "--health-check-timeout", "5", "--unhealthy-threshold", "1", "/",
         ])
         #expect(result.status == 0, "\(result.stderr)")
         #expect(

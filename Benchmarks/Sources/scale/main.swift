@@ -22,7 +22,11 @@
 //   without pause: changes per second absorbed, and the picks' p50/p99/p99.9 (each pick timed)
 //   against the same thread picking with no changes;
 // - rate: the same with `--rate` changes per second (paced), the issue's "picks' p99 during 100
-//   changes per second" figure.
+//   changes per second" figure;
+// - control: the same paced changes applied to a second cache of the same set, with a balancer of
+//   the same kind (its table built as the first's is), while the thread picks from the first,
+//   whose set stays: the picks' p99/p99.9 with the changes' work on the machine but not on the
+//   balancer picked from.
 import BenchmarkCLI
 import CHeapInfo
 import Foundation
@@ -196,6 +200,21 @@ struct Row {
     var rateAchieved: Double = 0
     var rateP99: UInt64 = 0
     var rateP999: UInt64 = 0
+    var controlRate: Double = 0
+    var controlP99: UInt64 = 0
+    var controlP999: UInt64 = 0
+}
+
+/// A second cache and a balancer of the same kind on it, for the paced phase's control.
+struct Control {
+    let cache: EndpointCache<Int, Int>
+    let balancer: any Balancer<Int, Int>
+}
+
+/// Keeps the balancer it visits.
+struct Capture: BalancerVisitor {
+    var balancer: (any Balancer<Int, Int>)?
+    mutating func visit<B: Balancer>(_ balancer: B) async where B.Request == Int, B.Response == Int { self.balancer = balancer }
 }
 
 struct Measure: BalancerVisitor {
@@ -204,30 +223,50 @@ struct Measure: BalancerVisitor {
     let instances: [Instance]
     var row: Row
 
+    /// The control of the paced phase: a second cache of the same set with a balancer of the same
+    /// kind, which the paced changes are applied to instead (the picks still read `cache`).
+    let control: Control
+    /// The updates applied to `cache`, and to the control's cache.
+    var updates = Updates()
+    var controlUpdates = Updates()
+
     /// The serial of the last update (`--updates hinted`), and the index of the instance last removed.
-    var serial: UInt64 = 0
-    var removed = 0
+    struct Updates {
+        var serial: UInt64 = 0
+        var removed = 0
+    }
 
     /// Applies the whole set (with a serial, when `--updates hinted`).
     mutating func applyWhole() async {
+        await Self.applyWhole(to: cache, &updates, options: options, instances: instances)
+    }
+
+    static func applyWhole(to cache: EndpointCache<Int, Int>, _ updates: inout Updates, options: Options, instances: [Instance]) async {
         guard options.hinted else { return await cache.update(with: instances) }
-        serial += 1
-        await cache.update(from: InstanceUpdate(instances: instances, serial: serial))
+        updates.serial += 1
+        await cache.update(from: InstanceUpdate(instances: instances, serial: updates.serial))
     }
 
     /// Applies change number `change`, whose set is `set`: an even one removes the instance at
     /// `index`, an odd one adds back the one removed before; with `--updates hinted`, as an update that
     /// says what changed.
     mutating func applyChange(_ change: Int, index: Int, set: [Instance]) async {
+        await Self.applyChange(change, index: index, set: set, to: cache, &updates, options: options, instances: instances)
+    }
+
+    static func applyChange(
+        _ change: Int, index: Int, set: [Instance], to cache: EndpointCache<Int, Int>, _ updates: inout Updates, options: Options,
+        instances: [Instance]
+    ) async {
         guard options.hinted else { return await cache.update(with: set) }
-        let base = serial
-        serial += 1
+        let base = updates.serial
+        updates.serial += 1
         let changes =
             change % 2 == 0
             ? InstanceChanges(base: base, upserted: [], removed: [instances[index].id])
-            : InstanceChanges(base: base, upserted: [instances[removed]], removed: [])
-        if change % 2 == 0 { removed = index }
-        await cache.update(from: InstanceUpdate(instances: set, serial: serial, changes: changes))
+            : InstanceChanges(base: base, upserted: [instances[updates.removed]], removed: [])
+        if change % 2 == 0 { updates.removed = index }
+        await cache.update(from: InstanceUpdate(instances: set, serial: updates.serial, changes: changes))
     }
 
     /// The set with the instance at `index` left out.
@@ -315,12 +354,24 @@ struct Measure: BalancerVisitor {
         row.rateAchieved = paced.rate
         row.rateP99 = percentile(paced.picks, 99)
         row.rateP999 = percentile(paced.picks, 99.9)
+        // The control: the same paced changes and builds, applied to the control's cache, while
+        // the thread picks from this one, whose set stays: what the changes' work costs the picks
+        // by sharing the machine (cores, caches, memory), apart from what they do to this
+        // balancer.
+        await Self.applyWhole(to: control.cache, &controlUpdates, options: options, instances: instances)
+        let controlled = await changesWhilePicking(balancer, seconds: options.rateSeconds, perSecond: options.rate, toControl: true)
+        row.controlRate = controlled.rate
+        row.controlP99 = percentile(controlled.picks, 99)
+        row.controlP999 = percentile(controlled.picks, 99.9)
     }
 
     /// Applies changes for `seconds`, back to back or `perSecond` of them, while a thread of its
     /// own picks; returns the changes applied per second and the picks' latencies, sorted. Leaves
     /// the whole set in the cache.
-    mutating func changesWhilePicking<B: Balancer>(_ balancer: B, seconds: Double, perSecond: Double?) async -> (
+    /// With `toControl`, the changes go to the control's cache (each followed by a pick of the
+    /// control's balancer that sees it, so that a table built at the first pick is built) and
+    /// `balancer`'s set does not change.
+    mutating func changesWhilePicking<B: Balancer>(_ balancer: B, seconds: Double, perSecond: Double?, toControl: Bool = false) async -> (
         rate: Double, picks: [UInt64]
     )
     where B.Request == Int, B.Response == Int {
@@ -339,12 +390,20 @@ struct Measure: BalancerVisitor {
                 if now < due { try? await Task.sleep(for: .nanoseconds(Int64(due - now))) }
             }
             let index = Int.random(in: 0..<instances.count, using: &generator)
-            await applyChange(applied, index: index, set: applied % 2 == 0 ? without(index) : instances)
+            let set = applied % 2 == 0 ? without(index) : instances
+            if toControl {
+                let generation = control.cache.snapshot.generation &+ 1
+                await Self.applyChange(
+                    applied, index: index, set: set, to: control.cache, &controlUpdates, options: options, instances: instances)
+                pickUntilSeen(control.balancer, generation: generation)
+            } else {
+                await applyChange(applied, index: index, set: set)
+            }
             applied += 1
         }
         stop.flag.store(true, ordering: .relaxed)
         let (samples, _) = await picks
-        if applied % 2 == 1 { await applyChange(1, index: 0, set: instances) }
+        if applied % 2 == 1, !toControl { await applyChange(1, index: 0, set: instances) }
         return (Double(applied) / seconds, samples)
     }
 }
@@ -365,7 +424,7 @@ print(
     "scale: \(options.hinted ? "hinted updates, " : "")\(ProcessInfo.processInfo.activeProcessorCount) cores, sizes \(options.sizes.map(String.init).joined(separator: ",")), \(options.changes) changes, flood \(options.floodSeconds) s, \(options.rate) changes/s for \(options.rateSeconds) s"
 )
 print(
-    "n,balancer,first_wall_ms,first_cpu_ms,bytes_per_instance,change_wall_p50_ms,change_wall_p99_ms,change_cpu_p50_ms,change_cpu_p99_ms,mallocs_per_change,idle_pick_p50_us,idle_pick_p99_us,idle_pick_p999_us,flood_changes_per_s,flood_pick_p50_us,flood_pick_p99_us,flood_pick_p999_us,paced_changes_per_s,paced_pick_p99_us,paced_pick_p999_us"
+    "n,balancer,first_wall_ms,first_cpu_ms,bytes_per_instance,change_wall_p50_ms,change_wall_p99_ms,change_cpu_p50_ms,change_cpu_p99_ms,mallocs_per_change,idle_pick_p50_us,idle_pick_p99_us,idle_pick_p999_us,flood_changes_per_s,flood_pick_p50_us,flood_pick_p99_us,flood_pick_p999_us,paced_changes_per_s,paced_pick_p99_us,paced_pick_p999_us,control_changes_per_s,control_pick_p99_us,control_pick_p999_us"
 )
 var lines: [String] = []
 for n in options.sizes {
@@ -377,7 +436,16 @@ for n in options.sizes {
                 guard let endpoint = endpoints[instance.id] else { throw CancellationError() }
                 return ManagedEndpoint(endpoint)
             })
-        var measure = Measure(options: options, cache: cache, instances: instances, row: Row(n: n, balancer: name))
+        let controlCache = EndpointCache<Int, Int>(
+            factory: EndpointFactory { instance in
+                guard let endpoint = endpoints[instance.id] else { throw CancellationError() }
+                return ManagedEndpoint(endpoint)
+            })
+        var capture = Capture()
+        await withBalancer(name, controlCache, &capture)
+        guard let controlBalancer = capture.balancer else { fatalError("no balancer named \(name)") }
+        let control = Control(cache: controlCache, balancer: controlBalancer)
+        var measure = Measure(options: options, cache: cache, instances: instances, row: Row(n: n, balancer: name), control: control)
         await withBalancer(name, cache, &measure)
         let row = measure.row
         let line = [
@@ -388,10 +456,12 @@ for n in options.sizes {
             us(row.idleP50), us(row.idleP99), us(row.idleP999),
             String(format: "%.0f", row.floodRate), us(row.floodP50), us(row.floodP99), us(row.floodP999),
             String(format: "%.0f", row.rateAchieved), us(row.rateP99), us(row.rateP999),
+            String(format: "%.0f", row.controlRate), us(row.controlP99), us(row.controlP999),
         ].joined(separator: ",")
         print(line)
         lines.append(line)
         await cache.shutdown()
+        await controlCache.shutdown()
     }
 }
 if let csv = options.csv {
