@@ -1,6 +1,10 @@
 import Foundation
 import LoadBalancer
 import LoadBalancerTestKit
+// Helpers the integration suites share: starting and stopping processes, and running the built
+// `lbctl`. Bounded waiting, a flag and recording a publisher's updates are in
+// LoadBalancerTestSupport (exported from here), which needs no registry module.
+@_exported import LoadBalancerTestSupport
 import Synchronization
 
 #if canImport(Glibc)
@@ -8,9 +12,6 @@ import Synchronization
 #elseif canImport(Darwin)
     import Darwin
 #endif
-
-// Helpers the integration suites share: bounded waiting, recording a publisher's updates, and
-// running the built `lbctl`.
 
 /// Which suites a run includes. `LB_TEST_TIER=fast` (`scripts/test.sh --fast`) leaves out the
 /// suites that start real registry servers (dnsmasq, etcd, ZooKeeper), even where those are
@@ -20,46 +21,6 @@ import Synchronization
 public enum TestTier {
     /// Whether this is the fast tier.
     public static let isFast = ProcessInfo.processInfo.environment["LB_TEST_TIER"] == "fast"
-}
-
-/// The test kit's `pollUntil`, every 10 ms, 20 s by default (scaled by `TestTimeScale`): throws its
-/// `TestKitError` (`timedOut`, naming `what`) when `timeout` passes first.
-public func eventually(_ what: String, timeout: Duration = .seconds(20), _ condition: () async -> Bool) async throws {
-    try await pollUntil(what, timeout: timeout, interval: .milliseconds(10), condition)
-}
-
-/// Set once, read from any task: whether something has happened (a task's end, say), for
-/// ``eventually(_:timeout:_:)`` to wait on.
-public final class Flag: Sendable {
-    private let value = Mutex(false)
-    public init() {}
-    /// Sets the flag.
-    public func set() { value.withLock { $0 = true } }
-    /// Whether the flag has been set.
-    public var isSet: Bool { value.withLock { $0 } }
-}
-
-/// Every update of a publisher, recorded by a background reader.
-public final class Recorder: Sendable {
-    private let updates = Mutex<[(update: InstanceUpdate, time: ContinuousClock.Instant)]>([])
-    public init() {}
-    public var all: [InstanceUpdate] { updates.withLock { $0.map(\.update) } }
-    public var latest: InstanceUpdate? { updates.withLock { $0.last?.update } }
-    /// When each update that carried an error arrived, in order.
-    public var errorTimes: [ContinuousClock.Instant] {
-        updates.withLock { $0.filter { $0.update.error != nil }.map(\.time) }
-    }
-    public var ids: [String] { latest?.instances.map(\.id) ?? [] }
-    /// Whether the set stayed non-empty from the first non-empty update on.
-    public var neverEmptiedOnceFilled: Bool {
-        all.drop(while: { $0.instances.isEmpty }).allSatisfy { !$0.instances.isEmpty }
-    }
-    public func record(_ update: InstanceUpdate) { updates.withLock { $0.append((update, .now)) } }
-
-    /// A task body that records `publisher`'s updates until cancelled.
-    public func recording(_ publisher: some InstancePublisher) -> @Sendable () async -> Void {
-        { for await update in publisher.updates() { self.record(update) } }
-    }
 }
 
 /// Sends SIGKILL to `pid` and waits, by bounded polling that never blocks a thread of the
@@ -104,16 +65,6 @@ func startOnFreePorts<Servers>(what: String, _ start: (_ base: Int) async throws
         }
     }
     throw lastError ?? ClusterError("could not start \(what)")
-}
-
-/// Runs `body` with `services` running beside it; cancels them when it returns.
-@discardableResult
-public func withRunning<T: Sendable>(_ services: [@Sendable () async -> Void], _ body: () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: Void.self) { group in
-        for service in services { group.addTask { await service() } }
-        defer { group.cancelAll() }
-        return try await body()
-    }
 }
 
 /// The bytes of one pipe, appended as they come by a thread of its own (a blocking read must not

@@ -1,6 +1,6 @@
 import LoadBalancer
 import LoadBalancerTestKit
-import LoadBalancerTestServers
+import LoadBalancerTestSupport
 import NIOCore
 import NIOPosix
 import Synchronization
