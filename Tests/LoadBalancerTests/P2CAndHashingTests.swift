@@ -1,5 +1,4 @@
 import LoadBalancer
-import LoadBalancerSimulation
 import Synchronization
 import Testing
 
@@ -185,7 +184,7 @@ struct P2CAndHashingTests {
                 }
             }
             group.addTask {
-                var generator = SplitMix64(seed: 11)
+                var generator = SplitMix(seed: 11)
                 for _ in 0..<200 {
                     let count = Int(generator.next() % 20) + 1
                     let weights = (0..<40).map { _ in Int(generator.next() % 4) }

@@ -98,7 +98,10 @@ struct ActiveHealthChecks: Sendable {
         }
         let statuses = checker.statuses
         let notPassing = ids.filter { statuses[$0]?.health != .healthy }.sorted()
-        return Start(notPassing: notPassing, panic: !ids.isEmpty && detector.panics(healthy: ids.count - notPassing.count, of: ids.count))
+        let passing = ids.count - notPassing.count
+        return Start(
+            notPassing: notPassing,
+            panic: !ids.isEmpty && (passing == 0 || Double(passing) < detector.configuration.panicThreshold * Double(ids.count)))
     }
 
     /// The checks' verdict when the load starts (see ``waitForFirstChecks(_:ids:detector:)``).
