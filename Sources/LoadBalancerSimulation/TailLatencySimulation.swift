@@ -700,11 +700,11 @@ struct EventHeap {
     }
 }
 
-/// SplitMix64, for reproducible scenario randomness.
-struct SplitMix64: RandomNumberGenerator {
+/// SplitMix64, for reproducible scenario randomness (and this package's tests' seeded draws).
+package struct SplitMix64: RandomNumberGenerator {
     var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
+    package init(seed: UInt64) { state = seed }
+    package mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9

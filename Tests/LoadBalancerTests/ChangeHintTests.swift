@@ -1,3 +1,4 @@
+import LoadBalancerSimulation
 import LoadBalancerTestKit
 import Synchronization
 import Testing
@@ -69,7 +70,7 @@ struct ChangeHintTests {
     @Test(
         "random changes applied by their hints give the same sets, factory calls and closes as the whole-set walk", arguments: [1, 2, 3, 4])
     func hintedEqualsWalk(seed: UInt64) async throws {
-        var random = SplitMix(seed: seed)
+        var random = SplitMix64(seed: seed)
         let hinted = LoggingFactory()
         let walked = LoggingFactory()
         let hintedCache = EndpointCache<Int, String>(factory: hinted.factory)
@@ -315,7 +316,7 @@ struct ChangeHintTests {
 
     @Test("the keyed table keeps the set ordered by id (smallest key wins an id) and says what changed", arguments: [11, 12, 13])
     func keyedTable(seed: UInt64) {
-        var random = SplitMix(seed: seed)
+        var random = SplitMix64(seed: seed)
         var table = KeyedInstanceTable()
         var model: [String: Instance] = [:]
         func expected() -> [Instance] {

@@ -1,3 +1,4 @@
+import LoadBalancerSimulation
 import Testing
 
 @testable import LoadBalancer
@@ -46,7 +47,7 @@ struct DurationUnitsTests {
 
     @Test("random durations of every magnitude up to ±300 years")
     func random() {
-        var generator = SplitMix(seed: 20_261_201)
+        var generator = SplitMix64(seed: 20_261_201)
         for _ in 0..<20_000 {
             let scale = Int64(1) << Int64.random(in: 0...62, using: &generator)
             let seconds = Int64.random(in: -scale...scale, using: &generator) % (86_400 * 365 * 300)

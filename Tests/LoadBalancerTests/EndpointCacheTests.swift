@@ -1,5 +1,6 @@
 import InMemoryLogging
 import LoadBalancer
+import LoadBalancerSimulation
 import Logging
 import Synchronization
 import Testing
@@ -152,7 +153,7 @@ struct EndpointCacheTests {
                 }
             }
             group.addTask {
-                var generator = SplitMix(seed: 7)
+                var generator = SplitMix64(seed: 7)
                 for _ in 0..<300 {
                     let size = Int(generator.next() % 30) + 1
                     let ports = (0..<size).map { _ in Int(generator.next() % 60) + 1 }

@@ -1,4 +1,5 @@
 import LoadBalancer
+import LoadBalancerSimulation
 import Synchronization
 import Testing
 
@@ -184,7 +185,7 @@ struct P2CAndHashingTests {
                 }
             }
             group.addTask {
-                var generator = SplitMix(seed: 11)
+                var generator = SplitMix64(seed: 11)
                 for _ in 0..<200 {
                     let count = Int(generator.next() % 20) + 1
                     let weights = (0..<40).map { _ in Int(generator.next() % 4) }

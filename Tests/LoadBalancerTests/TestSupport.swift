@@ -90,17 +90,3 @@ final class TestTime: Sendable {
     var now: Duration { storage.withLock { $0 } }
     func advance(_ duration: Duration) { storage.withLock { $0 += duration } }
 }
-
-/// A deterministic generator (SplitMix64): a test that draws from it with a fixed seed replays the
-/// same sequence when it fails.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

@@ -279,10 +279,14 @@ public final class OutlierDetector: EndpointSetObserver, @unchecked Sendable {
     /// (too few healthy, or none).
     package func usablePositions(in view: EndpointSetView) -> [Int] {
         let healthy = view.slots.indices.filter { !isEjectedWord(view.slots[$0]) }
-        if healthy.isEmpty || Double(healthy.count) < configuration.panicThreshold * Double(view.count) {
-            return Array(view.slots.indices)
-        }
+        if panics(healthy: healthy.count, of: view.count) { return Array(view.slots.indices) }
         return healthy
+    }
+
+    /// The panic rule: whether `healthy` of `count` instances are too few (below
+    /// ``Configuration/panicThreshold``, or none), so that every instance takes traffic.
+    package func panics(healthy: Int, of count: Int) -> Bool {
+        healthy == 0 || Double(healthy) < configuration.panicThreshold * Double(count)
     }
 
     // MARK: Learning

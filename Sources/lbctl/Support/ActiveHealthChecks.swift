@@ -98,10 +98,7 @@ struct ActiveHealthChecks: Sendable {
         }
         let statuses = checker.statuses
         let notPassing = ids.filter { statuses[$0]?.health != .healthy }.sorted()
-        let passing = ids.count - notPassing.count
-        return Start(
-            notPassing: notPassing,
-            panic: !ids.isEmpty && (passing == 0 || Double(passing) < detector.configuration.panicThreshold * Double(ids.count)))
+        return Start(notPassing: notPassing, panic: !ids.isEmpty && detector.panics(healthy: ids.count - notPassing.count, of: ids.count))
     }
 
     /// The checks' verdict when the load starts (see ``waitForFirstChecks(_:ids:detector:)``).
