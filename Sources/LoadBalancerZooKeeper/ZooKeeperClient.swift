@@ -175,6 +175,12 @@ public final class ZooKeeperClient: Service, Sendable {
         var subscribers: [Int: Subscriber] = [:]
         var nextSubscriber = 0
 
+        /// The next request's xid (1 after `Int32.max`: the negative ones are the protocol's own).
+        mutating func takeXid() -> Int32 {
+            defer { nextXid = nextXid == Int32.max ? 1 : nextXid + 1 }
+            return nextXid
+        }
+
         /// Whether any watch is set (to set again after a reconnection).
         var hasWatches: Bool {
             !(dataWatches.isEmpty && existWatches.isEmpty && childWatches.isEmpty && persistentWatches.isEmpty
@@ -690,8 +696,7 @@ public final class ZooKeeperClient: Service, Sendable {
             }
             state.forgetWatches(on: server, kind: .any)
             guard state.connected, !state.closing, !state.closed, let send = state.send else { return }
-            let xid = state.nextXid
-            state.nextXid = state.nextXid == Int32.max ? 1 : state.nextXid + 1
+            let xid = state.takeXid()
             // Its reply is taken in and dropped, as a cancelled request's is.
             state.abandoned.updateValue(nil, forKey: xid)
             send.yield(
@@ -733,10 +738,7 @@ public final class ZooKeeperClient: Service, Sendable {
     private func send(
         _ op: ZooKeeperOp, _ body: [UInt8], watch: (kind: WatchKind, path: String)?, path: String? = nil
     ) async throws(ZooKeeperError) -> [UInt8] {
-        let xid = state.withLock { state -> Int32 in
-            defer { state.nextXid = state.nextXid == Int32.max ? 1 : state.nextXid + 1 }
-            return state.nextXid
-        }
+        let xid = state.withLock { $0.takeXid() }
         do {
             return try await withTaskCancellationHandler {
                 try await withCheckedThrowingContinuation { continuation in
