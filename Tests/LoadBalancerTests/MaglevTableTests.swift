@@ -1,4 +1,5 @@
 import LoadBalancer
+import LoadBalancerSimulation
 import Testing
 
 /// The Maglev table's build: the direct claims of a nearly full table give exactly the table the
@@ -50,6 +51,19 @@ struct MaglevTableTests {
     func tenThousand() throws {
         let set = try view(10_000)
         compare(set, usable: Array(0..<10_000), size: 65_537)
+    }
+
+    @Test("a walk's step is (candidate + skip) mod size, at the edges and for seeded values")
+    func step() {
+        for size: UInt64 in [2, 3, 101, 1_009, 65_537, 4_294_967_311, 1 << 62 + 135] {
+            let edges: [(UInt64, UInt64)] = [(0, 1), (0, size - 1), (size - 1, 1), (size - 1, size - 1), (size / 2, size / 2 + 1)]
+            var generator = SplitMix64(seed: size)
+            let seeded = (0..<200).map { _ in (generator.next() % size, generator.next() % (size - 1) + 1) }
+            for (candidate, skip) in edges + seeded {
+                let expected = (candidate + skip) % size
+                #expect(MaglevFill.step(candidate, skip: skip, size: size) == expected, "\(candidate) + \(skip) mod \(size)")
+            }
+        }
     }
 
     @Test("a composite size is rounded up to a prime, and a set fills it")

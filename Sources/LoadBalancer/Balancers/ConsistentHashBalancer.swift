@@ -435,9 +435,18 @@ package final class MaglevFill {
         let entry = direct ? directClaim(from: candidate, skip: skip) : walk(from: candidate, skip: skip)
         entries[Int(truncatingIfNeeded: entry)] = position
         filled &+= 1
-        var next = entry &+ skip
-        if next >= size { next &-= size }
-        return next
+        return Self.step(entry, skip: skip, size: size)
+    }
+
+    /// `(candidate + skip) mod size`, for `candidate` and `skip` below the size, without a branch:
+    /// whether a step wraps depends on the skip (a hash) and is taken about skip / size of the
+    /// time, so a branch there is mispredicted on about every other probe of many walks, and the
+    /// probes are the fill's cost. Computed as `candidate − (size − skip)`, plus the size when
+    /// that is negative (sizes are below 2⁶³, so the sign bit says it).
+    @inline(__always)
+    package static func step(_ candidate: UInt64, skip: UInt64, size: UInt64) -> UInt64 {
+        let back = candidate &- (size &- skip)
+        return back &+ (size & UInt64(bitPattern: Int64(bitPattern: back) >> 63))
     }
 
     /// The first entry of the walk whose bit is clear, marked taken.
@@ -446,8 +455,7 @@ package final class MaglevFill {
         let m = size
         var candidate = start
         while taken[Int(truncatingIfNeeded: candidate >> 6)] & (1 << (candidate & 63)) != 0 {
-            candidate &+= skip
-            if candidate >= m { candidate &-= m }
+            candidate = Self.step(candidate, skip: skip, size: m)
         }
         taken[Int(truncatingIfNeeded: candidate >> 6)] |= 1 << (candidate & 63)
         return candidate
