@@ -211,7 +211,9 @@ struct LbctlTopTests {
         let (source, servers) = try await backends()
         defer { Task { for server in servers { try? await server.stop() } } }
         let result = try await Lbctl.run([
-            "top", source, "--balancer", "p2c-least-outstanding", "--json", "--frames", "3", "--interval", "0.3", "--concurrency", "2",
+            // Frames of a second: with shorter ones, a loaded machine (a full test run) left some runs'
+            // frames without a request to the failing instance.
+            "top", source, "--balancer", "p2c-least-outstanding", "--json", "--frames", "3", "--interval", "1", "--concurrency", "2",
             "--rate", "100",
         ])
         #expect(result.status == 0, "\(result.stderr)")
@@ -224,7 +226,7 @@ struct LbctlTopTests {
             #expect(Set(frame.instances.map(\.id)) == ids)
             #expect(frame.picks == frame.instances.reduce(0) { $0 + $1.picks })
             #expect(frame.instances.allSatisfy { $0.inFlight != nil && $0.health == "notChecked" })
-            #expect(frame.interval > 0.25 && frame.interval < 5, "\(frame.interval)")
+            #expect(frame.interval > 0.8 && frame.interval < 5, "\(frame.interval)")
             if frame.picks > 0 { #expect(abs(frame.instances.reduce(0) { $0 + $1.share } - 1) < 1e-6) }
             #expect(frame.explanations == nil)
         }
@@ -238,8 +240,9 @@ struct LbctlTopTests {
         let (source, servers) = try await backends()
         defer { Task { for server in servers { try? await server.stop() } } }
         let result = try await Lbctl.run([
+            // Frames of a second (of 0.3 s, a loaded machine once sent no request in both).
             "top", source, "--balancer", "p2c-peak-ewma", "--json", "--explain", "--explain-every", "5", "--frames", "2", "--interval",
-            "0.3", "--rate", "100",
+            "1", "--rate", "100",
         ])
         #expect(result.status == 0, "\(result.stderr)")
         let frames = try result.stdout.split(separator: "\n").map { try JSONDecoder().decode(Frame.self, from: Data($0.utf8)) }

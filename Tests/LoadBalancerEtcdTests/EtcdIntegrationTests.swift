@@ -237,9 +237,10 @@ struct EtcdIntegrationTests {
         let publisher = EtcdPublisher(prefix: "/svc/", client: client)
         let recorder = Recorder()
         let instance = try Instance(host: "127.0.0.9", port: 9009, weight: 2)
-        // A 1 s TTL (keep-alives every 333 ms), stretched under a sanitizer (TestTimeScale): under
-        // AddressSanitizer with the whole suite running, keep-alives came too late for 1 s.
-        let ttl = TestTimeScale.scaled(.seconds(1))
+        // A 3 s TTL (keep-alives every second), stretched under a sanitizer (TestTimeScale). With 1 s,
+        // keep-alives came too late under AddressSanitizer, and once in a full run on a loaded machine
+        // (etcd grants at least its minimum TTL, about 1.5 s with the default election timeout, anyway).
+        let ttl = TestTimeScale.scaled(.seconds(3))
         let registrar = EtcdRegistrar(instance: instance, prefix: "/svc/", client: client, ttl: ttl)
         try await withRunning(client, [{ try? await publisher.run() }, recording(publisher, into: recorder)]) {
             let registration = Task { try? await registrar.run() }

