@@ -26,7 +26,7 @@ struct ProfileClient<C: Clock<Duration>>: Sendable {
 
 struct Refused: Error {}
 
-@Suite("The test kit article's examples", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 3))))
+@Suite("The test kit article's examples", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
 struct ArticleExampleTests {
     @Test func callsTheInstancesTheRegistryNames() async throws {
         let publisher = ManualPublisher()

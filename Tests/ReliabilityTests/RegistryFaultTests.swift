@@ -218,7 +218,7 @@ struct RegistryFaultTests {
         await server.stop()
     }
 
-    @Test("Consul test server: 500s under load, then stopped and restarted", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 3))))
+    @Test("Consul test server: 500s under load, then stopped and restarted", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
     func consulFaults() async throws {
         let server = try await ConsulTestServer.start()
         try await run("Consul") {
