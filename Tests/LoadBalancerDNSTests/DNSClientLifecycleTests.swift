@@ -66,7 +66,7 @@ struct DNSClientLifecycleTests {
         let client = DNSClient(configuration: .nameserver("127.0.0.1:\(port)", timeout: .seconds(600), attempts: 1))
         let running = Task { try await client.run() }
         let query = Task { try await client.query("svc.test", type: .a) }
-        let deadline = ContinuousClock.now + .seconds(30)
+        let deadline = ContinuousClock.now + TestTimeScale.scaled(.seconds(30))
         while received.withLock({ $0 }) == 0, ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(10))
         }

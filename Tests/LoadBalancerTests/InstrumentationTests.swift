@@ -93,7 +93,8 @@ struct InstrumentationTests {
         #expect(try metrics.expectCounter("loadbalancer_retry_budget_exhausted_total", service).totalValue == 3)
 
         let hedgedMetrics = TestMetrics()
-        let slowCache = await instrumentedCache([try endpoint(1, delay: .seconds(30)), try endpoint(2)], metrics: hedgedMetrics)
+        let slowCache = await instrumentedCache(
+            [try endpoint(1, delay: TestTimeScale.scaled(.seconds(30))), try endpoint(2)], metrics: hedgedMetrics)
         var hedged = Retry(RoundRobinBalancer(slowCache, start: 0), maxAttempts: 2, timeout: TestTimeScale.scaled(.seconds(60)))
         hedged.hedging = HedgingPolicy(delay: .fixed(.milliseconds(20)))
         #expect(try await hedged(0) == (try Instance(host: "127.0.0.1", port: 9002)).id)
