@@ -250,7 +250,13 @@ struct BalancingTransportTests {
                 publisher.replace(with: [instances[0]])
                 try await eventually("calls no longer reach server 1") {
                     let before = servers[1].calls
-                    _ = try await Self.counts(client, 4)
+                    // A call whose stream was on server 1's connection as it began to close can
+                    // fail with unavailable ("Stream unexpectedly closed"; no retry policy here,
+                    // see the README's "Instances coming and going"); the calls after must not
+                    // reach it. A full run of the suites on two cores saw it.
+                    do {
+                        _ = try await Self.counts(client, 4)
+                    } catch let error as RPCError where error.code == .unavailable {}
                     return servers[1].calls == before
                 }
                 let removedCalls = servers[1].calls
