@@ -62,7 +62,7 @@ func timeToReturn<T: Sendable>(
         return (value, ContinuousClock.now)
     }
     // Bounded polling, here: the file serves two test targets (LoadBalancerZooKeeperTests links it).
-    let deadline = ContinuousClock.now + .seconds(60)
+    let deadline = ContinuousClock.now + TestTimeScale.scaled(.seconds(60))
     while !isWaiting() {
         guard ContinuousClock.now < deadline else {
             Issue.record("the call did not start waiting within 60 s")

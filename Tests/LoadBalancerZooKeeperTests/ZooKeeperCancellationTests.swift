@@ -179,7 +179,7 @@ struct ZooKeeperCancellationTests {
         }
         // Still the first connection and the first session: no reply was taken for garbage.
         let probe = Task { try await client.getData("/after") }
-        let deadline = ContinuousClock.now + .seconds(30)
+        let deadline = ContinuousClock.now + TestTimeScale.scaled(.seconds(30))
         while server.requestXids.count < 3, ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(1))
         }
