@@ -34,6 +34,12 @@ public enum TestTimeScale {
         factor == 1 ? duration : duration * factor
     }
 
+    /// A suite's time limit in whole minutes, for `.timeLimit(.minutes(_:))`: 5, stretched by the
+    /// run's ``factor``. Suites run in parallel on few cores, so a test's wall time is mostly its
+    /// wait for them (over two minutes for some on a busy two-core host): the limit is there to
+    /// catch a hang, not to time a test.
+    public static var suiteLimitMinutes: Int { scaled(minutes: 5) }
+
     /// `minutes` stretched by `factor` (by default ``factor``, the run's) and rounded up, for a
     /// suite's or a test's `.timeLimit(.minutes(_:))` trait, which takes whole minutes.
     public static func scaled(minutes: Int, by factor: Double = factor) -> Int {

@@ -4,7 +4,7 @@ import LoadBalancerConsul
 import LoadBalancerTestKit
 import Testing
 
-@Suite("ConsulClient's lifecycle", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+@Suite("ConsulClient's lifecycle", .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct ConsulClientLifecycleTests {
     @Test("run() returns on shutdown(); every later request fails with shutDown")
     func shutdownEndsRun() async throws {

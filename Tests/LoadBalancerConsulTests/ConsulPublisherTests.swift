@@ -12,7 +12,7 @@ import Testing
 /// The publisher against the project's Consul-API test server (each test has its own server on its
 /// own port). Fault windows are measured over a fixed span of time: that span is the measurement,
 /// not a wait for a condition; every wait for a condition is bounded polling.
-@Suite("ConsulPublisher against the Consul-API test server", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+@Suite("ConsulPublisher against the Consul-API test server", .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct ConsulPublisherTests {
     @Test("the service address wins over the node address; weights, tags and metadata come through")
     func addressesAndWeights() async throws {

@@ -7,7 +7,7 @@ import Logging
 import ServiceLifecycle
 import Testing
 
-@Suite("ConsulRegistrar against the Consul-API test server", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+@Suite("ConsulRegistrar against the Consul-API test server", .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct ConsulRegistrarTests {
     /// The instance every test registers: weight 5, two tags, one metadata key.
     func instance() throws -> Instance {

@@ -6,7 +6,7 @@ import LoadBalancerTestKit
 import LoadBalancerTestServers
 import Testing
 
-@Suite("Consul agent down at start-up", .serialized, .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+@Suite("Consul agent down at start-up", .serialized, .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct ConsulStartupTests {
     @Test("started late: each failed query is an update with the error, the set comes once the agent answers")
     func startedLate() async throws {

@@ -40,7 +40,7 @@ func raw(
 
 /// The test server behaves as a real agent does where a lenient one would hide client bugs, and
 /// the client copes with what a real agent does.
-@Suite("Consul: what a real agent requires, against the strict test server", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+@Suite("Consul: what a real agent requires, against the strict test server", .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct ConsulStrictTests {
     // MARK: Point 1: no Port
 

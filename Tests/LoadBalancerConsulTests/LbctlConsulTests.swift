@@ -7,7 +7,7 @@ import Synchronization
 import Testing
 
 @Suite(
-    "lbctl with consul:// sources against the Consul-API test server", .serialized, .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+    "lbctl with consul:// sources against the Consul-API test server", .serialized, .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct LbctlConsulTests {
     @Test("resolve: the passing instances with every tag, as a table and as JSON; dc and token are used")
     func resolve() async throws {

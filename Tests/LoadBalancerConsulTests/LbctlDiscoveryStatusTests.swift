@@ -3,7 +3,7 @@ import LoadBalancerTestKit
 import LoadBalancerTestServers
 import Testing
 
-@Suite("lbctl resolve --watch shows the discovery state", .serialized, .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+@Suite("lbctl resolve --watch shows the discovery state", .serialized, .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct LbctlDiscoveryStatusTests {
     @Test("not ready and stale while the agent is down, with the last error; ready and fresh once it answers")
     func statusLines() async throws {

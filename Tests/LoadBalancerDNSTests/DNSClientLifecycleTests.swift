@@ -6,7 +6,7 @@ import NIOPosix
 import Synchronization
 import Testing
 
-@Suite("DNSClient's lifecycle", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+@Suite("DNSClient's lifecycle", .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct DNSClientLifecycleTests {
     @Test("run() returns on shutdown(); every later query fails with closed")
     func shutdownEndsRun() async throws {

@@ -14,7 +14,7 @@ final class Latest: Sendable {
 
 @Suite(
     "DNS against a real dnsmasq", .enabled(if: DnsmasqEnvironment.enabled), .serialized,
-    .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+    .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct DNSIntegrationTests {
     func client(_ server: Dnsmasq) -> DNSClient {
         // Generous: nothing in this suite waits on a timeout (a stopped server refuses at once), and

@@ -6,7 +6,7 @@ import Testing
 
 @Suite(
     "DNS server down at start-up; bad records in band", .enabled(if: DnsmasqEnvironment.enabled), .serialized,
-    .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+    .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct DNSStartupTests {
     let records = [
         "srv-host=_web._tcp.svc.test,a.svc.test,8080,1,1",

@@ -6,7 +6,7 @@ import Testing
 
 @Suite(
     "DNS: an SRV answer too large even for TCP, against a real dnsmasq", .enabled(if: DnsmasqEnvironment.enabled), .serialized,
-    .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+    .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct DNSTruncatedTCPTests {
     @Test("more SRV records than a 65,535-byte TCP answer holds: the records that came are published, the truncation reported in band")
     func truncatedOverTCP() async throws {

@@ -5,7 +5,7 @@ import Testing
 
 @Suite(
     "lbctl with DNS sources against a real dnsmasq", .enabled(if: DnsmasqEnvironment.enabled), .serialized,
-    .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+    .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct LbctlDNSTests {
     func run(_ arguments: [String]) async throws -> (status: Int32, stdout: String, stderr: String) {
         try await Lbctl.run(arguments)

@@ -4,7 +4,7 @@ import NIOEmbedded
 import NIOPosix
 import Testing
 
-@Suite("EtcdClient without a server", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+@Suite("EtcdClient without a server", .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct EtcdClientTests {
     @Test("an event loop group gRPC's transport cannot use is a typed error, not a crash")
     func unsupportedEventLoopGroup() throws {

@@ -16,7 +16,7 @@ private func fixture(_ name: String) throws -> String {
 
 @Suite(
     "etcd and the formats other stacks write (etcdctl)", .enabled(if: EtcdCluster.enabled), .serialized,
-    .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+    .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct EtcdForeignFormatTests {
     @Test("keys etcdctl puts in each format are discovered; non-serving ones left out, bad ones reported by key")
     func etcdctlValuesAreDiscovered() async throws {

@@ -52,7 +52,7 @@ func recording(_ publisher: EtcdPublisher, into recorder: Recorder) -> @Sendable
 }
 
 @Suite(
-    "etcd against real etcd servers", .enabled(if: EtcdCluster.enabled), .serialized, .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5)))
+    "etcd against real etcd servers", .enabled(if: EtcdCluster.enabled), .serialized, .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes))
 )
 struct EtcdIntegrationTests {
     @Test("puts and deletes propagate; a bad value is skipped; JSON carries weight and priority")

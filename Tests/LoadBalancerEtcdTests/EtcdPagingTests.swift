@@ -36,7 +36,7 @@ func key(_ prefix: String, _ i: Int) -> String {
 
 @Suite(
     "etcd: the initial list in pages, against a real etcd", .enabled(if: EtcdCluster.enabled), .serialized,
-    .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5)))
+    .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes))
 )
 struct EtcdPagingTests {
     @Test("2,500 keys in pages of 1,000 at one revision; a put and a delete after the first page come with the watch")

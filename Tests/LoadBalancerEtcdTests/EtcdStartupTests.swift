@@ -4,7 +4,7 @@ import LoadBalancerTestKit
 import LoadBalancerTestServers
 import Testing
 
-@Suite("etcd down at start-up", .enabled(if: EtcdCluster.enabled), .serialized, .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+@Suite("etcd down at start-up", .enabled(if: EtcdCluster.enabled), .serialized, .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct EtcdStartupTests {
     /// A publisher with a short backoff, so a test sees several retries.
     func publisher(_ prefix: String, _ client: EtcdClient) -> EtcdPublisher {

@@ -14,7 +14,7 @@ import Testing
 
 @Suite(
     "lbctl with etcd sources against a real etcd", .enabled(if: EtcdCluster.enabled), .serialized,
-    .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+    .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct LbctlEtcdTests {
     /// Runs `body` with a client of `cluster`.
     func withClient<T: Sendable>(_ cluster: EtcdCluster, _ body: (EtcdClient) async throws -> T) async throws -> T {

@@ -8,7 +8,7 @@ import Synchronization
 import Testing
 
 @Suite(
-    "BalancingClientTransport: this library's balancers under a grpc-swift client", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+    "BalancingClientTransport: this library's balancers under a grpc-swift client", .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct BalancingTransportTests {
     /// `count` sequential `Who` calls; the answers per server name.
     static func counts(_ client: GRPCClient<BalancingClientTransport>, _ count: Int) async throws -> [String: Int] {

@@ -24,7 +24,7 @@ func resolutionError(in error: any Error) -> PublisherResolutionError? {
     return nil
 }
 
-@Suite("A grpc-swift client through the publisher resolver, against three servers", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+@Suite("A grpc-swift client through the publisher resolver, against three servers", .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct GRPCClientTests {
     @Test("round robin spreads 300 calls over all three servers, each at least 20%")
     func spreadsOverAll() async throws {

@@ -40,7 +40,7 @@ func addresses(_ result: NameResolutionResult?) -> [[SocketAddress]] {
     (result?.endpoints ?? []).map(\.addresses)
 }
 
-@Suite("Publisher name resolver", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+@Suite("Publisher name resolver", .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct PublisherNameResolverTests {
     @Test("literal hosts become socket addresses, host names are resolved, one endpoint per instance in id order")
     func endpointsFromInstances() async throws {

@@ -26,7 +26,7 @@ struct ProfileClient<C: Clock<Duration>>: Sendable {
 
 struct Refused: Error {}
 
-@Suite("The test kit article's examples", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+@Suite("The test kit article's examples", .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct ArticleExampleTests {
     @Test func callsTheInstancesTheRegistryNames() async throws {
         let publisher = ManualPublisher()

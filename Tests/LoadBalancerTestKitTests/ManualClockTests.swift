@@ -2,7 +2,7 @@ import LoadBalancerTestKit
 import Synchronization
 import Testing
 
-@Suite("ManualClock", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+@Suite("ManualClock", .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct ManualClockTests {
     @Test("a sleeper wakes when time reaches its deadline, not before")
     func wakesAtDeadline() async throws {

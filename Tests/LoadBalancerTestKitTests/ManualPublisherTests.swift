@@ -2,7 +2,7 @@ import LoadBalancer
 import LoadBalancerTestKit
 import Testing
 
-@Suite("ManualPublisher", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+@Suite("ManualPublisher", .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct ManualPublisherTests {
     @Test("says nothing until told, then sends whole sets ordered by id, the current one first")
     func silentThenSets() async throws {

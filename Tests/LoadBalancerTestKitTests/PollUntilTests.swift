@@ -3,7 +3,7 @@ import Testing
 
 @testable import LoadBalancerTestKit
 
-@Suite("pollUntil", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+@Suite("pollUntil", .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct PollUntilTests {
     @Test("returns once the condition holds, having checked it until then")
     func returnsWhenTheConditionHolds() async throws {

@@ -3,7 +3,7 @@ import LoadBalancerTestKit
 import Synchronization
 import Testing
 
-@Suite("RecordingBalancer", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+@Suite("RecordingBalancer", .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct RecordingBalancerTests {
     @Test("records the picks of pick() and of calls, and every call's outcome")
     func picksAndOutcomes() async throws {

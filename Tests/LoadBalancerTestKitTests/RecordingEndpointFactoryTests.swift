@@ -9,7 +9,7 @@ func instances(_ ports: some Sequence<Int>) throws -> [Instance] {
     try ports.map { try Instance(host: "127.0.0.1", port: $0) }
 }
 
-@Suite("RecordingEndpointFactory", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+@Suite("RecordingEndpointFactory", .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct RecordingEndpointFactoryTests {
     @Test("endpoints answer from the closure and record each request with its instance")
     func recordsRequests() async throws {

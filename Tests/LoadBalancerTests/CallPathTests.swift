@@ -5,7 +5,7 @@ import Testing
 
 /// The call path's shapes: balancers over plain arrays, one snapshot per call, per-thread rotation,
 /// `Retry` running deadline-enforcing endpoints inline and other endpoints in one task each.
-@Suite("Call path", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+@Suite("Call path", .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct CallPathTests {
     static func endpoints(_ ports: some Sequence<Int>, enforcesDeadline: Bool = false) -> [Endpoint<Int, Int>] {
         instances(ports).map { instance in

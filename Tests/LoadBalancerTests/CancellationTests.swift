@@ -36,7 +36,7 @@ private final class Journal: Sendable {
     func note(_ entry: String) { entries.withLock { $0.append(entry) } }
 }
 
-@Suite("Hand-written continuations resume on cancellation", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+@Suite("Hand-written continuations resume on cancellation", .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct CancellationTests {
     @Test("a task waiting for the FIFO lock stops waiting within 100 ms of its cancellation; the body does not run, the queue moves on")
     func lockWaiterCancelled() async throws {

@@ -3,7 +3,7 @@ import LoadBalancerTestKit
 import Synchronization
 import Testing
 
-@Suite("Failures are visible: discovery status, readiness, bounded errors", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+@Suite("Failures are visible: discovery status, readiness, bounded errors", .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct FailureVisibilityTests {
     @Test("registry failures alone do not make the cache ready; the status says why, and since when")
     func statusThroughFailures() async throws {

@@ -5,7 +5,7 @@ import ServiceLifecycle
 import Synchronization
 import Testing
 
-@Suite("Lifecycle", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+@Suite("Lifecycle", .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct LifecycleTests {
     @Test("withLoadBalancer runs discovery for the closure, then closes every endpoint")
     func scoped() async throws {

@@ -3,7 +3,7 @@ import LoadBalancerTestKit
 import Synchronization
 import Testing
 
-@Suite("Retry: backoff, budget, avoidance, attempt timeout, hedging", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+@Suite("Retry: backoff, budget, avoidance, attempt timeout, hedging", .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct RetryPoliciesTests {
     func endpoints(_ count: Int, _ behaviour: @escaping @Sendable (Instance, Int) async throws -> String) async -> EndpointCache<
         Int, String

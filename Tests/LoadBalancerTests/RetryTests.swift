@@ -3,7 +3,7 @@ import LoadBalancerTestKit
 import Synchronization
 import Testing
 
-@Suite("Retry", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+@Suite("Retry", .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct RetryTests {
     /// Endpoints on ports 1...n; `behaviour` decides what a call to a port does.
     func balancer(

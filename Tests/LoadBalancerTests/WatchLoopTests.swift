@@ -22,7 +22,7 @@ private final class FailingLoopService: Service {
     }
 }
 
-@Suite("Watch loop", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+@Suite("Watch loop", .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct WatchLoopTests {
     /// Half of every window: the jitter's middle draw.
     static let middle: @Sendable () -> UInt64 = { 1 << 63 }

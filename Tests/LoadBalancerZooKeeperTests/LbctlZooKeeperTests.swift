@@ -6,7 +6,7 @@ import Testing
 
 @Suite(
     "lbctl with zk sources against a real ZooKeeper", .enabled(if: ZooKeeperEnsemble.enabled), .serialized,
-    .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+    .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct LbctlZooKeeperTests {
     /// Runs `body` with a connected client of `ensemble`.
     func withClient<T: Sendable>(_ ensemble: ZooKeeperEnsemble, _ body: (ZooKeeperClient) async throws -> T) async throws -> T {

@@ -134,7 +134,7 @@ private func waitFor(_ what: String, timeout: Duration = .seconds(20), _ conditi
     try await pollUntil(what, timeout: timeout, interval: .milliseconds(10), condition)
 }
 
-@Suite("ZooKeeper requests honour cancellation", .serialized, .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+@Suite("ZooKeeper requests honour cancellation", .serialized, .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct ZooKeeperCancellationTests {
     /// A silent server, and a client whose session on it is established (its first event is
     /// the new session), running until the returned task is cancelled.

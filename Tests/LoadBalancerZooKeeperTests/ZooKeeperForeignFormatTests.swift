@@ -76,7 +76,7 @@ private let kazooChecker = #"""
 
 @Suite(
     "ZooKeeper and the formats other stacks write (kazoo)", .enabled(if: ZooKeeperEnsemble.enabled), .serialized,
-    .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+    .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct ZooKeeperForeignFormatTests {
     @Test("nodes kazoo creates as Finagle, Curator and go-kit do are discovered; non-serving ones left out, bad ones reported")
     func kazooNodesAreDiscovered() async throws {

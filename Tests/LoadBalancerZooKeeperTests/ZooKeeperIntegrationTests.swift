@@ -50,7 +50,7 @@ func expireSession(of client: ZooKeeperClient, through proxy: TCPProxy, ensemble
 
 @Suite(
     "ZooKeeper against real ZooKeeper servers", .enabled(if: ZooKeeperEnsemble.enabled), .serialized,
-    .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+    .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct ZooKeeperIntegrationTests {
     @Test("the client creates, reads, watches and deletes nodes; errors are typed")
     func clientBasics() async throws {

@@ -6,7 +6,7 @@ import Testing
 
 @Suite(
     "ZooKeeper: a publisher over many children, against a real server", .enabled(if: ZooKeeperEnsemble.enabled), .serialized,
-    .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5)))
+    .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes))
 )
 struct ZooKeeperManyChildrenTests {
     @Test("600 children: the first read has every child's data (reads in flight together), each with a data watch")

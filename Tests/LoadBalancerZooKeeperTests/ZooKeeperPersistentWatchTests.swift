@@ -201,7 +201,7 @@ private final class ScriptedHandler: ChannelInboundHandler {
     }
 }
 
-@Suite("ZooKeeper persistent watches: frames, and a scripted server", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+@Suite("ZooKeeper persistent watches: frames, and a scripted server", .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct ZooKeeperPersistentWatchTests {
     @Test("addWatch, removeWatches and SetWatches2 are encoded as zookeeper.jute says")
     func encoding() throws {

@@ -15,7 +15,7 @@ private func value(_ port: Int) -> [UInt8] { Array("127.0.0.1:\(port)".utf8) }
 
 @Suite(
     "ZooKeeper: the publisher under a persistent recursive watch, against a real server", .enabled(if: ZooKeeperEnsemble.enabled),
-    .serialized, .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+    .serialized, .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct ZooKeeperRecursiveWatchTests {
     @Test(
         "adds, removes and data changes reach the cache as what changed, one read each, a data change with no listing (persistent watch); the one-shot watches still work",

@@ -35,7 +35,7 @@ func removeCertificates(_ certificates: TestCertificates...) {
 
 @Suite(
     "ZooKeeper security (digest, ACLs, TLS) against real ZooKeeper servers", .enabled(if: ZooKeeperEnsemble.enabled), .serialized,
-    .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+    .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct ZooKeeperSecurityTests {
     static let alice = ZooKeeperConfiguration.Credentials(username: "alice", password: "right-password")
 

@@ -6,7 +6,7 @@ import Testing
 
 @Suite(
     "ZooKeeper down at start-up, and a closed client", .enabled(if: ZooKeeperEnsemble.enabled), .serialized,
-    .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+    .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct ZooKeeperStartupTests {
     /// A client of `ensemble` with a short connect timeout.
     func client(_ ensemble: ZooKeeperEnsemble) -> ZooKeeperClient {

@@ -41,7 +41,7 @@ final class Tickets: Sendable {
     }
 }
 
-@Suite("Reliability: backend faults under load", .serialized, .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+@Suite("Reliability: backend faults under load", .serialized, .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct BackendFaultTests {
     @Test("killing 1 of 5 HTTP backends during 20,000 requests with retries: at least 99.9% succeed, none outlives its timeout")
     func killOneOfFive() async throws {

@@ -12,7 +12,7 @@ import Testing
 /// Active health checks against real local servers: HTTP backends whose `/health` flips, gRPC
 /// health servers whose status flips, a TCP listener that goes away and comes back, and a Consul
 /// (test server) registry whose own health filter composes with the checks.
-@Suite("Active health checks against local backends", .serialized, .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+@Suite("Active health checks against local backends", .serialized, .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct HealthCheckIntegrationTests {
     /// The checks' rules in these tests: 200 ms apart (±10%), two in a row either way.
     static let configuration = HealthChecker<ContinuousClock>.Configuration.defaults {

@@ -15,7 +15,7 @@ import Testing
 /// Load through a balancer fed by a registry while the registry fails (its leader dies, it is
 /// restarted, it answers 500s): no request may fail because of it, and a backend registered after
 /// the recovery must get traffic.
-@Suite("Reliability: registry faults under load", .serialized, .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+@Suite("Reliability: registry faults under load", .serialized, .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
 struct RegistryFaultTests {
     /// What a test needs of a registry.
     struct Registry: Sendable {
@@ -218,7 +218,7 @@ struct RegistryFaultTests {
         await server.stop()
     }
 
-    @Test("Consul test server: 500s under load, then stopped and restarted", .timeLimit(.minutes(TestTimeScale.scaled(minutes: 5))))
+    @Test("Consul test server: 500s under load, then stopped and restarted", .timeLimit(.minutes(TestTimeScale.suiteLimitMinutes)))
     func consulFaults() async throws {
         let server = try await ConsulTestServer.start()
         try await run("Consul") {
