@@ -66,9 +66,8 @@ struct DNSClientLifecycleTests {
         let client = DNSClient(configuration: .nameserver("127.0.0.1:\(port)", timeout: .seconds(600), attempts: 1))
         let running = Task { try await client.run() }
         let query = Task { try await client.query("svc.test", type: .a) }
-        let deadline = ContinuousClock.now + TestTimeScale.scaled(.seconds(30))
-        while received.withLock({ $0 }) == 0, ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(10))
+        try await pollUntil("the query at the silent nameserver", timeout: .seconds(30), interval: .milliseconds(10)) {
+            received.withLock { $0 } > 0
         }
         #expect(received.withLock { $0 } == 1, "the query reached the silent nameserver")
         await client.shutdown()

@@ -52,8 +52,9 @@ struct ArticleExampleTests {
 
         try publisher.publish(parsing: ["10.0.0.3:8080"])
         // The cache closes the endpoints of the instances that left.
-        let deadline = ContinuousClock.now + .seconds(30)
-        while backends.closed.count < 2, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(1)) }
+        try await pollUntil("the two departed instances' endpoints closed", timeout: .seconds(30), seen: { "closed \(backends.closed)" }) {
+            backends.closed.count >= 2
+        }
         #expect(backends.closed.sorted() == ["10.0.0.1:8080", "10.0.0.2:8080"])
     }
 

@@ -60,10 +60,7 @@ struct ManualPublisherTests {
         #expect(publisher.current?.instances.count == 1, "kept until the limit")
 
         clock.advance(by: .seconds(30))
-        let deadline = ContinuousClock.now + TestTimeScale.scaled(.seconds(30))
-        while publisher.current?.error?.code != .invalidated, ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(1))
-        }
+        try await pollUntil("the kept set invalidated", timeout: .seconds(30)) { publisher.current?.error?.code == .invalidated }
         #expect(publisher.current?.instances.isEmpty == true)
         #expect(publisher.current?.error?.code == .invalidated)
     }

@@ -179,9 +179,8 @@ struct ZooKeeperCancellationTests {
         }
         // Still the first connection and the first session: no reply was taken for garbage.
         let probe = Task { try await client.getData("/after") }
-        let deadline = ContinuousClock.now + TestTimeScale.scaled(.seconds(30))
-        while server.requestXids.count < 3, ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(1))
+        try await pollUntil("the probe's request at the server", timeout: .seconds(30), seen: { "requests \(server.requestXids)" }) {
+            server.requestXids.count >= 3
         }
         #expect(client.isConnected)
         #expect(server.connectionCount == 1)
