@@ -84,8 +84,9 @@ struct ConsulPublisherTests {
             server.addService(id: "b", name: "web", address: "10.0.0.2", port: 80)
             try await waitUntil { recorder.ids == ["10.0.0.1:80", "10.0.0.2:80"] }
             let elapsed = ContinuousClock.now - start
-            // The held query answered at once: seen in a fraction of the 30 s wait.
-            #expect(elapsed < .seconds(3), "took \(elapsed)")
+            // The held query answered at once: seen well within the 30 s wait (under half of it:
+            // a busy machine can take seconds to run the publisher's task).
+            #expect(elapsed < .seconds(15), "took \(elapsed)")
             // And without polling: the held query, then one new held query.
             try await waitUntil { server.heldQueries == 1 }
             #expect(server.requestCount(.health) - requestsBefore <= 1)
