@@ -227,15 +227,32 @@ public final class DNSClient: Service, Sendable {
         }
     }
 
+    /// `channel` (bound or connected) wrapped for async use, on its event loop; closed if that fails.
+    ///
+    /// Wrapped after the bind or connect, not in the bootstrap's channel initializer: NIO then never
+    /// holds the wrapper, and a wrapper added to an active channel keeps its writer until the
+    /// channel closes, so a wrapper let go of unconsumed (a query that meets a shutdown between its
+    /// connect and its exchange) cannot end unfinished, which NIO treats as a programming error and
+    /// stops the process on. DNS starts with the client's query, so nothing is lost before the
+    /// wrapping.
+    package static func wrappedForAsync<Inbound: Sendable, Outbound: Sendable>(
+        _ channel: any Channel
+    ) async throws -> NIOAsyncChannel<Inbound, Outbound> {
+        do {
+            return try await channel.eventLoop.submit {
+                try NIOAsyncChannel<Inbound, Outbound>(wrappingChannelSynchronously: channel)
+            }.get()
+        } catch {
+            try? await channel.close()
+            throw error
+        }
+    }
+
     /// Sends a query over UDP and waits for a datagram from the server whose id and question match.
     private func udpExchange(_ query: [UInt8], to server: SocketAddress, id: UInt16, question: DNSQuestion) async throws -> DNSMessage {
         let local = server.protocol == .inet6 ? "::" : "0.0.0.0"
-        let channel = try await DatagramBootstrap(group: group)
-            .bind(host: local, port: 0) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try NIOAsyncChannel<AddressedEnvelope<ByteBuffer>, AddressedEnvelope<ByteBuffer>>(wrappingChannelSynchronously: channel)
-                }
-            }
+        let channel: NIOAsyncChannel<AddressedEnvelope<ByteBuffer>, AddressedEnvelope<ByteBuffer>> =
+            try await Self.wrappedForAsync(DatagramBootstrap(group: group).bind(host: local, port: 0).get())
         return try await exchange(on: channel.channel) {
             try await withTimeout(configuration.timeout, what: "UDP answer from \(server)") {
                 try await channel.executeThenClose { inbound, outbound in
@@ -259,13 +276,8 @@ public final class DNSClient: Service, Sendable {
     private func tcpExchange(_ query: [UInt8], to server: SocketAddress) async throws -> [UInt8] {
         let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
         do {
-            channel = try await ClientBootstrap(group: group)
-                .connectTimeout(TimeAmount(configuration.timeout))
-                .connect(to: server) { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
-                    }
-                }
+            channel = try await Self.wrappedForAsync(
+                ClientBootstrap(group: group).connectTimeout(TimeAmount(configuration.timeout)).connect(to: server).get())
         } catch {
             throw DNSLookupError(code: .network, message: "TCP connection to \(server) failed", cause: error)
         }

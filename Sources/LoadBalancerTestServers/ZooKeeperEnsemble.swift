@@ -306,13 +306,9 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
 
     /// Sends a four-letter command and reads the whole answer (bounded by 2 s).
     static func fourLetterWord(_ word: String, port: Int) async throws -> String {
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .connectTimeout(.seconds(1))
-            .connect(host: "127.0.0.1", port: port) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
-                }
-            }
+        let channel = try await wrappedForAsync(
+            ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connectTimeout(.seconds(1)).connect(host: "127.0.0.1", port: port)
+                .get())
         return try await withThrowingTaskGroup(of: String?.self) { group in
             group.addTask {
                 try await channel.executeThenClose { inbound, outbound in

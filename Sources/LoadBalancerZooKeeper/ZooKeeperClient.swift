@@ -308,13 +308,8 @@ public final class ZooKeeperClient: Service, Sendable {
         server: ZooKeeperConfiguration.Server,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws {
-        let channel = try await ClientBootstrap(group: group)
-            .connectTimeout(.seconds(2))
-            .connect(host: server.host, port: server.port) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
-                }
-            }
+        let channel = try await wrappedForAsync(
+            ClientBootstrap(group: group).connectTimeout(.seconds(2)).connect(host: server.host, port: server.port).get())
         let frames =
             ZooKeeperRecords.connectRequest(lastZxid: 0, timeoutMilliseconds: 4_000, sessionID: id, password: password)
             + ZooKeeperRecords.request(xid: 1, op: .closeSession, body: [])
@@ -827,10 +822,10 @@ public final class ZooKeeperClient: Service, Sendable {
         let tlsName = configuration.tls?.serverHostname ?? server.host
         let sniName = Self.isIPAddress(tlsName) ? nil : tlsName
         do {
-            channel = try await ClientBootstrap(group: group)
+            let connected = try await ClientBootstrap(group: group)
                 .connectTimeout(TimeAmount(configuration.connectTimeout))
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
-                .connect(host: server.host, port: server.port) { channel in
+                .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         if let tls {
                             #if !LB_ZOOKEEPER_NO_TLS
@@ -839,9 +834,11 @@ public final class ZooKeeperClient: Service, Sendable {
                                 switch tls {}
                             #endif
                         }
-                        return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
                     }
                 }
+                .connect(host: server.host, port: server.port)
+                .get()
+            channel = try await wrappedForAsync(connected)
         } catch {
             logger.debug(
                 "ZooKeeper connect failed", metadata: ["loadbalancer.zookeeper.server": "\(server)", "loadbalancer.error": "\(error)"])
