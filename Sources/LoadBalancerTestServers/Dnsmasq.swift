@@ -73,14 +73,14 @@ public final class Dnsmasq: @unchecked Sendable {
         self.process = process
         // Ready when it answers a query (bounded polling).
         let client = DNSClient(configuration: .nameserver(nameserver, timeout: .milliseconds(200), attempts: 1))
-        let timeout = TestTimeScale.scaled(.seconds(10))
+        let timeout = TestTimeScale.scaled(.seconds(60))
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             guard process.isRunning else { throw DnsmasqError(message: "dnsmasq exited (port \(port) taken?)") }
             if let answer = try? await client.query("ready.lbtest", type: .a), !answer.message.answers.isEmpty { return }
             try await Task.sleep(for: .milliseconds(20))
         }
-        throw DnsmasqError(message: "dnsmasq did not answer on port \(port) within 10 s")
+        throw DnsmasqError(message: "dnsmasq did not answer on port \(port) within \(timeout)")
     }
 
     /// Stops dnsmasq and waits (bounded, without blocking a thread) until it has exited.

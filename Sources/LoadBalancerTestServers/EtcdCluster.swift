@@ -108,7 +108,7 @@ public final class EtcdCluster: @unchecked Sendable {
     }
 
     /// The member that is the leader now (bounded polling until one reports it).
-    public func leader(timeout: Duration = .seconds(15)) async throws -> Member {
+    public func leader(timeout: Duration = .seconds(60)) async throws -> Member {
         try await withClient { client in
             let timeout = TestTimeScale.scaled(timeout)
             let deadline = ContinuousClock.now + timeout
@@ -158,7 +158,7 @@ public final class EtcdCluster: @unchecked Sendable {
         process.standardError = FileHandle.nullDevice
         try process.run()
         let pid = process.processIdentifier
-        let timeout = TestTimeScale.scaled(.seconds(20))
+        let timeout = TestTimeScale.scaled(.seconds(60))
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             var status: Int32 = 0
@@ -224,7 +224,7 @@ public final class EtcdCluster: @unchecked Sendable {
     }
 
     /// Waits until every running member answers and sees a leader (bounded).
-    private func waitUntilReady(timeout: Duration = .seconds(20)) async throws {
+    private func waitUntilReady(timeout: Duration = .seconds(60)) async throws {
         try await withClient { client in
             let timeout = TestTimeScale.scaled(timeout)
             let deadline = ContinuousClock.now + timeout

@@ -146,7 +146,7 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
     }
 
     /// The server that leads the ensemble now (standalone: the only one), by bounded polling.
-    public func leader(timeout: Duration = .seconds(20)) async throws -> Server {
+    public func leader(timeout: Duration = .seconds(60)) async throws -> Server {
         let timeout = TestTimeScale.scaled(timeout)
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
@@ -159,7 +159,7 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
     }
 
     /// The server a session is connected to now (its `cons` lists the session), by bounded polling.
-    public func serverOf(session: Int64, timeout: Duration = .seconds(10)) async throws -> Server {
+    public func serverOf(session: Int64, timeout: Duration = .seconds(30)) async throws -> Server {
         let id = "sid=0x" + String(UInt64(bitPattern: session), radix: 16)
         let timeout = TestTimeScale.scaled(timeout)
         let deadline = ContinuousClock.now + timeout
@@ -258,7 +258,7 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
     }
 
     /// Waits until `server` answers `srvr` with a mode (it has joined a quorum or runs standalone).
-    private func waitUntilServing(_ server: Server, timeout: Duration = .seconds(30)) async throws {
+    private func waitUntilServing(_ server: Server, timeout: Duration = .seconds(60)) async throws {
         let timeout = TestTimeScale.scaled(timeout)
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
