@@ -191,6 +191,7 @@ struct ConsulPublisherTests {
         requestTimeout: Duration = .seconds(2),
         wait: Duration = .seconds(10),
         window: Duration = .seconds(2),
+        atLeast: Int = 2,
         check: (DiscoveryError?) -> Void
     ) async throws -> Int {
         let server = try await ConsulTestServer.start()
@@ -211,6 +212,9 @@ struct ConsulPublisherTests {
             let before = server.requestCount(.health)
             try await Task.sleep(for: TestTimeScale.scaled(window)) // the measurement window
             let during = server.requestCount(.health) - before
+            // The loop keeps trying: `atLeast` requests since the fault began (on a loaded machine
+            // perhaps only after the window, so waited for rather than counted in it).
+            try await waitUntil(.seconds(30)) { server.requestCount(.health) - before >= atLeast }
             // The last good set stayed through the fault.
             #expect(recorder.ids == ["10.0.0.1:80", "10.0.0.2:80"])
             #expect(recorder.all.filter { $0.error == nil }.last?.instances.count == 2)
@@ -235,7 +239,7 @@ struct ConsulPublisherTests {
         }
         // Backoff of 100 ms doubling to 800 ms (full jitter): about 7 requests in 2 s. A loop
         // without backoff makes hundreds.
-        #expect(requests >= 2 && requests <= atMost(12), "\(requests) requests in the fault window")
+        #expect(requests <= atMost(12), "\(requests) requests in the fault window")
     }
 
     @Test("garbage JSON keeps the last good set, arrives in band, and is backed off from")
@@ -244,7 +248,7 @@ struct ConsulPublisherTests {
             #expect(error?.code == .other)
             #expect((error?.cause as? ConsulError)?.code == .invalidResponse)
         }
-        #expect(requests >= 2 && requests <= atMost(12), "\(requests) requests in the fault window")
+        #expect(requests <= atMost(12), "\(requests) requests in the fault window")
     }
 
     @Test("timeouts keep the last good set, arrive in band, and are backed off from")
@@ -253,12 +257,13 @@ struct ConsulPublisherTests {
         // or the wait plus that (blocking queries).
         // (Both stretch under a sanitizer, TestTimeScale: a slowed answer must not look like the fault.)
         let requests = try await faultWindow(
-            .delay(.seconds(5)), requestTimeout: TestTimeScale.scaled(.milliseconds(300)), wait: TestTimeScale.scaled(.milliseconds(500))
+            .delay(.seconds(5)), requestTimeout: TestTimeScale.scaled(.milliseconds(300)), wait: TestTimeScale.scaled(.milliseconds(500)),
+            atLeast: 1
         ) { error in
             #expect(error?.code == .registryUnavailable)
             #expect((error?.cause as? ConsulError)?.code == .timeout)
         }
-        #expect(requests >= 1 && requests <= atMost(8), "\(requests) requests in the fault window")
+        #expect(requests <= atMost(8), "\(requests) requests in the fault window")
     }
 
     @Test("an agent that answers at once without moving the index is backed off from, not spun against (go-kit #627)")
@@ -267,7 +272,7 @@ struct ConsulPublisherTests {
             // Not an error: the answers are good, only the loop slows down.
             #expect(error == nil)
         }
-        #expect(requests >= 2 && requests <= atMost(12), "\(requests) requests in the fault window")
+        #expect(requests <= atMost(12), "\(requests) requests in the fault window")
     }
 
     @Test("a server restart: the last good set stays while it is down, failures are backed off from, changes flow after")

@@ -141,7 +141,7 @@ func withBalancingClient<T: Sendable>(
 func behavingWho<Transport: ClientTransport>(
     _ client: GRPCClient<Transport>,
     metadata: Metadata = [:],
-    timeout: Duration = .seconds(10)
+    timeout: Duration = .seconds(30)
 ) async throws -> String {
     var options = CallOptions.defaults
     options.timeout = TestTimeScale.scaled(timeout)

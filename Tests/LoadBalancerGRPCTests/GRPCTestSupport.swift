@@ -126,7 +126,7 @@ func withClient<T: Sendable>(
 }
 
 /// One `Who` call: the name of the server that answered.
-func who(_ client: GRPCClient<HTTP2ClientTransport.Posix>, timeout: Duration = .seconds(5)) async throws -> String {
+func who(_ client: GRPCClient<HTTP2ClientTransport.Posix>, timeout: Duration = .seconds(30)) async throws -> String {
     var options = CallOptions.defaults
     options.timeout = TestTimeScale.scaled(timeout)
     return try await client.unary(
