@@ -247,7 +247,11 @@ struct BalancingTransportTests {
         try await withBehavingServers(2) { servers in
             let instances = try await servers.asyncMap { try await $0.instance() }
             let publisher = FixedPublisher(instances)
-            try await withBalancingClient(publisher, configuration: .init(balancer: .roundRobin)) { client, _ in
+            var configuration = BalancingClientTransport.Configuration(balancer: .roundRobin)
+            // The held stream must finish by itself: a drain timeout (30 s by default) that a
+            // loaded machine's slow steps outlast would cut it, as the next test shows on purpose.
+            configuration.drainTimeout = .seconds(600)
+            try await withBalancingClient(publisher, configuration: configuration) { client, _ in
                 _ = try await Self.counts(client, 4)
                 let stream = try await Self.holdStreamOnServerOne(servers, client)
                 publisher.replace(with: [instances[0]])
