@@ -1,3 +1,5 @@
+import Synchronization
+
 /// Consistent hashing for affinity: the same key goes to the same instance while the set allows,
 /// and when one of N instances leaves only about 1/N of the keys move (Maglev hashing, Eisenbud et
 /// al., NSDI 2016).
@@ -5,7 +7,10 @@
 /// The lookup table has ``tableSize`` entries (a prime; default 65,537, good for sets of up to a
 /// few hundred instances — use a larger prime, such as 655,373, for more) and is rebuilt when the
 /// set or the ejections change, off the pick path (see ``EndpointCache``: a new set's table is built
-/// while the cache publishes it). A pick is a hash and one table read. Instances own entries in proportion to their
+/// while the cache publishes it). For large sets (at most 16 entries per usable instance: 3,856
+/// instances or more at the default size), one instance added or removed updates the last table
+/// by simulating only the claims that differ (the same table as a full fill; the balancer keeps
+/// what made the table, about 0.9 KiB per instance at the default size). A pick is a hash and one table read. Instances own entries in proportion to their
 /// ``Instance/weight`` (weight-0 instances none, unless every usable instance has weight 0); with
 /// equal weights the table is Maglev's own.
 ///
@@ -35,6 +40,10 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
     public var tableSize: Int { core.strategy.size }
     /// The load bound, if any.
     public var boundedLoad: BoundedLoad? { core.strategy.bound }
+
+    /// How the last table was made from the table kept incrementally (`nil`: none is kept, the
+    /// table was filled in full), for tests.
+    package var lastIncrementalChange: MaglevIncremental.ChangeReport? { core.strategy.lastIncrementalChange }
 
     /// Bounded-load consistent hashing: no instance takes more than ``factor`` times the mean number
     /// of calls in flight (rounded up).
@@ -127,11 +136,95 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
             self.bound = bound
         }
 
+        /// The last table of a large set, kept with what made it (see ``MaglevIncremental``), and
+        /// the walks and weights it was made for, in fill order (the table depends on nothing
+        /// else, so they, not the ids, say what changed: cheaper to compare).
+        private let incremental = Mutex<Incremental?>(nil)
+
+        /// How the last table was made from the kept state (`nil`: none is kept), for tests.
+        var lastIncrementalChange: MaglevIncremental.ChangeReport? {
+            incremental.withLock { $0?.fill.lastChange }
+        }
+
+        private struct Incremental {
+            var walks: [MaglevWalk]
+            var weights: [UInt64]
+            let fill: MaglevIncremental
+        }
+
         @usableFromInline
         func makeTable(_ set: EndpointSetView, usable: [Int]) -> Table {
             // The walks' starts and steps, hashed from the ids only for instances new to the set.
             let walks = self.walks.values(for: set) { MaglevWalk(id: $0.id, size: size) }
-            let entries = ConsistentHashBalancer.maglevTable(set, usable, size: size, walks: walks)
+            let entries =
+                incrementalTable(set, usable, walks: walks)
+                ?? ConsistentHashBalancer.maglevTable(set, usable, size: size, walks: walks)
+            return finish(set, usable, entries)
+        }
+
+        /// A zone's table: filled in full (the incremental state follows the whole set's table).
+        @usableFromInline
+        package func makeTable(_ set: EndpointSetView, usable: [Int], scope: [Int]) -> Table {
+            let walks = self.walks.values(for: set) { MaglevWalk(id: $0.id, size: size) }
+            return finish(set, usable, ConsistentHashBalancer.maglevTable(set, usable, size: size, walks: walks))
+        }
+
+        /// The table from the kept state when the set differs from the last by at most one
+        /// instance (a large set, every weight above 0; the weights of the instances in both the
+        /// same); `nil` for the full fill.
+        private func incrementalTable(_ set: EndpointSetView, _ usable: [Int], walks: [MaglevWalk]) -> [Int32]? {
+            let weights = TableBuilders.effectiveWeights(set, usable)
+            guard MaglevIncremental.isWorthKeeping(count: usable.count, size: size), !weights.contains(0) else {
+                incremental.withLock { $0 = nil }
+                return nil
+            }
+            let ordered = usable.map { walks[$0] }
+            return incremental.withLock { state in
+                if let kept = state, let change = Self.oneChange(from: kept.walks, to: ordered) {
+                    let unchanged: Bool
+                    switch change {
+                    case .none:
+                        unchanged = kept.weights == weights
+                    case .inserted(let position):
+                        unchanged =
+                            kept.weights[..<position].elementsEqual(weights[..<position])
+                            && kept.weights[position...].elementsEqual(weights[(position + 1)...])
+                        if unchanged { kept.fill.insert(walks[usable[position]], weight: weights[position], at: position) }
+                    case .removed(let position):
+                        unchanged =
+                            kept.weights[..<position].elementsEqual(weights[..<position])
+                            && kept.weights[(position + 1)...].elementsEqual(weights[position...])
+                        if unchanged { kept.fill.remove(at: position) }
+                    }
+                    if unchanged {
+                        state = Incremental(walks: ordered, weights: weights, fill: kept.fill)
+                        return kept.fill.table(through: usable)
+                    }
+                }
+                let fill = MaglevIncremental(walks: ordered, weights: weights, size: size)
+                state = Incremental(walks: ordered, weights: weights, fill: fill)
+                return fill.table(through: usable)
+            }
+        }
+
+        private enum Change {
+            case none
+            case inserted(Int)
+            case removed(Int)
+        }
+
+        /// How `new` differs from `old` when by at most one walk (both in fill order).
+        private static func oneChange(from old: [MaglevWalk], to new: [MaglevWalk]) -> Change? {
+            if old.count == new.count { return old == new ? Change.none : nil }
+            guard abs(old.count - new.count) == 1 else { return nil }
+            let (longer, shorter) = old.count > new.count ? (old, new) : (new, old)
+            var position = 0
+            while position < shorter.count, shorter[position] == longer[position] { position += 1 }
+            guard shorter[position...].elementsEqual(longer[(position + 1)...]) else { return nil }
+            return new.count > old.count ? .inserted(position) : .removed(position)
+        }
+
+        private func finish(_ set: EndpointSetView, _ usable: [Int], _ entries: [Int32]) -> Table {
             guard bound != nil else { return Table(entries: entries, usable: usable, loads: [], views: []) }
             let loads = loadsByID.loads(for: set)
             return Table(entries: entries, usable: usable, loads: loads, views: loads.map(\.view))
@@ -371,11 +464,11 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
 
 /// An instance's walk of a Maglev table: the first entry it tries and its step, from two hashes of
 /// its id.
-package struct MaglevWalk: Sendable {
+package struct MaglevWalk: Sendable, Equatable {
     var start: UInt64
     var skip: UInt64
 
-    init(id: String, size: Int) {
+    package init(id: String, size: Int) {
         let m = UInt64(size)
         let hash = ConsistentHashBalancer<Never, Never>.stableHash(id)
         start = WyRand.mix(hash) % m
