@@ -178,9 +178,12 @@ struct HealthCheckIntegrationTests {
             server.setServiceStatus(id: "web-0", "critical")
             // A failing /health: web-1 stays in the set, out of picks.
             backends[1].setHealthy(false)
-            try await pollUntil("web-0 out of the set and web-1 out of picks", timeout: .seconds(60)) {
+            // The checker learns of the new set on its own task, after the cache publishes it: its
+            // statuses drop web-0 within the same bound, not necessarily by the time the set has.
+            try await pollUntil("web-0 out of the set and the checker's statuses, web-1 out of picks", timeout: .seconds(60)) {
                 Set(cache.snapshot.instances.map(\.port)) == [ports[1], ports[2]]
                     && detector.failingHealthCheckIDs == ["127.0.0.1:\(ports[1])"]
+                    && checker.statuses.count == 2
             }
             #expect(try await Self.picked(balancer) == [ports[2]])
             #expect(checker.statuses.count == 2)
