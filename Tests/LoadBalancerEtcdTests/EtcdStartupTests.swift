@@ -126,6 +126,9 @@ struct EtcdStartupTests {
         try await eventually("the publisher to end", timeout: .seconds(10)) { publisherEnded.isSet }
         try await eventually("the registrar to end", timeout: .seconds(10)) { registrarEnded.isSet }
         try await eventually("the client's run() returned", timeout: .seconds(10)) { clientEnded.isSet }
+        // The recorder takes the publisher's updates on its own task: the last one may arrive
+        // after the publisher has ended.
+        try await eventually("the error recorded") { recorder.latest?.error != nil }
         let last = try #require(recorder.latest)
         #expect(last.error?.code == .closed, "\(last)")
         #expect(last.instances.map(\.id) == [instance.id], "the last good set stays")

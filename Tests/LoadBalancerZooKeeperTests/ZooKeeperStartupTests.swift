@@ -133,6 +133,9 @@ struct ZooKeeperStartupTests {
             let afterShutdown = await #expect(throws: ZooKeeperError.self) { _ = try await client.getChildren("/svc/closed") }
             #expect(afterShutdown?.code == .closed)
             await run.value // ends by itself
+            // The probe records the publisher's updates on its own task: the last one may arrive
+            // after run() has returned.
+            try await eventually("the error recorded") { probe.recorder.latest?.error != nil }
             let last = try #require(probe.recorder.latest)
             #expect(last.error?.code == .closed, "\(last)")
             #expect((last.error?.cause as? ZooKeeperError)?.code == .closed)
