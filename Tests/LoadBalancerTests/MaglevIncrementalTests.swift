@@ -90,7 +90,7 @@ struct ConsistentHashIncrementalTests {
         #expect(!MaglevIncremental.isWorthKeeping(count: 999, size: 10_007))
     }
 
-    @Test("a set too small to keep, and a set with a weight of 0, are filled in full")
+    @Test("a set too small to keep, a set with a weight of 0, and weights a million to one apart are filled in full")
     func fullFills() async throws {
         let small = try (0..<1_200).map { try Instance(host: "10.5.\($0 / 250).\($0 % 250)", port: 2_000 + $0) }
         let cache = EndpointCache<Int, String>(factory: EndpointLedger().factory())
@@ -105,6 +105,14 @@ struct ConsistentHashIncrementalTests {
         drained[5] = try Instance(host: drained[5].host, port: drained[5].port, weight: 0)
         await other.update(with: drained)
         #expect(kept.lastIncrementalChange == nil)
+        // Weights too far apart (a million to one): filled in full, and at once.
+        var spread = small
+        spread[7] = try Instance(host: spread[7].host, port: spread[7].port, weight: 1_000_000)
+        await other.update(with: spread)
+        #expect(kept.lastIncrementalChange == nil)
+        #expect(MaglevIncremental.weightsFit(smallest: 1, largest: 1_024))
+        #expect(!MaglevIncremental.weightsFit(smallest: 1, largest: 1_025))
+        #expect(!MaglevIncremental.weightsFit(smallest: 0, largest: 1))
     }
 
     @Test("a large weighted set's keys after each one-instance change go where a balancer built from the new set sends them")

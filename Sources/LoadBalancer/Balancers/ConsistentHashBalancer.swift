@@ -174,7 +174,10 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
         /// same); `nil` for the full fill.
         private func incrementalTable(_ set: EndpointSetView, _ usable: [Int], walks: [MaglevWalk]) -> [Int32]? {
             let weights = TableBuilders.effectiveWeights(set, usable)
-            guard MaglevIncremental.isWorthKeeping(count: usable.count, size: size), !weights.contains(0) else {
+            guard MaglevIncremental.isWorthKeeping(count: usable.count, size: size),
+                let smallest = weights.min(), smallest > 0,
+                MaglevIncremental.weightsFit(smallest: smallest, largest: weights.max() ?? smallest)
+            else {
                 incremental.withLock { $0 = nil }
                 return nil
             }

@@ -34,6 +34,14 @@ package final class MaglevIncremental {
         count >= 1_000 && size / count <= 16
     }
 
+    /// Whether weights from `smallest` to `largest` are kept incrementally: at most 1,024 to 1. An
+    /// instance's claims are `largest / weight` rounds apart, and a change looks up the round of
+    /// an instance's next claim, which past the fill's end is kept per weight round by round: a
+    /// weight a million times below the largest would make that a million rounds.
+    package static func weightsFit(smallest: UInt64, largest: UInt64) -> Bool {
+        smallest > 0 && largest / smallest <= 1_024
+    }
+
     /// The slots simulated at most for one change before filling again.
     package static let defaultBudget = 8_192
     /// The last `window` slots of the fill are simulated on every change, claiming directly from
