@@ -20,13 +20,30 @@ struct MaglevIncrementalTests {
         ]
     )
     func randomChanges(count: Int, size: Int, changes: Int, weighted: Bool) async throws {
+        try await checkRandomChanges(
+            count: count, size: size, changes: changes, weights: weighted ? [1, 2, 3] : [1], largest: weighted ? 4 : nil)
+    }
+
+    /// Weights up to ten million to one apart: 10,000,000 and 9,999,995 (within a millionth of the
+    /// largest: their rounds are kept as the rule makes them), 5,000,000, and 10,000 and 1, which
+    /// claim nothing in a fill of a few rounds: their next claims, thousands or millions of rounds
+    /// away, are computed.
+    @Test("each change's table and state are the full fill's with weights ten million to one apart")
+    func randomChangesFarApartWeights() async throws {
+        try await checkRandomChanges(
+            count: 1_000, size: 10_007, changes: 16, weights: [10_000_000, 9_999_995, 5_000_000, 10_000, 1], largest: nil)
+    }
+
+    /// `changes` random additions and removals of instances with weights from `weights`; every
+    /// eighth addition, when `largest` is given, has that weight.
+    func checkRandomChanges(count: Int, size: Int, changes: Int, weights: [Int], largest: Int?) async throws {
         var random = SplitMix64(seed: UInt64(count * 31 + size))
         var next = 0
         func newInstance(weight: Int? = nil) throws -> Instance {
             defer { next += 1 }
             return try Instance(
                 host: "10.\(next / 62_500).\(next / 250 % 250).\(next % 250)", port: 1_000 + next % 50_000,
-                weight: weight ?? (weighted ? 1 + Int(random.next() % 3) : 1))
+                weight: weight ?? (weights.count == 1 ? weights[0] : weights[Int(random.next() % UInt64(weights.count))]))
         }
         var instances = try (0..<count).map { _ in try newInstance() }.sorted { $0.id < $1.id }
         let incremental = MaglevIncremental(
@@ -35,7 +52,7 @@ struct MaglevIncrementalTests {
         var simulated = 0
         for change in 0..<changes {
             if random.next() % 2 == 0 {
-                let instance = try newInstance(weight: weighted && change % 8 == 3 ? 4 : nil)
+                let instance = try newInstance(weight: change % 8 == 3 ? largest : nil)
                 let position = instances.firstIndex { $0.id > instance.id } ?? instances.count
                 instances.insert(instance, at: position)
                 let walk = MaglevWalk(id: instance.id, size: size)
@@ -90,7 +107,7 @@ struct ConsistentHashIncrementalTests {
         #expect(!MaglevIncremental.isWorthKeeping(count: 999, size: 10_007))
     }
 
-    @Test("a set too small to keep, a set with a weight of 0, and weights a million to one apart are filled in full")
+    @Test("a set too small to keep, and a set with a weight of 0, are filled in full; weights a million to one apart are kept")
     func fullFills() async throws {
         let small = try (0..<1_200).map { try Instance(host: "10.5.\($0 / 250).\($0 % 250)", port: 2_000 + $0) }
         let cache = EndpointCache<Int, String>(factory: EndpointLedger().factory())
@@ -105,14 +122,21 @@ struct ConsistentHashIncrementalTests {
         drained[5] = try Instance(host: drained[5].host, port: drained[5].port, weight: 0)
         await other.update(with: drained)
         #expect(kept.lastIncrementalChange == nil)
-        // Weights too far apart (a million to one): filled in full, and at once.
+        // Weights a million to one apart: the first set is filled in full, the next change is
+        // simulated (a claim a million rounds away is computed, not scheduled round by round),
+        // and the keys go where a fresh balancer sends them.
         var spread = small
         spread[7] = try Instance(host: spread[7].host, port: spread[7].port, weight: 1_000_000)
         await other.update(with: spread)
-        #expect(kept.lastIncrementalChange == nil)
-        #expect(MaglevIncremental.weightsFit(smallest: 1, largest: 1_024))
-        #expect(!MaglevIncremental.weightsFit(smallest: 1, largest: 1_025))
-        #expect(!MaglevIncremental.weightsFit(smallest: 0, largest: 1))
+        #expect(kept.lastIncrementalChange?.incremental == false)
+        spread.remove(at: 300)
+        await other.update(with: spread)
+        #expect(kept.lastIncrementalChange?.incremental == true)
+        let fresh = ConsistentHashBalancer(
+            endpoints: spread.map { Endpoint<Int, String>(instance: $0) { "\($0)" } }, tableSize: 10_007)
+        for key in 0..<300 {
+            #expect(kept.instances(forKey: "key-\(key)") == fresh.instances(forKey: "key-\(key)"), "key \(key)")
+        }
     }
 
     @Test("a large weighted set's keys after each one-instance change go where a balancer built from the new set sends them")

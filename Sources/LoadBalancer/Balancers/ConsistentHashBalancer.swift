@@ -175,8 +175,7 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
         private func incrementalTable(_ set: EndpointSetView, _ usable: [Int], walks: [MaglevWalk]) -> [Int32]? {
             let weights = TableBuilders.effectiveWeights(set, usable)
             guard MaglevIncremental.isWorthKeeping(count: usable.count, size: size),
-                let smallest = weights.min(), smallest > 0,
-                MaglevIncremental.weightsFit(smallest: smallest, largest: weights.max() ?? smallest)
+                let smallest = weights.min(), smallest > 0
             else {
                 incremental.withLock { $0 = nil }
                 return nil

@@ -34,14 +34,6 @@ package final class MaglevIncremental {
         count >= 1_000 && size / count <= 16
     }
 
-    /// Whether weights from `smallest` to `largest` are kept incrementally: at most 1,024 to 1. An
-    /// instance's claims are `largest / weight` rounds apart, and a change looks up the round of
-    /// an instance's next claim, which past the fill's end is kept per weight round by round: a
-    /// weight a million times below the largest would make that a million rounds.
-    package static func weightsFit(smallest: UInt64, largest: UInt64) -> Bool {
-        smallest > 0 && largest / smallest <= 1_024
-    }
-
     /// The slots simulated at most for one change before filling again.
     package static let defaultBudget = 8_192
     /// The last `window` slots of the fill are simulated on every change, claiming directly from
@@ -107,16 +99,63 @@ package final class MaglevIncremental {
 
     /// The rounds in which an instance of one weight claims: `Double(claims + 1) <= Double(round)
     /// × share` (rounds from 1 there, from 0 here), the full fill's rule to the bit.
+    ///
+    /// The claims made in rounds 1...R by that rule are `F(R) = ⌊Double(R) × share⌋` as long as F
+    /// never rises by two from one round to the next (the rule claims at most once a round). For
+    /// a share at most 1 − 2⁻²⁰ and R below 2³¹ it cannot: the products' rounding errors add up to
+    /// less than R × 2⁻⁵² ≤ 2⁻²¹, so F(R) − F(R − 1) ≤ ⌈share + 2⁻²¹⌉ = 1. Such schedules are
+    /// computed, whatever the weights' ratio (a weight a million times below the largest claims a
+    /// million rounds apart: nothing is kept per round). Shares above that (the largest weight and
+    /// those within a millionth of it, which claim in nearly every round) are kept per round as the
+    /// rule makes them, which stays as short as the fill.
     private struct Schedule {
         let share: Double
-        /// Per claim, its round.
+        let isComputed: Bool
+        /// Per claim, its round (kept schedules).
         var roundOfClaim: [Int32] = []
-        /// Per round, the claim made in it, or -1.
+        /// Per round, the claim made in it, or -1 (kept schedules).
         var claimInRound: [Int32] = []
 
-        init(share: Double) { self.share = share }
+        /// Rounds from here on are past any fill (a fill has at most `size` < 2³¹ rounds: the
+        /// largest weight claims in every round).
+        static let never = Int(Int32.max)
 
-        mutating func extend(toRound round: Int) {
+        init(share: Double) {
+            self.share = share
+            self.isComputed = share <= 1 - 0x1p-20
+        }
+
+        /// F(R): the claims made in rounds 1...R (computed schedules).
+        @inline(__always)
+        private func claims(through round: Int) -> Int { Int((Double(round) * share).rounded(.down)) }
+
+        /// The claim made in `round` (from 0), or -1.
+        @inline(__always)
+        mutating func claim(inRound round: Int) -> Int {
+            if isComputed {
+                let before = claims(through: round)
+                return claims(through: round + 1) > before ? before : -1
+            }
+            if claimInRound.count <= round { extend(toRound: round) }
+            return Int(claimInRound[round])
+        }
+
+        /// The round (from 0) of claim `claim`, or `never` when it is past any fill.
+        mutating func round(ofClaim claim: Int) -> Int {
+            if isComputed {
+                // The least R with F(R) ≥ claim + 1, from an estimate and the rule itself.
+                let estimate = (Double(claim + 1) / share).rounded(.up)
+                guard estimate < Double(Self.never) else { return Self.never }
+                var r = Int(estimate)
+                while r > 1, claims(through: r - 1) > claim { r -= 1 }
+                while claims(through: r) <= claim { r += 1 }
+                return min(r - 1, Self.never)
+            }
+            while roundOfClaim.count <= claim { extend(toRound: claimInRound.count) }
+            return Int(roundOfClaim[claim])
+        }
+
+        private mutating func extend(toRound round: Int) {
             while claimInRound.count <= round {
                 let r = claimInRound.count
                 if Double(roundOfClaim.count + 1) <= Double(r + 1) * share {
@@ -161,17 +200,13 @@ package final class MaglevIncremental {
     /// The claim `handle` makes in `round`, or -1.
     @inline(__always)
     private func claim(of handle: Int, inRound round: Int) -> Int {
-        let s = Int(scheduleOf[handle])
-        if schedules[s].claimInRound.count <= round { schedules[s].extend(toRound: round) }
-        return Int(schedules[s].claimInRound[round])
+        schedules[Int(scheduleOf[handle])].claim(inRound: round)
     }
 
-    /// The round of `handle`'s claim `claim`.
+    /// The round of `handle`'s claim `claim` (`Schedule.never` when past any fill).
     @inline(__always)
     private func round(of handle: Int, claim: Int) -> Int {
-        let s = Int(scheduleOf[handle])
-        while schedules[s].roundOfClaim.count <= claim { schedules[s].extend(toRound: schedules[s].claimInRound.count) }
-        return Int(schedules[s].roundOfClaim[claim])
+        schedules[Int(scheduleOf[handle])].round(ofClaim: claim)
     }
 
     private func schedule(for weight: UInt64) -> Int32 {
@@ -403,8 +438,19 @@ package final class MaglevIncremental {
             }
             t -= 1
         }
-        var cursors: [Int32: Int] = [:]
-        var newClaims: [Int32: [Int: Int32]] = [:]
+        // Per handle, the displaced cursor of an instance whose claims differ (-1: none); the
+        // claims that differ, in the order made (a later one for the same claim wins); the
+        // handles whose claims or slots changed.
+        var cursors = [Int](repeating: -1, count: walks.count)
+        var newClaims: [(handle: Int32, claim: Int32, k: Int32)] = []
+        var isTouched = [Bool](repeating: false, count: walks.count)
+        var touched: [Int32] = []
+        @inline(__always) func touch(_ handle: Int32) {
+            if !isTouched[Int(handle)] {
+                isTouched[Int(handle)] = true
+                touched.append(handle)
+            }
+        }
         var heap = SlotHeap()
         var freeCount = 0
         var stale = 0
@@ -498,7 +544,7 @@ package final class MaglevIncremental {
             let c = claim(of: h, inRound: t / nU)
             let walk = walks[h]
             let ks = claims[h]
-            let cursor = cursors[handle] ?? (c == 0 ? 0 : Int(ks[c - 1]) + 1)
+            let cursor = cursors[h] >= 0 ? cursors[h] : (c == 0 ? 0 : Int(ks[c - 1]) + 1)
             var k = cursor
             var e = -1
             if t >= tailStart {
@@ -529,7 +575,7 @@ package final class MaglevIncremental {
             }
             let oldK = c < ks.count ? Int(ks[c]) : -1
             if k == oldK {
-                cursors[handle] = nil
+                cursors[h] = -1
                 continue
             }
             if oldK >= 0 {
@@ -546,8 +592,9 @@ package final class MaglevIncremental {
             owners[e] = handle
             rounds[e] = Int32(t / nU)
             if t >= tailStart { tail.append(e) }
-            cursors[handle] = k + 1
-            newClaims[handle, default: [:]][c] = Int32(k)
+            cursors[h] = k + 1
+            newClaims.append((handle, Int32(c), Int32(k)))
+            touch(handle)
             heap.push(slot(of: h, claim: c + 1))
         }
         // Every entry must belong to a slot of the new fill; anything else is a bug: fill again.
@@ -557,31 +604,28 @@ package final class MaglevIncremental {
         for (handle, c) in dropped where claims[Int(handle)].count > c {
             claims[Int(handle)].removeSubrange(c...)
         }
-        for (handle, byClaim) in newClaims {
+        for (handle, c, k) in newClaims {
             let h = Int(handle)
-            for (c, k) in byClaim {
-                if claims[h].count <= c { claims[h].append(contentsOf: repeatElement(-1, count: c + 1 - claims[h].count)) }
-                claims[h][c] = k
-            }
-            guard !claims[h].contains(-1) else { return fallBack(removing: isAddition ? nil : y, slots: simulated) }
+            let c = Int(c)
+            if claims[h].count <= c { claims[h].append(contentsOf: repeatElement(-1, count: c + 1 - claims[h].count)) }
+            claims[h][c] = k
+        }
+        for handle in touched where claims[Int(handle)].contains(-1) {
+            return fallBack(removing: isAddition ? nil : y, slots: simulated)
         }
         // The probe index: for every instance whose claims changed or that has a slot in either
         // window, its walk up to its last claim before the new window.
-        var touched = Set(newClaims.keys)
-        for (handle, _) in dropped { touched.insert(handle) }
-        for t in min(windowStart, tailStart)...max(endOld, endNew) where isSlot(t) { touched.insert(order[t % nU]) }
-        touched.remove(changed)
-        for handle in touched {
+        for (handle, _) in dropped { touch(handle) }
+        for t in min(windowStart, tailStart)...max(endOld, endNew) where isSlot(t) { touch(order[t % nU]) }
+        // Each walk up to its last claim before the new window.
+        func reindexBeforeWindow(_ handle: Int32) {
             let h = Int(handle)
             var c = claims[h].count - 1
             while c >= 0, slot(of: h, claim: c) >= newWindowStart { c -= 1 }
             reindex(handle, to: c >= 0 ? Int(claims[h][c]) + 1 : 0)
         }
-        if isAddition {
-            var c = claims[Int(changed)].count - 1
-            while c >= 0, slot(of: Int(changed), claim: c) >= newWindowStart { c -= 1 }
-            reindex(changed, to: c >= 0 ? Int(claims[Int(changed)][c]) + 1 : 0)
-        }
+        for handle in touched where handle != changed { reindexBeforeWindow(handle) }
+        if isAddition { reindexBeforeWindow(changed) }
         end = (endNew / nU, order[endNew % nU])
         if !isAddition {
             reindex(changed, to: 0)
