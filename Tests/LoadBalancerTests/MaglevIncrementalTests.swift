@@ -139,6 +139,34 @@ struct ConsistentHashIncrementalTests {
         }
     }
 
+    @Test("one instance's new weight is applied as that instance removed and added back; keys go where a fresh balancer sends them")
+    func weightChange() async throws {
+        var instances = try (0..<1_200).map { try Instance(host: "10.6.\($0 / 250).\($0 % 250)", port: 2_000 + $0, weight: 1 + $0 % 3) }
+        let cache = EndpointCache<Int, String>(factory: EndpointLedger().factory())
+        let balancer = ConsistentHashBalancer(cache, tableSize: 10_007)
+        await cache.update(with: instances)
+        var random = SplitMix64(seed: 19)
+        for step in 0..<4 {
+            let position = Int(random.next() % UInt64(instances.count))
+            let old = instances[position]
+            // Another weight of 1-3 (the largest, 3, stays in the set).
+            let weight = 1 + (old.weight + Int(random.next() % 2)) % 3
+            instances[position] = try Instance(host: old.host, port: old.port, weight: weight)
+            await cache.update(with: instances)
+            #expect(balancer.lastIncrementalChange?.incremental == true, "step \(step): the table was simulated")
+            let fresh = ConsistentHashBalancer(
+                endpoints: instances.map { Endpoint<Int, String>(instance: $0) { "\($0)" } }, tableSize: 10_007)
+            for key in 0..<300 {
+                #expect(balancer.instances(forKey: "key-\(key)") == fresh.instances(forKey: "key-\(key)"), "step \(step), key \(key)")
+            }
+        }
+        // Two weights changed at once: filled in full.
+        instances[3] = try Instance(host: instances[3].host, port: instances[3].port, weight: 1 + instances[3].weight % 3)
+        instances[9] = try Instance(host: instances[9].host, port: instances[9].port, weight: 1 + instances[9].weight % 3)
+        await cache.update(with: instances)
+        #expect(balancer.lastIncrementalChange?.incremental == false)
+    }
+
     @Test("a large weighted set's keys after each one-instance change go where a balancer built from the new set sends them")
     func balancerFollowsChanges() async throws {
         var instances = try (0..<1_200).map { try Instance(host: "10.1.\($0 / 250).\($0 % 250)", port: 2_000 + $0, weight: 1 + $0 % 3) }

@@ -170,8 +170,8 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
         }
 
         /// The table from the kept state when the set differs from the last by at most one
-        /// instance (a large set, every weight above 0; the weights of the instances in both the
-        /// same); `nil` for the full fill.
+        /// instance, or by one instance's weight (a large set, every weight above 0; the other
+        /// instances' weights the same); `nil` for the full fill.
         private func incrementalTable(_ set: EndpointSetView, _ usable: [Int], walks: [MaglevWalk]) -> [Int32]? {
             let weights = TableBuilders.effectiveWeights(set, usable)
             guard MaglevIncremental.isWorthKeeping(count: usable.count, size: size),
@@ -187,6 +187,14 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
                     switch change {
                     case .none:
                         unchanged = kept.weights == weights
+                        // One instance's weight changed (a slow start's ramp, a registry's new
+                        // weight): that instance removed and added back with its new weight.
+                        if !unchanged, let position = Self.oneDifference(kept.weights, weights) {
+                            kept.fill.remove(at: position)
+                            kept.fill.insert(ordered[position], weight: weights[position], at: position)
+                            state = Incremental(walks: ordered, weights: weights, fill: kept.fill)
+                            return kept.fill.table(through: usable)
+                        }
                     case .inserted(let position):
                         unchanged =
                             kept.weights[..<position].elementsEqual(weights[..<position])
@@ -213,6 +221,12 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
             case none
             case inserted(Int)
             case removed(Int)
+        }
+
+        /// The one position where `old` and `new` (of one length) differ, or `nil`.
+        private static func oneDifference(_ old: [UInt64], _ new: [UInt64]) -> Int? {
+            guard old.count == new.count, let first = old.indices.first(where: { old[$0] != new[$0] }) else { return nil }
+            return old[(first + 1)...].elementsEqual(new[(first + 1)...]) ? first : nil
         }
 
         /// How `new` differs from `old` when by at most one walk (both in fill order).
