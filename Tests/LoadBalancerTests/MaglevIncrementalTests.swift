@@ -160,11 +160,25 @@ struct ConsistentHashIncrementalTests {
                 #expect(balancer.instances(forKey: "key-\(key)") == fresh.instances(forKey: "key-\(key)"), "step \(step), key \(key)")
             }
         }
-        // Two weights changed at once: filled in full.
+        // Two weights changed at once: filled in full (in the kept state's storage); then one
+        // instance removed, simulated from that fill.
         instances[3] = try Instance(host: instances[3].host, port: instances[3].port, weight: 1 + instances[3].weight % 3)
         instances[9] = try Instance(host: instances[9].host, port: instances[9].port, weight: 1 + instances[9].weight % 3)
         await cache.update(with: instances)
         #expect(balancer.lastIncrementalChange?.incremental == false)
+        try expectFreshKeys(balancer, instances, "two weights")
+        instances.remove(at: 500)
+        await cache.update(with: instances)
+        #expect(balancer.lastIncrementalChange?.incremental == true)
+        try expectFreshKeys(balancer, instances, "a removal after the fill")
+    }
+
+    /// 300 keys go where a balancer built from `instances` sends them.
+    func expectFreshKeys(_ balancer: ConsistentHashBalancer<Int, String>, _ instances: [Instance], _ what: String) throws {
+        let fresh = ConsistentHashBalancer(endpoints: instances.map { Endpoint<Int, String>(instance: $0) { "\($0)" } }, tableSize: 10_007)
+        for key in 0..<300 {
+            #expect(balancer.instances(forKey: "key-\(key)") == fresh.instances(forKey: "key-\(key)"), "\(what), key \(key)")
+        }
     }
 
     @Test("a large weighted set's keys after each one-instance change go where a balancer built from the new set sends them")

@@ -211,7 +211,14 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
                         return kept.fill.table(through: usable)
                     }
                 }
-                let fill = MaglevIncremental(walks: ordered, weights: weights, size: size)
+                // Any other change: filled again, in the kept state's storage when there is one.
+                let fill: MaglevIncremental
+                if let kept = state {
+                    kept.fill.refill(walks: ordered, weights: weights)
+                    fill = kept.fill
+                } else {
+                    fill = MaglevIncremental(walks: ordered, weights: weights, size: size)
+                }
                 state = Incremental(walks: ordered, weights: weights, fill: fill)
                 return fill.table(through: usable)
             }

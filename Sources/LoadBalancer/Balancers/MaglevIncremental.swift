@@ -177,6 +177,14 @@ package final class MaglevIncremental {
         fillAgain(walks, weights)
     }
 
+    /// Fills the table again for `walks` (in fill order, with `weights`, each above 0), reusing
+    /// the kept state's storage; handles are renumbered.
+    package func refill(walks: [MaglevWalk], weights: [UInt64]) {
+        precondition(!walks.isEmpty && walks.count == weights.count && !weights.contains(0))
+        fillAgain(walks, weights)
+        lastChange = ChangeReport()
+    }
+
     /// The full fill of `walks` with equal weights.
     package convenience init(walks: [MaglevWalk], size: Int) {
         self.init(walks: walks, weights: walks.map { _ in 1 }, size: size)
@@ -231,7 +239,14 @@ package final class MaglevIncremental {
         self.scheduleOf = weights.map { schedule(for: $0) }
         var owners = [Int32](repeating: -1, count: size)
         var rounds = [Int32](repeating: -1, count: size)
-        var claims = [[Int32]](repeating: [], count: n)
+        // The per-instance and per-entry lists reuse the last fill's storage (a fill again after
+        // a fallback, or a balancer's set that changed by more than one instance): allocating and
+        // freeing some 75,000 small arrays cost ten times the fill itself at n = 10,000.
+        var claims = self.claims
+        self.claims = []
+        claims.removeLast(max(0, claims.count - n))
+        for i in claims.indices { claims[i].removeAll(keepingCapacity: true) }
+        claims.append(contentsOf: repeatElement([], count: n - claims.count))
         var cursors = walks.map(\.start)
         var ks = [Int32](repeating: 0, count: n)
         // The walks up to each instance's last claim before the fill's last `window` slots.
@@ -262,7 +277,13 @@ package final class MaglevIncremental {
             }
             round += 1
         }
-        var probes = [[Int32]](repeating: [], count: size)
+        var probes = self.probes
+        self.probes = []
+        if probes.count == size {
+            for e in 0..<size { probes[e].removeAll(keepingCapacity: true) }
+        } else {
+            probes = [[Int32]](repeating: [], count: size)
+        }
         for i in 0..<n where indexed[i] > 0 {
             var entry = walks[i].start
             for _ in 0..<Int(indexed[i]) {
