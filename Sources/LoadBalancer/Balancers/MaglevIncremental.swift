@@ -277,18 +277,35 @@ package final class MaglevIncremental {
             }
             round += 1
         }
-        var probes = self.probes
-        self.probes = []
-        if probes.count == size {
-            for e in 0..<size { probes[e].removeAll(keepingCapacity: true) }
-        } else {
-            probes = [[Int32]](repeating: [], count: size)
-        }
+        // The probe index, by a counting sort of the (entry, instance) pairs (instances ascending
+        // in each entry's list): each entry's list is written with one append, not one per pair
+        // (each append checks the outer and the inner array's uniqueness).
+        var starts = [Int32](repeating: 0, count: size + 1)
         for i in 0..<n where indexed[i] > 0 {
             var entry = walks[i].start
             for _ in 0..<Int(indexed[i]) {
-                probes[Int(entry)].append(Int32(i))
+                starts[Int(entry) + 1] += 1
                 entry = MaglevFill.step(entry, skip: walks[i].skip, size: m)
+            }
+        }
+        for e in 0..<size { starts[e + 1] += starts[e] }
+        var pairs = [Int32](repeating: 0, count: Int(starts[size]))
+        var next = starts
+        for i in 0..<n where indexed[i] > 0 {
+            var entry = walks[i].start
+            for _ in 0..<Int(indexed[i]) {
+                pairs[Int(next[Int(entry)])] = Int32(i)
+                next[Int(entry)] += 1
+                entry = MaglevFill.step(entry, skip: walks[i].skip, size: m)
+            }
+        }
+        var probes = self.probes
+        self.probes = []
+        if probes.count != size { probes = [[Int32]](repeating: [], count: size) }
+        probes.withUnsafeMutableBufferPointer { probes in
+            for e in 0..<size {
+                probes[e].removeAll(keepingCapacity: true)
+                probes[e].append(contentsOf: pairs[Int(starts[e])..<Int(starts[e + 1])])
             }
         }
         self.claims = claims
