@@ -160,8 +160,8 @@ struct ConsistentHashIncrementalTests {
                 #expect(balancer.instances(forKey: "key-\(key)") == fresh.instances(forKey: "key-\(key)"), "step \(step), key \(key)")
             }
         }
-        // Two weights changed at once: filled in full (in the kept state's storage); then one
-        // instance removed, simulated from that fill.
+        // Two weights changed at once: the plain full fill; the next single change fills the
+        // kept state again (in its storage), and the one after is simulated from it.
         instances[3] = try Instance(host: instances[3].host, port: instances[3].port, weight: 1 + instances[3].weight % 3)
         instances[9] = try Instance(host: instances[9].host, port: instances[9].port, weight: 1 + instances[9].weight % 3)
         await cache.update(with: instances)
@@ -169,8 +169,12 @@ struct ConsistentHashIncrementalTests {
         try expectFreshKeys(balancer, instances, "two weights")
         instances.remove(at: 500)
         await cache.update(with: instances)
+        #expect(balancer.lastIncrementalChange?.incremental == false)
+        try expectFreshKeys(balancer, instances, "the first removal after the full fill")
+        instances.remove(at: 700)
+        await cache.update(with: instances)
         #expect(balancer.lastIncrementalChange?.incremental == true)
-        try expectFreshKeys(balancer, instances, "a removal after the fill")
+        try expectFreshKeys(balancer, instances, "the second removal")
     }
 
     /// 300 keys go where a balancer built from `instances` sends them.

@@ -143,13 +143,16 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
 
         /// How the last table was made from the kept state (`nil`: none is kept), for tests.
         var lastIncrementalChange: MaglevIncremental.ChangeReport? {
-            incremental.withLock { $0?.fill.lastChange }
+            incremental.withLock { state in state.map { $0.isCurrent ? $0.fill.lastChange : MaglevIncremental.ChangeReport() } }
         }
 
         private struct Incremental {
             var walks: [MaglevWalk]
             var weights: [UInt64]
             let fill: MaglevIncremental
+            /// Whether `fill` is the table of `walks` and `weights` (`false`: the last table was
+            /// filled in full, and `fill` is of an older set, kept for its storage).
+            var isCurrent: Bool
         }
 
         @usableFromInline
@@ -182,45 +185,66 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
             }
             let ordered = usable.map { walks[$0] }
             return incremental.withLock { state in
-                if let kept = state, let change = Self.oneChange(from: kept.walks, to: ordered) {
-                    let unchanged: Bool
-                    switch change {
-                    case .none:
-                        unchanged = kept.weights == weights
-                        // One instance's weight changed (a slow start's ramp, a registry's new
-                        // weight): that instance removed and added back with its new weight.
-                        if !unchanged, let position = Self.oneDifference(kept.weights, weights) {
+                if let kept = state, let step = Self.step(from: kept, to: ordered, weights) {
+                    if kept.isCurrent {
+                        switch step {
+                        case .same: break
+                        case .inserted(let position): kept.fill.insert(ordered[position], weight: weights[position], at: position)
+                        case .removed(let position): kept.fill.remove(at: position)
+                        case .reweighed(let position):
+                            // A slow start's ramp step, a registry's new weight: that instance
+                            // removed and added back with its new weight.
                             kept.fill.remove(at: position)
                             kept.fill.insert(ordered[position], weight: weights[position], at: position)
-                            state = Incremental(walks: ordered, weights: weights, fill: kept.fill)
-                            return kept.fill.table(through: usable)
                         }
-                    case .inserted(let position):
-                        unchanged =
-                            kept.weights[..<position].elementsEqual(weights[..<position])
-                            && kept.weights[position...].elementsEqual(weights[(position + 1)...])
-                        if unchanged { kept.fill.insert(walks[usable[position]], weight: weights[position], at: position) }
-                    case .removed(let position):
-                        unchanged =
-                            kept.weights[..<position].elementsEqual(weights[..<position])
-                            && kept.weights[(position + 1)...].elementsEqual(weights[position...])
-                        if unchanged { kept.fill.remove(at: position) }
+                    } else {
+                        // The kept state is older than the last table (filled in full): filled
+                        // again now that changes come one at a time.
+                        if case .same = step { return nil }
+                        kept.fill.refill(walks: ordered, weights: weights)
                     }
-                    if unchanged {
-                        state = Incremental(walks: ordered, weights: weights, fill: kept.fill)
-                        return kept.fill.table(through: usable)
-                    }
+                    state = Incremental(walks: ordered, weights: weights, fill: kept.fill, isCurrent: true)
+                    return kept.fill.table(through: usable)
                 }
-                // Any other change: filled again, in the kept state's storage when there is one.
-                let fill: MaglevIncremental
                 if let kept = state {
-                    kept.fill.refill(walks: ordered, weights: weights)
-                    fill = kept.fill
-                } else {
-                    fill = MaglevIncremental(walks: ordered, weights: weights, size: size)
+                    // Several instances changed at once: the plain full fill, several times
+                    // cheaper than filling the kept state again (which records every claim and
+                    // the probe index), which waits for the next single change.
+                    state = Incremental(walks: ordered, weights: weights, fill: kept.fill, isCurrent: false)
+                    return nil
                 }
-                state = Incremental(walks: ordered, weights: weights, fill: fill)
+                let fill = MaglevIncremental(walks: ordered, weights: weights, size: size)
+                state = Incremental(walks: ordered, weights: weights, fill: fill, isCurrent: true)
                 return fill.table(through: usable)
+            }
+        }
+
+        /// How the last table's set became this one when by one step: the same, one instance in
+        /// or out (the others' weights the same), or one instance's weight.
+        private enum Step {
+            case same
+            case inserted(Int)
+            case removed(Int)
+            case reweighed(Int)
+        }
+
+        private static func step(from kept: Incremental, to walks: [MaglevWalk], _ weights: [UInt64]) -> Step? {
+            switch oneChange(from: kept.walks, to: walks) {
+            case nil:
+                return nil
+            case Change.none?:
+                if kept.weights == weights { return .same }
+                return oneDifference(kept.weights, weights).map { .reweighed($0) }
+            case .inserted(let position)?:
+                let same =
+                    kept.weights[..<position].elementsEqual(weights[..<position])
+                    && kept.weights[position...].elementsEqual(weights[(position + 1)...])
+                return same ? .inserted(position) : nil
+            case .removed(let position)?:
+                let same =
+                    kept.weights[..<position].elementsEqual(weights[..<position])
+                    && kept.weights[(position + 1)...].elementsEqual(weights[position...])
+                return same ? .removed(position) : nil
             }
         }
 
