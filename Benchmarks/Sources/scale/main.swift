@@ -2,7 +2,7 @@
 //
 //   swift run -c release scale [--sizes 100,1000,10000] [--balancer NAME,...|all] [--changes 200]
 //                              [--flood-seconds 2] [--rate 100] [--rate-seconds 3] [--csv FILE]
-//                              [--updates whole|hinted]
+//                              [--updates whole|hinted] [--change one|weight|several]
 //
 // For each size n and balancer, over an EndpointCache fed by hand with whole sets (as every
 // publisher delivers them) and endpoints made by the benchmark (the "user's endpoint objects"):
@@ -15,7 +15,9 @@
 //   endpoints and the instance array the caller made, after calls from as many tasks as cores
 //   (each task's thread makes its shard's leases);
 // - change: `--changes` changes, alternately one instance removed and one added back (a random one
-//   each time), each timed from the start of `cache.update(with:)` to the first pick that returns
+//   each time; with `--change weight`, one instance's weight changed and changed back; with
+//   `--change several`, two instances removed and added back together), each timed from the
+//   start of `cache.update(with:)` to the first pick that returns
 //   an endpoint of the new set: wall p50/p99, CPU p50/p99 (the process's CPU time: nothing else
 //   runs) and mallocs per change (the malloc interposer's count);
 // - flood: changes applied back to back for `--flood-seconds` on one task while one thread picks
@@ -47,6 +49,17 @@ struct Options {
     var rateSeconds = 3.0
     var csv: String?
     var hinted = false
+    var change = ChangeKind.one
+}
+
+/// What one change of the set is (`--change`).
+enum ChangeKind: String {
+    /// One instance removed, then added back.
+    case one
+    /// One instance's weight changed (1 -> 2 -> 3 -> 1), then changed back.
+    case weight
+    /// Two instances removed, then added back, in one update.
+    case several
 }
 
 let allBalancers = allBalancerNames
@@ -54,6 +67,7 @@ let allBalancers = allBalancerNames
 let usage = """
     usage: scale [--sizes 100,1000,10000] [--balancer NAME,...|all] [--changes 200]
                  [--flood-seconds 2] [--rate 100] [--rate-seconds 3] [--csv FILE] [--updates whole|hinted]
+                 [--change one|weight|several]
     """
 
 func parse() -> Options {
@@ -71,6 +85,9 @@ func parse() -> Options {
         case "--updates":
             guard value == "whole" || value == "hinted" else { reader.fail("--updates is whole or hinted, not '\(value)'") }
             options.hinted = value == "hinted"
+        case "--change":
+            guard let kind = ChangeKind(rawValue: value) else { reader.fail("--change is one, weight or several, not '\(value)'") }
+            options.change = kind
         default: reader.fail("unknown flag \(flag)")
         }
     }
@@ -248,8 +265,8 @@ struct Measure: BalancerVisitor {
     }
 
     /// Applies change number `change`, whose set is `set`: an even one removes the instance at
-    /// `index`, an odd one adds back the one removed before; with `--updates hinted`, as an update that
-    /// says what changed.
+    /// `index` (or changes its weight, or removes it and the next one: `--change`), an odd one
+    /// undoes it; with `--updates hinted`, as an update that says what changed.
     mutating func applyChange(_ change: Int, index: Int, set: [Instance]) async {
         await Self.applyChange(change, index: index, set: set, to: cache, &updates, options: options, instances: instances)
     }
@@ -261,19 +278,40 @@ struct Measure: BalancerVisitor {
         guard options.hinted else { return await cache.update(with: set) }
         let base = updates.serial
         updates.serial += 1
-        let changes =
-            change % 2 == 0
-            ? InstanceChanges(base: base, upserted: [], removed: [instances[index].id])
-            : InstanceChanges(base: base, upserted: [instances[updates.removed]], removed: [])
+        let touched = Self.touched(index: change % 2 == 0 ? index : updates.removed, options: options, instances: instances)
+        let changes: InstanceChanges
+        switch (options.change, change % 2 == 0) {
+        case (.weight, true): changes = InstanceChanges(base: base, upserted: [Self.reweighed(instances[index])], removed: [])
+        case (_, true): changes = InstanceChanges(base: base, upserted: [], removed: touched.map { instances[$0].id })
+        case (_, false): changes = InstanceChanges(base: base, upserted: touched.map { instances[$0] }, removed: [])
+        }
         if change % 2 == 0 { updates.removed = index }
         await cache.update(from: InstanceUpdate(instances: set, serial: updates.serial, changes: changes))
     }
 
-    /// The set with the instance at `index` left out.
-    func without(_ index: Int) -> [Instance] {
+    /// The set after change number `change` at `index`: an even change's set (`--change`), or the
+    /// whole set again.
+    func changedSet(_ change: Int, _ index: Int) -> [Instance] {
+        guard change % 2 == 0 else { return instances }
         var set = instances
-        set.remove(at: index)
+        switch options.change {
+        case .weight: set[index] = Self.reweighed(set[index])
+        case .one, .several:
+            for i in Self.touched(index: index, options: options, instances: instances).sorted(by: >) { set.remove(at: i) }
+        }
         return set
+    }
+
+    /// The indices a change at `index` touches: it, and for `--change several` the next one.
+    static func touched(index: Int, options: Options, instances: [Instance]) -> [Int] {
+        options.change == .several && instances.count > 1 ? [index, (index + 1) % instances.count] : [index]
+    }
+
+    /// `instance` with its weight moved on (1 -> 2 -> 3 -> 1).
+    static func reweighed(_ instance: Instance) -> Instance {
+        var instance = instance
+        instance.weight = 1 + instance.weight % 3
+        return instance
     }
 
     /// Waits (spinning on picks) until a pick returns an endpoint of generation `generation` or later.
@@ -311,7 +349,7 @@ struct Measure: BalancerVisitor {
         var mallocTotal = 0
         for change in 0..<options.changes {
             let index = Int.random(in: 0..<instances.count, using: &generator)
-            let set = change % 2 == 0 ? without(index) : instances
+            let set = changedSet(change, index)
             let generation = cache.snapshot.generation &+ 1
             let m0 = mallocs()
             let c0 = cpuNanoseconds()
@@ -390,7 +428,7 @@ struct Measure: BalancerVisitor {
                 if now < due { try? await Task.sleep(for: .nanoseconds(Int64(due - now))) }
             }
             let index = Int.random(in: 0..<instances.count, using: &generator)
-            let set = applied % 2 == 0 ? without(index) : instances
+            let set = changedSet(applied, index)
             if toControl {
                 let generation = control.cache.snapshot.generation &+ 1
                 await Self.applyChange(
@@ -421,7 +459,7 @@ func waitFor(_ semaphore: DispatchSemaphore) async {
 MallocInterposerSwift.initialize()
 let options = parse()
 print(
-    "scale: \(options.hinted ? "hinted updates, " : "")\(ProcessInfo.processInfo.activeProcessorCount) cores, sizes \(options.sizes.map(String.init).joined(separator: ",")), \(options.changes) changes, flood \(options.floodSeconds) s, \(options.rate) changes/s for \(options.rateSeconds) s"
+    "scale: \(options.hinted ? "hinted updates, " : "")\(options.change == .one ? "" : "--change \(options.change.rawValue), ")\(ProcessInfo.processInfo.activeProcessorCount) cores, sizes \(options.sizes.map(String.init).joined(separator: ",")), \(options.changes) changes, flood \(options.floodSeconds) s, \(options.rate) changes/s for \(options.rateSeconds) s"
 )
 print(
     "n,balancer,first_wall_ms,first_cpu_ms,bytes_per_instance,change_wall_p50_ms,change_wall_p99_ms,change_cpu_p50_ms,change_cpu_p99_ms,mallocs_per_change,idle_pick_p50_us,idle_pick_p99_us,idle_pick_p999_us,flood_changes_per_s,flood_pick_p50_us,flood_pick_p99_us,flood_pick_p999_us,paced_changes_per_s,paced_pick_p99_us,paced_pick_p999_us,control_changes_per_s,control_pick_p99_us,control_pick_p999_us"
