@@ -177,9 +177,7 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
         /// instances' weights the same); `nil` for the full fill.
         private func incrementalTable(_ set: EndpointSetView, _ usable: [Int], walks: [MaglevWalk]) -> [Int32]? {
             let weights = TableBuilders.effectiveWeights(set, usable)
-            guard MaglevIncremental.isWorthKeeping(count: usable.count, size: size),
-                let smallest = weights.min(), smallest > 0
-            else {
+            guard MaglevIncremental.isWorthKeeping(count: usable.count, size: size), !weights.contains(0) else {
                 incremental.withLock { $0 = nil }
                 return nil
             }
@@ -232,7 +230,7 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
             switch oneChange(from: kept.walks, to: walks) {
             case nil:
                 return nil
-            case Change.none?:
+            case .same?:
                 if kept.weights == weights { return .same }
                 return oneDifference(kept.weights, weights).map { .reweighed($0) }
             case .inserted(let position)?:
@@ -245,13 +243,9 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
                     kept.weights[..<position].elementsEqual(weights[..<position])
                     && kept.weights[(position + 1)...].elementsEqual(weights[position...])
                 return same ? .removed(position) : nil
+            case .reweighed?:
+                return nil
             }
-        }
-
-        private enum Change {
-            case none
-            case inserted(Int)
-            case removed(Int)
         }
 
         /// The one position where `old` and `new` (of one length) differ, or `nil`.
@@ -260,9 +254,10 @@ public final class ConsistentHashBalancer<Request: Sendable, Response: Sendable>
             return old[(first + 1)...].elementsEqual(new[(first + 1)...]) ? first : nil
         }
 
-        /// How `new` differs from `old` when by at most one walk (both in fill order).
-        private static func oneChange(from old: [MaglevWalk], to new: [MaglevWalk]) -> Change? {
-            if old.count == new.count { return old == new ? Change.none : nil }
+        /// How `new` differs from `old` when by at most one walk (both in fill order): the same,
+        /// inserted or removed.
+        private static func oneChange(from old: [MaglevWalk], to new: [MaglevWalk]) -> Step? {
+            if old.count == new.count { return old == new ? .same : nil }
             guard abs(old.count - new.count) == 1 else { return nil }
             let (longer, shorter) = old.count > new.count ? (old, new) : (new, old)
             var position = 0
